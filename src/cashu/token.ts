@@ -1,0 +1,64 @@
+import { createHash } from 'node:crypto';
+import { getTokenMetadata, normalizeMintUrl } from '@cashu/cashu-ts';
+import { GatewayError } from '../engine/errors.ts';
+import { MSATS_PER, type Unit } from '../ledger/ledger.ts';
+
+export const TOKEN_PREFIX = /^(cashu:)?cashu[AB]/;
+
+export function isCashuToken(s: string): boolean {
+  return TOKEN_PREFIX.test(s);
+}
+
+export function sha256Hex(s: string): string {
+  return createHash('sha256').update(s).digest('hex');
+}
+
+/** The API key a token string funds, as Routstr names it. */
+export function keyHashOfToken(token: string): string {
+  return sha256Hex(token);
+}
+
+export interface TokenInfo {
+  token: string;
+  hash: string;
+  mint: string;
+  unit: Unit;
+  /** Face value in the token's unit. */
+  amount: number;
+  msats: number;
+}
+
+/**
+ * Reads a token without any network call and refuses it before the mint is ever contacted:
+ * a mint outside the trusted list is never fetched (no SSRF through token contents).
+ */
+export function inspectToken(raw: string, trustedMints: ReadonlySet<string>): TokenInfo {
+  const token = raw.trim().replace(/^cashu:/, '');
+  let meta: ReturnType<typeof getTokenMetadata>;
+  try {
+    meta = getTokenMetadata(token);
+  } catch {
+    throw new GatewayError(400, 'invalid_cashu_token', 'The Cashu token could not be decoded.');
+  }
+  let mint: string;
+  try {
+    mint = normalizeMintUrl(meta.mint);
+  } catch {
+    throw new GatewayError(400, 'invalid_cashu_token', 'The Cashu token names no valid mint URL.');
+  }
+  if (!trustedMints.has(mint)) {
+    throw new GatewayError(400, 'untrusted_mint', `Tokens from mint ${JSON.stringify(mint)} are not accepted here.`);
+  }
+  const unit = meta.unit ?? 'sat';
+  if (unit !== 'sat' && unit !== 'msat') {
+    throw new GatewayError(400, 'unsupported_unit', `Unit ${JSON.stringify(unit)} is not accepted; use sat or msat.`);
+  }
+  let amount: number;
+  try {
+    amount = meta.amount.toNumber();
+  } catch {
+    throw new GatewayError(400, 'invalid_cashu_token', 'The Cashu token amount is out of range.');
+  }
+  if (!(amount > 0)) throw new GatewayError(400, 'invalid_cashu_token', 'The Cashu token is worth nothing.');
+  return { token, hash: sha256Hex(token), mint, unit, amount, msats: amount * MSATS_PER[unit] };
+}

@@ -1,0 +1,331 @@
+import { randomUUID } from 'node:crypto';
+import {
+  Amount,
+  OutputData,
+  Wallet,
+  getEncodedToken,
+  isMintOperationError,
+  type Proof,
+  type SerializedOutputData,
+  type SwapPreview,
+} from '@cashu/cashu-ts';
+import type { Logger } from 'pino';
+import { GatewayError } from '../engine/errors.ts';
+import { MSATS_PER, type KeyRow, type Ledger, type MintOp, type RefundRow, type StoredProof, type Unit } from '../ledger/ledger.ts';
+import type { TokenInfo } from './token.ts';
+
+/** A journaled blinded output; `send` marks the outputs that become the user's refund token. */
+interface JournaledOutput {
+  send: boolean;
+  o: SerializedOutputData;
+}
+
+const SPENT = 11001;
+const PENDING = 11002;
+
+export function toStored(p: Pick<Proof, 'id' | 'secret' | 'C' | 'dleq'> & { amount: Amount | number }): StoredProof {
+  const amount = typeof p.amount === 'number' ? p.amount : p.amount.toNumber();
+  return { id: p.id, amount, secret: p.secret, C: p.C, dleq: p.dleq };
+}
+
+function toProof(p: StoredProof): Proof {
+  const proof: Proof = { id: p.id, amount: Amount.from(p.amount), secret: p.secret, C: p.C };
+  if (p.dleq) proof.dleq = p.dleq as Proof['dleq'];
+  return proof;
+}
+
+function sum(proofs: StoredProof[]): number {
+  let s = 0;
+  for (const p of proofs) s += p.amount;
+  return s;
+}
+
+function mintUnreachable(): GatewayError {
+  return new GatewayError(503, 'cashu_mint_unreachable', 'The Cashu mint could not be reached; your token was not spent. Try again shortly.', {
+    headers: { 'retry-after': '5' },
+  });
+}
+
+/**
+ * The gateway's own wallet: one cashu-ts Wallet per (mint, unit), loaded once and reused, and the
+ * journaled swaps that turn a client's token into the gateway's proofs and back into refunds.
+ */
+export class CashuWallets {
+  readonly #wallets = new Map<string, Promise<Wallet>>();
+  readonly #inflight = new Map<string, Promise<KeyRow>>();
+  readonly #ledger: Ledger;
+  readonly #log: Logger;
+  /** Trusted mints, primary first: the order refunds are paid from. */
+  readonly mints: readonly string[];
+
+  constructor(mints: readonly string[], ledger: Ledger, log: Logger) {
+    this.mints = mints;
+    this.#ledger = ledger;
+    this.#log = log;
+  }
+
+  /** Mint info and keysets are fetched once per (mint, unit), not per request. */
+  wallet(mint: string, unit: Unit): Promise<Wallet> {
+    const id = `${unit} ${mint}`;
+    let w = this.#wallets.get(id);
+    if (!w) {
+      w = (async () => {
+        const wallet = new Wallet(mint, { unit });
+        await wallet.loadMint();
+        return wallet;
+      })();
+      // A failed load is not cached, so the next request tries the mint again.
+      w.catch(() => this.#wallets.delete(id));
+      this.#wallets.set(id, w);
+    }
+    return w;
+  }
+
+  async #walletOr503(mint: string, unit: Unit): Promise<Wallet> {
+    try {
+      return await this.wallet(mint, unit);
+    } catch (e) {
+      this.#log.warn({ mint, err: (e as Error).message }, 'mint unreachable');
+      throw mintUnreachable();
+    }
+  }
+
+  /**
+   * Swaps a token at its mint and credits `keyHash`. Concurrent presentations of one token share
+   * one swap; a token already credited returns its key without touching the mint.
+   */
+  redeem(info: TokenInfo, keyHash: string): Promise<KeyRow> {
+    let p = this.#inflight.get(info.hash);
+    if (!p) {
+      p = this.#redeem(info, keyHash, true).finally(() => this.#inflight.delete(info.hash));
+      this.#inflight.set(info.hash, p);
+    }
+    return p;
+  }
+
+  async #redeem(info: TokenInfo, keyHash: string, retry: boolean): Promise<KeyRow> {
+    const known = await this.#ledger.getToken(info.hash);
+    if (known) return this.#fromExisting(info, keyHash, known.keyHash, known.opId, known.state, retry);
+
+    const wallet = await this.#walletOr503(info.mint, info.unit);
+    let preview: SwapPreview;
+    try {
+      preview = await wallet.prepareSwapToReceive(wallet.decodeToken(info.token));
+    } catch (e) {
+      throw new GatewayError(400, 'invalid_cashu_token', `The Cashu token is not valid: ${(e as Error).message}`);
+    }
+    const opId = randomUUID();
+    const outputs: JournaledOutput[] = (preview.keepOutputs ?? []).map((o) => ({ send: false, o: OutputData.serialize(o) }));
+    const started = await this.#ledger.startRedemption({
+      tokenHash: info.hash,
+      keyHash,
+      opId,
+      mint: info.mint,
+      unit: info.unit,
+      inputs: preview.inputs.map(toStored),
+      outputs,
+    });
+    if (!started.started) {
+      const t = started.token;
+      return this.#fromExisting(info, keyHash, t.keyHash, t.opId, t.state, retry);
+    }
+
+    let keep: Proof[];
+    try {
+      keep = (await wallet.completeSwap(preview)).keep;
+    } catch (e) {
+      if (isMintOperationError(e)) {
+        await this.#ledger.abandonRedemption(info.hash, opId);
+        if (e.code === SPENT || e.code === PENDING) {
+          throw new GatewayError(400, 'cashu_token_already_spent', 'This Cashu token has already been spent.');
+        }
+        throw new GatewayError(400, 'invalid_cashu_token', `The mint refused the token: ${e.message}`);
+      }
+      // The swap may have happened with its answer lost: the journal lets the mint tell us.
+      this.#log.warn({ op: opId, err: (e as Error).message }, 'swap failed without an answer');
+      const outcome = await this.#recover(opId);
+      if (outcome === 'done') return (await this.#ledger.getKey(keyHash))!;
+      throw mintUnreachable();
+    }
+    const proofs = keep.map(toStored);
+    return this.#ledger.finishRedemption({
+      tokenHash: info.hash,
+      opId,
+      proofs,
+      creditMsats: sum(proofs) * MSATS_PER[info.unit],
+    });
+  }
+
+  async #fromExisting(
+    info: TokenInfo, keyHash: string, creditedTo: string, opId: string, state: 'redeeming' | 'credited', retry: boolean,
+  ): Promise<KeyRow> {
+    if (state === 'redeeming') {
+      // Left by a crash or another process: settle it with the mint before deciding.
+      const outcome = await this.#recover(opId);
+      if (outcome === 'failed' && retry) return this.#redeem(info, keyHash, false);
+      if (outcome !== 'done') throw mintUnreachable();
+    }
+    if (creditedTo !== keyHash) {
+      throw new GatewayError(400, 'cashu_token_already_spent', 'This Cashu token has already been spent.');
+    }
+    return (await this.#ledger.getKey(keyHash))!;
+  }
+
+  /**
+   * Pays out a key's whole refundable balance as a token (whole sats for a sat key; the msat
+   * remainder stays on the key). A retry with nothing left to refund returns the last token.
+   */
+  async refund(keyHash: string): Promise<RefundRow> {
+    return (await this.#refund(keyHash, true))!;
+  }
+
+  /** Change after a one-shot request: the refundable balance as a token, or undefined if none. */
+  async change(keyHash: string): Promise<RefundRow | undefined> {
+    return this.#refund(keyHash, false);
+  }
+
+  async #refund(keyHash: string, retry: boolean): Promise<RefundRow | undefined> {
+    const opId = randomUUID();
+    const r = await this.#ledger.startRefund({ keyHash, opId, refundId: randomUUID(), mints: [...this.mints] });
+    switch (r.kind) {
+      case 'no_key':
+        throw new GatewayError(401, 'invalid_api_key', 'Unknown API key.');
+      case 'busy':
+        throw new GatewayError(425, 'request_in_progress', 'A request on this key is still running; retry when it ends.', {
+          headers: { 'retry-after': '2' },
+        });
+      case 'no_liquidity':
+        this.#log.error({ amount: r.amount, unit: r.unit }, 'wallet cannot cover a refund');
+        throw new GatewayError(503, 'refund_unavailable', 'The gateway cannot pay this refund right now.', {
+          headers: { 'retry-after': '60' },
+        });
+      case 'nothing': {
+        if (!retry) return undefined;
+        const latest = r.latest;
+        if (latest?.state === 'pending') {
+          await this.#recover(latest.opId);
+          const again = await this.#ledger.latestRefund(keyHash);
+          if (again?.state === 'done') return again;
+          if (!again || again.opId !== latest.opId) return this.#refund(keyHash, retry);
+          throw mintUnreachable();
+        }
+        if (latest) return latest;
+        throw new GatewayError(400, 'balance_too_low', 'There is no balance to refund on this key.');
+      }
+      case 'started':
+        return this.#payRefund(r.refund, r.inputs);
+    }
+  }
+
+  async #payRefund(refund: RefundRow, inputs: StoredProof[]): Promise<RefundRow> {
+    const { mint, unit, amount, opId } = refund;
+    // Our own proofs that add up exactly are handed over as they are: no mint call at all.
+    if (sum(inputs) === amount) {
+      const token = getEncodedToken({ mint, unit, proofs: inputs.map(toProof) });
+      return this.#ledger.finishRefund({ opId, token, sent: inputs, keep: [] });
+    }
+    let wallet: Wallet;
+    let preview: SwapPreview;
+    try {
+      wallet = await this.wallet(mint, unit);
+      preview = await wallet.prepareSwapToSend(amount, inputs.map(toProof), { includeFees: true });
+    } catch (e) {
+      await this.#ledger.abandonRefund(opId);
+      this.#log.warn({ mint, err: (e as Error).message }, 'refund swap could not be prepared');
+      throw mintUnreachable();
+    }
+    const outputs: JournaledOutput[] = [
+      ...(preview.sendOutputs ?? []).map((o) => ({ send: true, o: OutputData.serialize(o) })),
+      ...(preview.keepOutputs ?? []).map((o) => ({ send: false, o: OutputData.serialize(o) })),
+    ];
+    await this.#ledger.journalOutputs(opId, outputs, preview.inputs.map(toStored));
+    try {
+      const { send, keep } = await wallet.completeSwap(preview);
+      const token = getEncodedToken({ mint, unit, proofs: send });
+      return await this.#ledger.finishRefund({
+        opId,
+        token,
+        sent: send.map(toStored),
+        keep: keep.map(toStored),
+      });
+    } catch (e) {
+      if (isMintOperationError(e)) {
+        this.#log.error({ op: opId, code: e.code, err: e.message }, 'mint refused a refund swap');
+        await this.#ledger.abandonRefund(opId);
+        throw new GatewayError(503, 'refund_unavailable', 'The mint refused the refund; your balance is unchanged.');
+      }
+      const outcome = await this.#recover(opId);
+      if (outcome === 'done') return (await this.#ledger.latestRefund(refund.keyHash))!;
+      throw mintUnreachable();
+    }
+  }
+
+  /** Resolves every journaled swap left unfinished, e.g. by a crash. */
+  async recoverAll(): Promise<void> {
+    for (const op of await this.#ledger.pendingOps()) {
+      const outcome = await this.#recover(op.id);
+      this.#log.info({ op: op.id, kind: op.kind, outcome }, 'recovered journaled mint operation');
+    }
+  }
+
+  /**
+   * Asks the mint what became of a journaled swap: signatures it holds for our outputs (NUT-09)
+   * finish the operation; inputs still unspent (NUT-07) mean it never happened.
+   */
+  async #recover(opId: string): Promise<'done' | 'failed' | 'pending'> {
+    const op = await this.#ledger.getOp(opId);
+    if (!op || op.state !== 'pending') return op?.state ?? 'failed';
+    if (op.outputs === null) {
+      await this.#abandon(op);
+      return 'failed';
+    }
+    try {
+      const wallet = await this.wallet(op.mint, op.unit);
+      const journaled = (op.outputs as JournaledOutput[]).map((j) => ({ send: j.send, o: OutputData.deserialize(j.o) }));
+      const { outputs, signatures } = await wallet.mint.restore({ outputs: journaled.map((j) => j.o.blindedMessage) });
+      if (signatures.length > 0) {
+        const sigByB = new Map(outputs.map((o, i) => [o.B_, signatures[i]!]));
+        const send: StoredProof[] = [];
+        const keep: StoredProof[] = [];
+        for (const j of journaled) {
+          const sig = sigByB.get(j.o.blindedMessage.B_);
+          if (!sig) continue;
+          const proof = toStored(j.o.toProof(sig, wallet.keyChain.getKeyset(sig.id)));
+          (j.send ? send : keep).push(proof);
+        }
+        await this.#complete(op, send, keep);
+        return 'done';
+      }
+      const states = await wallet.checkProofsStates(op.inputs.map((p) => ({ secret: p.secret, id: p.id })));
+      if (states.some((s) => s.state === 'PENDING')) return 'pending';
+      if (states.some((s) => s.state === 'SPENT')) {
+        this.#log.error({ op: op.id, kind: op.kind }, 'inputs spent elsewhere and no signatures to restore');
+      }
+      await this.#abandon(op);
+      return 'failed';
+    } catch (e) {
+      this.#log.warn({ op: op.id, err: (e as Error).message }, 'mint operation still unresolved');
+      return 'pending';
+    }
+  }
+
+  async #complete(op: MintOp, send: StoredProof[], keep: StoredProof[]): Promise<void> {
+    if (op.kind === 'receive') {
+      const proofs = [...send, ...keep];
+      await this.#ledger.finishRedemption({
+        tokenHash: op.tokenHash!,
+        opId: op.id,
+        proofs,
+        creditMsats: sum(proofs) * MSATS_PER[op.unit],
+      });
+      return;
+    }
+    const token = getEncodedToken({ mint: op.mint, unit: op.unit, proofs: send.map(toProof) });
+    await this.#ledger.finishRefund({ opId: op.id, token, sent: send, keep });
+  }
+
+  async #abandon(op: MintOp): Promise<void> {
+    if (op.kind === 'receive') await this.#ledger.abandonRedemption(op.tokenHash!, op.id);
+    else await this.#ledger.abandonRefund(op.id);
+  }
+}

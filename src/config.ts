@@ -1,0 +1,101 @@
+import { z } from 'zod';
+import { normalizeMintUrl } from '@cashu/cashu-ts';
+
+/** Decimal msats per token, kept exact as an integer number of micro-msats (1e-6 msat). */
+const rate = z.coerce
+  .number()
+  .finite()
+  .nonnegative()
+  .transform((v) => Math.round(v * 1e6));
+
+const modelPrice = z.strictObject({
+  prompt: rate,
+  completion: rate,
+  max_completion_tokens: z.number().int().positive().optional(),
+  context_length: z.number().int().positive().optional(),
+});
+
+const csv = (s: string) =>
+  s
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
+
+const httpUrl = z.url({ protocol: /^https?$/ });
+
+const schema = z.object({
+  PORT: z.coerce.number().int().min(0).max(65535).default(8000),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  NAME: z.string().min(1).default('Cashu AI Gateway'),
+  DESCRIPTION: z.string().default('OpenAI-compatible API paid per request with Cashu ecash'),
+  UPSTREAM_BASE_URL: httpUrl.default('http://127.0.0.1:11434/v1'),
+  UPSTREAM_API_KEY: z.string().default(''),
+  UPSTREAM_HEADERS_TIMEOUT_MS: z.coerce.number().int().positive().default(120_000),
+  UPSTREAM_BODY_TIMEOUT_MS: z.coerce.number().int().positive().default(300_000),
+  UPSTREAM_CONNECTIONS: z.coerce.number().int().positive().default(1024),
+  CASHU_MINTS: z
+    .string()
+    .default('https://mint.minibits.cash/Bitcoin')
+    .transform(csv)
+    .pipe(z.array(httpUrl).min(1, 'at least one mint URL'))
+    .transform((urls) => [...new Set(urls.map(normalizeMintUrl))]),
+  MINT_TIMEOUT_MS: z.coerce.number().int().positive().default(30_000),
+  DATABASE_URL: z
+    .string()
+    .default('sqlite:./data/gateway.db')
+    .refine((s) => s.startsWith('sqlite:') || s === ':memory:', 'sqlite:<path> or :memory:'),
+  MODEL_PRICES: z
+    .string()
+    .default('{}')
+    .transform((s, ctx) => {
+      try {
+        return JSON.parse(s) as unknown;
+      } catch {
+        ctx.addIssue({ code: 'custom', message: 'JSON object of model id to {prompt, completion}' });
+        return z.NEVER;
+      }
+    })
+    .pipe(z.record(z.string(), modelPrice)),
+  MODELS: z.string().default('').transform(csv),
+  DEFAULT_PROMPT_MSATS_PER_TOKEN: rate.prefault(1).refine((v) => v > 0, 'a price above 0'),
+  DEFAULT_COMPLETION_MSATS_PER_TOKEN: rate.prefault(3).refine((v) => v > 0, 'a price above 0'),
+  DEFAULT_MAX_COMPLETION_TOKENS: z.coerce.number().int().positive().default(4096),
+  DEFAULT_CONTEXT_LENGTH: z.coerce.number().int().positive().default(128_000),
+  MODELS_REFRESH_SECONDS: z.coerce.number().int().nonnegative().default(300),
+  BODY_LIMIT_BYTES: z.coerce.number().int().positive().default(10 * 1024 * 1024),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export type Config = z.output<typeof schema>;
+export type ModelPriceConfig = z.output<typeof modelPrice>;
+
+export class ConfigError extends Error {
+  readonly problems: string[];
+  constructor(problems: string[]) {
+    super(`invalid configuration:\n${problems.join('\n')}`);
+    this.problems = problems;
+  }
+}
+
+/** Empty strings count as unset, so `FOO=` in a .env file falls back to the default. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const present: Record<string, string> = {};
+  for (const key of Object.keys(schema.shape)) {
+    const v = env[key];
+    if (v !== undefined && v !== '') present[key] = v;
+  }
+  const parsed = schema.safeParse(present);
+  if (parsed.success) return parsed.data;
+  throw new ConfigError(
+    parsed.error.issues.map((i) => {
+      const name = i.path.join('.');
+      const key = String(i.path[0]);
+      const got = /KEY|SECRET|NSEC|PASSWORD/.test(key) ? undefined : present[key];
+      return `${name}: ${i.message}${got === undefined ? '' : ` (got ${JSON.stringify(truncate(got))})`}`;
+    }),
+  );
+}
+
+function truncate(s: string): string {
+  return s.length > 40 ? `${s.slice(0, 40)}…` : s;
+}

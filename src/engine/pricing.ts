@@ -1,0 +1,70 @@
+/**
+ * Prices are integers in micro-msats (1e-6 msat) per token so that sub-msat rates, common for
+ * cheap models, stay exact; every charge is rounded up to a whole msat per part.
+ */
+export interface Price {
+  promptRate: number;
+  completionRate: number;
+  maxCompletionTokens: number;
+  contextLength: number;
+}
+
+export interface Usage {
+  promptTokens: number;
+  completionTokens: number;
+}
+
+export interface Cost {
+  inputMsats: number;
+  outputMsats: number;
+  totalMsats: number;
+}
+
+const MICRO = 1_000_000n;
+
+function ceilMul(tokens: number, rate: number): number {
+  const p = BigInt(tokens) * BigInt(rate);
+  return Number((p + MICRO - 1n) / MICRO);
+}
+
+export function costOf(usage: Usage, price: Price): Cost {
+  const inputMsats = ceilMul(usage.promptTokens, price.promptRate);
+  const outputMsats = ceilMul(usage.completionTokens, price.completionRate);
+  return { inputMsats, outputMsats, totalMsats: inputMsats + outputMsats };
+}
+
+/**
+ * Our tokenizer is not the upstream's: pad the prompt estimate so a reservation rarely falls
+ * short of what the upstream later reports.
+ */
+export function promptAllowance(counted: number): number {
+  return Math.ceil(counted * 1.1) + 8;
+}
+
+/** The most a request can cost: its padded prompt plus every completion token it may ask for. */
+export function reservationFor(promptTokens: number, maxCompletion: number | undefined, price: Price): number {
+  const completion = Math.min(maxCompletion ?? price.maxCompletionTokens, price.maxCompletionTokens);
+  return costOf({ promptTokens: promptAllowance(promptTokens), completionTokens: completion }, price).totalMsats;
+}
+
+/** Routstr's `sats_pricing`: sats per token (fractional) and worst-case costs in sats. */
+export function satsPricing(price: Price) {
+  const maxCompletion = Math.min(price.maxCompletionTokens, price.contextLength);
+  const maxPrompt = ceilMul(price.contextLength, price.promptRate);
+  const maxCompletionCost = ceilMul(maxCompletion, price.completionRate);
+  const maxCost = costOf(
+    { promptTokens: price.contextLength - maxCompletion, completionTokens: maxCompletion },
+    price,
+  ).totalMsats;
+  return {
+    prompt: price.promptRate / 1e9,
+    completion: price.completionRate / 1e9,
+    request: 0,
+    image: 0,
+    web_search: 0,
+    internal_reasoning: 0,
+    max_prompt_cost: maxPrompt / 1000,
+    max_completion_cost: maxCompletionCost / 1000,
+    max_cost: maxCost / 1000,
+  };
+}

@@ -1,0 +1,60 @@
+import { createServer } from 'node:http';
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { Config } from '../config.ts';
+import type { CashuWallets } from '../cashu/wallet.ts';
+import type { Catalog } from '../engine/catalog.ts';
+import type { Engine } from '../engine/engine.ts';
+import { GatewayError } from '../engine/errors.ts';
+import type { Ledger } from '../ledger/ledger.ts';
+import { balanceRoutes } from './balance.ts';
+import { completionRoutes } from './completions.ts';
+import { infoRoutes } from './info.ts';
+
+export interface AppDeps {
+  cfg: Config;
+  log: Logger;
+  ledger: Ledger;
+  wallets: CashuWallets;
+  catalog: Catalog;
+  engine: Engine;
+}
+
+/** Large Cashu tokens ride in headers; Node's default 16 KiB is too tight for a many-proof token. */
+const MAX_HEADER_BYTES = 64 * 1024;
+
+function frameworkError(err: FastifyError): GatewayError {
+  const status = err.statusCode ?? 500;
+  if (status === 413) return new GatewayError(413, 'request_too_large', 'The request body is too large.');
+  if (status === 415) return new GatewayError(415, 'unsupported_media_type', 'Send the request body as application/json.');
+  if (err.code?.startsWith('FST_ERR_CTP') || err instanceof SyntaxError) {
+    return new GatewayError(400, 'invalid_json', 'The request body is not valid JSON.');
+  }
+  if (status >= 400 && status < 500) return new GatewayError(status, 'invalid_request', err.message);
+  return new GatewayError(500, 'internal_error', 'Internal error.');
+}
+
+export function buildApp(deps: AppDeps): FastifyInstance {
+  const app: FastifyInstance = Fastify({
+    loggerInstance: deps.log as FastifyBaseLogger,
+    disableRequestLogging: true,
+    bodyLimit: deps.cfg.BODY_LIMIT_BYTES,
+    serverFactory: (handler) => createServer({ maxHeaderSize: MAX_HEADER_BYTES }, handler),
+    requestTimeout: 0,
+  });
+
+  app.setErrorHandler((err: FastifyError, req, reply) => {
+    const e = err instanceof GatewayError ? err : frameworkError(err);
+    if (e.status >= 500 && !(err instanceof GatewayError)) req.log.error({ err }, 'unhandled error');
+    else if (e.status >= 500) req.log.warn({ code: e.code, path: req.routeOptions.url }, e.message);
+    reply.code(e.status).headers(e.headers).send(e.body());
+  });
+  app.setNotFoundHandler((req, reply) => {
+    reply.code(404).send(new GatewayError(404, 'not_found', `No route for ${req.method} ${req.url.split('?')[0]}.`).body());
+  });
+
+  infoRoutes(app, deps);
+  balanceRoutes(app, deps);
+  completionRoutes(app, deps);
+  return app;
+}

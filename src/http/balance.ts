@@ -1,0 +1,103 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { CashuWallets } from '../cashu/wallet.ts';
+import { inspectToken, isCashuToken, sha256Hex } from '../cashu/token.ts';
+import { GatewayError } from '../engine/errors.ts';
+import type { Ledger, RefundRow } from '../ledger/ledger.ts';
+import { paymentOf } from './payment.ts';
+
+const SK = /^sk-([0-9a-f]{64})$/;
+
+function field(req: FastifyRequest, name: string): string | undefined {
+  const body = req.body as Record<string, unknown> | undefined;
+  const query = req.query as Record<string, unknown> | undefined;
+  const v = body?.[name] ?? query?.[name];
+  return typeof v === 'string' && v.trim() ? v.trim() : undefined;
+}
+
+function refundBody(r: RefundRow): Record<string, string> {
+  return r.unit === 'sat' ? { token: r.token!, sats: String(r.amount) } : { token: r.token!, msats: String(r.amount) };
+}
+
+/** Routstr's `/v1/balance/*`, also under the deprecated `/v1/wallet/*`. */
+export function balanceRoutes(app: FastifyInstance, deps: { ledger: Ledger; wallets: CashuWallets }): void {
+  const { ledger, wallets } = deps;
+  const trusted = new Set(wallets.mints);
+
+  /** The key a request names: an `sk-` key, or a Cashu token (redeemed on first sight). */
+  async function keyOf(req: FastifyRequest, redeem: boolean): Promise<string> {
+    const bearer = paymentOf(req).bearer;
+    if (!bearer) throw new GatewayError(401, 'invalid_api_key', 'Missing API key: send Authorization: Bearer sk-… or a Cashu token.');
+    if (isCashuToken(bearer)) {
+      const info = inspectToken(bearer, trusted);
+      if (redeem && !(await ledger.getKey(info.hash))) await wallets.redeem(info, info.hash);
+      return info.hash;
+    }
+    const m = SK.exec(bearer);
+    if (!m) throw new GatewayError(401, 'invalid_api_key', 'Invalid API key.');
+    return m[1]!;
+  }
+
+  const create = async (req: FastifyRequest) => {
+    const raw = field(req, 'initial_balance_token') ?? field(req, 'cashu_token') ?? paymentOf(req).bearer;
+    if (!raw) throw new GatewayError(400, 'invalid_cashu_token', 'Send the token as initial_balance_token.');
+    const info = inspectToken(raw, trusted);
+    const key = (await ledger.getKey(info.hash)) ?? (await wallets.redeem(info, info.hash));
+    return { api_key: `sk-${key.hash}`, balance: key.balance - key.reserved };
+  };
+
+  const info = async (req: FastifyRequest) => {
+    const hash = await keyOf(req, true);
+    const key = await ledger.getKey(hash);
+    if (!key) throw new GatewayError(401, 'invalid_api_key', 'Unknown API key.');
+    return {
+      api_key: `sk-${key.hash}`,
+      balance: key.balance - key.reserved,
+      reserved: key.reserved,
+      unit: key.unit,
+      mint: key.mint,
+      total_spent: key.totalSpent,
+      total_requests: key.totalRequests,
+      is_child: false,
+    };
+  };
+
+  const topup = async (req: FastifyRequest) => {
+    const hash = await keyOf(req, true);
+    if (!(await ledger.getKey(hash))) throw new GatewayError(401, 'invalid_api_key', 'Unknown API key.');
+    const raw = field(req, 'cashu_token');
+    if (!raw) throw new GatewayError(400, 'invalid_cashu_token', 'Send the token as cashu_token.');
+    const tok = inspectToken(raw, trusted);
+    await wallets.redeem(tok, hash);
+    const row = await ledger.getToken(tok.hash);
+    return { msats: row?.msats ?? 0 };
+  };
+
+  const refund = async (req: FastifyRequest) => {
+    const x = paymentOf(req).xCashu;
+    let hash: string;
+    if (x) {
+      hash = sha256Hex(x.replace(/^cashu:/, ''));
+      if (!(await ledger.getKey(hash))) {
+        throw new GatewayError(404, 'refund_not_found', 'No payment with this X-Cashu token is known here.');
+      }
+    } else {
+      hash = await keyOf(req, false);
+    }
+    const r = await wallets.refund(hash);
+    return refundBody(r);
+  };
+
+  for (const prefix of ['/v1/balance', '/v1/wallet']) {
+    app.post(`${prefix}/create`, create);
+    app.get(`${prefix}/create`, create);
+    app.get(`${prefix}/info`, info);
+    app.get(`${prefix}/`, info);
+    app.post(`${prefix}/topup`, topup);
+    app.post(`${prefix}/refund`, async (req, reply) => {
+      const body = await refund(req);
+      reply.header('x-cashu', body.token);
+      reply.header('cache-control', 'no-store');
+      return body;
+    });
+  }
+}

@@ -1,0 +1,47 @@
+import type { FastifyInstance } from 'fastify';
+import type { Config } from '../config.ts';
+import type { Catalog } from '../engine/catalog.ts';
+import { satsPricing } from '../engine/pricing.ts';
+import { VERSION } from '../version.ts';
+
+export function infoRoutes(app: FastifyInstance, deps: { cfg: Config; catalog: Catalog }): void {
+  const { cfg, catalog } = deps;
+  const info = {
+    name: cfg.NAME,
+    description: cfg.DESCRIPTION,
+    version: VERSION,
+    npub: null,
+    mints: cfg.CASHU_MINTS,
+    http_url: null,
+    onion_url: null,
+    units: ['sat', 'msat'],
+    payment_methods: ['cashu'],
+    child_key_cost_msats: 0,
+  };
+  app.get('/v1/info', async () => info);
+
+  const models = async () => ({
+    object: 'list',
+    data: catalog.list().map((m) => ({
+      id: m.id,
+      object: 'model',
+      created: m.created,
+      owned_by: m.ownedBy,
+      name: m.id,
+      context_length: m.price.contextLength,
+      sats_pricing: satsPricing(m.price),
+      msats_pricing: {
+        prompt_msats_per_token: m.price.promptRate / 1e6,
+        completion_msats_per_token: m.price.completionRate / 1e6,
+      },
+      top_provider: {
+        context_length: m.price.contextLength,
+        max_completion_tokens: m.price.maxCompletionTokens,
+        is_moderated: false,
+      },
+      enabled: true,
+    })),
+  });
+  app.get('/v1/models', models);
+  app.get('/models', models);
+}

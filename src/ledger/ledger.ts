@@ -1,0 +1,157 @@
+/** Units a key can be funded in; balances are always msats whatever the unit. */
+export type Unit = 'sat' | 'msat';
+
+export const MSATS_PER: Record<Unit, number> = { sat: 1000, msat: 1 };
+
+export interface KeyRow {
+  hash: string;
+  balance: number;
+  reserved: number;
+  unit: Unit;
+  mint: string;
+  totalSpent: number;
+  totalRequests: number;
+  createdAt: number;
+}
+
+/** A proof as the gateway stores it; amount is in the keyset's unit. */
+export interface StoredProof {
+  secret: string;
+  id: string;
+  amount: number;
+  C: string;
+  dleq?: { e: string; s: string; r?: string } | undefined;
+}
+
+export interface TokenRow {
+  hash: string;
+  keyHash: string;
+  opId: string;
+  state: 'redeeming' | 'credited';
+  msats: number | null;
+}
+
+export interface MintOp {
+  id: string;
+  kind: 'receive' | 'refund';
+  mint: string;
+  unit: Unit;
+  state: 'pending' | 'done' | 'failed';
+  keyHash: string;
+  tokenHash: string | null;
+  inputs: StoredProof[];
+  /** Serialized blinded outputs, journaled before the mint is called. */
+  outputs: unknown[] | null;
+}
+
+export interface RefundRow {
+  id: string;
+  keyHash: string;
+  opId: string;
+  msats: number;
+  amount: number;
+  unit: Unit;
+  mint: string;
+  token: string | null;
+  state: 'pending' | 'done';
+}
+
+export interface Settlement {
+  chargedMsats: number;
+  balance: number;
+  reserved: number;
+}
+
+export interface Totals {
+  credited: number;
+  charged: number;
+  refunded: number;
+  balances: number;
+  reserved: number;
+}
+
+export interface StartRefund {
+  keyHash: string;
+  opId: string;
+  refundId: string;
+  /** Mints to take proofs from, in order of preference. */
+  mints: string[];
+}
+
+export type StartRefundResult =
+  | { kind: 'started'; refund: RefundRow; inputs: StoredProof[] }
+  | { kind: 'nothing'; latest: RefundRow | undefined; key: KeyRow }
+  | { kind: 'busy'; key: KeyRow }
+  | { kind: 'no_key' }
+  | { kind: 'no_liquidity'; amount: number; unit: Unit };
+
+/**
+ * The one store of money. Every method that moves msats does so in one transaction and leaves an
+ * `entries` row, so credited = charged + refunded + balances holds at every commit.
+ */
+export interface Ledger {
+  getKey(hash: string): Promise<KeyRow | undefined>;
+  getToken(hash: string): Promise<TokenRow | undefined>;
+
+  /** Claims a token for redemption and journals the swap; returns the existing claim if any. */
+  startRedemption(r: {
+    tokenHash: string;
+    keyHash: string;
+    opId: string;
+    mint: string;
+    unit: Unit;
+    inputs: StoredProof[];
+    outputs: unknown[];
+  }): Promise<{ started: true } | { started: false; token: TokenRow }>;
+  /** Stores the swapped proofs and credits the key, creating it if needed. */
+  finishRedemption(r: { tokenHash: string; opId: string; proofs: StoredProof[]; creditMsats: number }): Promise<KeyRow>;
+  /** The swap did not happen: the token goes back to its owner and may be presented again. */
+  abandonRedemption(tokenHash: string, opId: string): Promise<void>;
+
+  reserve(keyHash: string, msats: number, reservationId: string): Promise<boolean>;
+  /** Charges at most what the key holds; releases the rest of the reservation. */
+  settle(reservationId: string, chargeMsats: number): Promise<Settlement>;
+  hasActiveReservations(keyHash: string): Promise<boolean>;
+
+  /** Debits the whole refundable balance and sets aside the proofs that will pay it. */
+  startRefund(r: StartRefund): Promise<StartRefundResult>;
+  /**
+   * Journals the blinded outputs before the swap, and narrows the operation's inputs to those the
+   * swap spends (the others go back to the wallet).
+   */
+  journalOutputs(opId: string, outputs: unknown[], swapped: StoredProof[]): Promise<void>;
+  /** Inputs listed in `sent` were handed over as they are; the other inputs were swapped. */
+  finishRefund(r: { opId: string; token: string; sent: StoredProof[]; keep: StoredProof[] }): Promise<RefundRow>;
+  /** The refund swap did not happen: proofs back to the wallet, msats back to the key. */
+  abandonRefund(opId: string): Promise<void>;
+  latestRefund(keyHash: string): Promise<RefundRow | undefined>;
+
+  pendingOps(): Promise<MintOp[]>;
+  getOp(id: string): Promise<MintOp | undefined>;
+  unspentProofs(mint: string, unit: Unit): Promise<StoredProof[]>;
+  totals(): Promise<Totals>;
+  close(): Promise<void>;
+}
+
+/**
+ * Chooses proofs (largest first) worth at least `amount`, exactly when the denominations allow it,
+ * so that a refund can often be paid without a swap. Returns undefined if they cannot cover it.
+ */
+export function pickProofs(descending: StoredProof[], amount: number): StoredProof[] | undefined {
+  const picked: StoredProof[] = [];
+  let sum = 0;
+  let smallestLeft: StoredProof | undefined;
+  for (const p of descending) {
+    if (sum + p.amount <= amount) {
+      picked.push(p);
+      sum += p.amount;
+    } else {
+      smallestLeft = p;
+    }
+  }
+  if (sum === amount) return picked;
+  // Every proof left over is larger than the gap, so the smallest of them covers it.
+  if (!smallestLeft) return undefined;
+  picked.push(smallestLeft);
+  return picked;
+}

@@ -1,0 +1,428 @@
+import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import {
+  MSATS_PER,
+  pickProofs,
+  type KeyRow,
+  type Ledger,
+  type MintOp,
+  type RefundRow,
+  type Settlement,
+  type StartRefund,
+  type StartRefundResult,
+  type StoredProof,
+  type TokenRow,
+  type Totals,
+  type Unit,
+} from './ledger.ts';
+
+const MIGRATIONS: string[] = [
+  `CREATE TABLE keys (
+     hash TEXT PRIMARY KEY,
+     balance INTEGER NOT NULL CHECK (balance >= 0),
+     reserved INTEGER NOT NULL DEFAULT 0 CHECK (reserved >= 0 AND reserved <= balance),
+     unit TEXT NOT NULL,
+     mint TEXT NOT NULL,
+     total_spent INTEGER NOT NULL DEFAULT 0,
+     total_requests INTEGER NOT NULL DEFAULT 0,
+     created_at INTEGER NOT NULL);
+   CREATE TABLE mint_ops (
+     id TEXT PRIMARY KEY,
+     kind TEXT NOT NULL,
+     mint TEXT NOT NULL,
+     unit TEXT NOT NULL,
+     state TEXT NOT NULL,
+     key_hash TEXT NOT NULL,
+     token_hash TEXT,
+     inputs TEXT NOT NULL,
+     outputs TEXT,
+     created_at INTEGER NOT NULL,
+     updated_at INTEGER NOT NULL);
+   CREATE INDEX mint_ops_pending ON mint_ops(state) WHERE state = 'pending';
+   CREATE TABLE tokens (
+     hash TEXT PRIMARY KEY,
+     key_hash TEXT NOT NULL,
+     op_id TEXT NOT NULL,
+     state TEXT NOT NULL,
+     msats INTEGER,
+     created_at INTEGER NOT NULL);
+   CREATE TABLE proofs (
+     secret TEXT PRIMARY KEY,
+     mint TEXT NOT NULL,
+     unit TEXT NOT NULL,
+     keyset_id TEXT NOT NULL,
+     amount INTEGER NOT NULL,
+     c TEXT NOT NULL,
+     dleq TEXT,
+     state TEXT NOT NULL,
+     op_id TEXT,
+     created_at INTEGER NOT NULL);
+   CREATE INDEX proofs_unspent ON proofs(mint, unit, amount) WHERE state = 'unspent';
+   CREATE TABLE reservations (
+     id TEXT PRIMARY KEY,
+     key_hash TEXT NOT NULL,
+     msats INTEGER NOT NULL,
+     state TEXT NOT NULL,
+     charged INTEGER,
+     created_at INTEGER NOT NULL);
+   CREATE INDEX reservations_active ON reservations(key_hash) WHERE state = 'active';
+   CREATE TABLE refunds (
+     id TEXT PRIMARY KEY,
+     key_hash TEXT NOT NULL,
+     op_id TEXT NOT NULL UNIQUE,
+     msats INTEGER NOT NULL,
+     amount INTEGER NOT NULL,
+     unit TEXT NOT NULL,
+     mint TEXT NOT NULL,
+     token TEXT,
+     state TEXT NOT NULL,
+     created_at INTEGER NOT NULL);
+   CREATE INDEX refunds_key ON refunds(key_hash, created_at);
+   CREATE TABLE entries (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     key_hash TEXT NOT NULL,
+     kind TEXT NOT NULL,
+     msats INTEGER NOT NULL,
+     ref TEXT NOT NULL,
+     created_at INTEGER NOT NULL);`,
+];
+
+type Row = Record<string, unknown>;
+
+const keyRow = (r: Row): KeyRow => ({
+  hash: r.hash as string,
+  balance: r.balance as number,
+  reserved: r.reserved as number,
+  unit: r.unit as Unit,
+  mint: r.mint as string,
+  totalSpent: r.total_spent as number,
+  totalRequests: r.total_requests as number,
+  createdAt: r.created_at as number,
+});
+
+const refundRow = (r: Row): RefundRow => ({
+  id: r.id as string,
+  keyHash: r.key_hash as string,
+  opId: r.op_id as string,
+  msats: r.msats as number,
+  amount: r.amount as number,
+  unit: r.unit as Unit,
+  mint: r.mint as string,
+  token: (r.token as string | null) ?? null,
+  state: r.state as RefundRow['state'],
+});
+
+const proofRow = (r: Row): StoredProof => ({
+  secret: r.secret as string,
+  id: r.keyset_id as string,
+  amount: r.amount as number,
+  C: r.c as string,
+  dleq: r.dleq ? (JSON.parse(r.dleq as string) as StoredProof['dleq']) : undefined,
+});
+
+const opRow = (r: Row): MintOp => ({
+  id: r.id as string,
+  kind: r.kind as MintOp['kind'],
+  mint: r.mint as string,
+  unit: r.unit as Unit,
+  state: r.state as MintOp['state'],
+  keyHash: r.key_hash as string,
+  tokenHash: (r.token_hash as string | null) ?? null,
+  inputs: JSON.parse(r.inputs as string) as StoredProof[],
+  outputs: r.outputs ? (JSON.parse(r.outputs as string) as unknown[]) : null,
+});
+
+export class SqliteLedger implements Ledger {
+  readonly #db: DatabaseSync;
+  readonly #s: Record<string, StatementSync>;
+
+  constructor(path: string) {
+    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+    this.#db = new DatabaseSync(path);
+    this.#db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;');
+    this.#migrate();
+    const p = (sql: string) => this.#db.prepare(sql);
+    this.#s = {
+      getKey: p('SELECT * FROM keys WHERE hash = ?'),
+      getToken: p('SELECT * FROM tokens WHERE hash = ?'),
+      insertToken: p(
+        `INSERT INTO tokens (hash, key_hash, op_id, state, created_at) VALUES (?, ?, ?, 'redeeming', ?)
+         ON CONFLICT (hash) DO NOTHING`,
+      ),
+      creditToken: p(`UPDATE tokens SET state = 'credited', msats = ? WHERE hash = ? AND op_id = ?`),
+      deleteToken: p('DELETE FROM tokens WHERE hash = ? AND op_id = ?'),
+      insertOp: p(
+        `INSERT INTO mint_ops (id, kind, mint, unit, state, key_hash, token_hash, inputs, outputs, created_at, updated_at)
+         VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)`,
+      ),
+      getOp: p('SELECT * FROM mint_ops WHERE id = ?'),
+      setOpState: p(`UPDATE mint_ops SET state = ?, updated_at = ? WHERE id = ? AND state = 'pending'`),
+      setOpOutputs: p(`UPDATE mint_ops SET outputs = ?, inputs = ?, updated_at = ? WHERE id = ? AND state = 'pending'`),
+      pendingOps: p(`SELECT * FROM mint_ops WHERE state = 'pending' ORDER BY created_at`),
+      insertProof: p(
+        `INSERT INTO proofs (secret, mint, unit, keyset_id, amount, c, dleq, state, op_id, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ),
+      unspent: p(`SELECT * FROM proofs WHERE mint = ? AND unit = ? AND state = 'unspent' ORDER BY amount DESC`),
+      setProofState: p('UPDATE proofs SET state = ?, op_id = ? WHERE secret = ?'),
+      proofsOfOp: p('SELECT * FROM proofs WHERE op_id = ? AND state = ?'),
+      insertKey: p(
+        `INSERT INTO keys (hash, balance, unit, mint, created_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (hash) DO UPDATE SET balance = balance + excluded.balance`,
+      ),
+      addBalance: p('UPDATE keys SET balance = balance + ? WHERE hash = ?'),
+      reserve: p(
+        `UPDATE keys SET reserved = reserved + ?1, total_requests = total_requests + 1
+         WHERE hash = ?2 AND balance - reserved >= ?1`,
+      ),
+      insertReservation: p(`INSERT INTO reservations (id, key_hash, msats, state, created_at) VALUES (?, ?, ?, 'active', ?)`),
+      getReservation: p(`SELECT * FROM reservations WHERE id = ? AND state = 'active'`),
+      closeReservation: p('UPDATE reservations SET state = ?, charged = ? WHERE id = ?'),
+      charge: p(
+        `UPDATE keys SET balance = balance - ?1, reserved = reserved - ?2, total_spent = total_spent + ?1
+         WHERE hash = ?3`,
+      ),
+      activeReservations: p(`SELECT 1 FROM reservations WHERE key_hash = ? AND state = 'active' LIMIT 1`),
+      debit: p('UPDATE keys SET balance = balance - ? WHERE hash = ? AND balance - reserved >= ?'),
+      insertRefund: p(
+        `INSERT INTO refunds (id, key_hash, op_id, msats, amount, unit, mint, state, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)`,
+      ),
+      refundOfOp: p('SELECT * FROM refunds WHERE op_id = ?'),
+      finishRefund: p(`UPDATE refunds SET token = ?, state = 'done' WHERE op_id = ?`),
+      deleteRefund: p('DELETE FROM refunds WHERE op_id = ?'),
+      latestRefund: p(`SELECT * FROM refunds WHERE key_hash = ? ORDER BY created_at DESC, rowid DESC LIMIT 1`),
+      entry: p('INSERT INTO entries (key_hash, kind, msats, ref, created_at) VALUES (?, ?, ?, ?, ?)'),
+      sumEntries: p(`SELECT kind, COALESCE(SUM(msats), 0) AS msats FROM entries GROUP BY kind`),
+      sumKeys: p('SELECT COALESCE(SUM(balance), 0) AS balance, COALESCE(SUM(reserved), 0) AS reserved FROM keys'),
+    };
+  }
+
+  #migrate(): void {
+    this.#db.exec('CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)');
+    const row = this.#db.prepare('SELECT version FROM schema_version').get() as Row | undefined;
+    let version = (row?.version as number | undefined) ?? 0;
+    if (!row) this.#db.exec('INSERT INTO schema_version (version) VALUES (0)');
+    while (version < MIGRATIONS.length) {
+      this.#tx(() => {
+        this.#db.exec(MIGRATIONS[version]!);
+        this.#db.prepare('UPDATE schema_version SET version = ?').run(version + 1);
+      });
+      version++;
+    }
+  }
+
+  /** BEGIN IMMEDIATE takes the write lock up front, so two processes never interleave a read-modify-write. */
+  #tx<T>(fn: () => T): T {
+    this.#db.exec('BEGIN IMMEDIATE');
+    try {
+      const out = fn();
+      this.#db.exec('COMMIT');
+      return out;
+    } catch (e) {
+      this.#db.exec('ROLLBACK');
+      throw e;
+    }
+  }
+
+  #insertProofs(proofs: StoredProof[], mint: string, unit: Unit, state: string, opId: string, now: number): void {
+    for (const pr of proofs) {
+      this.#s.insertProof!.run(
+        pr.secret, mint, unit, pr.id, pr.amount, pr.C, pr.dleq ? JSON.stringify(pr.dleq) : null, state, opId, now,
+      );
+    }
+  }
+
+  async getKey(hash: string): Promise<KeyRow | undefined> {
+    const r = this.#s.getKey!.get(hash) as Row | undefined;
+    return r && keyRow(r);
+  }
+
+  async getToken(hash: string): Promise<TokenRow | undefined> {
+    const r = this.#s.getToken!.get(hash) as Row | undefined;
+    if (!r) return undefined;
+    return {
+      hash: r.hash as string,
+      keyHash: r.key_hash as string,
+      opId: r.op_id as string,
+      state: r.state as TokenRow['state'],
+      msats: (r.msats as number | null) ?? null,
+    };
+  }
+
+  async startRedemption(r: {
+    tokenHash: string; keyHash: string; opId: string; mint: string; unit: Unit; inputs: StoredProof[]; outputs: unknown[];
+  }): Promise<{ started: true } | { started: false; token: TokenRow }> {
+    const now = Date.now();
+    const started = this.#tx(() => {
+      const ins = this.#s.insertToken!.run(r.tokenHash, r.keyHash, r.opId, now);
+      if (ins.changes === 0) return false;
+      this.#s.insertOp!.run(
+        r.opId, 'receive', r.mint, r.unit, r.keyHash, r.tokenHash, JSON.stringify(r.inputs), JSON.stringify(r.outputs), now, now,
+      );
+      return true;
+    });
+    if (started) return { started: true };
+    return { started: false, token: (await this.getToken(r.tokenHash))! };
+  }
+
+  async finishRedemption(r: { tokenHash: string; opId: string; proofs: StoredProof[]; creditMsats: number }): Promise<KeyRow> {
+    const now = Date.now();
+    return this.#tx(() => {
+      const op = opRow(this.#s.getOp!.get(r.opId) as Row);
+      if (this.#s.setOpState!.run('done', now, r.opId).changes !== 1) throw new Error(`mint op ${r.opId} is not pending`);
+      this.#insertProofs(r.proofs, op.mint, op.unit, 'unspent', r.opId, now);
+      this.#s.creditToken!.run(r.creditMsats, r.tokenHash, r.opId);
+      this.#s.insertKey!.run(op.keyHash, r.creditMsats, op.unit, op.mint, now);
+      this.#s.entry!.run(op.keyHash, 'credit', r.creditMsats, r.tokenHash, now);
+      return keyRow(this.#s.getKey!.get(op.keyHash) as Row);
+    });
+  }
+
+  async abandonRedemption(tokenHash: string, opId: string): Promise<void> {
+    this.#tx(() => {
+      this.#s.setOpState!.run('failed', Date.now(), opId);
+      this.#s.deleteToken!.run(tokenHash, opId);
+    });
+  }
+
+  async reserve(keyHash: string, msats: number, reservationId: string): Promise<boolean> {
+    return this.#tx(() => {
+      if (this.#s.reserve!.run(msats, keyHash).changes !== 1) return false;
+      this.#s.insertReservation!.run(reservationId, keyHash, msats, Date.now());
+      return true;
+    });
+  }
+
+  async settle(reservationId: string, chargeMsats: number): Promise<Settlement> {
+    const now = Date.now();
+    return this.#tx(() => {
+      const res = this.#s.getReservation!.get(reservationId) as Row | undefined;
+      if (!res) throw new Error(`reservation ${reservationId} is not active`);
+      const keyHash = res.key_hash as string;
+      const held = res.msats as number;
+      const key = keyRow(this.#s.getKey!.get(keyHash) as Row);
+      // An overrun may use the key's free balance, never other requests' reservations.
+      const charged = Math.min(chargeMsats, held + (key.balance - key.reserved));
+      this.#s.charge!.run(charged, held, keyHash);
+      this.#s.closeReservation!.run(charged > 0 ? 'charged' : 'released', charged, reservationId);
+      if (charged > 0) this.#s.entry!.run(keyHash, 'charge', charged, reservationId, now);
+      return { chargedMsats: charged, balance: key.balance - charged, reserved: key.reserved - held };
+    });
+  }
+
+  async hasActiveReservations(keyHash: string): Promise<boolean> {
+    return this.#s.activeReservations!.get(keyHash) !== undefined;
+  }
+
+  async startRefund(r: StartRefund): Promise<StartRefundResult> {
+    const now = Date.now();
+    return this.#tx((): StartRefundResult => {
+      const kr = this.#s.getKey!.get(r.keyHash) as Row | undefined;
+      if (!kr) return { kind: 'no_key' };
+      const key = keyRow(kr);
+      if (this.#s.activeReservations!.get(r.keyHash)) return { kind: 'busy', key };
+      const per = MSATS_PER[key.unit];
+      const amount = Math.floor((key.balance - key.reserved) / per);
+      if (amount <= 0) {
+        const latest = this.#s.latestRefund!.get(r.keyHash) as Row | undefined;
+        return { kind: 'nothing', latest: latest && refundRow(latest), key };
+      }
+      for (const mint of r.mints) {
+        const picked = pickProofs((this.#s.unspent!.all(mint, key.unit) as Row[]).map(proofRow), amount);
+        if (!picked) continue;
+        const msats = amount * per;
+        this.#s.insertOp!.run(r.opId, 'refund', mint, key.unit, r.keyHash, null, JSON.stringify(picked), null, now, now);
+        for (const pr of picked) this.#s.setProofState!.run('pending', r.opId, pr.secret);
+        if (this.#s.debit!.run(msats, r.keyHash, msats).changes !== 1) throw new Error('refund debit raced');
+        this.#s.insertRefund!.run(r.refundId, r.keyHash, r.opId, msats, amount, key.unit, mint, now);
+        this.#s.entry!.run(r.keyHash, 'refund', msats, r.refundId, now);
+        const refund = refundRow(this.#s.refundOfOp!.get(r.opId) as Row);
+        return { kind: 'started', refund, inputs: picked };
+      }
+      return { kind: 'no_liquidity', amount, unit: key.unit };
+    });
+  }
+
+  async journalOutputs(opId: string, outputs: unknown[], swapped: StoredProof[]): Promise<void> {
+    this.#tx(() => {
+      const res = this.#s.setOpOutputs!.run(JSON.stringify(outputs), JSON.stringify(swapped), Date.now(), opId);
+      if (res.changes !== 1) throw new Error(`mint op ${opId} is not pending`);
+      const keep = new Set(swapped.map((p) => p.secret));
+      for (const row of this.#s.proofsOfOp!.all(opId, 'pending') as Row[]) {
+        if (!keep.has(row.secret as string)) this.#s.setProofState!.run('unspent', null, row.secret as string);
+      }
+    });
+  }
+
+  async finishRefund(r: { opId: string; token: string; sent: StoredProof[]; keep: StoredProof[] }): Promise<RefundRow> {
+    const now = Date.now();
+    return this.#tx(() => {
+      const op = opRow(this.#s.getOp!.get(r.opId) as Row);
+      if (this.#s.setOpState!.run('done', now, r.opId).changes !== 1) throw new Error(`mint op ${r.opId} is not pending`);
+      const sentSecrets = new Set(r.sent.map((p) => p.secret));
+      for (const pr of op.inputs) {
+        // An input handed over as-is (exact match, no swap) is the user's now; a swapped one is spent.
+        this.#s.setProofState!.run(sentSecrets.has(pr.secret) ? 'sent' : 'spent', r.opId, pr.secret);
+      }
+      const fresh = r.sent.filter((p) => !op.inputs.some((i) => i.secret === p.secret));
+      this.#insertProofs(fresh, op.mint, op.unit, 'sent', r.opId, now);
+      this.#insertProofs(r.keep, op.mint, op.unit, 'unspent', r.opId, now);
+      this.#s.finishRefund!.run(r.token, r.opId);
+      return refundRow(this.#s.refundOfOp!.get(r.opId) as Row);
+    });
+  }
+
+  async abandonRefund(opId: string): Promise<void> {
+    const now = Date.now();
+    this.#tx(() => {
+      const refund = this.#s.refundOfOp!.get(opId) as Row | undefined;
+      if (this.#s.setOpState!.run('failed', now, opId).changes !== 1) return;
+      for (const row of this.#s.proofsOfOp!.all(opId, 'pending') as Row[]) {
+        this.#s.setProofState!.run('unspent', null, row.secret as string);
+      }
+      if (refund) {
+        const rr = refundRow(refund);
+        this.#s.addBalance!.run(rr.msats, rr.keyHash);
+        this.#s.entry!.run(rr.keyHash, 'refund', -rr.msats, rr.id, now);
+        this.#s.deleteRefund!.run(opId);
+      }
+    });
+  }
+
+  async latestRefund(keyHash: string): Promise<RefundRow | undefined> {
+    const r = this.#s.latestRefund!.get(keyHash) as Row | undefined;
+    return r && refundRow(r);
+  }
+
+  async pendingOps(): Promise<MintOp[]> {
+    return (this.#s.pendingOps!.all() as Row[]).map(opRow);
+  }
+
+  async getOp(id: string): Promise<MintOp | undefined> {
+    const r = this.#s.getOp!.get(id) as Row | undefined;
+    return r && opRow(r);
+  }
+
+  async unspentProofs(mint: string, unit: Unit): Promise<StoredProof[]> {
+    return (this.#s.unspent!.all(mint, unit) as Row[]).map(proofRow);
+  }
+
+  async totals(): Promise<Totals> {
+    const t: Totals = { credited: 0, charged: 0, refunded: 0, balances: 0, reserved: 0 };
+    for (const r of this.#s.sumEntries!.all() as Row[]) {
+      if (r.kind === 'credit') t.credited = r.msats as number;
+      else if (r.kind === 'charge') t.charged = r.msats as number;
+      else if (r.kind === 'refund') t.refunded = r.msats as number;
+    }
+    const k = this.#s.sumKeys!.get() as Row;
+    t.balances = (k.balance as number) - (k.reserved as number);
+    t.reserved = k.reserved as number;
+    return t;
+  }
+
+  async close(): Promise<void> {
+    this.#db.close();
+  }
+}

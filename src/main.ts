@@ -1,0 +1,61 @@
+import { existsSync } from 'node:fs';
+import { loadConfig, ConfigError, type Config } from './config.ts';
+import { createLogger } from './log.ts';
+import { SqliteLedger } from './ledger/sqlite.ts';
+import { CashuWallets } from './cashu/wallet.ts';
+import { Upstream } from './upstream/client.ts';
+import { Catalog } from './engine/catalog.ts';
+import { Engine } from './engine/engine.ts';
+import { buildApp } from './http/app.ts';
+import type { Ledger } from './ledger/ledger.ts';
+
+function openLedger(url: string): Ledger {
+  return new SqliteLedger(url === ':memory:' ? url : url.slice('sqlite:'.length));
+}
+
+/** Wires the rooms together; the caller listens and closes. */
+export async function createGateway(cfg: Config) {
+  const log = createLogger(cfg.LOG_LEVEL);
+  const ledger = openLedger(cfg.DATABASE_URL);
+  const wallets = new CashuWallets(cfg.CASHU_MINTS, ledger, log);
+  const upstream = new Upstream(cfg);
+  const catalog = new Catalog(cfg, upstream, log);
+  const engine = new Engine({ ledger, wallets, upstream, log });
+  const app = buildApp({ cfg, log, ledger, wallets, catalog, engine });
+  await catalog.refresh();
+  catalog.start();
+  // Unfinished swaps from a previous run are settled with the mint before new ones start.
+  void wallets.recoverAll().catch((e: Error) => log.error({ err: e.message }, 'recovery failed'));
+  const close = async () => {
+    catalog.stop();
+    await app.close();
+    await upstream.close();
+    await ledger.close();
+  };
+  return { app, log, ledger, wallets, catalog, engine, close };
+}
+
+async function main(): Promise<void> {
+  if (existsSync('.env')) process.loadEnvFile('.env');
+  let cfg: Config;
+  try {
+    cfg = loadConfig();
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      for (const p of e.problems) console.error(`config: ${p}`);
+      process.exit(2);
+    }
+    throw e;
+  }
+  const gw = await createGateway(cfg);
+  await gw.app.listen({ port: cfg.PORT, host: cfg.HOST });
+  gw.log.info({ mints: cfg.CASHU_MINTS, upstream: cfg.UPSTREAM_BASE_URL, models: gw.catalog.list().length }, 'gateway ready');
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(sig, () => {
+      gw.log.info({ signal: sig }, 'shutting down');
+      void gw.close().then(() => process.exit(0));
+    });
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) await main();

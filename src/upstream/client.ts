@@ -1,0 +1,57 @@
+import { Pool, type Dispatcher } from 'undici';
+import type { Config } from '../config.ts';
+
+export interface UpstreamModel {
+  id: string;
+  created?: number;
+  owned_by?: string;
+}
+
+/**
+ * One keep-alive connection pool per upstream, created at start-up. An SSE stream holds its
+ * connection for its whole life, so the pool is sized for many concurrent streams.
+ */
+export class Upstream {
+  readonly #pool: Pool;
+  readonly #prefix: string;
+  readonly #headers: Record<string, string>;
+
+  constructor(cfg: Pick<Config, 'UPSTREAM_BASE_URL' | 'UPSTREAM_API_KEY' | 'UPSTREAM_HEADERS_TIMEOUT_MS' | 'UPSTREAM_BODY_TIMEOUT_MS' | 'UPSTREAM_CONNECTIONS'>) {
+    const url = new URL(cfg.UPSTREAM_BASE_URL);
+    this.#prefix = url.pathname.replace(/\/+$/, '');
+    this.#pool = new Pool(url.origin, {
+      connections: cfg.UPSTREAM_CONNECTIONS,
+      pipelining: 1,
+      headersTimeout: cfg.UPSTREAM_HEADERS_TIMEOUT_MS,
+      bodyTimeout: cfg.UPSTREAM_BODY_TIMEOUT_MS,
+      connectTimeout: 10_000,
+      keepAliveTimeout: 30_000,
+    });
+    this.#headers = { 'content-type': 'application/json', 'user-agent': 'cashu-gateway' };
+    if (cfg.UPSTREAM_API_KEY) this.#headers.authorization = `Bearer ${cfg.UPSTREAM_API_KEY}`;
+  }
+
+  post(path: string, body: string, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
+    return this.#pool.request({
+      method: 'POST',
+      path: this.#prefix + path,
+      headers: this.#headers,
+      body,
+      signal,
+    });
+  }
+
+  async models(): Promise<UpstreamModel[]> {
+    const res = await this.#pool.request({ method: 'GET', path: `${this.#prefix}/models`, headers: this.#headers });
+    if (res.statusCode !== 200) {
+      await res.body.dump();
+      throw new Error(`upstream /models answered ${res.statusCode}`);
+    }
+    const json = (await res.body.json()) as { data?: UpstreamModel[] };
+    return Array.isArray(json.data) ? json.data.filter((m) => typeof m?.id === 'string') : [];
+  }
+
+  close(): Promise<void> {
+    return this.#pool.close();
+  }
+}

@@ -1,0 +1,40 @@
+/**
+ * Splits a byte stream into SSE events as they complete. Events are returned as their raw text so
+ * they can be forwarded untouched; only their `data:` payload is looked at.
+ */
+export class SseSplitter {
+  #buf = '';
+  readonly #decoder = new TextDecoder();
+
+  push(chunk: Uint8Array): string[] {
+    this.#buf += this.#decoder.decode(chunk, { stream: true });
+    if (this.#buf.includes('\r')) this.#buf = this.#buf.replace(/\r\n?/g, '\n');
+    const events: string[] = [];
+    let at: number;
+    while ((at = this.#buf.indexOf('\n\n')) !== -1) {
+      const ev = this.#buf.slice(0, at);
+      this.#buf = this.#buf.slice(at + 2);
+      if (ev.length > 0) events.push(ev);
+    }
+    return events;
+  }
+
+  /** Whatever is left when the stream ends without a final blank line. */
+  flush(): string[] {
+    const rest = (this.#buf + this.#decoder.decode()).trim();
+    this.#buf = '';
+    return rest ? [rest] : [];
+  }
+}
+
+/** The joined `data:` lines of an event, or undefined for comments and other fields only. */
+export function eventData(event: string): string | undefined {
+  let data: string | undefined;
+  for (const line of event.split('\n')) {
+    if (line.startsWith('data:')) {
+      const v = line.charCodeAt(5) === 32 ? line.slice(6) : line.slice(5);
+      data = data === undefined ? v : `${data}\n${v}`;
+    }
+  }
+  return data;
+}

@@ -1,0 +1,58 @@
+import { expect } from 'vitest';
+import { createGateway } from '../../src/main.ts';
+import { loadConfig } from '../../src/config.ts';
+import { MSATS_PER } from '../../src/ledger/ledger.ts';
+import { wallet } from './cashu.ts';
+import type { FakeUpstream } from './upstream.ts';
+
+/** Test prices in msats per token: whole numbers for one model, sub-msat fractions for another. */
+export const PRICES = {
+  'gpt-test': { prompt: 2, completion: 5 },
+  'gpt-cheap': { prompt: 0.15, completion: 0.6 },
+};
+
+export type Gateway = Awaited<ReturnType<typeof createGateway>> & { url: string };
+
+export async function startGateway(mintUrl: string, upstream: FakeUpstream, env: Record<string, string> = {}): Promise<Gateway> {
+  const cfg = loadConfig({
+    HOST: '127.0.0.1',
+    PORT: '0',
+    UPSTREAM_BASE_URL: upstream.url,
+    CASHU_MINTS: mintUrl,
+    DATABASE_URL: ':memory:',
+    LOG_LEVEL: 'silent',
+    MODEL_PRICES: JSON.stringify(PRICES),
+    MODELS_REFRESH_SECONDS: '0',
+    ...env,
+  });
+  const gw = await createGateway(cfg);
+  await gw.app.listen({ port: 0, host: '127.0.0.1' });
+  const { port } = gw.app.server.address() as { port: number };
+  return Object.assign(gw, { url: `http://127.0.0.1:${port}` });
+}
+
+/** Rounds a token count times a price (msats per token) up to whole msats, as billing does. */
+export function msats(tokens: number, msatsPerToken: number): number {
+  return Number((BigInt(tokens) * BigInt(Math.round(msatsPerToken * 1e6)) + 999_999n) / 1_000_000n);
+}
+
+/**
+ * Money is conserved: what came in was charged, refunded, or is still held; the gateway's
+ * unspent proofs are worth exactly what it still owes plus what it earned, and the mint agrees
+ * every one of them is unspent.
+ */
+export async function expectMoneyConserved(gw: Gateway, mintUrl: string): Promise<void> {
+  const t = await gw.ledger.totals();
+  expect(t.credited).toBe(t.charged + t.refunded + t.balances + t.reserved);
+  let held = 0;
+  for (const unit of ['sat', 'msat'] as const) {
+    const proofs = await gw.ledger.unspentProofs(mintUrl, unit);
+    held += proofs.reduce((s, p) => s + p.amount, 0) * MSATS_PER[unit];
+    if (proofs.length) {
+      const w = await wallet(mintUrl, unit);
+      const states = await w.checkProofsStates(proofs.map((p) => ({ secret: p.secret, id: p.id })));
+      expect(states.every((s) => s.state === 'UNSPENT')).toBe(true);
+    }
+  }
+  expect(held).toBe(t.credited - t.refunded);
+}

@@ -1,0 +1,130 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+
+/**
+ * The one test double: an OpenAI-compatible upstream that answers like the real API (usage,
+ * SSE chunks, a final usage chunk when asked, error bodies) and can be told to misbehave.
+ */
+export type Mode = 'ok' | 'no_usage' | 'fail_500' | 'fail_400' | 'cut' | 'slow';
+
+export interface Recorded {
+  path: string;
+  body: Record<string, unknown>;
+}
+
+export const REPLY_WORDS = ['The', 'answer', 'is', 'forty', 'two', 'and', 'that', 'is', 'all', 'folks'];
+
+/** The upstream's own prompt count: deliberately not our tokenizer, as with a real provider. */
+export function upstreamPromptTokens(body: Record<string, unknown>): number {
+  const text = JSON.stringify(body.messages ?? body.prompt ?? body.input ?? '');
+  return Math.ceil(text.length / 4) + 7;
+}
+
+export function replyWords(body: Record<string, unknown>): string[] {
+  const max = (body.max_completion_tokens ?? body.max_tokens) as number | undefined;
+  return REPLY_WORDS.slice(0, Math.min(max ?? REPLY_WORDS.length, REPLY_WORDS.length));
+}
+
+export class FakeUpstream {
+  url = '';
+  readonly requests: Recorded[] = [];
+  /** Modes for the next requests, in order; afterwards 'ok'. */
+  readonly modes: Mode[] = [];
+  chunkDelayMs = 0;
+  /** Streams the client closed before their end. */
+  closedEarly = 0;
+  #server: Server | undefined;
+
+  async start(): Promise<string> {
+    this.#server = createServer((req, res) => void this.#handle(req, res));
+    await new Promise<void>((r) => this.#server!.listen(0, '127.0.0.1', r));
+    const { port } = this.#server.address() as { port: number };
+    this.url = `http://127.0.0.1:${port}/v1`;
+    return this.url;
+  }
+
+  stop(): Promise<void> {
+    return new Promise((r) => {
+      this.#server?.closeAllConnections();
+      this.#server?.close(() => r());
+    });
+  }
+
+  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? '').replace(/^\/v1/, '');
+    if (req.method === 'GET' && path === '/models') {
+      return json(res, 200, {
+        object: 'list',
+        data: ['gpt-test', 'gpt-cheap', 'text-embed'].map((id) => ({ id, object: 'model', created: 1700000000, owned_by: 'test' })),
+      });
+    }
+    let raw = '';
+    for await (const c of req) raw += c;
+    const body = JSON.parse(raw || '{}') as Record<string, unknown>;
+    this.requests.push({ path, body });
+    const mode = this.modes.shift() ?? 'ok';
+    if (mode === 'fail_500') return json(res, 500, { error: { message: 'upstream exploded', type: 'server_error' } });
+    if (mode === 'fail_400') {
+      return json(res, 400, { error: { message: "Unsupported parameter: 'foo'", type: 'invalid_request_error', code: 'unsupported_parameter' } });
+    }
+    const usage = (completion: number) => ({
+      prompt_tokens: upstreamPromptTokens(body),
+      completion_tokens: completion,
+      total_tokens: upstreamPromptTokens(body) + completion,
+    });
+    const model = String(body.model);
+    if (path === '/embeddings') {
+      const out: Record<string, unknown> = {
+        object: 'list',
+        model,
+        data: [{ object: 'embedding', index: 0, embedding: [0.1, 0.2, 0.3] }],
+      };
+      if (mode !== 'no_usage') out.usage = { prompt_tokens: upstreamPromptTokens(body), total_tokens: upstreamPromptTokens(body) };
+      return json(res, 200, out);
+    }
+    const words = replyWords(body);
+    const chat = path === '/chat/completions';
+    const id = `${chat ? 'chatcmpl' : 'cmpl'}-test`;
+    if (body.stream !== true) {
+      const text = words.join(' ');
+      const out: Record<string, unknown> = chat
+        ? { id, object: 'chat.completion', created: 1700000000, model, choices: [{ index: 0, message: { role: 'assistant', content: text }, finish_reason: 'stop' }] }
+        : { id, object: 'text_completion', created: 1700000000, model, choices: [{ index: 0, text, finish_reason: 'stop' }] };
+      if (mode !== 'no_usage') out.usage = usage(words.length);
+      return json(res, 200, out);
+    }
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+    let closed = false;
+    res.on('close', () => {
+      if (!res.writableFinished) {
+        closed = true;
+        this.closedEarly++;
+      }
+    });
+    const send = (obj: unknown) => res.write(`data: ${JSON.stringify(obj)}\n\n`);
+    const chunk = (delta: Record<string, unknown>, finish: string | null = null) =>
+      chat
+        ? { id, object: 'chat.completion.chunk', created: 1700000000, model, choices: [{ index: 0, delta, finish_reason: finish }] }
+        : { id, object: 'text_completion', created: 1700000000, model, choices: [{ index: 0, text: delta.content ?? '', finish_reason: finish }] };
+    const delay = mode === 'slow' ? Math.max(this.chunkDelayMs, 40) : this.chunkDelayMs;
+    if (chat) send(chunk({ role: 'assistant', content: '' }));
+    for (let i = 0; i < words.length; i++) {
+      if (closed) return;
+      if (delay) await new Promise((r) => setTimeout(r, delay));
+      send(chunk({ content: (i ? ' ' : '') + words[i] }));
+      if (mode === 'cut' && i === 2) {
+        res.socket?.destroy();
+        return;
+      }
+    }
+    send(chunk({}, 'stop'));
+    const opts = body.stream_options as { include_usage?: boolean } | undefined;
+    if (opts?.include_usage && mode !== 'no_usage') send({ id, object: chat ? 'chat.completion.chunk' : 'text_completion', created: 1700000000, model, choices: [], usage: usage(words.length) });
+    res.end('data: [DONE]\n\n');
+  }
+}
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  const s = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(s) });
+  res.end(s);
+}

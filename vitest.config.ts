@@ -1,0 +1,11 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    globalSetup: ['test/support/global-mint.ts'],
+    testTimeout: 30_000,
+    hookTimeout: 120_000,
+    // Files share one real mint; running them one at a time keeps mint load and logs readable.
+    fileParallelism: false,
+  },
+});
