@@ -2,6 +2,7 @@ import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
+    reporters: ['default', './test/support/summary-reporter.ts'],
     globalSetup: ['test/support/global-mint.ts'],
     testTimeout: 30_000,
     hookTimeout: 120_000,
