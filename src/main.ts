@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { setGlobalRequestOptions } from '@cashu/cashu-ts';
 import { loadConfig, ConfigError, type Config } from './config.ts';
 import { createLogger } from './log.ts';
 import { SqliteLedger } from './ledger/sqlite.ts';
@@ -16,6 +17,8 @@ function openLedger(url: string): Ledger {
 /** Wires the rooms together; the caller listens and closes. */
 export async function createGateway(cfg: Config) {
   const log = createLogger(cfg.LOG_LEVEL);
+  // A mint that hangs must not hold a request (or a refund) forever.
+  setGlobalRequestOptions({ requestTimeout: cfg.MINT_TIMEOUT_MS });
   const ledger = openLedger(cfg.DATABASE_URL);
   const wallets = new CashuWallets(cfg.CASHU_MINTS, ledger, log);
   const upstream = new Upstream(cfg);

@@ -38,7 +38,7 @@ export function costOf(usage: Usage, price: Price): Cost {
  * short of what the upstream later reports.
  */
 export function promptAllowance(counted: number): number {
-  return Math.ceil(counted * 1.1) + 8;
+  return counted + Math.ceil(counted / 10) + 8;
 }
 
 /** The most a request can cost: its padded prompt plus every completion token it may ask for. */

@@ -41,17 +41,19 @@ export function msats(tokens: number, msatsPerToken: number): number {
  * unspent proofs are worth exactly what it still owes plus what it earned, and the mint agrees
  * every one of them is unspent.
  */
-export async function expectMoneyConserved(gw: Gateway, mintUrl: string): Promise<void> {
+export async function expectMoneyConserved(gw: Gateway): Promise<void> {
   const t = await gw.ledger.totals();
   expect(t.credited).toBe(t.charged + t.refunded + t.balances + t.reserved);
   let held = 0;
-  for (const unit of ['sat', 'msat'] as const) {
-    const proofs = await gw.ledger.unspentProofs(mintUrl, unit);
-    held += proofs.reduce((s, p) => s + p.amount, 0) * MSATS_PER[unit];
-    if (proofs.length) {
-      const w = await wallet(mintUrl, unit);
-      const states = await w.checkProofsStates(proofs.map((p) => ({ secret: p.secret, id: p.id })));
-      expect(states.every((s) => s.state === 'UNSPENT')).toBe(true);
+  for (const mintUrl of gw.wallets.mints) {
+    for (const unit of ['sat', 'msat'] as const) {
+      const proofs = await gw.ledger.unspentProofs(mintUrl, unit);
+      held += proofs.reduce((s, p) => s + p.amount, 0) * MSATS_PER[unit];
+      if (proofs.length) {
+        const w = await wallet(mintUrl, unit);
+        const states = await w.checkProofsStates(proofs.map((p) => ({ secret: p.secret, id: p.id })));
+        expect(states.every((s) => s.state === 'UNSPENT')).toBe(true);
+      }
     }
   }
   expect(held).toBe(t.credited - t.refunded);

@@ -112,6 +112,8 @@ export class FakeUpstream {
       if (delay) await new Promise((r) => setTimeout(r, delay));
       send(chunk({ content: (i ? ' ' : '') + words[i] }));
       if (mode === 'cut' && i === 2) {
+        // Let the first chunks reach the gateway, then break the connection mid-stream.
+        await new Promise((r) => setTimeout(r, 30));
         res.socket?.destroy();
         return;
       }

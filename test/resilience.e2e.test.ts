@@ -1,0 +1,148 @@
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import OpenAI from 'openai';
+import { FakeUpstream, REPLY_WORDS } from './support/upstream.ts';
+import { expectMoneyConserved, msats, startGateway, type Gateway } from './support/gateway.ts';
+import { mintToken, proofStates, receive } from './support/cashu.ts';
+import { startMint, type RunningMint } from './support/mint.ts';
+import { countMessages } from '../src/engine/tokens.ts';
+
+const mintUrl = inject('mintUrl');
+const upstream = new FakeUpstream();
+let second: RunningMint;
+let gw: Gateway;
+
+const messages = [{ role: 'user' as const, content: 'Tell me a story.' }];
+
+async function info(apiKey: string) {
+  const res = await fetch(`${gw.url}/v1/balance/info`, { headers: { authorization: `Bearer ${apiKey}` } });
+  return (await res.json()) as Record<string, any>;
+}
+
+async function chat(headers: Record<string, string>, body: Record<string, unknown> = {}) {
+  const res = await fetch(`${gw.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: JSON.stringify({ model: 'gpt-test', messages, ...body }),
+  });
+  return { status: res.status, headers: res.headers, text: await res.text() };
+}
+
+beforeAll(async () => {
+  await upstream.start();
+  second = await startMint();
+  gw = await startGateway(mintUrl, upstream, { CASHU_MINTS: `${mintUrl},${second.url}`, MINT_TIMEOUT_MS: '3000' });
+});
+afterAll(async () => {
+  await gw?.close();
+  await upstream.stop();
+  await second?.stop();
+});
+afterEach(async () => {
+  if (second.proc.exitCode === null) await expectMoneyConserved(gw);
+});
+
+describe('the mint is unreachable', () => {
+  it('answers 503 with Retry-After, leaves the token spendable, and redeems it once the mint is back', async () => {
+    // Load the gateway's wallet for the second mint first, so the failure hits the swap itself.
+    const warm = await mintToken(second.url, 5);
+    expect((await chat({ authorization: `Bearer ${warm}` }, { max_tokens: 1 })).status).toBe(200);
+
+    const token = await mintToken(second.url, 20);
+    const before = await gw.ledger.totals();
+    await second.stop();
+    for (const headers of [{ authorization: `Bearer ${token}` }, { 'x-cashu': token }]) {
+      const res = await chat(headers, { max_tokens: 1 });
+      expect(res.status).toBe(503);
+      expect(JSON.parse(res.text).error.code).toBe('cashu_mint_unreachable');
+      expect(res.headers.get('retry-after')).toBeTruthy();
+    }
+    expect(await gw.ledger.totals()).toEqual(before);
+
+    second = await startMint({ port: Number(new URL(second.url).port), dir: second.dir });
+    expect(await proofStates(second.url, token)).toEqual(['UNSPENT', 'UNSPENT']);
+    const ok = await chat({ authorization: `Bearer ${token}` }, { max_tokens: 1 });
+    expect(ok.status).toBe(200);
+    const cost = JSON.parse(ok.text).usage.cost.total_msats as number;
+    expect((await info(token)).balance).toBe(20_000 - cost);
+    expect((await gw.ledger.totals()).credited - before.credited).toBe(20_000);
+  });
+});
+
+describe('streams that end early', () => {
+  it('bills a client that disconnects for what it was sent, and stops the upstream', async () => {
+    const token = await mintToken(mintUrl, 100);
+    const oa = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: token, maxRetries: 0 });
+    await oa.chat.completions.create({ model: 'gpt-test', messages, max_tokens: 1 });
+    const start = (await info(token)).balance;
+
+    upstream.modes.push('slow');
+    const ac = new AbortController();
+    const stream = await oa.chat.completions.create({ model: 'gpt-test', messages, stream: true }, { signal: ac.signal });
+    let received = 0;
+    try {
+      for await (const chunk of stream) {
+        if (chunk.choices[0]?.delta?.content) received++;
+        if (received === 3) ac.abort();
+      }
+    } catch {
+      /* aborted */
+    }
+    for (let i = 0; i < 50; i++) {
+      if (upstream.closedEarly === 1 && (await info(token)).reserved === 0) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(upstream.closedEarly).toBe(1);
+    const after = await info(token);
+    expect(after.reserved).toBe(0);
+    const charged = start - after.balance;
+    const promptCost = msats(countMessages(messages), 2);
+    // At least the prompt and the three chunks read; less than the whole reply.
+    expect(charged).toBeGreaterThanOrEqual(promptCost + 3 * 5);
+    expect(charged).toBeLessThan(promptCost + REPLY_WORDS.length * 2 * 5);
+  });
+
+  it('charges nothing when the upstream cuts a stream, and refunds an X-Cashu payer in the stream', async () => {
+    const token = await mintToken(mintUrl, 30);
+    await chat({ authorization: `Bearer ${token}` }, { max_tokens: 1 });
+    const before = await info(token);
+    upstream.modes.push('cut');
+    const res = await chat({ authorization: `Bearer ${token}` }, { stream: true });
+    expect(res.status).toBe(200);
+    expect(res.text).toContain('"code":"upstream_error"');
+    expect(res.text).not.toContain('[DONE]');
+    const after = await info(token);
+    expect([after.balance, after.reserved]).toEqual([before.balance, 0]);
+
+    const x = await mintToken(mintUrl, 30);
+    upstream.modes.push('cut');
+    const xr = await chat({ 'x-cashu': x }, { stream: true });
+    const errorEvent = xr.text.split('\n\n').find((e) => e.includes('"error"'))!;
+    const refund = JSON.parse(errorEvent.replace(/^data: /, '')).error.refund_token as string;
+    expect(await receive(mintUrl, refund)).toBe(30);
+  });
+});
+
+describe('the README start command', () => {
+  it('starts the gateway with npm start and serves /v1/info and priced models', async () => {
+    const { spawn } = await import('node:child_process');
+    const { freePort } = await import('./support/ports.ts');
+    const port = await freePort();
+    const proc = spawn('npm', ['start', '--silent'], {
+      env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', UPSTREAM_BASE_URL: upstream.url, CASHU_MINTS: mintUrl, DATABASE_URL: ':memory:' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    proc.stdout.on('data', (d) => (out += d));
+    try {
+      for (let i = 0; i < 100 && !out.includes('gateway ready'); i++) await new Promise((r) => setTimeout(r, 100));
+      expect(out).toContain('gateway ready');
+      const infoRes = (await (await fetch(`http://127.0.0.1:${port}/v1/info`)).json()) as Record<string, any>;
+      expect(infoRes.mints).toEqual([mintUrl]);
+      const models = (await (await fetch(`http://127.0.0.1:${port}/v1/models`)).json()) as { data: any[] };
+      expect(models.data.map((m) => m.id)).toContain('gpt-test');
+      expect(models.data.every((m) => m.sats_pricing.prompt > 0 && m.sats_pricing.completion > 0)).toBe(true);
+    } finally {
+      proc.kill('SIGTERM');
+    }
+  });
+});

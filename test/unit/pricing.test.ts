@@ -1,0 +1,62 @@
+import { describe, expect, it } from 'vitest';
+import { costOf, reservationFor, satsPricing, type Price } from '../../src/engine/pricing.ts';
+import { pickProofs, type StoredProof } from '../../src/ledger/ledger.ts';
+
+const price = (prompt: number, completion: number): Price => ({
+  promptRate: Math.round(prompt * 1e6),
+  completionRate: Math.round(completion * 1e6),
+  maxCompletionTokens: 1000,
+  contextLength: 8000,
+});
+
+describe('costOf', () => {
+  it('rounds each part up to a whole msat, never down', () => {
+    expect(costOf({ promptTokens: 10, completionTokens: 3 }, price(0.15, 0.6))).toEqual({ inputMsats: 2, outputMsats: 2, totalMsats: 4 });
+    expect(costOf({ promptTokens: 100, completionTokens: 10 }, price(0.15, 0.6))).toEqual({ inputMsats: 15, outputMsats: 6, totalMsats: 21 });
+    expect(costOf({ promptTokens: 0, completionTokens: 0 }, price(2, 5)).totalMsats).toBe(0);
+    expect(costOf({ promptTokens: 1, completionTokens: 0 }, price(0.000001, 5)).totalMsats).toBe(1);
+  });
+
+  it('stays exact beyond 2^53 intermediate products', () => {
+    // 10M tokens at 1000 sats per token: 1e13 msats, product 1e19 micro-msats.
+    const c = costOf({ promptTokens: 10_000_000, completionTokens: 0 }, price(1_000_000, 0));
+    expect(c.inputMsats).toBe(10_000_000_000_000);
+  });
+});
+
+describe('reservationFor', () => {
+  it('pads the counted prompt and adds the completion allowance, capped at the model maximum', () => {
+    const p = price(2, 5);
+    expect(reservationFor(100, 50, p)).toBe((110 + 8) * 2 + 50 * 5);
+    expect(reservationFor(7, 1, p)).toBe((7 + 1 + 8) * 2 + 5);
+    expect(reservationFor(100, undefined, p)).toBe((110 + 8) * 2 + 1000 * 5);
+    expect(reservationFor(100, 999_999, p)).toBe((110 + 8) * 2 + 1000 * 5);
+  });
+});
+
+describe('satsPricing', () => {
+  it('gives sats per token and worst-case costs in sats', () => {
+    const s = satsPricing(price(2, 5));
+    expect(s.prompt).toBeCloseTo(0.002, 12);
+    expect(s.completion).toBeCloseTo(0.005, 12);
+    expect(s.max_cost).toBeCloseTo(((8000 - 1000) * 2 + 1000 * 5) / 1000, 9);
+  });
+});
+
+describe('pickProofs', () => {
+  const proofs = (...amounts: number[]): StoredProof[] =>
+    amounts.map((amount, i) => ({ amount, secret: `s${i}`, id: 'k', C: 'c' }));
+  const amounts = (ps: StoredProof[] | undefined) => ps?.map((p) => p.amount);
+
+  it('finds an exact match from descending denominations', () => {
+    expect(amounts(pickProofs(proofs(64, 32, 8, 4, 1), 37))).toEqual([32, 4, 1]);
+  });
+  it('adds the smallest proof that covers the gap when no exact match exists', () => {
+    expect(amounts(pickProofs(proofs(64, 16, 8), 30))).toEqual([16, 8, 64]);
+    expect(amounts(pickProofs(proofs(64, 32), 10))).toEqual([32]);
+  });
+  it('returns undefined when the proofs cannot cover the amount', () => {
+    expect(pickProofs(proofs(4, 2, 1), 8)).toBeUndefined();
+    expect(pickProofs([], 1)).toBeUndefined();
+  });
+});
