@@ -183,6 +183,49 @@ describe('a Cashu token as the API key', () => {
   });
 });
 
+describe('balance endpoints', () => {
+  it('creates a key from a token (idempotently), tops it up, and reports balance and reservations', async () => {
+    const token = await mintToken(mintUrl, 12);
+    const created = await post('/v1/balance/create', { body: { initial_balance_token: token } });
+    expect(created.status).toBe(200);
+    expect(created.json).toEqual({ api_key: `sk-${sha256(token)}`, balance: 12_000 });
+    // Routstr's GET form with the token in the query returns the same key, credited once.
+    const again = await fetch(`${gw.url}/v1/balance/create?initial_balance_token=${encodeURIComponent(token)}`);
+    expect(await again.json()).toEqual(created.json);
+
+    const top = await mintToken(mintUrl, 3_500, 'msat');
+    const t = await post('/v1/balance/topup', { headers: { authorization: `Bearer ${created.json.api_key}` }, body: { cashu_token: top } });
+    expect(t.json).toEqual({ msats: 3_500 });
+    // The same top-up token cannot be credited twice, nor used as a key of its own.
+    const t2 = await post('/v1/balance/topup', { headers: { authorization: `Bearer ${created.json.api_key}` }, body: { cashu_token: top } });
+    expect(t2.json).toEqual({ msats: 3_500 });
+    const asKey = await post('/v1/chat/completions', { headers: { authorization: `Bearer ${top}` }, body: { model: 'gpt-test', messages } });
+    expect([asKey.status, asKey.json.error.code]).toEqual([400, 'cashu_token_already_spent']);
+
+    const bal = await info(created.json.api_key);
+    expect([bal.balance, bal.reserved, bal.unit]).toEqual([15_500, 0, 'sat']);
+    const refund = await post('/v1/wallet/refund', { headers: { authorization: `Bearer ${created.json.api_key}` } });
+    expect(refund.json.sats).toBe('15');
+    expect(await receive(mintUrl, refund.json.token)).toBe(15);
+    expect((await info(created.json.api_key)).balance).toBe(500);
+  });
+
+  it('refunds an msat key to the last msat, repeats that token on retry, and refuses unknown keys', async () => {
+    const token = await mintToken(mintUrl, 1, 'msat');
+    const created = await post('/v1/balance/create', { body: { initial_balance_token: token } });
+    const r = await post('/v1/balance/refund', { headers: { authorization: `Bearer ${created.json.api_key}` } });
+    expect(r.status).toBe(200);
+    expect(r.json.msats).toBe('1');
+    const retry = await post('/v1/balance/refund', { headers: { authorization: `Bearer ${created.json.api_key}` } });
+    expect(retry.json.token).toBe(r.json.token);
+    expect(await receive(mintUrl, r.json.token)).toBe(1);
+    const none = await post('/v1/balance/refund', { headers: { authorization: `Bearer sk-${'1'.repeat(64)}` } });
+    expect([none.status, none.json.error.code]).toEqual([401, 'invalid_api_key']);
+    const res = await fetch(`${gw.url}/v1/balance/info`);
+    expect(res.status).toBe(401);
+  });
+});
+
 describe('X-Cashu: pay per request', () => {
   it('returns change worth token minus cost in the X-Cashu header', async () => {
     const token = await mintToken(mintUrl, 50);

@@ -123,16 +123,17 @@ describe('streams that end early', () => {
 });
 
 describe('the README start command', () => {
-  it('starts the gateway with npm start and serves /v1/info and priced models', async () => {
+  it('starts the gateway with npm start, serves paid requests, and never logs a token or key', async () => {
     const { spawn } = await import('node:child_process');
     const { freePort } = await import('./support/ports.ts');
     const port = await freePort();
     const proc = spawn('npm', ['start', '--silent'], {
-      env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', UPSTREAM_BASE_URL: upstream.url, CASHU_MINTS: mintUrl, DATABASE_URL: ':memory:' },
+      env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', UPSTREAM_BASE_URL: upstream.url, CASHU_MINTS: mintUrl, DATABASE_URL: ':memory:', LOG_LEVEL: 'trace', UPSTREAM_API_KEY: 'sk-upstream-secret' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
     proc.stdout.on('data', (d) => (out += d));
+    proc.stderr.on('data', (d) => (out += d));
     try {
       for (let i = 0; i < 100 && !out.includes('gateway ready'); i++) await new Promise((r) => setTimeout(r, 100));
       expect(out).toContain('gateway ready');
@@ -141,6 +142,31 @@ describe('the README start command', () => {
       const models = (await (await fetch(`http://127.0.0.1:${port}/v1/models`)).json()) as { data: any[] };
       expect(models.data.map((m) => m.id)).toContain('gpt-test');
       expect(models.data.every((m) => m.sats_pricing.prompt > 0 && m.sats_pricing.completion > 0)).toBe(true);
+
+      const base = `http://127.0.0.1:${port}/v1`;
+      const bearer = await mintToken(mintUrl, 10);
+      const x = await mintToken(mintUrl, 10);
+      const call = (headers: Record<string, string>, model = 'gpt-test') =>
+        fetch(`${base}/chat/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', ...headers },
+          body: JSON.stringify({ model, messages, max_tokens: 2 }),
+        });
+      expect((await call({ authorization: `Bearer ${bearer}` })).status).toBe(200);
+      const paid = await call({ 'x-cashu': x });
+      expect(paid.status).toBe(200);
+      const change = paid.headers.get('x-cashu')!;
+      expect((await call({ authorization: `Bearer ${bearer}` }, 'missing')).status).toBe(404);
+      expect((await call({ authorization: 'Bearer cashuBbroken' })).status).toBe(400);
+      upstream.modes.push('fail_500');
+      expect((await call({ authorization: `Bearer ${bearer}` })).status).toBe(502);
+      const refund = await fetch(`${base}/balance/refund`, { method: 'POST', headers: { authorization: `Bearer ${bearer}` } });
+      const refundToken = ((await refund.json()) as { token: string }).token;
+      await new Promise((r) => setTimeout(r, 200));
+      for (const secret of [bearer, x, change, refundToken, 'sk-upstream-secret', bearer.slice(6, 40)]) {
+        expect(out).not.toContain(secret);
+      }
+      expect(out).not.toMatch(/cashu[AB][A-Za-z0-9_-]{20}/);
     } finally {
       proc.kill('SIGTERM');
     }

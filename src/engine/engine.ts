@@ -80,7 +80,8 @@ export class Engine {
       const known = await this.#ledger.getKey(keyHash);
       if (!known) {
         // Too small to ever pay for this job: refuse before the mint is asked, the token untouched.
-        if (info.msats < job.maxMsats) {
+        // A token already claimed (say, as a top-up) goes on to be refused as spent instead.
+        if (info.msats < job.maxMsats && !(await this.#ledger.getToken(info.hash))) {
           throw this.paymentRequired(
             job.maxMsats,
             'insufficient_balance',
