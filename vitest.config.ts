@@ -8,5 +8,10 @@ export default defineConfig({
     hookTimeout: 120_000,
     // Files share one real mint; running them one at a time keeps mint load and logs readable.
     fileParallelism: false,
+    // The same suite runs on both ledger engines.
+    projects: [
+      { extends: true, test: { name: 'sqlite', env: { TEST_LEDGER: 'sqlite' } } },
+      { extends: true, test: { name: 'postgres', env: { TEST_LEDGER: 'postgres' }, include: ['test/*.e2e.test.ts'] } },
+    ],
   },
 });

@@ -43,7 +43,10 @@ const schema = z.object({
   DATABASE_URL: z
     .string()
     .default('sqlite:./data/gateway.db')
-    .refine((s) => s.startsWith('sqlite:') || s === ':memory:', 'sqlite:<path> or :memory:'),
+    .refine(
+      (s) => s.startsWith('sqlite:') || s === ':memory:' || /^postgres(ql)?:\/\//.test(s),
+      'sqlite:<path>, :memory: or postgres://user:pass@host/db',
+    ),
   MODEL_PRICES: z
     .string()
     .default('{}')

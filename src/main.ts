@@ -10,7 +10,12 @@ import { Engine } from './engine/engine.ts';
 import { buildApp } from './http/app.ts';
 import type { Ledger } from './ledger/ledger.ts';
 
-function openLedger(url: string): Ledger {
+async function openLedger(url: string): Promise<Ledger> {
+  if (/^postgres(ql)?:/.test(url)) {
+    // Loaded only when asked for, so the embedded default never pulls in the pg driver.
+    const { PostgresLedger } = await import('./ledger/postgres.ts');
+    return PostgresLedger.open(url);
+  }
   return new SqliteLedger(url === ':memory:' ? url : url.slice('sqlite:'.length));
 }
 
@@ -19,7 +24,7 @@ export async function createGateway(cfg: Config) {
   const log = createLogger(cfg.LOG_LEVEL);
   // A mint that hangs must not hold a request (or a refund) forever.
   setGlobalRequestOptions({ requestTimeout: cfg.MINT_TIMEOUT_MS });
-  const ledger = openLedger(cfg.DATABASE_URL);
+  const ledger = await openLedger(cfg.DATABASE_URL);
   const wallets = new CashuWallets(cfg.CASHU_MINTS, ledger, log);
   const upstream = new Upstream(cfg);
   const catalog = new Catalog(cfg, upstream, log);

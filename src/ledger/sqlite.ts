@@ -16,6 +16,7 @@ import {
   type Totals,
   type Unit,
 } from './ledger.ts';
+import { keyRow, opRow, proofRow, refundRow, type Row } from './rows.ts';
 
 const MIGRATIONS: string[] = [
   `CREATE TABLE keys (
@@ -87,51 +88,6 @@ const MIGRATIONS: string[] = [
      ref TEXT NOT NULL,
      created_at INTEGER NOT NULL);`,
 ];
-
-type Row = Record<string, unknown>;
-
-const keyRow = (r: Row): KeyRow => ({
-  hash: r.hash as string,
-  balance: r.balance as number,
-  reserved: r.reserved as number,
-  unit: r.unit as Unit,
-  mint: r.mint as string,
-  totalSpent: r.total_spent as number,
-  totalRequests: r.total_requests as number,
-  createdAt: r.created_at as number,
-});
-
-const refundRow = (r: Row): RefundRow => ({
-  id: r.id as string,
-  keyHash: r.key_hash as string,
-  opId: r.op_id as string,
-  msats: r.msats as number,
-  amount: r.amount as number,
-  unit: r.unit as Unit,
-  mint: r.mint as string,
-  token: (r.token as string | null) ?? null,
-  state: r.state as RefundRow['state'],
-});
-
-const proofRow = (r: Row): StoredProof => ({
-  secret: r.secret as string,
-  id: r.keyset_id as string,
-  amount: r.amount as number,
-  C: r.c as string,
-  dleq: r.dleq ? (JSON.parse(r.dleq as string) as StoredProof['dleq']) : undefined,
-});
-
-const opRow = (r: Row): MintOp => ({
-  id: r.id as string,
-  kind: r.kind as MintOp['kind'],
-  mint: r.mint as string,
-  unit: r.unit as Unit,
-  state: r.state as MintOp['state'],
-  keyHash: r.key_hash as string,
-  tokenHash: (r.token_hash as string | null) ?? null,
-  inputs: JSON.parse(r.inputs as string) as StoredProof[],
-  outputs: r.outputs ? (JSON.parse(r.outputs as string) as unknown[]) : null,
-});
 
 export class SqliteLedger implements Ledger {
   readonly #db: DatabaseSync;

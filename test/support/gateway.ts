@@ -1,4 +1,5 @@
-import { expect } from 'vitest';
+import { expect, inject } from 'vitest';
+import { freshDatabase } from './postgres.ts';
 import { createGateway } from '../../src/main.ts';
 import { loadConfig } from '../../src/config.ts';
 import { MSATS_PER } from '../../src/ledger/ledger.ts';
@@ -13,13 +14,18 @@ export const PRICES = {
 
 export type Gateway = Awaited<ReturnType<typeof createGateway>> & { url: string };
 
+/** The ledger this test project runs on: in-memory SQLite, or a fresh PostgreSQL database. */
+export async function testDatabaseUrl(): Promise<string> {
+  return process.env.TEST_LEDGER === 'postgres' ? freshDatabase(inject('postgresUrl')) : ':memory:';
+}
+
 export async function startGateway(mintUrl: string, upstream: FakeUpstream, env: Record<string, string> = {}): Promise<Gateway> {
   const cfg = loadConfig({
     HOST: '127.0.0.1',
     PORT: '0',
     UPSTREAM_BASE_URL: upstream.url,
     CASHU_MINTS: mintUrl,
-    DATABASE_URL: ':memory:',
+    DATABASE_URL: await testDatabaseUrl(),
     LOG_LEVEL: 'silent',
     MODEL_PRICES: JSON.stringify(PRICES),
     MODELS_REFRESH_SECONDS: '0',

@@ -1,0 +1,398 @@
+import pg from 'pg';
+import {
+  MSATS_PER,
+  pickProofs,
+  type KeyRow,
+  type Ledger,
+  type MintOp,
+  type RefundRow,
+  type Settlement,
+  type StartRefund,
+  type StartRefundResult,
+  type StoredProof,
+  type TokenRow,
+  type Totals,
+  type Unit,
+} from './ledger.ts';
+import { keyRow, opRow, proofRow, refundRow, type Row } from './rows.ts';
+
+// msats fit in a double exactly (< 2^53); BIGINT and SUM() come back as numbers, not strings.
+pg.types.setTypeParser(pg.types.builtins.INT8, Number);
+pg.types.setTypeParser(pg.types.builtins.NUMERIC, Number);
+
+const MIGRATIONS: string[] = [
+  `CREATE TABLE keys (
+     hash TEXT PRIMARY KEY,
+     balance BIGINT NOT NULL CHECK (balance >= 0),
+     reserved BIGINT NOT NULL DEFAULT 0 CHECK (reserved >= 0 AND reserved <= balance),
+     unit TEXT NOT NULL,
+     mint TEXT NOT NULL,
+     total_spent BIGINT NOT NULL DEFAULT 0,
+     total_requests BIGINT NOT NULL DEFAULT 0,
+     created_at BIGINT NOT NULL);
+   CREATE TABLE mint_ops (
+     id TEXT PRIMARY KEY,
+     kind TEXT NOT NULL,
+     mint TEXT NOT NULL,
+     unit TEXT NOT NULL,
+     state TEXT NOT NULL,
+     key_hash TEXT NOT NULL,
+     token_hash TEXT,
+     inputs TEXT NOT NULL,
+     outputs TEXT,
+     created_at BIGINT NOT NULL,
+     updated_at BIGINT NOT NULL);
+   CREATE INDEX mint_ops_pending ON mint_ops(state) WHERE state = 'pending';
+   CREATE TABLE tokens (
+     hash TEXT PRIMARY KEY,
+     key_hash TEXT NOT NULL,
+     op_id TEXT NOT NULL,
+     state TEXT NOT NULL,
+     msats BIGINT,
+     created_at BIGINT NOT NULL);
+   CREATE TABLE proofs (
+     secret TEXT PRIMARY KEY,
+     mint TEXT NOT NULL,
+     unit TEXT NOT NULL,
+     keyset_id TEXT NOT NULL,
+     amount BIGINT NOT NULL,
+     c TEXT NOT NULL,
+     dleq TEXT,
+     state TEXT NOT NULL,
+     op_id TEXT,
+     created_at BIGINT NOT NULL);
+   CREATE INDEX proofs_unspent ON proofs(mint, unit, amount) WHERE state = 'unspent';
+   CREATE TABLE reservations (
+     id TEXT PRIMARY KEY,
+     key_hash TEXT NOT NULL,
+     msats BIGINT NOT NULL,
+     state TEXT NOT NULL,
+     charged BIGINT,
+     created_at BIGINT NOT NULL);
+   CREATE INDEX reservations_active ON reservations(key_hash) WHERE state = 'active';
+   CREATE TABLE refunds (
+     id TEXT PRIMARY KEY,
+     seq BIGSERIAL,
+     key_hash TEXT NOT NULL,
+     op_id TEXT NOT NULL UNIQUE,
+     msats BIGINT NOT NULL,
+     amount BIGINT NOT NULL,
+     unit TEXT NOT NULL,
+     mint TEXT NOT NULL,
+     token TEXT,
+     state TEXT NOT NULL,
+     created_at BIGINT NOT NULL);
+   CREATE INDEX refunds_key ON refunds(key_hash, seq);
+   CREATE TABLE entries (
+     id BIGSERIAL PRIMARY KEY,
+     key_hash TEXT NOT NULL,
+     kind TEXT NOT NULL,
+     msats BIGINT NOT NULL,
+     ref TEXT NOT NULL,
+     created_at BIGINT NOT NULL);`,
+];
+
+type Client = pg.PoolClient;
+
+export class PostgresLedger implements Ledger {
+  readonly #pool: pg.Pool;
+
+  private constructor(pool: pg.Pool) {
+    this.#pool = pool;
+  }
+
+  static async open(url: string): Promise<PostgresLedger> {
+    const pool = new pg.Pool({ connectionString: url, max: 20 });
+    const ledger = new PostgresLedger(pool);
+    await ledger.#migrate();
+    return ledger;
+  }
+
+  async #migrate(): Promise<void> {
+    const c = await this.#pool.connect();
+    try {
+      // One migrator at a time, however many gateway processes start together.
+      await c.query('SELECT pg_advisory_lock(4242001)');
+      await c.query('CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)');
+      const r = await c.query('SELECT version FROM schema_version');
+      let version = (r.rows[0]?.version as number | undefined) ?? 0;
+      if (r.rowCount === 0) await c.query('INSERT INTO schema_version (version) VALUES (0)');
+      while (version < MIGRATIONS.length) {
+        await c.query('BEGIN');
+        await c.query(MIGRATIONS[version]!);
+        await c.query('UPDATE schema_version SET version = $1', [version + 1]);
+        await c.query('COMMIT');
+        version++;
+      }
+    } finally {
+      await c.query('SELECT pg_advisory_unlock(4242001)').catch(() => {});
+      c.release();
+    }
+  }
+
+  async #tx<T>(fn: (c: Client) => Promise<T>): Promise<T> {
+    const c = await this.#pool.connect();
+    try {
+      await c.query('BEGIN');
+      const out = await fn(c);
+      await c.query('COMMIT');
+      return out;
+    } catch (e) {
+      await c.query('ROLLBACK').catch(() => {});
+      throw e;
+    } finally {
+      c.release();
+    }
+  }
+
+  async #one(sql: string, params: unknown[], c: pg.Pool | Client = this.#pool): Promise<Row | undefined> {
+    return (await c.query(sql, params)).rows[0] as Row | undefined;
+  }
+
+  async #insertProofs(c: Client, proofs: StoredProof[], mint: string, unit: Unit, state: string, opId: string, now: number): Promise<void> {
+    for (const p of proofs) {
+      await c.query(
+        `INSERT INTO proofs (secret, mint, unit, keyset_id, amount, c, dleq, state, op_id, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+        [p.secret, mint, unit, p.id, p.amount, p.C, p.dleq ? JSON.stringify(p.dleq) : null, state, opId, now],
+      );
+    }
+  }
+
+  async #entry(c: Client, keyHash: string, kind: string, msats: number, ref: string, now: number): Promise<void> {
+    await c.query('INSERT INTO entries (key_hash, kind, msats, ref, created_at) VALUES ($1, $2, $3, $4, $5)', [keyHash, kind, msats, ref, now]);
+  }
+
+  async #finishOp(c: Client, opId: string, state: 'done' | 'failed', now: number): Promise<boolean> {
+    const r = await c.query(`UPDATE mint_ops SET state = $1, updated_at = $2 WHERE id = $3 AND state = 'pending'`, [state, now, opId]);
+    return r.rowCount === 1;
+  }
+
+  async getKey(hash: string): Promise<KeyRow | undefined> {
+    const r = await this.#one('SELECT * FROM keys WHERE hash = $1', [hash]);
+    return r && keyRow(r);
+  }
+
+  async getToken(hash: string): Promise<TokenRow | undefined> {
+    const r = await this.#one('SELECT * FROM tokens WHERE hash = $1', [hash]);
+    if (!r) return undefined;
+    return {
+      hash: r.hash as string,
+      keyHash: r.key_hash as string,
+      opId: r.op_id as string,
+      state: r.state as TokenRow['state'],
+      msats: (r.msats as number | null) ?? null,
+    };
+  }
+
+  async startRedemption(r: {
+    tokenHash: string; keyHash: string; opId: string; mint: string; unit: Unit; inputs: StoredProof[]; outputs: unknown[];
+  }): Promise<{ started: true } | { started: false; token: TokenRow }> {
+    const now = Date.now();
+    const started = await this.#tx(async (c) => {
+      const ins = await c.query(
+        `INSERT INTO tokens (hash, key_hash, op_id, state, created_at) VALUES ($1, $2, $3, 'redeeming', $4)
+         ON CONFLICT (hash) DO NOTHING`,
+        [r.tokenHash, r.keyHash, r.opId, now],
+      );
+      if (ins.rowCount === 0) return false;
+      await c.query(
+        `INSERT INTO mint_ops (id, kind, mint, unit, state, key_hash, token_hash, inputs, outputs, created_at, updated_at)
+         VALUES ($1, 'receive', $2, $3, 'pending', $4, $5, $6, $7, $8, $8)`,
+        [r.opId, r.mint, r.unit, r.keyHash, r.tokenHash, JSON.stringify(r.inputs), JSON.stringify(r.outputs), now],
+      );
+      return true;
+    });
+    if (started) return { started: true };
+    return { started: false, token: (await this.getToken(r.tokenHash))! };
+  }
+
+  async finishRedemption(r: { tokenHash: string; opId: string; proofs: StoredProof[]; creditMsats: number }): Promise<KeyRow> {
+    const now = Date.now();
+    return this.#tx(async (c) => {
+      const op = opRow((await this.#one('SELECT * FROM mint_ops WHERE id = $1', [r.opId], c))!);
+      if (!(await this.#finishOp(c, r.opId, 'done', now))) throw new Error(`mint op ${r.opId} is not pending`);
+      await this.#insertProofs(c, r.proofs, op.mint, op.unit, 'unspent', r.opId, now);
+      await c.query(`UPDATE tokens SET state = 'credited', msats = $1 WHERE hash = $2 AND op_id = $3`, [r.creditMsats, r.tokenHash, r.opId]);
+      const key = await this.#one(
+        `INSERT INTO keys (hash, balance, unit, mint, created_at) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (hash) DO UPDATE SET balance = keys.balance + excluded.balance RETURNING *`,
+        [op.keyHash, r.creditMsats, op.unit, op.mint, now],
+        c,
+      );
+      await this.#entry(c, op.keyHash, 'credit', r.creditMsats, r.tokenHash, now);
+      return keyRow(key!);
+    });
+  }
+
+  async abandonRedemption(tokenHash: string, opId: string): Promise<void> {
+    await this.#tx(async (c) => {
+      await this.#finishOp(c, opId, 'failed', Date.now());
+      await c.query('DELETE FROM tokens WHERE hash = $1 AND op_id = $2', [tokenHash, opId]);
+    });
+  }
+
+  async reserve(keyHash: string, msats: number, reservationId: string): Promise<boolean> {
+    return this.#tx(async (c) => {
+      const r = await c.query(
+        `UPDATE keys SET reserved = reserved + $1, total_requests = total_requests + 1
+         WHERE hash = $2 AND balance - reserved >= $1`,
+        [msats, keyHash],
+      );
+      if (r.rowCount !== 1) return false;
+      await c.query(`INSERT INTO reservations (id, key_hash, msats, state, created_at) VALUES ($1, $2, $3, 'active', $4)`, [
+        reservationId, keyHash, msats, Date.now(),
+      ]);
+      return true;
+    });
+  }
+
+  async settle(reservationId: string, chargeMsats: number): Promise<Settlement> {
+    const now = Date.now();
+    return this.#tx(async (c) => {
+      const res = await this.#one(`SELECT * FROM reservations WHERE id = $1 AND state = 'active' FOR UPDATE`, [reservationId], c);
+      if (!res) throw new Error(`reservation ${reservationId} is not active`);
+      const keyHash = res.key_hash as string;
+      const held = res.msats as number;
+      const key = keyRow((await this.#one('SELECT * FROM keys WHERE hash = $1 FOR UPDATE', [keyHash], c))!);
+      // An overrun may use the key's free balance, never other requests' reservations.
+      const charged = Math.min(chargeMsats, held + (key.balance - key.reserved));
+      await c.query(
+        'UPDATE keys SET balance = balance - $1, reserved = reserved - $2, total_spent = total_spent + $1 WHERE hash = $3',
+        [charged, held, keyHash],
+      );
+      await c.query('UPDATE reservations SET state = $1, charged = $2 WHERE id = $3', [charged > 0 ? 'charged' : 'released', charged, reservationId]);
+      if (charged > 0) await this.#entry(c, keyHash, 'charge', charged, reservationId, now);
+      return { chargedMsats: charged, balance: key.balance - charged, reserved: key.reserved - held };
+    });
+  }
+
+  async hasActiveReservations(keyHash: string): Promise<boolean> {
+    return (await this.#one(`SELECT 1 FROM reservations WHERE key_hash = $1 AND state = 'active' LIMIT 1`, [keyHash])) !== undefined;
+  }
+
+  async startRefund(r: StartRefund): Promise<StartRefundResult> {
+    const now = Date.now();
+    return this.#tx(async (c): Promise<StartRefundResult> => {
+      const kr = await this.#one('SELECT * FROM keys WHERE hash = $1 FOR UPDATE', [r.keyHash], c);
+      if (!kr) return { kind: 'no_key' };
+      const key = keyRow(kr);
+      if (await this.#one(`SELECT 1 FROM reservations WHERE key_hash = $1 AND state = 'active' LIMIT 1`, [r.keyHash], c)) {
+        return { kind: 'busy', key };
+      }
+      const per = MSATS_PER[key.unit];
+      const amount = Math.floor((key.balance - key.reserved) / per);
+      if (amount <= 0) {
+        const latest = await this.#one('SELECT * FROM refunds WHERE key_hash = $1 ORDER BY seq DESC LIMIT 1', [r.keyHash], c);
+        return { kind: 'nothing', latest: latest && refundRow(latest), key };
+      }
+      for (const mint of r.mints) {
+        const rows = await c.query(
+          `SELECT * FROM proofs WHERE mint = $1 AND unit = $2 AND state = 'unspent' ORDER BY amount DESC FOR UPDATE`,
+          [mint, key.unit],
+        );
+        const picked = pickProofs((rows.rows as Row[]).map(proofRow), amount);
+        if (!picked) continue;
+        const msats = amount * per;
+        await c.query(
+          `INSERT INTO mint_ops (id, kind, mint, unit, state, key_hash, token_hash, inputs, outputs, created_at, updated_at)
+           VALUES ($1, 'refund', $2, $3, 'pending', $4, NULL, $5, NULL, $6, $6)`,
+          [r.opId, mint, key.unit, r.keyHash, JSON.stringify(picked), now],
+        );
+        await c.query(`UPDATE proofs SET state = 'pending', op_id = $1 WHERE secret = ANY($2)`, [r.opId, picked.map((p) => p.secret)]);
+        await c.query('UPDATE keys SET balance = balance - $1 WHERE hash = $2', [msats, r.keyHash]);
+        const refund = await this.#one(
+          `INSERT INTO refunds (id, key_hash, op_id, msats, amount, unit, mint, state, created_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8) RETURNING *`,
+          [r.refundId, r.keyHash, r.opId, msats, amount, key.unit, mint, now],
+          c,
+        );
+        await this.#entry(c, r.keyHash, 'refund', msats, r.refundId, now);
+        return { kind: 'started', refund: refundRow(refund!), inputs: picked };
+      }
+      return { kind: 'no_liquidity', amount, unit: key.unit };
+    });
+  }
+
+  async journalOutputs(opId: string, outputs: unknown[], swapped: StoredProof[]): Promise<void> {
+    await this.#tx(async (c) => {
+      const res = await c.query(
+        `UPDATE mint_ops SET outputs = $1, inputs = $2, updated_at = $3 WHERE id = $4 AND state = 'pending'`,
+        [JSON.stringify(outputs), JSON.stringify(swapped), Date.now(), opId],
+      );
+      if (res.rowCount !== 1) throw new Error(`mint op ${opId} is not pending`);
+      await c.query(
+        `UPDATE proofs SET state = 'unspent', op_id = NULL WHERE op_id = $1 AND state = 'pending' AND NOT (secret = ANY($2))`,
+        [opId, swapped.map((p) => p.secret)],
+      );
+    });
+  }
+
+  async finishRefund(r: { opId: string; token: string; sent: StoredProof[]; keep: StoredProof[] }): Promise<RefundRow> {
+    const now = Date.now();
+    return this.#tx(async (c) => {
+      const op = opRow((await this.#one('SELECT * FROM mint_ops WHERE id = $1', [r.opId], c))!);
+      if (!(await this.#finishOp(c, r.opId, 'done', now))) throw new Error(`mint op ${r.opId} is not pending`);
+      const sentSecrets = new Set(r.sent.map((p) => p.secret));
+      for (const p of op.inputs) {
+        // An input handed over as-is (exact match, no swap) is the user's now; a swapped one is spent.
+        await c.query('UPDATE proofs SET state = $1, op_id = $2 WHERE secret = $3', [sentSecrets.has(p.secret) ? 'sent' : 'spent', r.opId, p.secret]);
+      }
+      const fresh = r.sent.filter((p) => !op.inputs.some((i) => i.secret === p.secret));
+      await this.#insertProofs(c, fresh, op.mint, op.unit, 'sent', r.opId, now);
+      await this.#insertProofs(c, r.keep, op.mint, op.unit, 'unspent', r.opId, now);
+      const row = await this.#one(`UPDATE refunds SET token = $1, state = 'done' WHERE op_id = $2 RETURNING *`, [r.token, r.opId], c);
+      return refundRow(row!);
+    });
+  }
+
+  async abandonRefund(opId: string): Promise<void> {
+    const now = Date.now();
+    await this.#tx(async (c) => {
+      if (!(await this.#finishOp(c, opId, 'failed', now))) return;
+      await c.query(`UPDATE proofs SET state = 'unspent', op_id = NULL WHERE op_id = $1 AND state = 'pending'`, [opId]);
+      const refund = await this.#one('DELETE FROM refunds WHERE op_id = $1 RETURNING *', [opId], c);
+      if (refund) {
+        const rr = refundRow(refund);
+        await c.query('UPDATE keys SET balance = balance + $1 WHERE hash = $2', [rr.msats, rr.keyHash]);
+        await this.#entry(c, rr.keyHash, 'refund', -rr.msats, rr.id, now);
+      }
+    });
+  }
+
+  async latestRefund(keyHash: string): Promise<RefundRow | undefined> {
+    const r = await this.#one('SELECT * FROM refunds WHERE key_hash = $1 ORDER BY seq DESC LIMIT 1', [keyHash]);
+    return r && refundRow(r);
+  }
+
+  async pendingOps(): Promise<MintOp[]> {
+    return ((await this.#pool.query(`SELECT * FROM mint_ops WHERE state = 'pending' ORDER BY created_at`)).rows as Row[]).map(opRow);
+  }
+
+  async getOp(id: string): Promise<MintOp | undefined> {
+    const r = await this.#one('SELECT * FROM mint_ops WHERE id = $1', [id]);
+    return r && opRow(r);
+  }
+
+  async unspentProofs(mint: string, unit: Unit): Promise<StoredProof[]> {
+    const r = await this.#pool.query(`SELECT * FROM proofs WHERE mint = $1 AND unit = $2 AND state = 'unspent' ORDER BY amount DESC`, [mint, unit]);
+    return (r.rows as Row[]).map(proofRow);
+  }
+
+  async totals(): Promise<Totals> {
+    const t: Totals = { credited: 0, charged: 0, refunded: 0, balances: 0, reserved: 0 };
+    for (const r of (await this.#pool.query('SELECT kind, COALESCE(SUM(msats), 0) AS msats FROM entries GROUP BY kind')).rows as Row[]) {
+      if (r.kind === 'credit') t.credited = r.msats as number;
+      else if (r.kind === 'charge') t.charged = r.msats as number;
+      else if (r.kind === 'refund') t.refunded = r.msats as number;
+    }
+    const k = (await this.#one('SELECT COALESCE(SUM(balance), 0) AS balance, COALESCE(SUM(reserved), 0) AS reserved FROM keys', []))!;
+    t.balances = (k.balance as number) - (k.reserved as number);
+    t.reserved = k.reserved as number;
+    return t;
+  }
+
+  async close(): Promise<void> {
+    await this.#pool.end();
+  }
+}
