@@ -25,7 +25,7 @@ export async function createGateway(cfg: Config) {
   // A mint that hangs must not hold a request (or a refund) forever.
   setGlobalRequestOptions({ requestTimeout: cfg.MINT_TIMEOUT_MS });
   const ledger = await openLedger(cfg.DATABASE_URL);
-  const wallets = new CashuWallets(cfg.CASHU_MINTS, ledger, log);
+  const wallets = new CashuWallets(cfg.CASHU_MINTS, ledger, log, { mintTimeoutMs: cfg.MINT_TIMEOUT_MS });
   const upstream = new Upstream(cfg);
   const catalog = new Catalog(cfg, upstream, log);
   const engine = new Engine({ ledger, wallets, upstream, log });

@@ -58,10 +58,17 @@ export class CashuWallets {
   /** Trusted mints, primary first: the order refunds are paid from. */
   readonly mints: readonly string[];
 
-  constructor(mints: readonly string[], ledger: Ledger, log: Logger) {
+  /**
+   * How long an unfinished operation belongs to whoever started it. Past that (twice the mint
+   * timeout, so its own swap call has surely ended), any instance may settle it with the mint.
+   */
+  readonly #leaseMs: number;
+
+  constructor(mints: readonly string[], ledger: Ledger, log: Logger, opts: { mintTimeoutMs: number }) {
     this.mints = mints;
     this.#ledger = ledger;
     this.#log = log;
+    this.#leaseMs = 2 * opts.mintTimeoutMs;
   }
 
   /** Mint info and keysets are fetched once per (mint, unit), not per request. */
@@ -145,6 +152,7 @@ export class CashuWallets {
       this.#log.warn({ op: opId, err: (e as Error).message }, 'swap failed without an answer');
       const outcome = await this.#recover(opId);
       if (outcome === 'done') return (await this.#ledger.getKey(keyHash))!;
+      await this.#ledger.releaseOp(opId);
       throw mintUnreachable();
     }
     const proofs = keep.map(toStored);
@@ -160,8 +168,8 @@ export class CashuWallets {
     info: TokenInfo, keyHash: string, creditedTo: string, opId: string, state: 'redeeming' | 'credited', retry: boolean,
   ): Promise<KeyRow> {
     if (state === 'redeeming') {
-      // Left by a crash or another process: settle it with the mint before deciding.
-      const outcome = await this.#recover(opId);
+      // Another process is redeeming it, or one crashed doing so: wait for, or settle, its outcome.
+      const outcome = await this.#awaitOp(opId);
       if (outcome === 'failed' && retry) return this.#redeem(info, keyHash, false);
       if (outcome !== 'done') throw mintUnreachable();
     }
@@ -203,7 +211,7 @@ export class CashuWallets {
         if (!retry) return undefined;
         const latest = r.latest;
         if (latest?.state === 'pending') {
-          await this.#recover(latest.opId);
+          await this.#awaitOp(latest.opId);
           const again = await this.#ledger.latestRefund(keyHash);
           if (again?.state === 'done') return again;
           if (!again || again.opId !== latest.opId) return this.#refund(keyHash, retry);
@@ -256,15 +264,27 @@ export class CashuWallets {
       }
       const outcome = await this.#recover(opId);
       if (outcome === 'done') return (await this.#ledger.latestRefund(refund.keyHash))!;
+      await this.#ledger.releaseOp(opId);
       throw mintUnreachable();
     }
   }
 
-  /** Resolves every journaled swap left unfinished, e.g. by a crash. */
+  /** Resolves every journaled swap left unfinished by a crash (ops whose lease has run out). */
   async recoverAll(): Promise<void> {
     for (const op of await this.#ledger.pendingOps()) {
+      if (Date.now() - op.updatedAt < this.#leaseMs) continue;
       const outcome = await this.#recover(op.id);
       this.#log.info({ op: op.id, kind: op.kind, outcome }, 'recovered journaled mint operation');
+    }
+  }
+
+  /** Waits while another instance's operation is within its lease, then settles it if still open. */
+  async #awaitOp(opId: string): Promise<'done' | 'failed' | 'pending'> {
+    for (;;) {
+      const op = await this.#ledger.getOp(opId);
+      if (!op || op.state !== 'pending') return op?.state ?? 'failed';
+      if (Date.now() - op.updatedAt >= this.#leaseMs) return this.#recover(opId);
+      await new Promise((r) => setTimeout(r, 50));
     }
   }
 

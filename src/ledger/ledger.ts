@@ -42,6 +42,8 @@ export interface MintOp {
   inputs: StoredProof[];
   /** Serialized blinded outputs, journaled before the mint is called. */
   outputs: unknown[] | null;
+  /** Last time the owner touched it; a recent op is presumed still in its owner's hands. */
+  updatedAt: number;
 }
 
 export interface RefundRow {
@@ -127,6 +129,8 @@ export interface Ledger {
   latestRefund(keyHash: string): Promise<RefundRow | undefined>;
 
   pendingOps(): Promise<MintOp[]>;
+  /** Its owner gave up on a pending op (mint unreachable): anyone may settle it from now on. */
+  releaseOp(id: string): Promise<void>;
   getOp(id: string): Promise<MintOp | undefined>;
   unspentProofs(mint: string, unit: Unit): Promise<StoredProof[]>;
   totals(): Promise<Totals>;

@@ -369,6 +369,10 @@ export class PostgresLedger implements Ledger {
     return ((await this.#pool.query(`SELECT * FROM mint_ops WHERE state = 'pending' ORDER BY created_at`)).rows as Row[]).map(opRow);
   }
 
+  async releaseOp(id: string): Promise<void> {
+    await this.#pool.query(`UPDATE mint_ops SET updated_at = 0 WHERE id = $1 AND state = 'pending'`, [id]);
+  }
+
   async getOp(id: string): Promise<MintOp | undefined> {
     const r = await this.#one('SELECT * FROM mint_ops WHERE id = $1', [id]);
     return r && opRow(r);

@@ -44,5 +44,6 @@ export const opRow = (r: Row): MintOp => ({
   tokenHash: (r.token_hash as string | null) ?? null,
   inputs: JSON.parse(r.inputs as string) as StoredProof[],
   outputs: r.outputs ? (JSON.parse(r.outputs as string) as unknown[]) : null,
+  updatedAt: r.updated_at as number,
 });
 
