@@ -1,0 +1,97 @@
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { FakeUpstream } from './support/upstream.ts';
+import { expectMoneyConserved, startGateway, testDatabaseUrl, type Gateway } from './support/gateway.ts';
+import { mintToken, receive } from './support/cashu.ts';
+import { sha256Hex } from '../src/cashu/token.ts';
+
+const mintUrl = inject('mintUrl');
+const onPostgres = process.env.TEST_LEDGER === 'postgres';
+const upstream = new FakeUpstream();
+const gateways: Gateway[] = [];
+
+const body = JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'race' }], max_tokens: 2 });
+
+async function chat(gw: Gateway, headers: Record<string, string>) {
+  const res = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });
+  const json = (await res.json()) as Record<string, any>;
+  return { status: res.status, change: res.headers.get('x-cashu'), json };
+}
+
+beforeAll(async () => {
+  await upstream.start();
+  const db = await testDatabaseUrl();
+  gateways.push(await startGateway(mintUrl, upstream, { DATABASE_URL: db }));
+  // On PostgreSQL a second gateway process shares the database: together they must act as one.
+  if (onPostgres) gateways.push(await startGateway(mintUrl, upstream, { DATABASE_URL: db }));
+});
+afterAll(async () => {
+  for (const gw of gateways) await gw.close();
+  await upstream.stop();
+});
+afterEach(async () => {
+  await expectMoneyConserved(gateways[0]!);
+});
+
+describe(`races${onPostgres ? ' across two instances' : ''}`, () => {
+  it('credits one token presented 100 times at once, as Bearer and as X-Cashu, exactly once', async () => {
+    const token = await mintToken(mintUrl, 300);
+    const before = await gateways[0]!.ledger.totals();
+    const results = await Promise.all(
+      Array.from({ length: 100 }, (_, i) =>
+        chat(gateways[i % gateways.length]!, i % 2 ? { 'x-cashu': token } : { authorization: `Bearer ${token}` }),
+      ),
+    );
+    const after = await gateways[0]!.ledger.totals();
+    expect(after.credited - before.credited).toBe(300_000);
+    for (const r of results) expect([200, 402, 425]).toContain(r.status);
+    expect(results.filter((r) => r.status === 200).length).toBeGreaterThan(0);
+    // What the requests were charged, what came back as change, and what is left add up to the token.
+    const charged = results.reduce((s, r) => s + (r.status === 200 ? (r.json.usage.cost.total_msats as number) : 0), 0);
+    const changes = [...new Set(results.map((r) => r.change).filter((c): c is string => !!c))];
+    let changeSats = 0;
+    for (const c of changes) changeSats += await receive(mintUrl, c);
+    const key = (await gateways[0]!.ledger.getKey(sha256Hex(token)))!;
+    expect(charged + changeSats * 1000 + key.balance).toBe(300_000);
+    expect(key.reserved).toBe(0);
+  });
+
+  it('never overdraws a small balance under 100 concurrent requests', async () => {
+    const token = await mintToken(mintUrl, 1);
+    const created = await fetch(`${gateways[0]!.url}/v1/balance/create`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ initial_balance_token: token }),
+    });
+    const { api_key } = (await created.json()) as { api_key: string };
+    const results = await Promise.all(
+      Array.from({ length: 100 }, (_, i) => chat(gateways[i % gateways.length]!, { authorization: `Bearer ${api_key}` })),
+    );
+    const ok = results.filter((r) => r.status === 200);
+    const refused = results.filter((r) => r.status === 402);
+    expect(ok.length + refused.length).toBe(100);
+    expect(refused.every((r) => r.json.error.code === 'insufficient_balance')).toBe(true);
+    expect(ok.length).toBeGreaterThan(0);
+    expect(refused.length).toBeGreaterThan(0);
+    const charged = ok.reduce((s, r) => s + (r.json.usage.cost.total_msats as number), 0);
+    const key = (await gateways[0]!.ledger.getKey(api_key.slice(3)))!;
+    expect(key.balance).toBe(1000 - charged);
+    expect(key.balance).toBeGreaterThanOrEqual(0);
+    expect(key.reserved).toBe(0);
+  });
+
+  it('pays one refund when many are asked for at once, and returns the same token to every asker', async () => {
+    const token = await mintToken(mintUrl, 21);
+    await chat(gateways[0]!, { authorization: `Bearer ${token}` });
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        fetch(`${gateways[i % gateways.length]!.url}/v1/balance/refund`, { method: 'POST', headers: { authorization: `Bearer ${token}` } }).then(
+          async (r) => ({ status: r.status, json: (await r.json()) as Record<string, any> }),
+        ),
+      ),
+    );
+    const tokens = new Set(results.filter((r) => r.status === 200).map((r) => r.json.token as string));
+    expect(tokens.size).toBe(1);
+    const [refund] = [...tokens];
+    expect(await receive(mintUrl, refund!)).toBe(20);
+  });
+});
