@@ -13,6 +13,7 @@ import type { Logger } from 'pino';
 import { GatewayError } from '../engine/errors.ts';
 import { MSATS_PER, type KeyRow, type Ledger, type MintOp, type RefundRow, type StoredProof, type Unit } from '../ledger/ledger.ts';
 import type { TokenInfo } from './token.ts';
+import { crashPoint } from './crash.ts';
 
 /** A journaled blinded output; `send` marks the outputs that become the user's refund token. */
 interface JournaledOutput {
@@ -139,7 +140,9 @@ export class CashuWallets {
 
     let keep: Proof[];
     try {
+      crashPoint('redeem:before-swap');
       keep = (await wallet.completeSwap(preview)).keep;
+      crashPoint('redeem:after-swap');
     } catch (e) {
       if (isMintOperationError(e)) {
         await this.#ledger.abandonRedemption(info.hash, opId);
@@ -156,12 +159,14 @@ export class CashuWallets {
       throw mintUnreachable();
     }
     const proofs = keep.map(toStored);
-    return this.#ledger.finishRedemption({
+    const key = await this.#ledger.finishRedemption({
       tokenHash: info.hash,
       opId,
       proofs,
       creditMsats: sum(proofs) * MSATS_PER[info.unit],
     });
+    crashPoint('redeem:after-commit');
+    return key;
   }
 
   async #fromExisting(
@@ -227,10 +232,13 @@ export class CashuWallets {
 
   async #payRefund(refund: RefundRow, inputs: StoredProof[]): Promise<RefundRow> {
     const { mint, unit, amount, opId } = refund;
+    crashPoint('refund:after-debit');
     // Our own proofs that add up exactly are handed over as they are: no mint call at all.
     if (sum(inputs) === amount) {
       const token = getEncodedToken({ mint, unit, proofs: inputs.map(toProof) });
-      return this.#ledger.finishRefund({ opId, token, sent: inputs, keep: [] });
+      const done = await this.#ledger.finishRefund({ opId, token, sent: inputs, keep: [] });
+      crashPoint('refund:after-commit');
+      return done;
     }
     let wallet: Wallet;
     let preview: SwapPreview;
@@ -248,14 +256,20 @@ export class CashuWallets {
     ];
     await this.#ledger.journalOutputs(opId, outputs, preview.inputs.map(toStored));
     try {
+      crashPoint('refund:before-swap');
       const { send, keep } = await wallet.completeSwap(preview);
+      crashPoint('refund:after-swap');
       const token = getEncodedToken({ mint, unit, proofs: send });
-      return await this.#ledger.finishRefund({
+      // cashu-ts hands back the proofs it left out of the swap among `keep`; they are stored already.
+      const unselected = new Set((preview.unselectedProofs ?? []).map((p) => p.secret));
+      const done = await this.#ledger.finishRefund({
         opId,
         token,
         sent: send.map(toStored),
-        keep: keep.map(toStored),
+        keep: keep.filter((p) => !unselected.has(p.secret)).map(toStored),
       });
+      crashPoint('refund:after-commit');
+      return done;
     } catch (e) {
       if (isMintOperationError(e)) {
         this.#log.error({ op: opId, code: e.code, err: e.message }, 'mint refused a refund swap');

@@ -2,7 +2,7 @@ import { expect, inject } from 'vitest';
 import { freshDatabase } from './postgres.ts';
 import { createGateway } from '../../src/main.ts';
 import { loadConfig } from '../../src/config.ts';
-import { MSATS_PER } from '../../src/ledger/ledger.ts';
+import { MSATS_PER, type Ledger } from '../../src/ledger/ledger.ts';
 import { wallet } from './cashu.ts';
 import type { FakeUpstream } from './upstream.ts';
 
@@ -47,13 +47,17 @@ export function msats(tokens: number, msatsPerToken: number): number {
  * unspent proofs are worth exactly what it still owes plus what it earned, and the mint agrees
  * every one of them is unspent.
  */
-export async function expectMoneyConserved(gw: Gateway): Promise<void> {
-  const t = await gw.ledger.totals();
+export async function expectMoneyConserved(gw: Pick<Gateway, 'ledger' | 'wallets'>): Promise<void> {
+  await expectLedgerConserved(gw.ledger, gw.wallets.mints);
+}
+
+export async function expectLedgerConserved(ledger: Ledger, mints: readonly string[]): Promise<void> {
+  const t = await ledger.totals();
   expect(t.credited).toBe(t.charged + t.refunded + t.balances + t.reserved);
   let held = 0;
-  for (const mintUrl of gw.wallets.mints) {
+  for (const mintUrl of mints) {
     for (const unit of ['sat', 'msat'] as const) {
-      const proofs = await gw.ledger.unspentProofs(mintUrl, unit);
+      const proofs = await ledger.unspentProofs(mintUrl, unit);
       held += proofs.reduce((s, p) => s + p.amount, 0) * MSATS_PER[unit];
       if (proofs.length) {
         const w = await wallet(mintUrl, unit);

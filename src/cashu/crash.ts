@@ -1,0 +1,18 @@
+/**
+ * Fault injection for the crash-safety tests: with GATEWAY_CRASH_AT=<step>, the process kills
+ * itself (SIGKILL, no cleanup) when it reaches that step of a redemption or refund.
+ */
+export type CrashStep =
+  | 'redeem:before-swap'
+  | 'redeem:after-swap'
+  | 'redeem:after-commit'
+  | 'refund:after-debit'
+  | 'refund:before-swap'
+  | 'refund:after-swap'
+  | 'refund:after-commit';
+
+const CRASH_AT = process.env.GATEWAY_CRASH_AT;
+
+export function crashPoint(step: CrashStep): void {
+  if (CRASH_AT === step) process.kill(process.pid, 'SIGKILL');
+}

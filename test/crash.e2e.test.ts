@@ -1,0 +1,125 @@
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FakeUpstream } from './support/upstream.ts';
+import { expectLedgerConserved, testDatabaseUrl } from './support/gateway.ts';
+import { startGatewayProcess, type GatewayProcess } from './support/process.ts';
+import { mintToken, proofStates, receive } from './support/cashu.ts';
+import { sha256Hex } from '../src/cashu/token.ts';
+import { SqliteLedger } from '../src/ledger/sqlite.ts';
+import { PostgresLedger } from '../src/ledger/postgres.ts';
+import type { Ledger } from '../src/ledger/ledger.ts';
+import type { CrashStep } from '../src/cashu/crash.ts';
+
+const mintUrl = inject('mintUrl');
+const upstream = new FakeUpstream();
+const MINT_TIMEOUT_MS = 500;
+/** Twice the mint timeout: after this, a crashed process's operations may be recovered. */
+const LEASE_MS = 2 * MINT_TIMEOUT_MS;
+
+let env: Record<string, string>;
+let ledger: Ledger;
+
+const body = JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'crash test' }], max_tokens: 3 });
+const chat = (gw: GatewayProcess, token: string) =>
+  fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, body });
+const refund = (gw: GatewayProcess, token: string) =>
+  fetch(`${gw.url}/v1/balance/refund`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+
+/** Sends a request to a gateway that is about to kill itself, and waits until it is dead. */
+async function crashDuring(step: CrashStep, act: (gw: GatewayProcess) => Promise<Response>): Promise<void> {
+  const gw = await startGatewayProcess({ ...env, GATEWAY_CRASH_AT: step });
+  await expect(act(gw)).rejects.toThrow();
+  await gw.exited;
+  expect(gw.proc.signalCode).toBe('SIGKILL');
+}
+
+/** Restarts after the crashed process's lease has run out and waits for start-up recovery. */
+async function restart(): Promise<GatewayProcess> {
+  await new Promise((r) => setTimeout(r, LEASE_MS + 100));
+  const gw = await startGatewayProcess(env);
+  for (let i = 0; i < 100 && (await ledger.pendingOps()).length > 0; i++) await new Promise((r) => setTimeout(r, 50));
+  expect(await ledger.pendingOps()).toEqual([]);
+  return gw;
+}
+
+beforeAll(async () => {
+  await upstream.start();
+  let db = await testDatabaseUrl();
+  if (db === ':memory:') db = `sqlite:${join(mkdtempSync(join(tmpdir(), 'gw-crash-')), 'gateway.db')}`;
+  env = {
+    UPSTREAM_BASE_URL: upstream.url,
+    CASHU_MINTS: mintUrl,
+    DATABASE_URL: db,
+    MINT_TIMEOUT_MS: String(MINT_TIMEOUT_MS),
+    MODEL_PRICES: JSON.stringify({ 'gpt-test': { prompt: 2, completion: 5 } }),
+  };
+  // The gateway creates its schema; open the ledger alongside it afterwards.
+  const first = await startGatewayProcess(env);
+  await first.stop();
+  ledger = db.startsWith('sqlite:') ? new SqliteLedger(db.slice(7)) : await PostgresLedger.open(db);
+});
+afterAll(async () => {
+  await ledger?.close();
+  await upstream.stop();
+});
+
+describe('a crash at any step of a redemption', () => {
+  for (const step of ['redeem:before-swap', 'redeem:after-swap', 'redeem:after-commit'] as const) {
+    it(`${step}: the token ends up credited exactly once, or still with its owner`, async () => {
+      const token = await mintToken(mintUrl, 64);
+      const before = await ledger.totals();
+      await crashDuring(step, (gw) => chat(gw, token));
+      const gw = await restart();
+      try {
+        const key = await ledger.getKey(sha256Hex(token));
+        if (step === 'redeem:before-swap') {
+          // The swap never reached the mint: nothing credited, and the owner still holds the token.
+          expect(key).toBeUndefined();
+          expect(await proofStates(mintUrl, token)).toEqual(['UNSPENT']);
+        } else {
+          expect(key!.balance).toBe(64_000);
+          expect(await proofStates(mintUrl, token)).toEqual(['SPENT']);
+        }
+        await expectLedgerConserved(ledger, [mintUrl]);
+        // Either way the token now pays for a request, and is credited once in all.
+        expect((await chat(gw, token)).status).toBe(200);
+        expect((await ledger.totals()).credited - before.credited).toBe(64_000);
+        await expectLedgerConserved(ledger, [mintUrl]);
+      } finally {
+        await gw.stop();
+      }
+    });
+  }
+});
+
+describe('a crash at any step of a refund', () => {
+  for (const step of ['refund:after-debit', 'refund:before-swap', 'refund:after-swap', 'refund:after-commit'] as const) {
+    it(`${step}: the refund is paid once or the balance is intact`, async () => {
+      const token = await mintToken(mintUrl, 64);
+      const setup = await startGatewayProcess(env);
+      const res = await chat(setup, token);
+      const cost = ((await res.json()) as any).usage.cost.total_msats as number;
+      await setup.stop();
+      const left = 64_000 - cost;
+
+      await crashDuring(step, (gw) => refund(gw, token));
+      const gw = await restart();
+      try {
+        await expectLedgerConserved(ledger, [mintUrl]);
+        const key = (await ledger.getKey(sha256Hex(token)))!;
+        const settled = step === 'refund:after-swap' || step === 'refund:after-commit';
+        expect(key.balance).toBe(settled ? left % 1000 : left);
+        // Asking again returns the refund: the one recovered, or a new one for the intact balance.
+        const again = (await (await refund(gw, token)).json()) as { token: string; sats: string };
+        expect(again.sats).toBe(String(Math.floor(left / 1000)));
+        expect(await receive(mintUrl, again.token)).toBe(Math.floor(left / 1000));
+        expect((await ledger.getKey(sha256Hex(token)))!.balance).toBe(left % 1000);
+        await expectLedgerConserved(ledger, [mintUrl]);
+      } finally {
+        await gw.stop();
+      }
+    });
+  }
+});
