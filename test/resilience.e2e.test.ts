@@ -5,6 +5,7 @@ import { expectMoneyConserved, msats, startGateway, type Gateway } from './suppo
 import { mintToken, proofStates, receive } from './support/cashu.ts';
 import { startMint, type RunningMint } from './support/mint.ts';
 import { countMessages } from '../src/engine/tokens.ts';
+import { sha256Hex } from '../src/cashu/token.ts';
 
 const mintUrl = inject('mintUrl');
 const upstream = new FakeUpstream();
@@ -38,6 +39,7 @@ afterAll(async () => {
   await second?.stop();
 });
 afterEach(async () => {
+  upstream.modes.length = 0;
   if (second.proc.exitCode === null) await expectMoneyConserved(gw);
 });
 
@@ -119,6 +121,66 @@ describe('streams that end early', () => {
     const errorEvent = xr.text.split('\n\n').find((e) => e.includes('"error"'))!;
     const refund = JSON.parse(errorEvent.replace(/^data: /, '')).error.refund_token as string;
     expect(await receive(mintUrl, refund)).toBe(30);
+  });
+});
+
+describe('the upstream fails', () => {
+  it('releases everything when the upstream times out or refuses the connection', async () => {
+    const token = await mintToken(mintUrl, 20);
+    await chat({ authorization: `Bearer ${token}` }, { max_tokens: 1 });
+    const before = await info(token);
+
+    const slow = await startGateway(mintUrl, upstream, { UPSTREAM_HEADERS_TIMEOUT_MS: '300' });
+    try {
+      upstream.modes.push('stall');
+      const x = await mintToken(mintUrl, 20);
+      const res = await fetch(`${slow.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-cashu': x },
+        body: JSON.stringify({ model: 'gpt-test', messages, max_tokens: 2 }),
+      });
+      const json = (await res.json()) as Record<string, any>;
+      expect([res.status, json.error.code]).toEqual([502, 'upstream_error']);
+      expect(await receive(mintUrl, json.error.refund_token)).toBe(20);
+      await expectMoneyConserved(slow);
+    } finally {
+      await slow.close();
+    }
+
+    const { freePort } = await import('./support/ports.ts');
+    const closed = `http://127.0.0.1:${await freePort()}/v1`;
+    const refused = await startGateway(mintUrl, upstream, { UPSTREAM_BASE_URL: closed, MODELS: 'gpt-test' });
+    try {
+      const own = await mintToken(mintUrl, 20);
+      const res = await fetch(`${refused.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${own}` },
+        body: JSON.stringify({ model: 'gpt-test', messages, max_tokens: 2 }),
+      });
+      expect(res.status).toBe(502);
+      const key = (await refused.ledger.getKey(sha256Hex(own)))!;
+      expect([key.balance, key.reserved]).toEqual([20_000, 0]);
+      await expectMoneyConserved(refused);
+    } finally {
+      await refused.close();
+    }
+    const after = await info(token);
+    expect([after.balance, after.reserved]).toEqual([before.balance, 0]);
+  });
+
+  it('keeps a long stream reserved until it ends: a refund meanwhile is told to wait', async () => {
+    const token = await mintToken(mintUrl, 50);
+    upstream.modes.push('slow');
+    const pending = chat({ authorization: `Bearer ${token}` }, { stream: true });
+    await new Promise((r) => setTimeout(r, 150));
+    expect((await info(token)).reserved).toBeGreaterThan(0);
+    const early = await fetch(`${gw.url}/v1/balance/refund`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+    expect(early.status).toBe(425);
+    expect(early.headers.get('retry-after')).toBe('2');
+    const done = await pending;
+    expect(done.text).toContain('[DONE]');
+    const cost = JSON.parse(done.text.split('\n\n').filter((e) => e.includes('"cost"'))[0]!.slice(6)).usage.cost.total_msats as number;
+    expect(await info(token)).toMatchObject({ balance: 50_000 - cost, reserved: 0 });
   });
 });
 
