@@ -10,7 +10,7 @@ import { Engine } from './engine/engine.ts';
 import { buildApp } from './http/app.ts';
 import type { Ledger } from './ledger/ledger.ts';
 
-async function openLedger(url: string): Promise<Ledger> {
+export async function openLedger(url: string): Promise<Ledger> {
   if (/^postgres(ql)?:/.test(url)) {
     // Loaded only when asked for, so the embedded default never pulls in the pg driver.
     const { PostgresLedger } = await import('./ledger/postgres.ts');
@@ -43,11 +43,11 @@ export async function createGateway(cfg: Config) {
   return { app, log, ledger, wallets, catalog, engine, close };
 }
 
-async function main(): Promise<void> {
+/** Reads .env and the environment; a bad value stops the process with one line per problem. */
+export function configOrExit(): Config {
   if (existsSync('.env')) process.loadEnvFile('.env');
-  let cfg: Config;
   try {
-    cfg = loadConfig();
+    return loadConfig();
   } catch (e) {
     if (e instanceof ConfigError) {
       for (const p of e.problems) console.error(`config: ${p}`);
@@ -55,6 +55,9 @@ async function main(): Promise<void> {
     }
     throw e;
   }
+}
+
+export async function serve(cfg: Config): Promise<void> {
   const gw = await createGateway(cfg);
   await gw.app.listen({ port: cfg.PORT, host: cfg.HOST });
   gw.log.info({ mints: cfg.CASHU_MINTS, upstream: cfg.UPSTREAM_BASE_URL, models: gw.catalog.list().length }, 'gateway ready');
@@ -66,4 +69,4 @@ async function main(): Promise<void> {
   }
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) await main();
+if (import.meta.url === `file://${process.argv[1]}`) await serve(configOrExit());

@@ -230,6 +230,16 @@ export class CashuWallets {
     }
   }
 
+  /** The operator's earnings as a token, booked in the same transaction that sets the proofs aside. */
+  async withdraw(): Promise<RefundRow | undefined> {
+    const r = await this.#ledger.startWithdraw({ opId: randomUUID(), refundId: randomUUID(), mints: [...this.mints] });
+    if (r.kind === 'nothing') return undefined;
+    if (r.kind === 'no_liquidity') {
+      throw new GatewayError(503, 'refund_unavailable', `The wallet holds no proofs that can pay ${r.amount} ${r.unit} of earnings.`);
+    }
+    return this.#payRefund(r.refund, r.inputs);
+  }
+
   async #payRefund(refund: RefundRow, inputs: StoredProof[]): Promise<RefundRow> {
     const { mint, unit, amount, opId } = refund;
     crashPoint('refund:after-debit');

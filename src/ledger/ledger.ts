@@ -68,9 +68,19 @@ export interface Totals {
   credited: number;
   charged: number;
   refunded: number;
+  /** Earnings the operator has taken out. */
+  withdrawn: number;
   balances: number;
   reserved: number;
 }
+
+/** The pseudo key withdrawals are booked to; not a valid API key. */
+export const OPERATOR = 'operator';
+
+export type StartWithdrawResult =
+  | { kind: 'started'; refund: RefundRow; inputs: StoredProof[] }
+  | { kind: 'nothing' }
+  | { kind: 'no_liquidity'; amount: number; unit: Unit };
 
 export interface StartRefund {
   keyHash: string;
@@ -121,6 +131,11 @@ export interface Ledger {
    * Journals the blinded outputs before the swap, and narrows the operation's inputs to those the
    * swap spends (the others go back to the wallet).
    */
+  /**
+   * Sets aside proofs worth the operator's earnings (charged − withdrawn, whole sats first) as a
+   * refund operation booked to OPERATOR, so it is journaled and recovered like any refund.
+   */
+  startWithdraw(r: { opId: string; refundId: string; mints: string[] }): Promise<StartWithdrawResult>;
   journalOutputs(opId: string, outputs: unknown[], swapped: StoredProof[]): Promise<void>;
   /** Inputs listed in `sent` were handed over as they are; the other inputs were swapped. */
   finishRefund(r: { opId: string; token: string; sent: StoredProof[]; keep: StoredProof[] }): Promise<RefundRow>;

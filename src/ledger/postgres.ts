@@ -1,6 +1,7 @@
 import pg from 'pg';
 import {
   MSATS_PER,
+  OPERATOR,
   pickProofs,
   type KeyRow,
   type Ledger,
@@ -9,6 +10,7 @@ import {
   type Settlement,
   type StartRefund,
   type StartRefundResult,
+  type StartWithdrawResult,
   type StoredProof,
   type TokenRow,
   type Totals,
@@ -286,31 +288,62 @@ export class PostgresLedger implements Ledger {
         const latest = await this.#one('SELECT * FROM refunds WHERE key_hash = $1 ORDER BY seq DESC LIMIT 1', [r.keyHash], c);
         return { kind: 'nothing', latest: latest && refundRow(latest), key };
       }
-      for (const mint of r.mints) {
-        const rows = await c.query(
-          `SELECT * FROM proofs WHERE mint = $1 AND unit = $2 AND state = 'unspent' ORDER BY amount DESC FOR UPDATE`,
-          [mint, key.unit],
-        );
-        const picked = pickProofs((rows.rows as Row[]).map(proofRow), amount);
-        if (!picked) continue;
-        const msats = amount * per;
-        await c.query(
-          `INSERT INTO mint_ops (id, kind, mint, unit, state, key_hash, token_hash, inputs, outputs, created_at, updated_at)
-           VALUES ($1, 'refund', $2, $3, 'pending', $4, NULL, $5, NULL, $6, $6)`,
-          [r.opId, mint, key.unit, r.keyHash, JSON.stringify(picked), now],
-        );
-        await c.query(`UPDATE proofs SET state = 'pending', op_id = $1 WHERE secret = ANY($2)`, [r.opId, picked.map((p) => p.secret)]);
-        await c.query('UPDATE keys SET balance = balance - $1 WHERE hash = $2', [msats, r.keyHash]);
-        const refund = await this.#one(
-          `INSERT INTO refunds (id, key_hash, op_id, msats, amount, unit, mint, state, created_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8) RETURNING *`,
-          [r.refundId, r.keyHash, r.opId, msats, amount, key.unit, mint, now],
-          c,
-        );
-        await this.#entry(c, r.keyHash, 'refund', msats, r.refundId, now);
-        return { kind: 'started', refund: refundRow(refund!), inputs: picked };
+      const msats = amount * per;
+      const opened = await this.#openPayout(c, r, key.unit, amount, msats, 'refund', now);
+      if (!opened) return { kind: 'no_liquidity', amount, unit: key.unit };
+      await c.query('UPDATE keys SET balance = balance - $1 WHERE hash = $2', [msats, r.keyHash]);
+      return { kind: 'started', ...opened };
+    });
+  }
+
+  /** Sets aside proofs worth `amount` at the first mint that has them, and opens the refund op. */
+  async #openPayout(
+    c: Client, r: StartRefund, unit: Unit, amount: number, msats: number, kind: 'refund' | 'withdraw', now: number,
+  ): Promise<{ refund: RefundRow; inputs: StoredProof[] } | undefined> {
+    for (const mint of r.mints) {
+      const rows = await c.query(
+        `SELECT * FROM proofs WHERE mint = $1 AND unit = $2 AND state = 'unspent' ORDER BY amount DESC FOR UPDATE`,
+        [mint, unit],
+      );
+      const picked = pickProofs((rows.rows as Row[]).map(proofRow), amount);
+      if (!picked) continue;
+      await c.query(
+        `INSERT INTO mint_ops (id, kind, mint, unit, state, key_hash, token_hash, inputs, outputs, created_at, updated_at)
+         VALUES ($1, 'refund', $2, $3, 'pending', $4, NULL, $5, NULL, $6, $6)`,
+        [r.opId, mint, unit, r.keyHash, JSON.stringify(picked), now],
+      );
+      await c.query(`UPDATE proofs SET state = 'pending', op_id = $1 WHERE secret = ANY($2)`, [r.opId, picked.map((p) => p.secret)]);
+      const refund = await this.#one(
+        `INSERT INTO refunds (id, key_hash, op_id, msats, amount, unit, mint, state, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8) RETURNING *`,
+        [r.refundId, r.keyHash, r.opId, msats, amount, unit, mint, now],
+        c,
+      );
+      await this.#entry(c, r.keyHash, kind, msats, r.refundId, now);
+      return { refund: refundRow(refund!), inputs: picked };
+    }
+    return undefined;
+  }
+
+  async startWithdraw(r: { opId: string; refundId: string; mints: string[] }): Promise<StartWithdrawResult> {
+    const now = Date.now();
+    return this.#tx(async (c): Promise<StartWithdrawResult> => {
+      // Withdrawals read earnings and then book against them: one at a time across instances.
+      await c.query('SELECT pg_advisory_xact_lock(4242002)');
+      const earnings = (await this.#one(
+        `SELECT COALESCE(SUM(CASE kind WHEN 'charge' THEN msats ELSE -msats END), 0) AS msats
+         FROM entries WHERE kind IN ('charge', 'withdraw')`,
+        [],
+        c,
+      ))!.msats as number;
+      const payout = { ...r, keyHash: OPERATOR };
+      for (const unit of ['sat', 'msat'] as const) {
+        const amount = Math.floor(earnings / MSATS_PER[unit]);
+        if (amount <= 0) continue;
+        const opened = await this.#openPayout(c, payout, unit, amount, amount * MSATS_PER[unit], 'withdraw', now);
+        if (opened) return { kind: 'started', ...opened };
       }
-      return { kind: 'no_liquidity', amount, unit: key.unit };
+      return earnings >= 1000 ? { kind: 'no_liquidity', amount: Math.floor(earnings / 1000), unit: 'sat' } : { kind: 'nothing' };
     });
   }
 
@@ -354,8 +387,9 @@ export class PostgresLedger implements Ledger {
       const refund = await this.#one('DELETE FROM refunds WHERE op_id = $1 RETURNING *', [opId], c);
       if (refund) {
         const rr = refundRow(refund);
-        await c.query('UPDATE keys SET balance = balance + $1 WHERE hash = $2', [rr.msats, rr.keyHash]);
-        await this.#entry(c, rr.keyHash, 'refund', -rr.msats, rr.id, now);
+        const operator = rr.keyHash === OPERATOR;
+        if (!operator) await c.query('UPDATE keys SET balance = balance + $1 WHERE hash = $2', [rr.msats, rr.keyHash]);
+        await this.#entry(c, rr.keyHash, operator ? 'withdraw' : 'refund', -rr.msats, rr.id, now);
       }
     });
   }
@@ -384,11 +418,12 @@ export class PostgresLedger implements Ledger {
   }
 
   async totals(): Promise<Totals> {
-    const t: Totals = { credited: 0, charged: 0, refunded: 0, balances: 0, reserved: 0 };
+    const t: Totals = { credited: 0, charged: 0, refunded: 0, withdrawn: 0, balances: 0, reserved: 0 };
     for (const r of (await this.#pool.query('SELECT kind, COALESCE(SUM(msats), 0) AS msats FROM entries GROUP BY kind')).rows as Row[]) {
       if (r.kind === 'credit') t.credited = r.msats as number;
       else if (r.kind === 'charge') t.charged = r.msats as number;
       else if (r.kind === 'refund') t.refunded = r.msats as number;
+      else if (r.kind === 'withdraw') t.withdrawn = r.msats as number;
     }
     const k = (await this.#one('SELECT COALESCE(SUM(balance), 0) AS balance, COALESCE(SUM(reserved), 0) AS reserved FROM keys', []))!;
     t.balances = (k.balance as number) - (k.reserved as number);

@@ -3,6 +3,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import {
   MSATS_PER,
+  OPERATOR,
   pickProofs,
   type KeyRow,
   type Ledger,
@@ -11,6 +12,7 @@ import {
   type Settlement,
   type StartRefund,
   type StartRefundResult,
+  type StartWithdrawResult,
   type StoredProof,
   type TokenRow,
   type Totals,
@@ -151,6 +153,10 @@ export class SqliteLedger implements Ledger {
       deleteRefund: p('DELETE FROM refunds WHERE op_id = ?'),
       latestRefund: p(`SELECT * FROM refunds WHERE key_hash = ? ORDER BY created_at DESC, rowid DESC LIMIT 1`),
       entry: p('INSERT INTO entries (key_hash, kind, msats, ref, created_at) VALUES (?, ?, ?, ?, ?)'),
+      earnings: p(
+        `SELECT COALESCE(SUM(CASE kind WHEN 'charge' THEN msats ELSE -msats END), 0) AS msats
+         FROM entries WHERE kind IN ('charge', 'withdraw')`,
+      ),
       sumEntries: p(`SELECT kind, COALESCE(SUM(msats), 0) AS msats FROM entries GROUP BY kind`),
       sumKeys: p('SELECT COALESCE(SUM(balance), 0) AS balance, COALESCE(SUM(reserved), 0) AS reserved FROM keys'),
     };
@@ -286,19 +292,42 @@ export class SqliteLedger implements Ledger {
         const latest = this.#s.latestRefund!.get(r.keyHash) as Row | undefined;
         return { kind: 'nothing', latest: latest && refundRow(latest), key };
       }
-      for (const mint of r.mints) {
-        const picked = pickProofs((this.#s.unspent!.all(mint, key.unit) as Row[]).map(proofRow), amount);
-        if (!picked) continue;
-        const msats = amount * per;
-        this.#s.insertOp!.run(r.opId, 'refund', mint, key.unit, r.keyHash, null, JSON.stringify(picked), null, now, now);
-        for (const pr of picked) this.#s.setProofState!.run('pending', r.opId, pr.secret);
-        if (this.#s.debit!.run(msats, r.keyHash, msats).changes !== 1) throw new Error('refund debit raced');
-        this.#s.insertRefund!.run(r.refundId, r.keyHash, r.opId, msats, amount, key.unit, mint, now);
-        this.#s.entry!.run(r.keyHash, 'refund', msats, r.refundId, now);
-        const refund = refundRow(this.#s.refundOfOp!.get(r.opId) as Row);
-        return { kind: 'started', refund, inputs: picked };
+      const msats = amount * per;
+      const opened = this.#openPayout(r, key.unit, amount, msats, 'refund', now);
+      if (!opened) return { kind: 'no_liquidity', amount, unit: key.unit };
+      if (this.#s.debit!.run(msats, r.keyHash, msats).changes !== 1) throw new Error('refund debit raced');
+      return { kind: 'started', ...opened };
+    });
+  }
+
+  /** Sets aside proofs worth `amount` at the first mint that has them, and opens the refund op. */
+  #openPayout(
+    r: StartRefund, unit: Unit, amount: number, msats: number, kind: 'refund' | 'withdraw', now: number,
+  ): { refund: RefundRow; inputs: StoredProof[] } | undefined {
+    for (const mint of r.mints) {
+      const picked = pickProofs((this.#s.unspent!.all(mint, unit) as Row[]).map(proofRow), amount);
+      if (!picked) continue;
+      this.#s.insertOp!.run(r.opId, 'refund', mint, unit, r.keyHash, null, JSON.stringify(picked), null, now, now);
+      for (const pr of picked) this.#s.setProofState!.run('pending', r.opId, pr.secret);
+      this.#s.insertRefund!.run(r.refundId, r.keyHash, r.opId, msats, amount, unit, mint, now);
+      this.#s.entry!.run(r.keyHash, kind, msats, r.refundId, now);
+      return { refund: refundRow(this.#s.refundOfOp!.get(r.opId) as Row), inputs: picked };
+    }
+    return undefined;
+  }
+
+  async startWithdraw(r: { opId: string; refundId: string; mints: string[] }): Promise<StartWithdrawResult> {
+    const now = Date.now();
+    return this.#tx((): StartWithdrawResult => {
+      const earnings = (this.#s.earnings!.get() as Row).msats as number;
+      const payout = { ...r, keyHash: OPERATOR };
+      for (const unit of ['sat', 'msat'] as const) {
+        const amount = Math.floor(earnings / MSATS_PER[unit]);
+        if (amount <= 0) continue;
+        const opened = this.#openPayout(payout, unit, amount, amount * MSATS_PER[unit], 'withdraw', now);
+        if (opened) return { kind: 'started', ...opened };
       }
-      return { kind: 'no_liquidity', amount, unit: key.unit };
+      return earnings >= 1000 ? { kind: 'no_liquidity', amount: Math.floor(earnings / 1000), unit: 'sat' } : { kind: 'nothing' };
     });
   }
 
@@ -341,8 +370,9 @@ export class SqliteLedger implements Ledger {
       }
       if (refund) {
         const rr = refundRow(refund);
-        this.#s.addBalance!.run(rr.msats, rr.keyHash);
-        this.#s.entry!.run(rr.keyHash, 'refund', -rr.msats, rr.id, now);
+        const operator = rr.keyHash === OPERATOR;
+        if (!operator) this.#s.addBalance!.run(rr.msats, rr.keyHash);
+        this.#s.entry!.run(rr.keyHash, operator ? 'withdraw' : 'refund', -rr.msats, rr.id, now);
         this.#s.deleteRefund!.run(opId);
       }
     });
@@ -371,11 +401,12 @@ export class SqliteLedger implements Ledger {
   }
 
   async totals(): Promise<Totals> {
-    const t: Totals = { credited: 0, charged: 0, refunded: 0, balances: 0, reserved: 0 };
+    const t: Totals = { credited: 0, charged: 0, refunded: 0, withdrawn: 0, balances: 0, reserved: 0 };
     for (const r of this.#s.sumEntries!.all() as Row[]) {
       if (r.kind === 'credit') t.credited = r.msats as number;
       else if (r.kind === 'charge') t.charged = r.msats as number;
       else if (r.kind === 'refund') t.refunded = r.msats as number;
+      else if (r.kind === 'withdraw') t.withdrawn = r.msats as number;
     }
     const k = this.#s.sumKeys!.get() as Row;
     t.balances = (k.balance as number) - (k.reserved as number);

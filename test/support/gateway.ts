@@ -66,5 +66,6 @@ export async function expectLedgerConserved(ledger: Ledger, mints: readonly stri
       }
     }
   }
-  expect(held).toBe(t.credited - t.refunded);
+  expect(held).toBe(t.credited - t.refunded - t.withdrawn);
+  expect(t.withdrawn).toBeLessThanOrEqual(t.charged);
 }

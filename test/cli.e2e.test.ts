@@ -1,0 +1,94 @@
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { FakeUpstream } from './support/upstream.ts';
+import { expectLedgerConserved, testDatabaseUrl } from './support/gateway.ts';
+import { startGatewayProcess } from './support/process.ts';
+import { mintToken, receive } from './support/cashu.ts';
+import { openLedger } from '../src/main.ts';
+
+const mintUrl = inject('mintUrl');
+const upstream = new FakeUpstream();
+let env: Record<string, string>;
+
+function cli(...args: string[]) {
+  return spawnSync(process.execPath, ['--disable-warning=ExperimentalWarning', resolve('src/cli.ts'), ...args], {
+    env: { PATH: process.env.PATH, ...env },
+    encoding: 'utf8',
+  });
+}
+
+beforeAll(async () => {
+  await upstream.start();
+  let db = await testDatabaseUrl();
+  if (db === ':memory:') db = `sqlite:${join(mkdtempSync(join(tmpdir(), 'gw-cli-')), 'gateway.db')}`;
+  env = {
+    UPSTREAM_BASE_URL: upstream.url,
+    CASHU_MINTS: mintUrl,
+    DATABASE_URL: db,
+    // Dear enough that a few requests earn whole sats.
+    MODEL_PRICES: JSON.stringify({ 'gpt-test': { prompt: 100, completion: 500 } }),
+  };
+});
+afterAll(async () => {
+  await upstream.stop();
+});
+
+describe('the CLI', () => {
+  it('explains every command with --help', () => {
+    const main = cli('--help');
+    expect(main.status).toBe(0);
+    expect(main.stdout).toContain('withdraw');
+    for (const cmd of ['serve', 'withdraw']) {
+      const r = cli(cmd, '--help');
+      expect(r.status).toBe(0);
+      expect(r.stdout).toContain(`Usage: cashu-gateway ${cmd}`);
+    }
+    const bad = cli('frobnicate');
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain('unknown command: frobnicate');
+  });
+
+  it('withdraws the earnings as a token the mint accepts, booked in the ledger', async () => {
+    const gw = await startGatewayProcess(env);
+    let charged = 0;
+    try {
+      const token = await mintToken(mintUrl, 64);
+      for (let i = 0; i < 3; i++) {
+        const res = await fetch(`${gw.url}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+          body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'earn' }], max_tokens: 3 }),
+        });
+        charged += ((await res.json()) as any).usage.cost.total_msats as number;
+      }
+    } finally {
+      await gw.stop();
+    }
+    expect(charged).toBeGreaterThan(2000);
+
+    const out = cli('withdraw');
+    expect(out.status).toBe(0);
+    const token = out.stdout.trim();
+    expect(token).toMatch(/^cashuB/);
+    expect(out.stderr).toContain(`withdrew ${Math.floor(charged / 1000)} sat`);
+    expect(await receive(mintUrl, token)).toBe(Math.floor(charged / 1000));
+
+    const ledger = await openLedger(env.DATABASE_URL!);
+    try {
+      const t = await ledger.totals();
+      expect(t.withdrawn).toBe(Math.floor(charged / 1000) * 1000);
+      expect(t.charged).toBe(charged);
+      await expectLedgerConserved(ledger, [mintUrl]);
+    } finally {
+      await ledger.close();
+    }
+
+    const again = cli('withdraw');
+    expect(again.status).toBe(0);
+    expect(again.stdout).toBe('');
+    expect(again.stderr).toContain('nothing to withdraw');
+  });
+});
