@@ -94,4 +94,50 @@ describe(`races${onPostgres ? ' across two instances' : ''}`, () => {
     const [refund] = [...tokens];
     expect(await receive(mintUrl, refund!)).toBe(20);
   });
+
+  it('loses nothing when refunds race top-ups and requests on one key', async () => {
+    const gw0 = gateways[0]!;
+    const created = await fetch(`${gw0.url}/v1/balance/create`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ initial_balance_token: await mintToken(mintUrl, 10) }),
+    });
+    const { api_key } = (await created.json()) as { api_key: string };
+    const topups = await Promise.all(Array.from({ length: 8 }, () => mintToken(mintUrl, 5)));
+    const auth = { authorization: `Bearer ${api_key}` };
+    const ops = [
+      ...topups.map((t, i) =>
+        fetch(`${gateways[i % gateways.length]!.url}/v1/balance/topup`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', ...auth },
+          body: JSON.stringify({ cashu_token: t }),
+        }).then(async (r) => ({ kind: 'topup', status: r.status, json: (await r.json()) as Record<string, any> })),
+      ),
+      ...Array.from({ length: 8 }, (_, i) =>
+        fetch(`${gateways[i % gateways.length]!.url}/v1/balance/refund`, { method: 'POST', headers: auth }).then(async (r) => ({
+          kind: 'refund',
+          status: r.status,
+          json: (await r.json()) as Record<string, any>,
+        })),
+      ),
+      ...Array.from({ length: 8 }, (_, i) => chat(gateways[i % gateways.length]!, auth).then((r) => ({ kind: 'chat', ...r }))),
+    ];
+    const results = await Promise.all(ops);
+    for (const r of results.filter((x) => x.kind === 'topup')) expect([r.status, r.json.msats]).toEqual([200, 5000]);
+    const charged = results
+      .filter((r) => r.kind === 'chat' && r.status === 200)
+      .reduce((sum, r) => sum + (r.json.usage.cost.total_msats as number), 0);
+    let refundedSats = 0;
+    for (const t of new Set(results.filter((r) => r.kind === 'refund' && r.status === 200).map((r) => r.json.token as string))) {
+      refundedSats += await receive(mintUrl, t);
+    }
+    // Refund what is left, then everything that came in is accounted for to the msat.
+    const last = await fetch(`${gw0.url}/v1/balance/refund`, { method: 'POST', headers: auth });
+    const lastJson = (await last.json()) as { token: string };
+    const seen = new Set(results.filter((r) => r.kind === 'refund').map((r) => r.json.token));
+    if (!seen.has(lastJson.token)) refundedSats += await receive(mintUrl, lastJson.token);
+    const key = (await gw0.ledger.getKey(api_key.slice(3)))!;
+    expect(charged + refundedSats * 1000 + key.balance).toBe(10_000 + 8 * 5_000);
+    expect(key.reserved).toBe(0);
+  });
 });
