@@ -2,6 +2,7 @@
 import { parseArgs } from 'node:util';
 import { setGlobalRequestOptions } from '@cashu/cashu-ts';
 import { CashuWallets } from './cashu/wallet.ts';
+import { loadP2pkKey } from './cashu/p2pk.ts';
 import { createLogger } from './log.ts';
 import { configOrExit, openLedger, serve } from './main.ts';
 import { VERSION } from './version.ts';
@@ -35,7 +36,11 @@ async function withdraw(): Promise<number> {
   setGlobalRequestOptions({ requestTimeout: cfg.MINT_TIMEOUT_MS });
   const ledger = await openLedger(cfg.DATABASE_URL);
   try {
-    const wallets = new CashuWallets(cfg.CASHU_MINTS, ledger, log, { mintTimeoutMs: cfg.MINT_TIMEOUT_MS });
+    const wallets = new CashuWallets(cfg.CASHU_MINTS, ledger, log, {
+      mintTimeoutMs: cfg.MINT_TIMEOUT_MS,
+      p2pk: loadP2pkKey(cfg.CASHU_P2PK_PRIVKEY, cfg.DATA_DIR),
+      locktimeMarginSec: cfg.P2PK_LOCKTIME_MARGIN_SECONDS,
+    });
     process.stderr.write('withdrawing earnings…\n');
     const r = await wallets.withdraw();
     if (!r) {

@@ -40,6 +40,13 @@ const schema = z.object({
     .pipe(z.array(httpUrl).min(1, 'at least one mint URL'))
     .transform((urls) => [...new Set(urls.map(normalizeMintUrl))]),
   MINT_TIMEOUT_MS: z.coerce.number().int().positive().default(30_000),
+  DATA_DIR: z.string().min(1).default('./data'),
+  CASHU_P2PK_PRIVKEY: z
+    .string()
+    .regex(/^[0-9a-f]{64}$/, '64 hex characters (a secp256k1 private key)')
+    .optional(),
+  P2PK_LOCKTIME_MARGIN_SECONDS: z.coerce.number().int().nonnegative().default(3600),
+  P2PK_REDEEM_INTERVAL_SECONDS: z.coerce.number().int().nonnegative().default(60),
   DATABASE_URL: z
     .string()
     .default('sqlite:./data/gateway.db')

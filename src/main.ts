@@ -4,6 +4,7 @@ import { loadConfig, ConfigError, type Config } from './config.ts';
 import { createLogger } from './log.ts';
 import { SqliteLedger } from './ledger/sqlite.ts';
 import { CashuWallets } from './cashu/wallet.ts';
+import { loadP2pkKey } from './cashu/p2pk.ts';
 import { Upstream } from './upstream/client.ts';
 import { Catalog } from './engine/catalog.ts';
 import { Engine } from './engine/engine.ts';
@@ -25,7 +26,11 @@ export async function createGateway(cfg: Config) {
   // A mint that hangs must not hold a request (or a refund) forever.
   setGlobalRequestOptions({ requestTimeout: cfg.MINT_TIMEOUT_MS });
   const ledger = await openLedger(cfg.DATABASE_URL);
-  const wallets = new CashuWallets(cfg.CASHU_MINTS, ledger, log, { mintTimeoutMs: cfg.MINT_TIMEOUT_MS });
+  const wallets = new CashuWallets(cfg.CASHU_MINTS, ledger, log, {
+    mintTimeoutMs: cfg.MINT_TIMEOUT_MS,
+    p2pk: loadP2pkKey(cfg.CASHU_P2PK_PRIVKEY, cfg.DATA_DIR),
+    locktimeMarginSec: cfg.P2PK_LOCKTIME_MARGIN_SECONDS,
+  });
   const upstream = new Upstream(cfg);
   const catalog = new Catalog(cfg, upstream, log);
   const engine = new Engine({ ledger, wallets, upstream, log });
@@ -34,7 +39,13 @@ export async function createGateway(cfg: Config) {
   catalog.start();
   // Unfinished swaps from a previous run are settled with the mint before new ones start.
   void wallets.recoverAll().catch((e: Error) => log.error({ err: e.message }, 'recovery failed'));
+  const sweeper =
+    cfg.P2PK_REDEEM_INTERVAL_SECONDS > 0
+      ? setInterval(() => void wallets.sweepLocked().catch((e: Error) => log.error({ err: e.message }, 'sweep failed')), cfg.P2PK_REDEEM_INTERVAL_SECONDS * 1000)
+      : undefined;
+  sweeper?.unref();
   const close = async () => {
+    clearInterval(sweeper);
     catalog.stop();
     await app.close();
     await upstream.close();

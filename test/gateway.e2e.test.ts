@@ -259,6 +259,18 @@ describe('X-Cashu: pay per request', () => {
     expect(await receive(mintUrl, final.x_cashu)).toBe(Math.floor((40_000 - cost) / 1000));
   });
 
+  it('takes its own change back as payment', async () => {
+    const token = await mintToken(mintUrl, 40);
+    const first = await post('/v1/chat/completions', { headers: { 'x-cashu': token }, body: { model: 'gpt-test', messages, max_tokens: 1 } });
+    const change = first.headers.get('x-cashu')!;
+    const second = await post('/v1/chat/completions', { headers: { 'x-cashu': change }, body: { model: 'gpt-test', messages, max_tokens: 1 } });
+    expect(second.status).toBe(200);
+    const value = await tokenValue(mintUrl, change);
+    expect(await tokenValue(mintUrl, second.headers.get('x-cashu')!)).toBe(Math.floor((value * 1000 - second.json.usage.cost.total_msats) / 1000));
+    const third = await client(second.headers.get('x-cashu')!).chat.completions.create({ model: 'gpt-test', messages, max_tokens: 1 });
+    expect((third.usage as any).cost.total_msats).toBeGreaterThan(0);
+  });
+
   it('refuses the same X-Cashu token once it has been used up', async () => {
     const token = await mintToken(mintUrl, 20, 'msat');
     const err = await apiError(

@@ -1,7 +1,14 @@
 import { PaymentRequest } from '@cashu/cashu-ts';
 
-/** A NUT-18 request for a NUT-24 `X-Cashu` challenge: amount in sats, payable at any trusted mint. */
-export function paymentRequest(msats: number, mints: readonly string[]): string {
+/**
+ * A NUT-18 request for a NUT-24 `X-Cashu` challenge: amount in sats, payable at any trusted mint,
+ * asking for proofs locked to the gateway's key (its `nut10`) so they need no mint call to accept.
+ */
+export function paymentRequest(msats: number, mints: readonly string[], p2pkPubkey: string): string {
   const sats = Math.max(1, Math.ceil(msats / 1000));
-  return new PaymentRequest(undefined, undefined, sats, 'sat', [...mints], undefined, true).toEncodedCreqA();
+  return new PaymentRequest(undefined, undefined, sats, 'sat', [...mints], undefined, true, {
+    kind: 'P2PK',
+    data: p2pkPubkey,
+    tags: [],
+  }).toEncodedCreqA();
 }

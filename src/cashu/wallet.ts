@@ -11,8 +11,9 @@ import {
 } from '@cashu/cashu-ts';
 import type { Logger } from 'pino';
 import { GatewayError } from '../engine/errors.ts';
-import { MSATS_PER, type KeyRow, type Ledger, type MintOp, type RefundRow, type StoredProof, type Unit } from '../ledger/ledger.ts';
+import { MSATS_PER, isLocked, type KeyRow, type Ledger, type MintOp, type RefundRow, type StoredProof, type Unit } from '../ledger/ledger.ts';
 import type { TokenInfo } from './token.ts';
+import { spendableOnlyByUs, type P2pkKey } from './p2pk.ts';
 import { crashPoint } from './crash.ts';
 
 /** A journaled blinded output; `send` marks the outputs that become the user's refund token. */
@@ -64,12 +65,23 @@ export class CashuWallets {
    * timeout, so its own swap call has surely ended), any instance may settle it with the mint.
    */
   readonly #leaseMs: number;
+  /** The key clients lock ecash to (NUT-11) so it can be taken without asking the mint. */
+  readonly p2pk: P2pkKey;
+  readonly #locktimeMarginSec: number;
+  readonly #loadedAt = new Map<string, number>();
 
-  constructor(mints: readonly string[], ledger: Ledger, log: Logger, opts: { mintTimeoutMs: number }) {
+  constructor(
+    mints: readonly string[],
+    ledger: Ledger,
+    log: Logger,
+    opts: { mintTimeoutMs: number; p2pk: P2pkKey; locktimeMarginSec: number },
+  ) {
     this.mints = mints;
     this.#ledger = ledger;
     this.#log = log;
     this.#leaseMs = 2 * opts.mintTimeoutMs;
+    this.p2pk = opts.p2pk;
+    this.#locktimeMarginSec = opts.locktimeMarginSec;
   }
 
   /** Mint info and keysets are fetched once per (mint, unit), not per request. */
@@ -85,8 +97,41 @@ export class CashuWallets {
       // A failed load is not cached, so the next request tries the mint again.
       w.catch(() => this.#wallets.delete(id));
       this.#wallets.set(id, w);
+      this.#loadedAt.set(id, Date.now());
     }
     return w;
+  }
+
+  /**
+   * Reloads a mint's keysets when a token names one we do not know (a rotation), at most once a
+   * minute per mint and unit, so made-up keyset ids cannot make us hammer the mint.
+   */
+  async #reloaded(mint: string, unit: Unit): Promise<Wallet | undefined> {
+    const id = `${unit} ${mint}`;
+    if (Date.now() - (this.#loadedAt.get(id) ?? 0) < 60_000) return undefined;
+    this.#wallets.delete(id);
+    return this.wallet(mint, unit).catch(() => undefined);
+  }
+
+  #decode(wallet: Wallet, token: string) {
+    return wallet.decodeToken(token);
+  }
+
+  /** Every proof locked to us alone, DLEQ-proven, at a mint that supports NUT-11 and NUT-12. */
+  #offlineAcceptable(wallet: Wallet, proofs: Proof[]): boolean {
+    const info = wallet.getMintInfo();
+    if (!info.isSupported(11).supported || !info.isSupported(12).supported) return false;
+    const notBefore = Math.floor(Date.now() / 1000) + this.#locktimeMarginSec;
+    for (const p of proofs) {
+      let keyset;
+      try {
+        keyset = wallet.keyChain.getKeyset(p.id);
+      } catch {
+        return false;
+      }
+      if (!spendableOnlyByUs(p, keyset, this.p2pk.pubkey, notBefore)) return false;
+    }
+    return true;
   }
 
   async #walletOr503(mint: string, unit: Unit): Promise<Wallet> {
@@ -115,10 +160,39 @@ export class CashuWallets {
     const known = await this.#ledger.getToken(info.hash);
     if (known) return this.#fromExisting(info, keyHash, known.keyHash, known.opId, known.state, retry);
 
-    const wallet = await this.#walletOr503(info.mint, info.unit);
+    let wallet = await this.#walletOr503(info.mint, info.unit);
+    let decoded;
+    try {
+      decoded = this.#decode(wallet, info.token);
+    } catch (e) {
+      const fresh = await this.#reloaded(info.mint, info.unit);
+      if (!fresh) throw new GatewayError(400, 'invalid_cashu_token', `The Cashu token is not valid: ${(e as Error).message}`);
+      wallet = fresh;
+      try {
+        decoded = this.#decode(wallet, info.token);
+      } catch (e2) {
+        throw new GatewayError(400, 'invalid_cashu_token', `The Cashu token is not valid: ${(e2 as Error).message}`);
+      }
+    }
+    if (this.#offlineAcceptable(wallet, decoded.proofs)) {
+      const proofs = decoded.proofs.map(toStored);
+      const outcome = await this.#ledger.acceptLocked({
+        tokenHash: info.hash,
+        keyHash,
+        mint: info.mint,
+        unit: info.unit,
+        proofs,
+        creditMsats: sum(proofs) * MSATS_PER[info.unit],
+      });
+      if (outcome === 'replayed') {
+        throw new GatewayError(400, 'cashu_token_already_spent', 'This Cashu token has already been spent.');
+      }
+      const t = (await this.#ledger.getToken(info.hash))!;
+      return this.#fromExisting(info, keyHash, t.keyHash, t.opId, t.state, retry);
+    }
     let preview: SwapPreview;
     try {
-      preview = await wallet.prepareSwapToReceive(wallet.decodeToken(info.token));
+      preview = await wallet.prepareSwapToReceive(decoded);
     } catch (e) {
       throw new GatewayError(400, 'invalid_cashu_token', `The Cashu token is not valid: ${(e as Error).message}`);
     }
@@ -133,6 +207,9 @@ export class CashuWallets {
       inputs: preview.inputs.map(toStored),
       outputs,
     });
+    if ('replayed' in started) {
+      throw new GatewayError(400, 'cashu_token_already_spent', 'This Cashu token has already been spent.');
+    }
     if (!started.started) {
       const t = started.token;
       return this.#fromExisting(info, keyHash, t.keyHash, t.opId, t.state, retry);
@@ -141,7 +218,8 @@ export class CashuWallets {
     let keep: Proof[];
     try {
       crashPoint('redeem:before-swap');
-      keep = (await wallet.completeSwap(preview)).keep;
+      // Our key signs inputs locked to it; it is ignored for ordinary proofs.
+      keep = (await wallet.completeSwap(preview, this.p2pk.privkey)).keep;
       crashPoint('redeem:after-swap');
     } catch (e) {
       if (isMintOperationError(e)) {
@@ -243,8 +321,9 @@ export class CashuWallets {
   async #payRefund(refund: RefundRow, inputs: StoredProof[]): Promise<RefundRow> {
     const { mint, unit, amount, opId } = refund;
     crashPoint('refund:after-debit');
-    // Our own proofs that add up exactly are handed over as they are: no mint call at all.
-    if (sum(inputs) === amount) {
+    // Our own proofs that add up exactly are handed over as they are: no mint call at all. Proofs
+    // locked to our key are useless to anyone else, so those are always swapped.
+    if (sum(inputs) === amount && !inputs.some(isLocked)) {
       const token = getEncodedToken({ mint, unit, proofs: inputs.map(toProof) });
       const done = await this.#ledger.finishRefund({ opId, token, sent: inputs, keep: [] });
       crashPoint('refund:after-commit');
@@ -267,7 +346,7 @@ export class CashuWallets {
     await this.#ledger.journalOutputs(opId, outputs, preview.inputs.map(toStored));
     try {
       crashPoint('refund:before-swap');
-      const { send, keep } = await wallet.completeSwap(preview);
+      const { send, keep } = await wallet.completeSwap(preview, this.p2pk.privkey);
       crashPoint('refund:after-swap');
       const token = getEncodedToken({ mint, unit, proofs: send });
       // cashu-ts hands back the proofs it left out of the swap among `keep`; they are stored already.
@@ -290,6 +369,54 @@ export class CashuWallets {
       if (outcome === 'done') return (await this.#ledger.latestRefund(refund.keyHash))!;
       await this.#ledger.releaseOp(opId);
       throw mintUnreachable();
+    }
+  }
+
+  /**
+   * Redeems the locked proofs taken offline, in batches, with our key: until then they are only
+   * as good as the lock, so this runs well before any locktime.
+   */
+  async sweepLocked(batch = 100): Promise<number> {
+    let swept = 0;
+    for (const mint of this.mints) {
+      for (const unit of ['sat', 'msat'] as const) {
+        for (;;) {
+          const opId = randomUUID();
+          const inputs = await this.#ledger.startSweep({ opId, mint, unit, limit: batch });
+          if (inputs.length === 0) break;
+          if (!(await this.#sweep(opId, mint, unit, inputs))) return swept;
+          swept += inputs.length;
+        }
+      }
+    }
+    return swept;
+  }
+
+  async #sweep(opId: string, mint: string, unit: Unit, inputs: StoredProof[]): Promise<boolean> {
+    let wallet: Wallet;
+    let preview: SwapPreview;
+    try {
+      wallet = await this.wallet(mint, unit);
+      preview = await wallet.prepareSwapToReceive(inputs.map(toProof));
+    } catch (e) {
+      await this.#ledger.abandonSweep(opId);
+      this.#log.warn({ mint, err: (e as Error).message }, 'locked proofs not redeemed this time');
+      return false;
+    }
+    const outputs: JournaledOutput[] = (preview.keepOutputs ?? []).map((o) => ({ send: false, o: OutputData.serialize(o) }));
+    await this.#ledger.journalOutputs(opId, outputs, inputs);
+    try {
+      const { keep } = await wallet.completeSwap(preview, this.p2pk.privkey);
+      await this.#ledger.finishSweep(opId, keep.map(toStored));
+      return true;
+    } catch (e) {
+      if (isMintOperationError(e)) {
+        this.#log.error({ op: opId, code: e.code, err: e.message }, 'mint refused to redeem locked proofs');
+        await this.#ledger.abandonSweep(opId);
+        return false;
+      }
+      if ((await this.#recover(opId)) !== 'done') await this.#ledger.releaseOp(opId);
+      return false;
     }
   }
 
@@ -354,6 +481,7 @@ export class CashuWallets {
   }
 
   async #complete(op: MintOp, send: StoredProof[], keep: StoredProof[]): Promise<void> {
+    if (op.kind === 'sweep') return this.#ledger.finishSweep(op.id, [...send, ...keep]);
     if (op.kind === 'receive') {
       const proofs = [...send, ...keep];
       await this.#ledger.finishRedemption({
@@ -369,7 +497,8 @@ export class CashuWallets {
   }
 
   async #abandon(op: MintOp): Promise<void> {
-    if (op.kind === 'receive') await this.#ledger.abandonRedemption(op.tokenHash!, op.id);
+    if (op.kind === 'sweep') await this.#ledger.abandonSweep(op.id);
+    else if (op.kind === 'receive') await this.#ledger.abandonRedemption(op.tokenHash!, op.id);
     else await this.#ledger.abandonRefund(op.id);
   }
 }

@@ -62,7 +62,7 @@ export class Engine {
 
   paymentRequired(msats: number, code: string, message: string): GatewayError {
     return new GatewayError(402, code, message, {
-      headers: { 'x-cashu': paymentRequest(msats, this.#wallets.mints), 'cache-control': 'no-store' },
+      headers: { 'x-cashu': paymentRequest(msats, this.#wallets.mints, this.#wallets.p2pk.pubkey), 'cache-control': 'no-store' },
       extra: { amount_required_msats: msats },
     });
   }

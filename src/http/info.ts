@@ -1,11 +1,12 @@
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../config.ts';
 import type { Catalog } from '../engine/catalog.ts';
+import type { CashuWallets } from '../cashu/wallet.ts';
 import { satsPricing } from '../engine/pricing.ts';
 import { VERSION } from '../version.ts';
 
-export function infoRoutes(app: FastifyInstance, deps: { cfg: Config; catalog: Catalog }): void {
-  const { cfg, catalog } = deps;
+export function infoRoutes(app: FastifyInstance, deps: { cfg: Config; catalog: Catalog; wallets: CashuWallets }): void {
+  const { cfg, catalog, wallets } = deps;
   const info = {
     name: cfg.NAME,
     description: cfg.DESCRIPTION,
@@ -16,6 +17,8 @@ export function infoRoutes(app: FastifyInstance, deps: { cfg: Config; catalog: C
     onion_url: null,
     units: ['sat', 'msat'],
     payment_methods: ['cashu'],
+    /** Lock ecash to this key (NUT-11, with DLEQ proofs) and it is accepted without a mint call. */
+    p2pk_pubkey: wallets.p2pk.pubkey,
     child_key_cost_msats: 0,
   };
   app.get('/v1/info', async () => info);

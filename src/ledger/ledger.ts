@@ -33,7 +33,7 @@ export interface TokenRow {
 
 export interface MintOp {
   id: string;
-  kind: 'receive' | 'refund';
+  kind: 'receive' | 'refund' | 'sweep';
   mint: string;
   unit: Unit;
   state: 'pending' | 'done' | 'failed';
@@ -105,7 +105,11 @@ export interface Ledger {
   getKey(hash: string): Promise<KeyRow | undefined>;
   getToken(hash: string): Promise<TokenRow | undefined>;
 
-  /** Claims a token for redemption and journals the swap; returns the existing claim if any. */
+  /**
+   * Claims a token for redemption and journals the swap; returns the existing claim if any. Each
+   * input proof is claimed too, so proofs we already hold (say, taken offline) are never swapped
+   * and credited a second time under another encoding.
+   */
   startRedemption(r: {
     tokenHash: string;
     keyHash: string;
@@ -114,11 +118,28 @@ export interface Ledger {
     unit: Unit;
     inputs: StoredProof[];
     outputs: unknown[];
-  }): Promise<{ started: true } | { started: false; token: TokenRow }>;
+  }): Promise<{ started: true } | { started: false; token: TokenRow } | { started: false; replayed: true }>;
   /** Stores the swapped proofs and credits the key, creating it if needed. */
   finishRedemption(r: { tokenHash: string; opId: string; proofs: StoredProof[]; creditMsats: number }): Promise<KeyRow>;
   /** The swap did not happen: the token goes back to its owner and may be presented again. */
   abandonRedemption(tokenHash: string, opId: string): Promise<void>;
+
+  /**
+   * Takes proofs locked to the gateway's key without asking the mint: each proof's secret is
+   * inserted uniquely (a replay is refused) in the same transaction as the credit.
+   */
+  acceptLocked(r: {
+    tokenHash: string;
+    keyHash: string;
+    mint: string;
+    unit: Unit;
+    proofs: StoredProof[];
+    creditMsats: number;
+  }): Promise<'accepted' | 'known' | 'replayed'>;
+  /** Sets aside up to `limit` locked proofs of one mint and unit for redemption with our key. */
+  startSweep(r: { opId: string; mint: string; unit: Unit; limit: number }): Promise<StoredProof[]>;
+  finishSweep(opId: string, proofs: StoredProof[]): Promise<void>;
+  abandonSweep(opId: string): Promise<void>;
 
   reserve(keyHash: string, msats: number, reservationId: string): Promise<boolean>;
   /** Charges at most what the key holds; releases the rest of the reservation. */
@@ -147,7 +168,8 @@ export interface Ledger {
   /** Its owner gave up on a pending op (mint unreachable): anyone may settle it from now on. */
   releaseOp(id: string): Promise<void>;
   getOp(id: string): Promise<MintOp | undefined>;
-  unspentProofs(mint: string, unit: Unit): Promise<StoredProof[]>;
+  /** Proofs the gateway holds: unspent ones and locked ones not yet redeemed. */
+  heldProofs(mint: string, unit: Unit): Promise<StoredProof[]>;
   totals(): Promise<Totals>;
   close(): Promise<void>;
 }
@@ -174,3 +196,11 @@ export function pickProofs(descending: StoredProof[], amount: number): StoredPro
   picked.push(smallestLeft);
   return picked;
 }
+
+/** Proofs locked to the gateway's key (taken offline) carry a NUT-10 P2PK secret; ours never do. */
+export function isLocked(p: Pick<StoredProof, 'secret'>): boolean {
+  return p.secret.startsWith('["P2PK"');
+}
+
+/** The state a proof set aside for an operation returns to if the operation does not happen. */
+export const RELEASED_STATE_SQL = `CASE WHEN secret LIKE '["P2PK"%' THEN 'locked' ELSE 'unspent' END`;

@@ -2,6 +2,7 @@ import pg from 'pg';
 import {
   MSATS_PER,
   OPERATOR,
+  RELEASED_STATE_SQL,
   pickProofs,
   type KeyRow,
   type Ledger,
@@ -189,15 +190,41 @@ export class PostgresLedger implements Ledger {
 
   async startRedemption(r: {
     tokenHash: string; keyHash: string; opId: string; mint: string; unit: Unit; inputs: StoredProof[]; outputs: unknown[];
-  }): Promise<{ started: true } | { started: false; token: TokenRow }> {
+  }): Promise<{ started: true } | { started: false; token: TokenRow } | { started: false; replayed: true }> {
     const now = Date.now();
-    const started = await this.#tx(async (c) => {
+    let started: boolean;
+    try {
+      started = await this.#startRedemption(r, now);
+    } catch (e) {
+      if ((e as { code?: string }).code === '23505') return { started: false, replayed: true };
+      throw e;
+    }
+    if (started) return { started: true };
+    return { started: false, token: (await this.getToken(r.tokenHash))! };
+  }
+
+  #startRedemption(
+    r: { tokenHash: string; keyHash: string; opId: string; mint: string; unit: Unit; inputs: StoredProof[]; outputs: unknown[] },
+    now: number,
+  ): Promise<boolean> {
+    return this.#tx(async (c) => {
       const ins = await c.query(
         `INSERT INTO tokens (hash, key_hash, op_id, state, created_at) VALUES ($1, $2, $3, 'redeeming', $4)
          ON CONFLICT (hash) DO NOTHING`,
         [r.tokenHash, r.keyHash, r.opId, now],
       );
       if (ins.rowCount === 0) return false;
+      for (const p of r.inputs) {
+        // A proof we gave away (sent) or saw spent may come back; one we hold or are claiming may not.
+        const claimed = await c.query(
+          `INSERT INTO proofs (secret, mint, unit, keyset_id, amount, c, dleq, state, op_id, created_at)
+           VALUES ($1, $2, $3, $4, $5, $6, NULL, 'incoming', $7, $8)
+           ON CONFLICT (secret) DO UPDATE SET state = 'incoming', op_id = excluded.op_id
+           WHERE proofs.state IN ('sent', 'spent')`,
+          [p.secret, r.mint, r.unit, p.id, p.amount, p.C, r.opId, now],
+        );
+        if (claimed.rowCount !== 1) throw Object.assign(new Error('proof already held'), { code: '23505' });
+      }
       await c.query(
         `INSERT INTO mint_ops (id, kind, mint, unit, state, key_hash, token_hash, inputs, outputs, created_at, updated_at)
          VALUES ($1, 'receive', $2, $3, 'pending', $4, $5, $6, $7, $8, $8)`,
@@ -205,8 +232,6 @@ export class PostgresLedger implements Ledger {
       );
       return true;
     });
-    if (started) return { started: true };
-    return { started: false, token: (await this.getToken(r.tokenHash))! };
   }
 
   async finishRedemption(r: { tokenHash: string; opId: string; proofs: StoredProof[]; creditMsats: number }): Promise<KeyRow> {
@@ -214,6 +239,7 @@ export class PostgresLedger implements Ledger {
     return this.#tx(async (c) => {
       const op = opRow((await this.#one('SELECT * FROM mint_ops WHERE id = $1', [r.opId], c))!);
       if (!(await this.#finishOp(c, r.opId, 'done', now))) throw new Error(`mint op ${r.opId} is not pending`);
+      await c.query(`UPDATE proofs SET state = 'spent' WHERE op_id = $1 AND state = 'incoming'`, [r.opId]);
       await this.#insertProofs(c, r.proofs, op.mint, op.unit, 'unspent', r.opId, now);
       await c.query(`UPDATE tokens SET state = 'credited', msats = $1 WHERE hash = $2 AND op_id = $3`, [r.creditMsats, r.tokenHash, r.opId]);
       const key = await this.#one(
@@ -231,6 +257,71 @@ export class PostgresLedger implements Ledger {
     await this.#tx(async (c) => {
       await this.#finishOp(c, opId, 'failed', Date.now());
       await c.query('DELETE FROM tokens WHERE hash = $1 AND op_id = $2', [tokenHash, opId]);
+      await c.query(`DELETE FROM proofs WHERE op_id = $1 AND state = 'incoming'`, [opId]);
+    });
+  }
+
+  async acceptLocked(r: {
+    tokenHash: string; keyHash: string; mint: string; unit: Unit; proofs: StoredProof[]; creditMsats: number;
+  }): Promise<'accepted' | 'known' | 'replayed'> {
+    const now = Date.now();
+    try {
+      return await this.#tx(async (c) => {
+        const opId = `offline:${r.tokenHash}`;
+        const ins = await c.query(
+          `INSERT INTO tokens (hash, key_hash, op_id, state, msats, created_at) VALUES ($1, $2, $3, 'credited', $4, $5)
+           ON CONFLICT (hash) DO NOTHING`,
+          [r.tokenHash, r.keyHash, opId, r.creditMsats, now],
+        );
+        if (ins.rowCount === 0) return 'known';
+        await this.#insertProofs(c, r.proofs, r.mint, r.unit, 'locked', opId, now);
+        await c.query(
+          `INSERT INTO keys (hash, balance, unit, mint, created_at) VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (hash) DO UPDATE SET balance = keys.balance + excluded.balance`,
+          [r.keyHash, r.creditMsats, r.unit, r.mint, now],
+        );
+        await this.#entry(c, r.keyHash, 'credit', r.creditMsats, r.tokenHash, now);
+        return 'accepted';
+      });
+    } catch (e) {
+      if ((e as { code?: string }).code === '23505') return 'replayed';
+      throw e;
+    }
+  }
+
+  async startSweep(r: { opId: string; mint: string; unit: Unit; limit: number }): Promise<StoredProof[]> {
+    const now = Date.now();
+    return this.#tx(async (c) => {
+      const rows = await c.query(
+        `SELECT * FROM proofs WHERE mint = $1 AND unit = $2 AND state = 'locked' ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED`,
+        [r.mint, r.unit, r.limit],
+      );
+      const proofs = (rows.rows as Row[]).map(proofRow);
+      if (proofs.length === 0) return proofs;
+      await c.query(
+        `INSERT INTO mint_ops (id, kind, mint, unit, state, key_hash, token_hash, inputs, outputs, created_at, updated_at)
+         VALUES ($1, 'sweep', $2, $3, 'pending', '', NULL, $4, NULL, $5, $5)`,
+        [r.opId, r.mint, r.unit, JSON.stringify(proofs), now],
+      );
+      await c.query(`UPDATE proofs SET state = 'pending', op_id = $1 WHERE secret = ANY($2)`, [r.opId, proofs.map((p) => p.secret)]);
+      return proofs;
+    });
+  }
+
+  async finishSweep(opId: string, proofs: StoredProof[]): Promise<void> {
+    const now = Date.now();
+    await this.#tx(async (c) => {
+      const op = opRow((await this.#one('SELECT * FROM mint_ops WHERE id = $1', [opId], c))!);
+      if (!(await this.#finishOp(c, opId, 'done', now))) throw new Error(`mint op ${opId} is not pending`);
+      await c.query(`UPDATE proofs SET state = 'spent' WHERE secret = ANY($1)`, [op.inputs.map((p) => p.secret)]);
+      await this.#insertProofs(c, proofs, op.mint, op.unit, 'unspent', opId, now);
+    });
+  }
+
+  async abandonSweep(opId: string): Promise<void> {
+    await this.#tx(async (c) => {
+      if (!(await this.#finishOp(c, opId, 'failed', Date.now()))) return;
+      await c.query(`UPDATE proofs SET state = 'locked', op_id = NULL WHERE op_id = $1 AND state = 'pending'`, [opId]);
     });
   }
 
@@ -302,10 +393,13 @@ export class PostgresLedger implements Ledger {
   ): Promise<{ refund: RefundRow; inputs: StoredProof[] } | undefined> {
     for (const mint of r.mints) {
       const rows = await c.query(
-        `SELECT * FROM proofs WHERE mint = $1 AND unit = $2 AND state = 'unspent' ORDER BY amount DESC FOR UPDATE`,
+        `SELECT * FROM proofs WHERE mint = $1 AND unit = $2 AND state IN ('unspent', 'locked') ORDER BY amount DESC FOR UPDATE`,
         [mint, unit],
       );
-      const picked = pickProofs((rows.rows as Row[]).map(proofRow), amount);
+      const all = (rows.rows as Row[]).map((r) => ({ proof: proofRow(r), locked: r.state === 'locked' }));
+      // Our own unspent proofs first; locked ones too if need be (they are then swapped with our key).
+      const picked =
+        pickProofs(all.filter((x) => !x.locked).map((x) => x.proof), amount) ?? pickProofs(all.map((x) => x.proof), amount);
       if (!picked) continue;
       await c.query(
         `INSERT INTO mint_ops (id, kind, mint, unit, state, key_hash, token_hash, inputs, outputs, created_at, updated_at)
@@ -355,7 +449,7 @@ export class PostgresLedger implements Ledger {
       );
       if (res.rowCount !== 1) throw new Error(`mint op ${opId} is not pending`);
       await c.query(
-        `UPDATE proofs SET state = 'unspent', op_id = NULL WHERE op_id = $1 AND state = 'pending' AND NOT (secret = ANY($2))`,
+        `UPDATE proofs SET state = ${RELEASED_STATE_SQL}, op_id = NULL WHERE op_id = $1 AND state = 'pending' AND NOT (secret = ANY($2))`,
         [opId, swapped.map((p) => p.secret)],
       );
     });
@@ -383,7 +477,7 @@ export class PostgresLedger implements Ledger {
     const now = Date.now();
     await this.#tx(async (c) => {
       if (!(await this.#finishOp(c, opId, 'failed', now))) return;
-      await c.query(`UPDATE proofs SET state = 'unspent', op_id = NULL WHERE op_id = $1 AND state = 'pending'`, [opId]);
+      await c.query(`UPDATE proofs SET state = ${RELEASED_STATE_SQL}, op_id = NULL WHERE op_id = $1 AND state = 'pending'`, [opId]);
       const refund = await this.#one('DELETE FROM refunds WHERE op_id = $1 RETURNING *', [opId], c);
       if (refund) {
         const rr = refundRow(refund);
@@ -412,8 +506,11 @@ export class PostgresLedger implements Ledger {
     return r && opRow(r);
   }
 
-  async unspentProofs(mint: string, unit: Unit): Promise<StoredProof[]> {
-    const r = await this.#pool.query(`SELECT * FROM proofs WHERE mint = $1 AND unit = $2 AND state = 'unspent' ORDER BY amount DESC`, [mint, unit]);
+  async heldProofs(mint: string, unit: Unit): Promise<StoredProof[]> {
+    const r = await this.#pool.query(
+      `SELECT * FROM proofs WHERE mint = $1 AND unit = $2 AND state IN ('unspent', 'locked') ORDER BY amount DESC`,
+      [mint, unit],
+    );
     return (r.rows as Row[]).map(proofRow);
   }
 

@@ -4,6 +4,7 @@ import { dirname } from 'node:path';
 import {
   MSATS_PER,
   OPERATOR,
+  RELEASED_STATE_SQL,
   pickProofs,
   type KeyRow,
   type Ledger,
@@ -91,6 +92,14 @@ const MIGRATIONS: string[] = [
      created_at INTEGER NOT NULL);`,
 ];
 
+class ReplayError extends Error {}
+
+/** SQLITE_CONSTRAINT_PRIMARYKEY or SQLITE_CONSTRAINT_UNIQUE, or a proof claimed already. */
+function isUniqueViolation(e: unknown): boolean {
+  const code = (e as { errcode?: number }).errcode;
+  return e instanceof ReplayError || code === 1555 || code === 2067;
+}
+
 export class SqliteLedger implements Ledger {
   readonly #db: DatabaseSync;
   readonly #s: Record<string, StatementSync>;
@@ -124,6 +133,18 @@ export class SqliteLedger implements Ledger {
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       unspent: p(`SELECT * FROM proofs WHERE mint = ? AND unit = ? AND state = 'unspent' ORDER BY amount DESC`),
+      held: p(`SELECT * FROM proofs WHERE mint = ? AND unit = ? AND state IN ('unspent', 'locked') ORDER BY amount DESC`),
+      locked: p(`SELECT * FROM proofs WHERE mint = ? AND unit = ? AND state = 'locked' ORDER BY created_at LIMIT ?`),
+      // A proof we gave away (sent) or saw spent may come back; one we hold or are claiming may not.
+      claimIncoming: p(
+        `INSERT INTO proofs (secret, mint, unit, keyset_id, amount, c, dleq, state, op_id, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, NULL, 'incoming', ?, ?)
+         ON CONFLICT (secret) DO UPDATE SET state = 'incoming', op_id = excluded.op_id
+         WHERE proofs.state IN ('sent', 'spent')`,
+      ),
+      settleIncoming: p(`UPDATE proofs SET state = 'spent' WHERE op_id = ? AND state = 'incoming'`),
+      dropIncoming: p(`DELETE FROM proofs WHERE op_id = ? AND state = 'incoming'`),
+      releaseProof: p(`UPDATE proofs SET state = ${RELEASED_STATE_SQL}, op_id = NULL WHERE secret = ?`),
       setProofState: p('UPDATE proofs SET state = ?, op_id = ? WHERE secret = ?'),
       proofsOfOp: p('SELECT * FROM proofs WHERE op_id = ? AND state = ?'),
       insertKey: p(
@@ -216,16 +237,26 @@ export class SqliteLedger implements Ledger {
 
   async startRedemption(r: {
     tokenHash: string; keyHash: string; opId: string; mint: string; unit: Unit; inputs: StoredProof[]; outputs: unknown[];
-  }): Promise<{ started: true } | { started: false; token: TokenRow }> {
+  }): Promise<{ started: true } | { started: false; token: TokenRow } | { started: false; replayed: true }> {
     const now = Date.now();
-    const started = this.#tx(() => {
-      const ins = this.#s.insertToken!.run(r.tokenHash, r.keyHash, r.opId, now);
-      if (ins.changes === 0) return false;
-      this.#s.insertOp!.run(
-        r.opId, 'receive', r.mint, r.unit, r.keyHash, r.tokenHash, JSON.stringify(r.inputs), JSON.stringify(r.outputs), now, now,
-      );
-      return true;
-    });
+    let started: boolean;
+    try {
+      started = this.#tx(() => {
+        const ins = this.#s.insertToken!.run(r.tokenHash, r.keyHash, r.opId, now);
+        if (ins.changes === 0) return false;
+        for (const pr of r.inputs) {
+          const claimed = this.#s.claimIncoming!.run(pr.secret, r.mint, r.unit, pr.id, pr.amount, pr.C, r.opId, now);
+          if (claimed.changes !== 1) throw new ReplayError();
+        }
+        this.#s.insertOp!.run(
+          r.opId, 'receive', r.mint, r.unit, r.keyHash, r.tokenHash, JSON.stringify(r.inputs), JSON.stringify(r.outputs), now, now,
+        );
+        return true;
+      });
+    } catch (e) {
+      if (isUniqueViolation(e)) return { started: false, replayed: true };
+      throw e;
+    }
     if (started) return { started: true };
     return { started: false, token: (await this.getToken(r.tokenHash))! };
   }
@@ -235,6 +266,7 @@ export class SqliteLedger implements Ledger {
     return this.#tx(() => {
       const op = opRow(this.#s.getOp!.get(r.opId) as Row);
       if (this.#s.setOpState!.run('done', now, r.opId).changes !== 1) throw new Error(`mint op ${r.opId} is not pending`);
+      this.#s.settleIncoming!.run(r.opId);
       this.#insertProofs(r.proofs, op.mint, op.unit, 'unspent', r.opId, now);
       this.#s.creditToken!.run(r.creditMsats, r.tokenHash, r.opId);
       this.#s.insertKey!.run(op.keyHash, r.creditMsats, op.unit, op.mint, now);
@@ -247,6 +279,57 @@ export class SqliteLedger implements Ledger {
     this.#tx(() => {
       this.#s.setOpState!.run('failed', Date.now(), opId);
       this.#s.deleteToken!.run(tokenHash, opId);
+      this.#s.dropIncoming!.run(opId);
+    });
+  }
+
+  async acceptLocked(r: {
+    tokenHash: string; keyHash: string; mint: string; unit: Unit; proofs: StoredProof[]; creditMsats: number;
+  }): Promise<'accepted' | 'known' | 'replayed'> {
+    const now = Date.now();
+    try {
+      return this.#tx(() => {
+        const opId = `offline:${r.tokenHash}`;
+        if (this.#s.insertToken!.run(r.tokenHash, r.keyHash, opId, now).changes === 0) return 'known';
+        this.#insertProofs(r.proofs, r.mint, r.unit, 'locked', opId, now);
+        this.#s.creditToken!.run(r.creditMsats, r.tokenHash, opId);
+        this.#s.insertKey!.run(r.keyHash, r.creditMsats, r.unit, r.mint, now);
+        this.#s.entry!.run(r.keyHash, 'credit', r.creditMsats, r.tokenHash, now);
+        return 'accepted';
+      });
+    } catch (e) {
+      if (isUniqueViolation(e)) return 'replayed';
+      throw e;
+    }
+  }
+
+  async startSweep(r: { opId: string; mint: string; unit: Unit; limit: number }): Promise<StoredProof[]> {
+    const now = Date.now();
+    return this.#tx(() => {
+      const proofs = (this.#s.locked!.all(r.mint, r.unit, r.limit) as Row[]).map(proofRow);
+      if (proofs.length === 0) return proofs;
+      this.#s.insertOp!.run(r.opId, 'sweep', r.mint, r.unit, '', null, JSON.stringify(proofs), null, now, now);
+      for (const pr of proofs) this.#s.setProofState!.run('pending', r.opId, pr.secret);
+      return proofs;
+    });
+  }
+
+  async finishSweep(opId: string, proofs: StoredProof[]): Promise<void> {
+    const now = Date.now();
+    this.#tx(() => {
+      const op = opRow(this.#s.getOp!.get(opId) as Row);
+      if (this.#s.setOpState!.run('done', now, opId).changes !== 1) throw new Error(`mint op ${opId} is not pending`);
+      for (const pr of op.inputs) this.#s.setProofState!.run('spent', opId, pr.secret);
+      this.#insertProofs(proofs, op.mint, op.unit, 'unspent', opId, now);
+    });
+  }
+
+  async abandonSweep(opId: string): Promise<void> {
+    this.#tx(() => {
+      if (this.#s.setOpState!.run('failed', Date.now(), opId).changes !== 1) return;
+      for (const row of this.#s.proofsOfOp!.all(opId, 'pending') as Row[]) {
+        this.#s.setProofState!.run('locked', null, row.secret as string);
+      }
     });
   }
 
@@ -305,7 +388,10 @@ export class SqliteLedger implements Ledger {
     r: StartRefund, unit: Unit, amount: number, msats: number, kind: 'refund' | 'withdraw', now: number,
   ): { refund: RefundRow; inputs: StoredProof[] } | undefined {
     for (const mint of r.mints) {
-      const picked = pickProofs((this.#s.unspent!.all(mint, unit) as Row[]).map(proofRow), amount);
+      // Our own unspent proofs first; locked ones too if need be (they are then swapped with our key).
+      const picked =
+        pickProofs((this.#s.unspent!.all(mint, unit) as Row[]).map(proofRow), amount) ??
+        pickProofs((this.#s.held!.all(mint, unit) as Row[]).map(proofRow), amount);
       if (!picked) continue;
       this.#s.insertOp!.run(r.opId, 'refund', mint, unit, r.keyHash, null, JSON.stringify(picked), null, now, now);
       for (const pr of picked) this.#s.setProofState!.run('pending', r.opId, pr.secret);
@@ -337,7 +423,7 @@ export class SqliteLedger implements Ledger {
       if (res.changes !== 1) throw new Error(`mint op ${opId} is not pending`);
       const keep = new Set(swapped.map((p) => p.secret));
       for (const row of this.#s.proofsOfOp!.all(opId, 'pending') as Row[]) {
-        if (!keep.has(row.secret as string)) this.#s.setProofState!.run('unspent', null, row.secret as string);
+        if (!keep.has(row.secret as string)) this.#s.releaseProof!.run(row.secret as string);
       }
     });
   }
@@ -365,9 +451,7 @@ export class SqliteLedger implements Ledger {
     this.#tx(() => {
       const refund = this.#s.refundOfOp!.get(opId) as Row | undefined;
       if (this.#s.setOpState!.run('failed', now, opId).changes !== 1) return;
-      for (const row of this.#s.proofsOfOp!.all(opId, 'pending') as Row[]) {
-        this.#s.setProofState!.run('unspent', null, row.secret as string);
-      }
+      for (const row of this.#s.proofsOfOp!.all(opId, 'pending') as Row[]) this.#s.releaseProof!.run(row.secret as string);
       if (refund) {
         const rr = refundRow(refund);
         const operator = rr.keyHash === OPERATOR;
@@ -396,8 +480,8 @@ export class SqliteLedger implements Ledger {
     return r && opRow(r);
   }
 
-  async unspentProofs(mint: string, unit: Unit): Promise<StoredProof[]> {
-    return (this.#s.unspent!.all(mint, unit) as Row[]).map(proofRow);
+  async heldProofs(mint: string, unit: Unit): Promise<StoredProof[]> {
+    return (this.#s.held!.all(mint, unit) as Row[]).map(proofRow);
   }
 
   async totals(): Promise<Totals> {

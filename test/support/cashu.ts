@@ -70,3 +70,20 @@ export async function asCashuA(mintUrl: string, token: string): Promise<string> 
   };
   return `cashuA${Buffer.from(JSON.stringify(json)).toString('base64url')}`;
 }
+
+/** Ecash locked (NUT-11) to `pubkey`, as a payer answering the gateway's 402 would make it. */
+export async function lockedToken(
+  mintUrl: string,
+  amount: number,
+  pubkey: string,
+  opts: { locktime?: number; refundKeys?: string[]; unit?: string; removeDleq?: boolean } = {},
+): Promise<string> {
+  const unit = opts.unit ?? 'sat';
+  const w = await wallet(mintUrl, unit);
+  const proofs = await mintProofs(mintUrl, amount, unit);
+  const p2pk: { pubkey: string; locktime?: number; refundKeys?: string[] } = { pubkey };
+  if (opts.locktime !== undefined) p2pk.locktime = opts.locktime;
+  if (opts.refundKeys) p2pk.refundKeys = opts.refundKeys;
+  const { send } = await w.ops.send(amount, proofs).asP2PK(p2pk).run();
+  return getEncodedToken({ mint: mintUrl, unit, proofs: send }, { removeDleq: opts.removeDleq ?? false });
+}

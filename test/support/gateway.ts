@@ -12,6 +12,9 @@ export const PRICES = {
   'gpt-cheap': { prompt: 0.15, completion: 0.6 },
 };
 
+/** A fixed gateway key, so instances sharing a database also share it, as operators configure. */
+export const TEST_P2PK_PRIVKEY = '5b0f8a1a7f6ad09c1b2a1c6f0c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f';
+
 export type Gateway = Awaited<ReturnType<typeof createGateway>> & { url: string };
 
 /** The ledger this test project runs on: in-memory SQLite, or a fresh PostgreSQL database. */
@@ -29,6 +32,8 @@ export async function startGateway(mintUrl: string, upstream: FakeUpstream, env:
     LOG_LEVEL: 'silent',
     MODEL_PRICES: JSON.stringify(PRICES),
     MODELS_REFRESH_SECONDS: '0',
+    CASHU_P2PK_PRIVKEY: TEST_P2PK_PRIVKEY,
+    P2PK_REDEEM_INTERVAL_SECONDS: '0',
     ...env,
   });
   const gw = await createGateway(cfg);
@@ -57,7 +62,7 @@ export async function expectLedgerConserved(ledger: Ledger, mints: readonly stri
   let held = 0;
   for (const mintUrl of mints) {
     for (const unit of ['sat', 'msat'] as const) {
-      const proofs = await ledger.unspentProofs(mintUrl, unit);
+      const proofs = await ledger.heldProofs(mintUrl, unit);
       held += proofs.reduce((s, p) => s + p.amount, 0) * MSATS_PER[unit];
       if (proofs.length) {
         const w = await wallet(mintUrl, unit);

@@ -1,0 +1,57 @@
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { getPubKeyFromPrivKey, hasValidDleq, type HasKeysetKeys, type Proof } from '@cashu/cashu-ts';
+
+export interface P2pkKey {
+  privkey: string;
+  /** Compressed (33-byte) public key, hex: what clients lock to. */
+  pubkey: string;
+}
+
+function fromPriv(privkey: string): P2pkKey {
+  return { privkey, pubkey: Buffer.from(getPubKeyFromPrivKey(Buffer.from(privkey, 'hex'))).toString('hex') };
+}
+
+/** The configured key, or one generated on first run and kept in the data folder (mode 0600). */
+export function loadP2pkKey(configured: string | undefined, dataDir: string): P2pkKey {
+  if (configured) return fromPriv(configured);
+  const file = join(dataDir, 'p2pk.key');
+  if (existsSync(file)) return fromPriv(readFileSync(file, 'utf8').trim());
+  mkdirSync(dataDir, { recursive: true });
+  const privkey = randomBytes(32).toString('hex');
+  writeFileSync(file, `${privkey}\n`, { mode: 0o600 });
+  chmodSync(file, 0o600);
+  return fromPriv(privkey);
+}
+
+/**
+ * Whether a proof can be taken without asking the mint: locked (NUT-11) to exactly our key, with
+ * no other key, refund path or signature scheme that would let anyone else spend it before we
+ * redeem it, any locktime far enough away, and a valid DLEQ (NUT-12) proving the mint signed it.
+ */
+export function spendableOnlyByUs(proof: Proof, keyset: HasKeysetKeys, ourPubkey: string, notBefore: number): boolean {
+  let secret: unknown;
+  try {
+    secret = JSON.parse(proof.secret);
+  } catch {
+    return false;
+  }
+  if (!Array.isArray(secret) || secret[0] !== 'P2PK' || !secret[1] || typeof secret[1] !== 'object') return false;
+  const { data, tags } = secret[1] as { data?: unknown; tags?: unknown };
+  // Keys are compared by x-coordinate, as NUT-11 does.
+  if (typeof data !== 'string' || data.length !== 66 || data.slice(2).toLowerCase() !== ourPubkey.slice(2)) return false;
+  for (const tag of (tags ?? []) as unknown[]) {
+    if (!Array.isArray(tag)) return false;
+    const [name, value, ...rest] = tag as unknown[];
+    if (name === 'sigflag' && value === 'SIG_INPUTS' && rest.length === 0) continue;
+    if (name === 'n_sigs' && value === '1' && rest.length === 0) continue;
+    if (name === 'locktime' && typeof value === 'string' && /^\d+$/.test(value) && Number(value) >= notBefore && rest.length === 0) continue;
+    return false;
+  }
+  try {
+    return hasValidDleq(proof, keyset, { require: true });
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,125 @@
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { PaymentRequest, getDecodedToken, getEncodedToken, getPubKeyFromPrivKey } from '@cashu/cashu-ts';
+import { FakeUpstream } from './support/upstream.ts';
+import { CountingProxy } from './support/counting-proxy.ts';
+import { TEST_P2PK_PRIVKEY, expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
+import { lockedToken, mintToken, proofStates, receive, wallet } from './support/cashu.ts';
+import { sha256Hex } from '../src/cashu/token.ts';
+
+const realMint = inject('mintUrl');
+const upstream = new FakeUpstream();
+const proxy = new CountingProxy(realMint);
+let mintUrl: string;
+let gw: Gateway;
+const ourPubkey = Buffer.from(getPubKeyFromPrivKey(Buffer.from(TEST_P2PK_PRIVKEY, 'hex'))).toString('hex');
+const otherPubkey = Buffer.from(getPubKeyFromPrivKey(Buffer.alloc(32, 7))).toString('hex');
+const body = { model: 'gpt-test', messages: [{ role: 'user', content: 'locked' }], max_tokens: 2 };
+
+async function chat(headers: Record<string, string>) {
+  const res = await fetch(`${gw.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: JSON.stringify(body),
+  });
+  return { status: res.status, headers: res.headers, json: (await res.json()) as Record<string, any> };
+}
+
+/** Mint calls the gateway makes while `fn` runs (the test's own wallet calls happen before). */
+async function mintCallsDuring(fn: () => Promise<unknown>): Promise<string[]> {
+  proxy.reset();
+  await fn();
+  return [...proxy.calls];
+}
+
+beforeAll(async () => {
+  await upstream.start();
+  mintUrl = await proxy.start();
+  gw = await startGateway(mintUrl, upstream);
+  // Load the gateway's view of the mint (info, keysets, keys) once, as any first request does.
+  expect((await chat({ authorization: `Bearer ${await mintToken(mintUrl, 5)}` })).status).toBe(200);
+});
+afterAll(async () => {
+  await gw?.close();
+  await proxy.stop();
+  await upstream.stop();
+});
+afterEach(async () => {
+  await expectMoneyConserved(gw);
+});
+
+describe('ecash locked to the gateway key (NUT-11 + NUT-12)', () => {
+  it('publishes the key in /v1/info and asks for it in the 402 payment request', async () => {
+    const info = (await (await fetch(`${gw.url}/v1/info`)).json()) as Record<string, any>;
+    expect(info.p2pk_pubkey).toBe(ourPubkey);
+    const res = await chat({});
+    expect(res.status).toBe(402);
+    const pr = PaymentRequest.fromEncodedRequest(res.headers.get('x-cashu')!);
+    expect(pr.nut10).toEqual({ kind: 'P2PK', data: ourPubkey, tags: [] });
+  });
+
+  it('accepts a locked token with no mint call at all, as Bearer and as X-Cashu', async () => {
+    const bearer = await lockedToken(mintUrl, 16, ourPubkey);
+    let res!: Awaited<ReturnType<typeof chat>>;
+    expect(await mintCallsDuring(async () => (res = await chat({ authorization: `Bearer ${bearer}` })))).toEqual([]);
+    expect(res.status).toBe(200);
+    expect((await gw.ledger.getKey(sha256Hex(bearer)))!.balance).toBe(16_000 - res.json.usage.cost.total_msats);
+
+    const x = await lockedToken(mintUrl, 16, ourPubkey);
+    const calls = await mintCallsDuring(async () => (res = await chat({ 'x-cashu': x })));
+    expect(res.status).toBe(200);
+    // Taking the payment asks the mint nothing; only making change may (a swap when no stored
+    // proofs add up to it exactly).
+    expect(calls.every((c) => c === 'POST /v1/swap')).toBe(true);
+    expect(calls.length).toBeLessThanOrEqual(1);
+    expect(await receive(mintUrl, res.headers.get('x-cashu')!)).toBe(Math.floor((16_000 - res.json.usage.cost.total_msats) / 1000));
+  });
+
+  it('refuses a replay of locked proofs under another encoding, without asking the mint', async () => {
+    const token = await lockedToken(mintUrl, 8, ourPubkey);
+    expect((await chat({ authorization: `Bearer ${token}` })).status).toBe(200);
+    const w = await wallet(mintUrl);
+    const decoded = getDecodedToken(token, w.keyChain.getAllKeysetIds());
+    const again = getEncodedToken({ ...decoded, memo: 'same proofs, new string' });
+    const stripped = getEncodedToken(decoded, { removeDleq: true });
+    for (const t of [again, stripped]) {
+      let res!: Awaited<ReturnType<typeof chat>>;
+      expect(await mintCallsDuring(async () => (res = await chat({ 'x-cashu': t })))).toEqual([]);
+      expect([res.status, res.json.error.code]).toEqual([400, 'cashu_token_already_spent']);
+    }
+  });
+
+  it('swaps, with one mint call, locked tokens it cannot take offline: refund path, near locktime, no DLEQ', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const tokens = [
+      await lockedToken(mintUrl, 8, ourPubkey, { locktime: now + 7 * 86400, refundKeys: [otherPubkey] }),
+      await lockedToken(mintUrl, 8, ourPubkey, { locktime: now + 60 }),
+      await lockedToken(mintUrl, 8, ourPubkey, { removeDleq: true }),
+    ];
+    for (const t of tokens) {
+      let res!: Awaited<ReturnType<typeof chat>>;
+      const calls = await mintCallsDuring(async () => (res = await chat({ authorization: `Bearer ${t}` })));
+      expect(res.status).toBe(200);
+      expect(calls).toEqual(['POST /v1/swap']);
+      expect(await proofStates(mintUrl, t)).toEqual(expect.arrayContaining(['SPENT']));
+    }
+  });
+
+  it('refuses a token locked to another key: the mint will not let us swap it', async () => {
+    const t = await lockedToken(mintUrl, 8, otherPubkey);
+    const res = await chat({ authorization: `Bearer ${t}` });
+    expect([res.status, res.json.error.code]).toEqual([400, 'invalid_cashu_token']);
+    expect(new Set(await proofStates(mintUrl, t))).toEqual(new Set(['UNSPENT']));
+    expect(await gw.ledger.getKey(sha256Hex(t))).toBeUndefined();
+  });
+
+  it('redeems the proofs it took offline in the background, turning them into its own at the mint', async () => {
+    const t = await lockedToken(mintUrl, 32, ourPubkey);
+    expect((await chat({ authorization: `Bearer ${t}` })).status).toBe(200);
+    expect(new Set(await proofStates(mintUrl, t))).toEqual(new Set(['UNSPENT']));
+    const swept = await gw.wallets.sweepLocked();
+    expect(swept).toBeGreaterThanOrEqual(1);
+    // The locked proofs are spent now, and the gateway holds fresh proofs of the same value.
+    expect(new Set(await proofStates(mintUrl, t))).toEqual(new Set(['SPENT']));
+    expect(await gw.wallets.sweepLocked()).toBe(0);
+  });
+});

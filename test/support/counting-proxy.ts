@@ -1,0 +1,43 @@
+import { createServer, request, type Server } from 'node:http';
+
+/**
+ * Sits in front of the real mint and counts every HTTP call made to it, so tests (and the
+ * benchmark) report mint round trips as measured, not as assumed.
+ */
+export class CountingProxy {
+  url = '';
+  calls: string[] = [];
+  #server: Server | undefined;
+
+  constructor(readonly target: string) {}
+
+  async start(): Promise<string> {
+    const target = new URL(this.target);
+    this.#server = createServer((req, res) => {
+      this.calls.push(`${req.method} ${req.url}`);
+      const up = request(
+        { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: { ...req.headers, host: target.host } },
+        (r) => {
+          res.writeHead(r.statusCode ?? 502, r.headers);
+          r.pipe(res);
+        },
+      );
+      up.on('error', () => res.destroy());
+      req.pipe(up);
+    });
+    await new Promise<void>((r) => this.#server!.listen(0, '127.0.0.1', r));
+    this.url = `http://127.0.0.1:${(this.#server.address() as { port: number }).port}`;
+    return this.url;
+  }
+
+  reset(): void {
+    this.calls = [];
+  }
+
+  stop(): Promise<void> {
+    return new Promise((r) => {
+      this.#server?.closeAllConnections();
+      this.#server?.close(() => r());
+    });
+  }
+}
