@@ -70,6 +70,45 @@ describe('the mint is unreachable', () => {
   });
 });
 
+describe('the mint is slow', () => {
+  it('never gives up a swap that may still land: the token is credited once when it does', async () => {
+    const { CountingProxy } = await import('./support/counting-proxy.ts');
+    const proxy = new CountingProxy(mintUrl);
+    const slowMint = await proxy.start();
+    const slow = await startGateway(slowMint, upstream, { MINT_TIMEOUT_MS: '500' });
+    try {
+      const warm = await mintToken(slowMint, 5);
+      const call = (t: string) =>
+        fetch(`${slow.url}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${t}` },
+          body: JSON.stringify({ model: 'gpt-test', messages, max_tokens: 1 }),
+        });
+      expect((await call(warm)).status).toBe(200);
+
+      const token = await mintToken(slowMint, 20);
+      proxy.delays.set('/v1/swap', 1_500);
+      const first = await call(token);
+      expect(first.status).toBe(503);
+      expect(Number(first.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+      // The held swap reaches the mint after the gateway timed out: the mint spends the token.
+      await new Promise((r) => setTimeout(r, 1_700));
+      proxy.delays.clear();
+      expect(await proofStates(mintUrl, token)).toEqual(['SPENT', 'SPENT']);
+      // Past the lease, the next use recovers the signatures (NUT-09) and credits it, once.
+      await new Promise((r) => setTimeout(r, 300));
+      const again = await call(token);
+      expect(again.status).toBe(200);
+      const cost = ((await again.json()) as any).usage.cost.total_msats as number;
+      expect((await slow.ledger.getKey(sha256Hex(token)))!.balance).toBe(20_000 - cost);
+      await expectMoneyConserved(slow);
+    } finally {
+      await slow.close();
+      await proxy.stop();
+    }
+  });
+});
+
 describe('streams that end early', () => {
   it('bills a client that disconnects for what it was sent, and stops the upstream', async () => {
     const token = await mintToken(mintUrl, 100);

@@ -42,10 +42,18 @@ function sum(proofs: StoredProof[]): number {
   return s;
 }
 
-function mintUnreachable(): GatewayError {
+function mintUnreachable(retryAfterSec = 5): GatewayError {
   return new GatewayError(503, 'cashu_mint_unreachable', 'The Cashu mint could not be reached; your token was not spent. Try again shortly.', {
-    headers: { 'retry-after': '5' },
+    headers: { 'retry-after': String(retryAfterSec) },
   });
+}
+
+/** Only a refused connection proves a request never reached the mint; a timeout proves nothing. */
+function neverSent(e: unknown): boolean {
+  for (let c: unknown = e, i = 0; c && i < 6; c = (c as { cause?: unknown }).cause, i++) {
+    if ((c as { code?: string }).code === 'ECONNREFUSED') return true;
+  }
+  return false;
 }
 
 /**
@@ -229,12 +237,16 @@ export class CashuWallets {
         }
         throw new GatewayError(400, 'invalid_cashu_token', `The mint refused the token: ${e.message}`);
       }
-      // The swap may have happened with its answer lost: the journal lets the mint tell us.
+      if (neverSent(e)) {
+        await this.#ledger.abandonRedemption(info.hash, opId);
+        throw mintUnreachable();
+      }
+      // The swap may have happened, or may still happen, with its answer lost.
       this.#log.warn({ op: opId, err: (e as Error).message }, 'swap failed without an answer');
-      const outcome = await this.#recover(opId);
+      const outcome = await this.#recover(opId, false);
       if (outcome === 'done') return (await this.#ledger.getKey(keyHash))!;
-      await this.#ledger.releaseOp(opId);
-      throw mintUnreachable();
+      if (outcome === 'failed') throw new GatewayError(400, 'cashu_token_already_spent', 'This Cashu token has already been spent.');
+      throw await this.#stillOpen(opId);
     }
     const proofs = keep.map(toStored);
     const key = await this.#ledger.finishRedemption({
@@ -365,10 +377,13 @@ export class CashuWallets {
         await this.#ledger.abandonRefund(opId);
         throw new GatewayError(503, 'refund_unavailable', 'The mint refused the refund; your balance is unchanged.');
       }
-      const outcome = await this.#recover(opId);
+      if (neverSent(e)) {
+        await this.#ledger.abandonRefund(opId);
+        throw mintUnreachable();
+      }
+      const outcome = await this.#recover(opId, false);
       if (outcome === 'done') return (await this.#ledger.latestRefund(refund.keyHash))!;
-      await this.#ledger.releaseOp(opId);
-      throw mintUnreachable();
+      throw await this.#stillOpen(opId);
     }
   }
 
@@ -415,7 +430,8 @@ export class CashuWallets {
         await this.#ledger.abandonSweep(opId);
         return false;
       }
-      if ((await this.#recover(opId)) !== 'done') await this.#ledger.releaseOp(opId);
+      if (neverSent(e)) await this.#ledger.abandonSweep(opId);
+      else if ((await this.#recover(opId, false)) === 'pending') await this.#ledger.touchOp(opId);
       return false;
     }
   }
@@ -424,26 +440,37 @@ export class CashuWallets {
   async recoverAll(): Promise<void> {
     for (const op of await this.#ledger.pendingOps()) {
       if (Date.now() - op.updatedAt < this.#leaseMs) continue;
-      const outcome = await this.#recover(op.id);
+      const outcome = await this.#recover(op.id, true);
       this.#log.info({ op: op.id, kind: op.kind, outcome }, 'recovered journaled mint operation');
     }
   }
 
-  /** Waits while another instance's operation is within its lease, then settles it if still open. */
+  /**
+   * Waits a little for an operation another request or instance is running; once its lease has
+   * run out (its owner crashed or gave up long ago) settles it with the mint.
+   */
   async #awaitOp(opId: string): Promise<'done' | 'failed' | 'pending'> {
+    const until = Date.now() + 5_000;
     for (;;) {
       const op = await this.#ledger.getOp(opId);
       if (!op || op.state !== 'pending') return op?.state ?? 'failed';
-      if (Date.now() - op.updatedAt >= this.#leaseMs) return this.#recover(opId);
+      if (Date.now() - op.updatedAt >= this.#leaseMs) return this.#recover(opId, true);
+      if (Date.now() > until) return 'pending';
       await new Promise((r) => setTimeout(r, 50));
     }
+  }
+
+  /** Keeps an op whose swap may still land out of everyone's hands for a lease, and says so. */
+  async #stillOpen(opId: string): Promise<GatewayError> {
+    await this.#ledger.touchOp(opId);
+    return mintUnreachable(Math.ceil(this.#leaseMs / 1000));
   }
 
   /**
    * Asks the mint what became of a journaled swap: signatures it holds for our outputs (NUT-09)
    * finish the operation; inputs still unspent (NUT-07) mean it never happened.
    */
-  async #recover(opId: string): Promise<'done' | 'failed' | 'pending'> {
+  async #recover(opId: string, abandonIfUnspent: boolean): Promise<'done' | 'failed' | 'pending'> {
     const op = await this.#ledger.getOp(opId);
     if (!op || op.state !== 'pending') return op?.state ?? 'failed';
     if (op.outputs === null) {
@@ -469,8 +496,14 @@ export class CashuWallets {
       }
       const states = await wallet.checkProofsStates(op.inputs.map((p) => ({ secret: p.secret, id: p.id })));
       if (states.some((s) => s.state === 'PENDING')) return 'pending';
-      if (states.some((s) => s.state === 'SPENT')) {
-        this.#log.error({ op: op.id, kind: op.kind }, 'inputs spent elsewhere and no signatures to restore');
+      const spent = op.inputs.filter((_, i) => states[i]?.state === 'SPENT');
+      if (spent.length > 0) {
+        // Spent, and not by this swap: whoever holds those proofs spent them. They are gone.
+        if (op.kind !== 'receive') this.#log.error({ op: op.id, kind: op.kind }, 'inputs spent elsewhere and no signatures to restore');
+        await this.#ledger.markSpent(spent.map((p) => p.secret));
+      } else if (!abandonIfUnspent) {
+        // Nothing happened yet, but the swap we sent may still arrive: leave it open.
+        return 'pending';
       }
       await this.#abandon(op);
       return 'failed';

@@ -165,8 +165,10 @@ export interface Ledger {
   latestRefund(keyHash: string): Promise<RefundRow | undefined>;
 
   pendingOps(): Promise<MintOp[]>;
-  /** Its owner gave up on a pending op (mint unreachable): anyone may settle it from now on. */
-  releaseOp(id: string): Promise<void>;
+  /** Restarts a pending op's lease: its swap may still land, so nobody settles it for a while. */
+  touchOp(id: string): Promise<void>;
+  /** Proofs the mint says are spent, with no signatures for us: they are gone, never released. */
+  markSpent(secrets: string[]): Promise<void>;
   getOp(id: string): Promise<MintOp | undefined>;
   /** Proofs the gateway holds: unspent ones and locked ones not yet redeemed. */
   heldProofs(mint: string, unit: Unit): Promise<StoredProof[]>;

@@ -497,8 +497,12 @@ export class PostgresLedger implements Ledger {
     return ((await this.#pool.query(`SELECT * FROM mint_ops WHERE state = 'pending' ORDER BY created_at`)).rows as Row[]).map(opRow);
   }
 
-  async releaseOp(id: string): Promise<void> {
-    await this.#pool.query(`UPDATE mint_ops SET updated_at = 0 WHERE id = $1 AND state = 'pending'`, [id]);
+  async touchOp(id: string): Promise<void> {
+    await this.#pool.query(`UPDATE mint_ops SET updated_at = $1 WHERE id = $2 AND state = 'pending'`, [Date.now(), id]);
+  }
+
+  async markSpent(secrets: string[]): Promise<void> {
+    await this.#pool.query(`UPDATE proofs SET state = 'spent' WHERE secret = ANY($1) AND state = 'pending'`, [secrets]);
   }
 
   async getOp(id: string): Promise<MintOp | undefined> {

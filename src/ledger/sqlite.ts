@@ -126,7 +126,8 @@ export class SqliteLedger implements Ledger {
       getOp: p('SELECT * FROM mint_ops WHERE id = ?'),
       setOpState: p(`UPDATE mint_ops SET state = ?, updated_at = ? WHERE id = ? AND state = 'pending'`),
       setOpOutputs: p(`UPDATE mint_ops SET outputs = ?, inputs = ?, updated_at = ? WHERE id = ? AND state = 'pending'`),
-      releaseOp: p(`UPDATE mint_ops SET updated_at = 0 WHERE id = ? AND state = 'pending'`),
+      touchOp: p(`UPDATE mint_ops SET updated_at = ? WHERE id = ? AND state = 'pending'`),
+      markSpent: p(`UPDATE proofs SET state = 'spent' WHERE secret = ? AND state = 'pending'`),
       pendingOps: p(`SELECT * FROM mint_ops WHERE state = 'pending' ORDER BY created_at`),
       insertProof: p(
         `INSERT INTO proofs (secret, mint, unit, keyset_id, amount, c, dleq, state, op_id, created_at)
@@ -471,8 +472,14 @@ export class SqliteLedger implements Ledger {
     return (this.#s.pendingOps!.all() as Row[]).map(opRow);
   }
 
-  async releaseOp(id: string): Promise<void> {
-    this.#s.releaseOp!.run(id);
+  async touchOp(id: string): Promise<void> {
+    this.#s.touchOp!.run(Date.now(), id);
+  }
+
+  async markSpent(secrets: string[]): Promise<void> {
+    this.#tx(() => {
+      for (const secret of secrets) this.#s.markSpent!.run(secret);
+    });
   }
 
   async getOp(id: string): Promise<MintOp | undefined> {

@@ -7,14 +7,20 @@ import { createServer, request, type Server } from 'node:http';
 export class CountingProxy {
   url = '';
   calls: string[] = [];
+  /** Holds requests to a path for a while before passing them on: a slow mint. */
+  readonly delays = new Map<string, number>();
   #server: Server | undefined;
 
   constructor(readonly target: string) {}
 
   async start(): Promise<string> {
     const target = new URL(this.target);
-    this.#server = createServer((req, res) => {
+    this.#server = createServer(async (req, res) => {
       this.calls.push(`${req.method} ${req.url}`);
+      const body: Buffer[] = [];
+      for await (const c of req) body.push(c as Buffer);
+      const delay = this.delays.get(req.url ?? '');
+      if (delay) await new Promise((r) => setTimeout(r, delay));
       const up = request(
         { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: { ...req.headers, host: target.host } },
         (r) => {
@@ -23,7 +29,7 @@ export class CountingProxy {
         },
       );
       up.on('error', () => res.destroy());
-      req.pipe(up);
+      up.end(Buffer.concat(body));
     });
     await new Promise<void>((r) => this.#server!.listen(0, '127.0.0.1', r));
     this.url = `http://127.0.0.1:${(this.#server.address() as { port: number }).port}`;
