@@ -45,6 +45,7 @@ const schema = z.object({
     .string()
     .regex(/^[0-9a-f]{64}$/, '64 hex characters (a secp256k1 private key)')
     .optional(),
+  INSTANCE_STALE_SECONDS: z.coerce.number().int().positive().default(60),
   P2PK_LOCKTIME_MARGIN_SECONDS: z.coerce.number().int().nonnegative().default(3600),
   P2PK_REDEEM_INTERVAL_SECONDS: z.coerce.number().int().nonnegative().default(60),
   DATABASE_URL: z
@@ -72,6 +73,7 @@ const schema = z.object({
   DEFAULT_MAX_COMPLETION_TOKENS: z.coerce.number().int().positive().default(4096),
   DEFAULT_CONTEXT_LENGTH: z.coerce.number().int().positive().default(128_000),
   MODELS_REFRESH_SECONDS: z.coerce.number().int().nonnegative().default(300),
+  CLIENT_STALL_TIMEOUT_MS: z.coerce.number().int().positive().default(60_000),
   BODY_LIMIT_BYTES: z.coerce.number().int().positive().default(10 * 1024 * 1024),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });

@@ -39,6 +39,19 @@ export async function createGateway(cfg: Config) {
   catalog.start();
   // Unfinished swaps from a previous run are settled with the mint before new ones start.
   void wallets.recoverAll().catch((e: Error) => log.error({ err: e.message }, 'recovery failed'));
+  // Reservations belong to a live process; those of a crashed one are released, charging nothing.
+  const staleMs = cfg.INSTANCE_STALE_SECONDS * 1000;
+  await ledger.heartbeat();
+  const released = await ledger.releaseOrphans(staleMs);
+  if (released) log.warn({ released }, 'released reservations left by a stopped gateway process');
+  const heartbeat = setInterval(() => {
+    void ledger
+      .heartbeat()
+      .then(() => ledger.releaseOrphans(staleMs))
+      .then((n) => n && log.warn({ released: n }, 'released reservations left by a stopped gateway process'))
+      .catch((e: Error) => log.error({ err: e.message }, 'heartbeat failed'));
+  }, Math.max(1000, staleMs / 6));
+  heartbeat.unref();
   const sweeper =
     cfg.P2PK_REDEEM_INTERVAL_SECONDS > 0
       ? setInterval(() => void wallets.sweepLocked().catch((e: Error) => log.error({ err: e.message }, 'sweep failed')), cfg.P2PK_REDEEM_INTERVAL_SECONDS * 1000)
@@ -46,6 +59,7 @@ export async function createGateway(cfg: Config) {
   sweeper?.unref();
   const close = async () => {
     clearInterval(sweeper);
+    clearInterval(heartbeat);
     catalog.stop();
     await app.close();
     await upstream.close();

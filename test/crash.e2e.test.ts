@@ -123,3 +123,36 @@ describe('a crash at any step of a refund', () => {
     });
   }
 });
+
+describe('a crash in the middle of a stream', () => {
+  it('releases the reservation once the dead process stops heart-beating, charging nothing', async () => {
+    const quick = { ...env, INSTANCE_STALE_SECONDS: '1' };
+    const gw = await startGatewayProcess(quick);
+    const token = await mintToken(mintUrl, 64);
+    expect((await chat(gw, token)).status).toBe(200);
+    const before = (await ledger.getKey(sha256Hex(token)))!;
+
+    upstream.modes.push('slow');
+    const streaming = fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'crash test' }], stream: true }),
+    }).then((r) => r.text()).catch(() => 'cut');
+    for (let i = 0; i < 40 && (await ledger.getKey(sha256Hex(token)))!.reserved === 0; i++) await new Promise((r) => setTimeout(r, 25));
+    expect((await ledger.getKey(sha256Hex(token)))!.reserved).toBeGreaterThan(0);
+    gw.proc.kill('SIGKILL');
+    await gw.exited;
+    await streaming;
+
+    const next = await startGatewayProcess(quick);
+    try {
+      for (let i = 0; i < 100 && (await ledger.getKey(sha256Hex(token)))!.reserved !== 0; i++) await new Promise((r) => setTimeout(r, 50));
+      const after = (await ledger.getKey(sha256Hex(token)))!;
+      expect([after.balance, after.reserved]).toEqual([before.balance, 0]);
+      expect((await refund(next, token)).status).toBe(200);
+      await expectLedgerConserved(ledger, [mintUrl]);
+    } finally {
+      await next.stop();
+    }
+  });
+});

@@ -372,6 +372,31 @@ describe('errors: a clear code and nothing charged', () => {
     expect(await receive(mintUrl, res.json.error.refund_token)).toBe(25);
   });
 
+  it('holds the upstream to the reserved completion limit, and reserves for tools and every choice', async () => {
+    const token = await mintToken(mintUrl, 40);
+    const oa = client(token);
+    await oa.chat.completions.create({ model: 'gpt-test', messages });
+    expect(upstream.requests.at(-1)!.body.max_tokens).toBe(4096);
+    await oa.chat.completions.create({ model: 'gpt-test', messages, max_tokens: 999_999 });
+    expect(upstream.requests.at(-1)!.body.max_tokens).toBe(4096);
+    await oa.chat.completions.create({ model: 'gpt-test', messages, max_completion_tokens: 7 });
+    expect(upstream.requests.at(-1)!.body).toMatchObject({ max_completion_tokens: 7 });
+    expect(upstream.requests.at(-1)!.body.max_tokens).toBeUndefined();
+
+    // 40 sats covers one choice of 1000 tokens at 5 msats, not eight of them.
+    const one = { model: 'gpt-test', messages, max_tokens: 1000 };
+    expect((await post('/v1/chat/completions', { headers: { authorization: `Bearer ${token}` }, body: one })).status).toBe(200);
+    const eight = await post('/v1/chat/completions', { headers: { authorization: `Bearer ${token}` }, body: { ...one, n: 8 } });
+    expect([eight.status, eight.json.error.code]).toEqual([402, 'insufficient_balance']);
+    const tools = [{ type: 'function', function: { name: 'f', description: 'x '.repeat(20_000), parameters: {} } }];
+    const withTools = await post('/v1/chat/completions', {
+      headers: { authorization: `Bearer ${token}` },
+      body: { ...one, max_tokens: 1, tools },
+    });
+    expect(withTools.status).toBe(402);
+    expect(withTools.json.error.amount_required_msats).toBeGreaterThan(20_000 * 2);
+  });
+
   it('bills a response without usage from its own token count, never for free', async () => {
     const token = await mintToken(mintUrl, 30);
     upstream.modes.push('no_usage');

@@ -136,6 +136,19 @@ export class Engine {
     }
   }
 
+  /**
+   * For the doors: whatever went wrong after payment, the reservation does not outlive the
+   * request. A no-op when the request already settled or failed cleanly.
+   */
+  async release(payer: Payer): Promise<void> {
+    try {
+      await this.#ledger.settle(payer.reservationId, 0);
+    } catch {
+      return;
+    }
+    if (payer.oneShot) await this.#change(payer.keyHash);
+  }
+
   /** Nothing is charged: the reservation is released and a one-shot payer gets everything back. */
   async #fail(payer: Payer, err: GatewayError): Promise<GatewayError> {
     await this.#ledger.settle(payer.reservationId, 0);
@@ -288,7 +301,8 @@ export function usageOf(u: unknown): Usage | undefined {
   const prompt = o.prompt_tokens ?? o.input_tokens;
   const completion = o.completion_tokens ?? o.output_tokens ?? 0;
   if (typeof prompt !== 'number' || typeof completion !== 'number') return undefined;
-  if (!(prompt >= 0 && completion >= 0)) return undefined;
+  // A count no upstream could mean (negative, huge, not finite) is ignored: we count ourselves.
+  if (!(prompt >= 0 && completion >= 0 && prompt < 1e9 && completion < 1e9)) return undefined;
   return { promptTokens: Math.ceil(prompt), completionTokens: Math.ceil(completion) };
 }
 

@@ -1,8 +1,8 @@
 import { z } from 'zod';
 import { GatewayError } from './errors.ts';
 import type { Catalog, ModelEntry } from './catalog.ts';
-import { reservationFor } from './pricing.ts';
-import { countInput, countMessages } from './tokens.ts';
+import { completionLimit, reservationFor } from './pricing.ts';
+import { countInput, countMessages, countText } from './tokens.ts';
 
 export type JobKind = 'chat' | 'completion' | 'embedding';
 
@@ -25,10 +25,12 @@ export interface Job {
 }
 
 const positiveInt = z.number().int().positive();
+const choices = z.number().int().min(1).max(128).nullish();
 const common = {
   model: z.string().min(1),
   stream: z.boolean().optional(),
   max_tokens: positiveInt.nullish(),
+  n: choices,
 };
 const text = z.union([z.string(), z.array(z.unknown()).min(1)]);
 
@@ -38,7 +40,7 @@ const schemas = {
     messages: z.array(z.looseObject({ role: z.string() })).min(1),
     max_completion_tokens: positiveInt.nullish(),
   }),
-  completion: z.looseObject({ ...common, prompt: text }),
+  completion: z.looseObject({ ...common, prompt: text, best_of: choices }),
   embedding: z.looseObject({ model: z.string().min(1), input: text }),
 };
 
@@ -56,21 +58,29 @@ export async function prepareJob(kind: JobKind, raw: unknown, catalog: Catalog):
   }
   const stream = kind !== 'embedding' && body.stream === true;
   let promptTokens: number;
-  let maxTokens: number | undefined;
+  let maxCompletion = 0;
   if (kind === 'chat') {
     promptTokens = countMessages(body.messages as unknown[]);
-    maxTokens = (body.max_completion_tokens ?? body.max_tokens ?? undefined) as number | undefined;
+    // Tool and format definitions are prompt too.
+    for (const extra of [body.tools, body.functions, body.response_format]) {
+      if (extra != null) promptTokens += countText(JSON.stringify(extra));
+    }
+    maxCompletion = completionLimit((body.max_completion_tokens ?? body.max_tokens ?? undefined) as number | undefined, model.price);
+    // The upstream is held to the limit the reservation covers.
+    if (body.max_completion_tokens != null) body.max_completion_tokens = maxCompletion;
+    else body.max_tokens = maxCompletion;
   } else if (kind === 'completion') {
     promptTokens = countInput(body.prompt);
-    maxTokens = (body.max_tokens ?? undefined) as number | undefined;
+    maxCompletion = completionLimit((body.max_tokens ?? undefined) as number | undefined, model.price);
+    body.max_tokens = maxCompletion;
   } else {
     promptTokens = countInput(body.input);
-    maxTokens = 0;
   }
+  const choiceCount = Math.max((body.n as number | null | undefined) ?? 1, (body.best_of as number | null | undefined) ?? 1);
   if (stream) {
     // Ask the upstream to report usage at the end of the stream; billing needs it.
     const opts = body.stream_options;
     body.stream_options = { ...(opts && typeof opts === 'object' ? opts : {}), include_usage: true };
   }
-  return { kind, model, body, stream, promptTokens, maxMsats: reservationFor(promptTokens, maxTokens, model.price) };
+  return { kind, model, body, stream, promptTokens, maxMsats: reservationFor(promptTokens, maxCompletion, model.price, choiceCount) };
 }

@@ -41,10 +41,17 @@ export function promptAllowance(counted: number): number {
   return counted + Math.ceil(counted / 10) + 8;
 }
 
-/** The most a request can cost: its padded prompt plus every completion token it may ask for. */
-export function reservationFor(promptTokens: number, maxCompletion: number | undefined, price: Price): number {
-  const completion = Math.min(maxCompletion ?? price.maxCompletionTokens, price.maxCompletionTokens);
-  return costOf({ promptTokens: promptAllowance(promptTokens), completionTokens: completion }, price).totalMsats;
+/** The completion limit a request is held to: what it asked for, at most the model's cap. */
+export function completionLimit(requested: number | undefined, price: Price): number {
+  return Math.min(requested ?? price.maxCompletionTokens, price.maxCompletionTokens);
+}
+
+/**
+ * The most a request can cost: its padded prompt plus every completion token it may ask for, for
+ * each of the `choices` it asks for.
+ */
+export function reservationFor(promptTokens: number, maxCompletion: number, price: Price, choices = 1): number {
+  return costOf({ promptTokens: promptAllowance(promptTokens), completionTokens: maxCompletion * choices }, price).totalMsats;
 }
 
 /** Routstr's `sats_pricing`: sats per token (fractional) and worst-case costs in sats. */

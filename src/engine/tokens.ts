@@ -3,24 +3,39 @@ import { countTokens } from 'gpt-tokenizer';
 /** Chat framing overhead per message and per reply, as OpenAI documents for its chat models. */
 const PER_MESSAGE = 3;
 const PER_REPLY = 3;
+/** An image or audio part is not text we can count: reserve a generous fixed allowance for it. */
+export const MEDIA_PART_TOKENS = 1500;
+
+/**
+ * BPE is quadratic in the length of a run without whitespace, so an unpaid request could stall
+ * the process with one long run. Counting fixed slices keeps it linear; each cut costs at most
+ * one token of accuracy.
+ */
+const SLICE = 1024;
+const ANY_SPECIAL = { disallowedSpecial: new Set<string>() };
 
 export function countText(text: string): number {
   if (text.length === 0) return 0;
-  return countTokens(text, { disallowedSpecial: new Set() });
+  if (text.length <= SLICE) return countTokens(text, ANY_SPECIAL);
+  let n = 0;
+  for (let i = 0; i < text.length; i += SLICE) n += countTokens(text.slice(i, i + SLICE), ANY_SPECIAL);
+  return n;
 }
 
-function contentText(content: unknown): string {
-  if (typeof content === 'string') return content;
+function countContent(content: unknown): number {
+  if (typeof content === 'string') return countText(content);
   if (Array.isArray(content)) {
-    let s = '';
+    let n = 0;
     for (const part of content) {
       if (part && typeof part === 'object' && typeof (part as { text?: unknown }).text === 'string') {
-        s += (part as { text: string }).text;
+        n += countText((part as { text: string }).text);
+      } else {
+        n += MEDIA_PART_TOKENS;
       }
     }
-    return s;
+    return n;
   }
-  return content == null ? '' : JSON.stringify(content);
+  return content == null ? 0 : countText(JSON.stringify(content));
 }
 
 export function countMessages(messages: unknown[]): number {
@@ -29,7 +44,7 @@ export function countMessages(messages: unknown[]): number {
     n += PER_MESSAGE;
     if (m && typeof m === 'object') {
       const msg = m as Record<string, unknown>;
-      n += countText(contentText(msg.content));
+      n += countContent(msg.content);
       if (typeof msg.name === 'string') n += countText(msg.name) + 1;
       if (msg.tool_calls !== undefined) n += countText(JSON.stringify(msg.tool_calls));
     }

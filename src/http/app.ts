@@ -56,6 +56,6 @@ export function buildApp(deps: AppDeps): FastifyInstance {
 
   infoRoutes(app, deps);
   balanceRoutes(app, deps);
-  completionRoutes(app, deps);
+  completionRoutes(app, { ...deps, stallMs: deps.cfg.CLIENT_STALL_TIMEOUT_MS });
   return app;
 }

@@ -145,6 +145,13 @@ export interface Ledger {
   /** Charges at most what the key holds; releases the rest of the reservation. */
   settle(reservationId: string, chargeMsats: number): Promise<Settlement>;
   hasActiveReservations(keyHash: string): Promise<boolean>;
+  /** Marks this process alive; its reservations are its own while it keeps doing so. */
+  heartbeat(): Promise<void>;
+  /**
+   * Releases reservations held by processes that stopped heart-beating (crashed) more than
+   * `staleMs` ago, charging nothing. A live process's reservations, long streams included, stay.
+   */
+  releaseOrphans(staleMs: number): Promise<number>;
 
   /** Debits the whole refundable balance and sets aside the proofs that will pay it. */
   startRefund(r: StartRefund): Promise<StartRefundResult>;

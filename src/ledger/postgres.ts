@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { randomUUID } from 'node:crypto';
 import {
   MSATS_PER,
   OPERATOR,
@@ -93,12 +94,16 @@ const MIGRATIONS: string[] = [
      msats BIGINT NOT NULL,
      ref TEXT NOT NULL,
      created_at BIGINT NOT NULL);`,
+  `ALTER TABLE reservations ADD COLUMN owner TEXT;
+   CREATE TABLE instances (id TEXT PRIMARY KEY, heartbeat_at BIGINT NOT NULL);`,
 ];
 
 type Client = pg.PoolClient;
 
 export class PostgresLedger implements Ledger {
   readonly #pool: pg.Pool;
+  /** This process, as the owner of the reservations it takes. */
+  readonly #instance = randomUUID();
 
   private constructor(pool: pg.Pool) {
     this.#pool = pool;
@@ -333,9 +338,10 @@ export class PostgresLedger implements Ledger {
         [msats, keyHash],
       );
       if (r.rowCount !== 1) return false;
-      await c.query(`INSERT INTO reservations (id, key_hash, msats, state, created_at) VALUES ($1, $2, $3, 'active', $4)`, [
-        reservationId, keyHash, msats, Date.now(),
-      ]);
+      await c.query(
+        `INSERT INTO reservations (id, key_hash, msats, state, created_at, owner) VALUES ($1, $2, $3, 'active', $4, $5)`,
+        [reservationId, keyHash, msats, Date.now(), this.#instance],
+      );
       return true;
     });
   }
@@ -357,6 +363,29 @@ export class PostgresLedger implements Ledger {
       await c.query('UPDATE reservations SET state = $1, charged = $2 WHERE id = $3', [charged > 0 ? 'charged' : 'released', charged, reservationId]);
       if (charged > 0) await this.#entry(c, keyHash, 'charge', charged, reservationId, now);
       return { chargedMsats: charged, balance: key.balance - charged, reserved: key.reserved - held };
+    });
+  }
+
+  async heartbeat(): Promise<void> {
+    await this.#pool.query(
+      `INSERT INTO instances (id, heartbeat_at) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at`,
+      [this.#instance, Date.now()],
+    );
+  }
+
+  async releaseOrphans(staleMs: number): Promise<number> {
+    return this.#tx(async (c) => {
+      const rows = await c.query(
+        `SELECT r.* FROM reservations r LEFT JOIN instances i ON i.id = r.owner
+         WHERE r.state = 'active' AND (i.id IS NULL OR i.heartbeat_at < $1) AND r.owner IS DISTINCT FROM $2
+         FOR UPDATE OF r SKIP LOCKED`,
+        [Date.now() - staleMs, this.#instance],
+      );
+      for (const r of rows.rows as Row[]) {
+        await c.query('UPDATE keys SET reserved = reserved - $1 WHERE hash = $2', [r.msats, r.key_hash]);
+        await c.query(`UPDATE reservations SET state = 'released', charged = 0 WHERE id = $1`, [r.id]);
+      }
+      return rows.rowCount ?? 0;
     });
   }
 

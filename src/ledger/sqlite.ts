@@ -1,6 +1,7 @@
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { randomUUID } from 'node:crypto';
 import {
   MSATS_PER,
   OPERATOR,
@@ -90,6 +91,8 @@ const MIGRATIONS: string[] = [
      msats INTEGER NOT NULL,
      ref TEXT NOT NULL,
      created_at INTEGER NOT NULL);`,
+  `ALTER TABLE reservations ADD COLUMN owner TEXT;
+   CREATE TABLE instances (id TEXT PRIMARY KEY, heartbeat_at INTEGER NOT NULL);`,
 ];
 
 class ReplayError extends Error {}
@@ -103,6 +106,8 @@ function isUniqueViolation(e: unknown): boolean {
 export class SqliteLedger implements Ledger {
   readonly #db: DatabaseSync;
   readonly #s: Record<string, StatementSync>;
+  /** This process, as the owner of the reservations it takes. */
+  readonly #instance = randomUUID();
 
   constructor(path: string) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
@@ -157,7 +162,17 @@ export class SqliteLedger implements Ledger {
         `UPDATE keys SET reserved = reserved + ?1, total_requests = total_requests + 1
          WHERE hash = ?2 AND balance - reserved >= ?1`,
       ),
-      insertReservation: p(`INSERT INTO reservations (id, key_hash, msats, state, created_at) VALUES (?, ?, ?, 'active', ?)`),
+      insertReservation: p(
+        `INSERT INTO reservations (id, key_hash, msats, state, created_at, owner) VALUES (?, ?, ?, 'active', ?, ?)`,
+      ),
+      heartbeat: p(
+        `INSERT INTO instances (id, heartbeat_at) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at`,
+      ),
+      orphans: p(
+        `SELECT r.* FROM reservations r LEFT JOIN instances i ON i.id = r.owner
+         WHERE r.state = 'active' AND (i.id IS NULL OR i.heartbeat_at < ?)`,
+      ),
+      releaseReservation: p(`UPDATE keys SET reserved = reserved - ? WHERE hash = ?`),
       getReservation: p(`SELECT * FROM reservations WHERE id = ? AND state = 'active'`),
       closeReservation: p('UPDATE reservations SET state = ?, charged = ? WHERE id = ?'),
       charge: p(
@@ -337,7 +352,7 @@ export class SqliteLedger implements Ledger {
   async reserve(keyHash: string, msats: number, reservationId: string): Promise<boolean> {
     return this.#tx(() => {
       if (this.#s.reserve!.run(msats, keyHash).changes !== 1) return false;
-      this.#s.insertReservation!.run(reservationId, keyHash, msats, Date.now());
+      this.#s.insertReservation!.run(reservationId, keyHash, msats, Date.now(), this.#instance);
       return true;
     });
   }
@@ -361,6 +376,22 @@ export class SqliteLedger implements Ledger {
 
   async hasActiveReservations(keyHash: string): Promise<boolean> {
     return this.#s.activeReservations!.get(keyHash) !== undefined;
+  }
+
+  async heartbeat(): Promise<void> {
+    this.#s.heartbeat!.run(this.#instance, Date.now());
+  }
+
+  async releaseOrphans(staleMs: number): Promise<number> {
+    return this.#tx(() => {
+      const rows = this.#s.orphans!.all(Date.now() - staleMs) as Row[];
+      for (const r of rows) {
+        if (r.owner === this.#instance) continue;
+        this.#s.releaseReservation!.run(r.msats as number, r.key_hash as string);
+        this.#s.closeReservation!.run('released', 0, r.id as string);
+      }
+      return rows.filter((r) => r.owner !== this.#instance).length;
+    });
   }
 
   async startRefund(r: StartRefund): Promise<StartRefundResult> {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { costOf, reservationFor, satsPricing, type Price } from '../../src/engine/pricing.ts';
+import { completionLimit, costOf, reservationFor, satsPricing, type Price } from '../../src/engine/pricing.ts';
 import { pickProofs, type StoredProof } from '../../src/ledger/ledger.ts';
 
 const price = (prompt: number, completion: number): Price => ({
@@ -24,13 +24,19 @@ describe('costOf', () => {
   });
 });
 
-describe('reservationFor', () => {
-  it('pads the counted prompt and adds the completion allowance, capped at the model maximum', () => {
+describe('reservationFor and completionLimit', () => {
+  it('pads the counted prompt and adds the completion allowance for every choice', () => {
     const p = price(2, 5);
     expect(reservationFor(100, 50, p)).toBe((110 + 8) * 2 + 50 * 5);
     expect(reservationFor(7, 1, p)).toBe((7 + 1 + 8) * 2 + 5);
-    expect(reservationFor(100, undefined, p)).toBe((110 + 8) * 2 + 1000 * 5);
-    expect(reservationFor(100, 999_999, p)).toBe((110 + 8) * 2 + 1000 * 5);
+    expect(reservationFor(100, 50, p, 3)).toBe((110 + 8) * 2 + 150 * 5);
+  });
+
+  it('holds a request to what it asked for, at most the model cap', () => {
+    const p = price(2, 5);
+    expect(completionLimit(undefined, p)).toBe(1000);
+    expect(completionLimit(999_999, p)).toBe(1000);
+    expect(completionLimit(12, p)).toBe(12);
   });
 });
 
