@@ -10,6 +10,9 @@ const REDACT = [
   'token',
   'cashu_token',
   'initial_balance_token',
+  // Node's HTTP parse errors carry the raw request bytes, headers and all.
+  'err.rawPacket',
+  'rawPacket',
 ];
 
 export function createLogger(level: string): Logger {

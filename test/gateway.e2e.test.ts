@@ -276,8 +276,10 @@ describe('X-Cashu: pay per request', () => {
     const err = await apiError(
       client('unused').chat.completions.create({ model: 'gpt-test', messages, max_tokens: 1 }, { headers: { 'X-Cashu': token } }),
     );
-    // 20 msats cannot cover the reservation: refused before the mint is asked.
+    // 20 msats cannot cover the reservation: refused before the mint is asked. The X-Cashu
+    // header of the answer is not a payment request, which a Routstr client would take for change.
     expect(err.status).toBe(402);
+    expect(err.headers?.get('x-cashu')).toBeNull();
     expect(await proofStates(mintUrl, token)).toEqual(['UNSPENT', 'UNSPENT']);
 
     const big = await mintToken(mintUrl, 30);

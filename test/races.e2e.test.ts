@@ -140,4 +140,31 @@ describe(`races${onPostgres ? ' across two instances' : ''}`, () => {
     expect(charged + refundedSats * 1000 + key.balance).toBe(10_000 + 8 * 5_000);
     expect(key.reserved).toBe(0);
   });
+
+  it('credits a token once when it tops up one key while being used as a key itself', async () => {
+    const gw0 = gateways[0]!;
+    const created = await fetch(`${gw0.url}/v1/balance/create`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ initial_balance_token: await mintToken(mintUrl, 2) }),
+    });
+    const { api_key } = (await created.json()) as { api_key: string };
+    const token = await mintToken(mintUrl, 30);
+    const before = await gw0.ledger.totals();
+    const [topup, asKey, asX] = await Promise.all([
+      fetch(`${gw0.url}/v1/balance/topup`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${api_key}` },
+        body: JSON.stringify({ cashu_token: token }),
+      }).then(async (r) => ({ status: r.status, json: (await r.json()) as Record<string, any> })),
+      chat(gateways[gateways.length - 1]!, { authorization: `Bearer ${token}` }),
+      chat(gw0, { 'x-cashu': token }),
+    ]);
+    for (const r of [topup, asKey, asX]) expect([200, 400]).toContain(r.status);
+    expect((await gw0.ledger.totals()).credited - before.credited).toBe(30_000);
+    const toppedUp = topup.status === 200;
+    expect(topup.json.msats ?? 0).toBe(toppedUp ? 30_000 : 0);
+    const key = (await gw0.ledger.getKey(api_key.slice(3)))!;
+    expect(key.balance).toBe(2_000 + (toppedUp ? 30_000 : 0));
+  });
 });

@@ -261,6 +261,17 @@ describe('the README start command', () => {
       expect((await call({ authorization: 'Bearer cashuBbroken' })).status).toBe(400);
       upstream.modes.push('fail_500');
       expect((await call({ authorization: `Bearer ${bearer}` })).status).toBe(502);
+      // A header too large for the server: Node's parse error carries the raw request bytes.
+      const { request } = await import('node:http');
+      await new Promise<void>((done) => {
+        const r = request(`${base}/chat/completions`, { method: 'POST', headers: { authorization: `Bearer cashuBsecretmarker${'A'.repeat(70_000)}` } });
+        r.on('response', (res) => {
+          expect(res.statusCode).toBe(431);
+          res.resume().on('end', done);
+        });
+        r.on('error', () => done());
+        r.end();
+      });
       const refund = await fetch(`${base}/balance/refund`, { method: 'POST', headers: { authorization: `Bearer ${bearer}` } });
       const refundToken = ((await refund.json()) as { token: string }).token;
       await new Promise((r) => setTimeout(r, 200));
@@ -268,6 +279,8 @@ describe('the README start command', () => {
         expect(out).not.toContain(secret);
       }
       expect(out).not.toMatch(/cashu[AB][A-Za-z0-9_-]{20}/);
+      expect(out).not.toContain('secretmarker');
+      expect(out).not.toContain('rawPacket');
     } finally {
       proc.kill('SIGTERM');
     }

@@ -62,7 +62,7 @@ function neverSent(e: unknown): boolean {
  */
 export class CashuWallets {
   readonly #wallets = new Map<string, Promise<Wallet>>();
-  readonly #inflight = new Map<string, Promise<KeyRow>>();
+  readonly #inflight = new Map<string, { keyHash: string; done: Promise<KeyRow> }>();
   readonly #ledger: Ledger;
   readonly #log: Logger;
   /** Trusted mints, primary first: the order refunds are paid from. */
@@ -156,12 +156,18 @@ export class CashuWallets {
    * one swap; a token already credited returns its key without touching the mint.
    */
   redeem(info: TokenInfo, keyHash: string): Promise<KeyRow> {
-    let p = this.#inflight.get(info.hash);
-    if (!p) {
-      p = this.#redeem(info, keyHash, true).finally(() => this.#inflight.delete(info.hash));
-      this.#inflight.set(info.hash, p);
+    const running = this.#inflight.get(info.hash);
+    if (running) {
+      if (running.keyHash === keyHash) return running.done;
+      // The same token is being redeemed for another key: once that settles, decide afresh.
+      return running.done.then(
+        () => this.redeem(info, keyHash),
+        () => this.redeem(info, keyHash),
+      );
     }
-    return p;
+    const done = this.#redeem(info, keyHash, true).finally(() => this.#inflight.delete(info.hash));
+    this.#inflight.set(info.hash, { keyHash, done });
+    return done;
   }
 
   async #redeem(info: TokenInfo, keyHash: string, retry: boolean): Promise<KeyRow> {

@@ -60,11 +60,14 @@ export class Engine {
     return this.#trusted;
   }
 
-  paymentRequired(msats: number, code: string, message: string): GatewayError {
-    return new GatewayError(402, code, message, {
-      headers: { 'x-cashu': paymentRequest(msats, this.#wallets.mints, this.#wallets.p2pk.pubkey), 'cache-control': 'no-store' },
-      extra: { amount_required_msats: msats },
-    });
+  /**
+   * 402. A client that paid with X-Cashu reads that header back as its refund (Routstr's
+   * clients do), so it only carries a NUT-18 payment request when no token was presented.
+   */
+  paymentRequired(msats: number, code: string, message: string, presentedXCashu = false): GatewayError {
+    const headers: Record<string, string> = { 'cache-control': 'no-store' };
+    if (!presentedXCashu) headers['x-cashu'] = paymentRequest(msats, this.#wallets.mints, this.#wallets.p2pk.pubkey);
+    return new GatewayError(402, code, message, { headers, extra: { amount_required_msats: msats } });
   }
 
   /** Finds who pays and reserves the job's maximum cost from their balance. */
@@ -86,6 +89,7 @@ export class Engine {
             job.maxMsats,
             'insufficient_balance',
             `Insufficient payment: this request needs up to ${job.maxMsats} msats; the token is worth ${info.msats} msats.`,
+            payment.xCashu !== undefined,
           );
         }
         await this.#wallets.redeem(info, keyHash);
@@ -105,10 +109,14 @@ export class Engine {
         job.maxMsats,
         'insufficient_balance',
         `Insufficient balance: this request needs up to ${job.maxMsats} msats; ${available} msats available.`,
+        payment.xCashu !== undefined,
       );
       // A one-shot payer whose token fell short (mint fees) gets it back at once.
       const refund = payment.xCashu !== undefined ? await this.#change(keyHash) : undefined;
-      if (refund) err.extra.refund_token = refund;
+      if (refund) {
+        err.extra.refund_token = refund;
+        err.headers['x-cashu'] = refund;
+      }
       throw err;
     }
     return { keyHash, reservationId, oneShot: payment.xCashu !== undefined };

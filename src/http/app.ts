@@ -42,6 +42,13 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     bodyLimit: deps.cfg.BODY_LIMIT_BYTES,
     serverFactory: (handler) => createServer({ maxHeaderSize: MAX_HEADER_BYTES }, handler),
     requestTimeout: 0,
+    // The default handler logs the error with the raw request bytes (tokens included) at trace.
+    clientErrorHandler: (err: NodeJS.ErrnoException, socket) => {
+      deps.log.debug({ code: err.code }, 'malformed HTTP request');
+      if (!socket.writable) return socket.destroy();
+      const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+      socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    },
   });
 
   app.setErrorHandler((err: FastifyError, req, reply) => {

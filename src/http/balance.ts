@@ -68,8 +68,9 @@ export function balanceRoutes(app: FastifyInstance, deps: { ledger: Ledger; wall
     if (!raw) throw new GatewayError(400, 'invalid_cashu_token', 'Send the token as cashu_token.');
     const tok = inspectToken(raw, trusted);
     await wallets.redeem(tok, hash);
-    const row = await ledger.getToken(tok.hash);
-    return { msats: row?.msats ?? 0 };
+    const row = (await ledger.getToken(tok.hash))!;
+    if (row.keyHash !== hash) throw new GatewayError(400, 'cashu_token_already_spent', 'This Cashu token has already been spent.');
+    return { msats: row.msats ?? 0 };
   };
 
   const refund = async (req: FastifyRequest) => {

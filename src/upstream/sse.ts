@@ -8,7 +8,12 @@ export class SseSplitter {
 
   push(chunk: Uint8Array): string[] {
     this.#buf += this.#decoder.decode(chunk, { stream: true });
-    if (this.#buf.includes('\r')) this.#buf = this.#buf.replace(/\r\n?/g, '\n');
+    if (this.#buf.includes('\r')) {
+      // A trailing CR may be the first half of a CRLF split across chunks: keep it for later.
+      const held = this.#buf.endsWith('\r');
+      const body = held ? this.#buf.slice(0, -1) : this.#buf;
+      this.#buf = body.replace(/\r\n?/g, '\n') + (held ? '\r' : '');
+    }
     const events: string[] = [];
     let at: number;
     while ((at = this.#buf.indexOf('\n\n')) !== -1) {
@@ -21,7 +26,7 @@ export class SseSplitter {
 
   /** Whatever is left when the stream ends without a final blank line. */
   flush(): string[] {
-    const rest = (this.#buf + this.#decoder.decode()).trim();
+    const rest = (this.#buf + this.#decoder.decode()).replace(/\r\n?/g, '\n').trim();
     this.#buf = '';
     return rest ? [rest] : [];
   }

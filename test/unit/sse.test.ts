@@ -17,6 +17,12 @@ describe('SseSplitter', () => {
     expect(s.push(enc(': keep-alive\r\n\r\ndata: 1\r\n\r\ndata: 2\r\n\r\n'))).toEqual([': keep-alive', 'data: 1', 'data: 2']);
   });
 
+  it('keeps a CRLF split between chunks as one line break', () => {
+    const s = new SseSplitter();
+    expect(s.push(enc('event: delta\r'))).toEqual([]);
+    expect(s.push(enc('\ndata: {}\r\n\r\n'))).toEqual(['event: delta\ndata: {}']);
+  });
+
   it('keeps a multi-byte character split between chunks intact', () => {
     const s = new SseSplitter();
     const bytes = enc('data: "€"\n\n');
