@@ -351,7 +351,9 @@ export class CashuWallets {
     let preview: SwapPreview;
     try {
       wallet = await this.wallet(mint, unit);
-      preview = await wallet.prepareSwapToSend(amount, inputs.map(toProof), { includeFees: true });
+      // The token is worth exactly what was booked; redeeming it costs the holder the mint's fee,
+      // as any token from that mint does, whichever way the refund was made.
+      preview = await wallet.prepareSwapToSend(amount, inputs.map(toProof), { includeFees: false });
     } catch (e) {
       await this.#ledger.abandonRefund(opId);
       this.#log.warn({ mint, err: (e as Error).message }, 'refund swap could not be prepared');

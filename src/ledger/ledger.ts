@@ -70,6 +70,8 @@ export interface Totals {
   refunded: number;
   /** Earnings the operator has taken out. */
   withdrawn: number;
+  /** Input fees mints took on the gateway's own swaps (refunds, change, sweeps): the operator's cost. */
+  fees: number;
   balances: number;
   reserved: number;
 }
@@ -213,3 +215,11 @@ export function isLocked(p: Pick<StoredProof, 'secret'>): boolean {
 
 /** The state a proof set aside for an operation returns to if the operation does not happen. */
 export const RELEASED_STATE_SQL = `CASE WHEN secret LIKE '["P2PK"%' THEN 'locked' ELSE 'unspent' END`;
+
+/** What a swap cost in mint fees, in the keyset's unit: value in, minus value kept and paid out. */
+export function swapFee(inputs: StoredProof[], keep: StoredProof[], paidOut: number): number {
+  let fee = -paidOut;
+  for (const p of inputs) fee += p.amount;
+  for (const p of keep) fee -= p.amount;
+  return Math.max(0, fee);
+}

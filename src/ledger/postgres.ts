@@ -5,6 +5,7 @@ import {
   OPERATOR,
   RELEASED_STATE_SQL,
   pickProofs,
+  swapFee,
   type KeyRow,
   type Ledger,
   type MintOp,
@@ -320,6 +321,8 @@ export class PostgresLedger implements Ledger {
       if (!(await this.#finishOp(c, opId, 'done', now))) throw new Error(`mint op ${opId} is not pending`);
       await c.query(`UPDATE proofs SET state = 'spent' WHERE secret = ANY($1)`, [op.inputs.map((p) => p.secret)]);
       await this.#insertProofs(c, proofs, op.mint, op.unit, 'unspent', opId, now);
+      const fee = swapFee(op.inputs, proofs, 0) * MSATS_PER[op.unit];
+      if (fee > 0) await this.#entry(c, OPERATOR, 'fee', fee, opId, now);
     });
   }
 
@@ -455,7 +458,7 @@ export class PostgresLedger implements Ledger {
       await c.query('SELECT pg_advisory_xact_lock(4242002)');
       const earnings = (await this.#one(
         `SELECT COALESCE(SUM(CASE kind WHEN 'charge' THEN msats ELSE -msats END), 0) AS msats
-         FROM entries WHERE kind IN ('charge', 'withdraw')`,
+         FROM entries WHERE kind IN ('charge', 'withdraw', 'fee')`,
         [],
         c,
       ))!.msats as number;
@@ -497,8 +500,10 @@ export class PostgresLedger implements Ledger {
       const fresh = r.sent.filter((p) => !op.inputs.some((i) => i.secret === p.secret));
       await this.#insertProofs(c, fresh, op.mint, op.unit, 'sent', r.opId, now);
       await this.#insertProofs(c, r.keep, op.mint, op.unit, 'unspent', r.opId, now);
-      const row = await this.#one(`UPDATE refunds SET token = $1, state = 'done' WHERE op_id = $2 RETURNING *`, [r.token, r.opId], c);
-      return refundRow(row!);
+      const refund = refundRow((await this.#one(`UPDATE refunds SET token = $1, state = 'done' WHERE op_id = $2 RETURNING *`, [r.token, r.opId], c))!);
+      const fee = swapFee(op.inputs, r.keep, refund.amount) * MSATS_PER[op.unit];
+      if (fee > 0) await this.#entry(c, OPERATOR, 'fee', fee, r.opId, now);
+      return refund;
     });
   }
 
@@ -548,12 +553,13 @@ export class PostgresLedger implements Ledger {
   }
 
   async totals(): Promise<Totals> {
-    const t: Totals = { credited: 0, charged: 0, refunded: 0, withdrawn: 0, balances: 0, reserved: 0 };
+    const t: Totals = { credited: 0, charged: 0, refunded: 0, withdrawn: 0, fees: 0, balances: 0, reserved: 0 };
     for (const r of (await this.#pool.query('SELECT kind, COALESCE(SUM(msats), 0) AS msats FROM entries GROUP BY kind')).rows as Row[]) {
       if (r.kind === 'credit') t.credited = r.msats as number;
       else if (r.kind === 'charge') t.charged = r.msats as number;
       else if (r.kind === 'refund') t.refunded = r.msats as number;
       else if (r.kind === 'withdraw') t.withdrawn = r.msats as number;
+      else if (r.kind === 'fee') t.fees = r.msats as number;
     }
     const k = (await this.#one('SELECT COALESCE(SUM(balance), 0) AS balance, COALESCE(SUM(reserved), 0) AS reserved FROM keys', []))!;
     t.balances = (k.balance as number) - (k.reserved as number);

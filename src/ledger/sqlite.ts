@@ -7,6 +7,7 @@ import {
   OPERATOR,
   RELEASED_STATE_SQL,
   pickProofs,
+  swapFee,
   type KeyRow,
   type Ledger,
   type MintOp,
@@ -192,7 +193,7 @@ export class SqliteLedger implements Ledger {
       entry: p('INSERT INTO entries (key_hash, kind, msats, ref, created_at) VALUES (?, ?, ?, ?, ?)'),
       earnings: p(
         `SELECT COALESCE(SUM(CASE kind WHEN 'charge' THEN msats ELSE -msats END), 0) AS msats
-         FROM entries WHERE kind IN ('charge', 'withdraw')`,
+         FROM entries WHERE kind IN ('charge', 'withdraw', 'fee')`,
       ),
       sumEntries: p(`SELECT kind, COALESCE(SUM(msats), 0) AS msats FROM entries GROUP BY kind`),
       sumKeys: p('SELECT COALESCE(SUM(balance), 0) AS balance, COALESCE(SUM(reserved), 0) AS reserved FROM keys'),
@@ -337,6 +338,8 @@ export class SqliteLedger implements Ledger {
       if (this.#s.setOpState!.run('done', now, opId).changes !== 1) throw new Error(`mint op ${opId} is not pending`);
       for (const pr of op.inputs) this.#s.setProofState!.run('spent', opId, pr.secret);
       this.#insertProofs(proofs, op.mint, op.unit, 'unspent', opId, now);
+      const fee = swapFee(op.inputs, proofs, 0) * MSATS_PER[op.unit];
+      if (fee > 0) this.#s.entry!.run(OPERATOR, 'fee', fee, opId, now);
     });
   }
 
@@ -474,7 +477,10 @@ export class SqliteLedger implements Ledger {
       this.#insertProofs(fresh, op.mint, op.unit, 'sent', r.opId, now);
       this.#insertProofs(r.keep, op.mint, op.unit, 'unspent', r.opId, now);
       this.#s.finishRefund!.run(r.token, r.opId);
-      return refundRow(this.#s.refundOfOp!.get(r.opId) as Row);
+      const refund = refundRow(this.#s.refundOfOp!.get(r.opId) as Row);
+      const fee = swapFee(op.inputs, r.keep, refund.amount) * MSATS_PER[op.unit];
+      if (fee > 0) this.#s.entry!.run(OPERATOR, 'fee', fee, r.opId, now);
+      return refund;
     });
   }
 
@@ -523,12 +529,13 @@ export class SqliteLedger implements Ledger {
   }
 
   async totals(): Promise<Totals> {
-    const t: Totals = { credited: 0, charged: 0, refunded: 0, withdrawn: 0, balances: 0, reserved: 0 };
+    const t: Totals = { credited: 0, charged: 0, refunded: 0, withdrawn: 0, fees: 0, balances: 0, reserved: 0 };
     for (const r of this.#s.sumEntries!.all() as Row[]) {
       if (r.kind === 'credit') t.credited = r.msats as number;
       else if (r.kind === 'charge') t.charged = r.msats as number;
       else if (r.kind === 'refund') t.refunded = r.msats as number;
       else if (r.kind === 'withdraw') t.withdrawn = r.msats as number;
+      else if (r.kind === 'fee') t.fees = r.msats as number;
     }
     const k = this.#s.sumKeys!.get() as Row;
     t.balances = (k.balance as number) - (k.reserved as number);

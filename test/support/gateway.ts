@@ -71,6 +71,6 @@ export async function expectLedgerConserved(ledger: Ledger, mints: readonly stri
       }
     }
   }
-  expect(held).toBe(t.credited - t.refunded - t.withdrawn);
-  expect(t.withdrawn).toBeLessThanOrEqual(t.charged);
+  expect(held).toBe(t.credited - t.refunded - t.withdrawn - t.fees);
+  expect(t.withdrawn + t.fees).toBeLessThanOrEqual(t.charged);
 }

@@ -20,7 +20,7 @@ export function ensureNutshell(): string {
 }
 
 /** Starts nutshell with its FakeWallet backend (sat and msat keysets) on a free loopback port. */
-export async function startMint(opts: { port?: number; dir?: string } = {}): Promise<RunningMint> {
+export async function startMint(opts: { port?: number; dir?: string; inputFeePpk?: number } = {}): Promise<RunningMint> {
   const bin = ensureNutshell();
   const port = opts.port ?? (await freePort());
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'nutshell-'));
@@ -38,7 +38,7 @@ export async function startMint(opts: { port?: number; dir?: string } = {}): Pro
       MINT_LISTEN_HOST: '127.0.0.1',
       MINT_LISTEN_PORT: String(port),
       MINT_DATABASE: join(dir, 'db'),
-      MINT_INPUT_FEE_PPK: '0',
+      MINT_INPUT_FEE_PPK: String(opts.inputFeePpk ?? 0),
       FAKEWALLET_DELAY_INCOMING_PAYMENT: '0',
       FAKEWALLET_DELAY_OUTGOING_PAYMENT: '0',
       MINT_RATE_LIMIT: 'FALSE',
