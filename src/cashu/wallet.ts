@@ -12,7 +12,7 @@ import {
 import type { Logger } from 'pino';
 import { GatewayError } from '../engine/errors.ts';
 import { MSATS_PER, isLocked, type KeyRow, type Ledger, type MintOp, type RefundRow, type StoredProof, type Unit } from '../ledger/ledger.ts';
-import type { TokenInfo } from './token.ts';
+import { sha256Hex, type TokenInfo } from './token.ts';
 import { spendableOnlyByUs, type P2pkKey } from './p2pk.ts';
 import { crashPoint } from './crash.ts';
 
@@ -288,12 +288,16 @@ export class CashuWallets {
     return (await this.#refund(keyHash, true))!;
   }
 
-  /** Change after a one-shot request: the refundable balance as a token, or undefined if none. */
-  async change(keyHash: string): Promise<RefundRow | undefined> {
-    return this.#refund(keyHash, false);
+  /**
+   * Change after a one-shot request: the refundable balance as a token, or undefined if none.
+   * With `lockTo` (a compressed pubkey) the token is P2PK-locked to it (NUT-11), so it can travel
+   * in a public Nostr event and still be spendable only by its owner.
+   */
+  async change(keyHash: string, lockTo?: string): Promise<RefundRow | undefined> {
+    return this.#refund(keyHash, false, lockTo);
   }
 
-  async #refund(keyHash: string, retry: boolean): Promise<RefundRow | undefined> {
+  async #refund(keyHash: string, retry: boolean, lockTo?: string): Promise<RefundRow | undefined> {
     const opId = randomUUID();
     const r = await this.#ledger.startRefund({ keyHash, opId, refundId: randomUUID(), mints: [...this.mints] });
     switch (r.kind) {
@@ -315,15 +319,57 @@ export class CashuWallets {
           await this.#awaitOp(latest.opId);
           const again = await this.#ledger.latestRefund(keyHash);
           if (again?.state === 'done') return again;
-          if (!again || again.opId !== latest.opId) return this.#refund(keyHash, retry);
+          if (!again || again.opId !== latest.opId) return this.#refund(keyHash, retry, lockTo);
           throw mintUnreachable();
         }
         if (latest) return latest;
         throw new GatewayError(400, 'balance_too_low', 'There is no balance to refund on this key.');
       }
       case 'started':
-        return this.#payRefund(r.refund, r.inputs);
+        return this.#payRefund(r.refund, r.inputs, lockTo);
     }
+  }
+
+  /**
+   * Mints the ecash a paid NUT-04 quote is owed to the gateway and credits `keyHash`, through the
+   * same journaled path as a token: outputs written first, signatures recoverable (NUT-09).
+   * Returns undefined while the quote is unpaid.
+   */
+  async redeemQuote(q: { mint: string; unit: Unit; quote: string; amount: number; keyHash: string }): Promise<KeyRow | undefined> {
+    const tokenHash = sha256Hex(`quote ${q.mint} ${q.quote}`);
+    const known = await this.#ledger.getToken(tokenHash);
+    if (known?.state === 'credited') return this.#ledger.getKey(known.keyHash);
+    if (known && (await this.#awaitOp(known.opId)) !== 'failed') {
+      const again = await this.#ledger.getToken(tokenHash);
+      return again?.state === 'credited' ? this.#ledger.getKey(again.keyHash) : undefined;
+    }
+    const wallet = await this.#walletOr503(q.mint, q.unit);
+    const state = (await wallet.checkMintQuoteBolt11(q.quote)).state;
+    if (state !== 'PAID') return undefined;
+    const preview = await wallet.prepareMint('bolt11', q.amount, { quote: q.quote });
+    const opId = randomUUID();
+    const started = await this.#ledger.startRedemption({
+      tokenHash,
+      keyHash: q.keyHash,
+      opId,
+      mint: q.mint,
+      unit: q.unit,
+      inputs: [],
+      outputs: preview.outputData.map((o) => ({ send: false, o: OutputData.serialize(o) })),
+    });
+    if (!started.started) return this.redeemQuote(q);
+    let proofs: StoredProof[];
+    try {
+      proofs = (await wallet.completeMint(preview)).map(toStored);
+    } catch (e) {
+      if (neverSent(e) || (isMintOperationError(e) && e.code !== 20002)) {
+        await this.#ledger.abandonRedemption(tokenHash, opId);
+        throw isMintOperationError(e) ? new GatewayError(502, 'mint_quote_failed', e.message) : mintUnreachable();
+      }
+      if ((await this.#recover(opId, false)) === 'done') return this.#ledger.getKey(q.keyHash);
+      throw await this.#stillOpen(opId);
+    }
+    return this.#ledger.finishRedemption({ tokenHash, opId, proofs, creditMsats: sum(proofs) * MSATS_PER[q.unit] });
   }
 
   /** The operator's earnings as a token, booked in the same transaction that sets the proofs aside. */
@@ -336,12 +382,12 @@ export class CashuWallets {
     return this.#payRefund(r.refund, r.inputs);
   }
 
-  async #payRefund(refund: RefundRow, inputs: StoredProof[]): Promise<RefundRow> {
+  async #payRefund(refund: RefundRow, inputs: StoredProof[], lockTo?: string): Promise<RefundRow> {
     const { mint, unit, amount, opId } = refund;
     crashPoint('refund:after-debit');
     // Our own proofs that add up exactly are handed over as they are: no mint call at all. Proofs
-    // locked to our key are useless to anyone else, so those are always swapped.
-    if (sum(inputs) === amount && !inputs.some(isLocked)) {
+    // locked to our key are useless to anyone else, and change to lock needs new outputs: swap.
+    if (sum(inputs) === amount && !inputs.some(isLocked) && !lockTo) {
       const token = getEncodedToken({ mint, unit, proofs: inputs.map(toProof) });
       const done = await this.#ledger.finishRefund({ opId, token, sent: inputs, keep: [] });
       crashPoint('refund:after-commit');
@@ -353,7 +399,12 @@ export class CashuWallets {
       wallet = await this.wallet(mint, unit);
       // The token is worth exactly what was booked; redeeming it costs the holder the mint's fee,
       // as any token from that mint does, whichever way the refund was made.
-      preview = await wallet.prepareSwapToSend(amount, inputs.map(toProof), { includeFees: false });
+      preview = await wallet.prepareSwapToSend(
+        amount,
+        inputs.map(toProof),
+        { includeFees: false },
+        lockTo ? { send: { type: 'p2pk', options: { pubkey: lockTo } } } : undefined,
+      );
     } catch (e) {
       await this.#ledger.abandonRefund(opId);
       this.#log.warn({ mint, err: (e as Error).message }, 'refund swap could not be prepared');
@@ -501,6 +552,12 @@ export class CashuWallets {
         }
         await this.#complete(op, send, keep);
         return 'done';
+      }
+      // A quote minted to us has no inputs: without signatures, it may be minted again once released.
+      if (op.inputs.length === 0) {
+        if (!abandonIfUnspent) return 'pending';
+        await this.#abandon(op);
+        return 'failed';
       }
       const states = await wallet.checkProofsStates(op.inputs.map((p) => ({ secret: p.secret, id: p.id })));
       if (states.some((s) => s.state === 'PENDING')) return 'pending';

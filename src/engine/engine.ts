@@ -15,6 +15,8 @@ import { countText } from './tokens.ts';
 export interface Payment {
   xCashu?: string | undefined;
   bearer?: string | undefined;
+  /** Lock a one-shot payer's change to this compressed pubkey (NUT-11). */
+  lockChangeTo?: string | undefined;
 }
 
 export interface Payer {
@@ -22,6 +24,7 @@ export interface Payer {
   reservationId: string;
   /** Paid by `X-Cashu`: whatever the request does not cost comes back as change. */
   oneShot: boolean;
+  lockChangeTo?: string | undefined;
 }
 
 export interface Receipt {
@@ -101,6 +104,11 @@ export class Engine {
       if (!m || !(await this.#ledger.getKey(m[1]!))) throw new GatewayError(401, 'invalid_api_key', 'Invalid API key.');
       keyHash = m[1]!;
     }
+    return this.payFromKey(job, keyHash, { oneShot: payment.xCashu !== undefined, lockChangeTo: payment.lockChangeTo });
+  }
+
+  /** Reserves the job's maximum cost from a key already credited (a token, a paid quote, a nutzap). */
+  async payFromKey(job: Job, keyHash: string, opts: { oneShot: boolean; lockChangeTo?: string | undefined }): Promise<Payer> {
     const reservationId = randomUUID();
     if (!(await this.#ledger.reserve(keyHash, job.maxMsats, reservationId))) {
       const key = (await this.#ledger.getKey(keyHash))!;
@@ -109,34 +117,35 @@ export class Engine {
         job.maxMsats,
         'insufficient_balance',
         `Insufficient balance: this request needs up to ${job.maxMsats} msats; ${available} msats available.`,
-        payment.xCashu !== undefined,
+        opts.oneShot,
       );
       // A one-shot payer whose token fell short (mint fees) gets it back at once.
-      const refund = payment.xCashu !== undefined ? await this.#change(keyHash) : undefined;
+      const refund = opts.oneShot ? await this.#change(keyHash, opts.lockChangeTo) : undefined;
       if (refund) {
         err.extra.refund_token = refund;
         err.headers['x-cashu'] = refund;
       }
       throw err;
     }
-    return { keyHash, reservationId, oneShot: payment.xCashu !== undefined };
+    return { keyHash, reservationId, oneShot: opts.oneShot, lockChangeTo: opts.lockChangeTo };
   }
 
   /** Settles the charge and, for a one-shot payer, pays the rest back as change. */
-  async #settle(payer: Payer, cost: Cost): Promise<{ charged: number; balance: number; change?: string }> {
+  async #settle(payer: Payer | null, cost: Cost): Promise<{ charged: number; balance: number; change?: string }> {
+    if (!payer) return { charged: 0, balance: 0 };
     const s = await this.#ledger.settle(payer.reservationId, cost.totalMsats);
     if (s.chargedMsats < cost.totalMsats) {
       this.#log.warn({ short: cost.totalMsats - s.chargedMsats }, 'charge exceeded what the key holds');
     }
     if (!payer.oneShot) return { charged: s.chargedMsats, balance: s.balance };
-    const change = await this.#change(payer.keyHash);
+    const change = await this.#change(payer.keyHash, payer.lockChangeTo);
     const key = await this.#ledger.getKey(payer.keyHash);
     return { charged: s.chargedMsats, balance: key?.balance ?? 0, change };
   }
 
-  async #change(keyHash: string): Promise<string | undefined> {
+  async #change(keyHash: string, lockTo?: string): Promise<string | undefined> {
     try {
-      return (await this.#wallets.change(keyHash))?.token ?? undefined;
+      return (await this.#wallets.change(keyHash, lockTo))?.token ?? undefined;
     } catch (e) {
       // The balance stays on the key; POST /v1/balance/refund with the same token collects it.
       this.#log.warn({ err: (e as Error).message }, 'could not make change');
@@ -154,14 +163,15 @@ export class Engine {
     } catch {
       return;
     }
-    if (payer.oneShot) await this.#change(payer.keyHash);
+    if (payer.oneShot) await this.#change(payer.keyHash, payer.lockChangeTo);
   }
 
   /** Nothing is charged: the reservation is released and a one-shot payer gets everything back. */
-  async #fail(payer: Payer, err: GatewayError): Promise<GatewayError> {
+  async #fail(payer: Payer | null, err: GatewayError): Promise<GatewayError> {
+    if (!payer) return err;
     await this.#ledger.settle(payer.reservationId, 0);
     if (!payer.oneShot) return err;
-    const change = await this.#change(payer.keyHash);
+    const change = await this.#change(payer.keyHash, payer.lockChangeTo);
     if (!change) return err;
     return new GatewayError(err.status, err.code, err.message, {
       type: err.type,
@@ -170,7 +180,7 @@ export class Engine {
     });
   }
 
-  async #call(job: Job, payer: Payer, signal: AbortSignal | undefined) {
+  async #call(job: Job, payer: Payer | null, signal: AbortSignal | undefined) {
     let res;
     try {
       res = await this.#upstream.post(UPSTREAM_PATH[job.kind], JSON.stringify(job.body), signal);
@@ -185,7 +195,8 @@ export class Engine {
     return res;
   }
 
-  async complete(job: Job, payer: Payer, signal?: AbortSignal): Promise<{ body: Record<string, unknown>; receipt: Receipt }> {
+  /** Runs a job; a null payer is a free job (nothing reserved, nothing charged). */
+  async complete(job: Job, payer: Payer | null, signal?: AbortSignal): Promise<{ body: Record<string, unknown>; receipt: Receipt }> {
     const res = await this.#call(job, payer, signal);
     let body: Record<string, unknown>;
     try {
