@@ -76,6 +76,30 @@ const schema = z.object({
   CLIENT_STALL_TIMEOUT_MS: z.coerce.number().int().positive().default(60_000),
   BODY_LIMIT_BYTES: z.coerce.number().int().positive().default(10 * 1024 * 1024),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Requests a minute per client IP (token bucket: bursts up to this many); 0 turns the limit off. */
+  RATE_LIMIT_PER_MINUTE_IP: z.coerce.number().int().nonnegative().default(1200),
+  /** Requests a minute per API key (an sk- key, or the hash of a Cashu token or other Bearer value); 0: off. */
+  RATE_LIMIT_PER_MINUTE_KEY: z.coerce.number().int().nonnegative().default(600),
+  /**
+   * Client addresses come from X-Forwarded-For when the gateway is behind a proxy: `true` (trust
+   * every hop), a number of hops, or a comma list of proxy addresses/CIDRs. Unset: the socket's peer.
+   */
+  TRUST_PROXY: z
+    .string()
+    .default('')
+    .transform((s): boolean | number | string[] => {
+      const v = s.trim();
+      if (v === '' || v === 'false') return false;
+      if (v === 'true') return true;
+      if (/^\d+$/.test(v)) return Number(v);
+      return csv(v);
+    }),
+  /** Longest wait for a client's request headers (slow clients are cut off). */
+  HEADERS_TIMEOUT_MS: z.coerce.number().int().positive().default(30_000),
+  /** Longest wait for a client's whole request, headers and body; responses are never timed out. */
+  REQUEST_TIMEOUT_MS: z.coerce.number().int().positive().default(120_000),
+  /** When set, GET /metrics requires `Authorization: Bearer <this>`. */
+  METRICS_TOKEN: z.string().default(''),
 });
 
 export type Config = z.output<typeof schema>;

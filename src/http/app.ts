@@ -9,7 +9,10 @@ import { GatewayError } from '../engine/errors.ts';
 import type { Ledger } from '../ledger/ledger.ts';
 import { balanceRoutes } from './balance.ts';
 import { completionRoutes } from './completions.ts';
+import { healthRoutes } from './health.ts';
 import { infoRoutes } from './info.ts';
+import { Metrics } from './metrics.ts';
+import { rateLimit } from './rate-limit.ts';
 
 export interface AppDeps {
   cfg: Config;
@@ -34,25 +37,52 @@ function frameworkError(err: FastifyError): GatewayError {
   return new GatewayError(500, 'internal_error', 'Internal error.');
 }
 
+/**
+ * Slow clients are cut off while they send their request: the headers within HEADERS_TIMEOUT_MS
+ * and the whole request within REQUEST_TIMEOUT_MS. Neither applies once the request is in, so a
+ * long stream is never timed out. Node checks for expired requests every so often; the check
+ * runs often enough that a short timeout is kept to within a quarter of itself.
+ */
+function serverTimeouts(cfg: Config) {
+  const requestTimeout = cfg.REQUEST_TIMEOUT_MS;
+  // Node requires headersTimeout <= requestTimeout.
+  const headersTimeout = Math.min(cfg.HEADERS_TIMEOUT_MS, requestTimeout);
+  const connectionsCheckingInterval = Math.max(50, Math.min(30_000, Math.floor(headersTimeout / 4)));
+  return { headersTimeout, requestTimeout, connectionsCheckingInterval };
+}
+
+/** A number of hops, as a function: fastify's types leave the number form out. */
+function trustProxy(t: Config['TRUST_PROXY']): boolean | string[] | ((addr: string, hop: number) => boolean) {
+  return typeof t === 'number' ? (_addr, hop) => hop < t : t;
+}
+
 export function buildApp(deps: AppDeps): FastifyInstance {
   const app: FastifyInstance = Fastify({
     loggerInstance: deps.log as FastifyBaseLogger,
     // Per-request lines cost time on the hot path; errors are logged where they happen.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: deps.cfg.BODY_LIMIT_BYTES,
-    serverFactory: (handler) => createServer({ maxHeaderSize: MAX_HEADER_BYTES }, handler),
+    serverFactory: (handler) => createServer({ maxHeaderSize: MAX_HEADER_BYTES, ...serverTimeouts(deps.cfg) }, handler),
     requestTimeout: 0,
+    trustProxy: trustProxy(deps.cfg.TRUST_PROXY),
     // The default handler logs the error with the raw request bytes (tokens included) at trace.
     clientErrorHandler: (err: NodeJS.ErrnoException, socket) => {
       deps.log.debug({ code: err.code }, 'malformed HTTP request');
       if (!socket.writable) return socket.destroy();
-      const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+      const status =
+        err.code === 'HPE_HEADER_OVERFLOW'
+          ? '431 Request Header Fields Too Large'
+          : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+            ? '408 Request Timeout'
+            : '400 Bad Request';
       socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
     },
   });
 
+  const metrics = new Metrics(deps);
   app.setErrorHandler((err: FastifyError, req, reply) => {
     const e = err instanceof GatewayError ? err : frameworkError(err);
+    metrics.internalError(req, err, e.status);
     if (e.status >= 500 && !(err instanceof GatewayError)) req.log.error({ err }, 'unhandled error');
     else if (e.status >= 500) req.log.warn({ code: e.code, path: req.routeOptions.url }, e.message);
     reply.code(e.status).headers(e.headers).send(e.body());
@@ -61,8 +91,12 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     reply.code(404).send(new GatewayError(404, 'not_found', `No route for ${req.method} ${req.url.split('?')[0]}.`).body());
   });
 
+  // Metrics first: their hook must see requests the rate limit turns away.
+  metrics.attach(app);
+  rateLimit(app, { perMinuteIp: deps.cfg.RATE_LIMIT_PER_MINUTE_IP, perMinuteKey: deps.cfg.RATE_LIMIT_PER_MINUTE_KEY });
+  healthRoutes(app, deps);
   infoRoutes(app, deps);
   balanceRoutes(app, deps);
-  completionRoutes(app, { ...deps, stallMs: deps.cfg.CLIENT_STALL_TIMEOUT_MS });
+  completionRoutes(app, { ...deps, stallMs: deps.cfg.CLIENT_STALL_TIMEOUT_MS, metrics });
   return app;
 }

@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Engine, Payer, Receipt, StreamSink } from '../engine/engine.ts';
 import type { Catalog } from '../engine/catalog.ts';
 import { prepareJob, type Job, type JobKind } from '../engine/job.ts';
+import type { Metrics } from './metrics.ts';
 import { paymentOf } from './payment.ts';
 
 const ROUTES: Array<[string, JobKind]> = [
@@ -33,6 +34,7 @@ interface Deps {
   catalog: Catalog;
   /** A client that stops reading a stream for this long is treated as gone. */
   stallMs: number;
+  metrics?: Metrics | undefined;
 }
 
 async function serve(deps: Deps, req: FastifyRequest, reply: FastifyReply, job: Job, payer: Payer, ac: AbortController) {
@@ -45,6 +47,7 @@ async function serve(deps: Deps, req: FastifyRequest, reply: FastifyReply, job: 
   const sink: StreamSink = {
     open: () => {
       reply.hijack();
+      deps.metrics?.streamOpened(reply);
       raw.writeHead(200, {
         'content-type': 'text/event-stream; charset=utf-8',
         'cache-control': 'no-cache, no-transform',

@@ -1,5 +1,21 @@
+import { channel } from 'node:diagnostics_channel';
 import { Pool, type Dispatcher } from 'undici';
 import type { Config } from '../config.ts';
+
+/** What an observer of upstream calls (the metrics) learns about each one. */
+export interface UpstreamTiming {
+  /** The configuration the Upstream was built from: tells gateways in one process apart. */
+  source: object;
+  op: 'post' | 'models';
+  path: string;
+  /** The HTTP status, or 'error' when no response headers came (refused, timed out, aborted). */
+  status: number | 'error';
+  /** Time to the response headers. */
+  seconds: number;
+}
+
+/** Published once per upstream call, when its response headers arrive or it fails. */
+export const upstreamTimings = channel('cashu-gateway:upstream');
 
 export interface UpstreamModel {
   id: string;
@@ -15,6 +31,7 @@ export class Upstream {
   readonly #pool: Pool;
   readonly #prefix: string;
   readonly #headers: Record<string, string>;
+  readonly #source: object;
 
   constructor(cfg: Pick<Config, 'UPSTREAM_BASE_URL' | 'UPSTREAM_API_KEY' | 'UPSTREAM_HEADERS_TIMEOUT_MS' | 'UPSTREAM_BODY_TIMEOUT_MS' | 'UPSTREAM_CONNECTIONS'>) {
     const url = new URL(cfg.UPSTREAM_BASE_URL);
@@ -29,20 +46,41 @@ export class Upstream {
     });
     this.#headers = { 'content-type': 'application/json', 'user-agent': 'cashu-gateway' };
     if (cfg.UPSTREAM_API_KEY) this.#headers.authorization = `Bearer ${cfg.UPSTREAM_API_KEY}`;
+    this.#source = cfg;
+  }
+
+  /** `pool.request` resolves once the response headers are in: that is the latency timed. */
+  async #timed(op: UpstreamTiming['op'], path: string, call: Promise<Dispatcher.ResponseData>): Promise<Dispatcher.ResponseData> {
+    if (!upstreamTimings.hasSubscribers) return call;
+    const start = performance.now();
+    const publish = (status: UpstreamTiming['status']) =>
+      upstreamTimings.publish({ source: this.#source, op, path, status, seconds: (performance.now() - start) / 1000 } satisfies UpstreamTiming);
+    try {
+      const res = await call;
+      publish(res.statusCode);
+      return res;
+    } catch (e) {
+      publish('error');
+      throw e;
+    }
   }
 
   post(path: string, body: string, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
-    return this.#pool.request({
-      method: 'POST',
-      path: this.#prefix + path,
-      headers: this.#headers,
-      body,
-      signal,
-    });
+    return this.#timed(
+      'post',
+      path,
+      this.#pool.request({
+        method: 'POST',
+        path: this.#prefix + path,
+        headers: this.#headers,
+        body,
+        signal,
+      }),
+    );
   }
 
   async models(): Promise<UpstreamModel[]> {
-    const res = await this.#pool.request({ method: 'GET', path: `${this.#prefix}/models`, headers: this.#headers });
+    const res = await this.#timed('models', '/models', this.#pool.request({ method: 'GET', path: `${this.#prefix}/models`, headers: this.#headers }));
     if (res.statusCode !== 200) {
       await res.body.dump();
       throw new Error(`upstream /models answered ${res.statusCode}`);

@@ -1,0 +1,95 @@
+import { createHash } from 'node:crypto';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { GatewayError } from '../engine/errors.ts';
+import { paymentOf } from './payment.ts';
+
+/** Routes for machines that watch the gateway; they are never limited. */
+const EXEMPT = new Set(['/health', '/ready', '/metrics']);
+
+/**
+ * Token buckets, one per client: `perMinute` requests may come at once, and the bucket refills at
+ * `perMinute` a minute. Full buckets are forgotten, so memory follows the clients of the last minute.
+ */
+export class Buckets {
+  readonly #capacity: number;
+  readonly #perMs: number;
+  readonly #buckets = new Map<string, { tokens: number; at: number }>();
+
+  constructor(perMinute: number) {
+    this.#capacity = perMinute;
+    this.#perMs = perMinute / 60_000;
+  }
+
+  /** Takes one request from `id`'s bucket; returns 0, or the seconds until one is available. */
+  take(id: string, now = Date.now()): number {
+    const b = this.#buckets.get(id);
+    const tokens = b ? Math.min(this.#capacity, b.tokens + (now - b.at) * this.#perMs) : this.#capacity;
+    if (tokens >= 1) {
+      this.#buckets.set(id, { tokens: tokens - 1, at: now });
+      return 0;
+    }
+    this.#buckets.set(id, { tokens, at: now });
+    return Math.max(1, Math.ceil((1 - tokens) / this.#perMs / 1000));
+  }
+
+  /** Drops buckets that have refilled: they are the same as no bucket. */
+  sweep(now = Date.now()): void {
+    for (const [id, b] of this.#buckets) {
+      if (b.tokens + (now - b.at) * this.#perMs >= this.#capacity) this.#buckets.delete(id);
+    }
+  }
+
+  get size(): number {
+    return this.#buckets.size;
+  }
+}
+
+/**
+ * The key a request spends from, without a database read: an `sk-` key's hash, or the SHA-256
+ * of a Cashu token (the same hash its key gets, so a token and its `sk-` key share one limit), or
+ * of any other Bearer value. `X-Cashu` wins over `Authorization`, as in payment.
+ */
+export function rateKeyOf(req: FastifyRequest): string | undefined {
+  const { xCashu, bearer } = paymentOf(req);
+  const raw = xCashu ?? bearer;
+  if (!raw) return undefined;
+  const sk = /^sk-([0-9a-f]{64})$/.exec(raw);
+  if (sk) return sk[1];
+  return createHash('sha256').update(raw.replace(/^cashu:/, '')).digest('hex');
+}
+
+function limited(scope: 'IP address' | 'API key', perMinute: number, retryAfter: number): GatewayError {
+  return new GatewayError(429, 'rate_limit_exceeded', `Rate limit reached for this ${scope}: ${perMinute} requests per minute. Try again in ${retryAfter} s.`, {
+    type: 'rate_limit_error',
+    headers: { 'retry-after': String(retryAfter) },
+  });
+}
+
+/**
+ * Limits requests per client IP and per API key before anything else happens (no body is parsed,
+ * no token redeemed). 0 turns a limit off.
+ */
+export function rateLimit(app: FastifyInstance, opts: { perMinuteIp: number; perMinuteKey: number }): void {
+  const byIp = opts.perMinuteIp > 0 ? new Buckets(opts.perMinuteIp) : undefined;
+  const byKey = opts.perMinuteKey > 0 ? new Buckets(opts.perMinuteKey) : undefined;
+  if (!byIp && !byKey) return;
+  const sweeper = setInterval(() => {
+    byIp?.sweep();
+    byKey?.sweep();
+  }, 60_000);
+  sweeper.unref();
+  app.addHook('onClose', async () => clearInterval(sweeper));
+  app.addHook('onRequest', async (req) => {
+    if (EXEMPT.has(req.routeOptions.url ?? '')) return;
+    if (byIp) {
+      const wait = byIp.take(req.ip);
+      if (wait) throw limited('IP address', opts.perMinuteIp, wait);
+    }
+    if (byKey) {
+      const key = rateKeyOf(req);
+      if (key === undefined) return;
+      const wait = byKey.take(key);
+      if (wait) throw limited('API key', opts.perMinuteKey, wait);
+    }
+  });
+}
