@@ -1,4 +1,6 @@
-import { pino, type Logger } from 'pino';
+import { createRequire } from 'node:module';
+import { pino, type DestinationStream, type Logger } from 'pino';
+import type pinoPretty from 'pino-pretty';
 
 /** Credentials and ecash travel in these fields; they never reach a log line. */
 const REDACT = [
@@ -15,6 +17,20 @@ const REDACT = [
   'rawPacket',
 ];
 
+/**
+ * Human-readable lines when a person watches (stdout is a terminal), JSON lines otherwise (a log
+ * collector, a pipe, a file). LOG_FORMAT=json or LOG_FORMAT=pretty overrides the guess.
+ */
+function prettyStream(): DestinationStream | undefined {
+  const format = process.env.LOG_FORMAT;
+  if (format === 'json' || (format !== 'pretty' && !process.stdout.isTTY)) return undefined;
+  // Loaded only here: a production process writing JSON never pays for it.
+  const pretty = createRequire(import.meta.url)('pino-pretty') as typeof pinoPretty;
+  return pretty({ sync: true, colorize: Boolean(process.stdout.isTTY), translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service' });
+}
+
 export function createLogger(level: string): Logger {
-  return pino({ level, redact: { paths: REDACT, censor: '[redacted]' }, base: { service: 'cashu-gateway' } });
+  const opts = { level, redact: { paths: REDACT, censor: '[redacted]' }, base: { service: 'cashu-gateway' } };
+  const pretty = prettyStream();
+  return pretty ? pino(opts, pretty) : pino(opts);
 }
