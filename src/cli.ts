@@ -1,10 +1,14 @@
 #!/usr/bin/env node
+import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { setGlobalRequestOptions } from '@cashu/cashu-ts';
 import { CashuWallets } from './cashu/wallet.ts';
 import { loadP2pkKey } from './cashu/p2pk.ts';
+import { ConfigError, loadConfig } from './config.ts';
 import { createLogger } from './log.ts';
 import { configOrExit, openLedger, serve } from './main.ts';
+import { checkDatabase, checkMint, checkRelay, checkUpstream, report, type Check } from './ops/doctor.ts';
+import { listModels, modelsTable } from './ops/models.ts';
 import { VERSION } from './version.ts';
 
 const HELP: Record<string, string> = {
@@ -15,6 +19,8 @@ Usage: cashu-gateway [command] [--help]
 Commands:
   serve      Start the gateway (the default). Configuration comes from the environment and .env.
   withdraw   Pay the operator's earnings out as a Cashu token, printed on standard output.
+  models     List the models the gateway serves and their prices.
+  doctor     Check the upstream, the mints, the database and the relays, and say how to fix problems.
 
 Run 'cashu-gateway <command> --help' for a command's details.`,
   serve: `Usage: cashu-gateway serve
@@ -28,7 +34,82 @@ of the gateway's wallet as a Cashu token at the first trusted mint that can pay 
 token on standard output. The withdrawal is booked in the same ledger transaction that sets the
 proofs aside, and the swap is journaled, so an interrupted withdrawal is settled on the next start.
 Uses DATABASE_URL and CASHU_MINTS from the environment.`,
+  models: `Usage: cashu-gateway models [--json]
+
+Lists the models the gateway would serve now, as the server builds the list: the upstream's
+GET /models, plus the ids in MODELS and MODEL_PRICES. For each: the price in msats per prompt and
+completion token (from MODEL_PRICES, or DEFAULT_PROMPT_MSATS_PER_TOKEN and
+DEFAULT_COMPLETION_MSATS_PER_TOKEN), the completion tokens reserved at most, the context length,
+the most one request can cost in sats, and where the model comes from.
+
+Options:
+  --json   Print a JSON array instead of a table.
+
+Exits 1 when the upstream cannot be listed (the configured models are still printed).`,
+  doctor: `Usage: cashu-gateway doctor
+
+Checks what the gateway depends on, with the configuration from the environment and .env:
+  - the configuration itself;
+  - the upstream: GET /models at UPSTREAM_BASE_URL, with UPSTREAM_API_KEY;
+  - each mint in CASHU_MINTS: /v1/info and /v1/keysets (an active sat or msat keyset), and whether it
+    supports NUT-11/12 (locked payments) and NUT-07/09 (crash recovery);
+  - the database at DATABASE_URL: opened, schema created or migrated, and read;
+  - each Nostr relay in RELAYS, when set: a WebSocket connection.
+Prints a table of what works and what does not, then the fix for each problem. Progress goes to
+standard error. Exits 0 when nothing failed (warnings allowed), 1 otherwise.`,
 };
+
+function loadEnvFile(): void {
+  if (existsSync('.env')) process.loadEnvFile('.env');
+}
+
+async function models(json: boolean): Promise<number> {
+  const cfg = configOrExit();
+  const log = createLogger(cfg.LOG_LEVEL === 'info' ? 'error' : cfg.LOG_LEVEL);
+  process.stderr.write(`listing models at ${cfg.UPSTREAM_BASE_URL}…\n`);
+  const { rows, upstreamError } = await listModels(cfg, log);
+  if (upstreamError) process.stderr.write(`could not list the upstream's models (${upstreamError}); showing the configured models only\n`);
+  if (json) process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+  else if (rows.length) process.stdout.write(`${modelsTable(rows)}\n`);
+  else process.stderr.write('no models: the upstream listed none and MODELS and MODEL_PRICES name none\n');
+  return upstreamError ? 1 : 0;
+}
+
+async function doctor(): Promise<number> {
+  loadEnvFile();
+  const checks: Check[] = [];
+  const step = async <T extends Check | Check[]>(what: string, run: () => Promise<T>): Promise<void> => {
+    process.stderr.write(`checking ${what}…\n`);
+    const r = await run();
+    checks.push(...(Array.isArray(r) ? r : [r]));
+  };
+  let cfg;
+  try {
+    cfg = loadConfig();
+    checks.push({ name: 'configuration', status: 'ok', detail: 'every variable is valid' });
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    checks.push({
+      name: 'configuration',
+      status: 'FAIL',
+      detail: e.problems.join('; '),
+      fix: 'Correct the variables named (environment or .env); the README lists each one with its format.',
+    });
+    process.stdout.write(report(checks));
+    return 1;
+  }
+  const c = cfg;
+  await step(`the upstream at ${c.UPSTREAM_BASE_URL}`, () => checkUpstream(c));
+  for (const mint of c.CASHU_MINTS) await step(`the mint at ${mint}`, () => checkMint(mint, c.MINT_TIMEOUT_MS));
+  await step('the database', () => checkDatabase(c.DATABASE_URL, openLedger));
+  const relays = (process.env.RELAYS ?? '')
+    .split(',')
+    .map((r) => r.trim())
+    .filter(Boolean);
+  for (const relay of relays) await step(`the relay at ${relay}`, () => checkRelay(relay));
+  process.stdout.write(report(checks));
+  return checks.some((x) => x.status === 'FAIL') ? 1 : 0;
+}
 
 async function withdraw(): Promise<number> {
   const cfg = configOrExit();
@@ -58,7 +139,11 @@ async function withdraw(): Promise<number> {
   }
 }
 
-const { positionals, values } = parseArgs({ allowPositionals: true, strict: false, options: { help: { type: 'boolean', short: 'h' }, version: { type: 'boolean' } } });
+const { positionals, values } = parseArgs({
+  allowPositionals: true,
+  strict: false,
+  options: { help: { type: 'boolean', short: 'h' }, version: { type: 'boolean' }, json: { type: 'boolean' } },
+});
 const command = positionals[0] ?? 'serve';
 if (values.version) {
   console.log(VERSION);
@@ -69,6 +154,10 @@ if (values.version) {
   console.log(positionals.length ? HELP[command] : HELP.main);
 } else if (command === 'serve') {
   await serve(configOrExit());
+} else if (command === 'models') {
+  process.exit(await models(values.json === true));
+} else if (command === 'doctor') {
+  process.exit(await doctor());
 } else {
   process.exit(await withdraw());
 }

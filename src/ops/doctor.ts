@@ -1,0 +1,204 @@
+import type { Config } from '../config.ts';
+import { Upstream } from '../upstream/client.ts';
+import type { Ledger } from '../ledger/ledger.ts';
+import { table } from './table.ts';
+
+export type Status = 'ok' | 'warn' | 'FAIL';
+
+export interface Check {
+  name: string;
+  status: Status;
+  detail: string;
+  /** What to do about a failure or warning. */
+  fix?: string | undefined;
+}
+
+/** How long any one check may take: a doctor that hangs is no help. */
+const CHECK_TIMEOUT_MS = 10_000;
+
+function errText(e: unknown): string {
+  const err = e as Error & { cause?: { code?: string; message?: string } };
+  const cause = err.cause?.code ?? err.cause?.message;
+  return cause && !err.message.includes(cause) ? `${err.message} (${cause})` : err.message;
+}
+
+async function getJson(url: string, timeoutMs: number): Promise<unknown> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), headers: { accept: 'application/json' } });
+  if (!res.ok) {
+    await res.body?.cancel();
+    throw new Error(`GET ${url} answered HTTP ${res.status}`);
+  }
+  return res.json();
+}
+
+export async function checkUpstream(cfg: Config): Promise<Check> {
+  const name = `upstream ${cfg.UPSTREAM_BASE_URL}`;
+  const timeout = Math.min(CHECK_TIMEOUT_MS, cfg.UPSTREAM_HEADERS_TIMEOUT_MS);
+  const upstream = new Upstream({ ...cfg, UPSTREAM_HEADERS_TIMEOUT_MS: timeout, UPSTREAM_BODY_TIMEOUT_MS: timeout });
+  const configured = new Set([...cfg.MODELS, ...Object.keys(cfg.MODEL_PRICES)]);
+  try {
+    const models = await upstream.models();
+    if (models.length === 0 && configured.size === 0) {
+      return {
+        name,
+        status: 'FAIL',
+        detail: 'GET /models lists no models, and none are configured',
+        fix: 'Pull or enable a model at the upstream, or name the models to serve in MODELS or MODEL_PRICES.',
+      };
+    }
+    const shown = models.slice(0, 3).map((m) => m.id).join(', ');
+    return { name, status: 'ok', detail: `${models.length} models listed${models.length ? ` (${shown}${models.length > 3 ? ', …' : ''})` : ''}` };
+  } catch (e) {
+    const msg = errText(e);
+    const status = /answered (\d{3})/.exec(msg)?.[1];
+    let fix = `Check that the upstream is running and that UPSTREAM_BASE_URL (${cfg.UPSTREAM_BASE_URL}) is its OpenAI-compatible base URL.`;
+    if (status === '401' || status === '403') fix = 'The upstream refused the credentials: set UPSTREAM_API_KEY to a valid key for it.';
+    else if (status === '404') fix = 'UPSTREAM_BASE_URL must include the API prefix, e.g. http://127.0.0.1:11434/v1 or https://openrouter.ai/api/v1.';
+    if (configured.size > 0) {
+      return { name, status: 'FAIL', detail: `${msg}; only the ${configured.size} configured models would be served`, fix };
+    }
+    return { name, status: 'FAIL', detail: msg, fix };
+  } finally {
+    await upstream.close();
+  }
+}
+
+interface MintInfo {
+  name?: string;
+  version?: string;
+  nuts?: Record<string, { supported?: boolean; disabled?: boolean } | undefined>;
+}
+
+interface Keysets {
+  keysets?: Array<{ id: string; unit: string; active: boolean; input_fee_ppk?: number }>;
+}
+
+export async function checkMint(mint: string, timeoutMs: number): Promise<Check[]> {
+  const name = `mint ${mint}`;
+  const timeout = Math.min(CHECK_TIMEOUT_MS, timeoutMs);
+  let info: MintInfo;
+  try {
+    info = (await getJson(`${mint}/v1/info`, timeout)) as MintInfo;
+  } catch (e) {
+    return [
+      {
+        name,
+        status: 'FAIL',
+        detail: errText(e),
+        fix: `Check that the mint is up and that CASHU_MINTS holds its base URL (${mint}/v1/info must answer).`,
+      },
+    ];
+  }
+  let keysets: Keysets;
+  try {
+    keysets = (await getJson(`${mint}/v1/keysets`, timeout)) as Keysets;
+  } catch (e) {
+    return [{ name, status: 'FAIL', detail: `/v1/info answers, /v1/keysets does not: ${errText(e)}`, fix: 'The mint must speak the Cashu v1 API (NUT-01, NUT-02).' }];
+  }
+  const active = (keysets.keysets ?? []).filter((k) => k.active);
+  const units = [...new Set(active.map((k) => k.unit))].filter((u) => u === 'sat' || u === 'msat');
+  const fees = [...new Set(active.filter((k) => units.includes(k.unit as 'sat')).map((k) => k.input_fee_ppk ?? 0))];
+  const about = `${info.name ?? 'unnamed'} ${info.version ?? ''}`.trim();
+  const checks: Check[] = [];
+  if (units.length === 0) {
+    checks.push({
+      name,
+      status: 'FAIL',
+      detail: `${about}: no active sat or msat keyset (active units: ${[...new Set(active.map((k) => k.unit))].join(', ') || 'none'})`,
+      fix: 'The gateway takes only sat and msat ecash: use a mint with a sat (or msat) keyset, or enable one at the mint.',
+    });
+  } else {
+    const fee = fees.some((f) => f > 0) ? `, input fee ${fees.join('/')} ppk` : '';
+    checks.push({ name, status: 'ok', detail: `${about}; keysets: ${units.join(', ')}${fee}` });
+  }
+  const supported = (n: string) => info.nuts?.[n]?.supported === true && info.nuts?.[n]?.disabled !== true;
+  const p2pk = supported('11') && supported('12');
+  checks.push({
+    name: `  NUT-11/12 (P2PK, DLEQ)`,
+    status: p2pk ? 'ok' : 'warn',
+    detail: p2pk ? 'supported: ecash locked to the gateway key is taken without a mint call' : `not advertised (NUT-11: ${supported('11') ? 'yes' : 'no'}, NUT-12: ${supported('12') ? 'yes' : 'no'})`,
+    fix: p2pk ? undefined : 'Locked (zero round-trip) payments will not work with this mint; plain tokens still do. Prefer a mint that supports NUT-11 and NUT-12.',
+  });
+  const recovery = supported('7') && supported('9');
+  checks.push({
+    name: `  NUT-07/09 (state, restore)`,
+    status: recovery ? 'ok' : 'warn',
+    detail: recovery ? 'supported: interrupted swaps can be settled after a crash' : `not advertised (NUT-07: ${supported('7') ? 'yes' : 'no'}, NUT-09: ${supported('9') ? 'yes' : 'no'})`,
+    fix: recovery ? undefined : 'Without proof-state checks and restore, a swap interrupted by a crash cannot be settled automatically. Prefer a mint that supports both.',
+  });
+  return checks;
+}
+
+export async function checkDatabase(url: string, open: (url: string) => Promise<Ledger>): Promise<Check> {
+  const shown = url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
+  const name = `database ${shown}`;
+  const pg = /^postgres(ql)?:/.test(url);
+  let ledger: Ledger | undefined;
+  try {
+    ledger = await Promise.race([
+      open(url),
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${CHECK_TIMEOUT_MS} ms`)), CHECK_TIMEOUT_MS).unref()),
+    ]);
+    const t = await ledger.totals();
+    return {
+      name,
+      status: 'ok',
+      detail: `opened, schema up to date; credited ${t.credited} msats, charged ${t.charged}, held on keys ${t.balances}`,
+    };
+  } catch (e) {
+    return {
+      name,
+      status: 'FAIL',
+      detail: errText(e),
+      fix: pg
+        ? 'Check that PostgreSQL is running and reachable, that the user and password in DATABASE_URL are right, and that the database exists (CREATE DATABASE …).'
+        : 'DATABASE_URL=sqlite:<path>: the file (and its folder) must be creatable and writable by this user, and not a corrupt or foreign database.',
+    };
+  } finally {
+    await ledger?.close().catch(() => {});
+  }
+}
+
+export async function checkRelay(url: string): Promise<Check> {
+  const name = `relay ${url}`;
+  const fix = 'Check the relay URL (ws:// or wss://) and that the relay is up; remove it from RELAYS if it is gone.';
+  const start = performance.now();
+  return new Promise<Check>((resolve) => {
+    let ws: WebSocket;
+    try {
+      ws = new WebSocket(url);
+    } catch (e) {
+      resolve({ name, status: 'FAIL', detail: errText(e), fix });
+      return;
+    }
+    const done = (c: Check) => {
+      clearTimeout(timer);
+      ws.onopen = ws.onerror = ws.onclose = null;
+      try {
+        ws.close();
+      } catch {
+        /* already closed */
+      }
+      resolve(c);
+    };
+    const timer = setTimeout(() => done({ name, status: 'FAIL', detail: `no WebSocket connection within ${CHECK_TIMEOUT_MS} ms`, fix }), CHECK_TIMEOUT_MS);
+    ws.onopen = () => done({ name, status: 'ok', detail: `WebSocket connected in ${Math.round(performance.now() - start)} ms` });
+    ws.onerror = (ev) => done({ name, status: 'FAIL', detail: `WebSocket connection failed${(ev as ErrorEvent).message ? `: ${(ev as ErrorEvent).message}` : ''}`, fix });
+    ws.onclose = () => done({ name, status: 'FAIL', detail: 'the connection closed before it opened', fix });
+  });
+}
+
+/** The report: a table of every check, then what to do about each problem. */
+export function report(checks: Check[]): string {
+  const rows = checks.map((c) => [c.name, c.status, c.detail]);
+  let out = table(['CHECK', 'STATUS', 'DETAIL'], rows);
+  const todo = checks.filter((c) => c.status !== 'ok' && c.fix);
+  if (todo.length) {
+    out += '\n\nTo fix:\n';
+    out += todo.map((c) => `- ${c.name.trim()} (${c.status}): ${c.fix}`).join('\n');
+  }
+  const failed = checks.filter((c) => c.status === 'FAIL').length;
+  const warned = checks.filter((c) => c.status === 'warn').length;
+  out += `\n\n${failed ? `${failed} failed` : 'all checks passed'}${warned ? `, ${warned} warning${warned > 1 ? 's' : ''}` : ''}\n`;
+  return out;
+}
