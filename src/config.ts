@@ -46,6 +46,24 @@ const schema = z.object({
     .regex(/^[0-9a-f]{64}$/, '64 hex characters (a secp256k1 private key)')
     .optional(),
   INSTANCE_STALE_SECONDS: z.coerce.number().int().positive().default(60),
+  NSEC: z
+    .string()
+    .regex(/^(nsec1[02-9ac-hj-np-z]+|[0-9a-f]{64})$/, 'an nsec1… key or 64 hex characters')
+    .optional(),
+  /** Unset or empty: the Nostr side is off. */
+  RELAYS: z
+    .string()
+    .default('')
+    .transform(csv)
+    .pipe(z.array(z.url({ protocol: /^wss?$/ }))),
+  PUBLIC_URL: httpUrl.optional(),
+  DVM_DEFAULT_MODEL: z.string().min(1).optional(),
+  DVM_MAX_AGE_SECONDS: z.coerce.number().int().positive().default(600),
+  DVM_MAX_PROMPT_CHARS: z.coerce.number().int().positive().default(32_000),
+  DVM_RATE_PER_MINUTE: z.coerce.number().int().positive().default(20),
+  FREE_REQUESTS_PER_PUBKEY: z.coerce.number().int().nonnegative().default(0),
+  DVM_PAYMENT_TIMEOUT_SECONDS: z.coerce.number().int().positive().default(600),
+  DVM_QUOTE_POLL_MS: z.coerce.number().int().positive().default(2000),
   P2PK_LOCKTIME_MARGIN_SECONDS: z.coerce.number().int().nonnegative().default(3600),
   P2PK_REDEEM_INTERVAL_SECONDS: z.coerce.number().int().nonnegative().default(60),
   DATABASE_URL: z

@@ -5,6 +5,12 @@ import { createLogger } from './log.ts';
 import { SqliteLedger } from './ledger/sqlite.ts';
 import { CashuWallets } from './cashu/wallet.ts';
 import { loadP2pkKey } from './cashu/p2pk.ts';
+import { loadIdentity } from './nostr/identity.ts';
+import { Relays } from './nostr/relays.ts';
+import { Announcer } from './nostr/announce.ts';
+import { Dvm } from './nostr/dvm.ts';
+import { VERSION } from './version.ts';
+import type { Logger } from 'pino';
 import { Upstream } from './upstream/client.ts';
 import { Catalog } from './engine/catalog.ts';
 import { Engine } from './engine/engine.ts';
@@ -57,7 +63,9 @@ export async function createGateway(cfg: Config) {
       ? setInterval(() => void wallets.sweepLocked().catch((e: Error) => log.error({ err: e.message }, 'sweep failed')), cfg.P2PK_REDEEM_INTERVAL_SECONDS * 1000)
       : undefined;
   sweeper?.unref();
+  const nostr = cfg.RELAYS.length > 0 ? startNostr(cfg, { log, engine, catalog, wallets }) : undefined;
   const close = async () => {
+    nostr?.stop();
     clearInterval(sweeper);
     clearInterval(heartbeat);
     catalog.stop();
@@ -65,7 +73,52 @@ export async function createGateway(cfg: Config) {
     await upstream.close();
     await ledger.close();
   };
-  return { app, log, ledger, wallets, catalog, engine, close };
+  return { app, log, ledger, wallets, catalog, engine, nostr, close };
+}
+
+/** The Nostr door: identity, relays, announcements and the NIP-90 job service. */
+function startNostr(cfg: Config, deps: { log: Logger; engine: Engine; catalog: Catalog; wallets: CashuWallets }) {
+  const id = loadIdentity(cfg.NSEC, cfg.DATA_DIR);
+  const relays = new Relays(cfg.RELAYS, id, deps.log);
+  const announcer = new Announcer(relays, deps.log);
+  announcer.start(() => ({
+    name: cfg.NAME,
+    about: cfg.DESCRIPTION,
+    version: VERSION,
+    pubkey: id.pubkey,
+    publicUrl: cfg.PUBLIC_URL,
+    mints: cfg.CASHU_MINTS,
+    relays: cfg.RELAYS,
+    p2pkPubkey: deps.wallets.p2pk.pubkey,
+    models: deps.catalog.list(),
+  }));
+  const dvm = new Dvm({
+    relays,
+    id,
+    ...deps,
+    cfg: {
+      defaultModel: cfg.DVM_DEFAULT_MODEL,
+      maxAgeSec: cfg.DVM_MAX_AGE_SECONDS,
+      maxPromptChars: cfg.DVM_MAX_PROMPT_CHARS,
+      ratePerMinute: cfg.DVM_RATE_PER_MINUTE,
+      freePerPubkey: cfg.FREE_REQUESTS_PER_PUBKEY,
+      paymentTimeoutSec: cfg.DVM_PAYMENT_TIMEOUT_SECONDS,
+      pollMs: cfg.DVM_QUOTE_POLL_MS,
+    },
+  });
+  dvm.start();
+  deps.log.info({ npub: id.npub, relays: cfg.RELAYS }, 'serving NIP-90 jobs on Nostr');
+  return {
+    id,
+    relays,
+    announcer,
+    dvm,
+    stop: () => {
+      announcer.stop();
+      dvm.stop();
+      relays.close();
+    },
+  };
 }
 
 /** Reads .env and the environment; a bad value stops the process with one line per problem. */

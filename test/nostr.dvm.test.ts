@@ -1,0 +1,247 @@
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { SimplePool } from 'nostr-tools/pool';
+import { finalizeEvent, generateSecretKey, getPublicKey, type Event, type EventTemplate } from 'nostr-tools/pure';
+import type { Filter } from 'nostr-tools/filter';
+import * as nip04 from 'nostr-tools/nip04';
+import * as nip44 from 'nostr-tools/nip44';
+import { getTokenMetadata } from '@cashu/cashu-ts';
+import { FakeUpstream, REPLY_WORDS } from './support/upstream.ts';
+import { expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
+import { startRelay, type RunningRelay } from './support/relay.ts';
+import { mintProofs, mintToken, wallet } from './support/cashu.ts';
+
+const mintUrl = inject('mintUrl');
+const upstream = new FakeUpstream();
+const relays: RunningRelay[] = [];
+let urls: string[];
+let gw: Gateway;
+let gatewayPubkey: string;
+const pool = new SimplePool();
+
+/** The requester: any Nostr client, with its own key. */
+const sk = generateSecretKey();
+const pubkey = getPublicKey(sk);
+const skHex = Buffer.from(sk).toString('hex');
+
+function publish(t: EventTemplate, to = urls): Event {
+  const e = finalizeEvent(t, sk);
+  void Promise.allSettled(pool.publish(to, e));
+  return e;
+}
+
+/** Waits for the first event matching the filter (and predicate) on our relays. */
+function waitFor(filter: Filter, predicate: (e: Event) => boolean = () => true, ms = 15_000): Promise<Event> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      sub.close();
+      reject(new Error(`no event matching ${JSON.stringify(filter)} within ${ms} ms`));
+    }, ms);
+    const sub = pool.subscribe(urls, filter, {
+      onevent: (e) => {
+        if (!predicate(e)) return;
+        clearTimeout(timer);
+        sub.close();
+        resolve(e);
+      },
+    });
+  });
+}
+
+const tag = (e: Event, name: string) => e.tags.find((t) => t[0] === name);
+const jobRequest = (tags: string[][], content = ''): EventTemplate => ({
+  kind: 5050,
+  created_at: Math.floor(Date.now() / 1000),
+  tags: [['p', gatewayPubkey], ...tags],
+  content,
+});
+const feedback = (requestId: string, status: string) =>
+  waitFor({ kinds: [7000], '#e': [requestId] }, (e) => tag(e, 'status')?.[1] === status);
+const result = (requestId: string) => waitFor({ kinds: [6050], '#e': [requestId] });
+
+/** Spends change locked to the requester's key at the mint, as only the requester can. */
+async function spendLocked(token: string): Promise<number> {
+  const w = await wallet(mintUrl, getTokenMetadata(token).unit ?? 'sat');
+  const proofs = await w.receive(token, { privkey: skHex });
+  return proofs.reduce((s, p) => s + p.amount.toNumber(), 0);
+}
+
+beforeAll(async () => {
+  await upstream.start();
+  relays.push(await startRelay(), await startRelay());
+  urls = relays.map((r) => r.url);
+  gw = await startGateway(mintUrl, upstream, {
+    RELAYS: urls.join(','),
+    NSEC: Buffer.from(generateSecretKey()).toString('hex'),
+    PUBLIC_URL: 'https://gateway.example',
+    DVM_DEFAULT_MODEL: 'gpt-test',
+    DVM_QUOTE_POLL_MS: '200',
+  });
+  gatewayPubkey = gw.nostr!.id.pubkey;
+  // The gateway subscribes on start; give the relays a moment to register it.
+  await new Promise((r) => setTimeout(r, 500));
+});
+afterAll(async () => {
+  pool.destroy();
+  await gw?.close();
+  for (const r of relays) await r.stop();
+  await upstream.stop();
+});
+afterEach(async () => {
+  upstream.modes.length = 0;
+  await expectMoneyConserved(gw);
+});
+
+describe('announcements', () => {
+  it('publishes kind 0, NIP-89 31990, Routstr 38421 and NIP-61 10019, parseable as their NIPs say', async () => {
+    const events = await pool.querySync(urls, { authors: [gatewayPubkey], kinds: [0, 31990, 38421, 10019] });
+    const byKind = new Map(events.map((e) => [e.kind, e]));
+    expect(JSON.parse(byKind.get(0)!.content)).toMatchObject({ name: 'Cashu AI Gateway' });
+
+    const handler = byKind.get(31990)!;
+    expect(tag(handler, 'k')).toEqual(['k', '5050']);
+    expect(tag(handler, 'd')?.[1]).toBeTruthy();
+    const info = JSON.parse(handler.content);
+    expect(info).toMatchObject({ supportsEncryption: true, acceptsNutZaps: true });
+    expect(info.nip90Params.model.values).toContain('gpt-test');
+    expect(info.pricing.models['gpt-test']).toEqual({ prompt_msats_per_token: 2, completion_msats_per_token: 5 });
+
+    const provider = byKind.get(38421)!;
+    expect(tag(provider, 'u')).toEqual(['u', 'https://gateway.example']);
+    expect(tag(provider, 'mint')).toEqual(['mint', mintUrl]);
+    expect(tag(provider, 'version')?.[1]).toMatch(/^\d+\.\d+\.\d+/);
+    expect(provider.tags).toContainEqual(['model', 'gpt-test', '2', '5']);
+
+    const nutzapInfo = byKind.get(10019)!;
+    expect(tag(nutzapInfo, 'pubkey')).toEqual(['pubkey', gw.wallets.p2pk.pubkey]);
+    expect(nutzapInfo.tags.filter((t) => t[0] === 'relay').map((t) => t[1]).sort()).toEqual([...urls].sort());
+    expect(tag(nutzapInfo, 'mint')).toEqual(['mint', mintUrl, 'sat']);
+
+    // Announcing again with nothing changed publishes nothing.
+    expect(
+      await gw.nostr!.announcer.announce({
+        name: 'Cashu AI Gateway',
+        about: gw.nostr ? JSON.parse(byKind.get(0)!.content).about : '',
+        version: tag(provider, 'version')![1]!,
+        pubkey: gatewayPubkey,
+        publicUrl: 'https://gateway.example',
+        mints: [mintUrl],
+        relays: urls,
+        p2pkPubkey: gw.wallets.p2pk.pubkey,
+        models: gw.catalog.list(),
+      }),
+    ).toBe(0);
+  });
+});
+
+describe('jobs', () => {
+  it('runs a job paid with a cashu tag, once although it arrives through two relays, with change locked to the requester', async () => {
+    const token = await mintToken(mintUrl, 30);
+    const before = upstream.requests.length;
+    const req = publish(jobRequest([['i', 'What is six times seven?', 'text'], ['param', 'model', 'gpt-test'], ['param', 'max_tokens', '4'], ['cashu', token]]));
+    const processing = feedback(req.id, 'processing');
+    const res = await result(req.id);
+    await processing;
+    await feedback(req.id, 'success');
+    expect(res.content).toBe(REPLY_WORDS.slice(0, 4).join(' '));
+    expect(tag(res, 'p')).toEqual(['p', pubkey]);
+    expect(tag(res, 'i')).toEqual(['i', 'What is six times seven?', 'text']);
+    expect(JSON.parse(tag(res, 'request')![1]!).id).toBe(req.id);
+    const charged = Number(tag(res, 'amount')![1]);
+    expect(charged).toBeGreaterThan(0);
+    // The change is public but locked to the requester's key: they, and only they, can spend it.
+    const change = tag(res, 'cashu')![1]!;
+    await expect((await wallet(mintUrl)).receive(change)).rejects.toThrow();
+    expect(await spendLocked(change)).toBe(Math.floor((30_000 - charged) / 1000));
+    // Delivered by both relays, run once.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(upstream.requests.length - before).toBe(1);
+    expect((await pool.querySync(urls, { kinds: [6050], '#e': [req.id] })).length).toBe(1);
+  });
+
+  for (const scheme of ['nip44', 'nip04'] as const) {
+    it(`reads an encrypted job (${scheme}) and answers in the same scheme`, async () => {
+      const token = await mintToken(mintUrl, 30);
+      const secretTags = [['i', 'A secret question', 'text'], ['param', 'max_tokens', '3'], ['cashu', token]];
+      const plain = JSON.stringify(secretTags);
+      const content =
+        scheme === 'nip04' ? nip04.encrypt(sk, gatewayPubkey, plain) : nip44.encrypt(plain, nip44.getConversationKey(sk, gatewayPubkey));
+      const req = publish(jobRequest([['encrypted']], content));
+      const res = await result(req.id);
+      expect(tag(res, 'encrypted')).toEqual(['encrypted']);
+      expect(tag(res, 'i')).toBeUndefined();
+      const text = scheme === 'nip04' ? nip04.decrypt(sk, gatewayPubkey, res.content) : nip44.decrypt(res.content, nip44.getConversationKey(sk, gatewayPubkey));
+      expect(text).toBe(REPLY_WORDS.slice(0, 3).join(' '));
+      expect(res.content.includes('?iv=')).toBe(scheme === 'nip04');
+      expect(upstream.requests.at(-1)!.body.messages).toEqual([{ role: 'user', content: 'A secret question' }]);
+    });
+  }
+
+  it('asks for payment with a bolt11 from a mint quote, and runs the job once the quote is paid', async () => {
+    // Room for 400 tokens makes a quote of a few sats; the short reply leaves whole sats of change.
+    const req = publish(jobRequest([['i', 'Pay me by Lightning', 'text'], ['param', 'max_tokens', '400']]));
+    const ask = await feedback(req.id, 'payment-required');
+    const amount = tag(ask, 'amount')!;
+    expect(Number(amount[1])).toBeGreaterThan(0);
+    expect(amount[2]).toMatch(/^lnbc/);
+    // nutshell's FakeWallet settles the invoice; the gateway mints the ecash to itself and runs.
+    const res = await result(req.id);
+    expect(res.content).toBe(REPLY_WORDS.join(' '));
+    const charged = Number(tag(res, 'amount')![1]);
+    expect(Math.floor((Number(amount[1]) - charged) / 1000)).toBeGreaterThan(0);
+    expect(await spendLocked(tag(res, 'cashu')![1]!)).toBe(Math.floor((Number(amount[1]) - charged) / 1000));
+  });
+
+  it('chains a job on an earlier job result', async () => {
+    const token = await mintToken(mintUrl, 30);
+    const first = publish(jobRequest([['i', 'Start', 'text'], ['param', 'max_tokens', '5'], ['cashu', token]]));
+    const firstResult = await result(first.id);
+    const second = publish(jobRequest([['i', first.id, 'job'], ['param', 'max_tokens', '1'], ['cashu', await mintToken(mintUrl, 30)]]));
+    await result(second.id);
+    expect(upstream.requests.at(-1)!.body.messages).toEqual([{ role: 'user', content: firstResult.content }]);
+  });
+
+  it('cancels a running job on a kind 5 deletion and gives the payment back, locked to the requester', async () => {
+    upstream.modes.push('stall');
+    const req = publish(jobRequest([['i', 'Take your time', 'text'], ['param', 'max_tokens', '2'], ['cashu', await mintToken(mintUrl, 30)]]));
+    await feedback(req.id, 'processing');
+    publish({ kind: 5, created_at: Math.floor(Date.now() / 1000), tags: [['e', req.id], ['k', '5050']], content: '' });
+    const error = await feedback(req.id, 'error');
+    expect(tag(error, 'status')![2]).toMatch(/cancelled/);
+    expect(await spendLocked(tag(error, 'cashu')![1]!)).toBe(30);
+  });
+
+  it('runs a job paid with a NIP-61 nutzap locked to the key in its 10019', async () => {
+    // Quotes are checked rarely here, so the nutzap is what pays.
+    const slowQuotes = await startGateway(mintUrl, upstream, {
+      RELAYS: urls.join(','),
+      NSEC: Buffer.from(generateSecretKey()).toString('hex'),
+      DVM_DEFAULT_MODEL: 'gpt-test',
+      DVM_QUOTE_POLL_MS: '600000',
+    });
+    try {
+      await new Promise((r) => setTimeout(r, 500));
+      const target = slowQuotes.nostr!.id.pubkey;
+      const req = publish({ ...jobRequest([]), tags: [['p', target], ['i', 'Paid by nutzap', 'text'], ['param', 'max_tokens', '400']] });
+      const ask = await feedback(req.id, 'payment-required');
+      const sats = Number(tag(ask, 'amount')![1]) / 1000;
+      const [info] = await pool.querySync(urls, { kinds: [10019], authors: [target] });
+      const lockTo = tag(info!, 'pubkey')![1]!;
+      const w = await wallet(mintUrl);
+      const { send } = await w.ops.send(sats, await mintProofs(mintUrl, sats)).asP2PK({ pubkey: lockTo }).run();
+      // NIP-61: one `proof` tag per proof, as JSON with its DLEQ, so the gateway can check it offline.
+      const proofTags = send.map((p) => ['proof', JSON.stringify({ id: p.id, amount: p.amount.toNumber(), secret: p.secret, C: p.C, dleq: p.dleq })]);
+      publish({
+        kind: 9321,
+        created_at: Math.floor(Date.now() / 1000),
+        content: '',
+        tags: [...proofTags, ['u', mintUrl], ['e', ask.id], ['p', target]],
+      });
+      const res = await result(req.id);
+      expect(res.content).toBe(REPLY_WORDS.join(' '));
+      expect(await spendLocked(tag(res, 'cashu')![1]!)).toBe(Math.floor((sats * 1000 - Number(tag(res, 'amount')![1])) / 1000));
+      await expectMoneyConserved(slowQuotes);
+    } finally {
+      await slowQuotes.close();
+    }
+  });
+});
