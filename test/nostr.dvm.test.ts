@@ -67,7 +67,8 @@ async function spendLocked(token: string): Promise<number> {
 
 beforeAll(async () => {
   await upstream.start();
-  relays.push(await startRelay(), await startRelay());
+  // The second relay passes forged events on, so the gateway's own checks are what drop them.
+  relays.push(await startRelay(), await startRelay({ verifySignatures: false }));
   urls = relays.map((r) => r.url);
   gw = await startGateway(mintUrl, upstream, {
     RELAYS: urls.join(','),
@@ -242,6 +243,49 @@ describe('jobs', () => {
       await expectMoneyConserved(slowQuotes);
     } finally {
       await slowQuotes.close();
+    }
+  });
+
+  it('drops forged events quietly, and refuses prompts over the cap', async () => {
+    const before = upstream.requests.length;
+    const good = finalizeEvent(jobRequest([['i', 'forged', 'text'], ['cashu', await mintToken(mintUrl, 30)]]), sk);
+    const forged = JSON.parse(JSON.stringify({ ...good, content: 'tampered' })) as Event;
+    const raw = new WebSocket(urls[1]!);
+    await new Promise((r) => raw.addEventListener('open', r, { once: true }));
+    const stored = new Promise((r) => raw.addEventListener('message', r, { once: true }));
+    raw.send(JSON.stringify(['EVENT', forged]));
+    expect(JSON.parse(String(((await stored) as MessageEvent).data))).toEqual(['OK', forged.id, true, '']);
+    raw.close();
+    await expect(waitFor({ kinds: [7000, 6050], '#e': [forged.id] }, () => true, 1500)).rejects.toThrow();
+    expect(upstream.requests.length).toBe(before);
+
+    const big = publish(jobRequest([['i', 'x'.repeat(40_000), 'text'], ['cashu', await mintToken(mintUrl, 30)]]));
+    const error = await feedback(big.id, 'error');
+    expect(tag(error, 'status')![2]).toMatch(/32000 characters/);
+    expect(upstream.requests.length).toBe(before);
+  });
+
+  it('gives each requester the configured number of free jobs, then asks for payment', async () => {
+    const free = await startGateway(mintUrl, upstream, {
+      RELAYS: urls.join(','),
+      NSEC: Buffer.from(generateSecretKey()).toString('hex'),
+      DVM_DEFAULT_MODEL: 'gpt-test',
+      FREE_REQUESTS_PER_PUBKEY: '1',
+      DVM_QUOTE_POLL_MS: '600000',
+    });
+    try {
+      await new Promise((r) => setTimeout(r, 500));
+      const target = free.nostr!.id.pubkey;
+      const job = (text: string) => publish({ ...jobRequest([]), tags: [['p', target], ['i', text, 'text'], ['param', 'max_tokens', '2']] });
+      const first = job('free?');
+      const res = await result(first.id);
+      expect(res.content).toBe(REPLY_WORDS.slice(0, 2).join(' '));
+      expect(tag(res, 'cashu')).toBeUndefined();
+      expect((await free.ledger.totals()).charged).toBe(0);
+      const second = job('free again?');
+      await feedback(second.id, 'payment-required');
+    } finally {
+      await free.close();
     }
   });
 });

@@ -11,6 +11,7 @@ import { balanceRoutes } from './balance.ts';
 import { completionRoutes } from './completions.ts';
 import { healthRoutes } from './health.ts';
 import { infoRoutes } from './info.ts';
+import { lightningRoutes } from './lightning.ts';
 import { Metrics } from './metrics.ts';
 import { rateLimit } from './rate-limit.ts';
 
@@ -97,6 +98,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   healthRoutes(app, deps);
   infoRoutes(app, deps);
   balanceRoutes(app, deps);
+  lightningRoutes(app, deps);
   completionRoutes(app, { ...deps, stallMs: deps.cfg.CLIENT_STALL_TIMEOUT_MS, metrics });
   return app;
 }

@@ -13,7 +13,8 @@ export interface RunningRelay {
 }
 
 /** A real Nostr relay (PyPI nostr-relay) on a free loopback port, with its own SQLite store. */
-export async function startRelay(): Promise<RunningRelay> {
+/** `verifySignatures: false` makes a relay that passes forged events on, to test what clients do with them. */
+export async function startRelay(opts: { verifySignatures?: boolean } = {}): Promise<RunningRelay> {
   const r = spawnSync('bash', [join(ROOT, 'scripts', 'setup-relay.sh')], { stdio: ['ignore', 'inherit', 'inherit'] });
   if (r.status !== 0) throw new Error('could not install nostr-relay (see the message above)');
   const port = await freePort();
@@ -24,8 +25,7 @@ export async function startRelay(): Promise<RunningRelay> {
     `relay_name: test relay
 storage:
   sqlalchemy.url: sqlite+aiosqlite:///${dir}/nostr.sqlite3
-  validators:
-    - nostr_relay.validators.is_signed
+  validators: ${opts.verifySignatures === false ? '[]' : '\n    - nostr_relay.validators.is_signed'}
 gunicorn:
   bind: 127.0.0.1:${port}
   workers: 1

@@ -1,0 +1,76 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import type { CashuWallets } from '../cashu/wallet.ts';
+import { sha256Hex } from '../cashu/token.ts';
+import { GatewayError } from '../engine/errors.ts';
+import type { Ledger } from '../ledger/ledger.ts';
+import { paymentOf } from './payment.ts';
+
+const SK = /^sk-([0-9a-f]{64})$/;
+
+const invoiceBody = z.object({
+  amount_sats: z.number().int().min(1).max(1_000_000),
+  purpose: z.enum(['create', 'topup']).default('create'),
+});
+
+/**
+ * Routstr's RIP-08: fund a key by Lightning. The invoice is a NUT-04 mint quote at the primary
+ * mint; once it is paid the gateway mints the ecash to itself (journaled, like any redemption)
+ * and credits the key. The invoice id is the quote id, a secret: a new key is derived from it, so
+ * its status can be checked statelessly, even after a restart.
+ */
+export function lightningRoutes(app: FastifyInstance, deps: { ledger: Ledger; wallets: CashuWallets }): void {
+  const { ledger, wallets } = deps;
+  const mint = wallets.mints[0]!;
+  // Top-ups name the key they fund; that is only kept in memory until the invoice is paid.
+  const topups = new Map<string, string>();
+  const newKeyOf = (quote: string) => sha256Hex(`lightning key ${mint} ${quote}`);
+
+  app.post('/v1/balance/lightning/invoice', async (req: FastifyRequest) => {
+    const parsed = invoiceBody.safeParse(req.body ?? {});
+    if (!parsed.success) throw new GatewayError(400, 'invalid_request', 'Send {"amount_sats": 1..1000000, "purpose": "create"|"topup"}.');
+    const { amount_sats, purpose } = parsed.data;
+    let target: string | undefined;
+    if (purpose === 'topup') {
+      const m = SK.exec(paymentOf(req).bearer ?? '');
+      if (!m || !(await ledger.getKey(m[1]!))) throw new GatewayError(401, 'invalid_api_key', 'A top-up needs Authorization: Bearer sk-… of an existing key.');
+      target = m[1]!;
+    }
+    let quote;
+    try {
+      quote = await (await wallets.wallet(mint, 'sat')).createMintQuoteBolt11(amount_sats);
+    } catch {
+      throw new GatewayError(503, 'cashu_mint_unreachable', 'The mint could not make an invoice; try again shortly.', { headers: { 'retry-after': '5' } });
+    }
+    if (target) topups.set(quote.quote, target);
+    return {
+      invoice_id: quote.quote,
+      bolt11: quote.request,
+      amount_sats,
+      expires_at: quote.expiry ?? null,
+      purpose,
+    };
+  });
+
+  app.get('/v1/balance/lightning/invoice/:id/status', async (req: FastifyRequest<{ Params: { id: string } }>) => {
+    const id = req.params.id;
+    const w = await wallets.wallet(mint, 'sat').catch(() => {
+      throw new GatewayError(503, 'cashu_mint_unreachable', 'The mint could not be reached.', { headers: { 'retry-after': '5' } });
+    });
+    let q;
+    try {
+      q = await w.checkMintQuoteBolt11(id);
+    } catch {
+      throw new GatewayError(404, 'invoice_not_found', 'No such invoice.');
+    }
+    const amount = q.amount.toNumber();
+    const keyHash = topups.get(id) ?? newKeyOf(id);
+    const key = q.state === 'UNPAID' ? undefined : await wallets.redeemQuote({ mint, unit: 'sat', quote: id, amount, keyHash });
+    if (!key) {
+      const expired = q.expiry != null && q.expiry * 1000 < Date.now();
+      return { status: expired ? 'expired' : 'pending', amount_sats: amount, expires_at: q.expiry ?? null };
+    }
+    topups.delete(id);
+    return { status: 'paid', api_key: `sk-${key.hash}`, amount_sats: amount, balance: key.balance - key.reserved };
+  });
+}
