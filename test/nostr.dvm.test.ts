@@ -288,4 +288,38 @@ describe('jobs', () => {
       await free.close();
     }
   });
+
+  it('reads an event input, and charges a job what the same prompt costs over HTTP', async () => {
+    const note = publish({ kind: 1, created_at: Math.floor(Date.now() / 1000), tags: [], content: 'Summarise this note, please.' });
+    await new Promise((r) => setTimeout(r, 200));
+    const req = publish(jobRequest([['i', note.id, 'event'], ['param', 'max_tokens', '3'], ['cashu', await mintToken(mintUrl, 30)]]));
+    const res = await result(req.id);
+    expect(upstream.requests.at(-1)!.body.messages).toEqual([{ role: 'user', content: 'Summarise this note, please.' }]);
+    const http = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${await mintToken(mintUrl, 30)}` },
+      body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'Summarise this note, please.' }], max_tokens: 3 }),
+    });
+    const body = (await http.json()) as { usage: { cost: { total_msats: number } } };
+    expect(Number(tag(res, 'amount')![1])).toBe(body.usage.cost.total_msats);
+  });
+});
+
+describe('a relay that is down', () => {
+  it('blocks neither start-up nor the HTTP API', async () => {
+    const { freePort } = await import('./support/ports.ts');
+    const down = await startGateway(mintUrl, upstream, { RELAYS: `ws://127.0.0.1:${await freePort()}`, NSEC: Buffer.from(generateSecretKey()).toString('hex') });
+    try {
+      const info = await fetch(`${down.url}/v1/info`);
+      expect(info.status).toBe(200);
+      const chat = await fetch(`${down.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${await mintToken(mintUrl, 30)}` },
+        body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'still here?' }], max_tokens: 1 }),
+      });
+      expect(chat.status).toBe(200);
+    } finally {
+      await down.close();
+    }
+  });
 });
