@@ -1,0 +1,399 @@
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+const ROOT = resolve(import.meta.dirname, '..', '..');
+const RESULTS = join(ROOT, 'bench', 'results');
+const MD = join(ROOT, 'BENCHMARKS.md');
+
+export type ModeId = 'c1' | 'c64' | 'sse';
+export type RowId = 'a' | 'b' | 'c' | 'd' | 'e' | 'f';
+
+export interface RowResult {
+  mode: ModeId;
+  row: RowId;
+  label: string;
+  runs: number;
+  requests: number;
+  non2xx: number;
+  errors: number;
+  timeouts: number;
+  statusCodes: Record<string, number>;
+  seconds: number;
+  rps: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  mintCalls: number;
+  mintCallsPerRequest: number;
+  mintCallsByPath: Record<string, number>;
+  /** Of the process under test: the upstream for (a), the bare proxy for (b), the gateway for (c–e), LiteLLM's process tree for (f). */
+  peakRssMb: number;
+  cpuMsPerRequest: number;
+}
+
+export interface BenchResults {
+  kind: 'bench' | 'peers';
+  date: string;
+  finished: string;
+  machine: Record<string, unknown> & { cores: number; node: string; cpuModel: string };
+  options: Record<string, unknown>;
+  gateway?: { idleRssMb: number; env: Record<string, string> };
+  litellm?: { version?: string; workers?: number; error?: string } | undefined;
+  rows: RowResult[];
+}
+
+export interface SoakResults {
+  kind: 'soak';
+  date: string;
+  finished: string;
+  machine: Record<string, unknown> & { cores: number; node: string; cpuModel: string };
+  options: Record<string, unknown>;
+  samples: Array<{ t: number; rssMb: number; ok: number; non2xx: number; errors: number; cpuPct: number }>;
+  summary: {
+    requests: number;
+    non2xx: number;
+    errors: number;
+    rps: number;
+    warmupSec: number;
+    rssAtWarmupMb: number;
+    rssFinalMb: number;
+    rssPeakAfterWarmupMb: number;
+    growthFinalPct: number;
+    growthPeakPct: number;
+    slopeMbPerMin: number;
+    rssAfterIdleMb: number;
+  };
+}
+
+type AnyResults = BenchResults | SoakResults;
+
+const MODE_TITLE: Record<ModeId, string> = {
+  c1: 'Non-streaming, 1 connection',
+  c64: 'Non-streaming, 64 connections',
+  sse: 'SSE',
+};
+
+export function writeResults(r: AnyResults): { json: string; md: string } {
+  mkdirSync(RESULTS, { recursive: true });
+  const day = r.date.slice(0, 10);
+  const json = join(RESULTS, `${day}${r.kind === 'bench' ? '' : `-${r.kind}`}.json`);
+  writeFileSync(json, `${JSON.stringify(r, null, 2)}\n`);
+  writeFileSync(MD, renderMarkdown(loadAll()));
+  return { json, md: MD };
+}
+
+function loadAll(): AnyResults[] {
+  const out: AnyResults[] = [];
+  for (const f of readdirSync(RESULTS).filter((x) => x.endsWith('.json')).sort()) {
+    try {
+      out.push(JSON.parse(readFileSync(join(RESULTS, f), 'utf8')) as AnyResults);
+    } catch {
+      /* not ours */
+    }
+  }
+  return out.sort((a, b) => a.date.localeCompare(b.date));
+}
+
+const f1 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '–');
+const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : '–');
+const f0 = (x: number) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : '–');
+const signed = (x: number) => (Number.isFinite(x) ? `${x >= 0 ? '+' : ''}${x.toFixed(2)}` : '–');
+
+function get(r: BenchResults, mode: ModeId, row: RowId): RowResult | undefined {
+  return r.rows.find((x) => x.mode === mode && x.row === row);
+}
+
+export interface TargetCheck {
+  target: string;
+  measured: string;
+  met: boolean | undefined;
+}
+
+export function checkTargets(r: BenchResults, soak?: SoakResults): TargetCheck[] {
+  const out: TargetCheck[] = [];
+  const c1c = get(r, 'c1', 'c');
+  const c1a = get(r, 'c1', 'a');
+  if (c1c && c1a) {
+    const added = c1c.p50 - c1a.p50;
+    out.push({ target: 'Balance key: p50 added over direct ≤ 0.5 ms at 1 connection', measured: `${signed(added)} ms`, met: added <= 0.5 });
+  }
+  for (const row of ['c', 'd', 'e'] as const) {
+    const x = get(r, 'c64', row);
+    const b = get(r, 'c64', 'b');
+    if (!x || !b) continue;
+    const ratio = x.rps / b.rps;
+    out.push({
+      target: `Throughput ≥ 0.8× the bare proxy at 64 connections, ${row === 'c' ? 'balance key' : row === 'd' ? 'X-Cashu swap' : 'X-Cashu P2PK'}`,
+      measured: `${ratio.toFixed(2)}× (${f0(x.rps)} vs ${f0(b.rps)} req/s)`,
+      met: ratio >= 0.8,
+    });
+  }
+  const dRows = (['c1', 'c64', 'sse'] as const).map((m) => get(r, m, 'd')).filter((x): x is RowResult => !!x);
+  if (dRows.length) {
+    const calls = dRows.reduce((s, x) => s + x.mintCalls, 0);
+    const reqs = dRows.reduce((s, x) => s + x.requests + x.non2xx, 0);
+    const per = dRows.map((x) => `${MODE_TITLE[x.mode].replace('Non-streaming, ', '')}: ${f2(x.mintCallsPerRequest)}`).join('; ');
+    out.push({ target: 'X-Cashu with swap: exactly one mint call per request', measured: `${f2(calls / reqs)} overall (${per})`, met: calls === reqs });
+  }
+  const eRows = (['c1', 'c64', 'sse'] as const).map((m) => get(r, m, 'e')).filter((x): x is RowResult => !!x);
+  if (eRows.length) {
+    const calls = eRows.reduce((s, x) => s + x.mintCalls, 0);
+    const reqs = eRows.reduce((s, x) => s + x.requests + x.non2xx, 0);
+    out.push({ target: 'P2PK-locked X-Cashu: zero mint calls on the request path', measured: `${f2(calls / reqs)} per request (${calls} calls, ${reqs} requests)`, met: calls === 0 });
+  }
+  const c1e = get(r, 'c1', 'e');
+  if (c1e && c1a) {
+    const added = c1e.p50 - c1a.p50;
+    out.push({ target: 'P2PK-locked X-Cashu (8 proofs): p50 added ≤ 2 ms (1 connection)', measured: `${signed(added)} ms`, met: added <= 2 });
+  }
+  const sseC = get(r, 'sse', 'c');
+  if (sseC) {
+    const n = r.options.sseStreams as number;
+    const others = (['d', 'e'] as const).map((row) => get(r, 'sse', row)).filter((x): x is RowResult => !!x);
+    const extra = others.length ? `; X-Cashu rows at ${f0(r.options.sseXcashuStreams as number)} streams: ${others.map((x) => `${x.row} ${f0(x.peakRssMb)} MB`).join(', ')}` : '';
+    out.push({
+      target: `${f0(n)} concurrent streams: gateway RSS ≤ 200 MB`,
+      measured: `${f0(sseC.peakRssMb)} MB peak, balance key (idle after start: ${f0(r.gateway?.idleRssMb ?? NaN)} MB)${extra}`,
+      met: sseC.peakRssMb <= 200,
+    });
+  }
+  if (soak) {
+    out.push({
+      target: 'Soak: RSS growth ≤ 10% after warm-up',
+      measured: `${signed(soak.summary.growthFinalPct)}% at the end, ${signed(soak.summary.growthPeakPct)}% at peak (${soak.date.slice(0, 10)}, ${f0((soak.options.minutes as number) ?? 0)} min)`,
+      met: soak.summary.growthFinalPct <= 10 && soak.summary.growthPeakPct <= 10,
+    });
+  } else {
+    out.push({ target: 'Soak: RSS growth ≤ 10% after warm-up', measured: 'no soak run yet (`npm run bench:soak`)', met: undefined });
+  }
+  const hasF = r.rows.some((x) => x.row === 'f');
+  if (hasF) {
+    const lost: string[] = [];
+    let compared = 0;
+    for (const mode of ['c1', 'c64', 'sse'] as const) {
+      const f = get(r, mode, 'f');
+      if (!f) continue;
+      for (const row of ['c', 'd', 'e'] as const) {
+        const x = get(r, mode, row);
+        if (!x) continue;
+        compared++;
+        if (!(x.rps > f.rps && x.p50 < f.p50)) lost.push(`${mode} ${row}`);
+      }
+    }
+    out.push({
+      target: "Faster than LiteLLM's proxy on every row (higher req/s and lower p50)",
+      measured: lost.length ? `slower on ${lost.length} of ${compared}: ${lost.join(', ')}` : `faster on all ${compared}`,
+      met: lost.length === 0 && compared > 0,
+    });
+  } else {
+    out.push({ target: "Faster than LiteLLM's proxy on every row", measured: r.litellm?.error ? `LiteLLM failed: ${r.litellm.error.split('\n')[0]}` : 'not measured in this run (`npm run bench:peers`)', met: undefined });
+  }
+  return out;
+}
+
+function mainTable(r: BenchResults): string[] {
+  const lines: string[] = [];
+  for (const mode of ['c1', 'c64', 'sse'] as const) {
+    const rows = r.rows.filter((x) => x.mode === mode).sort((a, b) => a.row.localeCompare(b.row));
+    if (!rows.length) continue;
+    const a = get(r, mode, 'a');
+    const b = get(r, mode, 'b');
+    const title =
+      mode === 'sse'
+        ? `${MODE_TITLE[mode]}: ${f0(r.options.sseStreams as number)} concurrent streams (rows d, e: ${f0(r.options.sseXcashuStreams as number)}, one token each); 10 content chunks ${r.options.chunkDelayMs} ms apart; latency = whole stream; req/s = completed streams/s`
+        : MODE_TITLE[mode];
+    lines.push(`#### ${title}`, '');
+    lines.push('| Row | req/s | p50 ms | p99 ms | p50 added over (a) | p99 added over (a) | × (b) throughput | mint calls / req | peak RSS MB | CPU ms / req | requests (non-2xx) |');
+    lines.push('|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
+    for (const x of rows) {
+      lines.push(
+        `| ${x.label} | ${f0(x.rps)} | ${f2(x.p50)} | ${f2(x.p99)} | ${x.row === 'a' ? '–' : signed(x.p50 - (a?.p50 ?? NaN))} | ${x.row === 'a' ? '–' : signed(x.p99 - (a?.p99 ?? NaN))} | ${b ? (x.rps / b.rps).toFixed(2) : '–'} | ${f2(x.mintCallsPerRequest)} | ${f0(x.peakRssMb)} | ${f2(x.cpuMsPerRequest)} | ${f0(x.requests)}${x.non2xx + x.errors + x.timeouts ? ` (${x.non2xx} non-2xx, ${x.errors} errors)` : ''} |`,
+      );
+    }
+    lines.push('');
+  }
+  return lines;
+}
+
+function callsBreakdown(r: BenchResults): string[] {
+  const rows = r.rows.filter((x) => x.mintCalls > 0);
+  if (!rows.length) return ['No mint calls were made during any timed row.', ''];
+  const lines = ['| Load | Row | requests | mint calls | by method and path |', '|---|---|--:|--:|---|'];
+  for (const x of rows) {
+    const by = Object.entries(x.mintCallsByPath)
+      .sort((p, q) => q[1] - p[1])
+      .map(([k, v]) => `\`${k}\` ${v}`)
+      .join(', ');
+    lines.push(`| ${x.mode} | ${x.row} | ${f0(x.requests + x.non2xx)} | ${f0(x.mintCalls)} | ${by} |`);
+  }
+  return [...lines, ''];
+}
+
+function peersTable(r: BenchResults): string[] {
+  const lines = ['| Load | Row | req/s | × LiteLLM req/s | p50 ms | LiteLLM p50 ms | p99 ms | LiteLLM p99 ms | peak RSS MB | LiteLLM peak RSS MB | faster? |', '|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|'];
+  for (const mode of ['c1', 'c64', 'sse'] as const) {
+    const f = get(r, mode, 'f');
+    if (!f) continue;
+    for (const row of ['b', 'c', 'd', 'e'] as const) {
+      const x = get(r, mode, row);
+      if (!x) continue;
+      const faster = x.rps > f.rps && x.p50 < f.p50;
+      lines.push(
+        `| ${mode} | ${x.label} | ${f0(x.rps)} | ${(x.rps / f.rps).toFixed(1)}× | ${f2(x.p50)} | ${f2(f.p50)} | ${f2(x.p99)} | ${f2(f.p99)} | ${f0(x.peakRssMb)} | ${f0(f.peakRssMb)} | ${faster ? 'yes' : '**no**'} |`,
+      );
+    }
+  }
+  return [...lines, ''];
+}
+
+function soakSection(s: SoakResults): string[] {
+  const sum = s.summary;
+  const lines = [
+    `Run ${s.date.slice(0, 16).replace('T', ' ')} UTC, ${s.machine.cores} cores, Node ${s.machine.node}: ${s.options.minutes} minutes, ${s.options.connections} connections, ` +
+      `half streaming (10 chunks ${s.options.chunkDelayMs} ms apart) and half not, all on one balance key. ` +
+      `${f0(sum.requests)} requests (${f0(sum.rps)}/s), ${sum.non2xx} non-2xx, ${sum.errors} errors.`,
+    '',
+    `| | RSS MB |`,
+    '|---|--:|',
+    `| at the end of the ${sum.warmupSec} s warm-up | ${f1(sum.rssAtWarmupMb)} |`,
+    `| peak after warm-up | ${f1(sum.rssPeakAfterWarmupMb)} (${signed(sum.growthPeakPct)}%) |`,
+    `| at the end of the load | ${f1(sum.rssFinalMb)} (${signed(sum.growthFinalPct)}%) |`,
+    `| trend after warm-up (least squares) | ${signed(sum.slopeMbPerMin)} MB/min |`,
+    `| 15 s after the load stopped | ${f1(sum.rssAfterIdleMb)} |`,
+    '',
+    '<details><summary>RSS every 10 s</summary>',
+    '',
+    '| t (s) | RSS MB | 2xx in the interval | gateway CPU % |',
+    '|--:|--:|--:|--:|',
+    ...s.samples.map((x) => `| ${x.t} | ${f1(x.rssMb)} | ${f0(x.ok)} | ${f0(x.cpuPct)} |`),
+    '',
+    '</details>',
+    '',
+  ];
+  return lines;
+}
+
+export function renderMarkdown(all: AnyResults[]): string {
+  const benches = all.filter((x): x is BenchResults => x.kind !== 'soak');
+  const soaks = all.filter((x): x is SoakResults => x.kind === 'soak');
+  const latest = benches.at(-1);
+  const peers = [...benches].reverse().find((x) => x.rows.some((r) => r.row === 'f'));
+  const soak = soaks.at(-1);
+  const out: string[] = [
+    '# Benchmarks',
+    '',
+    '<!-- Generated by bench/run.ts from bench/results/*.json; do not edit the figures by hand. -->',
+    '',
+    'Every figure below is measured by `npm run bench` (and `bench:peers`, `bench:soak`) on the machine named',
+    'with it, and regenerated from the JSON in `bench/results/`. Targets are recorded as measured, met or not.',
+    '',
+  ];
+  if (latest) {
+    const m = latest.machine;
+    out.push(
+      `## Latest run: ${latest.date.slice(0, 10)}`,
+      '',
+      `${latest.date.slice(0, 16).replace('T', ' ')} UTC · **${m.cores} cores** (${m.cpuModel}) · ${m.memoryGb} GB · Node ${m.node} · ${m.platform} · ` +
+        `load average ${(m.loadavgBefore as number[]).map((x) => x.toFixed(2)).join(' ')} before, ${(m.loadavgAfter as number[]).map((x) => x.toFixed(2)).join(' ')} after · ` +
+        `\`${latest.kind === 'peers' ? 'npm run bench:peers' : 'npm run bench'}\` · [JSON](bench/results/${latest.date.slice(0, 10)}${latest.kind === 'bench' ? '' : '-peers'}.json)`,
+      '',
+      `Non-streaming: ${latest.options.rounds} interleaved rounds; rows a, b, c${latest.rows.some((x) => x.row === 'f') ? ', f' : ''} run ${latest.options.durationSec} s per round, ` +
+        `rows d and e a fixed ${latest.options.xcashuC1} (1 connection) and ${latest.options.xcashuC64} (64 connections) requests per round, one fresh ` +
+        `${latest.options.tokenProofs}-proof ${latest.options.tokenSats}-sat token each. SSE: rows a, b, c${latest.rows.some((x) => x.row === 'f') ? ', f' : ''} ${latest.options.sseRounds} rounds of ${latest.options.sseDurationSec} s; ` +
+        `rows d and e ${latest.options.sseXcashuStreams} streams at once, one per connection, once (each X-Cashu stream spends a pre-minted token). ` +
+        `Gateway RSS after start-up, before load: ${f0(latest.gateway?.idleRssMb ?? NaN)} MB.`,
+      '',
+      ...mainTable(latest),
+      '### Targets',
+      '',
+      '| Target | Measured | Met |',
+      '|---|---|---|',
+      ...checkTargets(latest, soak).map((t) => `| ${t.target} | ${t.measured} | ${t.met === undefined ? 'not measured' : t.met ? 'yes' : '**no**'} |`),
+      '',
+      '### Mint calls during the timed rows',
+      '',
+      'Counted by the proxy in front of nutshell (every HTTP call the gateway made to its mint while the row ran), not assumed.',
+      '',
+      ...callsBreakdown(latest),
+    );
+  } else {
+    out.push('No run yet: `npm run bench`.', '');
+  }
+  out.push("## Against LiteLLM's proxy (`npm run bench:peers`)", '');
+  if (peers) {
+    out.push(
+      `${peers.date.slice(0, 16).replace('T', ' ')} UTC, same run, same upstream double, same machine (${peers.machine.cores} cores). LiteLLM ${peers.litellm?.version} ` +
+        `(\`litellm[proxy]\` from PyPI), ${peers.litellm?.workers} uvicorn worker${peers.litellm?.workers === 1 ? '' : 's'}, no master key, no database, no callbacks: ` +
+        'LiteLLM doing the least it can. Its RSS is its whole process tree.',
+      '',
+      ...peersTable(peers),
+    );
+  } else {
+    const failed = [...benches].reverse().find((x) => x.kind === 'peers' && x.litellm?.error);
+    out.push(failed ? `The last attempt (${failed.date.slice(0, 10)}) could not start LiteLLM: \`${failed.litellm!.error!.split('\n')[0]}\`` : 'Not run yet.', '');
+  }
+  out.push('## Soak (`npm run bench:soak`)', '');
+  out.push(...(soak ? soakSection(soak) : ['Not run yet.', '']));
+  out.push(METHOD);
+  return out.join('\n');
+}
+
+const METHOD = `## Method
+
+**What runs where.** Each part is its own process, all bound to 127.0.0.1, all sharing the
+machine's cores (nothing is pinned):
+
+- nutshell 0.20.2, the reference Cashu mint, with its FakeWallet Lightning backend
+  (\`scripts/setup-mint.sh\`, started as the test suite does);
+- the counting proxy in front of it (\`test/support/counting-proxy.ts\` in \`bench/servers/mint-proxy.ts\`):
+  the gateway's \`CASHU_MINTS\` is this proxy, so every HTTP call to the mint is counted, by path;
+- the upstream double (\`test/support/upstream.ts\` in \`bench/servers/upstream.ts\`): a ~400-byte chat
+  completion, or an SSE stream of a role chunk, 10 content chunks, a finish chunk and a usage chunk;
+- the floor (\`bench/servers/bare-proxy.ts\`): Fastify + an undici \`Pool\` passing the request through
+  (JSON body parsed and re-serialised, as the gateway does) and piping the answer back;
+- the gateway, \`node src/main.ts\`, configured by environment only: SQLite ledger in a temporary
+  directory, \`LOG_LEVEL=warn\`, \`UPSTREAM_CONNECTIONS=2048\`, the test P2PK key,
+  \`P2PK_REDEEM_INTERVAL_SECONDS=0\` (the background sweep of locked proofs calls the mint off the
+  request path; it is off so that every call counted during a row belongs to that row);
+- the load generator, autocannon 9, in the bench process (\`bench/run.ts\`), which does nothing else
+  while a row runs but sample RSS every 100 ms.
+
+**Rows.** (a) the upstream directly; (b) the bare proxy; (c) the gateway with a balance key
+(\`Authorization: Bearer sk-…\`, funded once with a large token); (d) the gateway with a fresh
+\`X-Cashu\` token per request, which the gateway swaps at the mint (8 proofs, 255 sats); (e) the same
+with the 8 proofs locked (NUT-11) to the gateway's key with DLEQ proofs (NUT-12), which the gateway
+may take without asking the mint; (f) with \`--peers\`, LiteLLM's proxy in front of the same upstream.
+X-Cashu requests pay change (254 sats less the cost) back as a token, which is part of the request.
+
+**Interleaving.** Rows run in rounds, each round in a rotated order, so drift and other load on the
+machine touch every row alike; figures aggregate all rounds. Rows d and e run a fixed number of
+requests (each spends a token minted beforehand; pre-minting runs in batches of 120 tokens per mint
+call). Before timing, every row is warmed up and checked once (status 200, usage in the body, cost
+in the gateway's answer, \`[DONE]\` at the end of a stream).
+
+**Figures.** req/s = 2xx responses / wall time of the run. Latencies are per response from
+autocannon's response event (sub-millisecond; autocannon's own histogram rounds to whole
+milliseconds), whole response (whole stream for SSE), closed-loop. "Added over (a)" is the row's
+percentile minus row (a)'s at the same load. "× (b)" is req/s over the bare proxy's. Mint calls /
+request = calls counted during the row / responses. Peak RSS is of the process under test (upstream,
+bare proxy, gateway, or LiteLLM's whole process tree): the larger of the 100 ms samples of \`VmRSS\`
+and \`VmHWM\` after resetting it (\`/proc/PID/clear_refs\`) at the start of the row. CPU ms / request is
+that process's user+system time over the row, divided by the 2xx responses.
+
+**Caveats.** Two cores are shared by the load generator, upstream, mint, proxies and the gateway,
+so absolute req/s at 64 connections is bounded by the machine, not by any one process; compare
+rows within a run. Loopback latency is far below any real network's. The upstream double answers
+instantly (non-streaming), which makes gateway overhead as visible as it can be.
+
+## Reproduce
+
+\`\`\`sh
+npm ci
+npm run bench              # a–e, about 10 minutes on 2 cores; writes bench/results/<date>.json and this file
+npm run bench:peers        # adds LiteLLM (installs litellm[proxy] into bench/.venv on first use)
+npm run bench:soak         # 10 minutes of mixed load, RSS every 10 s (--soak-minutes N)
+node bench/run.ts --help   # durations, rounds, connections, request counts
+\`\`\`
+
+Needs \`python3\` with \`venv\` (nutshell and LiteLLM are installed from PyPI on first use).
+`;

@@ -1,0 +1,87 @@
+/**
+ * The benchmark: `npm run bench` (default), `npm run bench:peers` (adds LiteLLM's proxy),
+ * `npm run bench:soak` (10+ minutes of mixed load, RSS over time). `--help` lists the flags.
+ * Every number it writes is measured in this run; see BENCHMARKS.md for the method.
+ */
+import { parseArgs } from 'node:util';
+import { runBench } from './lib/bench.ts';
+import { runSoak } from './lib/soak.ts';
+
+const { values } = parseArgs({
+  options: {
+    peers: { type: 'boolean', default: false },
+    soak: { type: 'boolean', default: false },
+    rounds: { type: 'string', default: '3' },
+    duration: { type: 'string', default: '4' },
+    'xcashu-c1': { type: 'string', default: '60' },
+    'xcashu-c64': { type: 'string', default: '128' },
+    'sse-streams': { type: 'string', default: '1000' },
+    'sse-xcashu-streams': { type: 'string', default: '250' },
+    'sse-duration': { type: 'string', default: '8' },
+    'sse-rounds': { type: 'string', default: '2' },
+    'chunk-delay': { type: 'string', default: '50' },
+    'litellm-workers': { type: 'string', default: '1' },
+    'soak-minutes': { type: 'string', default: '10' },
+    'soak-connections': { type: 'string', default: '50' },
+    'no-write': { type: 'boolean', default: false },
+    help: { type: 'boolean', short: 'h', default: false },
+  },
+});
+
+if (values.help) {
+  console.log(`usage: node bench/run.ts [--peers | --soak] [options]
+
+  --peers                also measure LiteLLM's proxy (PyPI litellm[proxy], installed into bench/.venv)
+  --soak                 soak mode: mixed streaming/non-streaming load on a balance key, RSS every 10 s
+  --rounds N             interleaved rounds of the non-streaming rows (default 3)
+  --duration S           seconds per timed non-streaming run, rows a, b, c, f (default 4)
+  --xcashu-c1 N          X-Cashu requests per round at 1 connection, rows d, e (default 60)
+  --xcashu-c64 N         X-Cashu requests per round at 64 connections, rows d, e (default 128)
+  --sse-streams N        concurrent SSE streams, rows a, b, c, f (default 1000)
+  --sse-xcashu-streams N concurrent SSE streams for rows d, e, one token each (default 250)
+  --sse-duration S       seconds per SSE run, rows a, b, c, f (default 8)
+  --sse-rounds N         interleaved rounds of the SSE rows a, b, c, f (default 2; d, e run once)
+  --chunk-delay MS       upstream delay before each SSE content chunk (default 50; 10 chunks)
+  --litellm-workers N    LiteLLM proxy worker processes (default 1)
+  --soak-minutes M       soak length (default 10, at least 2)
+  --soak-connections N   soak connections (default 50)
+  --no-write             do not write bench/results or BENCHMARKS.md`);
+  process.exit(0);
+}
+
+const int = (k: keyof typeof values) => {
+  const n = Number(values[k]);
+  if (!Number.isFinite(n) || n <= 0) {
+    console.error(`--${k} must be a positive number`);
+    process.exit(2);
+  }
+  return n;
+};
+
+// Every run ends by itself: a watchdog stops a run that overstays by far.
+const budgetMin = values.soak ? int('soak-minutes') + 20 : 60;
+const watchdog = setTimeout(() => {
+  console.error(`bench: still running after ${budgetMin} minutes; giving up`);
+  process.kill(process.pid, 'SIGTERM');
+}, budgetMin * 60_000);
+watchdog.unref();
+
+if (values.soak) {
+  await runSoak({ minutes: Math.max(2, int('soak-minutes')), connections: int('soak-connections'), write: !values['no-write'] });
+} else {
+  await runBench({
+    peers: values.peers,
+    rounds: int('rounds'),
+    durationSec: int('duration'),
+    xcashuC1: int('xcashu-c1'),
+    xcashuC64: int('xcashu-c64'),
+    sseStreams: int('sse-streams'),
+    sseXcashuStreams: int('sse-xcashu-streams'),
+    sseDurationSec: int('sse-duration'),
+    sseRounds: int('sse-rounds'),
+    chunkDelayMs: int('chunk-delay'),
+    litellmWorkers: int('litellm-workers'),
+    write: !values['no-write'],
+  });
+}
+process.exit(0);
