@@ -1,7 +1,9 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { resolve } from 'node:path';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { FakeUpstream, REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
 import { PRICES, expectMoneyConserved, msats, startGateway, type Gateway } from './support/gateway.ts';
 import { mintToken, receive } from './support/cashu.ts';
@@ -14,20 +16,21 @@ let python: string;
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 const messages = [{ role: 'user', content: 'What is six times seven?' }];
 
-/** Runs the Python client script; asynchronously, since the gateway lives in this process. */
-function runPython(env: Record<string, string>): Promise<Record<string, any>> {
+/** Runs a program and returns its output; asynchronously, since the gateway lives in this process. */
+function run(bin: string, args: string[], env: Record<string, string>): Promise<string> {
   return new Promise((done, fail) => {
-    const p = spawn(python, [resolve('test/python/openai_client.py')], {
-      env: { PATH: process.env.PATH, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const p = spawn(bin, args, { env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     p.stdout.on('data', (d) => (out += d));
     p.stderr.on('data', (d) => (err += d));
     p.on('error', fail);
-    p.on('close', (code) => (code === 0 ? done(JSON.parse(out)) : fail(new Error(`python exited ${code}:\n${err}`))));
+    p.on('close', (code) => (code === 0 ? done(out) : fail(new Error(`${bin} exited ${code}:\n${out}\n${err}`))));
   });
+}
+
+async function runPython(env: Record<string, string>): Promise<Record<string, any>> {
+  return JSON.parse(await run(python, [resolve('test/python/openai_client.py')], env));
 }
 
 beforeAll(async () => {
@@ -87,5 +90,35 @@ describe('the official openai Python package', () => {
       body: { message: 'Invalid API key.', type: 'authentication_error', code: 'invalid_api_key' },
     });
     await expectMoneyConserved(gw);
-  });
+  }, 120_000);
+});
+
+describe('the nutshell wallet CLI', () => {
+  it('makes a token with `cashu send` that pays the gateway, and takes the refund back with `cashu receive`', async () => {
+    // nutshell's wallet, installed with the test mint; its wallet database lives in HOME.
+    const home = mkdtempSync(join(tmpdir(), 'cashu-wallet-'));
+    const cashu = (...args: string[]) => run(resolve('.venv/bin/cashu'), ['-h', mintUrl, '-y', ...args], { HOME: home });
+    // The test mint's FakeWallet pays the invoice at once; if the wallet stopped checking before it
+    // saw that, asking again with the invoice's id mints the ecash.
+    const invoice = await cashu('invoice', '300');
+    if (!invoice.includes('Balance: 300 sat')) await cashu('invoice', '300', '--id', /--id ([0-9a-f-]+)/.exec(invoice)![1]!);
+    expect(await cashu('balance')).toContain('Balance: 300 sat');
+    const token = /cashu[AB][A-Za-z0-9_=-]+/.exec(await cashu('send', '200'))![0];
+
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-test', messages, max_tokens: 3 }),
+    });
+    expect(res.status).toBe(200);
+    const cost = ((await res.json()) as any).usage.cost.total_msats as number;
+    expect((await gw.ledger.getKey(sha256(token)))!.totalSpent).toBe(cost);
+
+    const refund = (await (await fetch(`${gw.url}/v1/balance/refund`, { method: 'POST', headers: { authorization: `Bearer ${token}` } })).json()) as any;
+    const back = Math.floor((200_000 - cost) / 1000);
+    expect(refund.sats).toBe(String(back));
+    await cashu('receive', refund.token);
+    expect(await cashu('balance')).toContain(`Balance: ${100 + back} sat`);
+    await expectMoneyConserved(gw);
+  }, 120_000);
 });
