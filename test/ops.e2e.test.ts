@@ -87,9 +87,9 @@ describe('/metrics', () => {
     expect(series(after, 'gateway_credited_msats_total')).toBe(t.credited);
 
     // Two chat calls reached the upstream, each timed to its response headers.
-    expect(delta('gateway_upstream_request_seconds_count', { op: 'post', path: '/chat/completions', status: '200' })).toBe(2);
-    expect(delta('gateway_upstream_request_seconds_bucket', { op: 'post', path: '/chat/completions', status: '200', le: '+Inf' })).toBe(2);
-    expect(delta('gateway_upstream_request_seconds_sum', { op: 'post', path: '/chat/completions', status: '200' })).toBeGreaterThan(0);
+    expect(delta('gateway_upstream_request_seconds_count', { upstream: upstream.url, op: 'post', path: '/chat/completions', status: '200' })).toBe(2);
+    expect(delta('gateway_upstream_request_seconds_bucket', { upstream: upstream.url, op: 'post', path: '/chat/completions', status: '200', le: '+Inf' })).toBe(2);
+    expect(delta('gateway_upstream_request_seconds_sum', { upstream: upstream.url, op: 'post', path: '/chat/completions', status: '200' })).toBeGreaterThan(0);
     // One swap redeemed the token; the refund and the withdrawal each made one more.
     const swaps = delta('gateway_mint_request_seconds_count', { mint: mintUrl, endpoint: 'POST /v1/swap', status: '200' });
     expect(swaps).toBeGreaterThanOrEqual(1);
@@ -147,7 +147,8 @@ describe('/health and /ready', () => {
 
   it('is not ready without models, and says why', async () => {
     // An upstream nobody listens on, and no configured models.
-    const gw = await gateway({ UPSTREAM_BASE_URL: `http://127.0.0.1:${await freePort()}/v1`, MODEL_PRICES: '{}' });
+    const dead = `http://127.0.0.1:${await freePort()}/v1`;
+    const gw = await gateway({ UPSTREAM_BASE_URL: dead, MODEL_PRICES: '{}' });
     const ready = await fetch(`${gw.url}/ready`);
     expect(ready.status).toBe(503);
     const body = (await ready.json()) as { status: string; reasons: string[] };
@@ -158,7 +159,7 @@ describe('/health and /ready', () => {
     const m = await scrape(gw.url);
     expect(series(m, 'gateway_models')).toBe(0);
     // The failed model listing at start was timed too.
-    expect(series(m, 'gateway_upstream_request_seconds_count', { op: 'models', path: '/models', status: 'error' })).toBe(1);
+    expect(series(m, 'gateway_upstream_request_seconds_count', { upstream: dead, op: 'models', path: '/models', status: 'error' })).toBe(1);
   });
 
   it('is not ready when the ledger fails; the failures count as internal errors', async () => {

@@ -29,7 +29,7 @@ function sameSecret(a: string, b: string): boolean {
 export class Metrics {
   readonly registry = new Registry();
   readonly requests: Counter<'method' | 'route' | 'model' | 'status'>;
-  readonly upstreamSeconds: Histogram<'op' | 'path' | 'status'>;
+  readonly upstreamSeconds: Histogram<'upstream' | 'op' | 'path' | 'status'>;
   readonly mintSeconds: Histogram<'mint' | 'endpoint' | 'status'>;
   readonly openStreams: Gauge;
   readonly internalErrors: Counter<'route'>;
@@ -51,7 +51,7 @@ export class Metrics {
     this.upstreamSeconds = new Histogram({
       name: 'gateway_upstream_request_seconds',
       help: 'Time from sending a request to the upstream to its response headers; status "error" when none came.',
-      labelNames: ['op', 'path', 'status'],
+      labelNames: ['upstream', 'op', 'path', 'status'],
       buckets: LATENCY_BUCKETS,
       registers,
     });
@@ -141,9 +141,10 @@ export class Metrics {
       });
     });
 
+    // Calls are attributed by upstream URL, not by gateway: one process normally runs one gateway.
     const onUpstream = (msg: unknown) => {
       const t = msg as UpstreamTiming;
-      if (t.source === cfg) this.upstreamSeconds.observe({ op: t.op, path: t.path, status: String(t.status) }, t.seconds);
+      this.upstreamSeconds.observe({ upstream: t.upstream, op: t.op, path: t.path, status: String(t.status) }, t.seconds);
     };
     subscribe(upstreamTimings.name, onUpstream);
     const stopFetch = onFetch((t) => {

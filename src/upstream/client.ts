@@ -4,8 +4,8 @@ import type { Config } from '../config.ts';
 
 /** What an observer of upstream calls (the metrics) learns about each one. */
 export interface UpstreamTiming {
-  /** The configuration the Upstream was built from: tells gateways in one process apart. */
-  source: object;
+  /** The upstream's base URL, without credentials. */
+  upstream: string;
   op: 'post' | 'models';
   path: string;
   /** The HTTP status, or 'error' when no response headers came (refused, timed out, aborted). */
@@ -31,7 +31,8 @@ export class Upstream {
   readonly #pool: Pool;
   readonly #prefix: string;
   readonly #headers: Record<string, string>;
-  readonly #source: object;
+  /** Base URL for logs and metrics: never credentials. */
+  readonly #label: string;
 
   constructor(cfg: Pick<Config, 'UPSTREAM_BASE_URL' | 'UPSTREAM_API_KEY' | 'UPSTREAM_HEADERS_TIMEOUT_MS' | 'UPSTREAM_BODY_TIMEOUT_MS' | 'UPSTREAM_CONNECTIONS'>) {
     const url = new URL(cfg.UPSTREAM_BASE_URL);
@@ -46,7 +47,7 @@ export class Upstream {
     });
     this.#headers = { 'content-type': 'application/json', 'user-agent': 'cashu-gateway' };
     if (cfg.UPSTREAM_API_KEY) this.#headers.authorization = `Bearer ${cfg.UPSTREAM_API_KEY}`;
-    this.#source = cfg;
+    this.#label = url.origin.replace(/\/\/[^@/]*@/, '//') + this.#prefix;
   }
 
   /** `pool.request` resolves once the response headers are in: that is the latency timed. */
@@ -54,7 +55,7 @@ export class Upstream {
     if (!upstreamTimings.hasSubscribers) return call;
     const start = performance.now();
     const publish = (status: UpstreamTiming['status']) =>
-      upstreamTimings.publish({ source: this.#source, op, path, status, seconds: (performance.now() - start) / 1000 } satisfies UpstreamTiming);
+      upstreamTimings.publish({ upstream: this.#label, op, path, status, seconds: (performance.now() - start) / 1000 } satisfies UpstreamTiming);
     try {
       const res = await call;
       publish(res.statusCode);
