@@ -80,7 +80,7 @@ export class Metrics {
       fees: money('mint_fees', "Input fees mints took on the gateway's own swaps"),
     };
     this.#held = {
-      balances: new Gauge({ name: 'gateway_balances_msats', help: 'Held on keys (including reservations), in msats.', registers }),
+      balances: new Gauge({ name: 'gateway_balances_msats', help: 'Spendable balances on keys (reservations not included), in msats.', registers }),
       reserved: new Gauge({ name: 'gateway_reserved_msats', help: 'Reserved by requests in flight, in msats.', registers }),
     };
     this.#models = new Gauge({ name: 'gateway_models', help: 'Models served now.', registers });
@@ -106,8 +106,14 @@ export class Metrics {
     this.#held.reserved.set(t.reserved);
   }
 
+  /** Scrapes that arrive together share one read of the ledger (it sums every entry). */
+  #refreshing: Promise<void> | undefined;
+
   async scrape(): Promise<{ contentType: string; text: string }> {
-    await this.#refresh();
+    this.#refreshing ??= this.#refresh().finally(() => {
+      this.#refreshing = undefined;
+    });
+    await this.#refreshing;
     const merged = Registry.merge([this.registry, processRegistry]);
     return { contentType: merged.contentType, text: await merged.metrics() };
   }
