@@ -118,6 +118,8 @@ const schema = z.object({
   REQUEST_TIMEOUT_MS: z.coerce.number().int().positive().default(120_000),
   /** When set, GET /metrics requires `Authorization: Bearer <this>`. */
   METRICS_TOKEN: z.string().default(''),
+  /** `json`, `pretty`, or `auto`: pretty when standard output is a terminal (read by the logger itself). */
+  LOG_FORMAT: z.enum(['auto', 'json', 'pretty']).default('auto'),
 });
 
 export type Config = z.output<typeof schema>;
