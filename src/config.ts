@@ -30,6 +30,8 @@ const schema = z.object({
   DESCRIPTION: z.string().default('OpenAI-compatible API paid per request with Cashu ecash'),
   UPSTREAM_BASE_URL: httpUrl.default('http://127.0.0.1:11434/v1'),
   UPSTREAM_API_KEY: z.string().default(''),
+  /** JSON or YAML file listing several upstreams with their models and price rules. */
+  UPSTREAMS_FILE: z.string().min(1).optional(),
   UPSTREAM_HEADERS_TIMEOUT_MS: z.coerce.number().int().positive().default(120_000),
   UPSTREAM_BODY_TIMEOUT_MS: z.coerce.number().int().positive().default(300_000),
   UPSTREAM_CONNECTIONS: z.coerce.number().int().positive().default(1024),

@@ -11,7 +11,7 @@ import { Announcer } from './nostr/announce.ts';
 import { Dvm } from './nostr/dvm.ts';
 import { VERSION } from './version.ts';
 import type { Logger } from 'pino';
-import { Upstream } from './upstream/client.ts';
+import { loadUpstreams } from './upstream/upstreams.ts';
 import { Catalog } from './engine/catalog.ts';
 import { Engine } from './engine/engine.ts';
 import { buildApp } from './http/app.ts';
@@ -37,9 +37,9 @@ export async function createGateway(cfg: Config) {
     p2pk: loadP2pkKey(cfg.CASHU_P2PK_PRIVKEY, cfg.DATA_DIR),
     locktimeMarginSec: cfg.P2PK_LOCKTIME_MARGIN_SECONDS,
   });
-  const upstream = new Upstream(cfg);
-  const catalog = new Catalog(cfg, upstream, log);
-  const engine = new Engine({ ledger, wallets, upstream, log });
+  const upstreams = loadUpstreams(cfg);
+  const catalog = new Catalog(cfg, upstreams, log);
+  const engine = new Engine({ ledger, wallets, log });
   const app = buildApp({ cfg, log, ledger, wallets, catalog, engine });
   await catalog.refresh();
   catalog.start();
@@ -70,7 +70,7 @@ export async function createGateway(cfg: Config) {
     clearInterval(heartbeat);
     catalog.stop();
     await app.close();
-    await upstream.close();
+    await Promise.all(upstreams.map((u) => u.client.close()));
     await ledger.close();
   };
   return { app, log, ledger, wallets, catalog, engine, nostr, close };
@@ -136,7 +136,15 @@ export function configOrExit(): Config {
 }
 
 export async function serve(cfg: Config): Promise<void> {
-  const gw = await createGateway(cfg);
+  let gw: Awaited<ReturnType<typeof createGateway>>;
+  try {
+    gw = await createGateway(cfg);
+  } catch (e) {
+    const message = (e as Error).message;
+    if (!message.startsWith('UPSTREAMS_FILE')) throw e;
+    for (const line of message.split('\n')) console.error(`config: ${line}`);
+    process.exit(2);
+  }
   await gw.app.listen({ port: cfg.PORT, host: cfg.HOST });
   gw.log.info({ mints: cfg.CASHU_MINTS, upstream: cfg.UPSTREAM_BASE_URL, models: gw.catalog.list().length }, 'gateway ready');
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {

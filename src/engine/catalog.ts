@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import type { Upstream, UpstreamModel } from '../upstream/client.ts';
+import type { NamedUpstream } from '../upstream/upstreams.ts';
 import type { Price } from './pricing.ts';
 
 export interface ModelEntry {
@@ -8,47 +9,72 @@ export interface ModelEntry {
   created: number;
   ownedBy: string;
   price: Price;
+  /** Who serves it, in the order they are tried. */
+  upstreams: Upstream[];
 }
 
 /**
- * The models served and their prices: the upstream's list, plus any model named in the
- * configuration. A model with no configured price gets the documented default price.
+ * The models served and their prices: the upstreams' lists, plus any model named in the
+ * configuration. A model's price is MODEL_PRICES's, else the first rule an upstream serving it
+ * gives (by id, then `*`), else the documented default price.
  */
 export class Catalog {
   readonly #cfg: Config;
-  readonly #upstream: Upstream;
+  readonly #upstreams: NamedUpstream[];
   readonly #log: Logger;
   #models = new Map<string, ModelEntry>();
   #refreshing: Promise<void> | undefined;
   #loadedAt = 0;
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(cfg: Config, upstream: Upstream, log: Logger) {
+  constructor(cfg: Config, upstreams: NamedUpstream[], log: Logger) {
     this.#cfg = cfg;
-    this.#upstream = upstream;
+    this.#upstreams = upstreams;
     this.#log = log;
-    this.#build([]);
+    this.#build(upstreams.map(() => []));
   }
 
-  priceOf(id: string): Price {
+  priceOf(id: string, servedBy: NamedUpstream[] = this.#upstreams): Price {
     const p = this.#cfg.MODEL_PRICES[id];
+    const rule = servedBy.map((u) => u.prices.get(id)).find(Boolean) ?? servedBy.map((u) => u.prices.get('*')).find(Boolean);
     return {
-      promptRate: p?.prompt ?? this.#cfg.DEFAULT_PROMPT_MSATS_PER_TOKEN,
-      completionRate: p?.completion ?? this.#cfg.DEFAULT_COMPLETION_MSATS_PER_TOKEN,
+      promptRate: p?.prompt ?? rule?.promptRate ?? this.#cfg.DEFAULT_PROMPT_MSATS_PER_TOKEN,
+      completionRate: p?.completion ?? rule?.completionRate ?? this.#cfg.DEFAULT_COMPLETION_MSATS_PER_TOKEN,
       maxCompletionTokens: p?.max_completion_tokens ?? this.#cfg.DEFAULT_MAX_COMPLETION_TOKENS,
       contextLength: p?.context_length ?? this.#cfg.DEFAULT_CONTEXT_LENGTH,
     };
   }
 
-  #build(upstream: UpstreamModel[]): void {
-    const models = new Map<string, ModelEntry>();
-    const now = Math.floor(Date.now() / 1000);
-    const add = (id: string, created = now, ownedBy = 'upstream') => {
-      if (!models.has(id)) models.set(id, { id, created, ownedBy, price: this.priceOf(id) });
+  /** `listed[i]` is what upstream i's /models said (empty if it could not be asked). */
+  #build(listed: UpstreamModel[][]): void {
+    const served = new Map<string, { meta?: UpstreamModel; by: NamedUpstream[] }>();
+    const serve = (id: string, u: NamedUpstream, meta?: UpstreamModel) => {
+      const entry = served.get(id) ?? { by: [] };
+      if (!entry.meta && meta) entry.meta = meta;
+      if (!entry.by.includes(u)) entry.by.push(u);
+      served.set(id, entry);
     };
-    for (const m of upstream) add(m.id, m.created, m.owned_by);
-    for (const id of this.#cfg.MODELS) add(id);
-    for (const id of Object.keys(this.#cfg.MODEL_PRICES)) add(id);
+    this.#upstreams.forEach((u, i) => {
+      if (u.models) for (const id of u.models) serve(id, u, listed[i]?.find((m) => m.id === id));
+      else for (const m of listed[i] ?? []) serve(m.id, u, m);
+    });
+    // Models named only in the configuration go to every upstream that is not limited to a list.
+    const open = this.#upstreams.filter((u) => !u.models);
+    for (const id of [...this.#cfg.MODELS, ...Object.keys(this.#cfg.MODEL_PRICES)]) {
+      if (!served.has(id)) for (const u of open) serve(id, u);
+    }
+    const now = Math.floor(Date.now() / 1000);
+    const models = new Map<string, ModelEntry>();
+    for (const [id, { meta, by }] of served) {
+      if (by.length === 0) continue;
+      models.set(id, {
+        id,
+        created: meta?.created ?? now,
+        ownedBy: meta?.owned_by ?? by[0]!.name,
+        price: this.priceOf(id, by),
+        upstreams: by.map((u) => u.client),
+      });
+    }
     this.#models = models;
   }
 
@@ -69,15 +95,19 @@ export class Catalog {
   }
 
   refresh(): Promise<void> {
-    this.#refreshing ??= this.#upstream
-      .models()
-      .then((list) => {
-        this.#build(list);
+    this.#refreshing ??= Promise.all(
+      this.#upstreams.map((u) =>
+        u.models
+          ? Promise.resolve([] as UpstreamModel[])
+          : u.client.models().catch((e: Error) => {
+              this.#log.warn({ upstream: u.name, err: e.message }, 'could not list upstream models');
+              return [] as UpstreamModel[];
+            }),
+      ),
+    )
+      .then((listed) => {
+        this.#build(listed);
         this.#loadedAt = Date.now();
-      })
-      .catch((e: Error) => {
-        this.#loadedAt = Date.now();
-        this.#log.warn({ err: e.message }, 'could not list upstream models; serving configured models only');
       })
       .finally(() => {
         this.#refreshing = undefined;

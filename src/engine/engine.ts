@@ -4,7 +4,6 @@ import type { CashuWallets } from '../cashu/wallet.ts';
 import { paymentRequest } from '../cashu/payment-request.ts';
 import { inspectToken, isCashuToken } from '../cashu/token.ts';
 import type { Ledger } from '../ledger/ledger.ts';
-import type { Upstream } from '../upstream/client.ts';
 import { SseSplitter, eventData } from '../upstream/sse.ts';
 import { GatewayError } from './errors.ts';
 import { UPSTREAM_PATH, type Job } from './job.ts';
@@ -47,14 +46,12 @@ const SK = /^sk-([0-9a-f]{64})$/;
 export class Engine {
   readonly #ledger: Ledger;
   readonly #wallets: CashuWallets;
-  readonly #upstream: Upstream;
   readonly #trusted: ReadonlySet<string>;
   readonly #log: Logger;
 
-  constructor(deps: { ledger: Ledger; wallets: CashuWallets; upstream: Upstream; log: Logger }) {
+  constructor(deps: { ledger: Ledger; wallets: CashuWallets; log: Logger }) {
     this.#ledger = deps.ledger;
     this.#wallets = deps.wallets;
-    this.#upstream = deps.upstream;
     this.#trusted = new Set(deps.wallets.mints);
     this.#log = deps.log;
   }
@@ -180,19 +177,30 @@ export class Engine {
     });
   }
 
+  /**
+   * Calls the model's upstreams in order, moving on after a refused connection, a timeout, a 5xx
+   * or a 429: all before the first byte reaches the client, so failover is invisible to it.
+   */
   async #call(job: Job, payer: Payer | null, signal: AbortSignal | undefined) {
-    let res;
-    try {
-      res = await this.#upstream.post(UPSTREAM_PATH[job.kind], JSON.stringify(job.body), signal);
-    } catch (e) {
-      this.#log.warn({ err: (e as Error).message }, 'upstream request failed');
-      throw await this.#fail(payer, new GatewayError(502, 'upstream_error', 'The upstream model provider could not be reached.'));
-    }
-    if (res.statusCode >= 400) {
+    const body = JSON.stringify(job.body);
+    let failure: GatewayError | undefined;
+    for (const upstream of job.model.upstreams) {
+      if (signal?.aborted) break;
+      let res;
+      try {
+        res = await upstream.post(UPSTREAM_PATH[job.kind], body, signal);
+      } catch (e) {
+        this.#log.warn({ err: (e as Error).message }, 'upstream request failed');
+        failure = new GatewayError(502, 'upstream_error', 'The upstream model provider could not be reached.');
+        continue;
+      }
+      if (res.statusCode < 400) return res;
       const text = await res.body.text().catch(() => '');
-      throw await this.#fail(payer, upstreamError(res.statusCode, text));
+      failure = upstreamError(res.statusCode, text);
+      // A request the upstream refuses as such (4xx but 429) would be refused by the next one too.
+      if (res.statusCode < 500 && res.statusCode !== 429) break;
     }
-    return res;
+    throw await this.#fail(payer, failure ?? new GatewayError(502, 'upstream_error', 'No upstream serves this model.'));
   }
 
   /** Runs a job; a null payer is a free job (nothing reserved, nothing charged). */

@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import { Catalog, type ModelEntry } from '../engine/catalog.ts';
 import { satsPricing } from '../engine/pricing.ts';
-import { Upstream } from '../upstream/client.ts';
+import { loadUpstreams } from '../upstream/upstreams.ts';
 import { num, table } from './table.ts';
 
 export interface ModelRow {
@@ -24,30 +24,34 @@ export interface ModelRow {
  * uses. `upstreamError` says why the upstream's list is missing, when it is.
  */
 export async function listModels(cfg: Config, log: Logger): Promise<{ rows: ModelRow[]; upstreamError?: string }> {
-  const upstream = new Upstream(cfg);
+  const upstreams = loadUpstreams(cfg);
   try {
-    let listed = new Set<string>();
-    let upstreamError: string | undefined;
-    try {
-      listed = new Set((await upstream.models()).map((m) => m.id));
-    } catch (e) {
-      upstreamError = (e as Error).message;
+    const listed = new Set<string>();
+    const errors: string[] = [];
+    for (const u of upstreams) {
+      try {
+        for (const m of await u.client.models()) listed.add(m.id);
+      } catch (e) {
+        errors.push(`${u.name}: ${(e as Error).message}`);
+      }
     }
-    const catalog = new Catalog(cfg, upstream, log);
-    if (!upstreamError) await catalog.refresh();
+    const catalog = new Catalog(cfg, upstreams, log);
+    await catalog.refresh();
+    const isDefault = (m: ModelEntry) =>
+      m.price.promptRate === cfg.DEFAULT_PROMPT_MSATS_PER_TOKEN && m.price.completionRate === cfg.DEFAULT_COMPLETION_MSATS_PER_TOKEN;
     const rows = catalog.list().map((m: ModelEntry): ModelRow => ({
       id: m.id,
       source: listed.has(m.id) ? 'upstream' : 'configured',
-      price: cfg.MODEL_PRICES[m.id] ? 'configured' : 'default',
+      price: cfg.MODEL_PRICES[m.id] || !isDefault(m) ? 'configured' : 'default',
       prompt_msats_per_token: m.price.promptRate / 1e6,
       completion_msats_per_token: m.price.completionRate / 1e6,
       max_completion_tokens: m.price.maxCompletionTokens,
       context_length: m.price.contextLength,
       max_cost_sats: satsPricing(m.price).max_cost,
     }));
-    return upstreamError ? { rows, upstreamError } : { rows };
+    return errors.length ? { rows, upstreamError: errors.join('; ') } : { rows };
   } finally {
-    await upstream.close();
+    await Promise.all(upstreams.map((u) => u.client.close()));
   }
 }
 

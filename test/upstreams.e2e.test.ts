@@ -1,0 +1,128 @@
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { FakeUpstream, REPLY_WORDS } from './support/upstream.ts';
+import { expectMoneyConserved, msats, startGateway, type Gateway } from './support/gateway.ts';
+import { mintToken } from './support/cashu.ts';
+import { freePort } from './support/ports.ts';
+
+const mintUrl = inject('mintUrl');
+const a = new FakeUpstream();
+const b = new FakeUpstream();
+let gw: Gateway;
+let file: string;
+
+async function chat(model: string) {
+  const res = await fetch(`${gw.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${await mintToken(mintUrl, 40)}` },
+    body: JSON.stringify({ model, messages: [{ role: 'user', content: 'route me' }], max_tokens: 3 }),
+  });
+  return { status: res.status, json: (await res.json()) as Record<string, any> };
+}
+
+beforeAll(async () => {
+  await a.start();
+  await b.start();
+  file = join(mkdtempSync(join(tmpdir(), 'upstreams-')), 'upstreams.yaml');
+  // gpt-test is served by a, then b; b alone serves its other models. At 100,000 USD per BTC a
+  // USD is 1,000,000 msats, and the margin makes everything 1.5 times dearer.
+  writeFileSync(
+    file,
+    `usd_per_btc: 100000
+margin: 1.5
+upstreams:
+  - name: a
+    base_url: ${a.url}
+    models: [gpt-test]
+    prices:
+      gpt-test: { prompt_usd: 0.000001, completion_usd: 0.000002 }
+  - name: b
+    base_url: ${b.url}
+    api_key_env: B_KEY
+    prices:
+      "*": { prompt_msats: 4, completion_msats: 8 }
+`,
+  );
+  gw = await startGateway(mintUrl, a, { UPSTREAMS_FILE: file, MODEL_PRICES: '{}' });
+});
+afterAll(async () => {
+  await gw?.close();
+  await a.stop();
+  await b.stop();
+});
+afterEach(async () => {
+  a.modes.length = 0;
+  b.modes.length = 0;
+  await expectMoneyConserved(gw);
+});
+
+describe('several upstreams from a config file', () => {
+  it('prices models by their rules (USD at the configured rate, msats), times the margin', async () => {
+    const models = (await (await fetch(`${gw.url}/v1/models`)).json()) as { data: any[] };
+    const byId = new Map(models.data.map((m) => [m.id, m]));
+    expect([...byId.keys()].sort()).toEqual(['gpt-cheap', 'gpt-test', 'text-embed']);
+    expect(byId.get('gpt-test').msats_pricing).toEqual({ prompt_msats_per_token: 1.5, completion_msats_per_token: 3 });
+    expect(byId.get('gpt-cheap').msats_pricing).toEqual({ prompt_msats_per_token: 6, completion_msats_per_token: 12 });
+    const res = await chat('gpt-test');
+    const u = res.json.usage;
+    expect(u.cost.total_msats).toBe(msats(u.prompt_tokens, 1.5) + msats(u.completion_tokens, 3));
+  });
+
+  it('fails over to the next upstream before the first byte, and not on a request the upstream refuses', async () => {
+    const [aBefore, bBefore] = [a.requests.length, b.requests.length];
+    a.modes.push('fail_500');
+    const ok = await chat('gpt-test');
+    expect(ok.status).toBe(200);
+    expect(ok.json.choices[0].message.content).toBe(REPLY_WORDS.slice(0, 3).join(' '));
+    expect([a.requests.length - aBefore, b.requests.length - bBefore]).toEqual([1, 1]);
+
+    a.modes.push('fail_400');
+    const refused = await chat('gpt-test');
+    expect(refused.status).toBe(400);
+    expect(b.requests.length - bBefore).toBe(1);
+
+    // b alone serves gpt-cheap: when it fails there is nobody to fail over to, and nothing is charged.
+    b.modes.push('fail_500');
+    expect((await chat('gpt-cheap')).status).toBe(502);
+  });
+
+  it('fails over when the first upstream is down altogether', async () => {
+    const dead = join(mkdtempSync(join(tmpdir(), 'upstreams-')), 'dead.json');
+    writeFileSync(
+      dead,
+      JSON.stringify({ upstreams: [{ name: 'dead', base_url: `http://127.0.0.1:${await freePort()}/v1`, models: ['gpt-test'] }, { name: 'b', base_url: b.url }] }),
+    );
+    const other = await startGateway(mintUrl, a, { UPSTREAMS_FILE: dead });
+    try {
+      const res = await fetch(`${other.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${await mintToken(mintUrl, 40)}` },
+        body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'anyone?' }], max_tokens: 1 }),
+      });
+      expect(res.status).toBe(200);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('lets MODEL_PRICES in the environment override the file, and rejects a bad file at start-up', async () => {
+    const over = await startGateway(mintUrl, a, { UPSTREAMS_FILE: file, MODEL_PRICES: JSON.stringify({ 'gpt-test': { prompt: 9, completion: 9 } }) });
+    try {
+      const models = (await (await fetch(`${over.url}/v1/models`)).json()) as { data: any[] };
+      expect(models.data.find((m) => m.id === 'gpt-test').msats_pricing).toEqual({ prompt_msats_per_token: 9, completion_msats_per_token: 9 });
+    } finally {
+      await over.close();
+    }
+    const bad = join(mkdtempSync(join(tmpdir(), 'upstreams-')), 'bad.yaml');
+    writeFileSync(bad, 'upstreams:\n  - name: x\n    base_url: ftp://nope\n    prices: { m: { prompt_usd: 1, completion_usd: 1 } }\n');
+    const r = spawnSync(process.execPath, ['--disable-warning=ExperimentalWarning', resolve('src/main.ts')], {
+      env: { PATH: process.env.PATH, UPSTREAMS_FILE: bad, PORT: '0', DATABASE_URL: ':memory:' },
+      encoding: 'utf8',
+    });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/^config: UPSTREAMS_FILE upstreams\.0\.base_url/m);
+  });
+});
