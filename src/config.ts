@@ -59,6 +59,8 @@ const schema = z.object({
     .transform(csv)
     .pipe(z.array(z.url({ protocol: /^wss?$/ }))),
   PUBLIC_URL: httpUrl.optional(),
+  /** Nostr keys (npub or hex) allowed to call /admin with NIP-98 auth. */
+  ADMIN_NPUBS: z.string().default('').transform(csv),
   DVM_DEFAULT_MODEL: z.string().min(1).optional(),
   DVM_MAX_AGE_SECONDS: z.coerce.number().int().positive().default(600),
   DVM_MAX_PROMPT_CHARS: z.coerce.number().int().positive().default(32_000),

@@ -23,6 +23,8 @@ export class Catalog {
   readonly #upstreams: NamedUpstream[];
   readonly #log: Logger;
   #models = new Map<string, ModelEntry>();
+  /** Prices the operator set at run time (admin API); they outlive model-list refreshes, not restarts. */
+  readonly #overrides = new Map<string, { promptRate: number; completionRate: number }>();
   #refreshing: Promise<void> | undefined;
   #loadedAt = 0;
   #timer: NodeJS.Timeout | undefined;
@@ -34,7 +36,23 @@ export class Catalog {
     this.#build(upstreams.map(() => []));
   }
 
+  /** Sets a served model's price in msats per token; undefined if the model is not served. */
+  setPrice(id: string, promptMsats: number, completionMsats: number): ModelEntry | undefined {
+    const m = this.#models.get(id);
+    if (!m) return undefined;
+    const override = { promptRate: Math.round(promptMsats * 1e6), completionRate: Math.round(completionMsats * 1e6) };
+    this.#overrides.set(id, override);
+    m.price = { ...m.price, ...override };
+    return m;
+  }
+
   priceOf(id: string, servedBy: NamedUpstream[] = this.#upstreams): Price {
+    const o = this.#overrides.get(id);
+    if (o) return { ...this.#basePrice(id, servedBy), ...o };
+    return this.#basePrice(id, servedBy);
+  }
+
+  #basePrice(id: string, servedBy: NamedUpstream[]): Price {
     const p = this.#cfg.MODEL_PRICES[id];
     const rule = servedBy.map((u) => u.prices.get(id)).find(Boolean) ?? servedBy.map((u) => u.prices.get('*')).find(Boolean);
     return {

@@ -109,6 +109,7 @@ export class Engine {
     const reservationId = randomUUID();
     if (!(await this.#ledger.reserve(keyHash, job.maxMsats, reservationId))) {
       const key = (await this.#ledger.getKey(keyHash))!;
+      if (key.revoked) throw new GatewayError(401, 'key_revoked', 'This API key has been revoked; its balance can still be refunded.');
       const available = key.balance - key.reserved;
       const err = this.paymentRequired(
         job.maxMsats,

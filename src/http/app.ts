@@ -12,6 +12,7 @@ import { completionRoutes } from './completions.ts';
 import { healthRoutes } from './health.ts';
 import { infoRoutes } from './info.ts';
 import { lightningRoutes } from './lightning.ts';
+import { adminRoutes } from './admin.ts';
 import { Metrics } from './metrics.ts';
 import { rateLimit } from './rate-limit.ts';
 
@@ -99,6 +100,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   infoRoutes(app, deps);
   balanceRoutes(app, deps);
   lightningRoutes(app, deps);
+  adminRoutes(app, deps);
   completionRoutes(app, { ...deps, stallMs: deps.cfg.CLIENT_STALL_TIMEOUT_MS, metrics });
   return app;
 }

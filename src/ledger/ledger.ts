@@ -12,6 +12,8 @@ export interface KeyRow {
   totalSpent: number;
   totalRequests: number;
   createdAt: number;
+  /** Revoked by the operator: it can no longer pay for requests (its balance can still be refunded). */
+  revoked: boolean;
 }
 
 /** A proof as the gateway stores it; amount is in the keyset's unit. */
@@ -105,6 +107,9 @@ export type StartRefundResult =
  */
 export interface Ledger {
   getKey(hash: string): Promise<KeyRow | undefined>;
+  /** Keys by balance, largest first, for the operator. */
+  listKeys(limit: number): Promise<KeyRow[]>;
+  revokeKey(hash: string): Promise<boolean>;
   getToken(hash: string): Promise<TokenRow | undefined>;
 
   /**

@@ -97,6 +97,7 @@ const MIGRATIONS: string[] = [
      created_at BIGINT NOT NULL);`,
   `ALTER TABLE reservations ADD COLUMN owner TEXT;
    CREATE TABLE instances (id TEXT PRIMARY KEY, heartbeat_at BIGINT NOT NULL);`,
+  `ALTER TABLE keys ADD COLUMN revoked BOOLEAN NOT NULL DEFAULT false;`,
 ];
 
 type Client = pg.PoolClient;
@@ -180,6 +181,14 @@ export class PostgresLedger implements Ledger {
   async getKey(hash: string): Promise<KeyRow | undefined> {
     const r = await this.#one('SELECT * FROM keys WHERE hash = $1', [hash]);
     return r && keyRow(r);
+  }
+
+  async listKeys(limit: number): Promise<KeyRow[]> {
+    return ((await this.#pool.query('SELECT * FROM keys ORDER BY balance DESC, created_at LIMIT $1', [limit])).rows as Row[]).map(keyRow);
+  }
+
+  async revokeKey(hash: string): Promise<boolean> {
+    return (await this.#pool.query('UPDATE keys SET revoked = true WHERE hash = $1', [hash])).rowCount === 1;
   }
 
   async getToken(hash: string): Promise<TokenRow | undefined> {
@@ -337,7 +346,7 @@ export class PostgresLedger implements Ledger {
     return this.#tx(async (c) => {
       const r = await c.query(
         `UPDATE keys SET reserved = reserved + $1, total_requests = total_requests + 1
-         WHERE hash = $2 AND balance - reserved >= $1`,
+         WHERE hash = $2 AND balance - reserved >= $1 AND NOT revoked`,
         [msats, keyHash],
       );
       if (r.rowCount !== 1) return false;

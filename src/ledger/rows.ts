@@ -12,6 +12,7 @@ export const keyRow = (r: Row): KeyRow => ({
   totalSpent: r.total_spent as number,
   totalRequests: r.total_requests as number,
   createdAt: r.created_at as number,
+  revoked: Boolean(r.revoked),
 });
 
 export const refundRow = (r: Row): RefundRow => ({

@@ -94,6 +94,7 @@ const MIGRATIONS: string[] = [
      created_at INTEGER NOT NULL);`,
   `ALTER TABLE reservations ADD COLUMN owner TEXT;
    CREATE TABLE instances (id TEXT PRIMARY KEY, heartbeat_at INTEGER NOT NULL);`,
+  `ALTER TABLE keys ADD COLUMN revoked INTEGER NOT NULL DEFAULT 0;`,
 ];
 
 class ReplayError extends Error {}
@@ -118,6 +119,8 @@ export class SqliteLedger implements Ledger {
     const p = (sql: string) => this.#db.prepare(sql);
     this.#s = {
       getKey: p('SELECT * FROM keys WHERE hash = ?'),
+      listKeys: p('SELECT * FROM keys ORDER BY balance DESC, created_at LIMIT ?'),
+      revokeKey: p('UPDATE keys SET revoked = 1 WHERE hash = ?'),
       getToken: p('SELECT * FROM tokens WHERE hash = ?'),
       insertToken: p(
         `INSERT INTO tokens (hash, key_hash, op_id, state, created_at) VALUES (?, ?, ?, 'redeeming', ?)
@@ -161,7 +164,7 @@ export class SqliteLedger implements Ledger {
       addBalance: p('UPDATE keys SET balance = balance + ? WHERE hash = ?'),
       reserve: p(
         `UPDATE keys SET reserved = reserved + ?1, total_requests = total_requests + 1
-         WHERE hash = ?2 AND balance - reserved >= ?1`,
+         WHERE hash = ?2 AND balance - reserved >= ?1 AND revoked = 0`,
       ),
       insertReservation: p(
         `INSERT INTO reservations (id, key_hash, msats, state, created_at, owner) VALUES (?, ?, ?, 'active', ?, ?)`,
@@ -238,6 +241,14 @@ export class SqliteLedger implements Ledger {
   async getKey(hash: string): Promise<KeyRow | undefined> {
     const r = this.#s.getKey!.get(hash) as Row | undefined;
     return r && keyRow(r);
+  }
+
+  async listKeys(limit: number): Promise<KeyRow[]> {
+    return (this.#s.listKeys!.all(limit) as Row[]).map(keyRow);
+  }
+
+  async revokeKey(hash: string): Promise<boolean> {
+    return this.#s.revokeKey!.run(hash).changes === 1;
   }
 
   async getToken(hash: string): Promise<TokenRow | undefined> {

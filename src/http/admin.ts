@@ -1,0 +1,127 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { verifyEvent, type Event } from 'nostr-tools/pure';
+import * as nip19 from 'nostr-tools/nip19';
+import { validateEvent } from 'nostr-tools/nip98';
+import { z } from 'zod';
+import type { Config } from '../config.ts';
+import type { CashuWallets } from '../cashu/wallet.ts';
+import type { Catalog } from '../engine/catalog.ts';
+import { GatewayError } from '../engine/errors.ts';
+import { MSATS_PER, type Ledger } from '../ledger/ledger.ts';
+
+/** How far a NIP-98 event's created_at may be from now. */
+const WINDOW_SEC = 60;
+
+function adminKeys(list: string[]): Set<string> {
+  return new Set(
+    list.map((k) => {
+      if (/^[0-9a-f]{64}$/i.test(k)) return k.toLowerCase();
+      const d = nip19.decode(k);
+      if (d.type !== 'npub') throw new Error(`ADMIN_NPUBS: ${k} is not an npub`);
+      return d.data;
+    }),
+  );
+}
+
+const unauthorized = (why: string) => new GatewayError(401, 'unauthorized', `NIP-98 authorization failed: ${why}.`);
+
+/**
+ * The operator's API, authenticated with NIP-98: `Authorization: Nostr <base64 kind 27235
+ * event>` signed by a key in ADMIN_NPUBS, for this exact URL and method, within a minute, and
+ * never seen before.
+ */
+export function adminRoutes(
+  app: FastifyInstance,
+  deps: { cfg: Config; ledger: Ledger; wallets: CashuWallets; catalog: Catalog },
+): void {
+  const { cfg, ledger, wallets, catalog } = deps;
+  const admins = adminKeys(cfg.ADMIN_NPUBS);
+  // Event ids already used, kept for as long as they could still pass the time check.
+  const used = new Map<string, number>();
+
+  async function authorize(req: FastifyRequest): Promise<void> {
+    if (admins.size === 0) throw new GatewayError(403, 'admin_disabled', 'No ADMIN_NPUBS are configured.');
+    const header = req.headers.authorization ?? '';
+    if (!/^Nostr\s+/i.test(header)) throw unauthorized('send Authorization: Nostr <base64 event>');
+    let event: Event;
+    try {
+      event = JSON.parse(Buffer.from(header.replace(/^Nostr\s+/i, ''), 'base64').toString('utf8')) as Event;
+    } catch {
+      throw unauthorized('the token is not a base64 JSON event');
+    }
+    if (!verifyEvent(event)) throw unauthorized('bad signature');
+    if (!admins.has(event.pubkey)) throw new GatewayError(403, 'forbidden', 'This key is not an admin.');
+    const now = Math.floor(Date.now() / 1000);
+    if (Math.abs(now - event.created_at) > WINDOW_SEC) throw unauthorized('the event is too old or from the future');
+    const url = `${cfg.PUBLIC_URL?.replace(/\/+$/, '') ?? `${req.protocol}://${req.host}`}${req.url}`;
+    const body = req.body && Object.keys(req.body as object).length ? req.body : undefined;
+    let valid = false;
+    try {
+      valid = await validateEvent(event, url, req.method, body);
+    } catch (e) {
+      throw unauthorized((e as Error).message.toLowerCase().replace(/\.$/, ''));
+    }
+    if (!valid) throw unauthorized('the event does not match this request');
+    for (const [id, at] of used) if (at < now - 2 * WINDOW_SEC) used.delete(id);
+    if (used.has(event.id)) throw unauthorized('this event was used already');
+    used.set(event.id, now);
+  }
+
+  app.register(async (admin) => {
+    admin.addHook('preHandler', authorize);
+
+    admin.get('/admin/balances', async () => ({
+      keys: (await ledger.listKeys(1000)).map((k) => ({
+        api_key: `sk-${k.hash}`,
+        balance: k.balance - k.reserved,
+        reserved: k.reserved,
+        unit: k.unit,
+        total_spent: k.totalSpent,
+        total_requests: k.totalRequests,
+        revoked: k.revoked,
+      })),
+    }));
+
+    admin.get('/admin/earnings', async () => {
+      const t = await ledger.totals();
+      const wallet: Array<{ mint: string; unit: string; msats: number }> = [];
+      for (const mint of wallets.mints) {
+        for (const unit of ['sat', 'msat'] as const) {
+          const held = (await ledger.heldProofs(mint, unit)).reduce((s, p) => s + p.amount, 0) * MSATS_PER[unit];
+          if (held) wallet.push({ mint, unit, msats: held });
+        }
+      }
+      return { earnings_msats: t.charged - t.withdrawn - t.fees, ...t, wallet };
+    });
+
+    admin.post('/admin/keys/:key/revoke', async (req: FastifyRequest<{ Params: { key: string } }>) => {
+      const hash = req.params.key.replace(/^sk-/, '');
+      if (!(await ledger.revokeKey(hash))) throw new GatewayError(404, 'key_not_found', 'No such key.');
+      return { api_key: `sk-${hash}`, revoked: true };
+    });
+
+    admin.get('/admin/prices', async () => ({
+      models: catalog.list().map((m) => ({
+        id: m.id,
+        prompt_msats_per_token: m.price.promptRate / 1e6,
+        completion_msats_per_token: m.price.completionRate / 1e6,
+        max_completion_tokens: m.price.maxCompletionTokens,
+      })),
+    }));
+
+    const priceBody = z.strictObject({ prompt_msats_per_token: z.number().nonnegative(), completion_msats_per_token: z.number().nonnegative() });
+    admin.put('/admin/prices/:model', async (req: FastifyRequest<{ Params: { model: string } }>) => {
+      const parsed = priceBody.safeParse(req.body);
+      if (!parsed.success) throw new GatewayError(400, 'invalid_request', 'Send {"prompt_msats_per_token", "completion_msats_per_token"}.');
+      const m = catalog.setPrice(req.params.model, parsed.data.prompt_msats_per_token, parsed.data.completion_msats_per_token);
+      if (!m) throw new GatewayError(404, 'model_not_found', `The model '${req.params.model}' is not served here.`);
+      return { id: m.id, prompt_msats_per_token: m.price.promptRate / 1e6, completion_msats_per_token: m.price.completionRate / 1e6 };
+    });
+
+    admin.post('/admin/withdraw', async () => {
+      const r = await wallets.withdraw();
+      if (!r) return { token: null, message: 'nothing to withdraw: earnings are below 1 sat' };
+      return { token: r.token, amount: r.amount, unit: r.unit, mint: r.mint };
+    });
+  });
+}

@@ -1,0 +1,137 @@
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { finalizeEvent, generateSecretKey, getPublicKey } from 'nostr-tools/pure';
+import { hashPayload } from 'nostr-tools/nip98';
+import * as nip19 from 'nostr-tools/nip19';
+import { FakeUpstream } from './support/upstream.ts';
+import { expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
+import { mintToken, receive } from './support/cashu.ts';
+
+const mintUrl = inject('mintUrl');
+const upstream = new FakeUpstream();
+const adminSk = generateSecretKey();
+let gw: Gateway;
+
+/** A NIP-98 Authorization header, as an admin client makes it (or mis-makes it, for the tests). */
+function nip98(url: string, method: string, opts: { sk?: Uint8Array; createdAt?: number; body?: unknown } = {}): string {
+  const tags = [
+    ['u', url],
+    ['method', method],
+  ];
+  if (opts.body !== undefined) tags.push(['payload', hashPayload(opts.body)]);
+  const event = finalizeEvent({ kind: 27235, created_at: opts.createdAt ?? Math.floor(Date.now() / 1000), tags, content: '' }, opts.sk ?? adminSk);
+  return `Nostr ${Buffer.from(JSON.stringify(event)).toString('base64')}`;
+}
+
+async function admin(method: string, path: string, opts: { auth?: string; body?: unknown } = {}) {
+  const url = `${gw.url}${path}`;
+  const res = await fetch(url, {
+    method,
+    headers: { authorization: opts.auth ?? nip98(url, method, { body: opts.body }), ...(opts.body ? { 'content-type': 'application/json' } : {}) },
+    body: opts.body ? JSON.stringify(opts.body) : undefined,
+  });
+  return { status: res.status, json: (await res.json()) as Record<string, any> };
+}
+
+async function chat(key: string) {
+  const res = await fetch(`${gw.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+    body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'admin test' }], max_tokens: 3 }),
+  });
+  return { status: res.status, json: (await res.json()) as Record<string, any> };
+}
+
+beforeAll(async () => {
+  await upstream.start();
+  gw = await startGateway(mintUrl, upstream, {
+    ADMIN_NPUBS: nip19.npubEncode(getPublicKey(adminSk)),
+    MODEL_PRICES: JSON.stringify({ 'gpt-test': { prompt: 100, completion: 500 } }),
+  });
+});
+afterAll(async () => {
+  await gw?.close();
+  await upstream.stop();
+});
+afterEach(async () => {
+  await expectMoneyConserved(gw);
+});
+
+describe('NIP-98 authentication', () => {
+  it('accepts a fresh event signed by an admin for this URL and method', async () => {
+    const res = await admin('GET', '/admin/balances');
+    expect(res.status).toBe(200);
+    expect(Array.isArray(res.json.keys)).toBe(true);
+  });
+
+  it('refuses an expired event, a wrong URL or method, a replay, a stranger and no header', async () => {
+    const url = `${gw.url}/admin/balances`;
+    const old = await admin('GET', '/admin/balances', { auth: nip98(url, 'GET', { createdAt: Math.floor(Date.now() / 1000) - 300 }) });
+    expect([old.status, old.json.error.code]).toEqual([401, 'unauthorized']);
+    const wrongUrl = await admin('GET', '/admin/balances', { auth: nip98(`${gw.url}/admin/earnings`, 'GET') });
+    expect(wrongUrl.status).toBe(401);
+    const wrongMethod = await admin('GET', '/admin/balances', { auth: nip98(url, 'POST') });
+    expect(wrongMethod.status).toBe(401);
+    // Two identical events (same key, URL, method and second) are one event: sign a distinct one.
+    const header = nip98(url, 'GET', { createdAt: Math.floor(Date.now() / 1000) - 5 });
+    expect((await admin('GET', '/admin/balances', { auth: header })).status).toBe(200);
+    const replay = await admin('GET', '/admin/balances', { auth: header });
+    expect([replay.status, replay.json.error.message]).toEqual([401, 'NIP-98 authorization failed: this event was used already.']);
+    const stranger = await admin('GET', '/admin/balances', { auth: nip98(url, 'GET', { sk: generateSecretKey() }) });
+    expect([stranger.status, stranger.json.error.code]).toEqual([403, 'forbidden']);
+    const none = await fetch(url);
+    expect(none.status).toBe(401);
+    const bodyMismatch = await fetch(`${gw.url}/admin/prices/gpt-test`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json', authorization: nip98(`${gw.url}/admin/prices/gpt-test`, 'PUT', { body: { prompt_msats_per_token: 1, completion_msats_per_token: 1 } }) },
+      body: JSON.stringify({ prompt_msats_per_token: 0, completion_msats_per_token: 0 }),
+    });
+    expect(bodyMismatch.status).toBe(401);
+  });
+});
+
+describe('the admin API', () => {
+  it('shows balances and earnings, revokes a key, and withdraws the earnings as a token the mint accepts', async () => {
+    const token = await mintToken(mintUrl, 60);
+    const key = `sk-${(await (await fetch(`${gw.url}/v1/balance/create`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ initial_balance_token: token }),
+    }).then((r) => r.json())) as { api_key: string }).api_key.slice(3)}`;
+    const charged = [await chat(key), await chat(key)].reduce((s, r) => s + (r.json.usage.cost.total_msats as number), 0);
+
+    const balances = await admin('GET', '/admin/balances');
+    expect(balances.json.keys.find((k: any) => k.api_key === key)).toMatchObject({ balance: 60_000 - charged, reserved: 0, revoked: false });
+    const earnings = await admin('GET', '/admin/earnings');
+    expect(earnings.json.earnings_msats).toBe(earnings.json.charged - earnings.json.withdrawn - earnings.json.fees);
+    expect(earnings.json.charged).toBeGreaterThanOrEqual(charged);
+
+    expect((await admin('POST', `/admin/keys/${key}/revoke`)).json).toEqual({ api_key: key, revoked: true });
+    expect(await chat(key).then((r) => [r.status, r.json.error.code])).toEqual([401, 'key_revoked']);
+    // The holder's money is still theirs.
+    const refund = await fetch(`${gw.url}/v1/balance/refund`, { method: 'POST', headers: { authorization: `Bearer ${key}` } });
+    expect(refund.status).toBe(200);
+    expect((await admin('POST', `/admin/keys/sk-${'0'.repeat(64)}/revoke`)).status).toBe(404);
+
+    const before = await gw.ledger.totals();
+    const w = await admin('POST', '/admin/withdraw');
+    expect(w.json.unit).toBe('sat');
+    expect(w.json.amount).toBe(Math.floor((before.charged - before.withdrawn - before.fees) / 1000));
+    expect(await receive(mintUrl, w.json.token)).toBe(w.json.amount);
+  });
+
+  it('lists and changes prices at run time', async () => {
+    const list = await admin('GET', '/admin/prices');
+    expect(list.json.models.find((m: any) => m.id === 'gpt-test')).toMatchObject({ prompt_msats_per_token: 100, completion_msats_per_token: 500 });
+    const set = await admin('PUT', '/admin/prices/gpt-test', { body: { prompt_msats_per_token: 7, completion_msats_per_token: 11 } });
+    expect(set.json).toEqual({ id: 'gpt-test', prompt_msats_per_token: 7, completion_msats_per_token: 11 });
+    const models = (await (await fetch(`${gw.url}/v1/models`)).json()) as { data: any[] };
+    expect(models.data.find((m) => m.id === 'gpt-test').msats_pricing).toEqual({ prompt_msats_per_token: 7, completion_msats_per_token: 11 });
+    const r = await chat(`sk-${(await (await fetch(`${gw.url}/v1/balance/create`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ initial_balance_token: await mintToken(mintUrl, 20) }),
+    }).then((x) => x.json())) as { api_key: string }).api_key.slice(3)}`);
+    expect(r.json.usage.cost.total_msats).toBe(r.json.usage.prompt_tokens * 7 + r.json.usage.completion_tokens * 11);
+    expect((await admin('PUT', '/admin/prices/nope', { body: { prompt_msats_per_token: 1, completion_msats_per_token: 1 } })).status).toBe(404);
+  });
+});
