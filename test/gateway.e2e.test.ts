@@ -315,7 +315,7 @@ describe('errors: a clear code and nothing charged', () => {
       ['cashuBnot-a-token', 400, 'invalid_cashu_token'],
     ];
     for (const [token, status, code] of cases) {
-      for (const headers of [{ authorization: `Bearer ${token}` }, { 'x-cashu': token }]) {
+      for (const headers of [{ authorization: `Bearer ${token}` }, { 'x-cashu': token }] as Record<string, string>[]) {
         const res = await post('/v1/chat/completions', { headers, body: { model: 'gpt-test', messages } });
         expect([res.status, res.json.error.code]).toEqual([status, code]);
       }

@@ -52,7 +52,7 @@ describe('the mint is unreachable', () => {
     const token = await mintToken(second.url, 20);
     const before = await gw.ledger.totals();
     await second.stop();
-    for (const headers of [{ authorization: `Bearer ${token}` }, { 'x-cashu': token }]) {
+    for (const headers of [{ authorization: `Bearer ${token}` }, { 'x-cashu': token }] as Record<string, string>[]) {
       const res = await chat(headers, { max_tokens: 1 });
       expect(res.status).toBe(503);
       expect(JSON.parse(res.text).error.code).toBe('cashu_mint_unreachable');

@@ -11,7 +11,11 @@ export class CountingProxy {
   readonly delays = new Map<string, number>();
   #server: Server | undefined;
 
-  constructor(readonly target: string) {}
+  readonly target: string;
+
+  constructor(target: string) {
+    this.target = target;
+  }
 
   async start(): Promise<string> {
     const target = new URL(this.target);

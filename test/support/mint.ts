@@ -2,7 +2,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, openSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { freePort } from './ports.ts';
+import { freePort, stopProcess } from './ports.ts';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 
@@ -63,11 +63,6 @@ export async function startMint(opts: { port?: number; dir?: string; inputFeePpk
     url,
     dir,
     proc,
-    stop: () =>
-      new Promise<void>((r) => {
-        if (proc.exitCode !== null) return r();
-        proc.once('exit', () => r());
-        proc.kill('SIGTERM');
-      }),
+    stop: () => stopProcess(proc),
   };
 }

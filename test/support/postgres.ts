@@ -3,7 +3,7 @@ import { chownSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import pg from 'pg';
-import { freePort } from './ports.ts';
+import { freePort, stopProcess } from './ports.ts';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 
@@ -51,12 +51,7 @@ export async function startPostgres(): Promise<RunningPostgres> {
   }
   return {
     url,
-    stop: () =>
-      new Promise<void>((r) => {
-        if (proc.exitCode !== null) return r();
-        proc.once('exit', () => r());
-        proc.kill('SIGINT');
-      }),
+    stop: () => stopProcess(proc, 'SIGINT'),
   };
 }
 

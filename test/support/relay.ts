@@ -2,7 +2,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { freePort } from './ports.ts';
+import { freePort, stopProcess } from './ports.ts';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 
@@ -53,11 +53,6 @@ authentication:
   return {
     url: `ws://127.0.0.1:${port}`,
     proc,
-    stop: () =>
-      new Promise<void>((r) => {
-        if (proc.exitCode !== null) return r();
-        proc.once('exit', () => r());
-        proc.kill('SIGTERM');
-      }),
+    stop: () => stopProcess(proc),
   };
 }
