@@ -59,6 +59,8 @@ const schema = z.object({
     .transform(csv)
     .pipe(z.array(z.url({ protocol: /^wss?$/ }))),
   PUBLIC_URL: httpUrl.optional(),
+  /** NIP-13 proof of work done on every event we publish (0: only when a relay asks for it). */
+  NOSTR_POW_BITS: z.coerce.number().int().min(0).max(24).default(0),
   /** Nostr keys (npub or hex) allowed to call /admin with NIP-98 auth. */
   ADMIN_NPUBS: z.string().default('').transform(csv),
   DVM_DEFAULT_MODEL: z.string().min(1).optional(),

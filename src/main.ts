@@ -79,7 +79,7 @@ export async function createGateway(cfg: Config) {
 /** The Nostr door: identity, relays, announcements and the NIP-90 job service. */
 function startNostr(cfg: Config, deps: { log: Logger; engine: Engine; catalog: Catalog; wallets: CashuWallets }) {
   const id = loadIdentity(cfg.NSEC, cfg.DATA_DIR);
-  const relays = new Relays(cfg.RELAYS, id, deps.log);
+  const relays = new Relays(cfg.RELAYS, id, deps.log, cfg.NOSTR_POW_BITS);
   const announcer = new Announcer(relays, deps.log);
   announcer.start(() => ({
     name: cfg.NAME,

@@ -323,3 +323,26 @@ describe('a relay that is down', () => {
     }
   });
 });
+
+describe('a relay that demands proof of work', () => {
+  it('gets its announcements with the NIP-13 work done (NOSTR_POW_BITS)', async () => {
+    // This relay's OK for a refused event carries no event id, so a client cannot learn why it was
+    // refused: the work is configured up front rather than discovered.
+    const pow = await startRelay({ requirePow: 12 });
+    const mined = await startGateway(mintUrl, upstream, { RELAYS: pow.url, NSEC: Buffer.from(generateSecretKey()).toString('hex'), NOSTR_POW_BITS: '12' });
+    try {
+      const target = mined.nostr!.id.pubkey;
+      let handler: Event | undefined;
+      for (let i = 0; i < 40 && !handler; i++) {
+        [handler] = await pool.querySync([pow.url], { kinds: [31990], authors: [target] });
+        if (!handler) await new Promise((r) => setTimeout(r, 100));
+      }
+      const nonce = handler!.tags.find((t) => t[0] === 'nonce')!;
+      expect(Number(nonce[2])).toBeGreaterThanOrEqual(12);
+      expect(BigInt(`0x${handler!.id}`) >> 244n).toBe(0n);
+    } finally {
+      await mined.close();
+      await pow.stop();
+    }
+  });
+});

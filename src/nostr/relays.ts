@@ -19,16 +19,20 @@ export class Relays {
   readonly #pool: SimplePool;
   readonly #id: Identity;
   readonly #log: Logger;
+  readonly #powBits: number;
 
-  constructor(urls: string[], id: Identity, log: Logger) {
+  /** `powBits`: NIP-13 work done on every event up front, for relays known to demand it. */
+  constructor(urls: string[], id: Identity, log: Logger, powBits = 0) {
     this.urls = urls;
     this.#id = id;
     this.#log = log;
+    this.#powBits = Math.min(powBits, MAX_POW);
     this.#pool = new SimplePool({ enablePing: true, enableReconnect: true });
     this.#pool.automaticallyAuth = (url) => async (tmpl) => finalizeEvent(tmpl, id.sk);
   }
 
   sign(t: EventTemplate): Event {
+    if (this.#powBits > 0) return finalizeEvent(minePow({ ...t, pubkey: this.#id.pubkey }, this.#powBits), this.#id.sk);
     return finalizeEvent(t, this.#id.sk);
   }
 
@@ -38,9 +42,10 @@ export class Relays {
     const urls = [...new Set([...this.urls, ...extra])];
     const results = await Promise.allSettled(this.#pool.publish(urls, event));
     const refused = results.flatMap((r, i) => (r.status === 'rejected' ? [{ url: urls[i]!, reason: String(r.reason?.message ?? r.reason) }] : []));
-    const pow = refused.map((r) => /pow:\D*(\d+)/.exec(r.reason)).find((m) => m);
+    // NIP-01's "pow: difficulty 20", or the "rejected: 20 PoW required" some relays send.
+    const pow = refused.map((r) => /pow:\D*(\d+)|(\d+) PoW required/i.exec(r.reason)).find((m) => m);
     if (pow && !('sig' in t)) {
-      const difficulty = Math.min(Number(pow[1]), MAX_POW);
+      const difficulty = Math.min(Number(pow[1] ?? pow[2]), MAX_POW);
       event = finalizeEvent(minePow({ ...t, pubkey: this.#id.pubkey }, difficulty), this.#id.sk);
       await Promise.allSettled(this.#pool.publish(refused.map((r) => r.url), event));
     }

@@ -14,7 +14,7 @@ export interface RunningRelay {
 
 /** A real Nostr relay (PyPI nostr-relay) on a free loopback port, with its own SQLite store. */
 /** `verifySignatures: false` makes a relay that passes forged events on, to test what clients do with them. */
-export async function startRelay(opts: { verifySignatures?: boolean } = {}): Promise<RunningRelay> {
+export async function startRelay(opts: { verifySignatures?: boolean; requirePow?: number } = {}): Promise<RunningRelay> {
   const r = spawnSync('bash', [join(ROOT, 'scripts', 'setup-relay.sh')], { stdio: ['ignore', 'inherit', 'inherit'] });
   if (r.status !== 0) throw new Error('could not install nostr-relay (see the message above)');
   const port = await freePort();
@@ -25,8 +25,8 @@ export async function startRelay(opts: { verifySignatures?: boolean } = {}): Pro
     `relay_name: test relay
 storage:
   sqlalchemy.url: sqlite+aiosqlite:///${dir}/nostr.sqlite3
-  validators: ${opts.verifySignatures === false ? '[]' : '\n    - nostr_relay.validators.is_signed'}
-gunicorn:
+  validators: ${opts.verifySignatures === false ? '[]' : `\n    - nostr_relay.validators.is_signed${opts.requirePow ? '\n    - nostr_relay.validators.is_pow' : ''}`}
+${opts.requirePow ? `require_pow: ${opts.requirePow}\n` : ''}gunicorn:
   bind: 127.0.0.1:${port}
   workers: 1
   loglevel: warning
