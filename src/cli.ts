@@ -7,7 +7,7 @@ import { loadP2pkKey } from './cashu/p2pk.ts';
 import { ConfigError, loadConfig } from './config.ts';
 import { createLogger } from './log.ts';
 import { configOrExit, openLedger, serve } from './main.ts';
-import { checkDatabase, checkMint, checkRelay, checkUpstream, report, type Check } from './ops/doctor.ts';
+import { checkDatabase, checkMint, checkRelay, checkUpstreams, report, type Check } from './ops/doctor.ts';
 import { listModels, modelsTable } from './ops/models.ts';
 import { VERSION } from './version.ts';
 
@@ -50,7 +50,7 @@ Exits 1 when the upstream cannot be listed (the configured models are still prin
 
 Checks what the gateway depends on, with the configuration from the environment and .env:
   - the configuration itself;
-  - the upstream: GET /models at UPSTREAM_BASE_URL, with UPSTREAM_API_KEY;
+  - each upstream (UPSTREAMS_FILE, else UPSTREAM_BASE_URL with UPSTREAM_API_KEY): GET /models;
   - each mint in CASHU_MINTS: /v1/info and /v1/keysets (an active sat or msat keyset), and whether it
     supports NUT-11/12 (locked payments) and NUT-07/09 (crash recovery);
   - the database at DATABASE_URL: opened, schema created or migrated, and read;
@@ -67,7 +67,15 @@ async function models(json: boolean): Promise<number> {
   const cfg = configOrExit();
   const log = createLogger(cfg.LOG_LEVEL === 'info' ? 'error' : cfg.LOG_LEVEL);
   process.stderr.write(`listing models at ${cfg.UPSTREAM_BASE_URL}…\n`);
-  const { rows, upstreamError } = await listModels(cfg, log);
+  let listed;
+  try {
+    listed = await listModels(cfg, log);
+  } catch (e) {
+    // A broken UPSTREAMS_FILE, reported like any other configuration problem.
+    for (const line of (e as Error).message.split('\n')) console.error(`config: ${line}`);
+    return 2;
+  }
+  const { rows, upstreamError } = listed;
   if (upstreamError) process.stderr.write(`could not list the upstream's models (${upstreamError}); showing the configured models only\n`);
   if (json) process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
   else if (rows.length) process.stdout.write(`${modelsTable(rows)}\n`);
@@ -99,7 +107,7 @@ async function doctor(): Promise<number> {
     return 1;
   }
   const c = cfg;
-  await step(`the upstream at ${c.UPSTREAM_BASE_URL}`, () => checkUpstream(c));
+  await step(c.UPSTREAMS_FILE ? `the upstreams in ${c.UPSTREAMS_FILE}` : `the upstream at ${c.UPSTREAM_BASE_URL}`, () => checkUpstreams(c));
   for (const mint of c.CASHU_MINTS) await step(`the mint at ${mint}`, () => checkMint(mint, c.MINT_TIMEOUT_MS));
   await step('the database', () => checkDatabase(c.DATABASE_URL, openLedger));
   const relays = (process.env.RELAYS ?? '')

@@ -123,7 +123,7 @@ describe('cashu-gateway doctor', () => {
       const r = await cli({ ...good, UPSTREAM_BASE_URL: url, UPSTREAM_API_KEY: 'sk-wrong' }, 'doctor');
       expect(r.status).toBe(1);
       expect(row(r.stdout, `upstream ${url}`)[2]).toContain('answered 401');
-      expect(r.stdout).toContain('set UPSTREAM_API_KEY to a valid key');
+      expect(r.stdout).toContain('The upstream refused the credentials: set UPSTREAM_API_KEY');
       expect(r.stdout).not.toContain('sk-wrong');
     } finally {
       refusing.close();
@@ -142,6 +142,49 @@ describe('cashu-gateway doctor', () => {
     expect(bad.status).toBe(1);
     expect(row(bad.stdout, 'configuration')[1]).toBe('FAIL');
     expect(row(bad.stdout, 'configuration')[2]).toContain('PORT');
+  });
+});
+
+describe('cashu-gateway doctor with an upstreams file', () => {
+  it('checks every upstream in it: listing, fixed model lists, and one that is down', async () => {
+    const { createServer } = await import('node:http');
+    // An upstream that serves a fixed list and has no /models of its own.
+    const noList = createServer((_req, res) => res.writeHead(404).end());
+    await new Promise<void>((ok) => noList.listen(0, '127.0.0.1', ok));
+    try {
+      const noListUrl = `http://127.0.0.1:${(noList.address() as { port: number }).port}/v1`;
+      const dead = `http://127.0.0.1:${await freePort()}/v1`;
+      const file = join(cwd, 'upstreams.json');
+      writeFileSync(
+        file,
+        JSON.stringify({
+          upstreams: [
+            { name: 'local', base_url: upstream.url },
+            { name: 'fixed', base_url: noListUrl, models: ['fixed-model'] },
+            { name: 'gone', base_url: dead },
+          ],
+        }),
+      );
+      const { UPSTREAM_BASE_URL: _unused, ...rest } = good;
+      const r = await cli({ ...rest, UPSTREAMS_FILE: file }, 'doctor');
+      expect(r.stderr).toContain(`checking the upstreams in ${file}…`);
+      expect(row(r.stdout, `upstream local ${upstream.url}`)[1]).toBe('ok');
+      const fixed = row(r.stdout, `upstream fixed ${noListUrl}`);
+      expect(fixed[1]).toBe('warn');
+      expect(fixed[2]).toBe('upstream /models answered 404; it serves the 1 models named in the upstreams file');
+      expect(row(r.stdout, `upstream gone ${dead}`)[1]).toBe('FAIL');
+      expect(r.stdout).toContain('1 failed, 1 warning');
+      expect(r.status).toBe(1);
+
+      writeFileSync(file, JSON.stringify({ upstreams: [{ name: 'x' }] }));
+      const badFile = await cli({ ...rest, UPSTREAMS_FILE: file }, 'doctor');
+      expect(badFile.status).toBe(1);
+      const bad = row(badFile.stdout, `upstreams file ${file}`);
+      expect(bad[1]).toBe('FAIL');
+      expect(bad[2]).toContain('UPSTREAMS_FILE upstreams.0.base_url');
+    } finally {
+      noList.close();
+    }
   });
 });
 

@@ -1,5 +1,5 @@
 import type { Config } from '../config.ts';
-import { Upstream } from '../upstream/client.ts';
+import { loadUpstreams, type NamedUpstream } from '../upstream/upstreams.ts';
 import type { Ledger } from '../ledger/ledger.ts';
 import { table } from './table.ts';
 
@@ -31,35 +31,55 @@ async function getJson(url: string, timeoutMs: number): Promise<unknown> {
   return res.json();
 }
 
-export async function checkUpstream(cfg: Config): Promise<Check> {
-  const name = `upstream ${cfg.UPSTREAM_BASE_URL}`;
+/**
+ * Each upstream the gateway would use (UPSTREAMS_FILE, else UPSTREAM_BASE_URL), asked for its
+ * model list with a short timeout. An upstream limited to a fixed list of models need not list
+ * them, so an HTTP error from it is a warning; not answering at all is a failure.
+ */
+export async function checkUpstreams(cfg: Config): Promise<Check[]> {
   const timeout = Math.min(CHECK_TIMEOUT_MS, cfg.UPSTREAM_HEADERS_TIMEOUT_MS);
-  const upstream = new Upstream({ ...cfg, UPSTREAM_HEADERS_TIMEOUT_MS: timeout, UPSTREAM_BODY_TIMEOUT_MS: timeout });
-  const configured = new Set([...cfg.MODELS, ...Object.keys(cfg.MODEL_PRICES)]);
+  let upstreams: NamedUpstream[];
   try {
-    const models = await upstream.models();
-    if (models.length === 0 && configured.size === 0) {
-      return {
-        name,
-        status: 'FAIL',
-        detail: 'GET /models lists no models, and none are configured',
-        fix: 'Pull or enable a model at the upstream, or name the models to serve in MODELS or MODEL_PRICES.',
-      };
+    upstreams = loadUpstreams({ ...cfg, UPSTREAM_HEADERS_TIMEOUT_MS: timeout, UPSTREAM_BODY_TIMEOUT_MS: timeout });
+  } catch (e) {
+    return [{ name: `upstreams file ${cfg.UPSTREAMS_FILE ?? ''}`.trim(), status: 'FAIL', detail: errText(e).replace(/\n/g, '; '), fix: 'Correct the upstreams file (JSON or YAML); the README describes its format.' }];
+  }
+  const configured = new Set([...cfg.MODELS, ...Object.keys(cfg.MODEL_PRICES)]);
+  const single = upstreams.length === 1 && upstreams[0]!.name === 'default';
+  try {
+    const checks = await Promise.all(upstreams.map((u) => checkUpstream(u, single ? `upstream ${u.client.baseUrl}` : `upstream ${u.name} ${u.client.baseUrl}`)));
+    const served = checks.reduce((n, c) => n + c.models, 0) + upstreams.reduce((n, u) => n + (u.models?.length ?? 0), 0);
+    if (served === 0 && configured.size === 0 && checks.every((c) => c.check.status === 'ok')) {
+      for (const c of checks) {
+        c.check.status = 'FAIL';
+        c.check.fix = 'Pull or enable a model at the upstream, or name the models to serve in MODELS or MODEL_PRICES.';
+        c.check.detail += ', and none are configured';
+      }
     }
+    return checks.map((c) => c.check);
+  } finally {
+    await Promise.all(upstreams.map((u) => u.client.close()));
+  }
+}
+
+async function checkUpstream(u: NamedUpstream, name: string): Promise<{ check: Check; models: number }> {
+  const base = u.client.baseUrl;
+  try {
+    const models = await u.client.models();
     const shown = models.slice(0, 3).map((m) => m.id).join(', ');
-    return { name, status: 'ok', detail: `${models.length} models listed${models.length ? ` (${shown}${models.length > 3 ? ', …' : ''})` : ''}` };
+    const listed = models.length ? `${models.length} models listed (${shown}${models.length > 3 ? ', …' : ''})` : 'GET /models lists no models';
+    const fixed = u.models ? `; serves ${u.models.length} named in the upstreams file` : '';
+    return { check: { name, status: 'ok', detail: listed + fixed }, models: u.models ? 0 : models.length };
   } catch (e) {
     const msg = errText(e);
     const status = /answered (\d{3})/.exec(msg)?.[1];
-    let fix = `Check that the upstream is running and that UPSTREAM_BASE_URL (${cfg.UPSTREAM_BASE_URL}) is its OpenAI-compatible base URL.`;
-    if (status === '401' || status === '403') fix = 'The upstream refused the credentials: set UPSTREAM_API_KEY to a valid key for it.';
-    else if (status === '404') fix = 'UPSTREAM_BASE_URL must include the API prefix, e.g. http://127.0.0.1:11434/v1 or https://openrouter.ai/api/v1.';
-    if (configured.size > 0) {
-      return { name, status: 'FAIL', detail: `${msg}; only the ${configured.size} configured models would be served`, fix };
+    let fix = `Check that the upstream is running and that ${base} is its OpenAI-compatible base URL (UPSTREAM_BASE_URL, or base_url in the upstreams file).`;
+    if (status === '401' || status === '403') fix = 'The upstream refused the credentials: set UPSTREAM_API_KEY (or the api_key of this upstream) to a valid key for it.';
+    else if (status === '404') fix = 'The base URL must include the API prefix, e.g. http://127.0.0.1:11434/v1 or https://openrouter.ai/api/v1.';
+    if (u.models && status) {
+      return { check: { name, status: 'warn', detail: `${msg}; it serves the ${u.models.length} models named in the upstreams file`, fix }, models: 0 };
     }
-    return { name, status: 'FAIL', detail: msg, fix };
-  } finally {
-    await upstream.close();
+    return { check: { name, status: 'FAIL', detail: msg, fix }, models: 0 };
   }
 }
 

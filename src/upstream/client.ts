@@ -50,6 +50,11 @@ export class Upstream {
     this.#label = url.origin.replace(/\/\/[^@/]*@/, '//') + this.#prefix;
   }
 
+  /** The base URL, credentials stripped: safe to print. */
+  get baseUrl(): string {
+    return this.#label;
+  }
+
   /** `pool.request` resolves once the response headers are in: that is the latency timed. */
   async #timed(op: UpstreamTiming['op'], path: string, call: Promise<Dispatcher.ResponseData>): Promise<Dispatcher.ResponseData> {
     if (!upstreamTimings.hasSubscribers) return call;
