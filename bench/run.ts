@@ -6,6 +6,7 @@
 import { parseArgs } from 'node:util';
 import { runBench } from './lib/bench.ts';
 import { runSoak } from './lib/soak.ts';
+import { renderBenchmarks } from './lib/report.ts';
 
 const { values } = parseArgs({
   options: {
@@ -24,6 +25,7 @@ const { values } = parseArgs({
     'soak-minutes': { type: 'string', default: '10' },
     'soak-connections': { type: 'string', default: '50' },
     'no-write': { type: 'boolean', default: false },
+    render: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
@@ -45,7 +47,8 @@ if (values.help) {
   --litellm-workers N    LiteLLM proxy worker processes (default 1)
   --soak-minutes M       soak length (default 10, at least 2)
   --soak-connections N   soak connections (default 50)
-  --no-write             do not write bench/results or BENCHMARKS.md`);
+  --no-write             do not write bench/results or BENCHMARKS.md
+  --render               only regenerate BENCHMARKS.md from bench/results/*.json (measures nothing)`);
   process.exit(0);
 }
 
@@ -57,6 +60,11 @@ const int = (k: keyof typeof values) => {
   }
   return n;
 };
+
+if (values.render) {
+  console.log(`wrote ${renderBenchmarks()}`);
+  process.exit(0);
+}
 
 // Every run ends by itself: a watchdog stops a run that overstays by far.
 const budgetMin = values.soak ? int('soak-minutes') + 20 : 60;
