@@ -191,26 +191,26 @@ export interface Ledger {
 }
 
 /**
- * Chooses proofs (largest first) worth at least `amount`, exactly when the denominations allow it,
- * so that a refund can often be paid without a swap. Returns undefined if they cannot cover it.
+ * How many proofs of each denomination to take (largest first) for at least `amount`, exactly
+ * when the denominations allow it, so a refund can often be paid without a swap. Works from
+ * counts per denomination, so a payout reads only the proofs it takes, however large the wallet.
+ * Returns undefined if the proofs cannot cover the amount.
  */
-export function pickProofs(descending: StoredProof[], amount: number): StoredProof[] | undefined {
-  const picked: StoredProof[] = [];
-  let sum = 0;
-  let smallestLeft: StoredProof | undefined;
-  for (const p of descending) {
-    if (sum + p.amount <= amount) {
-      picked.push(p);
-      sum += p.amount;
-    } else {
-      smallestLeft = p;
-    }
+export function pickPlan(counts: ReadonlyArray<readonly [denomination: number, count: number]>, amount: number): Map<number, number> | undefined {
+  const plan = new Map<number, number>();
+  let left = amount;
+  let smallestLeft: number | undefined;
+  for (const [denomination, count] of [...counts].sort((a, b) => b[0] - a[0])) {
+    const take = Math.min(count, Math.floor(left / denomination));
+    if (take > 0) plan.set(denomination, take);
+    left -= take * denomination;
+    if (take < count) smallestLeft = denomination;
   }
-  if (sum === amount) return picked;
-  // Every proof left over is larger than the gap, so the smallest of them covers it.
-  if (!smallestLeft) return undefined;
-  picked.push(smallestLeft);
-  return picked;
+  if (left === 0) return plan;
+  // Every denomination with proofs left over is larger than the gap, so the smallest covers it.
+  if (smallestLeft === undefined) return undefined;
+  plan.set(smallestLeft, (plan.get(smallestLeft) ?? 0) + 1);
+  return plan;
 }
 
 /** Proofs locked to the gateway's key (taken offline) carry a NUT-10 P2PK secret; ours never do. */

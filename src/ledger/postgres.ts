@@ -4,7 +4,7 @@ import {
   MSATS_PER,
   OPERATOR,
   RELEASED_STATE_SQL,
-  pickProofs,
+  pickPlan,
   swapFee,
   type KeyRow,
   type Ledger,
@@ -433,15 +433,28 @@ export class PostgresLedger implements Ledger {
     c: Client, r: StartRefund, unit: Unit, amount: number, msats: number, kind: 'refund' | 'withdraw', now: number,
   ): Promise<{ refund: RefundRow; inputs: StoredProof[] } | undefined> {
     for (const mint of r.mints) {
-      const rows = await c.query(
-        `SELECT * FROM proofs WHERE mint = $1 AND unit = $2 AND state IN ('unspent', 'locked') ORDER BY amount DESC FOR UPDATE`,
-        [mint, unit],
-      );
-      const all = (rows.rows as Row[]).map((r) => ({ proof: proofRow(r), locked: r.state === 'locked' }));
+      // Payouts from one mint and unit take turns, so the counts below stay true until we take.
+      await c.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`payout ${mint} ${unit}`]);
+      const counts = async (states: string[]) =>
+        ((await c.query(`SELECT amount, COUNT(*) AS n FROM proofs WHERE mint = $1 AND unit = $2 AND state = ANY($3) GROUP BY amount`, [mint, unit, states]))
+          .rows as Row[]).map((r) => [r.amount as number, r.n as number] as const);
       // Our own unspent proofs first; locked ones too if need be (they are then swapped with our key).
-      const picked =
-        pickProofs(all.filter((x) => !x.locked).map((x) => x.proof), amount) ?? pickProofs(all.map((x) => x.proof), amount);
-      if (!picked) continue;
+      let states = ['unspent'];
+      let plan = pickPlan(await counts(states), amount);
+      if (!plan) {
+        states = ['unspent', 'locked'];
+        plan = pickPlan(await counts(states), amount);
+      }
+      if (!plan) continue;
+      const picked: StoredProof[] = [];
+      for (const [denomination, n] of plan) {
+        const rows = await c.query(
+          `SELECT * FROM proofs WHERE mint = $1 AND unit = $2 AND state = ANY($3) AND amount = $4
+           ORDER BY state = 'locked' LIMIT $5 FOR UPDATE`,
+          [mint, unit, states, denomination, n],
+        );
+        picked.push(...(rows.rows as Row[]).map(proofRow));
+      }
       await c.query(
         `INSERT INTO mint_ops (id, kind, mint, unit, state, key_hash, token_hash, inputs, outputs, created_at, updated_at)
          VALUES ($1, 'refund', $2, $3, 'pending', $4, NULL, $5, NULL, $6, $6)`,

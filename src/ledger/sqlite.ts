@@ -6,7 +6,7 @@ import {
   MSATS_PER,
   OPERATOR,
   RELEASED_STATE_SQL,
-  pickProofs,
+  pickPlan,
   swapFee,
   type KeyRow,
   type Ledger,
@@ -144,6 +144,13 @@ export class SqliteLedger implements Ledger {
       ),
       unspent: p(`SELECT * FROM proofs WHERE mint = ? AND unit = ? AND state = 'unspent' ORDER BY amount DESC`),
       held: p(`SELECT * FROM proofs WHERE mint = ? AND unit = ? AND state IN ('unspent', 'locked') ORDER BY amount DESC`),
+      unspentCounts: p(`SELECT amount, COUNT(*) AS n FROM proofs WHERE mint = ? AND unit = ? AND state = 'unspent' GROUP BY amount`),
+      heldCounts: p(`SELECT amount, COUNT(*) AS n FROM proofs WHERE mint = ? AND unit = ? AND state IN ('unspent', 'locked') GROUP BY amount`),
+      takeUnspent: p(`SELECT * FROM proofs WHERE mint = ? AND unit = ? AND state = 'unspent' AND amount = ? LIMIT ?`),
+      takeHeld: p(
+        `SELECT * FROM proofs WHERE mint = ? AND unit = ? AND state IN ('unspent', 'locked') AND amount = ?
+         ORDER BY state = 'locked' LIMIT ?`,
+      ),
       locked: p(`SELECT * FROM proofs WHERE mint = ? AND unit = ? AND state = 'locked' ORDER BY created_at LIMIT ?`),
       // A proof we gave away (sent) or saw spent may come back; one we hold or are claiming may not.
       claimIncoming: p(
@@ -435,10 +442,13 @@ export class SqliteLedger implements Ledger {
   ): { refund: RefundRow; inputs: StoredProof[] } | undefined {
     for (const mint of r.mints) {
       // Our own unspent proofs first; locked ones too if need be (they are then swapped with our key).
-      const picked =
-        pickProofs((this.#s.unspent!.all(mint, unit) as Row[]).map(proofRow), amount) ??
-        pickProofs((this.#s.held!.all(mint, unit) as Row[]).map(proofRow), amount);
-      if (!picked) continue;
+      const counts = (st: StatementSync) => (st.all(mint, unit) as Row[]).map((r) => [r.amount as number, r.n as number] as const);
+      let plan = pickPlan(counts(this.#s.unspentCounts!), amount);
+      const withLocked = !plan;
+      plan ??= pickPlan(counts(this.#s.heldCounts!), amount);
+      if (!plan) continue;
+      const take = withLocked ? this.#s.takeHeld! : this.#s.takeUnspent!;
+      const picked = [...plan].flatMap(([denomination, n]) => (take.all(mint, unit, denomination, n) as Row[]).map(proofRow));
       this.#s.insertOp!.run(r.opId, 'refund', mint, unit, r.keyHash, null, JSON.stringify(picked), null, now, now);
       for (const pr of picked) this.#s.setProofState!.run('pending', r.opId, pr.secret);
       this.#s.insertRefund!.run(r.refundId, r.keyHash, r.opId, msats, amount, unit, mint, now);

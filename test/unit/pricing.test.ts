@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { completionLimit, costOf, reservationFor, satsPricing, type Price } from '../../src/engine/pricing.ts';
-import { pickProofs, type StoredProof } from '../../src/ledger/ledger.ts';
+import { pickPlan } from '../../src/ledger/ledger.ts';
 
 const price = (prompt: number, completion: number): Price => ({
   promptRate: Math.round(prompt * 1e6),
@@ -49,20 +49,23 @@ describe('satsPricing', () => {
   });
 });
 
-describe('pickProofs', () => {
-  const proofs = (...amounts: number[]): StoredProof[] =>
-    amounts.map((amount, i) => ({ amount, secret: `s${i}`, id: 'k', C: 'c' }));
-  const amounts = (ps: StoredProof[] | undefined) => ps?.map((p) => p.amount);
+describe('pickPlan', () => {
+  const plan = (counts: Array<[number, number]>, amount: number) => {
+    const p = pickPlan(counts, amount);
+    return p && Object.fromEntries([...p].sort((a, b) => b[0] - a[0]));
+  };
 
   it('finds an exact match from descending denominations', () => {
-    expect(amounts(pickProofs(proofs(64, 32, 8, 4, 1), 37))).toEqual([32, 4, 1]);
+    expect(plan([[64, 1], [32, 1], [8, 1], [4, 1], [1, 1]], 37)).toEqual({ 32: 1, 4: 1, 1: 1 });
+    expect(plan([[8, 5], [1, 3]], 26)).toEqual({ 8: 3, 1: 2 });
   });
   it('adds the smallest proof that covers the gap when no exact match exists', () => {
-    expect(amounts(pickProofs(proofs(64, 16, 8), 30))).toEqual([16, 8, 64]);
-    expect(amounts(pickProofs(proofs(64, 32), 10))).toEqual([32]);
+    expect(plan([[64, 1], [16, 1], [8, 1]], 30)).toEqual({ 64: 1, 16: 1, 8: 1 });
+    expect(plan([[64, 1], [32, 1]], 10)).toEqual({ 32: 1 });
+    expect(plan([[16, 2]], 20)).toEqual({ 16: 2 });
   });
   it('returns undefined when the proofs cannot cover the amount', () => {
-    expect(pickProofs(proofs(4, 2, 1), 8)).toBeUndefined();
-    expect(pickProofs([], 1)).toBeUndefined();
+    expect(plan([[4, 1], [2, 1], [1, 1]], 8)).toBeUndefined();
+    expect(plan([], 1)).toBeUndefined();
   });
 });
