@@ -5,10 +5,6 @@ import { createLogger } from './log.ts';
 import { SqliteLedger } from './ledger/sqlite.ts';
 import { CashuWallets } from './cashu/wallet.ts';
 import { loadP2pkKey } from './cashu/p2pk.ts';
-import { loadIdentity } from './nostr/identity.ts';
-import { Relays } from './nostr/relays.ts';
-import { Announcer } from './nostr/announce.ts';
-import { Dvm } from './nostr/dvm.ts';
 import { VERSION } from './version.ts';
 import type { Logger } from 'pino';
 import { loadUpstreams } from './upstream/upstreams.ts';
@@ -63,7 +59,7 @@ export async function createGateway(cfg: Config) {
       ? setInterval(() => void wallets.sweepLocked().catch((e: Error) => log.error({ err: e.message }, 'sweep failed')), cfg.P2PK_REDEEM_INTERVAL_SECONDS * 1000)
       : undefined;
   sweeper?.unref();
-  const nostr = cfg.RELAYS.length > 0 ? startNostr(cfg, { log, engine, catalog, wallets }) : undefined;
+  const nostr = cfg.RELAYS.length > 0 ? await startNostr(cfg, { log, engine, catalog, wallets }) : undefined;
   const close = async () => {
     nostr?.stop();
     clearInterval(sweeper);
@@ -76,8 +72,17 @@ export async function createGateway(cfg: Config) {
   return { app, log, ledger, wallets, catalog, engine, nostr, close };
 }
 
-/** The Nostr door: identity, relays, announcements and the NIP-90 job service. */
-function startNostr(cfg: Config, deps: { log: Logger; engine: Engine; catalog: Catalog; wallets: CashuWallets }) {
+/**
+ * The Nostr door: identity, relays, announcements and the NIP-90 job service. Loaded only when
+ * RELAYS is set, so a gateway without it carries none of it.
+ */
+async function startNostr(cfg: Config, deps: { log: Logger; engine: Engine; catalog: Catalog; wallets: CashuWallets }) {
+  const [{ loadIdentity }, { Relays }, { Announcer }, { Dvm }] = await Promise.all([
+    import('./nostr/identity.ts'),
+    import('./nostr/relays.ts'),
+    import('./nostr/announce.ts'),
+    import('./nostr/dvm.ts'),
+  ]);
   const id = loadIdentity(cfg.NSEC, cfg.DATA_DIR);
   const relays = new Relays(cfg.RELAYS, id, deps.log, cfg.NOSTR_POW_BITS);
   const announcer = new Announcer(relays, deps.log);
