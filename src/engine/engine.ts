@@ -97,8 +97,9 @@ export class Engine {
         throw new GatewayError(400, 'cashu_token_already_spent', 'This Cashu token has already been spent.');
       }
     } else {
+      // An unknown key fails its reservation; it is looked up only then, off the hot path.
       const m = SK.exec(raw);
-      if (!m || !(await this.#ledger.getKey(m[1]!))) throw new GatewayError(401, 'invalid_api_key', 'Invalid API key.');
+      if (!m) throw new GatewayError(401, 'invalid_api_key', 'Invalid API key.');
       keyHash = m[1]!;
     }
     return this.payFromKey(job, keyHash, { oneShot: payment.xCashu !== undefined, lockChangeTo: payment.lockChangeTo });
@@ -108,7 +109,8 @@ export class Engine {
   async payFromKey(job: Job, keyHash: string, opts: { oneShot: boolean; lockChangeTo?: string | undefined }): Promise<Payer> {
     const reservationId = randomUUID();
     if (!(await this.#ledger.reserve(keyHash, job.maxMsats, reservationId))) {
-      const key = (await this.#ledger.getKey(keyHash))!;
+      const key = await this.#ledger.getKey(keyHash);
+      if (!key) throw new GatewayError(401, 'invalid_api_key', 'Invalid API key.');
       if (key.revoked) throw new GatewayError(401, 'key_revoked', 'This API key has been revoked; its balance can still be refunded.');
       const available = key.balance - key.reserved;
       const err = this.paymentRequired(
