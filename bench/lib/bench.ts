@@ -109,7 +109,7 @@ export async function runBench(o: BenchOptions): Promise<void> {
     ];
     if (litellm) {
       const l = litellm;
-      targets.push({ id: 'f', path: '/v1/chat/completions', base: () => l.url, pids: () => processTree(l.pid) });
+      targets.push({ id: 'f', path: '/v1/chat/completions', base: () => l.url, headers: { authorization: `Bearer ${l.masterKey}` }, pids: () => processTree(l.pid) });
     }
 
     await sanityCheck(stack, targets);
@@ -134,9 +134,10 @@ export async function runBench(o: BenchOptions): Promise<void> {
       } finally {
         mem = watch.stop();
       }
-      // Requests the client gave up on may still be running in the gateway (a swap, a recovery):
-      // let them end inside this row, so their mint calls and CPU are not charged to the next one.
-      if (t.tokens) await quiesce(stack.gateway.pid);
+      // Requests the client gave up on (a run's end, a timeout) may still be running in the process
+      // under test (a swap, a recovery, a stream): let them end inside this row, so their mint
+      // calls and CPU are not charged to the next row.
+      await quiesce(t.pids());
       const calls = await stack.mintProxy.ask<{ total: number; byPath: Record<string, number> }>({ cmd: 'calls' });
       const key = `${mode} ${t.id}`;
       const a = acc.get(key) ?? {
@@ -267,12 +268,12 @@ function redactEnv(env: Record<string, string>): Record<string, string> {
   return out;
 }
 
-/** Waits (at most 2 minutes) until the process uses under 5% of a core over half a second. */
-async function quiesce(pid: number): Promise<void> {
+/** Waits (at most 2 minutes) until the processes use under 5% of a core over half a second. */
+async function quiesce(pids: number[]): Promise<void> {
   for (let i = 0; i < 240; i++) {
-    const before = cpuMs([pid]);
+    const before = cpuMs(pids);
     await new Promise((r) => setTimeout(r, 500));
-    if (cpuMs([pid]) - before < 25) return;
+    if (cpuMs(pids) - before < 25) return;
   }
 }
 

@@ -1,4 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { freePort } from '../../test/support/ports.ts';
@@ -10,6 +11,8 @@ export const VENV = process.env.BENCH_VENV ?? join(ROOT, 'bench', '.venv');
 export interface RunningLiteLLM {
   url: string;
   pid: number;
+  /** LiteLLM refuses to start without one; clients send it as `Authorization: Bearer`. */
+  masterKey: string;
   version: string;
   workers: number;
   logFile: string;
@@ -33,12 +36,14 @@ export function ensureLiteLLM(): { bin: string; version: string } {
 
 /**
  * LiteLLM's proxy in front of the same upstream double: model `gpt-test` routed to it as an
- * OpenAI-compatible provider. No master key, no database, no callbacks: LiteLLM at its lightest.
+ * OpenAI-compatible provider. A master key (LiteLLM will not start without one) and no database,
+ * no virtual keys, no callbacks: LiteLLM at its lightest.
  */
 export async function startLiteLLM(upstreamUrl: string, dir: string, workers = 1): Promise<RunningLiteLLM> {
   const { bin, version } = ensureLiteLLM();
   const port = await freePort();
   const config = join(dir, 'litellm.yaml');
+  const masterKey = `sk-${randomBytes(32).toString('hex')}`;
   writeFileSync(
     config,
     [
@@ -48,6 +53,8 @@ export async function startLiteLLM(upstreamUrl: string, dir: string, workers = 1
       '      model: openai/gpt-test',
       `      api_base: ${upstreamUrl}`,
       '      api_key: sk-bench-upstream',
+      'general_settings:',
+      `  master_key: ${masterKey}`,
       'litellm_settings:',
       '  drop_params: true',
       '  telemetry: false',
@@ -87,6 +94,7 @@ export async function startLiteLLM(upstreamUrl: string, dir: string, workers = 1
   return {
     url,
     pid: proc.pid!,
+    masterKey,
     version,
     workers,
     logFile,

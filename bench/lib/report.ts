@@ -1,4 +1,4 @@
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
@@ -332,7 +332,7 @@ export function renderMarkdown(all: AnyResults[]): string {
   if (peers) {
     out.push(
       `${peers.date.slice(0, 16).replace('T', ' ')} UTC, same run, same upstream double, same machine (${peers.machine.cores} cores). LiteLLM ${peers.litellm?.version} ` +
-        `(\`litellm[proxy]\` from PyPI), ${peers.litellm?.workers} uvicorn worker${peers.litellm?.workers === 1 ? '' : 's'}, no master key, no database, no callbacks: ` +
+        `(\`litellm[proxy]\` from PyPI), ${peers.litellm?.workers} uvicorn worker${peers.litellm?.workers === 1 ? '' : 's'}, its master key as the bearer (it refuses to start without one), no database, no virtual keys, no callbacks: ` +
         'LiteLLM doing the least it can. Its RSS is its whole process tree.',
       '',
       ...peersTable(peers),
@@ -343,6 +343,9 @@ export function renderMarkdown(all: AnyResults[]): string {
   }
   out.push('## Soak (`npm run bench:soak`)', '');
   out.push(...(soak ? soakSection(soak) : ['Not run yet.', '']));
+  // Hand-written reading of the figures (profiles, causes), kept apart from the generated tables.
+  const notes = join(ROOT, 'bench', 'notes.md');
+  if (existsSync(notes)) out.push(readFileSync(notes, 'utf8').trimEnd(), '');
   out.push(METHOD);
   return out.join('\n');
 }
