@@ -5,6 +5,8 @@ import { CountingProxy } from './support/counting-proxy.ts';
 import { TEST_P2PK_PRIVKEY, expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
 import { lockedToken, mintToken, proofStates, receive, wallet } from './support/cashu.ts';
 import { sha256Hex } from '../src/cashu/token.ts';
+import { hasValidProofDleq, nativeDleq } from '../src/cashu/dleq.ts';
+import { Amount, hasValidDleq, type Proof } from '@cashu/cashu-ts';
 
 const realMint = inject('mintUrl');
 const upstream = new FakeUpstream();
@@ -121,5 +123,36 @@ describe('ecash locked to the gateway key (NUT-11 + NUT-12)', () => {
     // The locked proofs are spent now, and the gateway holds fresh proofs of the same value.
     expect(new Set(await proofStates(mintUrl, t))).toEqual(new Set(['SPENT']));
     expect(await gw.wallets.sweepLocked()).toBe(0);
+  });
+
+  it('checks DLEQ proofs with libsecp256k1, agreeing with cashu-ts on good and tampered proofs', async () => {
+    expect(nativeDleq).toBe(true);
+    const w = await wallet(mintUrl);
+    const token = await lockedToken(mintUrl, 255, ourPubkey);
+    const proofs = getDecodedToken(token, w.keyChain.getAllKeysetIds()).proofs;
+    expect(proofs).toHaveLength(8);
+    const flip = (h: string) => (h.slice(0, -1) + (h.at(-1) === '0' ? '1' : '0'));
+    for (const p of proofs) {
+      const keyset = w.keyChain.getKeyset(p.id);
+      const variants: Proof[] = [
+        p,
+        { ...p, C: flip(p.C) },
+        { ...p, secret: `${p.secret} ` },
+        { ...p, amount: Amount.from(p.amount.toNumber() === 1 ? 2 : 1) },
+        { ...p, dleq: { ...p.dleq!, e: flip(p.dleq!.e) } },
+        { ...p, dleq: { ...p.dleq!, s: flip(p.dleq!.s) } },
+        { ...p, dleq: { ...p.dleq!, r: flip(p.dleq!.r!) } },
+      ];
+      const ours = variants.map((v) => hasValidProofDleq(v, keyset));
+      const theirs = variants.map((v) => {
+        try {
+          return hasValidDleq(v, keyset, { require: true });
+        } catch {
+          return false;
+        }
+      });
+      expect(ours).toEqual(theirs);
+      expect(ours).toEqual([true, false, false, false, false, false, false]);
+    }
   });
 });

@@ -1,7 +1,8 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { getPubKeyFromPrivKey, hasValidDleq, type HasKeysetKeys, type Proof } from '@cashu/cashu-ts';
+import { getPubKeyFromPrivKey, type HasKeysetKeys, type Proof } from '@cashu/cashu-ts';
+import { hasValidProofDleq } from './dleq.ts';
 
 export interface P2pkKey {
   privkey: string;
@@ -49,9 +50,5 @@ export function spendableOnlyByUs(proof: Proof, keyset: HasKeysetKeys, ourPubkey
     if (name === 'locktime' && typeof value === 'string' && /^\d+$/.test(value) && Number(value) >= notBefore && rest.length === 0) continue;
     return false;
   }
-  try {
-    return hasValidDleq(proof, keyset, { require: true });
-  } catch {
-    return false;
-  }
+  return hasValidProofDleq(proof, keyset);
 }
