@@ -255,6 +255,16 @@ function peersTable(r: BenchResults): string[] {
   return [...lines, ''];
 }
 
+/** Growth over the second half of the load alone: a plateau shows ~0, a leak keeps growing. */
+function secondHalf(s: SoakResults): string[] {
+  const load = s.samples;
+  const end = load.at(-1);
+  if (!end) return [];
+  const mid = load.find((x) => x.t >= end.t / 2);
+  if (!mid || mid === end) return [];
+  return [`| growth over the second half (t = ${mid.t} s → ${end.t} s) | ${signed(((end.rssMb - mid.rssMb) / mid.rssMb) * 100)}% |`];
+}
+
 function soakSection(s: SoakResults): string[] {
   const sum = s.summary;
   const lines = [
@@ -268,6 +278,7 @@ function soakSection(s: SoakResults): string[] {
     `| peak after warm-up | ${f1(sum.rssPeakAfterWarmupMb)} (${signed(sum.growthPeakPct)}%) |`,
     `| at the end of the load | ${f1(sum.rssFinalMb)} (${signed(sum.growthFinalPct)}%) |`,
     `| trend after warm-up (least squares) | ${signed(sum.slopeMbPerMin)} MB/min |`,
+    ...secondHalf(s),
     `| 15 s after the load stopped | ${f1(sum.rssAfterIdleMb)} |`,
     '',
     '<details><summary>RSS every 10 s</summary>',
