@@ -1,7 +1,7 @@
 import { copyFileSync, mkdirSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { cpuMs, processTree, RssWatch } from './procs.ts';
+import { cpuMs, processTree, RssWatch, sourceVersion } from './procs.ts';
 import { runLoad, percentile, sortedCopy, type LoadResult } from './load.ts';
 import { startStack, UPSTREAM_CONNECTIONS, type Stack } from './setup.ts';
 import { mintTokens, TOKEN_DENOMS, TOKEN_SATS } from './tokens.ts';
@@ -67,6 +67,7 @@ const log = (s: string) => console.log(`[${new Date().toISOString().slice(11, 19
 export async function runBench(o: BenchOptions): Promise<void> {
   const startedAt = new Date();
   const load0 = loadavg();
+  const source = sourceVersion();
   log(`setting up (nutshell, counting proxy, upstream double, bare proxy, gateway) on ${cpus().length} cores`);
   const stack = await startStack({ bare: true, fundSats: 5_000_000 });
   let litellm: RunningLiteLLM | undefined;
@@ -228,6 +229,7 @@ export async function runBench(o: BenchOptions): Promise<void> {
       kind: o.peers ? 'peers' : 'bench',
       date: startedAt.toISOString(),
       finished: new Date().toISOString(),
+      source,
       machine: {
         cores: cpus().length,
         cpuModel: cpus()[0]?.model ?? 'unknown',

@@ -1,4 +1,4 @@
-import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
 import { openSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { freePort } from '../../test/support/ports.ts';
@@ -221,5 +221,16 @@ export class RssWatch {
     const end = rssMb(pids);
     const hwm = this.#hwmReset ? hwmMb(pids) : 0;
     return { peakRssMb: Math.max(this.#max, end, hwm), endRssMb: end, cpuMs: cpuMs(pids) - this.#cpu0 };
+  }
+}
+
+/** The commit of the code measured, and whether src/ or the dependencies differ from it. */
+export function sourceVersion(): { commit: string; dirty: boolean } {
+  try {
+    const commit = execFileSync('git', ['rev-parse', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
+    const status = execFileSync('git', ['status', '--porcelain', '--', 'src', 'package.json', 'package-lock.json'], { cwd: ROOT, encoding: 'utf8' });
+    return { commit, dirty: status.trim().length > 0 };
+  } catch {
+    return { commit: 'unknown', dirty: false };
   }
 }

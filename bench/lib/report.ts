@@ -35,6 +35,8 @@ export interface BenchResults {
   kind: 'bench' | 'peers';
   date: string;
   finished: string;
+  /** The commit measured (recorded from 2026-11-21 06:15 on). */
+  source?: { commit: string; dirty: boolean };
   machine: Record<string, unknown> & { cores: number; node: string; cpuModel: string };
   options: Record<string, unknown>;
   gateway?: { idleRssMb: number; env: Record<string, string> };
@@ -46,6 +48,7 @@ export interface SoakResults {
   kind: 'soak';
   date: string;
   finished: string;
+  source?: { commit: string; dirty: boolean };
   machine: Record<string, unknown> & { cores: number; node: string; cpuModel: string };
   options: Record<string, unknown>;
   samples: Array<{ t: number; rssMb: number; ok: number; non2xx: number; errors: number; cpuPct: number }>;
@@ -66,6 +69,11 @@ export interface SoakResults {
 }
 
 type AnyResults = BenchResults | SoakResults;
+
+function commitNote(src: { commit: string; dirty: boolean } | undefined): string {
+  if (!src) return 'commit not recorded';
+  return `gateway at commit ${src.commit.slice(0, 7)}${src.dirty ? ' plus uncommitted changes to src/' : ''}`;
+}
 
 const MODE_TITLE: Record<ModeId, string> = {
   c1: 'Non-streaming, 1 connection',
@@ -268,7 +276,7 @@ function secondHalf(s: SoakResults): string[] {
 function soakSection(s: SoakResults): string[] {
   const sum = s.summary;
   const lines = [
-    `Run ${s.date.slice(0, 16).replace('T', ' ')} UTC, ${s.machine.cores} cores, Node ${s.machine.node}: ${s.options.minutes} minutes, ${s.options.connections} connections, ` +
+    `Run ${s.date.slice(0, 16).replace('T', ' ')} UTC, ${s.machine.cores} cores, Node ${s.machine.node}, ${commitNote(s.source)}: ${s.options.minutes} minutes, ${s.options.connections} connections, ` +
       `half streaming (10 chunks ${s.options.chunkDelayMs} ms apart) and half not, all on one balance key. ` +
       `${f0(sum.requests)} requests (${f0(sum.rps)}/s), ${sum.non2xx} non-2xx, ${sum.errors} errors.`,
     '',
@@ -315,7 +323,7 @@ export function renderMarkdown(all: AnyResults[]): string {
       '',
       `${latest.date.slice(0, 16).replace('T', ' ')} UTC · **${m.cores} cores** (${m.cpuModel}) · ${m.memoryGb} GB · Node ${m.node} · ${m.platform} · ` +
         `load average ${(m.loadavgBefore as number[]).map((x) => x.toFixed(2)).join(' ')} before, ${(m.loadavgAfter as number[]).map((x) => x.toFixed(2)).join(' ')} after · ` +
-        `\`${latest.kind === 'peers' ? 'npm run bench:peers' : 'npm run bench'}\` · [JSON](bench/results/${latest.date.slice(0, 10)}${latest.kind === 'bench' ? '' : '-peers'}.json)`,
+        `\`${latest.kind === 'peers' ? 'npm run bench:peers' : 'npm run bench'}\` · ${commitNote(latest.source)} · [JSON](bench/results/${latest.date.slice(0, 10)}${latest.kind === 'bench' ? '' : '-peers'}.json)`,
       '',
       `Non-streaming: ${latest.options.rounds} interleaved rounds; rows a, b, c${latest.rows.some((x) => x.row === 'f') ? ', f' : ''} run ${latest.options.durationSec} s per round, ` +
         `rows d and e a fixed ${latest.options.xcashuC1} (1 connection) and ${latest.options.xcashuC64} (64 connections) requests per round, one fresh ` +

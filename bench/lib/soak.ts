@@ -1,6 +1,6 @@
 import autocannon from 'autocannon';
 import { cpus, loadavg, totalmem } from 'node:os';
-import { cpuMs, rssMb } from './procs.ts';
+import { cpuMs, rssMb, sourceVersion } from './procs.ts';
 import { startStack } from './setup.ts';
 import { writeResults, type SoakResults } from './report.ts';
 
@@ -18,6 +18,7 @@ const log = (s: string) => console.log(`[${new Date().toISOString().slice(11, 19
  */
 export async function runSoak(o: { minutes: number; connections: number; write: boolean }): Promise<void> {
   const startedAt = new Date();
+  const source = sourceVersion();
   log(`soak: ${o.minutes} min, ${o.connections} connections, on ${cpus().length} cores; setting up`);
   const stack = await startStack({ bare: false, fundSats: 20_000_000 });
   const stop = () => stack.stop();
@@ -101,6 +102,7 @@ export async function runSoak(o: { minutes: number; connections: number; write: 
       kind: 'soak',
       date: startedAt.toISOString(),
       finished: new Date().toISOString(),
+      source,
       machine: {
         cores: cpus().length,
         cpuModel: cpus()[0]?.model ?? 'unknown',
