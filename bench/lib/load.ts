@@ -39,13 +39,14 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
     request.setupRequest = (req) => ({ ...req, headers: { ...headers, ...extra() } });
   }
   const started = performance.now();
+  // Without a callback autocannon returns its emitter, which is also a promise of the result.
   const instance = autocannon({
     url: spec.url,
     connections: spec.connections,
     ...(spec.amount ? { amount: spec.amount } : { duration: spec.duration ?? 5 }),
     timeout: spec.timeoutSec ?? 30,
     requests: [request],
-  });
+  }) as unknown as autocannon.Instance & Promise<autocannon.Result>;
   instance.on('response', (_client: unknown, status: number, _bytes: number, ms: number) => {
     statusCodes[status] = (statusCodes[status] ?? 0) + 1;
     if (status >= 200 && status < 300) latencies.push(ms);

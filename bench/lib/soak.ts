@@ -59,6 +59,7 @@ export async function runSoak(o: { minutes: number; connections: number; write: 
     };
     sample();
     const timer = setInterval(sample, SAMPLE_SEC * 1000);
+    // Without a callback autocannon returns its emitter, which is also a promise of the result.
     const instance = autocannon({
       url: `${stack.gateway.url}/v1/chat/completions`,
       connections: o.connections,
@@ -68,7 +69,7 @@ export async function runSoak(o: { minutes: number; connections: number; write: 
         { method: 'POST', headers, body: JSON.stringify(CHAT) },
         { method: 'POST', headers, body: JSON.stringify({ ...CHAT, stream: true }) },
       ],
-    });
+    }) as unknown as autocannon.Instance & Promise<autocannon.Result>;
     instance.on('response', (_c: unknown, status: number) => {
       if (status >= 200 && status < 300) {
         ok++;
