@@ -100,7 +100,10 @@ function loadAll(): AnyResults[] {
   const out: AnyResults[] = [];
   for (const f of readdirSync(RESULTS).filter((x) => x.endsWith('.json')).sort()) {
     try {
-      out.push(JSON.parse(readFileSync(join(RESULTS, f), 'utf8')) as AnyResults);
+      const r = JSON.parse(readFileSync(join(RESULTS, f), 'utf8')) as AnyResults;
+      // JSON has no NaN: a row that completed nothing has null percentiles.
+      if (r.kind !== 'soak') for (const row of r.rows) for (const k of ['p50', 'p90', 'p99'] as const) row[k] ??= NaN;
+      out.push(r);
     } catch {
       /* not ours */
     }
@@ -115,6 +118,11 @@ const signed = (x: number) => (Number.isFinite(x) ? `${x >= 0 ? '+' : ''}${x.toF
 
 function get(r: BenchResults, mode: ModeId, row: RowId): RowResult | undefined {
   return r.rows.find((x) => x.mode === mode && x.row === row);
+}
+
+/** More req/s and a lower p50; a peer that completed nothing has no p50 to beat. */
+function fasterThan(x: RowResult, peer: RowResult): boolean {
+  return x.rps > peer.rps && (x.p50 < peer.p50 || (peer.requests === 0 && x.requests > 0));
 }
 
 export interface TargetCheck {
@@ -193,7 +201,7 @@ export function checkTargets(r: BenchResults, soak?: SoakResults): TargetCheck[]
         // Streams are compared at the same concurrency only.
         if (mode === 'sse' && row !== 'c' && r.options.sseXcashuStreams !== r.options.sseStreams) continue;
         compared++;
-        if (!(x.rps > f.rps && x.p50 < f.p50)) lost.push(`${mode} ${row}`);
+        if (!fasterThan(x, f)) lost.push(`${mode} ${row}`);
       }
     }
     out.push({
@@ -254,9 +262,9 @@ function peersTable(r: BenchResults): string[] {
       const x = get(r, mode, row);
       if (!x) continue;
       const same = mode !== 'sse' || row === 'b' || row === 'c' || r.options.sseXcashuStreams === r.options.sseStreams;
-      const faster = same ? (x.rps > f.rps && x.p50 < f.p50 ? 'yes' : '**no**') : `n/a (${r.options.sseXcashuStreams} vs ${r.options.sseStreams} streams)`;
+      const faster = same ? (fasterThan(x, f) ? 'yes' : '**no**') : `n/a (${r.options.sseXcashuStreams} vs ${r.options.sseStreams} streams)`;
       lines.push(
-        `| ${mode} | ${x.label} | ${f0(x.rps)} | ${(x.rps / f.rps).toFixed(1)}× | ${f2(x.p50)} | ${f2(f.p50)} | ${f2(x.p99)} | ${f2(f.p99)} | ${f0(x.peakRssMb)} | ${f0(f.peakRssMb)} | ${faster} |`,
+        `| ${mode} | ${x.label} | ${f0(x.rps)} | ${f.rps > 0 ? `${(x.rps / f.rps).toFixed(1)}×` : 'LiteLLM completed none'} | ${f2(x.p50)} | ${f2(f.p50)} | ${f2(x.p99)} | ${f2(f.p99)} | ${f0(x.peakRssMb)} | ${f0(f.peakRssMb)} | ${faster} |`,
       );
     }
   }
@@ -327,7 +335,7 @@ export function renderMarkdown(all: AnyResults[]): string {
       '',
       `Non-streaming: ${latest.options.rounds} interleaved rounds; rows a, b, c${latest.rows.some((x) => x.row === 'f') ? ', f' : ''} run ${latest.options.durationSec} s per round, ` +
         `rows d and e a fixed ${latest.options.xcashuC1} (1 connection) and ${latest.options.xcashuC64} (64 connections) requests per round, one fresh ` +
-        `${latest.options.tokenProofs}-proof ${latest.options.tokenSats}-sat token each. SSE: rows a, b, c${latest.rows.some((x) => x.row === 'f') ? ', f' : ''} ${latest.options.sseRounds} rounds of ${latest.options.sseDurationSec} s; ` +
+        `${latest.options.tokenProofs}-proof ${latest.options.tokenSats}-sat token each. SSE: rows a, b, c ${latest.options.sseRounds} rounds of ${latest.options.sseDurationSec} s${latest.rows.some((x) => x.row === 'f') && latest.options.litellmSseFixed ? `, row f ${latest.options.sseRounds} rounds of ${latest.options.sseStreams} streams at once, as long as they take` : ''}; ` +
         `rows d and e ${latest.options.sseXcashuStreams} streams at once, one per connection, once (each X-Cashu stream spends a pre-minted token). ` +
         `Gateway RSS after start-up, before load: ${f0(latest.gateway?.idleRssMb ?? NaN)} MB.`,
       '',
