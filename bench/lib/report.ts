@@ -131,7 +131,7 @@ export interface TargetCheck {
   met: boolean | undefined;
 }
 
-export function checkTargets(r: BenchResults, soak?: SoakResults): TargetCheck[] {
+export function checkTargets(r: BenchResults, soak?: SoakResults, peersRun?: BenchResults): TargetCheck[] {
   const out: TargetCheck[] = [];
   const c1c = get(r, 'c1', 'c');
   const c1a = get(r, 'c1', 'a');
@@ -188,8 +188,11 @@ export function checkTargets(r: BenchResults, soak?: SoakResults): TargetCheck[]
   } else {
     out.push({ target: 'Soak: RSS growth ≤ 10% after warm-up', measured: 'no soak run yet (`npm run bench:soak`)', met: undefined });
   }
-  const hasF = r.rows.some((x) => x.row === 'f');
-  if (hasF) {
+  // The LiteLLM comparison comes from this run if it had row f, else from the latest peers run.
+  const pr = r.rows.some((x) => x.row === 'f') ? r : peersRun;
+  const from = pr && pr !== r ? ` (\`bench:peers\` run of ${pr.date.slice(0, 16).replace('T', ' ')} UTC)` : '';
+  if (pr) {
+    const r = pr;
     const lost: string[] = [];
     let compared = 0;
     for (const mode of ['c1', 'c64', 'sse'] as const) {
@@ -206,7 +209,7 @@ export function checkTargets(r: BenchResults, soak?: SoakResults): TargetCheck[]
     }
     out.push({
       target: "Faster than LiteLLM's proxy on every row (higher req/s and lower p50)",
-      measured: lost.length ? `slower on ${lost.length} of ${compared}: ${lost.join(', ')}` : `faster on all ${compared}`,
+      measured: (lost.length ? `slower on ${lost.length} of ${compared}: ${lost.join(', ')}` : `faster on all ${compared}`) + from,
       met: lost.length === 0 && compared > 0,
     });
   } else {
@@ -344,7 +347,7 @@ export function renderMarkdown(all: AnyResults[]): string {
       '',
       '| Target | Measured | Met |',
       '|---|---|---|',
-      ...checkTargets(latest, soak).map((t) => `| ${t.target} | ${t.measured} | ${t.met === undefined ? 'not measured' : t.met ? 'yes' : '**no**'} |`),
+      ...checkTargets(latest, soak, peers).map((t) => `| ${t.target} | ${t.measured} | ${t.met === undefined ? 'not measured' : t.met ? 'yes' : '**no**'} |`),
       '',
       '### Mint calls during the timed rows',
       '',
