@@ -30,9 +30,14 @@ const refund = (gw: GatewayProcess, token: string) =>
 /** Sends a request to a gateway that is about to kill itself, and waits until it is dead. */
 async function crashDuring(step: CrashStep, act: (gw: GatewayProcess) => Promise<Response>): Promise<void> {
   const gw = await startGatewayProcess({ ...env, GATEWAY_CRASH_AT: step });
-  await expect(act(gw)).rejects.toThrow();
-  await gw.exited;
-  expect(gw.proc.signalCode).toBe('SIGKILL');
+  try {
+    await expect(act(gw)).rejects.toThrow();
+    await gw.exited;
+    expect(gw.proc.signalCode).toBe('SIGKILL');
+  } finally {
+    // If it did not crash as it should, the test fails; the process must not outlive it.
+    if (gw.proc.exitCode === null && gw.proc.signalCode === null) gw.proc.kill('SIGKILL');
+  }
 }
 
 /** Restarts after the crashed process's lease has run out and waits for start-up recovery. */

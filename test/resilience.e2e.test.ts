@@ -231,7 +231,10 @@ describe('the README start command', () => {
     const proc = spawn('npm', ['start', '--silent'], {
       env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', UPSTREAM_BASE_URL: upstream.url, CASHU_MINTS: mintUrl, DATABASE_URL: ':memory:', LOG_LEVEL: 'trace', UPSTREAM_API_KEY: 'sk-upstream-secret' },
       stdio: ['ignore', 'pipe', 'pipe'],
+      // Its own process group: npm runs the gateway as a child, which must stop with it.
+      detached: true,
     });
+    const exited = new Promise((r) => proc.once('exit', r));
     let out = '';
     proc.stdout.on('data', (d) => (out += d));
     proc.stderr.on('data', (d) => (out += d));
@@ -282,7 +285,8 @@ describe('the README start command', () => {
       expect(out).not.toContain('secretmarker');
       expect(out).not.toContain('rawPacket');
     } finally {
-      proc.kill('SIGTERM');
+      process.kill(-proc.pid!, 'SIGTERM');
+      await exited;
     }
   });
 });
