@@ -18,7 +18,7 @@ Usage: cashu-gateway [command] [--help]
 
 Commands:
   serve      Start the gateway (the default). Configuration comes from the environment and .env.
-  withdraw   Pay the operator's earnings out as a Cashu token, printed on standard output.
+  withdraw   Pay the operator's earnings out as a Cashu token, or to a Lightning invoice.
   models     List the models the gateway serves and their prices.
   doctor     Check the upstream, the mints, the database and the relays, and say how to fix problems.
 
@@ -27,13 +27,23 @@ Run 'cashu-gateway <command> --help' for a command's details.`,
 
 Starts the HTTP gateway on HOST:PORT. Every setting is an environment variable (or a line in
 .env); see the configuration table in the README. Stops cleanly on SIGINT or SIGTERM.`,
-  withdraw: `Usage: cashu-gateway withdraw
+  withdraw: `Usage: cashu-gateway withdraw [--invoice <bolt11>]
 
-Takes the operator's earnings (msats charged minus msats already withdrawn), in whole sats, out
-of the gateway's wallet as a Cashu token at the first trusted mint that can pay it, and prints the
-token on standard output. The withdrawal is booked in the same ledger transaction that sets the
-proofs aside, and the swap is journaled, so an interrupted withdrawal is settled on the next start.
-Uses DATABASE_URL and CASHU_MINTS from the environment.`,
+Without --invoice: takes the operator's earnings (msats charged minus msats withdrawn and fees
+paid), in whole sats, out of the gateway's wallet as a Cashu token at the first trusted mint that
+can pay it, and prints the token on standard output.
+
+With --invoice: pays the Lightning invoice from the earnings by melting proofs at the first
+trusted mint that quotes it (NUT-05). The invoice must carry an amount; the earnings must cover
+it plus the mint's fee reserve, and the unused reserve comes back as change (NUT-08). Prints the
+payment preimage on standard output and the amount and fee on standard error.
+
+Either way the withdrawal is booked in the same ledger transaction that sets the proofs aside,
+and the mint call is journaled first, so an interrupted withdrawal is settled on the next start
+(of the gateway, or of this command). Uses DATABASE_URL and CASHU_MINTS from the environment.
+
+Options:
+  --invoice <bolt11>   Pay this invoice instead of printing a token.`,
   models: `Usage: cashu-gateway models [--json]
 
 Lists the models the gateway would serve now, as the server builds the list: the upstream's
@@ -119,7 +129,7 @@ async function doctor(): Promise<number> {
   return checks.some((x) => x.status === 'FAIL') ? 1 : 0;
 }
 
-async function withdraw(): Promise<number> {
+async function withdraw(invoice: string | undefined): Promise<number> {
   const cfg = configOrExit();
   const log = createLogger(cfg.LOG_LEVEL === 'info' ? 'warn' : cfg.LOG_LEVEL);
   setGlobalRequestOptions({ requestTimeout: cfg.MINT_TIMEOUT_MS });
@@ -130,6 +140,19 @@ async function withdraw(): Promise<number> {
       p2pk: loadP2pkKey(cfg.CASHU_P2PK_PRIVKEY, cfg.DATA_DIR),
       locktimeMarginSec: cfg.P2PK_LOCKTIME_MARGIN_SECONDS,
     });
+    // An earlier withdrawal cut short is settled first, so its earnings are counted right.
+    await wallets.recoverAll();
+    if (invoice) {
+      process.stderr.write('paying the invoice from the earnings…\n');
+      const m = await wallets.melt(invoice);
+      if (m.state === 'pending') {
+        process.stderr.write(`the payment of ${m.amount} ${m.unit} is still in flight; the gateway settles it when it completes\n`);
+        return 3;
+      }
+      if (m.preimage) process.stdout.write(`${m.preimage}\n`);
+      process.stderr.write(`paid ${m.amount} ${m.unit} from ${m.mint}, fee ${m.fee} ${m.unit}\n`);
+      return 0;
+    }
     process.stderr.write('withdrawing earnings…\n');
     const r = await wallets.withdraw();
     if (!r) {
@@ -150,7 +173,7 @@ async function withdraw(): Promise<number> {
 const { positionals, values } = parseArgs({
   allowPositionals: true,
   strict: false,
-  options: { help: { type: 'boolean', short: 'h' }, version: { type: 'boolean' }, json: { type: 'boolean' } },
+  options: { help: { type: 'boolean', short: 'h' }, version: { type: 'boolean' }, json: { type: 'boolean' }, invoice: { type: 'string' } },
 });
 const command = positionals[0] ?? 'serve';
 if (values.version) {
@@ -167,5 +190,5 @@ if (values.version) {
 } else if (command === 'doctor') {
   process.exit(await doctor());
 } else {
-  process.exit(await withdraw());
+  process.exit(await withdraw(typeof values.invoice === 'string' ? values.invoice : undefined));
 }

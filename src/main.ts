@@ -59,10 +59,17 @@ export async function createGateway(cfg: Config) {
       ? setInterval(() => void wallets.sweepLocked().catch((e: Error) => log.error({ err: e.message }, 'sweep failed')), cfg.P2PK_REDEEM_INTERVAL_SECONDS * 1000)
       : undefined;
   sweeper?.unref();
+  // A melt paid asynchronously, or a swap whose answer was lost, settles without waiting for a restart.
+  const recovery = setInterval(
+    () => void wallets.recoverAll().catch((e: Error) => log.error({ err: e.message }, 'recovery failed')),
+    Math.max(30_000, 4 * cfg.MINT_TIMEOUT_MS),
+  );
+  recovery.unref();
   const nostr = cfg.RELAYS.length > 0 ? await startNostr(cfg, { log, engine, catalog, wallets }) : undefined;
   const close = async () => {
     nostr?.stop();
     clearInterval(sweeper);
+    clearInterval(recovery);
     clearInterval(heartbeat);
     catalog.stop();
     await app.close();

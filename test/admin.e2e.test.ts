@@ -4,7 +4,8 @@ import { hashPayload } from 'nostr-tools/nip98';
 import * as nip19 from 'nostr-tools/nip19';
 import { FakeUpstream } from './support/upstream.ts';
 import { expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
-import { mintToken, receive } from './support/cashu.ts';
+import { mintToken, receive, wallet } from './support/cashu.ts';
+import { externalInvoice } from './support/invoice.ts';
 
 const mintUrl = inject('mintUrl');
 const upstream = new FakeUpstream();
@@ -41,6 +42,20 @@ async function chat(key: string) {
     body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'admin test' }], max_tokens: 3 }),
   });
   return { status: res.status, json: (await res.json()) as Record<string, any> };
+}
+
+async function newKey(sats: number): Promise<string> {
+  const res = await fetch(`${gw.url}/v1/balance/create`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ initial_balance_token: await mintToken(mintUrl, sats) }),
+  });
+  return `sk-${((await res.json()) as { api_key: string }).api_key.slice(3)}`;
+}
+
+/** The gateway's proofs at the test mint, in msats. */
+async function held(): Promise<number> {
+  return (await gw.ledger.heldProofs(mintUrl, 'sat')).reduce((s, p) => s + p.amount, 0) * 1000;
 }
 
 beforeAll(async () => {
@@ -134,5 +149,47 @@ describe('the admin API', () => {
     }).then((x) => x.json())) as { api_key: string }).api_key.slice(3)}`);
     expect(r.json.usage.cost.total_msats).toBe(r.json.usage.prompt_tokens * 7 + r.json.usage.completion_tokens * 11);
     expect((await admin('PUT', '/admin/prices/nope', { body: { prompt_msats_per_token: 1, completion_msats_per_token: 1 } })).status).toBe(404);
+  });
+
+  it('pays a Lightning invoice from the earnings through a melt, the fee booked as the mint charged it', async () => {
+    await admin('PUT', '/admin/prices/gpt-test', { body: { prompt_msats_per_token: 500, completion_msats_per_token: 500 } });
+    const key = await newKey(100);
+    for (let i = 0; i < 4; i++) expect((await chat(key)).status).toBe(200);
+    const before = await gw.ledger.totals();
+    const heldBefore = await held();
+    // FakeWallet asks a 2-sat fee reserve and charges 1 sat; the rest of the reserve comes back as change.
+    const sats = Math.floor((before.charged - before.withdrawn - before.fees) / 1000) - 2;
+    expect(sats).toBeGreaterThan(0);
+    const invoice = externalInvoice(sats);
+
+    const paid = await admin('POST', '/admin/withdraw', { body: { invoice } });
+    expect(paid.status).toBe(200);
+    expect(paid.json).toMatchObject({ state: 'paid', amount: sats, fee: 1, unit: 'sat', mint: mintUrl });
+    expect(paid.json.preimage).toMatch(/^[0-9a-f]{64}$/);
+    const quote = await (await wallet(mintUrl)).checkMeltQuoteBolt11(paid.json.quote);
+    expect([quote.state, quote.amount.toNumber(), quote.request]).toEqual(['PAID', sats, invoice]);
+
+    const after = await gw.ledger.totals();
+    expect(after.withdrawn - before.withdrawn).toBe(sats * 1000);
+    expect(after.fees - before.fees).toBe(1000);
+    expect(heldBefore - (await held())).toBe((sats + 1) * 1000);
+    const earnings = await admin('GET', '/admin/earnings');
+    expect(earnings.json.earnings_msats).toBe(before.charged - before.withdrawn - before.fees - (sats + 1) * 1000);
+  });
+
+  it('refuses an invoice it cannot pay, and books nothing', async () => {
+    const before = await gw.ledger.totals();
+    const heldBefore = await held();
+    const earned = Math.floor((before.charged - before.withdrawn - before.fees) / 1000);
+    const tooBig = await admin('POST', '/admin/withdraw', { body: { invoice: externalInvoice(earned + 10) } });
+    expect([tooBig.status, tooBig.json.error.code]).toEqual([400, 'earnings_too_low']);
+    const garbage = await admin('POST', '/admin/withdraw', { body: { invoice: 'lnbc1notaninvoice' } });
+    expect([garbage.status, garbage.json.error.code]).toEqual([400, 'invoice_rejected']);
+    const amountless = await admin('POST', '/admin/withdraw', { body: { invoice: externalInvoice(0) } });
+    expect([amountless.status, amountless.json.error.code]).toEqual([400, 'invoice_rejected']);
+    const wrong = await admin('POST', '/admin/withdraw', { body: { invoice: 42 } });
+    expect([wrong.status, wrong.json.error.code]).toEqual([400, 'invalid_request']);
+    expect(await gw.ledger.totals()).toEqual(before);
+    expect(await held()).toBe(heldBefore);
   });
 });

@@ -7,6 +7,7 @@ import { FakeUpstream } from './support/upstream.ts';
 import { expectLedgerConserved, testDatabaseUrl } from './support/gateway.ts';
 import { startGatewayProcess } from './support/process.ts';
 import { mintToken, receive } from './support/cashu.ts';
+import { externalInvoice } from './support/invoice.ts';
 import { openLedger } from '../src/main.ts';
 
 const mintUrl = inject('mintUrl');
@@ -46,6 +47,7 @@ describe('the CLI', () => {
       expect(r.status).toBe(0);
       expect(r.stdout).toContain(`Usage: cashu-gateway ${cmd}`);
     }
+    expect(cli('withdraw', '--help').stdout).toContain('--invoice <bolt11>');
     const bad = cli('frobnicate');
     expect(bad.status).toBe(2);
     expect(bad.stderr).toContain('unknown command: frobnicate');
@@ -90,5 +92,42 @@ describe('the CLI', () => {
     expect(again.status).toBe(0);
     expect(again.stdout).toBe('');
     expect(again.stderr).toContain('nothing to withdraw');
+  });
+
+  it('pays a Lightning invoice from the earnings with withdraw --invoice', async () => {
+    const gw = await startGatewayProcess({ ...env, MODEL_PRICES: JSON.stringify({ 'gpt-test': { prompt: 1000, completion: 1000 } }) });
+    try {
+      const token = await mintToken(mintUrl, 100);
+      for (let i = 0; i < 3; i++) {
+        const res = await fetch(`${gw.url}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+          body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'earn' }], max_tokens: 3 }),
+        });
+        expect(res.status).toBe(200);
+      }
+    } finally {
+      await gw.stop();
+    }
+    const ledger = await openLedger(env.DATABASE_URL!);
+    try {
+      const before = await ledger.totals();
+      const sats = Math.floor((before.charged - before.withdrawn - before.fees) / 1000) - 2;
+      expect(sats).toBeGreaterThan(0);
+      const out = cli('withdraw', '--invoice', externalInvoice(sats));
+      expect(out.status).toBe(0);
+      expect(out.stdout.trim()).toMatch(/^[0-9a-f]{64}$/);
+      expect(out.stderr).toContain(`paid ${sats} sat from ${mintUrl}, fee 1 sat`);
+      const after = await ledger.totals();
+      expect([after.withdrawn - before.withdrawn, after.fees - before.fees]).toEqual([sats * 1000, 1000]);
+      await expectLedgerConserved(ledger, [mintUrl]);
+
+      const refused = cli('withdraw', '--invoice', externalInvoice(sats + 10));
+      expect(refused.status).toBe(1);
+      expect(refused.stderr).toContain('do not cover this invoice');
+      expect(await ledger.totals()).toEqual(after);
+    } finally {
+      await ledger.close();
+    }
   });
 });

@@ -1,11 +1,13 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { FakeUpstream } from './support/upstream.ts';
 import { expectLedgerConserved, testDatabaseUrl } from './support/gateway.ts';
 import { startGatewayProcess, type GatewayProcess } from './support/process.ts';
-import { mintToken, proofStates, receive } from './support/cashu.ts';
+import { mintToken, proofStates, receive, wallet } from './support/cashu.ts';
+import { externalInvoice } from './support/invoice.ts';
 import { sha256Hex } from '../src/cashu/token.ts';
 import { SqliteLedger } from '../src/ledger/sqlite.ts';
 import { PostgresLedger } from '../src/ledger/postgres.ts';
@@ -160,4 +162,65 @@ describe('a crash in the middle of a stream', () => {
       await next.stop();
     }
   });
+});
+
+describe('a crash in the middle of a withdrawal to a Lightning invoice', () => {
+  /** Earns at least `sats` for the operator, at prices dear enough to do it in a few requests. */
+  async function earn(sats: number): Promise<void> {
+    const gw = await startGatewayProcess({ ...env, MODEL_PRICES: JSON.stringify({ 'gpt-test': { prompt: 1000, completion: 1000 } }) });
+    try {
+      const token = await mintToken(mintUrl, 100);
+      for (;;) {
+        const t = await ledger.totals();
+        if (t.charged - t.withdrawn - t.fees >= sats * 1000) return;
+        expect((await chat(gw, token)).status).toBe(200);
+      }
+    } finally {
+      await gw.stop();
+    }
+  }
+
+  const withdraw = (invoice: string, crashAt?: CrashStep) =>
+    spawnSync(process.execPath, ['--disable-warning=ExperimentalWarning', resolve('src/cli.ts'), 'withdraw', '--invoice', invoice], {
+      env: { PATH: process.env.PATH, ...env, ...(crashAt ? { GATEWAY_CRASH_AT: crashAt } : {}) },
+      encoding: 'utf8',
+    });
+
+  for (const step of ['melt:before-melt', 'melt:after-melt'] as const) {
+    it(`${step}: the invoice is paid once and booked once, or not paid and nothing booked`, async () => {
+      await earn(12);
+      const before = await ledger.totals();
+      const invoice = externalInvoice(9);
+      const crashed = withdraw(invoice, step);
+      expect(crashed.signal).toBe('SIGKILL');
+      const op = (await ledger.pendingOps()).find((o) => o.kind === 'melt')!;
+      const quote = (await ledger.meltOfOp(op.id))!.quote;
+
+      const gw = await restart();
+      try {
+        const melt = (await ledger.meltOfOp(op.id))!;
+        const atMint = await (await wallet(mintUrl)).checkMeltQuoteBolt11(quote);
+        const after = await ledger.totals();
+        if (step === 'melt:before-melt') {
+          // The mint never saw the melt: the booking is reversed and the proofs are back.
+          expect([melt.state, atMint.state]).toEqual(['failed', 'UNPAID']);
+          expect(after).toEqual(before);
+          await expectLedgerConserved(ledger, [mintUrl]);
+          // The invoice can still be paid, once.
+          const again = withdraw(invoice);
+          expect(again.status).toBe(0);
+          expect(again.stderr).toContain('paid 9 sat');
+        } else {
+          // Paid while the process died: recovery books it from the quote, with the change.
+          expect([melt.state, melt.amount, melt.fee, atMint.state]).toEqual(['paid', 9, 1, 'PAID']);
+          expect([after.withdrawn - before.withdrawn, after.fees - before.fees]).toEqual([9000, 1000]);
+        }
+        await expectLedgerConserved(ledger, [mintUrl]);
+        const paid = await ledger.totals();
+        expect([paid.withdrawn - before.withdrawn, paid.fees - before.fees]).toEqual([9000, 1000]);
+      } finally {
+        await gw.stop();
+      }
+    });
+  }
 });

@@ -1,6 +1,6 @@
 /**
  * Fault injection for the crash-safety tests: with GATEWAY_CRASH_AT=<step>, the process kills
- * itself (SIGKILL, no cleanup) when it reaches that step of a redemption or refund.
+ * itself (SIGKILL, no cleanup) when it reaches that step of a redemption, refund or melt.
  */
 export type CrashStep =
   | 'redeem:before-swap'
@@ -9,7 +9,9 @@ export type CrashStep =
   | 'refund:after-debit'
   | 'refund:before-swap'
   | 'refund:after-swap'
-  | 'refund:after-commit';
+  | 'refund:after-commit'
+  | 'melt:before-melt'
+  | 'melt:after-melt';
 
 const CRASH_AT = process.env.GATEWAY_CRASH_AT;
 

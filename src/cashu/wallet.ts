@@ -5,13 +5,15 @@ import {
   Wallet,
   getEncodedToken,
   isMintOperationError,
+  type MeltQuoteBolt11Response,
   type Proof,
+  type SerializedBlindedSignature,
   type SerializedOutputData,
   type SwapPreview,
 } from '@cashu/cashu-ts';
 import type { Logger } from 'pino';
 import { GatewayError } from '../engine/errors.ts';
-import { MSATS_PER, isLocked, type KeyRow, type Ledger, type MintOp, type RefundRow, type StoredProof, type Unit } from '../ledger/ledger.ts';
+import { MSATS_PER, isLocked, type KeyRow, type Ledger, type MeltRow, type MintOp, type RefundRow, type StoredProof, type Unit } from '../ledger/ledger.ts';
 import { sha256Hex, type TokenInfo } from './token.ts';
 import { spendableOnlyByUs, type P2pkKey } from './p2pk.ts';
 import { crashPoint } from './crash.ts';
@@ -384,6 +386,133 @@ export class CashuWallets {
     return this.#payRefund(r.refund, r.inputs);
   }
 
+  /**
+   * Pays a Lightning invoice from the operator's earnings by melting proofs (NUT-05) at the first
+   * trusted mint that quotes it and holds enough. The amount and the fee reserve are booked before
+   * anything is sent, and the blank outputs for the fee change (NUT-08) are journaled before the
+   * mint is called, so an interruption is settled from the quote's state.
+   */
+  async melt(invoice: string): Promise<MeltRow> {
+    let earnings: number | undefined;
+    let quoted = false;
+    let refusal: string | undefined;
+    for (const mint of this.mints) {
+      for (const unit of ['sat', 'msat'] as const) {
+        let wallet: Wallet;
+        let quote: MeltQuoteBolt11Response;
+        try {
+          wallet = await this.wallet(mint, unit);
+          quote = await wallet.createMeltQuoteBolt11(invoice);
+        } catch (e) {
+          if (isMintOperationError(e)) refusal = e.message;
+          continue;
+        }
+        quoted = true;
+        const amount = quote.amount.toNumber();
+        const base = amount + quote.fee_reserve.toNumber();
+        let need = base;
+        for (let attempt = 0; attempt < 4; attempt++) {
+          const opId = randomUUID();
+          const r = await this.#ledger.startMelt({ opId, meltId: randomUUID(), mint, unit, quote: quote.quote, request: invoice, amount, need });
+          if (r.kind === 'short') earnings = r.earnings;
+          if (r.kind !== 'started') break;
+          // The mint's input fee depends on the proofs taken: if it was not allowed for, take again.
+          const inputFee = wallet.getFeesForProofs(r.inputs.map(toProof)).toNumber();
+          if (need < base + inputFee) {
+            await this.#ledger.abandonMelt(opId);
+            need = base + inputFee;
+            continue;
+          }
+          return this.#payMelt(wallet, quote, r.melt, r.inputs);
+        }
+      }
+    }
+    if (!quoted) {
+      throw refusal
+        ? new GatewayError(400, 'invoice_rejected', `The mint will not pay this invoice: ${refusal}`)
+        : mintUnreachable();
+    }
+    if (earnings !== undefined) {
+      throw new GatewayError(400, 'earnings_too_low', `The earnings (${earnings} msats) do not cover this invoice with its fee reserve.`);
+    }
+    throw new GatewayError(503, 'withdraw_unavailable', 'No mint holds proofs enough to pay this invoice with its fee reserve.');
+  }
+
+  async #payMelt(wallet: Wallet, quote: MeltQuoteBolt11Response, melt: MeltRow, inputs: StoredProof[]): Promise<MeltRow> {
+    const { opId } = melt;
+    let outputs: JournaledOutput[];
+    let preview;
+    try {
+      preview = await wallet.prepareMelt('bolt11', quote, inputs.map(toProof));
+      outputs = preview.outputData.map((o) => ({ send: false, o: OutputData.serialize(o as OutputData) }));
+    } catch (e) {
+      await this.#ledger.abandonMelt(opId);
+      throw new GatewayError(502, 'withdraw_failed', `The melt could not be prepared: ${(e as Error).message}`);
+    }
+    await this.#ledger.journalOutputs(opId, outputs, inputs);
+    try {
+      crashPoint('melt:before-melt');
+      const res = await wallet.completeMelt(preview, inputs.some(isLocked) ? this.p2pk.privkey : undefined);
+      crashPoint('melt:after-melt');
+      if (res.quote.state === 'PAID') {
+        return await this.#ledger.finishMelt({ opId, change: res.change.map(toStored), preimage: res.quote.payment_preimage ?? null });
+      }
+    } catch (e) {
+      if (neverSent(e)) {
+        await this.#ledger.abandonMelt(opId);
+        throw mintUnreachable();
+      }
+      // A refusal is final unless the quote says otherwise; a timeout proves nothing either way.
+      const outcome = await this.#recover(opId, isMintOperationError(e));
+      if (outcome === 'done') return (await this.#ledger.meltOfOp(opId))!;
+      if (outcome === 'failed') throw new GatewayError(502, 'payment_failed', `The invoice was not paid: ${(e as Error).message}`);
+      throw await this.#stillOpen(opId);
+    }
+    // The payment is in flight: wait a little, then leave it to recovery, which settles it either way.
+    for (const until = Date.now() + Math.min(10_000, this.#leaseMs); Date.now() < until; ) {
+      await new Promise((r) => setTimeout(r, 250));
+      const outcome = await this.#recover(opId, false);
+      if (outcome === 'done') return (await this.#ledger.meltOfOp(opId))!;
+      if (outcome === 'failed') throw new GatewayError(502, 'payment_failed', 'The invoice was not paid; the earnings are unchanged.');
+    }
+    await this.#ledger.touchOp(opId);
+    return (await this.#ledger.meltOfOp(opId))!;
+  }
+
+  /**
+   * Settles a journaled melt from its quote: paid means the change is ours (from the quote, or
+   * restored from the journaled blanks); unpaid with the inputs unspent means nothing was spent.
+   */
+  async #recoverMelt(op: MintOp, wallet: Wallet, abandonIfUnspent: boolean): Promise<'done' | 'failed' | 'pending'> {
+    const melt = (await this.#ledger.meltOfOp(op.id))!;
+    const quote = await wallet.checkMeltQuoteBolt11(melt.quote);
+    if (quote.state === 'PENDING') return 'pending';
+    if (quote.state === 'PAID') {
+      let blanks = (op.outputs as JournaledOutput[]).map((j) => OutputData.deserialize(j.o));
+      let signatures: SerializedBlindedSignature[] = quote.change ?? [];
+      if (signatures.length === 0 && blanks.length > 0) {
+        const restored = await wallet.mint.restore({ outputs: blanks.map((o) => o.blindedMessage) });
+        const byB = new Map(blanks.map((o) => [o.blindedMessage.B_, o]));
+        blanks = restored.outputs.map((o) => byB.get(o.B_)!);
+        signatures = restored.signatures;
+      }
+      const change = wallet.createMeltChangeProofs(blanks, signatures).map(toStored);
+      await this.#ledger.finishMelt({ opId: op.id, change, preimage: quote.payment_preimage ?? null });
+      return 'done';
+    }
+    const states = await wallet.checkProofsStates(op.inputs.map((p) => ({ secret: p.secret, id: p.id })));
+    if (states.some((s) => s.state === 'PENDING')) return 'pending';
+    const spent = op.inputs.filter((_, i) => states[i]?.state === 'SPENT');
+    if (spent.length > 0) {
+      this.#log.error({ op: op.id }, 'melt inputs spent elsewhere while the quote is unpaid');
+      await this.#ledger.markSpent(spent.map((p) => p.secret));
+    } else if (!abandonIfUnspent) {
+      return 'pending';
+    }
+    await this.#ledger.abandonMelt(op.id);
+    return 'failed';
+  }
+
   async #payRefund(refund: RefundRow, inputs: StoredProof[], lockTo?: string): Promise<RefundRow> {
     const { mint, unit, amount, opId } = refund;
     crashPoint('refund:after-debit');
@@ -540,6 +669,7 @@ export class CashuWallets {
     }
     try {
       const wallet = await this.wallet(op.mint, op.unit);
+      if (op.kind === 'melt') return await this.#recoverMelt(op, wallet, abandonIfUnspent);
       const journaled = (op.outputs as JournaledOutput[]).map((j) => ({ send: j.send, o: OutputData.deserialize(j.o) }));
       const { outputs, signatures } = await wallet.mint.restore({ outputs: journaled.map((j) => j.o.blindedMessage) });
       if (signatures.length > 0) {
@@ -598,6 +728,7 @@ export class CashuWallets {
 
   async #abandon(op: MintOp): Promise<void> {
     if (op.kind === 'sweep') await this.#ledger.abandonSweep(op.id);
+    else if (op.kind === 'melt') await this.#ledger.abandonMelt(op.id);
     else if (op.kind === 'receive') await this.#ledger.abandonRedemption(op.tokenHash!, op.id);
     else await this.#ledger.abandonRefund(op.id);
   }

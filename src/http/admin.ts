@@ -118,7 +118,14 @@ export function adminRoutes(
       return { id: m.id, prompt_msats_per_token: m.price.promptRate / 1e6, completion_msats_per_token: m.price.completionRate / 1e6 };
     });
 
-    admin.post('/admin/withdraw', async () => {
+    const withdrawBody = z.strictObject({ invoice: z.string().min(1).optional() });
+    admin.post('/admin/withdraw', async (req) => {
+      const parsed = withdrawBody.safeParse(req.body ?? {});
+      if (!parsed.success) throw new GatewayError(400, 'invalid_request', 'Send {} for a token, or {"invoice": "<bolt11>"} to pay an invoice.');
+      if (parsed.data.invoice) {
+        const m = await wallets.melt(parsed.data.invoice);
+        return { state: m.state, amount: m.amount, fee: m.fee, unit: m.unit, mint: m.mint, quote: m.quote, preimage: m.preimage };
+      }
       const r = await wallets.withdraw();
       if (!r) return { token: null, message: 'nothing to withdraw: earnings are below 1 sat' };
       return { token: r.token, amount: r.amount, unit: r.unit, mint: r.mint };

@@ -35,7 +35,7 @@ export interface TokenRow {
 
 export interface MintOp {
   id: string;
-  kind: 'receive' | 'refund' | 'sweep';
+  kind: 'receive' | 'refund' | 'sweep' | 'melt';
   mint: string;
   unit: Unit;
   state: 'pending' | 'done' | 'failed';
@@ -59,6 +59,41 @@ export interface RefundRow {
   token: string | null;
   state: 'pending' | 'done';
 }
+
+/** A withdrawal paid to a Lightning invoice by melting proofs (NUT-05). Amounts in the keyset's unit. */
+export interface MeltRow {
+  id: string;
+  opId: string;
+  mint: string;
+  unit: Unit;
+  quote: string;
+  request: string;
+  /** What the invoice receives. */
+  amount: number;
+  /** Set aside beyond `amount` for the Lightning fee and the mint's input fee, booked as a fee until settled. */
+  feeReserve: number;
+  /** What the melt cost beyond `amount`, once paid: inputs spent minus change returned minus amount. */
+  fee: number | null;
+  preimage: string | null;
+  state: 'pending' | 'paid' | 'failed';
+}
+
+export interface StartMelt {
+  opId: string;
+  meltId: string;
+  mint: string;
+  unit: Unit;
+  quote: string;
+  request: string;
+  amount: number;
+  /** amount + fee reserve + input fees: what the inputs must cover and the earnings must allow. */
+  need: number;
+}
+
+export type StartMeltResult =
+  | { kind: 'started'; melt: MeltRow; inputs: StoredProof[] }
+  | { kind: 'short'; earnings: number }
+  | { kind: 'no_liquidity' };
 
 export interface Settlement {
   chargedMsats: number;
@@ -172,6 +207,16 @@ export interface Ledger {
    */
   startWithdraw(r: { opId: string; refundId: string; mints: string[] }): Promise<StartWithdrawResult>;
   journalOutputs(opId: string, outputs: unknown[], swapped: StoredProof[]): Promise<void>;
+  /**
+   * Books a withdrawal to a Lightning invoice against the earnings (`withdraw` for the amount, `fee`
+   * for the reserve) and sets aside proofs covering `need` at one mint and unit, as a melt op.
+   */
+  startMelt(r: StartMelt): Promise<StartMeltResult>;
+  /** The invoice was paid: inputs spent, change kept, the fee booked at what it really cost. */
+  finishMelt(r: { opId: string; change: StoredProof[]; preimage: string | null }): Promise<MeltRow>;
+  /** The invoice was not paid: proofs back to the wallet, the booking reversed. */
+  abandonMelt(opId: string): Promise<void>;
+  meltOfOp(opId: string): Promise<MeltRow | undefined>;
   /** Inputs listed in `sent` were handed over as they are; the other inputs were swapped. */
   finishRefund(r: { opId: string; token: string; sent: StoredProof[]; keep: StoredProof[] }): Promise<RefundRow>;
   /** The refund swap did not happen: proofs back to the wallet, msats back to the key. */
@@ -227,4 +272,12 @@ export function swapFee(inputs: StoredProof[], keep: StoredProof[], paidOut: num
   for (const p of inputs) fee += p.amount;
   for (const p of keep) fee -= p.amount;
   return Math.max(0, fee);
+}
+
+/** What a melt cost beyond the amount paid, in the keyset's unit: value in, minus change and amount. */
+export function meltFee(inputs: StoredProof[], change: StoredProof[], amount: number): number {
+  let fee = -amount;
+  for (const p of inputs) fee += p.amount;
+  for (const p of change) fee -= p.amount;
+  return fee;
 }

@@ -4,13 +4,17 @@ import {
   MSATS_PER,
   OPERATOR,
   RELEASED_STATE_SQL,
+  meltFee,
   pickPlan,
   swapFee,
   type KeyRow,
   type Ledger,
+  type MeltRow,
   type MintOp,
   type RefundRow,
   type Settlement,
+  type StartMelt,
+  type StartMeltResult,
   type StartRefund,
   type StartRefundResult,
   type StartWithdrawResult,
@@ -19,7 +23,7 @@ import {
   type Totals,
   type Unit,
 } from './ledger.ts';
-import { keyRow, opRow, proofRow, refundRow, type Row } from './rows.ts';
+import { keyRow, meltRow, opRow, proofRow, refundRow, type Row } from './rows.ts';
 
 // msats fit in a double exactly (< 2^53); BIGINT and SUM() come back as numbers, not strings.
 pg.types.setTypeParser(pg.types.builtins.INT8, Number);
@@ -98,6 +102,19 @@ const MIGRATIONS: string[] = [
   `ALTER TABLE reservations ADD COLUMN owner TEXT;
    CREATE TABLE instances (id TEXT PRIMARY KEY, heartbeat_at BIGINT NOT NULL);`,
   `ALTER TABLE keys ADD COLUMN revoked BOOLEAN NOT NULL DEFAULT false;`,
+  `CREATE TABLE melts (
+     id TEXT PRIMARY KEY,
+     op_id TEXT NOT NULL UNIQUE,
+     mint TEXT NOT NULL,
+     unit TEXT NOT NULL,
+     quote TEXT NOT NULL,
+     request TEXT NOT NULL,
+     amount BIGINT NOT NULL,
+     fee_reserve BIGINT NOT NULL,
+     fee BIGINT,
+     preimage TEXT,
+     state TEXT NOT NULL,
+     created_at BIGINT NOT NULL);`,
 ];
 
 type Client = pg.PoolClient;
@@ -428,39 +445,50 @@ export class PostgresLedger implements Ledger {
     });
   }
 
+  /** Proofs worth at least `amount` at one mint and unit, fewest and exact where possible. */
+  async #pick(c: Client, mint: string, unit: Unit, amount: number): Promise<StoredProof[] | undefined> {
+    // Payouts from one mint and unit take turns, so the counts below stay true until we take.
+    await c.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`payout ${mint} ${unit}`]);
+    const counts = async (states: string[]) =>
+      ((await c.query(`SELECT amount, COUNT(*) AS n FROM proofs WHERE mint = $1 AND unit = $2 AND state = ANY($3) GROUP BY amount`, [mint, unit, states]))
+        .rows as Row[]).map((r) => [r.amount as number, r.n as number] as const);
+    // Our own unspent proofs first; locked ones too if need be (they are then spent with our key).
+    let states = ['unspent'];
+    let plan = pickPlan(await counts(states), amount);
+    if (!plan) {
+      states = ['unspent', 'locked'];
+      plan = pickPlan(await counts(states), amount);
+    }
+    if (!plan) return undefined;
+    const picked: StoredProof[] = [];
+    for (const [denomination, n] of plan) {
+      const rows = await c.query(
+        `SELECT * FROM proofs WHERE mint = $1 AND unit = $2 AND state = ANY($3) AND amount = $4
+         ORDER BY state = 'locked' LIMIT $5 FOR UPDATE`,
+        [mint, unit, states, denomination, n],
+      );
+      picked.push(...(rows.rows as Row[]).map(proofRow));
+    }
+    return picked;
+  }
+
+  async #openOp(c: Client, id: string, kind: 'refund' | 'melt', mint: string, unit: Unit, keyHash: string, inputs: StoredProof[], now: number): Promise<void> {
+    await c.query(
+      `INSERT INTO mint_ops (id, kind, mint, unit, state, key_hash, token_hash, inputs, outputs, created_at, updated_at)
+       VALUES ($1, $2, $3, $4, 'pending', $5, NULL, $6, NULL, $7, $7)`,
+      [id, kind, mint, unit, keyHash, JSON.stringify(inputs), now],
+    );
+    await c.query(`UPDATE proofs SET state = 'pending', op_id = $1 WHERE secret = ANY($2)`, [id, inputs.map((p) => p.secret)]);
+  }
+
   /** Sets aside proofs worth `amount` at the first mint that has them, and opens the refund op. */
   async #openPayout(
     c: Client, r: StartRefund, unit: Unit, amount: number, msats: number, kind: 'refund' | 'withdraw', now: number,
   ): Promise<{ refund: RefundRow; inputs: StoredProof[] } | undefined> {
     for (const mint of r.mints) {
-      // Payouts from one mint and unit take turns, so the counts below stay true until we take.
-      await c.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`payout ${mint} ${unit}`]);
-      const counts = async (states: string[]) =>
-        ((await c.query(`SELECT amount, COUNT(*) AS n FROM proofs WHERE mint = $1 AND unit = $2 AND state = ANY($3) GROUP BY amount`, [mint, unit, states]))
-          .rows as Row[]).map((r) => [r.amount as number, r.n as number] as const);
-      // Our own unspent proofs first; locked ones too if need be (they are then swapped with our key).
-      let states = ['unspent'];
-      let plan = pickPlan(await counts(states), amount);
-      if (!plan) {
-        states = ['unspent', 'locked'];
-        plan = pickPlan(await counts(states), amount);
-      }
-      if (!plan) continue;
-      const picked: StoredProof[] = [];
-      for (const [denomination, n] of plan) {
-        const rows = await c.query(
-          `SELECT * FROM proofs WHERE mint = $1 AND unit = $2 AND state = ANY($3) AND amount = $4
-           ORDER BY state = 'locked' LIMIT $5 FOR UPDATE`,
-          [mint, unit, states, denomination, n],
-        );
-        picked.push(...(rows.rows as Row[]).map(proofRow));
-      }
-      await c.query(
-        `INSERT INTO mint_ops (id, kind, mint, unit, state, key_hash, token_hash, inputs, outputs, created_at, updated_at)
-         VALUES ($1, 'refund', $2, $3, 'pending', $4, NULL, $5, NULL, $6, $6)`,
-        [r.opId, mint, unit, r.keyHash, JSON.stringify(picked), now],
-      );
-      await c.query(`UPDATE proofs SET state = 'pending', op_id = $1 WHERE secret = ANY($2)`, [r.opId, picked.map((p) => p.secret)]);
+      const picked = await this.#pick(c, mint, unit, amount);
+      if (!picked) continue;
+      await this.#openOp(c, r.opId, 'refund', mint, unit, r.keyHash, picked, now);
       const refund = await this.#one(
         `INSERT INTO refunds (id, key_hash, op_id, msats, amount, unit, mint, state, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8) RETURNING *`,
@@ -473,17 +501,21 @@ export class PostgresLedger implements Ledger {
     return undefined;
   }
 
+  async #earnings(c: Client): Promise<number> {
+    // Withdrawals read earnings and then book against them: one at a time across instances.
+    await c.query('SELECT pg_advisory_xact_lock(4242002)');
+    return (await this.#one(
+      `SELECT COALESCE(SUM(CASE kind WHEN 'charge' THEN msats ELSE -msats END), 0) AS msats
+       FROM entries WHERE kind IN ('charge', 'withdraw', 'fee')`,
+      [],
+      c,
+    ))!.msats as number;
+  }
+
   async startWithdraw(r: { opId: string; refundId: string; mints: string[] }): Promise<StartWithdrawResult> {
     const now = Date.now();
     return this.#tx(async (c): Promise<StartWithdrawResult> => {
-      // Withdrawals read earnings and then book against them: one at a time across instances.
-      await c.query('SELECT pg_advisory_xact_lock(4242002)');
-      const earnings = (await this.#one(
-        `SELECT COALESCE(SUM(CASE kind WHEN 'charge' THEN msats ELSE -msats END), 0) AS msats
-         FROM entries WHERE kind IN ('charge', 'withdraw', 'fee')`,
-        [],
-        c,
-      ))!.msats as number;
+      const earnings = await this.#earnings(c);
       const payout = { ...r, keyHash: OPERATOR };
       for (const unit of ['sat', 'msat'] as const) {
         const amount = Math.floor(earnings / MSATS_PER[unit]);
@@ -542,6 +574,60 @@ export class PostgresLedger implements Ledger {
         await this.#entry(c, rr.keyHash, operator ? 'withdraw' : 'refund', -rr.msats, rr.id, now);
       }
     });
+  }
+
+  async startMelt(r: StartMelt): Promise<StartMeltResult> {
+    const now = Date.now();
+    return this.#tx(async (c): Promise<StartMeltResult> => {
+      const per = MSATS_PER[r.unit];
+      const earnings = await this.#earnings(c);
+      if (earnings < r.need * per) return { kind: 'short', earnings };
+      const picked = await this.#pick(c, r.mint, r.unit, r.need);
+      if (!picked) return { kind: 'no_liquidity' };
+      await this.#openOp(c, r.opId, 'melt', r.mint, r.unit, OPERATOR, picked, now);
+      const melt = await this.#one(
+        `INSERT INTO melts (id, op_id, mint, unit, quote, request, amount, fee_reserve, state, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9) RETURNING *`,
+        [r.meltId, r.opId, r.mint, r.unit, r.quote, r.request, r.amount, r.need - r.amount, now],
+        c,
+      );
+      await this.#entry(c, OPERATOR, 'withdraw', r.amount * per, r.meltId, now);
+      if (r.need > r.amount) await this.#entry(c, OPERATOR, 'fee', (r.need - r.amount) * per, r.meltId, now);
+      return { kind: 'started', melt: meltRow(melt!), inputs: picked };
+    });
+  }
+
+  async finishMelt(r: { opId: string; change: StoredProof[]; preimage: string | null }): Promise<MeltRow> {
+    const now = Date.now();
+    return this.#tx(async (c) => {
+      const op = opRow((await this.#one('SELECT * FROM mint_ops WHERE id = $1', [r.opId], c))!);
+      if (!(await this.#finishOp(c, r.opId, 'done', now))) throw new Error(`mint op ${r.opId} is not pending`);
+      await c.query(`UPDATE proofs SET state = 'spent', op_id = $1 WHERE secret = ANY($2)`, [r.opId, op.inputs.map((p) => p.secret)]);
+      await this.#insertProofs(c, r.change, op.mint, op.unit, 'unspent', r.opId, now);
+      const melt = meltRow((await this.#one('SELECT * FROM melts WHERE op_id = $1', [r.opId], c))!);
+      const fee = meltFee(op.inputs, r.change, melt.amount);
+      // The reserve was booked as a fee up front; book the difference from what it really cost.
+      if (fee !== melt.feeReserve) await this.#entry(c, OPERATOR, 'fee', (fee - melt.feeReserve) * MSATS_PER[op.unit], melt.id, now);
+      await c.query(`UPDATE melts SET state = 'paid', fee = $1, preimage = $2 WHERE op_id = $3`, [fee, r.preimage, r.opId]);
+      return { ...melt, fee, preimage: r.preimage, state: 'paid' as const };
+    });
+  }
+
+  async abandonMelt(opId: string): Promise<void> {
+    const now = Date.now();
+    await this.#tx(async (c) => {
+      if (!(await this.#finishOp(c, opId, 'failed', now))) return;
+      await c.query(`UPDATE proofs SET state = ${RELEASED_STATE_SQL}, op_id = NULL WHERE op_id = $1 AND state = 'pending'`, [opId]);
+      const melt = meltRow((await this.#one(`UPDATE melts SET state = 'failed' WHERE op_id = $1 RETURNING *`, [opId], c))!);
+      const per = MSATS_PER[melt.unit];
+      await this.#entry(c, OPERATOR, 'withdraw', -melt.amount * per, melt.id, now);
+      if (melt.feeReserve > 0) await this.#entry(c, OPERATOR, 'fee', -melt.feeReserve * per, melt.id, now);
+    });
+  }
+
+  async meltOfOp(opId: string): Promise<MeltRow | undefined> {
+    const r = await this.#one('SELECT * FROM melts WHERE op_id = $1', [opId]);
+    return r && meltRow(r);
   }
 
   async latestRefund(keyHash: string): Promise<RefundRow | undefined> {

@@ -1,4 +1,4 @@
-import type { KeyRow, MintOp, RefundRow, StoredProof, Unit } from './ledger.ts';
+import type { KeyRow, MeltRow, MintOp, RefundRow, StoredProof, Unit } from './ledger.ts';
 
 /** Rows as both engines return them: snake_case columns, integers as numbers. */
 export type Row = Record<string, unknown>;
@@ -48,3 +48,17 @@ export const opRow = (r: Row): MintOp => ({
   updatedAt: r.updated_at as number,
 });
 
+
+export const meltRow = (r: Row): MeltRow => ({
+  id: r.id as string,
+  opId: r.op_id as string,
+  mint: r.mint as string,
+  unit: r.unit as Unit,
+  quote: r.quote as string,
+  request: r.request as string,
+  amount: r.amount as number,
+  feeReserve: r.fee_reserve as number,
+  fee: (r.fee as number | null) ?? null,
+  preimage: (r.preimage as string | null) ?? null,
+  state: r.state as MeltRow['state'],
+});

@@ -6,13 +6,17 @@ import {
   MSATS_PER,
   OPERATOR,
   RELEASED_STATE_SQL,
+  meltFee,
   pickPlan,
   swapFee,
   type KeyRow,
   type Ledger,
+  type MeltRow,
   type MintOp,
   type RefundRow,
   type Settlement,
+  type StartMelt,
+  type StartMeltResult,
   type StartRefund,
   type StartRefundResult,
   type StartWithdrawResult,
@@ -21,7 +25,7 @@ import {
   type Totals,
   type Unit,
 } from './ledger.ts';
-import { keyRow, opRow, proofRow, refundRow, type Row } from './rows.ts';
+import { keyRow, meltRow, opRow, proofRow, refundRow, type Row } from './rows.ts';
 
 const MIGRATIONS: string[] = [
   `CREATE TABLE keys (
@@ -95,6 +99,19 @@ const MIGRATIONS: string[] = [
   `ALTER TABLE reservations ADD COLUMN owner TEXT;
    CREATE TABLE instances (id TEXT PRIMARY KEY, heartbeat_at INTEGER NOT NULL);`,
   `ALTER TABLE keys ADD COLUMN revoked INTEGER NOT NULL DEFAULT 0;`,
+  `CREATE TABLE melts (
+     id TEXT PRIMARY KEY,
+     op_id TEXT NOT NULL UNIQUE,
+     mint TEXT NOT NULL,
+     unit TEXT NOT NULL,
+     quote TEXT NOT NULL,
+     request TEXT NOT NULL,
+     amount INTEGER NOT NULL,
+     fee_reserve INTEGER NOT NULL,
+     fee INTEGER,
+     preimage TEXT,
+     state TEXT NOT NULL,
+     created_at INTEGER NOT NULL);`,
 ];
 
 class ReplayError extends Error {}
@@ -200,6 +217,12 @@ export class SqliteLedger implements Ledger {
       finishRefund: p(`UPDATE refunds SET token = ?, state = 'done' WHERE op_id = ?`),
       deleteRefund: p('DELETE FROM refunds WHERE op_id = ?'),
       latestRefund: p(`SELECT * FROM refunds WHERE key_hash = ? ORDER BY created_at DESC, rowid DESC LIMIT 1`),
+      insertMelt: p(
+        `INSERT INTO melts (id, op_id, mint, unit, quote, request, amount, fee_reserve, state, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)`,
+      ),
+      meltOfOp: p('SELECT * FROM melts WHERE op_id = ?'),
+      setMeltState: p('UPDATE melts SET state = ?, fee = ?, preimage = ? WHERE op_id = ?'),
       entry: p('INSERT INTO entries (key_hash, kind, msats, ref, created_at) VALUES (?, ?, ?, ?, ?)'),
       earnings: p(
         `SELECT COALESCE(SUM(CASE kind WHEN 'charge' THEN msats ELSE -msats END), 0) AS msats
@@ -436,19 +459,25 @@ export class SqliteLedger implements Ledger {
     });
   }
 
+  /** Proofs worth at least `amount` at one mint and unit, fewest and exact where possible. */
+  #pick(mint: string, unit: Unit, amount: number): StoredProof[] | undefined {
+    // Our own unspent proofs first; locked ones too if need be (they are then spent with our key).
+    const counts = (st: StatementSync) => (st.all(mint, unit) as Row[]).map((r) => [r.amount as number, r.n as number] as const);
+    let plan = pickPlan(counts(this.#s.unspentCounts!), amount);
+    const withLocked = !plan;
+    plan ??= pickPlan(counts(this.#s.heldCounts!), amount);
+    if (!plan) return undefined;
+    const take = withLocked ? this.#s.takeHeld! : this.#s.takeUnspent!;
+    return [...plan].flatMap(([denomination, n]) => (take.all(mint, unit, denomination, n) as Row[]).map(proofRow));
+  }
+
   /** Sets aside proofs worth `amount` at the first mint that has them, and opens the refund op. */
   #openPayout(
     r: StartRefund, unit: Unit, amount: number, msats: number, kind: 'refund' | 'withdraw', now: number,
   ): { refund: RefundRow; inputs: StoredProof[] } | undefined {
     for (const mint of r.mints) {
-      // Our own unspent proofs first; locked ones too if need be (they are then swapped with our key).
-      const counts = (st: StatementSync) => (st.all(mint, unit) as Row[]).map((r) => [r.amount as number, r.n as number] as const);
-      let plan = pickPlan(counts(this.#s.unspentCounts!), amount);
-      const withLocked = !plan;
-      plan ??= pickPlan(counts(this.#s.heldCounts!), amount);
-      if (!plan) continue;
-      const take = withLocked ? this.#s.takeHeld! : this.#s.takeUnspent!;
-      const picked = [...plan].flatMap(([denomination, n]) => (take.all(mint, unit, denomination, n) as Row[]).map(proofRow));
+      const picked = this.#pick(mint, unit, amount);
+      if (!picked) continue;
       this.#s.insertOp!.run(r.opId, 'refund', mint, unit, r.keyHash, null, JSON.stringify(picked), null, now, now);
       for (const pr of picked) this.#s.setProofState!.run('pending', r.opId, pr.secret);
       this.#s.insertRefund!.run(r.refundId, r.keyHash, r.opId, msats, amount, unit, mint, now);
@@ -519,6 +548,57 @@ export class SqliteLedger implements Ledger {
         this.#s.deleteRefund!.run(opId);
       }
     });
+  }
+
+  async startMelt(r: StartMelt): Promise<StartMeltResult> {
+    const now = Date.now();
+    return this.#tx((): StartMeltResult => {
+      const per = MSATS_PER[r.unit];
+      const earnings = (this.#s.earnings!.get() as Row).msats as number;
+      if (earnings < r.need * per) return { kind: 'short', earnings };
+      const picked = this.#pick(r.mint, r.unit, r.need);
+      if (!picked) return { kind: 'no_liquidity' };
+      this.#s.insertOp!.run(r.opId, 'melt', r.mint, r.unit, OPERATOR, null, JSON.stringify(picked), null, now, now);
+      for (const pr of picked) this.#s.setProofState!.run('pending', r.opId, pr.secret);
+      this.#s.insertMelt!.run(r.meltId, r.opId, r.mint, r.unit, r.quote, r.request, r.amount, r.need - r.amount, now);
+      this.#s.entry!.run(OPERATOR, 'withdraw', r.amount * per, r.meltId, now);
+      if (r.need > r.amount) this.#s.entry!.run(OPERATOR, 'fee', (r.need - r.amount) * per, r.meltId, now);
+      return { kind: 'started', melt: meltRow(this.#s.meltOfOp!.get(r.opId) as Row), inputs: picked };
+    });
+  }
+
+  async finishMelt(r: { opId: string; change: StoredProof[]; preimage: string | null }): Promise<MeltRow> {
+    const now = Date.now();
+    return this.#tx(() => {
+      const op = opRow(this.#s.getOp!.get(r.opId) as Row);
+      if (this.#s.setOpState!.run('done', now, r.opId).changes !== 1) throw new Error(`mint op ${r.opId} is not pending`);
+      for (const pr of op.inputs) this.#s.setProofState!.run('spent', r.opId, pr.secret);
+      this.#insertProofs(r.change, op.mint, op.unit, 'unspent', r.opId, now);
+      const melt = meltRow(this.#s.meltOfOp!.get(r.opId) as Row);
+      const fee = meltFee(op.inputs, r.change, melt.amount);
+      // The reserve was booked as a fee up front; book the difference from what it really cost.
+      if (fee !== melt.feeReserve) this.#s.entry!.run(OPERATOR, 'fee', (fee - melt.feeReserve) * MSATS_PER[op.unit], melt.id, now);
+      this.#s.setMeltState!.run('paid', fee, r.preimage, r.opId);
+      return { ...melt, fee, preimage: r.preimage, state: 'paid' };
+    });
+  }
+
+  async abandonMelt(opId: string): Promise<void> {
+    const now = Date.now();
+    this.#tx(() => {
+      if (this.#s.setOpState!.run('failed', now, opId).changes !== 1) return;
+      for (const row of this.#s.proofsOfOp!.all(opId, 'pending') as Row[]) this.#s.releaseProof!.run(row.secret as string);
+      const melt = meltRow(this.#s.meltOfOp!.get(opId) as Row);
+      const per = MSATS_PER[melt.unit];
+      this.#s.entry!.run(OPERATOR, 'withdraw', -melt.amount * per, melt.id, now);
+      if (melt.feeReserve > 0) this.#s.entry!.run(OPERATOR, 'fee', -melt.feeReserve * per, melt.id, now);
+      this.#s.setMeltState!.run('failed', null, null, opId);
+    });
+  }
+
+  async meltOfOp(opId: string): Promise<MeltRow | undefined> {
+    const r = this.#s.meltOfOp!.get(opId) as Row | undefined;
+    return r && meltRow(r);
   }
 
   async latestRefund(keyHash: string): Promise<RefundRow | undefined> {

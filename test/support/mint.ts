@@ -20,7 +20,9 @@ export function ensureNutshell(): string {
 }
 
 /** Starts nutshell with its FakeWallet backend (sat and msat keysets) on a free loopback port. */
-export async function startMint(opts: { port?: number; dir?: string; inputFeePpk?: number } = {}): Promise<RunningMint> {
+export async function startMint(
+  opts: { port?: number; dir?: string; inputFeePpk?: number; env?: Record<string, string> } = {},
+): Promise<RunningMint> {
   const bin = ensureNutshell();
   const port = opts.port ?? (await freePort());
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'nutshell-'));
@@ -44,6 +46,7 @@ export async function startMint(opts: { port?: number; dir?: string; inputFeePpk
       MINT_RATE_LIMIT: 'FALSE',
       TOR: 'FALSE',
       DEBUG: 'FALSE',
+      ...opts.env,
     },
   });
   const url = `http://127.0.0.1:${port}`;

@@ -1,0 +1,86 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FakeUpstream } from './support/upstream.ts';
+import { expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
+import { startMint, type RunningMint } from './support/mint.ts';
+import { mintToken, wallet } from './support/cashu.ts';
+import { externalInvoice } from './support/invoice.ts';
+import type { Totals } from '../src/ledger/ledger.ts';
+
+// Mints of their own, whose Lightning backend fails or stalls payments, as real nodes sometimes do.
+const upstream = new FakeUpstream();
+const MINT_TIMEOUT_MS = 500;
+
+beforeAll(() => upstream.start());
+afterAll(() => upstream.stop());
+
+/** A gateway on `mint` that has earned at least `sats` for its operator. */
+async function earning(mint: RunningMint, sats: number): Promise<Gateway> {
+  const gw = await startGateway(mint.url, upstream, {
+    MINT_TIMEOUT_MS: String(MINT_TIMEOUT_MS),
+    MODEL_PRICES: JSON.stringify({ 'gpt-test': { prompt: 1000, completion: 1000 } }),
+  });
+  const token = await mintToken(mint.url, 100);
+  for (;;) {
+    const t = await gw.ledger.totals();
+    if (t.charged - t.withdrawn - t.fees >= sats * 1000) return gw;
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'earn' }], max_tokens: 3 }),
+    });
+    expect(res.status).toBe(200);
+  }
+}
+
+const earnings = (t: Totals) => t.charged - t.withdrawn - t.fees;
+
+describe('withdrawing to a Lightning invoice the mint cannot pay', () => {
+  it('refuses with 502 payment_failed, and the booking and the proofs are back as they were', async () => {
+    const mint = await startMint({ env: { FAKEWALLET_PAY_INVOICE_STATE: 'FAILED', FAKEWALLET_PAYMENT_STATE: 'FAILED' } });
+    const gw = await earning(mint, 10);
+    try {
+      const before = await gw.ledger.totals();
+      const held = await gw.ledger.heldProofs(mint.url, 'sat');
+      await expect(gw.wallets.melt(externalInvoice(7))).rejects.toMatchObject({ status: 502, code: 'payment_failed' });
+      expect(await gw.ledger.totals()).toEqual(before);
+      expect((await gw.ledger.heldProofs(mint.url, 'sat')).map((p) => p.secret).sort()).toEqual(held.map((p) => p.secret).sort());
+      await expectMoneyConserved(gw);
+    } finally {
+      await gw.close();
+      await mint.stop();
+    }
+  });
+});
+
+describe('withdrawing to a Lightning invoice whose payment stays in flight', () => {
+  it('keeps the amount and reserve booked until the mint settles, then books the fee it really took', async () => {
+    const stalled = { FAKEWALLET_PAY_INVOICE_STATE: 'PENDING', FAKEWALLET_PAYMENT_STATE: 'PENDING' };
+    let mint = await startMint({ env: stalled });
+    const gw = await earning(mint, 10);
+    try {
+      const before = await gw.ledger.totals();
+      const inflight = await gw.wallets.melt(externalInvoice(7));
+      expect([inflight.state, inflight.amount, inflight.feeReserve]).toEqual(['pending', 7, 2]);
+      // The amount and the whole reserve are spoken for meanwhile: they cannot be withdrawn twice.
+      expect(earnings(await gw.ledger.totals())).toBe(earnings(before) - 9000);
+      expect((await (await wallet(mint.url)).checkMeltQuoteBolt11(inflight.quote)).state).toBe('PENDING');
+
+      // The node settles the payment; the next recovery pass books it from the mint's answer.
+      await mint.stop();
+      mint = await startMint({ port: Number(new URL(mint.url).port), dir: mint.dir });
+      await new Promise((r) => setTimeout(r, 2 * MINT_TIMEOUT_MS + 100));
+      await gw.wallets.recoverAll();
+      const melt = (await gw.ledger.meltOfOp(inflight.opId))!;
+      expect(melt.state).toBe('paid');
+      expect(melt.fee).toBeGreaterThanOrEqual(0);
+      expect(melt.fee).toBeLessThanOrEqual(2);
+      const after = await gw.ledger.totals();
+      expect([after.withdrawn - before.withdrawn, after.fees - before.fees]).toEqual([7000, melt.fee! * 1000]);
+      expect(await gw.ledger.pendingOps()).toEqual([]);
+      await expectMoneyConserved(gw);
+    } finally {
+      await gw.close();
+      await mint.stop();
+    }
+  });
+});
