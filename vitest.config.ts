@@ -3,6 +3,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     reporters: ['default', './test/support/summary-reporter.ts'],
+    // Only our tests: .cache holds third-party sources (the compose plugin's Go modules).
+    include: ['test/**/*.test.ts'],
     globalSetup: ['test/support/global-mint.ts'],
     testTimeout: 30_000,
     hookTimeout: 120_000,

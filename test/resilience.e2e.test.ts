@@ -207,6 +207,29 @@ describe('the upstream fails', () => {
     expect([after.balance, after.reserved]).toEqual([before.balance, 0]);
   });
 
+  it('sends a request once more when the upstream drops the connection unanswered, and only once', async () => {
+    const token = await mintToken(mintUrl, 20);
+    await chat({ authorization: `Bearer ${token}` }, { max_tokens: 1 });
+    const before = await info(token);
+    const served = upstream.requests.length;
+
+    upstream.modes.push('drop');
+    const retried = await chat({ authorization: `Bearer ${token}` }, { max_tokens: 2 });
+    expect(retried.status).toBe(200);
+    const cost = JSON.parse(retried.text).usage.cost.total_msats as number;
+    expect(upstream.requests.length - served).toBe(1);
+    expect((await info(token)).balance).toBe(before.balance - cost);
+
+    // Dropped twice: not a stale connection but a failing upstream. 502, and nothing charged.
+    const dropsBefore = upstream.dropped;
+    upstream.modes.push('drop', 'drop');
+    const failed = await chat({ authorization: `Bearer ${token}` }, { max_tokens: 2 });
+    expect([failed.status, JSON.parse(failed.text).error.code]).toEqual([502, 'upstream_error']);
+    expect(upstream.dropped - dropsBefore).toBe(2);
+    const after = await info(token);
+    expect([after.balance, after.reserved]).toEqual([before.balance - cost, 0]);
+  });
+
   it('keeps a long stream reserved until it ends: a refund meanwhile is told to wait', async () => {
     const token = await mintToken(mintUrl, 50);
     upstream.modes.push('slow');

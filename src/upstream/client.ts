@@ -43,7 +43,9 @@ export class Upstream {
       headersTimeout: cfg.UPSTREAM_HEADERS_TIMEOUT_MS,
       bodyTimeout: cfg.UPSTREAM_BODY_TIMEOUT_MS,
       connectTimeout: 10_000,
-      keepAliveTimeout: 30_000,
+      // Under uvicorn's 5 s (vLLM and many Python servers), which closes idle connections without
+      // announcing a Keep-Alive timeout; servers that announce one are followed by undici.
+      keepAliveTimeout: 4_000,
     });
     this.#headers = { 'content-type': 'application/json', 'user-agent': 'cashu-gateway' };
     if (cfg.UPSTREAM_API_KEY) this.#headers.authorization = `Bearer ${cfg.UPSTREAM_API_KEY}`;
@@ -71,18 +73,18 @@ export class Upstream {
     }
   }
 
-  post(path: string, body: string, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
-    return this.#timed(
-      'post',
-      path,
-      this.#pool.request({
-        method: 'POST',
-        path: this.#prefix + path,
-        headers: this.#headers,
-        body,
-        signal,
-      }),
-    );
+  async post(path: string, body: string, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
+    const send = () =>
+      this.#timed('post', path, this.#pool.request({ method: 'POST', path: this.#prefix + path, headers: this.#headers, body, signal }));
+    try {
+      return await send();
+    } catch (e) {
+      // A keep-alive connection the upstream closed just as we reused it fails with no answer at
+      // all. The request almost surely reached no handler, so it goes once more, on a fresh
+      // connection, as the OpenAI SDKs do on connection errors.
+      if (signal?.aborted || !closedWithoutAnswer(e)) throw e;
+      return send();
+    }
   }
 
   async models(): Promise<UpstreamModel[]> {
@@ -98,4 +100,9 @@ export class Upstream {
   close(): Promise<void> {
     return this.#pool.close();
   }
+}
+
+function closedWithoutAnswer(e: unknown): boolean {
+  const code = (e as { code?: string }).code;
+  return code === 'UND_ERR_SOCKET' || code === 'ECONNRESET';
 }

@@ -4,7 +4,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
  * The one test double: an OpenAI-compatible upstream that answers like the real API (usage,
  * SSE chunks, a final usage chunk when asked, error bodies) and can be told to misbehave.
  */
-export type Mode = 'ok' | 'no_usage' | 'fail_500' | 'fail_400' | 'cut' | 'slow' | 'stall';
+export type Mode = 'ok' | 'no_usage' | 'fail_500' | 'fail_400' | 'cut' | 'slow' | 'stall' | 'drop';
 
 export interface Recorded {
   path: string;
@@ -32,6 +32,8 @@ export class FakeUpstream {
   chunkDelayMs = 0;
   /** Streams the client closed before their end. */
   closedEarly = 0;
+  /** Requests whose connection was closed unanswered ('drop'). */
+  dropped = 0;
   #server: Server | undefined;
 
   async start(): Promise<string> {
@@ -56,6 +58,14 @@ export class FakeUpstream {
         object: 'list',
         data: ['gpt-test', 'gpt-cheap', 'text-embed'].map((id) => ({ id, object: 'model', created: 1700000000, owned_by: 'test' })),
       });
+    }
+    // Close the connection as the request arrives, unanswered: what a server does when its idle
+    // keep-alive timer fires just as a client reuses the connection.
+    if (this.modes[0] === 'drop') {
+      this.modes.shift();
+      this.dropped++;
+      req.socket.destroy();
+      return;
     }
     let raw = '';
     for await (const c of req) raw += c;
