@@ -17,6 +17,7 @@ import { MSATS_PER, isLocked, type KeyRow, type Ledger, type MeltRow, type MintO
 import { sha256Hex, type TokenInfo } from './token.ts';
 import { spendableOnlyByUs, type P2pkKey } from './p2pk.ts';
 import { crashPoint } from './crash.ts';
+import { NativeOutputData, nativeLockedOutputs, nativeOutputs } from './dleq.ts';
 
 /** A journaled blinded output; `send` marks the outputs that become the user's refund token. */
 interface JournaledOutput {
@@ -210,7 +211,7 @@ export class CashuWallets {
     try {
       // The swap is what proves these proofs; checking their DLEQs first (cashu-ts does whenever
       // they are present) would only cost four curve multiplications each.
-      preview = await wallet.prepareSwapToReceive({ ...decoded, proofs: decoded.proofs.map(({ dleq: _, ...p }) => p) });
+      preview = await wallet.prepareSwapToReceive({ ...decoded, proofs: decoded.proofs.map(({ dleq: _, ...p }) => p) }, undefined, nativeOutputs);
     } catch (e) {
       throw new GatewayError(400, 'invalid_cashu_token', `The Cashu token is not valid: ${(e as Error).message}`);
     }
@@ -350,7 +351,7 @@ export class CashuWallets {
     const wallet = await this.#walletOr503(q.mint, q.unit);
     const state = (await wallet.checkMintQuoteBolt11(q.quote)).state;
     if (state !== 'PAID') return undefined;
-    const preview = await wallet.prepareMint('bolt11', q.amount, { quote: q.quote });
+    const preview = await wallet.prepareMint('bolt11', q.amount, { quote: q.quote }, undefined, nativeOutputs);
     const opId = randomUUID();
     const started = await this.#ledger.startRedemption({
       tokenHash,
@@ -443,7 +444,7 @@ export class CashuWallets {
     let outputs: JournaledOutput[];
     let preview;
     try {
-      preview = await wallet.prepareMelt('bolt11', quote, inputs.map(toProof));
+      preview = await wallet.prepareMelt('bolt11', quote, inputs.map(toProof), undefined, nativeOutputs);
       outputs = preview.outputData.map((o) => ({ send: false, o: OutputData.serialize(o as OutputData) }));
     } catch (e) {
       await this.#ledger.abandonMelt(opId);
@@ -488,7 +489,7 @@ export class CashuWallets {
     const quote = await wallet.checkMeltQuoteBolt11(melt.quote);
     if (quote.state === 'PENDING') return 'pending';
     if (quote.state === 'PAID') {
-      let blanks = (op.outputs as JournaledOutput[]).map((j) => OutputData.deserialize(j.o));
+      let blanks = (op.outputs as JournaledOutput[]).map((j) => NativeOutputData.from(OutputData.deserialize(j.o)));
       let signatures: SerializedBlindedSignature[] = quote.change ?? [];
       if (signatures.length === 0 && blanks.length > 0) {
         const restored = await wallet.mint.restore({ outputs: blanks.map((o) => o.blindedMessage) });
@@ -534,7 +535,7 @@ export class CashuWallets {
         amount,
         inputs.map(toProof),
         { includeFees: false },
-        lockTo ? { send: { type: 'p2pk', options: { pubkey: lockTo } } } : undefined,
+        { send: lockTo ? nativeLockedOutputs(lockTo) : nativeOutputs, keep: nativeOutputs },
       );
     } catch (e) {
       await this.#ledger.abandonRefund(opId);
@@ -602,7 +603,7 @@ export class CashuWallets {
     let preview: SwapPreview;
     try {
       wallet = await this.wallet(mint, unit);
-      preview = await wallet.prepareSwapToReceive(inputs.map(toProof));
+      preview = await wallet.prepareSwapToReceive(inputs.map(toProof), undefined, nativeOutputs);
     } catch (e) {
       await this.#ledger.abandonSweep(opId);
       this.#log.warn({ mint, err: (e as Error).message }, 'locked proofs not redeemed this time');
@@ -670,7 +671,7 @@ export class CashuWallets {
     try {
       const wallet = await this.wallet(op.mint, op.unit);
       if (op.kind === 'melt') return await this.#recoverMelt(op, wallet, abandonIfUnspent);
-      const journaled = (op.outputs as JournaledOutput[]).map((j) => ({ send: j.send, o: OutputData.deserialize(j.o) }));
+      const journaled = (op.outputs as JournaledOutput[]).map((j) => ({ send: j.send, o: NativeOutputData.from(OutputData.deserialize(j.o)) }));
       const { outputs, signatures } = await wallet.mint.restore({ outputs: journaled.map((j) => j.o.blindedMessage) });
       if (signatures.length > 0) {
         const sigByB = new Map(outputs.map((o, i) => [o.B_, signatures[i]!]));
