@@ -21,6 +21,21 @@ function cli(...args: string[]) {
   });
 }
 
+/** Pays for `n` requests with `token`, as a client would; returns what they cost in msats. */
+async function earn(gw: { url: string }, token: string, n: number): Promise<number> {
+  let charged = 0;
+  for (let i = 0; i < n; i++) {
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'earn' }], max_tokens: 3 }),
+    });
+    expect(res.status).toBe(200);
+    charged += ((await res.json()) as any).usage.cost.total_msats as number;
+  }
+  return charged;
+}
+
 beforeAll(async () => {
   await upstream.start();
   let db = await testDatabaseUrl();
@@ -57,15 +72,7 @@ describe('the CLI', () => {
     const gw = await startGatewayProcess(env);
     let charged = 0;
     try {
-      const token = await mintToken(mintUrl, 64);
-      for (let i = 0; i < 3; i++) {
-        const res = await fetch(`${gw.url}/v1/chat/completions`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-          body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'earn' }], max_tokens: 3 }),
-        });
-        charged += ((await res.json()) as any).usage.cost.total_msats as number;
-      }
+      charged = await earn(gw, await mintToken(mintUrl, 64), 3);
     } finally {
       await gw.stop();
     }
@@ -97,15 +104,7 @@ describe('the CLI', () => {
   it('pays a Lightning invoice from the earnings with withdraw --invoice', async () => {
     const gw = await startGatewayProcess({ ...env, MODEL_PRICES: JSON.stringify({ 'gpt-test': { prompt: 1000, completion: 1000 } }) });
     try {
-      const token = await mintToken(mintUrl, 100);
-      for (let i = 0; i < 3; i++) {
-        const res = await fetch(`${gw.url}/v1/chat/completions`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-          body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'earn' }], max_tokens: 3 }),
-        });
-        expect(res.status).toBe(200);
-      }
+      await earn(gw, await mintToken(mintUrl, 100), 3);
     } finally {
       await gw.stop();
     }
