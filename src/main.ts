@@ -32,6 +32,9 @@ export async function createGateway(cfg: Config) {
     mintTimeoutMs: cfg.MINT_TIMEOUT_MS,
     p2pk: loadP2pkKey(cfg.CASHU_P2PK_PRIVKEY, cfg.DATA_DIR),
     locktimeMarginSec: cfg.P2PK_LOCKTIME_MARGIN_SECONDS,
+    changeFloat: cfg.CHANGE_FLOAT_PROOFS,
+    // With sweeping on, locked proofs are redeemed about a second after they arrive, in batches.
+    sweepDelayMs: cfg.P2PK_REDEEM_INTERVAL_SECONDS > 0 ? 1000 : 0,
   });
   const upstreams = loadUpstreams(cfg);
   const catalog = new Catalog(cfg, upstreams, log);
@@ -73,6 +76,7 @@ export async function createGateway(cfg: Config) {
     clearInterval(heartbeat);
     catalog.stop();
     await app.close();
+    await wallets.stop();
     await Promise.all(upstreams.map((u) => u.client.close()));
     await ledger.close();
   };

@@ -156,3 +156,47 @@ describe('ecash locked to the gateway key (NUT-11 + NUT-12)', () => {
     }
   });
 });
+
+describe('a float of change (CHANGE_FLOAT_PROOFS) topped up by redeeming locked proofs', () => {
+  it('pays X-Cashu change from stored proofs: no mint call on the request path once the float is up', async () => {
+    const floated = await startGateway(mintUrl, upstream, { CHANGE_FLOAT_PROOFS: '4', P2PK_REDEEM_INTERVAL_SECONDS: '3600' });
+    const pay = async (token: string) => {
+      const res = await fetch(`${floated.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-cashu': token },
+        body: JSON.stringify(body),
+      });
+      const json = (await res.json()) as Record<string, any>;
+      expect(res.status).toBe(200);
+      return { change: res.headers.get('x-cashu')!, cost: json.usage.cost.total_msats as number };
+    };
+    const lockedLeft = async () => (await floated.ledger.heldProofs(mintUrl, 'sat')).filter((p) => p.secret.startsWith('["P2PK"')).length;
+    try {
+      // A balance funded with locked ecash: about a second later the gateway redeems the locked
+      // proofs, keeping small denominations first.
+      const funding = await lockedToken(mintUrl, 128, ourPubkey);
+      const funded = await fetch(`${floated.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${funding}` },
+        body: JSON.stringify(body),
+      });
+      expect(funded.status).toBe(200);
+      const swept = async () => (await lockedLeft()) === 0 && (await floated.ledger.pendingOps()).length === 0;
+      for (let i = 0; i < 100 && !(await swept()); i++) await new Promise((r) => setTimeout(r, 50));
+      expect(await swept()).toBe(true);
+      expect(new Set(await proofStates(mintUrl, funding))).toEqual(new Set(['SPENT']));
+      const counts = await floated.ledger.unspentCounts(mintUrl, 'sat');
+      for (const d of [1, 2, 4, 8, 16]) expect(counts.get(d)).toBeGreaterThanOrEqual(4);
+
+      // Now change adds up from stored proofs: the request asks the mint nothing.
+      const token = await lockedToken(mintUrl, 64, ourPubkey);
+      let second!: Awaited<ReturnType<typeof pay>>;
+      expect(await mintCallsDuring(async () => (second = await pay(token)))).toEqual([]);
+      expect(await receive(mintUrl, second.change)).toBe(Math.floor((64_000 - second.cost) / 1000));
+      await expectMoneyConserved(floated);
+    } finally {
+      await floated.close();
+    }
+  });
+});
+

@@ -80,12 +80,19 @@ export class CashuWallets {
   readonly p2pk: P2pkKey;
   readonly #locktimeMarginSec: number;
   readonly #loadedAt = new Map<string, number>();
+  /** Proofs of each small denomination to keep on hand, so change needs no swap (0: no float). */
+  readonly #changeFloat: number;
+  /** How soon after locked proofs arrive they are redeemed (0: only by the periodic sweep). */
+  readonly #sweepDelayMs: number;
+  #sweepTimer: NodeJS.Timeout | undefined;
+  #sweeping: Promise<void> | undefined;
+  #sweepAgain = false;
 
   constructor(
     mints: readonly string[],
     ledger: Ledger,
     log: Logger,
-    opts: { mintTimeoutMs: number; p2pk: P2pkKey; locktimeMarginSec: number },
+    opts: { mintTimeoutMs: number; p2pk: P2pkKey; locktimeMarginSec: number; changeFloat?: number; sweepDelayMs?: number },
   ) {
     this.mints = mints;
     this.#ledger = ledger;
@@ -93,6 +100,16 @@ export class CashuWallets {
     this.#leaseMs = 2 * opts.mintTimeoutMs;
     this.p2pk = opts.p2pk;
     this.#locktimeMarginSec = opts.locktimeMarginSec;
+    this.#changeFloat = opts.changeFloat ?? 0;
+    this.#sweepDelayMs = opts.sweepDelayMs ?? 0;
+  }
+
+  /** Cancels the sweep scheduled for locked proofs and waits for one already running. */
+  async stop(): Promise<void> {
+    clearTimeout(this.#sweepTimer);
+    this.#sweepTimer = undefined;
+    this.#sweepAgain = false;
+    await this.#sweeping;
   }
 
   /** Mint info and keysets are fetched once per (mint, unit), not per request. */
@@ -101,7 +118,7 @@ export class CashuWallets {
     let w = this.#wallets.get(id);
     if (!w) {
       w = (async () => {
-        const wallet = new Wallet(mint, { unit });
+        const wallet = new Wallet(mint, { unit, ...(this.#changeFloat > 0 && { denominationTarget: this.#changeFloat }) });
         await wallet.loadMint();
         return wallet;
       })();
@@ -204,6 +221,7 @@ export class CashuWallets {
       if (outcome === 'replayed') {
         throw new GatewayError(400, 'cashu_token_already_spent', 'This Cashu token has already been spent.');
       }
+      if (outcome === 'accepted') this.#sweepSoon();
       const t = (await this.#ledger.getToken(info.hash))!;
       return this.#fromExisting(info, keyHash, t.keyHash, t.opId, t.state, retry);
     }
@@ -534,7 +552,7 @@ export class CashuWallets {
       preview = await wallet.prepareSwapToSend(
         amount,
         inputs.map(toProof),
-        { includeFees: false },
+        { includeFees: false, proofsWeHave: await this.#proofsWeHave(mint, unit) },
         { send: lockTo ? nativeLockedOutputs(lockTo) : nativeOutputs, keep: nativeOutputs },
       );
     } catch (e) {
@@ -598,12 +616,52 @@ export class CashuWallets {
     return swept;
   }
 
+  /**
+   * Redeems locked proofs shortly after they arrive, off the request path: one sweep at a time,
+   * batching whatever arrives meanwhile. The sweep also tops up the change float.
+   */
+  #sweepSoon(): void {
+    if (this.#sweepDelayMs <= 0 || this.#sweepTimer) return;
+    if (this.#sweeping) {
+      this.#sweepAgain = true;
+      return;
+    }
+    this.#sweepTimer = setTimeout(() => {
+      this.#sweepTimer = undefined;
+      this.#sweeping = this.sweepLocked()
+        .then(() => undefined, (e: Error) => this.#log.error({ err: e.message }, 'sweep failed'))
+        .finally(() => {
+          this.#sweeping = undefined;
+          if (this.#sweepAgain) {
+            this.#sweepAgain = false;
+            this.#sweepSoon();
+          }
+        });
+    }, this.#sweepDelayMs);
+    this.#sweepTimer.unref();
+  }
+
+  /**
+   * The unspent proofs we hold, as cashu-ts wants them to split what we keep: it tops up each
+   * denomination to the wallet's `denominationTarget` first, smallest first (the change float).
+   */
+  async #proofsWeHave(mint: string, unit: Unit): Promise<Array<{ amount: number }> | undefined> {
+    if (this.#changeFloat <= 0) return undefined;
+    // cashu-ts shapes the split only when told of some proof; a zero amount matches no denomination.
+    const have: Array<{ amount: number }> = [{ amount: 0 }];
+    for (const [amount, n] of await this.#ledger.unspentCounts(mint, unit)) {
+      for (let i = 0; i < Math.min(n, this.#changeFloat); i++) have.push({ amount });
+    }
+    return have;
+  }
+
   async #sweep(opId: string, mint: string, unit: Unit, inputs: StoredProof[]): Promise<boolean> {
     let wallet: Wallet;
     let preview: SwapPreview;
     try {
       wallet = await this.wallet(mint, unit);
-      preview = await wallet.prepareSwapToReceive(inputs.map(toProof), undefined, nativeOutputs);
+      const proofsWeHave = await this.#proofsWeHave(mint, unit);
+      preview = await wallet.prepareSwapToReceive(inputs.map(toProof), proofsWeHave && { proofsWeHave }, nativeOutputs);
     } catch (e) {
       await this.#ledger.abandonSweep(opId);
       this.#log.warn({ mint, err: (e as Error).message }, 'locked proofs not redeemed this time');

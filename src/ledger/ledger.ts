@@ -231,6 +231,8 @@ export interface Ledger {
   getOp(id: string): Promise<MintOp | undefined>;
   /** Proofs the gateway holds: unspent ones and locked ones not yet redeemed. */
   heldProofs(mint: string, unit: Unit): Promise<StoredProof[]>;
+  /** How many unspent proofs of each denomination the gateway holds at a mint, in a unit. */
+  unspentCounts(mint: string, unit: Unit): Promise<Map<number, number>>;
   totals(): Promise<Totals>;
   close(): Promise<void>;
 }

@@ -660,6 +660,14 @@ export class PostgresLedger implements Ledger {
     return (r.rows as Row[]).map(proofRow);
   }
 
+  async unspentCounts(mint: string, unit: Unit): Promise<Map<number, number>> {
+    const r = await this.#pool.query(
+      `SELECT amount, COUNT(*) AS n FROM proofs WHERE mint = $1 AND unit = $2 AND state = 'unspent' GROUP BY amount`,
+      [mint, unit],
+    );
+    return new Map((r.rows as Row[]).map((row) => [row.amount as number, row.n as number]));
+  }
+
   async totals(): Promise<Totals> {
     const t: Totals = { credited: 0, charged: 0, refunded: 0, withdrawn: 0, fees: 0, balances: 0, reserved: 0 };
     for (const r of (await this.#pool.query('SELECT kind, COALESCE(SUM(msats), 0) AS msats FROM entries GROUP BY kind')).rows as Row[]) {

@@ -629,6 +629,10 @@ export class SqliteLedger implements Ledger {
     return (this.#s.held!.all(mint, unit) as Row[]).map(proofRow);
   }
 
+  async unspentCounts(mint: string, unit: Unit): Promise<Map<number, number>> {
+    return new Map((this.#s.unspentCounts!.all(mint, unit) as Row[]).map((r) => [r.amount as number, r.n as number]));
+  }
+
   async totals(): Promise<Totals> {
     const t: Totals = { credited: 0, charged: 0, refunded: 0, withdrawn: 0, fees: 0, balances: 0, reserved: 0 };
     for (const r of this.#s.sumEntries!.all() as Row[]) {
