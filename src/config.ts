@@ -72,7 +72,7 @@ const schema = z.object({
   DVM_QUOTE_POLL_MS: z.coerce.number().int().positive().default(2000),
   P2PK_LOCKTIME_MARGIN_SECONDS: z.coerce.number().int().nonnegative().default(3600),
   P2PK_REDEEM_INTERVAL_SECONDS: z.coerce.number().int().nonnegative().default(60),
-  CHANGE_FLOAT_PROOFS: z.coerce.number().int().nonnegative().max(64).default(16),
+  CHANGE_FLOAT_PROOFS: z.coerce.number().int().nonnegative().max(64).default(8),
   DATABASE_URL: z
     .string()
     .default('sqlite:./data/gateway.db')

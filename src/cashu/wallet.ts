@@ -261,6 +261,7 @@ export class CashuWallets {
     } catch (e) {
       if (isMintOperationError(e)) {
         await this.#ledger.abandonRedemption(info.hash, opId);
+        this.#log.info({ mint: info.mint, code: e.code, err: e.message }, 'the mint refused a token');
         if (e.code === SPENT || e.code === PENDING) {
           throw new GatewayError(400, 'cashu_token_already_spent', 'This Cashu token has already been spent.');
         }
