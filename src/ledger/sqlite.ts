@@ -127,6 +127,7 @@ export class SqliteLedger implements Ledger {
   readonly #s: Record<string, StatementSync>;
   /** This process, as the owner of the reservations it takes. */
   readonly #instance = randomUUID();
+  #group: Array<{ run: () => unknown; resolve: (v: unknown) => void; reject: (e: unknown) => void }> = [];
 
   constructor(path: string) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
@@ -258,6 +259,51 @@ export class SqliteLedger implements Ledger {
       this.#db.exec('ROLLBACK');
       throw e;
     }
+  }
+
+  /**
+   * Group commit for the two writes every request makes (reserve, settle): those issued in the
+   * same event-loop turn share one transaction, each in its own savepoint so one failing leaves
+   * the others whole. BEGIN and COMMIT were three quarters of the ledger's CPU, one pair per write.
+   * Each caller's promise settles only once its group has committed.
+   */
+  #grouped<T>(fn: () => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      if (this.#group.length === 0) setImmediate(() => this.#flush());
+      this.#group.push({ run: fn, resolve: resolve as (v: unknown) => void, reject });
+    });
+  }
+
+  #flush(): void {
+    const group = this.#group;
+    this.#group = [];
+    if (group.length === 0) return;
+    const results: Array<{ ok: boolean; value: unknown }> = [];
+    try {
+      this.#db.exec('BEGIN IMMEDIATE');
+    } catch (e) {
+      for (const g of group) g.reject(e);
+      return;
+    }
+    for (const g of group) {
+      this.#db.exec('SAVEPOINT op');
+      try {
+        results.push({ ok: true, value: g.run() });
+        this.#db.exec('RELEASE op');
+      } catch (e) {
+        this.#db.exec('ROLLBACK TO op');
+        this.#db.exec('RELEASE op');
+        results.push({ ok: false, value: e });
+      }
+    }
+    try {
+      this.#db.exec('COMMIT');
+    } catch (e) {
+      this.#db.exec('ROLLBACK');
+      for (const g of group) g.reject(e);
+      return;
+    }
+    group.forEach((g, i) => (results[i]!.ok ? g.resolve(results[i]!.value) : g.reject(results[i]!.value)));
   }
 
   #insertProofs(proofs: StoredProof[], mint: string, unit: Unit, state: string, opId: string, now: number): void {
@@ -394,7 +440,7 @@ export class SqliteLedger implements Ledger {
   }
 
   async reserve(keyHash: string, msats: number, reservationId: string): Promise<boolean> {
-    return this.#tx(() => {
+    return this.#grouped(() => {
       if (this.#s.reserve!.run(msats, keyHash).changes !== 1) return false;
       this.#s.insertReservation!.run(reservationId, keyHash, msats, Date.now(), this.#instance);
       return true;
@@ -403,7 +449,7 @@ export class SqliteLedger implements Ledger {
 
   async settle(reservationId: string, chargeMsats: number): Promise<Settlement> {
     const now = Date.now();
-    return this.#tx(() => {
+    return this.#grouped(() => {
       const res = this.#s.getReservation!.get(reservationId) as Row | undefined;
       if (!res) throw new Error(`reservation ${reservationId} is not active`);
       const keyHash = res.key_hash as string;
@@ -649,6 +695,7 @@ export class SqliteLedger implements Ledger {
   }
 
   async close(): Promise<void> {
+    this.#flush();
     this.#db.close();
   }
 }
