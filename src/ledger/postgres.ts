@@ -360,38 +360,46 @@ export class PostgresLedger implements Ledger {
   }
 
   async reserve(keyHash: string, msats: number, reservationId: string): Promise<boolean> {
-    return this.#tx(async (c) => {
-      const r = await c.query(
-        `UPDATE keys SET reserved = reserved + $1, total_requests = total_requests + 1
-         WHERE hash = $2 AND balance - reserved >= $1 AND NOT revoked`,
-        [msats, keyHash],
-      );
-      if (r.rowCount !== 1) return false;
-      await c.query(
-        `INSERT INTO reservations (id, key_hash, msats, state, created_at, owner) VALUES ($1, $2, $3, 'active', $4, $5)`,
-        [reservationId, keyHash, msats, Date.now(), this.#instance],
-      );
-      return true;
-    });
+    // One statement, so one round trip, and atomic on its own.
+    const r = await this.#pool.query(
+      `WITH k AS (
+         UPDATE keys SET reserved = reserved + $1, total_requests = total_requests + 1
+         WHERE hash = $2 AND balance - reserved >= $1 AND NOT revoked
+         RETURNING hash)
+       INSERT INTO reservations (id, key_hash, msats, state, created_at, owner)
+       SELECT $3, hash, $1, 'active', $4, $5 FROM k`,
+      [msats, keyHash, reservationId, Date.now(), this.#instance],
+    );
+    return r.rowCount === 1;
   }
 
   async settle(reservationId: string, chargeMsats: number): Promise<Settlement> {
     const now = Date.now();
     return this.#tx(async (c) => {
-      const res = await this.#one(`SELECT * FROM reservations WHERE id = $1 AND state = 'active' FOR UPDATE`, [reservationId], c);
-      if (!res) throw new Error(`reservation ${reservationId} is not active`);
-      const keyHash = res.key_hash as string;
-      const held = res.msats as number;
-      const key = keyRow((await this.#one('SELECT * FROM keys WHERE hash = $1 FOR UPDATE', [keyHash], c))!);
-      // An overrun may use the key's free balance, never other requests' reservations.
-      const charged = Math.min(chargeMsats, held + (key.balance - key.reserved));
-      await c.query(
-        'UPDATE keys SET balance = balance - $1, reserved = reserved - $2, total_spent = total_spent + $1 WHERE hash = $3',
-        [charged, held, keyHash],
+      const row = await this.#one(
+        `SELECT r.key_hash, r.msats AS held, k.balance, k.reserved
+         FROM reservations r JOIN keys k ON k.hash = r.key_hash
+         WHERE r.id = $1 AND r.state = 'active'
+         FOR UPDATE OF r, k`,
+        [reservationId],
+        c,
       );
-      await c.query('UPDATE reservations SET state = $1, charged = $2 WHERE id = $3', [charged > 0 ? 'charged' : 'released', charged, reservationId]);
-      if (charged > 0) await this.#entry(c, keyHash, 'charge', charged, reservationId, now);
-      return { chargedMsats: charged, balance: key.balance - charged, reserved: key.reserved - held };
+      if (!row) throw new Error(`reservation ${reservationId} is not active`);
+      const keyHash = row.key_hash as string;
+      const held = row.held as number;
+      const [balance, reserved] = [row.balance as number, row.reserved as number];
+      // An overrun may use the key's free balance, never other requests' reservations.
+      const charged = Math.min(chargeMsats, held + (balance - reserved));
+      await c.query(
+        `WITH k AS (
+           UPDATE keys SET balance = balance - $1, reserved = reserved - $2, total_spent = total_spent + $1 WHERE hash = $3),
+         r AS (
+           UPDATE reservations SET state = $4, charged = $1 WHERE id = $5)
+         INSERT INTO entries (key_hash, kind, msats, ref, created_at)
+         SELECT $3, 'charge', $1, $5, $6 WHERE $1::bigint > 0`,
+        [charged, held, keyHash, charged > 0 ? 'charged' : 'released', reservationId, now],
+      );
+      return { chargedMsats: charged, balance: balance - charged, reserved: reserved - held };
     });
   }
 
