@@ -8,6 +8,7 @@ import type { CashuWallets } from '../cashu/wallet.ts';
 import type { Catalog } from '../engine/catalog.ts';
 import { GatewayError } from '../engine/errors.ts';
 import { MSATS_PER, type Ledger } from '../ledger/ledger.ts';
+import { keyView } from './balance.ts';
 
 /** How far a NIP-98 event's created_at may be from now. */
 const WINDOW_SEC = 60;
@@ -71,15 +72,7 @@ export function adminRoutes(
     admin.addHook('preHandler', authorize);
 
     admin.get('/admin/balances', async () => ({
-      keys: (await ledger.listKeys(1000)).map((k) => ({
-        api_key: `sk-${k.hash}`,
-        balance: k.balance - k.reserved,
-        reserved: k.reserved,
-        unit: k.unit,
-        total_spent: k.totalSpent,
-        total_requests: k.totalRequests,
-        revoked: k.revoked,
-      })),
+      keys: (await ledger.listKeys(1000)).map((k) => ({ ...keyView(k), revoked: k.revoked })),
     }));
 
     admin.get('/admin/earnings', async () => {

@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { CashuWallets } from '../cashu/wallet.ts';
 import { inspectToken, isCashuToken, sha256Hex } from '../cashu/token.ts';
 import { GatewayError } from '../engine/errors.ts';
-import type { Ledger, RefundRow } from '../ledger/ledger.ts';
+import type { KeyRow, Ledger, RefundRow } from '../ledger/ledger.ts';
 import { paymentOf } from './payment.ts';
 
 const SK = /^sk-([0-9a-f]{64})$/;
@@ -19,6 +19,18 @@ function refundBody(r: RefundRow): Record<string, string> {
 }
 
 /** Routstr's `/v1/balance/*`, also under the deprecated `/v1/wallet/*`. */
+/** A key as the API shows it, to its holder and to the operator: spendable balance, not raw. */
+export function keyView(key: KeyRow) {
+  return {
+    api_key: `sk-${key.hash}`,
+    balance: key.balance - key.reserved,
+    reserved: key.reserved,
+    unit: key.unit,
+    total_spent: key.totalSpent,
+    total_requests: key.totalRequests,
+  };
+}
+
 export function balanceRoutes(app: FastifyInstance, deps: { ledger: Ledger; wallets: CashuWallets }): void {
   const { ledger, wallets } = deps;
   const trusted = new Set(wallets.mints);
@@ -49,16 +61,7 @@ export function balanceRoutes(app: FastifyInstance, deps: { ledger: Ledger; wall
     const hash = await keyOf(req, true);
     const key = await ledger.getKey(hash);
     if (!key) throw new GatewayError(401, 'invalid_api_key', 'Unknown API key.');
-    return {
-      api_key: `sk-${key.hash}`,
-      balance: key.balance - key.reserved,
-      reserved: key.reserved,
-      unit: key.unit,
-      mint: key.mint,
-      total_spent: key.totalSpent,
-      total_requests: key.totalRequests,
-      is_child: false,
-    };
+    return { ...keyView(key), mint: key.mint, is_child: false };
   };
 
   const topup = async (req: FastifyRequest) => {
