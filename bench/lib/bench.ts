@@ -1,7 +1,7 @@
 import { copyFileSync, mkdirSync } from 'node:fs';
-import { cpus, loadavg, totalmem } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
-import { cpuMs, processTree, RssWatch, sourceVersion } from './procs.ts';
+import { cpuMs, machineInfo, processTree, RssWatch, sourceVersion } from './procs.ts';
 import { runLoad, percentile, sortedCopy, type LoadResult } from './load.ts';
 import { startStack, UPSTREAM_CONNECTIONS, type Stack } from './setup.ts';
 import { mintTokens, TOKEN_DENOMS, TOKEN_SATS } from './tokens.ts';
@@ -47,15 +47,8 @@ interface Target {
   pids: () => number[];
 }
 
-interface Acc {
+interface Acc extends LoadResult {
   runs: number;
-  ok: number;
-  non2xx: number;
-  errors: number;
-  timeouts: number;
-  elapsedMs: number;
-  latencies: number[];
-  statusCodes: Record<string, number>;
   mintCalls: number;
   mintCallsByPath: Record<string, number>;
   peakRssMb: number;
@@ -233,15 +226,7 @@ export async function runBench(o: BenchOptions): Promise<void> {
       date: startedAt.toISOString(),
       finished: new Date().toISOString(),
       source,
-      machine: {
-        cores: cpus().length,
-        cpuModel: cpus()[0]?.model ?? 'unknown',
-        memoryGb: Math.round(totalmem() / 2 ** 30),
-        node: process.version,
-        platform: `${process.platform} ${process.arch}`,
-        loadavgBefore: load0,
-        loadavgAfter: loadavg(),
-      },
+      machine: { ...machineInfo(), loadavgBefore: load0 },
       gateway: { idleRssMb: stack.idleRssMb, env: redactEnv(stack.gatewayEnv) },
       options: { ...o, litellmSseFixed: true, upstreamConnections: UPSTREAM_CONNECTIONS, tokenSats: TOKEN_SATS, tokenProofs: TOKEN_DENOMS.length, mintSeconds },
       litellm: litellm ? { version: litellm.version, workers: litellm.workers } : o.peers ? { error: litellmError ?? 'not started' } : undefined,

@@ -1,6 +1,7 @@
 import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
 import { openSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { cpus, loadavg, totalmem } from 'node:os';
 import { freePort } from '../../test/support/ports.ts';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
@@ -233,4 +234,16 @@ export function sourceVersion(): { commit: string; dirty: boolean } {
   } catch {
     return { commit: 'unknown', dirty: false };
   }
+}
+
+/** The machine a run measured, as every results file records it. */
+export function machineInfo() {
+  return {
+    cores: cpus().length,
+    cpuModel: cpus()[0]?.model ?? 'unknown',
+    memoryGb: Math.round(totalmem() / 2 ** 30),
+    node: process.version,
+    platform: `${process.platform} ${process.arch}`,
+    loadavgAfter: loadavg(),
+  };
 }

@@ -1,6 +1,6 @@
 import autocannon from 'autocannon';
-import { cpus, loadavg, totalmem } from 'node:os';
-import { cpuMs, rssMb, sourceVersion } from './procs.ts';
+import { cpus } from 'node:os';
+import { cpuMs, machineInfo, rssMb, sourceVersion } from './procs.ts';
 import { startStack } from './setup.ts';
 import { writeResults, type SoakResults } from './report.ts';
 
@@ -104,14 +104,7 @@ export async function runSoak(o: { minutes: number; connections: number; write: 
       date: startedAt.toISOString(),
       finished: new Date().toISOString(),
       source,
-      machine: {
-        cores: cpus().length,
-        cpuModel: cpus()[0]?.model ?? 'unknown',
-        memoryGb: Math.round(totalmem() / 2 ** 30),
-        node: process.version,
-        platform: `${process.platform} ${process.arch}`,
-        loadavgAfter: loadavg(),
-      },
+      machine: machineInfo(),
       options: { minutes: o.minutes, connections: o.connections, chunkDelayMs: CHUNK_DELAY_MS, sampleSec: SAMPLE_SEC },
       samples,
       summary: {
