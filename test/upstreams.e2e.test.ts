@@ -84,9 +84,20 @@ describe('several upstreams from a config file', () => {
     expect(refused.status).toBe(400);
     expect(b.requests.length - bBefore).toBe(1);
 
+    // The first upstream refusing the operator's key is its problem, not the request's: next one.
+    a.modes.push('fail_401');
+    const rekeyed = await chat('gpt-test');
+    expect(rekeyed.status).toBe(200);
+    expect(b.requests.length - bBefore).toBe(2);
+
     // b alone serves gpt-cheap: when it fails there is nobody to fail over to, and nothing is charged.
     b.modes.push('fail_500');
     expect((await chat('gpt-cheap')).status).toBe(502);
+    // Nobody after b either: a refused key is a 502 that does not repeat what the provider said.
+    b.modes.push('fail_401');
+    const unkeyed = await chat('gpt-cheap');
+    expect([unkeyed.status, unkeyed.json.error.code]).toEqual([502, 'upstream_error']);
+    expect(unkeyed.json.error.message).not.toContain('sk-upst');
   });
 
   it('fails over when the first upstream is down altogether', async () => {

@@ -200,8 +200,9 @@ export class Engine {
       if (res.statusCode < 400) return res;
       const text = await res.body.text().catch(() => '');
       failure = upstreamError(res.statusCode, text);
-      // A request the upstream refuses as such (4xx but 429) would be refused by the next one too.
-      if (res.statusCode < 500 && res.statusCode !== 429) break;
+      // A request refused as such (a 4xx we pass on as one) would be refused by the next upstream
+      // too; a refusal of our key (401, 403), a 429 or a 5xx is this upstream's problem.
+      if (failure.status < 500 && failure.status !== 429) break;
     }
     throw await this.#fail(payer, failure ?? new GatewayError(502, 'upstream_error', 'No upstream serves this model.'));
   }
@@ -308,9 +309,9 @@ function upstreamError(status: number, text: string): GatewayError {
   const parsed = safeParse(text);
   const inner = parsed?.error as Record<string, unknown> | undefined;
   const message = typeof inner?.message === 'string' ? inner.message : `The upstream answered HTTP ${status}.`;
-  if (status >= 500 || status === 401 || status === 403) {
-    return new GatewayError(502, 'upstream_error', `Upstream error: ${message}`);
-  }
+  // The operator's key was refused: the provider's message may echo part of it, so it stays here.
+  if (status === 401 || status === 403) return new GatewayError(502, 'upstream_error', `The upstream refused the gateway's credentials (HTTP ${status}).`);
+  if (status >= 500) return new GatewayError(502, 'upstream_error', `Upstream error: ${message}`);
   if (status === 429) return new GatewayError(429, 'upstream_rate_limited', `Upstream rate limit: ${message}`);
   return new GatewayError(status, 'upstream_error', message, { type: 'invalid_request_error' });
 }

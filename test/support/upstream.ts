@@ -4,7 +4,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
  * The one test double: an OpenAI-compatible upstream that answers like the real API (usage,
  * SSE chunks, a final usage chunk when asked, error bodies) and can be told to misbehave.
  */
-export type Mode = 'ok' | 'no_usage' | 'fail_500' | 'fail_400' | 'cut' | 'slow' | 'stall' | 'drop';
+export type Mode = 'ok' | 'no_usage' | 'fail_500' | 'fail_400' | 'fail_401' | 'cut' | 'slow' | 'stall' | 'drop';
 
 export interface Recorded {
   path: string;
@@ -75,6 +75,10 @@ export class FakeUpstream {
     // Accept the request and never answer, until the caller gives up.
     if (mode === 'stall') return;
     if (mode === 'fail_500') return json(res, 500, { error: { message: 'upstream exploded', type: 'server_error' } });
+    if (mode === 'fail_401') {
+      // As OpenAI answers a bad key: the message echoes part of it.
+      return json(res, 401, { error: { message: 'Incorrect API key provided: sk-upst****cret.', type: 'invalid_request_error', code: 'invalid_api_key' } });
+    }
     if (mode === 'fail_400') {
       return json(res, 400, { error: { message: "Unsupported parameter: 'foo'", type: 'invalid_request_error', code: 'unsupported_parameter' } });
     }
