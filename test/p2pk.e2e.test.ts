@@ -3,7 +3,7 @@ import { PaymentRequest, getDecodedToken, getEncodedToken, getPubKeyFromPrivKey 
 import { FakeUpstream } from './support/upstream.ts';
 import { CountingProxy } from './support/counting-proxy.ts';
 import { TEST_P2PK_PRIVKEY, expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
-import { lockedToken, mintToken, proofStates, receive, wallet } from './support/cashu.ts';
+import { asCashuA, lockedToken, mintToken, proofStates, receive, relabel, wallet } from './support/cashu.ts';
 import { sha256Hex } from '../src/cashu/token.ts';
 import { hasValidProofDleq, nativeDleq } from '../src/cashu/dleq.ts';
 import { Amount, hasValidDleq, type Proof } from '@cashu/cashu-ts';
@@ -123,6 +123,35 @@ describe('ecash locked to the gateway key (NUT-11 + NUT-12)', () => {
     // The locked proofs are spent now, and the gateway holds fresh proofs of the same value.
     expect(new Set(await proofStates(mintUrl, t))).toEqual(new Set(['SPENT']));
     expect(await gw.wallets.sweepLocked()).toBe(0);
+  });
+
+  it('never takes a swept proof offline again, even after a token carrying it failed at the mint', async () => {
+    const t = await lockedToken(mintUrl, 8, ourPubkey);
+    expect((await chat({ authorization: `Bearer ${t}` })).status).toBe(200);
+    expect(await gw.wallets.sweepLocked()).toBeGreaterThanOrEqual(1);
+    const w = await wallet(mintUrl);
+    const swept = getDecodedToken(t, w.keyChain.getAllKeysetIds()).proofs;
+    // The swept proofs with a good one of the payer's own: refused before any mint call.
+    const own = await mintToken(mintUrl, 2);
+    const mixed = getEncodedToken({ mint: mintUrl, unit: 'sat', proofs: [...swept, ...getDecodedToken(own, w.keyChain.getAllKeysetIds()).proofs] });
+    let res!: Awaited<ReturnType<typeof chat>>;
+    expect(await mintCallsDuring(async () => (res = await chat({ authorization: `Bearer ${mixed}` })))).toEqual([]);
+    expect([res.status, res.json.error.code]).toEqual([400, 'cashu_token_already_spent']);
+    // And alone, under yet another encoding: still refused, nothing credited.
+    const alone = await asCashuA(mintUrl, getEncodedToken({ mint: mintUrl, unit: 'sat', proofs: swept }));
+    const again = await chat({ 'x-cashu': alone });
+    expect([again.status, again.json.error.code]).toEqual([400, 'cashu_token_already_spent']);
+    expect(await gw.ledger.getKey(sha256Hex(alone))).toBeUndefined();
+    expect(new Set(await proofStates(mintUrl, own))).toEqual(new Set(['UNSPENT']));
+  });
+
+  it('takes offline only proofs of the unit the token names: msat proofs labelled sat are not 1000x', async () => {
+    const msat = await lockedToken(mintUrl, 64, ourPubkey, { unit: 'msat' });
+    const labelled = await relabel(mintUrl, msat, { unit: 'sat' });
+    const res = await chat({ authorization: `Bearer ${labelled}` });
+    expect(res.status).toBe(400);
+    expect(await gw.ledger.getKey(sha256Hex(labelled))).toBeUndefined();
+    expect(new Set(await proofStates(mintUrl, msat))).toEqual(new Set(['UNSPENT']));
   });
 
   it('checks DLEQ proofs with libsecp256k1, agreeing with cashu-ts on good and tampered proofs', async () => {

@@ -146,7 +146,7 @@ export class CashuWallets {
   }
 
   /** Every proof locked to us alone, DLEQ-proven, at a mint that supports NUT-11 and NUT-12. */
-  #offlineAcceptable(wallet: Wallet, proofs: Proof[]): boolean {
+  #offlineAcceptable(wallet: Wallet, proofs: Proof[], unit: Unit): boolean {
     const info = wallet.getMintInfo();
     if (!info.isSupported(11).supported || !info.isSupported(12).supported) return false;
     const notBefore = Math.floor(Date.now() / 1000) + this.#locktimeMarginSec;
@@ -157,6 +157,8 @@ export class CashuWallets {
       } catch {
         return false;
       }
+      // The token's unit is only its label: a proof of the msat keyset called sat would be 1000x.
+      if (keyset.unit !== unit) return false;
       if (!spendableOnlyByUs(p, keyset, this.p2pk.pubkey, notBefore)) return false;
     }
     return true;
@@ -208,7 +210,7 @@ export class CashuWallets {
         throw new GatewayError(400, 'invalid_cashu_token', `The Cashu token is not valid: ${(e2 as Error).message}`);
       }
     }
-    if (this.#offlineAcceptable(wallet, decoded.proofs)) {
+    if (this.#offlineAcceptable(wallet, decoded.proofs, info.unit)) {
       const proofs = decoded.proofs.map(toStored);
       const outcome = await this.#ledger.acceptLocked({
         tokenHash: info.hash,

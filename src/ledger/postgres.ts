@@ -247,12 +247,13 @@ export class PostgresLedger implements Ledger {
       );
       if (ins.rowCount === 0) return false;
       for (const p of r.inputs) {
-        // A proof we gave away (sent) or saw spent may come back; one we hold or are claiming may not.
+        // A proof we gave away (sent) may come back; one we hold, are claiming or know spent may not
+        // (a spent row stays: an abandoned claim deletes its rows, and that one stops an offline replay).
         const claimed = await c.query(
           `INSERT INTO proofs (secret, mint, unit, keyset_id, amount, c, dleq, state, op_id, created_at)
            VALUES ($1, $2, $3, $4, $5, $6, NULL, 'incoming', $7, $8)
            ON CONFLICT (secret) DO UPDATE SET state = 'incoming', op_id = excluded.op_id
-           WHERE proofs.state IN ('sent', 'spent')`,
+           WHERE proofs.state = 'sent'`,
           [p.secret, r.mint, r.unit, p.id, p.amount, p.C, r.opId, now],
         );
         if (claimed.rowCount !== 1) throw Object.assign(new Error('proof already held'), { code: '23505' });
@@ -287,7 +288,7 @@ export class PostgresLedger implements Ledger {
 
   async abandonRedemption(tokenHash: string, opId: string): Promise<void> {
     await this.#tx(async (c) => {
-      await this.#finishOp(c, opId, 'failed', Date.now());
+      if (!(await this.#finishOp(c, opId, 'failed', Date.now()))) return;
       await c.query('DELETE FROM tokens WHERE hash = $1 AND op_id = $2', [tokenHash, opId]);
       await c.query(`DELETE FROM proofs WHERE op_id = $1 AND state = 'incoming'`, [opId]);
     });

@@ -170,12 +170,14 @@ export class SqliteLedger implements Ledger {
          ORDER BY state = 'locked' LIMIT ?`,
       ),
       locked: p(`SELECT * FROM proofs WHERE mint = ? AND unit = ? AND state = 'locked' ORDER BY created_at LIMIT ?`),
-      // A proof we gave away (sent) or saw spent may come back; one we hold or are claiming may not.
+      // A proof we gave away (sent) may come back; one we hold, are claiming or know spent may not.
+      // A spent row stays as it is: an abandoned claim deletes its rows, and that one is what keeps
+      // a swept offline proof from being taken offline again.
       claimIncoming: p(
         `INSERT INTO proofs (secret, mint, unit, keyset_id, amount, c, dleq, state, op_id, created_at)
          VALUES (?, ?, ?, ?, ?, ?, NULL, 'incoming', ?, ?)
          ON CONFLICT (secret) DO UPDATE SET state = 'incoming', op_id = excluded.op_id
-         WHERE proofs.state IN ('sent', 'spent')`,
+         WHERE proofs.state = 'sent'`,
       ),
       settleIncoming: p(`UPDATE proofs SET state = 'spent' WHERE op_id = ? AND state = 'incoming'`),
       dropIncoming: p(`DELETE FROM proofs WHERE op_id = ? AND state = 'incoming'`),
@@ -381,7 +383,7 @@ export class SqliteLedger implements Ledger {
 
   async abandonRedemption(tokenHash: string, opId: string): Promise<void> {
     this.#tx(() => {
-      this.#s.setOpState!.run('failed', Date.now(), opId);
+      if (this.#s.setOpState!.run('failed', Date.now(), opId).changes !== 1) return;
       this.#s.deleteToken!.run(tokenHash, opId);
       this.#s.dropIncoming!.run(opId);
     });
