@@ -145,6 +145,26 @@ describe('ecash locked to the gateway key (NUT-11 + NUT-12)', () => {
     expect(new Set(await proofStates(mintUrl, own))).toEqual(new Set(['UNSPENT']));
   });
 
+  it('keeps sweeping when one locked proof was spent elsewhere, and books its loss as a fee', async () => {
+    const gone = await lockedToken(mintUrl, 1, ourPubkey);
+    expect((await chat({ authorization: `Bearer ${gone}` })).status).toBe(200);
+    // Spent behind the gateway's back, with its own key (as a leaked key would allow).
+    await (await wallet(mintUrl)).receive(gone, { privkey: TEST_P2PK_PRIVKEY });
+    const kept = await lockedToken(mintUrl, 16, ourPubkey);
+    // Earn at least what will be lost, so the books never show more costs than earnings.
+    for (let t = await gw.ledger.totals(); t.charged - t.withdrawn - t.fees < 1_000; t = await gw.ledger.totals()) {
+      expect((await chat({ authorization: `Bearer ${kept}` })).status).toBe(200);
+    }
+    const before = await gw.ledger.totals();
+
+    // The batch holding both is refused; the spent proof is written off, the other put back.
+    expect(await gw.wallets.sweepLocked()).toBe(0);
+    expect((await gw.ledger.totals()).fees - before.fees).toBe(1_000);
+    expect(await gw.wallets.sweepLocked()).toBeGreaterThanOrEqual(1);
+    expect(new Set(await proofStates(mintUrl, kept))).toEqual(new Set(['SPENT']));
+    expect(await gw.wallets.sweepLocked()).toBe(0);
+  });
+
   it('takes offline only proofs of the unit the token names: msat proofs labelled sat are not 1000x', async () => {
     const msat = await lockedToken(mintUrl, 64, ourPubkey, { unit: 'msat' });
     const labelled = await relabel(mintUrl, msat, { unit: 'sat' });

@@ -611,7 +611,8 @@ export class CashuWallets {
           const opId = randomUUID();
           const inputs = await this.#ledger.startSweep({ opId, mint, unit, limit: batch });
           if (inputs.length === 0) break;
-          if (!(await this.#sweep(opId, mint, unit, inputs))) return swept;
+          // One mint or unit failing must not stop the others from being swept.
+          if (!(await this.#sweep(opId, mint, unit, inputs))) break;
           swept += inputs.length;
         }
       }
@@ -677,14 +678,16 @@ export class CashuWallets {
       await this.#ledger.finishSweep(opId, keep.map(toStored));
       return true;
     } catch (e) {
-      if (isMintOperationError(e)) {
-        this.#log.error({ op: opId, code: e.code, err: e.message }, 'mint refused to redeem locked proofs');
+      if (neverSent(e)) {
         await this.#ledger.abandonSweep(opId);
         return false;
       }
-      if (neverSent(e)) await this.#ledger.abandonSweep(opId);
-      else if ((await this.#recover(opId, false)) === 'pending') await this.#ledger.touchOp(opId);
-      return false;
+      if (isMintOperationError(e)) this.#log.error({ op: opId, code: e.code, err: e.message }, 'mint refused to redeem locked proofs');
+      // A refusal is final: recovery marks the inputs the mint says are spent, so the next sweep
+      // does not pick them again, and puts the others back.
+      const outcome = await this.#recover(opId, isMintOperationError(e));
+      if (outcome === 'pending') await this.#ledger.touchOp(opId);
+      return outcome === 'done';
     }
   }
 

@@ -226,7 +226,10 @@ export interface Ledger {
   pendingOps(): Promise<MintOp[]>;
   /** Restarts a pending op's lease: its swap may still land, so nobody settles it for a while. */
   touchOp(id: string): Promise<void>;
-  /** Proofs the mint says are spent, with no signatures for us: they are gone, never released. */
+  /**
+   * Proofs of ours the mint says are spent, with no signatures for us: they are gone, never
+   * released, and their value is booked as an operator cost (`fee`) in the same transaction.
+   */
   markSpent(secrets: string[]): Promise<void>;
   getOp(id: string): Promise<MintOp | undefined>;
   /** Proofs the gateway holds: unspent ones and locked ones not yet redeemed. */

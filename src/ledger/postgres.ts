@@ -653,7 +653,12 @@ export class PostgresLedger implements Ledger {
   }
 
   async markSpent(secrets: string[]): Promise<void> {
-    await this.#pool.query(`UPDATE proofs SET state = 'spent' WHERE secret = ANY($1) AND state = 'pending'`, [secrets]);
+    await this.#tx(async (c) => {
+      const r = await c.query(`UPDATE proofs SET state = 'spent' WHERE secret = ANY($1) AND state = 'pending' RETURNING amount, unit`, [secrets]);
+      let lost = 0;
+      for (const row of r.rows as Row[]) lost += (row.amount as number) * MSATS_PER[row.unit as Unit];
+      if (lost > 0) await this.#entry(c, OPERATOR, 'fee', lost, 'spent-elsewhere', Date.now());
+    });
   }
 
   async getOp(id: string): Promise<MintOp | undefined> {

@@ -154,7 +154,7 @@ export class SqliteLedger implements Ledger {
       setOpState: p(`UPDATE mint_ops SET state = ?, updated_at = ? WHERE id = ? AND state = 'pending'`),
       setOpOutputs: p(`UPDATE mint_ops SET outputs = ?, inputs = ?, updated_at = ? WHERE id = ? AND state = 'pending'`),
       touchOp: p(`UPDATE mint_ops SET updated_at = ? WHERE id = ? AND state = 'pending'`),
-      markSpent: p(`UPDATE proofs SET state = 'spent' WHERE secret = ? AND state = 'pending'`),
+      markSpent: p(`UPDATE proofs SET state = 'spent' WHERE secret = ? AND state = 'pending' RETURNING amount, unit`),
       pendingOps: p(`SELECT * FROM mint_ops WHERE state = 'pending' ORDER BY created_at`),
       insertProof: p(
         `INSERT INTO proofs (secret, mint, unit, keyset_id, amount, c, dleq, state, op_id, created_at)
@@ -663,8 +663,14 @@ export class SqliteLedger implements Ledger {
   }
 
   async markSpent(secrets: string[]): Promise<void> {
+    const now = Date.now();
     this.#tx(() => {
-      for (const secret of secrets) this.#s.markSpent!.run(secret);
+      let lost = 0;
+      for (const secret of secrets) {
+        const r = this.#s.markSpent!.get(secret) as Row | undefined;
+        if (r) lost += (r.amount as number) * MSATS_PER[r.unit as Unit];
+      }
+      if (lost > 0) this.#s.entry!.run(OPERATOR, 'fee', lost, 'spent-elsewhere', now);
     });
   }
 
