@@ -21,7 +21,13 @@ const csv = (s: string) =>
     .map((x) => x.trim())
     .filter(Boolean);
 
-const httpUrl = z.url({ protocol: /^https?$/ });
+/**
+ * An http(s) URL without user:password: those would never be sent (the upstream pool dials the
+ * origin) yet would be printed wherever the URL is. Keys belong in UPSTREAM_API_KEY.
+ */
+export const httpUrl = z
+  .url({ protocol: /^https?$/ })
+  .refine((u) => !/^[a-z]+:\/\/[^/]*@/i.test(u), 'no user:password in the URL; put the key in UPSTREAM_API_KEY or api_key');
 
 const schema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(8000),
@@ -153,7 +159,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     parsed.error.issues.map((i) => {
       const name = i.path.join('.');
       const key = String(i.path[0]);
-      const got = /KEY|SECRET|NSEC|PASSWORD/.test(key) ? undefined : present[key];
+      const value = present[key];
+      // Echo what was given, unless it is a secret or carries one (user:password@ in a URL).
+      const got = /KEY|SECRET|NSEC|PASSWORD/.test(key) || /:\/\/[^/\s]*@/.test(value ?? '') ? undefined : value;
       return `${name}: ${i.message}${got === undefined ? '' : ` (got ${JSON.stringify(truncate(got))})`}`;
     }),
   );

@@ -49,10 +49,10 @@ export class Upstream {
     });
     this.#headers = { 'content-type': 'application/json', 'user-agent': 'cashu-gateway' };
     if (cfg.UPSTREAM_API_KEY) this.#headers.authorization = `Bearer ${cfg.UPSTREAM_API_KEY}`;
-    this.#label = url.origin.replace(/\/\/[^@/]*@/, '//') + this.#prefix;
+    this.#label = url.origin + this.#prefix;
   }
 
-  /** The base URL, credentials stripped: safe to print. */
+  /** The base URL (config refuses URLs with credentials, so it is safe to print). */
   get baseUrl(): string {
     return this.#label;
   }

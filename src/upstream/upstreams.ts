@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import type { Config } from '../config.ts';
+import { httpUrl, type Config } from '../config.ts';
 import { Upstream } from './client.ts';
 
 /** A price rule in msats per token, or in USD per token converted at the file's BTC price. */
@@ -19,7 +19,7 @@ const fileSchema = z.strictObject({
     .array(
       z.strictObject({
         name: z.string().min(1),
-        base_url: z.url({ protocol: /^https?$/ }),
+        base_url: httpUrl,
         api_key: z.string().optional(),
         /** Read the key from this environment variable instead of the file. */
         api_key_env: z.string().optional(),

@@ -35,6 +35,19 @@ describe('loadConfig', () => {
     expect(err!.problems.find((p) => p.startsWith('PORT'))).toContain('"eighty"');
   });
 
+  it('refuses credentials in URLs, which would be printed and never sent', () => {
+    let err: ConfigError | undefined;
+    try {
+      loadConfig({ UPSTREAM_BASE_URL: 'https://user:sk-secret@api.example.com/v1', CASHU_MINTS: 'https://a:b@mint.example.com' });
+    } catch (e) {
+      err = e as ConfigError;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err!.problems.map((p) => p.split(/[.:]/)[0]).sort()).toEqual(['CASHU_MINTS', 'UPSTREAM_BASE_URL']);
+    expect(err!.problems.join('\n')).toContain('no user:password in the URL');
+    expect(err!.problems.join('\n')).not.toContain('sk-secret');
+  });
+
   it('stops the real process with one line per problem and exit code 2', () => {
     const r = spawnSync(process.execPath, ['--disable-warning=ExperimentalWarning', resolve('src/main.ts')], {
       env: { PATH: process.env.PATH, PORT: '99999', UPSTREAM_BASE_URL: 'not a url', UPSTREAM_API_KEY: 'sk-secret-value' },
