@@ -287,21 +287,22 @@ export class SqliteLedger implements Ledger {
       for (const g of group) g.reject(e);
       return;
     }
-    for (const g of group) {
-      this.#db.exec('SAVEPOINT op');
-      try {
-        results.push({ ok: true, value: g.run() });
-        this.#db.exec('RELEASE op');
-      } catch (e) {
-        this.#db.exec('ROLLBACK TO op');
-        this.#db.exec('RELEASE op');
-        results.push({ ok: false, value: e });
-      }
-    }
     try {
+      for (const g of group) {
+        this.#db.exec('SAVEPOINT op');
+        try {
+          results.push({ ok: true, value: g.run() });
+          this.#db.exec('RELEASE op');
+        } catch (e) {
+          // An I/O or full-disk error ends the whole transaction: then ROLLBACK TO throws too.
+          this.#db.exec('ROLLBACK TO op');
+          this.#db.exec('RELEASE op');
+          results.push({ ok: false, value: e });
+        }
+      }
       this.#db.exec('COMMIT');
     } catch (e) {
-      this.#db.exec('ROLLBACK');
+      if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
       for (const g of group) g.reject(e);
       return;
     }
