@@ -472,6 +472,7 @@ export class CashuWallets {
       throw new GatewayError(502, 'withdraw_failed', `The melt could not be prepared: ${(e as Error).message}`);
     }
     await this.#ledger.journalOutputs(opId, outputs, inputs);
+    let state: string;
     try {
       crashPoint('melt:before-melt');
       const res = await wallet.completeMelt(preview, inputs.some(isLocked) ? this.p2pk.privkey : undefined);
@@ -479,6 +480,7 @@ export class CashuWallets {
       if (res.quote.state === 'PAID') {
         return await this.#ledger.finishMelt({ opId, change: res.change.map(toStored), preimage: res.quote.payment_preimage ?? null });
       }
+      state = res.quote.state;
     } catch (e) {
       if (neverSent(e)) {
         await this.#ledger.abandonMelt(opId);
@@ -490,8 +492,13 @@ export class CashuWallets {
       if (outcome === 'failed') throw new GatewayError(502, 'payment_failed', `The invoice was not paid: ${(e as Error).message}`);
       throw await this.#stillOpen(opId);
     }
-    // The payment is in flight: wait a little, then leave it to recovery, which settles it either way.
-    for (const until = Date.now() + Math.min(10_000, this.#leaseMs); Date.now() < until; ) {
+    // Unpaid is the mint's answer that the payment failed: settled now. In flight (pending): wait
+    // a little, then leave it to recovery, which settles it either way.
+    const wait = state === 'UNPAID' ? 0 : Math.min(10_000, this.#leaseMs);
+    if (wait === 0 && (await this.#recover(opId, true)) === 'failed') {
+      throw new GatewayError(502, 'payment_failed', 'The invoice was not paid; the earnings are unchanged.');
+    }
+    for (const until = Date.now() + wait; Date.now() < until; ) {
       await new Promise((r) => setTimeout(r, 250));
       const outcome = await this.#recover(opId, false);
       if (outcome === 'done') return (await this.#ledger.meltOfOp(opId))!;
