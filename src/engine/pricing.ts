@@ -10,8 +10,16 @@ export interface Price {
 }
 
 export interface Usage {
+  /** Every input token, those read from or written to the provider's cache included. */
   promptTokens: number;
+  /** Every output token, reasoning included. */
   completionTokens: number;
+  /** Of the prompt: tokens read from the provider's cache. */
+  cachedTokens?: number | undefined;
+  /** Of the prompt: tokens written to the provider's cache. */
+  cacheWriteTokens?: number | undefined;
+  /** Of the completion: reasoning tokens. */
+  reasoningTokens?: number | undefined;
 }
 
 export interface Cost {

@@ -237,6 +237,19 @@ export interface Ledger {
   /** How many unspent proofs of each denomination the gateway holds at a mint, in a unit. */
   unspentCounts(mint: string, unit: Unit): Promise<Map<number, number>>;
   totals(): Promise<Totals>;
+
+  /**
+   * Marks: small facts every instance sharing this ledger must agree on (replay sets, jobs seen,
+   * free-tier counts, which key a top-up invoice funds), so a restart or a second gateway behaves
+   * as one. A mark past `expiresAt` (ms since the epoch) counts as absent.
+   */
+  /** Records `id` in `scope`; false if it is there already and unexpired (a replay). */
+  claimOnce(scope: string, id: string, expiresAt: number): Promise<boolean>;
+  /** Adds one to a counter unless it has reached `limit`; true if it was added. */
+  countUpTo(scope: string, id: string, limit: number, expiresAt: number): Promise<boolean>;
+  putNote(scope: string, id: string, value: string, expiresAt: number): Promise<void>;
+  getNote(scope: string, id: string): Promise<string | undefined>;
+  dropNote(scope: string, id: string): Promise<void>;
   close(): Promise<void>;
 }
 

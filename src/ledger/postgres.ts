@@ -115,6 +115,13 @@ const MIGRATIONS: string[] = [
      preimage TEXT,
      state TEXT NOT NULL,
      created_at BIGINT NOT NULL);`,
+  `CREATE TABLE marks (
+     scope TEXT NOT NULL,
+     id TEXT NOT NULL,
+     value TEXT,
+     count INTEGER NOT NULL DEFAULT 0,
+     expires_at BIGINT NOT NULL,
+     PRIMARY KEY (scope, id));`,
 ];
 
 type Client = pg.PoolClient;
@@ -695,6 +702,47 @@ export class PostgresLedger implements Ledger {
     t.balances = (k.balance as number) - (k.reserved as number);
     t.reserved = k.reserved as number;
     return t;
+  }
+
+  async claimOnce(scope: string, id: string, expiresAt: number): Promise<boolean> {
+    // Expired marks are dropped now and then, so the table follows what is live.
+    if (Math.random() < 0.01) await this.#pool.query('DELETE FROM marks WHERE expires_at < $1', [Date.now()]);
+    const r = await this.#pool.query(
+      `INSERT INTO marks (scope, id, expires_at) VALUES ($1, $2, $3)
+       ON CONFLICT (scope, id) DO UPDATE SET expires_at = excluded.expires_at, count = 0, value = NULL WHERE marks.expires_at < $4`,
+      [scope, id, expiresAt, Date.now()],
+    );
+    return r.rowCount === 1;
+  }
+
+  async countUpTo(scope: string, id: string, limit: number, expiresAt: number): Promise<boolean> {
+    if (limit <= 0) return false;
+    const r = await this.#pool.query(
+      `INSERT INTO marks (scope, id, count, expires_at) VALUES ($1, $2, 1, $3)
+       ON CONFLICT (scope, id) DO UPDATE SET
+         count = CASE WHEN marks.expires_at < $5 THEN 1 ELSE marks.count + 1 END,
+         expires_at = CASE WHEN marks.expires_at < $5 THEN excluded.expires_at ELSE marks.expires_at END
+       WHERE marks.count < $4 OR marks.expires_at < $5`,
+      [scope, id, expiresAt, limit, Date.now()],
+    );
+    return r.rowCount === 1;
+  }
+
+  async putNote(scope: string, id: string, value: string, expiresAt: number): Promise<void> {
+    await this.#pool.query(
+      `INSERT INTO marks (scope, id, value, expires_at) VALUES ($1, $2, $3, $4)
+       ON CONFLICT (scope, id) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at`,
+      [scope, id, value, expiresAt],
+    );
+  }
+
+  async getNote(scope: string, id: string): Promise<string | undefined> {
+    const r = await this.#one('SELECT value FROM marks WHERE scope = $1 AND id = $2 AND expires_at >= $3', [scope, id, Date.now()]);
+    return (r?.value as string | null | undefined) ?? undefined;
+  }
+
+  async dropNote(scope: string, id: string): Promise<void> {
+    await this.#pool.query('DELETE FROM marks WHERE scope = $1 AND id = $2', [scope, id]);
   }
 
   async close(): Promise<void> {

@@ -112,6 +112,13 @@ const MIGRATIONS: string[] = [
      preimage TEXT,
      state TEXT NOT NULL,
      created_at INTEGER NOT NULL);`,
+  `CREATE TABLE marks (
+     scope TEXT NOT NULL,
+     id TEXT NOT NULL,
+     value TEXT,
+     count INTEGER NOT NULL DEFAULT 0,
+     expires_at BIGINT NOT NULL,
+     PRIMARY KEY (scope, id));`,
 ];
 
 class ReplayError extends Error {}
@@ -233,6 +240,24 @@ export class SqliteLedger implements Ledger {
       ),
       sumEntries: p(`SELECT kind, COALESCE(SUM(msats), 0) AS msats FROM entries GROUP BY kind`),
       sumKeys: p('SELECT COALESCE(SUM(balance), 0) AS balance, COALESCE(SUM(reserved), 0) AS reserved FROM keys'),
+      claimOnce: p(
+        `INSERT INTO marks (scope, id, expires_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (scope, id) DO UPDATE SET expires_at = excluded.expires_at, count = 0, value = NULL WHERE marks.expires_at < ?4`,
+      ),
+      countUpTo: p(
+        `INSERT INTO marks (scope, id, count, expires_at) VALUES (?1, ?2, 1, ?3)
+         ON CONFLICT (scope, id) DO UPDATE SET
+           count = CASE WHEN marks.expires_at < ?5 THEN 1 ELSE marks.count + 1 END,
+           expires_at = CASE WHEN marks.expires_at < ?5 THEN excluded.expires_at ELSE marks.expires_at END
+         WHERE marks.count < ?4 OR marks.expires_at < ?5`,
+      ),
+      putNote: p(
+        `INSERT INTO marks (scope, id, value, expires_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (scope, id) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at`,
+      ),
+      getNote: p('SELECT value FROM marks WHERE scope = ? AND id = ? AND expires_at >= ?'),
+      dropNote: p('DELETE FROM marks WHERE scope = ? AND id = ?'),
+      pruneMarks: p('DELETE FROM marks WHERE expires_at < ?'),
     };
   }
 
@@ -701,6 +726,30 @@ export class SqliteLedger implements Ledger {
     t.balances = (k.balance as number) - (k.reserved as number);
     t.reserved = k.reserved as number;
     return t;
+  }
+
+  async claimOnce(scope: string, id: string, expiresAt: number): Promise<boolean> {
+    // Expired marks are dropped now and then, so the table follows what is live.
+    if (Math.random() < 0.01) this.#s.pruneMarks!.run(Date.now());
+    return this.#s.claimOnce!.run(scope, id, expiresAt, Date.now()).changes === 1;
+  }
+
+  async countUpTo(scope: string, id: string, limit: number, expiresAt: number): Promise<boolean> {
+    if (limit <= 0) return false;
+    return this.#s.countUpTo!.run(scope, id, expiresAt, limit, Date.now()).changes === 1;
+  }
+
+  async putNote(scope: string, id: string, value: string, expiresAt: number): Promise<void> {
+    this.#s.putNote!.run(scope, id, value, expiresAt);
+  }
+
+  async getNote(scope: string, id: string): Promise<string | undefined> {
+    const r = this.#s.getNote!.get(scope, id, Date.now()) as Row | undefined;
+    return (r?.value as string | null | undefined) ?? undefined;
+  }
+
+  async dropNote(scope: string, id: string): Promise<void> {
+    this.#s.dropNote!.run(scope, id);
   }
 
   async close(): Promise<void> {

@@ -1,0 +1,95 @@
+import type { GatewayError } from './errors.ts';
+import type { Cost, Usage } from './pricing.ts';
+
+/**
+ * The contract between the engine and a wire format. The engine prices, reserves, calls upstreams
+ * with failover, meters, settles and makes change; a wire format (OpenAI chat, completions,
+ * embeddings, Responses, Anthropic Messages) only reads and writes its own protocol. Adding a
+ * format is one module implementing `WireFormat` and one route; the engine is not touched.
+ */
+
+/** How an upstream is spoken to: chat completions (Ollama, vLLM, OpenRouter…), Responses, or Anthropic Messages. */
+export type UpstreamKind = 'openai' | 'openai-responses' | 'anthropic';
+
+/** What a format measured in an upstream's answer so far. */
+export interface Metered {
+  /** The usage the upstream reported, if it has (the latest report wins). */
+  usage?: Usage | undefined;
+  /**
+   * Every generated field seen so far (text, reasoning, tool calls and their arguments, refusals,
+   * audio transcripts), so that a reply without usage is counted from all of it, not only its text.
+   */
+  generated: string;
+}
+
+/** The charge as settled, for the format to write into its answer. */
+export interface Bill {
+  usage: Usage;
+  cost: Cost;
+  /** Change for a one-shot (X-Cashu) payer, as a Cashu token. */
+  change?: string | undefined;
+  /** Stable id of this request (the reservation's), for ids the upstream did not give. */
+  requestId: string;
+}
+
+/** One SSE event from the upstream: its `event:` name (if any) and its joined `data:` lines. */
+export interface UpstreamEvent {
+  name?: string | undefined;
+  data: string;
+}
+
+/** Reads one upstream stream and writes the client's. Stateful: one per request. */
+export interface StreamReader {
+  /** Takes one upstream event; returns the text the client gets now ('' to withhold it). */
+  push(event: UpstreamEvent): string;
+  readonly metered: Metered;
+  /** The client's closing events, carrying the charge (and change). */
+  close(bill: Bill): string;
+  /** An error event in the client's format, once the stream has started. */
+  fail(err: GatewayError): string;
+}
+
+/** One request as sent to one kind of upstream, and how to read that upstream's answer. */
+export interface Exchange {
+  /** Path below the upstream's base URL, e.g. `/chat/completions`. */
+  path: string;
+  body: Record<string, unknown>;
+  /** Reads a whole upstream answer; returns the client's body (usage and cost are added by `bill`). */
+  read(upstream: Record<string, unknown>): { body: Record<string, unknown>; metered: Metered };
+  /** Writes the charge into a non-streamed client body. */
+  bill(body: Record<string, unknown>, bill: Bill): void;
+  stream(): StreamReader;
+}
+
+/** What the engine prices before anything is sent: cheap upper bounds, never a full tokenization. */
+export interface Estimate {
+  /** Prompt tokens, counted or bounded from above. */
+  promptTokens: number;
+  /** What the client asked for as its completion limit, if it did. */
+  requestedCompletionTokens?: number | undefined;
+  /** Completions asked for (`n`, `best_of`). */
+  choices: number;
+  /** Image (and other media) parts, billed by count where a price says so. */
+  images: number;
+}
+
+export interface ParsedRequest {
+  model: string;
+  stream: boolean;
+  estimate: Estimate;
+  /**
+   * The exchange for an upstream of `kind`, its completion limit held to `maxCompletionTokens`
+   * (every alias the upstream honours set or removed). A GatewayError when this request cannot be
+   * expressed to that kind of upstream (refused, never silently dropped).
+   */
+  exchange(kind: UpstreamKind, limits: { maxCompletionTokens: number }): Exchange | GatewayError;
+}
+
+export interface WireFormat {
+  /** Names the format in logs and metrics: `chat`, `completion`, `embedding`, `responses`, `messages`. */
+  readonly name: string;
+  /** Validates a client body; a GatewayError (400) for anything malformed or refused. */
+  parse(raw: unknown): ParsedRequest;
+  /** An error as this format's clients expect it. */
+  errorBody(err: GatewayError): Record<string, unknown>;
+}
