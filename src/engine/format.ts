@@ -61,10 +61,15 @@ export interface Exchange {
   stream(): StreamReader;
 }
 
-/** What the engine prices before anything is sent: cheap upper bounds, never a full tokenization. */
+/**
+ * What the engine prices before anything is sent. The format only collects; the engine counts
+ * (after the payer's credential has been checked, and without blocking the event loop).
+ */
 export interface Estimate {
-  /** Prompt tokens, counted or bounded from above. */
-  promptTokens: number;
+  /** The prompt's text in pieces: messages, system prompt, tool definitions, schemas. */
+  text: string[];
+  /** Tokens the text does not show: per-message framing, media allowances (`mediaTokens`). */
+  extraTokens: number;
   /** What the client asked for as its completion limit, if it did. */
   requestedCompletionTokens?: number | undefined;
   /** Completions asked for (`n`, `best_of`). */

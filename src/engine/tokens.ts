@@ -9,6 +9,20 @@ const PER_REPLY = 3;
 export const MEDIA_PART_TOKENS = 1500;
 
 /**
+ * What a media part is reserved at, by its type, before the upstream reports what it billed:
+ * - image: OpenAI bills a low-detail image 85 tokens and a high-detail one up to 1,105 (85 + 170 a
+ *   512-px tile, after scaling to 2048×768); Anthropic up to about 1,600 (1.15 megapixels / 750).
+ * - file (a PDF): providers bill each page as text plus an image, about 1,500–3,000 tokens a page;
+ *   with no page count at hand, one page per 3 KB of the file (base64 included), at least one.
+ * - audio: OpenAI bills input audio at 10 tokens a second; a part counts as 10 minutes at most.
+ */
+export function mediaTokens(kind: 'image' | 'file' | 'audio', opts: { detail?: string | undefined; bytes?: number | undefined } = {}): number {
+  if (kind === 'image') return opts.detail === 'low' ? 85 : 1600;
+  if (kind === 'audio') return 6000;
+  return 3000 * Math.max(1, Math.ceil((opts.bytes ?? 0) / 3072));
+}
+
+/**
  * BPE is quadratic in the length of a run without whitespace, so an unpaid request could stall
  * the process with one long run. Counting fixed slices keeps it linear; each cut costs at most
  * one token of accuracy.
