@@ -98,3 +98,33 @@ export interface WireFormat {
   /** An error as this format's clients expect it. */
   errorBody(err: GatewayError): Record<string, unknown>;
 }
+
+/**
+ * Every protocol meets the others at OpenAI chat completions: a codec turns its requests, answers
+ * and streams into chat's and back. A client of protocol A served by an upstream of protocol B is
+ * A → chat → B for the request and B → chat → A for the answer; when A and B are the same, the
+ * exchange passes the protocol through untouched and only meters it. Chat objects here are
+ * OpenAI's JSON shapes (chat.completion, chat.completion.chunk); their `usage` is OpenAI's, with
+ * `prompt_tokens` counting every input token, `prompt_tokens_details.cached_tokens` those read
+ * from cache, `completion_tokens_details.reasoning_tokens`, and `cache_creation_input_tokens`
+ * (Anthropic's name) for those written to cache.
+ */
+export interface Codec {
+  /** The upstream kind that speaks this protocol natively. */
+  readonly kind: UpstreamKind;
+  /** Path below an upstream's base URL (e.g. `/messages`). */
+  readonly path: string;
+  /** A GatewayError (400, stable code) for whatever cannot be expressed on the other side. */
+  requestToChat(body: Record<string, unknown>): Record<string, unknown>;
+  requestFromChat(chat: Record<string, unknown>): Record<string, unknown>;
+  responseToChat(body: Record<string, unknown>): Record<string, unknown>;
+  responseFromChat(chat: Record<string, unknown>): Record<string, unknown>;
+  /** Native stream events in, chat chunks out (usage arrives as a chunk with `usage`). */
+  decoder(): { push(event: UpstreamEvent): Array<Record<string, unknown>> };
+  /** Chat chunks in, this protocol's SSE text out; `close` writes the final events with the bill. */
+  encoder(): { push(chunk: Record<string, unknown>): string; close(bill: Bill): string; fail(err: GatewayError): string };
+  /** The protocol's usage object, normalized; undefined when absent or not believable. */
+  usageOf(usage: unknown): Usage | undefined;
+  /** Holds a native request body to `maxTokens` of output (every alias the protocol has). */
+  limit(body: Record<string, unknown>, maxTokens: number): void;
+}
