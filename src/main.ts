@@ -23,8 +23,8 @@ export async function openLedger(url: string): Promise<Ledger> {
 }
 
 /** Wires the rooms together; the caller listens and closes. */
-export async function createGateway(cfg: Config) {
-  const log = createLogger(cfg.LOG_LEVEL);
+export async function createGateway(cfg: Config, opts: { log?: Logger } = {}) {
+  const log = opts.log ?? createLogger(cfg.LOG_LEVEL);
   // A mint that hangs must not hold a request (or a refund) forever.
   setGlobalRequestOptions({ requestTimeout: cfg.MINT_TIMEOUT_MS });
   const ledger = await openLedger(cfg.DATABASE_URL);
@@ -38,7 +38,7 @@ export async function createGateway(cfg: Config) {
   });
   const upstreams = loadUpstreams(cfg);
   const catalog = new Catalog(cfg, upstreams, log);
-  const engine = new Engine({ ledger, wallets, log });
+  const engine = new Engine({ ledger, wallets, catalog, log });
   const app = buildApp({ cfg, log, ledger, wallets, catalog, engine });
   await catalog.refresh();
   catalog.start();

@@ -1,16 +1,19 @@
 import { randomUUID } from 'node:crypto';
+import type { Dispatcher } from 'undici';
 import type { Logger } from 'pino';
 import type { CashuWallets } from '../cashu/wallet.ts';
 import { paymentRequest } from '../cashu/payment-request.ts';
-import { inspectToken, isCashuToken } from '../cashu/token.ts';
+import { inspectToken, isCashuToken, type TokenInfo } from '../cashu/token.ts';
 import type { Ledger } from '../ledger/ledger.ts';
-import { SseSplitter, eventData } from '../upstream/sse.ts';
+import { SseSplitter, eventData, eventName } from '../upstream/sse.ts';
+import type { Upstream } from '../upstream/client.ts';
+import type { Catalog, ModelEntry } from './catalog.ts';
 import { GatewayError } from './errors.ts';
-import { UPSTREAM_PATH, type Job } from './job.ts';
-import { costOf, type Cost, type Usage } from './pricing.ts';
-import { countText } from './tokens.ts';
+import type { Bill, Exchange, Metered, ParsedRequest, WireFormat } from './format.ts';
+import { completionLimit, costOf, reservationFor, type Cost, type Usage } from './pricing.ts';
+import { cheapToCount, countPieces, tokenBound } from './tokens.ts';
 
-/** How a request pays: a one-shot `X-Cashu` token, or an `Authorization: Bearer` credential. */
+/** How a request pays, as the door read it: a one-shot `X-Cashu` token, or a Bearer credential. */
 export interface Payment {
   xCashu?: string | undefined;
   bearer?: string | undefined;
@@ -18,12 +21,29 @@ export interface Payment {
   lockChangeTo?: string | undefined;
 }
 
-export interface Payer {
-  keyHash: string;
-  reservationId: string;
-  /** Paid by `X-Cashu`: whatever the request does not cost comes back as change. */
-  oneShot: boolean;
-  lockChangeTo?: string | undefined;
+/** Who pays for a job. Reading one looks nothing up and redeems nothing. */
+export type Payer =
+  /** No credential at all: the job gets a 402 naming its price. */
+  | { kind: 'none' }
+  /** The engine's own free work (a DVM free tier): nothing reserved, nothing charged. */
+  | { kind: 'free' }
+  /** A Cashu token, redeemed to `creditTo` on first use. */
+  | { kind: 'token'; token: TokenInfo; creditTo: string; oneShot: boolean; lockChangeTo?: string | undefined }
+  /** A key already credited (an `sk-` key, a paid quote, a nutzap). */
+  | { kind: 'key'; keyHash: string; oneShot: boolean; lockChangeTo?: string | undefined };
+
+/** A request priced and ready to run, whichever door it came through. */
+export interface Job {
+  format: WireFormat;
+  request: ParsedRequest;
+  model: ModelEntry;
+  stream: boolean;
+  promptTokens: number;
+  /** The completion limit every upstream is held to. */
+  maxCompletion: number;
+  images: number;
+  /** The most this job can cost, reserved before the upstream is called. */
+  maxMsats: number;
 }
 
 export interface Receipt {
@@ -41,17 +61,51 @@ export interface StreamSink {
   end(): void;
 }
 
+export interface RunOptions {
+  /** The client went away. A stream stops (and pays for what was generated); a whole answer is still made and paid. */
+  signal?: AbortSignal | undefined;
+  /** Where a streamed job writes; required when `job.stream`. */
+  sink?: StreamSink | undefined;
+  /** The requester withdrew the job (a NIP-09 deletion): the upstream is stopped, whole answer or not. */
+  cancel?: AbortSignal | undefined;
+}
+
+export interface Outcome {
+  /** The client's body, for a job that is not streamed. */
+  body?: Record<string, unknown> | undefined;
+  receipt: Receipt;
+}
+
+type Route = Array<{ upstream: Upstream; exchange: Exchange }>;
+
+/** A reservation held for a job. */
+interface Hold {
+  keyHash: string;
+  reservationId: string;
+  /** Paid by `X-Cashu`: whatever the request does not cost comes back as change. */
+  oneShot: boolean;
+  lockChangeTo?: string | undefined;
+}
+
 const SK = /^sk-([0-9a-f]{64})$/;
+/** A prompt's text above this many UTF-16 units per token of context cannot fit any model: 413. */
+const CHARS_PER_CONTEXT_TOKEN = 8;
+/** Largest whole (non-streamed) answer read from an upstream. */
+const MAX_ANSWER_BYTES = 32 * 1024 * 1024;
+/** Largest stream relayed from an upstream; past it the stream is cut and what was generated is billed. */
+const MAX_STREAM_BYTES = 64 * 1024 * 1024;
 
 export class Engine {
   readonly #ledger: Ledger;
   readonly #wallets: CashuWallets;
+  readonly #catalog: Catalog;
   readonly #trusted: ReadonlySet<string>;
   readonly #log: Logger;
 
-  constructor(deps: { ledger: Ledger; wallets: CashuWallets; log: Logger }) {
+  constructor(deps: { ledger: Ledger; wallets: CashuWallets; catalog: Catalog; log: Logger }) {
     this.#ledger = deps.ledger;
     this.#wallets = deps.wallets;
+    this.#catalog = deps.catalog;
     this.#trusted = new Set(deps.wallets.mints);
     this.#log = deps.log;
   }
@@ -70,82 +124,154 @@ export class Engine {
     return new GatewayError(402, code, message, { headers, extra: { amount_required_msats: msats } });
   }
 
-  /** Finds who pays and reserves the job's maximum cost from their balance. */
-  async pay(job: Job, payment: Payment): Promise<Payer> {
+  /** Reads who pays, without any lookup: a malformed credential is refused here, before any work. */
+  payerOf(payment: Payment): Payer {
     const raw = payment.xCashu ?? payment.bearer;
-    if (!raw) {
-      throw this.paymentRequired(job.maxMsats, 'payment_required', 'Payment required: send a Cashu token as the API key or in the X-Cashu header.');
-    }
-    let keyHash: string;
+    if (!raw) return { kind: 'none' };
     if (payment.xCashu !== undefined || isCashuToken(raw)) {
-      const info = inspectToken(raw, this.#trusted);
-      keyHash = info.hash;
-      const known = await this.#ledger.getKey(keyHash);
+      const token = inspectToken(raw, this.#trusted);
+      return { kind: 'token', token, creditTo: token.hash, oneShot: payment.xCashu !== undefined, lockChangeTo: payment.lockChangeTo };
+    }
+    const m = SK.exec(raw);
+    if (!m) throw new GatewayError(401, 'invalid_api_key', 'Invalid API key.');
+    return { kind: 'key', keyHash: m[1]!, oneShot: false };
+  }
+
+  /**
+   * Prices a request: its model, its payer's key (an unknown key is refused before anything is
+   * counted), its prompt counted without holding the event loop, and the most it can cost.
+   */
+  async job(format: WireFormat, raw: unknown, payer: Payer): Promise<Job> {
+    const request = format.parse(raw);
+    const model = await this.#catalog.find(request.model);
+    if (!model) throw new GatewayError(404, 'model_not_found', `The model '${request.model}' does not exist or is not served here.`);
+    if (payer.kind === 'key' && !payer.oneShot) await this.#admitKey(payer.keyHash);
+    const { estimate } = request;
+    let chars = 0;
+    for (const t of estimate.text) chars += t.length;
+    if (chars > model.price.contextLength * CHARS_PER_CONTEXT_TOKEN) {
+      throw new GatewayError(413, 'prompt_too_large', `The prompt is larger than model '${model.id}' can take (${model.price.contextLength} tokens).`);
+    }
+    const maxCompletion = completionLimit(estimate.requestedCompletionTokens, model.price);
+    const price = (promptTokens: number): Job => ({
+      format,
+      request,
+      model,
+      stream: request.stream,
+      promptTokens,
+      maxCompletion,
+      images: estimate.images,
+      maxMsats: reservationFor(promptTokens, maxCompletion, model.price, estimate.choices, estimate.images),
+    });
+    if (payer.kind === 'none') {
+      // Nobody has offered to pay: name the price from a bound unless counting is nearly free.
+      const bound = price(estimate.extraTokens + (cheapToCount(estimate.text) ? await countPieces(estimate.text) : tokenBound(estimate.text)));
+      throw this.paymentRequired(bound.maxMsats, 'payment_required', 'Payment required: send a Cashu token as the API key or in the X-Cashu header.');
+    }
+    return price(estimate.extraTokens + (await countPieces(estimate.text)));
+  }
+
+  async #admitKey(keyHash: string): Promise<void> {
+    const key = await this.#ledger.getKey(keyHash);
+    if (!key) throw new GatewayError(401, 'invalid_api_key', 'Invalid API key.');
+    if (key.revoked) throw new GatewayError(401, 'key_revoked', 'This API key has been revoked; its balance can still be refunded.');
+  }
+
+  /**
+   * Runs a job start to end: reserves its price, calls the model's upstreams with failover, meters
+   * the answer, settles the charge and makes change. Whatever happens, the reservation does not
+   * outlive the call.
+   */
+  async run(job: Job, payer: Payer, opts: RunOptions = {}): Promise<Outcome> {
+    // A request no upstream of the model may take is refused before anything is reserved.
+    const route = this.#route(job);
+    const hold = await this.#reserve(job, payer);
+    let settled = false;
+    const settle = async (usage: Usage, metered?: Metered): Promise<Receipt> => {
+      settled = true;
+      return this.#settle(job, hold, usage, metered);
+    };
+    try {
+      if (job.stream) return { receipt: await this.#stream(job, route, hold, opts, settle) };
+      return await this.#complete(job, route, hold, opts.cancel, settle);
+    } finally {
+      if (!settled && hold) await this.#release(hold);
+    }
+  }
+
+  async #reserve(job: Job, payer: Payer): Promise<Hold | null> {
+    if (payer.kind === 'free') return null;
+    if (payer.kind === 'none') throw this.paymentRequired(job.maxMsats, 'payment_required', 'Payment required: send a Cashu token as the API key or in the X-Cashu header.');
+    let keyHash: string;
+    if (payer.kind === 'token') {
+      const { token, creditTo } = payer;
+      keyHash = creditTo;
+      const known = await this.#ledger.getKey(creditTo);
       if (!known) {
         // Too small to ever pay for this job: refuse before the mint is asked, the token untouched.
         // A token already claimed (say, as a top-up) goes on to be refused as spent instead.
-        if (info.msats < job.maxMsats && !(await this.#ledger.getToken(info.hash))) {
+        if (token.msats < job.maxMsats && !(await this.#ledger.getToken(token.hash))) {
           throw this.paymentRequired(
             job.maxMsats,
             'insufficient_balance',
-            `Insufficient payment: this request needs up to ${job.maxMsats} msats; the token is worth ${info.msats} msats.`,
-            payment.xCashu !== undefined,
+            `Insufficient payment: this request needs up to ${job.maxMsats} msats; the token is worth ${token.msats} msats.`,
+            payer.oneShot,
           );
         }
-        await this.#wallets.redeem(info, keyHash);
-      } else if (payment.xCashu !== undefined && known.balance === 0) {
+        await this.#wallets.redeem(token, creditTo);
+      } else if (payer.oneShot && known.balance === 0) {
         throw new GatewayError(400, 'cashu_token_already_spent', 'This Cashu token has already been spent.');
       }
     } else {
-      // An unknown key fails its reservation; it is looked up only then, off the hot path.
-      const m = SK.exec(raw);
-      if (!m) throw new GatewayError(401, 'invalid_api_key', 'Invalid API key.');
-      keyHash = m[1]!;
+      keyHash = payer.keyHash;
     }
-    return this.payFromKey(job, keyHash, { oneShot: payment.xCashu !== undefined, lockChangeTo: payment.lockChangeTo });
+    const hold: Hold = { keyHash, reservationId: randomUUID(), oneShot: payer.oneShot, lockChangeTo: payer.lockChangeTo };
+    if (await this.#ledger.reserve(keyHash, job.maxMsats, hold.reservationId)) return hold;
+    const key = await this.#ledger.getKey(keyHash);
+    if (!key) throw new GatewayError(401, 'invalid_api_key', 'Invalid API key.');
+    if (key.revoked) throw new GatewayError(401, 'key_revoked', 'This API key has been revoked; its balance can still be refunded.');
+    const err = this.paymentRequired(
+      job.maxMsats,
+      'insufficient_balance',
+      `Insufficient balance: this request needs up to ${job.maxMsats} msats; ${key.balance - key.reserved} msats available.`,
+      payer.oneShot,
+    );
+    // A one-shot payer whose token fell short (mint fees) gets it back at once.
+    const refund = payer.oneShot ? await this.#change(hold) : undefined;
+    if (refund) {
+      err.extra.refund_token = refund;
+      err.headers['x-cashu'] = refund;
+    }
+    throw err;
   }
 
-  /** Reserves the job's maximum cost from a key already credited (a token, a paid quote, a nutzap). */
-  async payFromKey(job: Job, keyHash: string, opts: { oneShot: boolean; lockChangeTo?: string | undefined }): Promise<Payer> {
-    const reservationId = randomUUID();
-    if (!(await this.#ledger.reserve(keyHash, job.maxMsats, reservationId))) {
-      const key = await this.#ledger.getKey(keyHash);
-      if (!key) throw new GatewayError(401, 'invalid_api_key', 'Invalid API key.');
-      if (key.revoked) throw new GatewayError(401, 'key_revoked', 'This API key has been revoked; its balance can still be refunded.');
-      const available = key.balance - key.reserved;
-      const err = this.paymentRequired(
-        job.maxMsats,
-        'insufficient_balance',
-        `Insufficient balance: this request needs up to ${job.maxMsats} msats; ${available} msats available.`,
-        opts.oneShot,
-      );
-      // A one-shot payer whose token fell short (mint fees) gets it back at once.
-      const refund = opts.oneShot ? await this.#change(keyHash, opts.lockChangeTo) : undefined;
-      if (refund) {
-        err.extra.refund_token = refund;
-        err.headers['x-cashu'] = refund;
-      }
-      throw err;
-    }
-    return { keyHash, reservationId, oneShot: opts.oneShot, lockChangeTo: opts.lockChangeTo };
+  /** What a usage costs on this job; at the higher price when the upstream says it served a pricier model. */
+  #cost(job: Job, usage: Usage, served: string | undefined): Cost {
+    const cost = costOf(usage, job.model.price, job.images);
+    if (!served || served === job.model.id || served.startsWith(`${job.model.id}-`)) return cost;
+    const other = this.#catalog.get(served);
+    this.#log.warn({ priced: job.model.id, served }, 'the upstream served another model than the one priced');
+    if (!other) return cost;
+    const alt = costOf(usage, other.price, job.images);
+    return alt.totalMsats > cost.totalMsats ? alt : cost;
   }
 
   /** Settles the charge and, for a one-shot payer, pays the rest back as change. */
-  async #settle(payer: Payer | null, cost: Cost): Promise<{ charged: number; balance: number; change?: string }> {
-    if (!payer) return { charged: 0, balance: 0 };
-    const s = await this.#ledger.settle(payer.reservationId, cost.totalMsats);
-    if (s.chargedMsats < cost.totalMsats) {
-      this.#log.warn({ short: cost.totalMsats - s.chargedMsats }, 'charge exceeded what the key holds');
-    }
-    if (!payer.oneShot) return { charged: s.chargedMsats, balance: s.balance };
-    const change = await this.#change(payer.keyHash, payer.lockChangeTo);
-    const key = await this.#ledger.getKey(payer.keyHash);
-    return { charged: s.chargedMsats, balance: key?.balance ?? 0, change };
+  async #settle(job: Job, hold: Hold | null, usage: Usage, metered?: Metered): Promise<Receipt> {
+    const cost = this.#cost(job, usage, metered?.model);
+    if (!hold) return { usage, cost, balance: 0 };
+    const s = await this.#ledger.settle(hold.reservationId, cost.totalMsats);
+    if (s.chargedMsats < cost.totalMsats) this.#log.warn({ short: cost.totalMsats - s.chargedMsats }, 'charge exceeded what the key holds');
+    const charged = chargedCost(cost, s.chargedMsats);
+    if (!hold.oneShot) return { usage, cost: charged, balance: s.balance };
+    const change = await this.#change(hold);
+    const key = await this.#ledger.getKey(hold.keyHash);
+    return { usage, cost: charged, balance: key?.balance ?? 0, change };
   }
 
-  async #change(keyHash: string, lockTo?: string): Promise<string | undefined> {
+  async #change(hold: Hold): Promise<string | undefined> {
     try {
-      return (await this.#wallets.change(keyHash, lockTo))?.token ?? undefined;
+      return (await this.#wallets.change(hold.keyHash, hold.lockChangeTo))?.token ?? undefined;
     } catch (e) {
       // The balance stays on the key; POST /v1/balance/refund with the same token collects it.
       this.#log.warn({ err: (e as Error).message }, 'could not make change');
@@ -153,25 +279,21 @@ export class Engine {
     }
   }
 
-  /**
-   * For the doors: whatever went wrong after payment, the reservation does not outlive the
-   * request. A no-op when the request already settled or failed cleanly.
-   */
-  async release(payer: Payer): Promise<void> {
+  /** Nothing is charged: the reservation is released and a one-shot payer gets everything back. */
+  async #release(hold: Hold): Promise<string | undefined> {
     try {
-      await this.#ledger.settle(payer.reservationId, 0);
-    } catch {
-      return;
+      await this.#ledger.settle(hold.reservationId, 0);
+    } catch (e) {
+      this.#log.error({ err: (e as Error).message }, 'could not release a reservation');
+      return undefined;
     }
-    if (payer.oneShot) await this.#change(payer.keyHash, payer.lockChangeTo);
+    return hold.oneShot ? this.#change(hold) : undefined;
   }
 
-  /** Nothing is charged: the reservation is released and a one-shot payer gets everything back. */
-  async #fail(payer: Payer | null, err: GatewayError): Promise<GatewayError> {
-    if (!payer) return err;
-    await this.#ledger.settle(payer.reservationId, 0);
-    if (!payer.oneShot) return err;
-    const change = await this.#change(payer.keyHash, payer.lockChangeTo);
+  /** A failure before anything was delivered: nothing charged, and a one-shot payer's token comes back with the error. */
+  async #fail(hold: Hold | null, err: GatewayError): Promise<GatewayError> {
+    if (!hold) return err;
+    const change = await this.#release(hold);
     if (!change) return err;
     return new GatewayError(err.status, err.code, err.message, {
       type: err.type,
@@ -180,91 +302,112 @@ export class Engine {
     });
   }
 
-  /**
-   * Calls the model's upstreams in order, moving on after a refused connection, a timeout, a 5xx
-   * or a 429: all before the first byte reaches the client, so failover is invisible to it.
-   */
-  async #call(job: Job, payer: Payer | null, signal: AbortSignal | undefined) {
-    const body = JSON.stringify(job.body);
-    let failure: GatewayError | undefined;
+  /** The exchange for each upstream of the model, in order; a refusal if none can take the request. */
+  #route(job: Job): Route {
+    const out: Route = [];
+    let refusal: GatewayError | undefined;
     for (const upstream of job.model.upstreams) {
+      const x = job.request.exchange(upstream.kind, { maxCompletionTokens: job.maxCompletion, allowed: upstream.allowedParameters });
+      if (x instanceof GatewayError) refusal ??= x;
+      else out.push({ upstream, exchange: x });
+    }
+    if (out.length === 0) throw refusal ?? new GatewayError(502, 'upstream_error', 'No upstream serves this model.');
+    return out;
+  }
+
+  /**
+   * Calls the model's upstreams in order, moving on after a refused connection, a timeout, a 5xx,
+   * a 429 or a refusal of the operator's key: all before the first byte reaches the client, so
+   * failover is invisible to it.
+   */
+  async #call(route: Route, hold: Hold | null, signal: AbortSignal | undefined): Promise<{ res: Dispatcher.ResponseData; exchange: Exchange }> {
+    let failure: GatewayError | undefined;
+    for (const { upstream, exchange } of route) {
       if (signal?.aborted) break;
       let res;
       try {
-        res = await upstream.post(UPSTREAM_PATH[job.kind], body, signal);
+        res = await upstream.post(exchange.path, JSON.stringify(exchange.body), signal);
       } catch (e) {
-        this.#log.warn({ err: (e as Error).message }, 'upstream request failed');
+        this.#log.warn({ upstream: upstream.baseUrl, err: upstream.redact((e as Error).message) }, 'upstream request failed');
         failure = new GatewayError(502, 'upstream_error', 'The upstream model provider could not be reached.');
         continue;
       }
-      if (res.statusCode < 400) return res;
-      const text = await res.body.text().catch(() => '');
-      failure = upstreamError(res.statusCode, text);
+      if (res.statusCode < 400) return { res, exchange };
+      const text = await readText(res.body, 64 * 1024).catch(() => '');
+      failure = upstreamError(res.statusCode, upstream.redact(text));
+      this.#log.warn({ upstream: upstream.baseUrl, status: res.statusCode, message: failure.message }, 'upstream refused the request');
       // A request refused as such (a 4xx we pass on as one) would be refused by the next upstream
       // too; a refusal of our key (401, 403), a 429 or a 5xx is this upstream's problem.
       if (failure.status < 500 && failure.status !== 429) break;
     }
-    throw await this.#fail(payer, failure ?? new GatewayError(502, 'upstream_error', 'No upstream serves this model.'));
-  }
-
-  /** Runs a job; a null payer is a free job (nothing reserved, nothing charged). */
-  async complete(job: Job, payer: Payer | null, signal?: AbortSignal): Promise<{ body: Record<string, unknown>; receipt: Receipt }> {
-    const res = await this.#call(job, payer, signal);
-    let body: Record<string, unknown>;
-    try {
-      body = (await res.body.json()) as Record<string, unknown>;
-    } catch {
-      throw await this.#fail(payer, new GatewayError(502, 'upstream_error', 'The upstream answered with a body that is not JSON.'));
-    }
-    const usage = usageOf(body.usage) ?? {
-      promptTokens: job.promptTokens,
-      completionTokens: countText(completionText(body)),
-    };
-    const cost = costOf(usage, job.model.price);
-    const s = await this.#settle(payer, cost);
-    const charged = chargedCost(cost, s.charged);
-    body.usage = usageBody(body.usage, usage, charged);
-    return { body, receipt: { usage, cost: charged, balance: s.balance, change: s.change } };
+    throw await this.#fail(hold, failure ?? new GatewayError(499, 'client_closed_request', 'The client closed the request.'));
   }
 
   /**
-   * Passes the upstream's SSE events to the client as they arrive, withholding only the usage
-   * chunk and `[DONE]`: those are re-emitted at the end with the charge (and change) added.
+   * A whole answer. The client leaving does not stop it: the upstream is already doing (and
+   * billing) the work, so the answer is made and paid as if the client had stayed.
    */
-  async stream(job: Job, payer: Payer, sink: StreamSink, signal: AbortSignal): Promise<Receipt | undefined> {
-    const res = await this.#call(job, payer, signal);
-    sink.open();
-    const split = new SseSplitter();
-    const sent: string[] = [];
-    let usage: Usage | undefined;
-    let last: Record<string, unknown> | undefined;
-    const handle = async (events: string[]) => {
-      let out = '';
-      for (const ev of events) {
-        const data = eventData(ev);
-        if (data === '[DONE]') continue;
-        if (data !== undefined && data.includes('"usage"')) {
-          const chunk = safeParse(data);
-          const u = chunk && usageOf(chunk.usage);
-          if (u) {
-            usage = u;
-            last = chunk;
-            if (Array.isArray(chunk.choices) && chunk.choices.length === 0) continue;
-            delete chunk.usage;
-            out += `data: ${JSON.stringify(chunk)}\n\n`;
-            sent.push(data);
-            continue;
-          }
-        }
-        if (data !== undefined) sent.push(data);
-        out += `${ev}\n\n`;
-      }
-      if (out) await sink.write(out);
-    };
-    let failure: GatewayError | undefined;
+  async #complete(
+    job: Job, route: Route, hold: Hold | null, cancel: AbortSignal | undefined, settle: (u: Usage, m?: Metered) => Promise<Receipt>,
+  ): Promise<Outcome> {
+    const { res, exchange } = await this.#call(route, hold, cancel);
+    let upstream: Record<string, unknown> | undefined;
     try {
-      for await (const chunk of res.body) await handle(split.push(chunk as Uint8Array));
-      await handle(split.flush());
+      const parsed = JSON.parse(await readText(res.body, MAX_ANSWER_BYTES)) as unknown;
+      if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) upstream = parsed as Record<string, unknown>;
+    } catch {
+      /* refused below */
+    }
+    if (!upstream) throw await this.#fail(hold, new GatewayError(502, 'upstream_error', 'The upstream answered with a body that is not a JSON object.'));
+    const { body, metered } = exchange.read(upstream);
+    const receipt = await settle(metered.usage ?? (await this.#counted(job, metered)), metered);
+    exchange.bill(body, this.#bill(receipt, hold));
+    return { body, receipt };
+  }
+
+  /** A reply without usage, or cut short: the prompt as counted, and every generated field counted. */
+  async #counted(job: Job, metered: Metered): Promise<Usage> {
+    return { promptTokens: metered.usage?.promptTokens ?? job.promptTokens, completionTokens: await countPieces([metered.generated]) };
+  }
+
+  #bill(receipt: Receipt, hold: Hold | null): Bill {
+    return { usage: receipt.usage, cost: receipt.cost, change: receipt.change, requestId: hold?.reservationId ?? randomUUID() };
+  }
+
+  /**
+   * Passes the upstream's events to the client as they arrive, through the format's reader, which
+   * holds back what must carry the charge. A client that leaves stops the upstream and pays for
+   * what was generated: the usage already reported, else the prompt and every generated field.
+   */
+  async #stream(job: Job, route: Route, hold: Hold | null, opts: RunOptions, settle: (u: Usage, m?: Metered) => Promise<Receipt>): Promise<Receipt> {
+    const sink = opts.sink;
+    if (!sink) throw new Error('a streamed job needs a sink');
+    const signal = opts.cancel && opts.signal ? AbortSignal.any([opts.signal, opts.cancel]) : (opts.signal ?? opts.cancel ?? new AbortController().signal);
+    const { res, exchange } = await this.#call(route, hold, signal);
+    sink.open();
+    const reader = exchange.stream();
+    const split = new SseSplitter();
+    let bytes = 0;
+    let failure: GatewayError | undefined;
+    const relay = async (events: string[]) => {
+      let out = '';
+      for (const raw of events) {
+        const data = eventData(raw);
+        if (data !== undefined) out += reader.push({ name: eventName(raw), data, raw });
+      }
+      if (out && !signal.aborted) await sink.write(out);
+    };
+    try {
+      for await (const chunk of res.body) {
+        bytes += (chunk as Uint8Array).length;
+        if (bytes > MAX_STREAM_BYTES) {
+          this.#log.warn({ bytes }, 'upstream stream too long; cut');
+          res.body.destroy();
+          break;
+        }
+        await relay(split.push(chunk as Uint8Array));
+      }
+      await relay(split.flush());
     } catch (e) {
       if (!signal.aborted) {
         this.#log.warn({ err: (e as Error).message }, 'upstream stream broke');
@@ -272,43 +415,49 @@ export class Engine {
       }
     }
     if (failure) {
-      const err = await this.#fail(payer, failure);
+      const err = await this.#fail(hold, failure);
       if (!signal.aborted) {
-        await sink.write(`data: ${JSON.stringify(err.body())}\n\n`).catch(() => {});
+        await sink.write(reader.fail(err)).catch(() => {});
         sink.end();
       }
-      return undefined;
+      return { usage: { promptTokens: 0, completionTokens: 0 }, cost: { inputMsats: 0, outputMsats: 0, totalMsats: 0 }, balance: 0 };
     }
-    // A client that left is billed for what it was sent; a stream without usage, from our own count.
-    const billed: Usage = (!signal.aborted && usage) || {
-      promptTokens: usage?.promptTokens ?? job.promptTokens,
-      completionTokens: countText(sent.map(deltaText).join('')),
-    };
-    const cost = costOf(billed, job.model.price);
-    const s = await this.#settle(payer, cost);
-    const charged = chargedCost(cost, s.charged);
+    const metered = reader.metered;
+    const receipt = await settle(metered.usage ?? (await this.#counted(job, metered)), metered);
     if (!signal.aborted) {
-      const first = sent.length ? safeParse(sent[0]!) : undefined;
-      const trailer: Record<string, unknown> = {
-        id: last?.id ?? first?.id ?? `chatcmpl-${payer.reservationId}`,
-        object: last?.object ?? first?.object ?? (job.kind === 'chat' ? 'chat.completion.chunk' : 'text_completion'),
-        created: last?.created ?? first?.created ?? Math.floor(Date.now() / 1000),
-        model: last?.model ?? first?.model ?? job.model.id,
-        choices: [],
-        usage: usageBody(last?.usage, billed, charged),
-      };
-      if (s.change) trailer.x_cashu = s.change;
-      await sink.write(`data: ${JSON.stringify(trailer)}\n\ndata: [DONE]\n\n`).catch(() => {});
+      await sink.write(reader.close(this.#bill(receipt, hold))).catch(() => {});
       sink.end();
     }
-    return { usage: billed, cost: charged, balance: s.balance, change: s.change };
+    return receipt;
   }
 }
 
+/** Reads a body as text up to `max` bytes; a larger one is refused. */
+async function readText(body: Dispatcher.ResponseData['body'], max: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of body) {
+    n += (c as Buffer).length;
+    if (n > max) {
+      body.destroy();
+      throw new Error(`upstream answer over ${max} bytes`);
+    }
+    chunks.push(c as Buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** An upstream's refusal as the client may see it: the status, and a message with nothing secret in it. */
 function upstreamError(status: number, text: string): GatewayError {
-  const parsed = safeParse(text);
+  let parsed: Record<string, unknown> | undefined;
+  try {
+    parsed = JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    parsed = undefined;
+  }
   const inner = parsed?.error as Record<string, unknown> | undefined;
-  const message = typeof inner?.message === 'string' ? inner.message : `The upstream answered HTTP ${status}.`;
+  const raw = typeof inner?.message === 'string' ? inner.message : `The upstream answered HTTP ${status}.`;
+  const message = scrub(raw);
   // The operator's key was refused: the provider's message may echo part of it, so it stays here.
   if (status === 401 || status === 403) return new GatewayError(502, 'upstream_error', `The upstream refused the gateway's credentials (HTTP ${status}).`);
   if (status >= 500) return new GatewayError(502, 'upstream_error', `Upstream error: ${message}`);
@@ -316,68 +465,17 @@ function upstreamError(status: number, text: string): GatewayError {
   return new GatewayError(status, 'upstream_error', message, { type: 'invalid_request_error' });
 }
 
-function safeParse(s: string): Record<string, unknown> | undefined {
-  try {
-    const v = JSON.parse(s) as unknown;
-    return v && typeof v === 'object' ? (v as Record<string, unknown>) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** OpenAI's `prompt_tokens`/`completion_tokens`, or the `input_tokens`/`output_tokens` some upstreams use. */
-export function usageOf(u: unknown): Usage | undefined {
-  if (!u || typeof u !== 'object') return undefined;
-  const o = u as Record<string, unknown>;
-  const prompt = o.prompt_tokens ?? o.input_tokens;
-  const completion = o.completion_tokens ?? o.output_tokens ?? 0;
-  if (typeof prompt !== 'number' || typeof completion !== 'number') return undefined;
-  // A count no upstream could mean (negative, huge, not finite) is ignored: we count ourselves.
-  if (!(prompt >= 0 && completion >= 0 && prompt < 1e9 && completion < 1e9)) return undefined;
-  return { promptTokens: Math.ceil(prompt), completionTokens: Math.ceil(completion) };
+/** Whatever looks like a credential goes, whoever's it is; and the message stays short. */
+export function scrub(message: string): string {
+  const clean = message
+    .replace(/\b(?:sk|pk|rk|key)-[A-Za-z0-9_*.-]{6,}/gi, '[redacted]')
+    .replace(/\b(Bearer|Basic|Token)\s+[^\s"',]+/gi, '$1 [redacted]')
+    .replace(/\bcashu[AB][A-Za-z0-9_=-]{20,}/g, '[redacted]');
+  return clean.length > 300 ? `${clean.slice(0, 300)}…` : clean;
 }
 
 function chargedCost(cost: Cost, charged: number): Cost {
   if (charged === cost.totalMsats) return cost;
   const input = Math.min(cost.inputMsats, charged);
   return { inputMsats: input, outputMsats: charged - input, totalMsats: charged };
-}
-
-function usageBody(original: unknown, usage: Usage, cost: Cost): Record<string, unknown> {
-  const base = original && typeof original === 'object' ? (original as Record<string, unknown>) : {
-    prompt_tokens: usage.promptTokens,
-    completion_tokens: usage.completionTokens,
-    total_tokens: usage.promptTokens + usage.completionTokens,
-  };
-  return {
-    ...base,
-    cost: { base_msats: 0, input_msats: cost.inputMsats, output_msats: cost.outputMsats, total_msats: cost.totalMsats },
-    cost_sats: cost.totalMsats / 1000,
-  };
-}
-
-function completionText(body: Record<string, unknown>): string {
-  let s = '';
-  if (Array.isArray(body.choices)) {
-    for (const c of body.choices as Record<string, unknown>[]) {
-      const msg = c?.message as Record<string, unknown> | undefined;
-      if (typeof msg?.content === 'string') s += msg.content;
-      if (msg?.tool_calls) s += JSON.stringify(msg.tool_calls);
-      if (typeof c?.text === 'string') s += c.text;
-    }
-  }
-  return s;
-}
-
-function deltaText(data: string): string {
-  const chunk = safeParse(data);
-  if (!chunk || !Array.isArray(chunk.choices)) return '';
-  let s = '';
-  for (const c of chunk.choices as Record<string, unknown>[]) {
-    const delta = c?.delta as Record<string, unknown> | undefined;
-    if (typeof delta?.content === 'string') s += delta.content;
-    if (delta?.tool_calls) s += JSON.stringify(delta.tool_calls);
-    if (typeof c?.text === 'string') s += c.text;
-  }
-  return s;
 }

@@ -9,7 +9,8 @@ import type { Cost, Usage } from './pricing.ts';
  */
 
 /** How an upstream is spoken to: chat completions (Ollama, vLLM, OpenRouter…), Responses, or Anthropic Messages. */
-export type UpstreamKind = 'openai' | 'openai-responses' | 'anthropic';
+export type { UpstreamKind } from '../upstream/client.ts';
+import type { UpstreamKind } from '../upstream/client.ts';
 
 /** What a format measured in an upstream's answer so far. */
 export interface Metered {
@@ -20,6 +21,8 @@ export interface Metered {
    * audio transcripts), so that a reply without usage is counted from all of it, not only its text.
    */
   generated: string;
+  /** The model the upstream says it served, when it says. */
+  model?: string | undefined;
 }
 
 /** The charge as settled, for the format to write into its answer. */
@@ -36,6 +39,8 @@ export interface Bill {
 export interface UpstreamEvent {
   name?: string | undefined;
   data: string;
+  /** The event as it came, to forward untouched when nothing in it changes. */
+  raw?: string | undefined;
 }
 
 /** Reads one upstream stream and writes the client's. Stateful: one per request. */
@@ -78,6 +83,12 @@ export interface Estimate {
   images: number;
 }
 
+export interface ExchangeLimits {
+  maxCompletionTokens: number;
+  /** Cost-bearing parameters the operator allows for this upstream (refused otherwise). */
+  allowed?: ReadonlySet<string> | undefined;
+}
+
 export interface ParsedRequest {
   model: string;
   stream: boolean;
@@ -87,7 +98,7 @@ export interface ParsedRequest {
    * (every alias the upstream honours set or removed). A GatewayError when this request cannot be
    * expressed to that kind of upstream (refused, never silently dropped).
    */
-  exchange(kind: UpstreamKind, limits: { maxCompletionTokens: number }): Exchange | GatewayError;
+  exchange(kind: UpstreamKind, limits: ExchangeLimits): Exchange | GatewayError;
 }
 
 export interface WireFormat {

@@ -5,6 +5,14 @@
 export interface Price {
   promptRate: number;
   completionRate: number;
+  /** Input read from the provider's cache; the prompt rate when not set. */
+  cachedRate?: number | undefined;
+  /** Input written to the provider's cache; the prompt rate when not set. */
+  cacheWriteRate?: number | undefined;
+  /** A fee per request, in micro-msats. */
+  requestFee?: number | undefined;
+  /** A fee per image in the prompt, in micro-msats. */
+  imageFee?: number | undefined;
   maxCompletionTokens: number;
   contextLength: number;
 }
@@ -23,9 +31,12 @@ export interface Usage {
 }
 
 export interface Cost {
+  /** Every input token, cached and cache-written ones included, and per-image fees. */
   inputMsats: number;
   outputMsats: number;
   totalMsats: number;
+  /** The per-request fee, when the model has one (part of the total, not of input or output). */
+  requestMsats?: number | undefined;
 }
 
 const MICRO = 1_000_000n;
@@ -35,10 +46,24 @@ function ceilMul(tokens: number, rate: number): number {
   return Number((p + MICRO - 1n) / MICRO);
 }
 
-export function costOf(usage: Usage, price: Price): Cost {
-  const inputMsats = ceilMul(usage.promptTokens, price.promptRate);
+/**
+ * What a usage costs: uncached input at the prompt rate, cache reads and writes at their own
+ * rates, output (reasoning included) at the completion rate, plus the per-request and per-image
+ * fees. Each part is rounded up to a whole msat.
+ */
+export function costOf(usage: Usage, price: Price, images = 0): Cost {
+  const cached = Math.min(usage.cachedTokens ?? 0, usage.promptTokens);
+  const written = Math.min(usage.cacheWriteTokens ?? 0, usage.promptTokens - cached);
+  const plain = usage.promptTokens - cached - written;
+  let inputMsats = ceilMul(plain, price.promptRate);
+  if (cached) inputMsats += ceilMul(cached, price.cachedRate ?? price.promptRate);
+  if (written) inputMsats += ceilMul(written, price.cacheWriteRate ?? price.promptRate);
+  if (images && price.imageFee) inputMsats += ceilMul(images, price.imageFee);
   const outputMsats = ceilMul(usage.completionTokens, price.completionRate);
-  return { inputMsats, outputMsats, totalMsats: inputMsats + outputMsats };
+  const requestMsats = price.requestFee ? ceilMul(1, price.requestFee) : 0;
+  const cost: Cost = { inputMsats, outputMsats, totalMsats: inputMsats + outputMsats + requestMsats };
+  if (requestMsats) cost.requestMsats = requestMsats;
+  return cost;
 }
 
 /**
@@ -58,8 +83,11 @@ export function completionLimit(requested: number | undefined, price: Price): nu
  * The most a request can cost: its padded prompt plus every completion token it may ask for, for
  * each of the `choices` it asks for.
  */
-export function reservationFor(promptTokens: number, maxCompletion: number, price: Price, choices = 1): number {
-  return costOf({ promptTokens: promptAllowance(promptTokens), completionTokens: maxCompletion * choices }, price).totalMsats;
+export function reservationFor(promptTokens: number, maxCompletion: number, price: Price, choices = 1, images = 0): number {
+  // The worst case writes the whole prompt to the cache, when that costs more than reading it plainly.
+  const prompt = promptAllowance(promptTokens);
+  const writes = (price.cacheWriteRate ?? 0) > price.promptRate ? prompt : 0;
+  return costOf({ promptTokens: prompt, cacheWriteTokens: writes, completionTokens: maxCompletion * choices }, price, images).totalMsats;
 }
 
 /** Routstr's `sats_pricing`: sats per token (fractional) and worst-case costs in sats. */

@@ -79,3 +79,44 @@ export function countInput(input: unknown): number {
   }
   return 0;
 }
+
+/** Text up to this long is counted in one go: a few ms even for the slowest text. */
+const SYNC_CHARS = 4096;
+/** Longest the counter holds the event loop before it lets other work run. */
+const SLICE_BUDGET_MS = 3;
+
+/**
+ * Counts the pieces of a prompt without holding the event loop for more than a few ms: long text
+ * is counted a slice at a time, yielding to other requests between slices.
+ */
+export async function countPieces(pieces: readonly string[]): Promise<number> {
+  let n = 0;
+  let since = performance.now();
+  for (const piece of pieces) {
+    for (let i = 0; i < piece.length; i += SLICE) {
+      n += countTokens(piece.length <= SLICE ? piece : piece.slice(i, i + SLICE), ANY_SPECIAL);
+      if (performance.now() - since > SLICE_BUDGET_MS) {
+        await new Promise<void>((r) => setImmediate(r));
+        since = performance.now();
+      }
+    }
+  }
+  return n;
+}
+
+/** Whether counting these pieces is cheap enough to do for someone who has not shown a credential. */
+export function cheapToCount(pieces: readonly string[]): boolean {
+  let chars = 0;
+  for (const p of pieces) chars += p.length;
+  return chars <= SYNC_CHARS;
+}
+
+/**
+ * A token count no tokenizer exceeds, without tokenizing: every BPE token is at least one byte
+ * of UTF-8 (byte fallback included).
+ */
+export function tokenBound(pieces: readonly string[]): number {
+  let n = 0;
+  for (const p of pieces) n += Buffer.byteLength(p, 'utf8');
+  return n;
+}

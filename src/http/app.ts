@@ -101,6 +101,6 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   balanceRoutes(app, deps);
   lightningRoutes(app, deps);
   adminRoutes(app, deps);
-  completionRoutes(app, { ...deps, stallMs: deps.cfg.CLIENT_STALL_TIMEOUT_MS, metrics });
+  completionRoutes(app, { engine: deps.engine, stallMs: deps.cfg.CLIENT_STALL_TIMEOUT_MS, metrics });
   return app;
 }

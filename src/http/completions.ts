@@ -1,18 +1,19 @@
 import { once } from 'node:events';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { Engine, Payer, Receipt, StreamSink } from '../engine/engine.ts';
-import type { Catalog } from '../engine/catalog.ts';
-import { prepareJob, type Job, type JobKind } from '../engine/job.ts';
+import type { Engine, Receipt, StreamSink } from '../engine/engine.ts';
+import type { WireFormat } from '../engine/format.ts';
+import { chatFormat, completionFormat, embeddingFormat } from '../formats/chat.ts';
 import type { Metrics } from './metrics.ts';
 import { paymentOf } from './payment.ts';
 
-const ROUTES: Array<[string, JobKind]> = [
-  ['/v1/chat/completions', 'chat'],
-  ['/v1/completions', 'completion'],
-  ['/v1/embeddings', 'embedding'],
+/** Each route is one wire format; the engine does the rest. */
+const ROUTES: Array<[string, WireFormat]> = [
+  ['/v1/chat/completions', chatFormat],
+  ['/v1/completions', completionFormat],
+  ['/v1/embeddings', embeddingFormat],
 ];
 
-function costHeaders(reply: FastifyReply, r: Receipt): void {
+export function costHeaders(reply: FastifyReply, r: Receipt): void {
   reply.header('x-cost-msats', String(r.cost.totalMsats));
   reply.header('x-routstr-cost-msats', String(r.cost.totalMsats));
   reply.header('x-routstr-input-cost-msats', String(r.cost.inputMsats));
@@ -20,8 +21,8 @@ function costHeaders(reply: FastifyReply, r: Receipt): void {
   if (r.change) reply.header('x-cashu', r.change);
 }
 
-/** Aborts the upstream call when the client goes away before the response is finished. */
-function abortOnClose(reply: FastifyReply): AbortController {
+/** Tells the engine when the client goes away before the response is finished. */
+function closeSignal(reply: FastifyReply): AbortController {
   const ac = new AbortController();
   reply.raw.on('close', () => {
     if (!reply.raw.writableFinished) ac.abort();
@@ -29,22 +30,16 @@ function abortOnClose(reply: FastifyReply): AbortController {
   return ac;
 }
 
-interface Deps {
+export interface CompletionDeps {
   engine: Engine;
-  catalog: Catalog;
   /** A client that stops reading a stream for this long is treated as gone. */
   stallMs: number;
   metrics?: Metrics | undefined;
 }
 
-async function serve(deps: Deps, req: FastifyRequest, reply: FastifyReply, job: Job, payer: Payer, ac: AbortController) {
-  if (!job.stream) {
-    const { body, receipt } = await deps.engine.complete(job, payer, ac.signal);
-    costHeaders(reply, receipt);
-    return reply.send(body);
-  }
+function sseSink(deps: CompletionDeps, reply: FastifyReply, ac: AbortController): StreamSink {
   const raw = reply.raw;
-  const sink: StreamSink = {
+  return {
     open: () => {
       reply.hijack();
       deps.metrics?.streamOpened(reply);
@@ -60,7 +55,7 @@ async function serve(deps: Deps, req: FastifyRequest, reply: FastifyReply, job: 
       try {
         await once(raw, 'drain', { signal: AbortSignal.any([ac.signal, AbortSignal.timeout(deps.stallMs)]) });
       } catch (e) {
-        // Stopped reading: drop the client, which aborts the upstream and bills what was sent.
+        // Stopped reading: drop the client, which stops the upstream and bills what was generated.
         raw.destroy();
         ac.abort();
         throw e;
@@ -68,30 +63,32 @@ async function serve(deps: Deps, req: FastifyRequest, reply: FastifyReply, job: 
     },
     end: () => raw.end(),
   };
-  try {
-    await deps.engine.stream(job, payer, sink, ac.signal);
-  } catch (e) {
-    if (!raw.headersSent) throw e;
-    req.log.error({ err: (e as Error).message }, 'stream failed after it started');
-    raw.destroy();
-    await deps.engine.release(payer);
-  }
 }
 
-export function completionRoutes(app: FastifyInstance, deps: Deps): void {
-  for (const [path, kind] of ROUTES) {
-    const handler = async (req: FastifyRequest, reply: FastifyReply) => {
-      const job = await prepareJob(kind, req.body, deps.catalog);
-      // Listen before paying: a client that leaves during a mint swap must not be billed in full.
-      const ac = abortOnClose(reply);
-      const payer = await deps.engine.pay(job, paymentOf(req));
-      try {
-        return await serve(deps, req, reply, job, payer, ac);
-      } catch (e) {
-        await deps.engine.release(payer);
-        throw e;
-      }
-    };
+/** The HTTP door for one wire format: read who pays, price, run; the engine owns the rest. */
+export function formatHandler(deps: CompletionDeps, format: WireFormat) {
+  return async (req: FastifyRequest, reply: FastifyReply) => {
+    const payer = deps.engine.payerOf(paymentOf(req));
+    const job = await deps.engine.job(format, req.body, payer);
+    // Listen before paying: a client that leaves during a mint swap must not be billed in full.
+    const ac = closeSignal(reply);
+    const sink = job.stream ? sseSink(deps, reply, ac) : undefined;
+    try {
+      const out = await deps.engine.run(job, payer, { signal: ac.signal, sink });
+      if (job.stream) return;
+      costHeaders(reply, out.receipt);
+      return reply.send(out.body);
+    } catch (e) {
+      if (!reply.raw.headersSent) throw e;
+      req.log.error({ err: (e as Error).message }, 'stream failed after it started');
+      reply.raw.destroy();
+    }
+  };
+}
+
+export function completionRoutes(app: FastifyInstance, deps: CompletionDeps): void {
+  for (const [path, format] of ROUTES) {
+    const handler = formatHandler(deps, format);
     app.post(path, handler);
     app.post(path.replace(/^\/v1/, ''), handler);
   }

@@ -3,9 +3,9 @@ import type { Event } from 'nostr-tools/pure';
 import type { SubCloser } from 'nostr-tools/abstract-pool';
 import { Amount, getEncodedToken, type Proof } from '@cashu/cashu-ts';
 import type { Catalog } from '../engine/catalog.ts';
-import type { Engine, Payer } from '../engine/engine.ts';
+import type { Engine, Job, Payer } from '../engine/engine.ts';
 import { GatewayError } from '../engine/errors.ts';
-import { prepareJob, type Job } from '../engine/job.ts';
+import { chatFormat } from '../formats/chat.ts';
 import type { CashuWallets } from '../cashu/wallet.ts';
 import { inspectToken, sha256Hex } from '../cashu/token.ts';
 import type { Identity } from './identity.ts';
@@ -139,21 +139,19 @@ export class Dvm {
     }
     const model = request.params.get('model') ?? cfg.defaultModel ?? catalog.list()[0]?.id;
     if (!model) throw new GatewayError(503, 'no_models', 'No model is available right now.');
-    const job = await prepareJob(
-      'chat',
-      { model, messages: [{ role: 'user', content: prompt }], ...completionParams(request.params) },
-      catalog,
-    );
+    const body = { model, messages: [{ role: 'user', content: prompt }], ...completionParams(request.params) };
     // Change travels in a public event: lock it to the requester (compressed form of their key).
     const lockChangeTo = `02${request.event.pubkey}`;
     if (request.cashu) {
-      const payer = await engine.pay(job, { xCashu: request.cashu, lockChangeTo });
-      return this.#run(request, job, payer);
+      const payer = engine.payerOf({ xCashu: request.cashu, lockChangeTo });
+      return this.#run(request, await engine.job(chatFormat, body, payer), payer);
     }
+    const free: Payer = { kind: 'free' };
+    const job = await engine.job(chatFormat, body, free);
     const used = this.#freeUsed.get(request.event.pubkey) ?? 0;
     if (used < cfg.freePerPubkey) {
       this.#freeUsed.set(request.event.pubkey, used + 1);
-      return this.#run(request, job, null);
+      return this.#run(request, job, free);
     }
     await this.#askForPayment(request, job);
   }
@@ -176,7 +174,7 @@ export class Dvm {
     return decrypt(result.content, id.sk, peer).text;
   }
 
-  async #run(request: JobRequest, job: Job, payer: Payer | null): Promise<void> {
+  async #run(request: JobRequest, job: Job, payer: Payer): Promise<void> {
     const { engine } = this.deps;
     const ac = new AbortController();
     this.#running.set(request.event.id, { ac, author: request.event.pubkey });
@@ -184,14 +182,14 @@ export class Dvm {
       await this.#feedback(request, 'processing', 'Generating.');
       let out;
       try {
-        out = await engine.complete(job, payer, ac.signal);
+        out = await engine.run(job, payer, { cancel: ac.signal });
       } catch (e) {
         if (ac.signal.aborted && e instanceof GatewayError) {
           throw new GatewayError(499, 'cancelled', 'The job was cancelled.', { extra: e.extra });
         }
         throw e;
       }
-      const choice = (out.body.choices as Array<{ message?: { content?: unknown } }> | undefined)?.[0];
+      const choice = (out.body?.choices as Array<{ message?: { content?: unknown } }> | undefined)?.[0];
       const text = typeof choice?.message?.content === 'string' ? choice.message.content : '';
       await this.deps.relays.publish(resultEvent({ request, sk: this.deps.id.sk }, text, out.receipt.cost.totalMsats, out.receipt.change), request.relays);
       await this.#feedback(request, 'success', 'Done.', [['amount', String(out.receipt.cost.totalMsats)]]);
@@ -243,7 +241,7 @@ export class Dvm {
     if (this.#awaiting.get(id) !== waiting) return;
     this.#awaiting.delete(id);
     try {
-      const payer = await this.deps.engine.payFromKey(waiting.job, this.#jobKey(id), { oneShot: true, lockChangeTo: `02${waiting.request.event.pubkey}` });
+      const payer: Payer = { kind: 'key', keyHash: this.#jobKey(id), oneShot: true, lockChangeTo: `02${waiting.request.event.pubkey}` };
       await this.#run(waiting.request, waiting.job, payer);
     } catch (err) {
       const message = err instanceof GatewayError ? err.message : 'The job could not be processed.';

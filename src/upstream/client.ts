@@ -2,6 +2,9 @@ import { channel } from 'node:diagnostics_channel';
 import { Pool, type Dispatcher } from 'undici';
 import type { Config } from '../config.ts';
 
+/** How an upstream is spoken to; see src/engine/format.ts. */
+export type UpstreamKind = 'openai' | 'openai-responses' | 'anthropic';
+
 /** What an observer of upstream calls (the metrics) learns about each one. */
 export interface UpstreamTiming {
   /** The upstream's base URL, without credentials. */
@@ -33,8 +36,18 @@ export class Upstream {
   readonly #headers: Record<string, string>;
   /** Base URL for logs and metrics: never credentials. */
   readonly #label: string;
+  readonly #secret: string;
+  readonly kind: UpstreamKind;
+  /** Cost-bearing parameters the operator lets through to this upstream. */
+  readonly allowedParameters: ReadonlySet<string>;
 
-  constructor(cfg: Pick<Config, 'UPSTREAM_BASE_URL' | 'UPSTREAM_API_KEY' | 'UPSTREAM_HEADERS_TIMEOUT_MS' | 'UPSTREAM_BODY_TIMEOUT_MS' | 'UPSTREAM_CONNECTIONS'>) {
+  constructor(
+    cfg: Pick<Config, 'UPSTREAM_BASE_URL' | 'UPSTREAM_API_KEY' | 'UPSTREAM_HEADERS_TIMEOUT_MS' | 'UPSTREAM_BODY_TIMEOUT_MS' | 'UPSTREAM_CONNECTIONS'>,
+    opts: { kind?: UpstreamKind; allowedParameters?: readonly string[]; anthropicVersion?: string } = {},
+  ) {
+    this.kind = opts.kind ?? 'openai';
+    this.allowedParameters = new Set(opts.allowedParameters ?? []);
+    this.#secret = cfg.UPSTREAM_API_KEY;
     const url = new URL(cfg.UPSTREAM_BASE_URL);
     this.#prefix = url.pathname.replace(/\/+$/, '');
     this.#pool = new Pool(url.origin, {
@@ -48,8 +61,18 @@ export class Upstream {
       keepAliveTimeout: 4_000,
     });
     this.#headers = { 'content-type': 'application/json', 'user-agent': 'cashu-gateway' };
-    if (cfg.UPSTREAM_API_KEY) this.#headers.authorization = `Bearer ${cfg.UPSTREAM_API_KEY}`;
+    if (this.kind === 'anthropic') {
+      this.#headers['anthropic-version'] = opts.anthropicVersion ?? '2023-06-01';
+      if (cfg.UPSTREAM_API_KEY) this.#headers['x-api-key'] = cfg.UPSTREAM_API_KEY;
+    } else if (cfg.UPSTREAM_API_KEY) {
+      this.#headers.authorization = `Bearer ${cfg.UPSTREAM_API_KEY}`;
+    }
     this.#label = url.origin + this.#prefix;
+  }
+
+  /** Removes this upstream's key from text it sent back (an error message may echo it). */
+  redact(text: string): string {
+    return this.#secret.length >= 4 ? text.replaceAll(this.#secret, '[redacted]') : text;
   }
 
   /** The base URL (config refuses URLs with credentials, so it is safe to print). */

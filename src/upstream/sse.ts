@@ -43,3 +43,12 @@ export function eventData(event: string): string | undefined {
   }
   return data;
 }
+
+/** The `event:` field of an event, if it has one. */
+export function eventName(event: string): string | undefined {
+  if (!event.startsWith('event:') && !event.includes('\nevent:')) return undefined;
+  for (const line of event.split('\n')) {
+    if (line.startsWith('event:')) return line.slice(6).trim();
+  }
+  return undefined;
+}

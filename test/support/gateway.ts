@@ -5,6 +5,7 @@ import { loadConfig } from '../../src/config.ts';
 import { MSATS_PER, type Ledger } from '../../src/ledger/ledger.ts';
 import { wallet } from './cashu.ts';
 import type { FakeUpstream } from './upstream.ts';
+import type { Logger } from 'pino';
 
 /** Test prices in msats per token: whole numbers for one model, sub-msat fractions for another. */
 export const PRICES = {
@@ -22,7 +23,12 @@ export async function testDatabaseUrl(): Promise<string> {
   return process.env.TEST_LEDGER === 'postgres' ? freshDatabase(inject('postgresUrl')) : ':memory:';
 }
 
-export async function startGateway(mintUrl: string, upstream: FakeUpstream, env: Record<string, string> = {}): Promise<Gateway> {
+export async function startGateway(
+  mintUrl: string,
+  upstream: FakeUpstream,
+  env: Record<string, string> = {},
+  opts: { log?: Logger } = {},
+): Promise<Gateway> {
   const cfg = loadConfig({
     HOST: '127.0.0.1',
     PORT: '0',
@@ -36,7 +42,7 @@ export async function startGateway(mintUrl: string, upstream: FakeUpstream, env:
     P2PK_REDEEM_INTERVAL_SECONDS: '0',
     ...env,
   });
-  const gw = await createGateway(cfg);
+  const gw = await createGateway(cfg, opts);
   await gw.app.listen({ port: 0, host: '127.0.0.1' });
   const { port } = gw.app.server.address() as { port: number };
   return Object.assign(gw, { url: `http://127.0.0.1:${port}` });

@@ -4,7 +4,26 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
  * The one test double: an OpenAI-compatible upstream that answers like the real API (usage,
  * SSE chunks, a final usage chunk when asked, error bodies) and can be told to misbehave.
  */
-export type Mode = 'ok' | 'no_usage' | 'fail_500' | 'fail_400' | 'fail_401' | 'cut' | 'slow' | 'stall' | 'drop';
+export type Mode =
+  | 'ok'
+  | 'no_usage'
+  | 'fail_500'
+  | 'fail_400'
+  | 'fail_401'
+  | 'cut'
+  | 'slow'
+  | 'stall'
+  | 'drop'
+  /** A reasoning model: REASONING_DELTAS deltas of `reasoning_content` first, and usage counting them. */
+  | 'reasoning'
+  /** A 500 whose message echoes the operator's key, as some providers' proxies do. */
+  | 'fail_500_echo_key';
+
+/** Deltas a 'reasoning' stream thinks in before it answers, and each delta's text. */
+export const REASONING_DELTAS = 400;
+export const REASONING_DELTA = ' think';
+/** The reasoning tokens a 'reasoning' upstream reports beyond the deltas it streamed (hidden reasoning). */
+export const HIDDEN_REASONING_TOKENS = 18_000;
 
 export interface Recorded {
   path: string;
@@ -34,6 +53,16 @@ export class FakeUpstream {
   closedEarly = 0;
   /** Requests whose connection was closed unanswered ('drop'). */
   dropped = 0;
+  /** Delay before a non-streamed answer, and between a stream's usage chunk and its end. */
+  answerDelayMs = 0;
+  /** Delay in a stream between its last choice chunk and its usage chunk. */
+  usageDelayMs = 0;
+  /** The model the upstream says it served, when set (else the one asked for). */
+  servedModel: string | undefined;
+  /** What the upstream reported as usage, per request, in order. */
+  readonly reported: Array<Record<string, unknown>> = [];
+  /** The authorization header of each request, to check what key the gateway sends. */
+  readonly authorizations: Array<string | undefined> = [];
   #server: Server | undefined;
 
   async start(): Promise<string> {
@@ -71,10 +100,15 @@ export class FakeUpstream {
     for await (const c of req) raw += c;
     const body = JSON.parse(raw || '{}') as Record<string, unknown>;
     this.requests.push({ path, body });
+    this.authorizations.push(req.headers.authorization);
     const mode = this.modes.shift() ?? 'ok';
     // Accept the request and never answer, until the caller gives up.
     if (mode === 'stall') return;
     if (mode === 'fail_500') return json(res, 500, { error: { message: 'upstream exploded', type: 'server_error' } });
+    if (mode === 'fail_500_echo_key') {
+      const key = (req.headers.authorization ?? '').replace(/^Bearer /, '');
+      return json(res, 500, { error: { message: `proxy error: upstream rejected request signed with ${key} (Authorization: Bearer ${key})`, type: 'server_error' } });
+    }
     if (mode === 'fail_401') {
       // As OpenAI answers a bad key: the message echoes part of it.
       return json(res, 401, { error: { message: 'Incorrect API key provided: sk-upst****cret.', type: 'invalid_request_error', code: 'invalid_api_key' } });
@@ -82,12 +116,18 @@ export class FakeUpstream {
     if (mode === 'fail_400') {
       return json(res, 400, { error: { message: "Unsupported parameter: 'foo'", type: 'invalid_request_error', code: 'unsupported_parameter' } });
     }
-    const usage = (completion: number) => ({
-      prompt_tokens: upstreamPromptTokens(body),
-      completion_tokens: completion,
-      total_tokens: upstreamPromptTokens(body) + completion,
-    });
-    const model = String(body.model);
+    const reasoning = mode === 'reasoning' ? REASONING_DELTAS + HIDDEN_REASONING_TOKENS : 0;
+    const usage = (completion: number) => {
+      const u: Record<string, unknown> = {
+        prompt_tokens: upstreamPromptTokens(body),
+        completion_tokens: completion + reasoning,
+        total_tokens: upstreamPromptTokens(body) + completion + reasoning,
+      };
+      if (reasoning) u.completion_tokens_details = { reasoning_tokens: reasoning };
+      this.reported.push(u);
+      return u;
+    };
+    const model = this.servedModel ?? String(body.model);
     if (path === '/embeddings') {
       const out: Record<string, unknown> = {
         object: 'list',
@@ -101,6 +141,7 @@ export class FakeUpstream {
     const chat = path === '/chat/completions';
     const id = `${chat ? 'chatcmpl' : 'cmpl'}-test`;
     if (body.stream !== true) {
+      if (this.answerDelayMs) await new Promise((r) => setTimeout(r, this.answerDelayMs));
       const text = words.join(' ');
       const out: Record<string, unknown> = chat
         ? { id, object: 'chat.completion', created: 1700000000, model, choices: [{ index: 0, message: { role: 'assistant', content: text }, finish_reason: 'stop' }] }
@@ -123,6 +164,9 @@ export class FakeUpstream {
         : { id, object: 'text_completion', created: 1700000000, model, choices: [{ index: 0, text: delta.content ?? '', finish_reason: finish }] };
     const delay = mode === 'slow' ? Math.max(this.chunkDelayMs, 40) : this.chunkDelayMs;
     if (chat) send(chunk({ role: 'assistant', content: '' }));
+    if (mode === 'reasoning') {
+      for (let i = 0; i < REASONING_DELTAS; i++) send(chunk({ reasoning_content: REASONING_DELTA }));
+    }
     for (let i = 0; i < words.length; i++) {
       if (closed) return;
       if (delay) await new Promise((r) => setTimeout(r, delay));
@@ -135,8 +179,12 @@ export class FakeUpstream {
       }
     }
     send(chunk({}, 'stop'));
+    if (this.usageDelayMs) await new Promise((r) => setTimeout(r, this.usageDelayMs));
+    if (closed) return;
     const opts = body.stream_options as { include_usage?: boolean } | undefined;
     if (opts?.include_usage && mode !== 'no_usage') send({ id, object: chat ? 'chat.completion.chunk' : 'text_completion', created: 1700000000, model, choices: [], usage: usage(words.length) });
+    if (this.answerDelayMs) await new Promise((r) => setTimeout(r, this.answerDelayMs));
+    if (closed) return;
     res.end('data: [DONE]\n\n');
   }
 }

@@ -1,0 +1,230 @@
+import { z } from 'zod';
+import { GatewayError } from '../engine/errors.ts';
+import type { Bill, Exchange, Metered, ParsedRequest, StreamReader, UpstreamEvent, UpstreamKind, WireFormat } from '../engine/format.ts';
+import { billedUsage, generatedOf, meterBody, openaiUsage, safeParse } from './openai.ts';
+import { PER_MESSAGE, PER_REPLY, PromptParts } from './prompt.ts';
+
+/** OpenAI chat completions, legacy completions and embeddings: the formats the gateway began with. */
+
+const positiveInt = z.number().int().positive();
+const choices = z.number().int().min(1).max(128).nullish();
+const common = { model: z.string().min(1), stream: z.boolean().optional(), max_tokens: positiveInt.nullish(), n: choices };
+const text = z.union([z.string(), z.array(z.unknown()).min(1)]);
+
+const schemas = {
+  chat: z.looseObject({ ...common, messages: z.array(z.looseObject({ role: z.string() })).min(1), max_completion_tokens: positiveInt.nullish() }),
+  completion: z.looseObject({ ...common, prompt: text, best_of: choices }),
+  embedding: z.looseObject({ model: z.string().min(1), input: text }),
+};
+type Kind = keyof typeof schemas;
+
+export function invalid(issues: z.core.$ZodIssue[]): GatewayError {
+  const issue = issues[0]!;
+  const where = issue.path.length ? `'${issue.path.join('.')}': ` : '';
+  return new GatewayError(400, 'invalid_request', `Invalid request body: ${where}${issue.message}`);
+}
+
+/**
+ * Fields that make an upstream do work (or charge) the gateway does not price: fallback model
+ * lists, web search and other plugins, routing, predicted outputs, forced output lengths, extra
+ * candidates. They are refused unless the operator allows them for an upstream.
+ */
+export const UNPRICED: Record<Kind, readonly string[]> = {
+  chat: ['models', 'route', 'plugins', 'web_search_options', 'prediction', 'min_tokens', 'ignore_eos', 'best_of', 'audio', 'transforms'],
+  completion: ['models', 'route', 'plugins', 'min_tokens', 'ignore_eos', 'transforms'],
+  embedding: ['models', 'route'],
+};
+
+/** Output limits upstreams honour besides OpenAI's: llama.cpp, TGI, Ollama's native option. */
+const LIMIT_ALIASES = ['n_predict', 'max_new_tokens', 'num_predict'] as const;
+
+/**
+ * Holds an OpenAI-shaped body to `max` output tokens: every limit field present is set to it
+ * (both of OpenAI's when both are sent, a negative or huge llama.cpp `n_predict` included), and
+ * `max_tokens` when none is, since some OpenAI-compatible servers know no other.
+ */
+export function limitOpenAI(body: Record<string, unknown>, max: number, primary: 'max_tokens' | 'max_completion_tokens' = 'max_tokens'): void {
+  let set = false;
+  for (const f of ['max_tokens', 'max_completion_tokens', ...LIMIT_ALIASES]) {
+    if (body[f] != null) {
+      body[f] = max;
+      set = true;
+    }
+  }
+  const options = body.options;
+  if (options && typeof options === 'object' && (options as Record<string, unknown>).num_predict != null) {
+    body.options = { ...(options as Record<string, unknown>), num_predict: max };
+  }
+  if (!set) body[primary] = max;
+}
+
+function refuseUnpriced(kind: Kind, body: Record<string, unknown>, allowed: ReadonlySet<string>): GatewayError | undefined {
+  for (const f of UNPRICED[kind]) {
+    if (body[f] != null && !allowed.has(f)) {
+      return new GatewayError(400, 'unpriced_parameter', `The parameter '${f}' makes the upstream do work this gateway does not price; it is not accepted here.`, {
+        extra: { param: f },
+      });
+    }
+  }
+  return undefined;
+}
+
+const PATH: Record<Kind, string> = { chat: '/chat/completions', completion: '/completions', embedding: '/embeddings' };
+
+/** The chat stream as it passes through: events forwarded untouched, the usage chunk and `[DONE]` held for the bill. */
+class OpenAIStream implements StreamReader {
+  readonly #kind: Kind;
+  /** Raw `data:` payloads of the choices sent, parsed only if the gateway must count them. */
+  readonly #sent: string[] = [];
+  #usage: Record<string, unknown> | undefined;
+  #last: Record<string, unknown> | undefined;
+  #first: Record<string, unknown> | undefined;
+
+  constructor(kind: Kind) {
+    this.#kind = kind;
+  }
+
+  get metered(): Metered {
+    const sent = this.#sent;
+    const head = this.#head();
+    return {
+      usage: openaiUsage(this.#usage),
+      model: typeof head.model === 'string' ? head.model : undefined,
+      get generated() {
+        let s = '';
+        for (const d of sent) s += generatedOf(safeParse(d)?.choices, 'delta');
+        return s;
+      },
+    };
+  }
+
+  #head(): Record<string, unknown> {
+    this.#first ??= this.#sent.length ? safeParse(this.#sent[0]!) : undefined;
+    return this.#last ?? this.#first ?? {};
+  }
+
+  push(ev: UpstreamEvent): string {
+    const data = ev.data;
+    if (data === '[DONE]') return '';
+    // Only a chunk that mentions usage is parsed on the way through.
+    if (data.includes('"usage"')) {
+      const chunk = safeParse(data);
+      if (chunk && openaiUsage(chunk.usage)) {
+        this.#usage = chunk.usage as Record<string, unknown>;
+        this.#last = chunk;
+        if (Array.isArray(chunk.choices) && chunk.choices.length === 0) return '';
+        delete chunk.usage;
+        const clean = JSON.stringify(chunk);
+        this.#sent.push(clean);
+        return `data: ${clean}\n\n`;
+      }
+    }
+    this.#sent.push(data);
+    return `${ev.raw ?? `data: ${data}`}\n\n`;
+  }
+
+  close(bill: Bill): string {
+    const head = this.#head();
+    const trailer: Record<string, unknown> = {
+      id: head.id ?? `chatcmpl-${bill.requestId}`,
+      object: head.object ?? (this.#kind === 'chat' ? 'chat.completion.chunk' : 'text_completion'),
+      created: head.created ?? Math.floor(Date.now() / 1000),
+      model: head.model ?? '',
+      choices: [],
+      usage: billedUsage(this.#usage, bill),
+    };
+    if (bill.change) trailer.x_cashu = bill.change;
+    return `data: ${JSON.stringify(trailer)}\n\ndata: [DONE]\n\n`;
+  }
+
+  fail(err: GatewayError): string {
+    return `data: ${JSON.stringify(err.body())}\n\n`;
+  }
+}
+
+function openaiExchange(kind: Kind, body: Record<string, unknown>): Exchange {
+  return {
+    path: PATH[kind],
+    body,
+    read: (up) => ({ body: up, metered: meterBody(up) }),
+    bill: (out, bill) => {
+      out.usage = billedUsage(out.usage, bill);
+    },
+    stream: () => new OpenAIStream(kind),
+  };
+}
+
+function parser(kind: Kind) {
+  return (raw: unknown): ParsedRequest => {
+    const parsed = schemas[kind].safeParse(raw);
+    if (!parsed.success) throw invalid(parsed.error.issues);
+    const body = parsed.data as Record<string, unknown>;
+    const parts = new PromptParts();
+    let requested: number | undefined;
+    if (kind === 'chat') {
+      parts.extraTokens += PER_REPLY;
+      for (const m of body.messages as Array<Record<string, unknown>>) {
+        parts.extraTokens += PER_MESSAGE;
+        parts.addContent(m.content);
+        if (typeof m.name === 'string') {
+          parts.addText(m.name);
+          parts.extraTokens += 1;
+        }
+        if (m.tool_calls != null) parts.addJson(m.tool_calls);
+        if (m.function_call != null) parts.addJson(m.function_call);
+      }
+      // Tool and format definitions are prompt too.
+      for (const extra of [body.tools, body.functions, body.response_format]) parts.addJson(extra);
+      const limits = [body.max_completion_tokens, body.max_tokens].filter((v): v is number => typeof v === 'number');
+      requested = limits.length ? Math.min(...limits) : undefined;
+    } else if (kind === 'completion') {
+      addInput(parts, body.prompt);
+      requested = (body.max_tokens as number | null | undefined) ?? undefined;
+    } else {
+      addInput(parts, body.input);
+    }
+    const stream = kind !== 'embedding' && body.stream === true;
+    if (stream) {
+      // Ask the upstream to report usage at the end of the stream; billing needs it.
+      const opts = body.stream_options;
+      body.stream_options = { ...(opts && typeof opts === 'object' ? opts : {}), include_usage: true };
+    }
+    const n = Math.max((body.n as number | null | undefined) ?? 1, kind === 'completion' ? ((body.best_of as number | null | undefined) ?? 1) : 1);
+    return {
+      model: body.model as string,
+      stream,
+      estimate: { text: parts.text, extraTokens: parts.extraTokens, requestedCompletionTokens: requested, choices: n, images: parts.images },
+      exchange(upstream: UpstreamKind, limits) {
+        if (upstream !== 'openai') {
+          return new GatewayError(400, 'unsupported_by_upstream', `This model's upstream does not serve ${PATH[kind]}.`);
+        }
+        const refused = refuseUnpriced(kind, body, limits.allowed ?? NONE);
+        if (refused) return refused;
+        const out = structuredClone(body);
+        if (kind !== 'embedding') limitOpenAI(out, limits.maxCompletionTokens);
+        return openaiExchange(kind, out);
+      },
+    };
+  };
+}
+
+const NONE: ReadonlySet<string> = new Set();
+
+/** A legacy prompt or embedding input: a string, strings, or token arrays (counted by length). */
+function addInput(parts: PromptParts, input: unknown): void {
+  if (typeof input === 'string') return parts.addText(input);
+  if (!Array.isArray(input)) return;
+  if (input.every((x) => typeof x === 'number')) {
+    parts.extraTokens += input.length;
+    return;
+  }
+  for (const x of input) addInput(parts, x);
+}
+
+function openaiFormat(name: Kind): WireFormat {
+  return { name, parse: parser(name), errorBody: (err) => err.body() };
+}
+
+export const chatFormat = openaiFormat('chat');
+export const completionFormat = openaiFormat('completion');
+export const embeddingFormat = openaiFormat('embedding');

@@ -1,0 +1,279 @@
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { FakeUpstream, HIDDEN_REASONING_TOKENS, REASONING_DELTAS, REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
+import { PRICES, expectMoneyConserved, msats, startGateway, type Gateway } from './support/gateway.ts';
+import { mintToken } from './support/cashu.ts';
+
+/**
+ * What a hostile review found on the HTTP door: ways to get paid work nearly free, to make the
+ * operator pay a provider for nothing, and to stall the process without paying.
+ */
+const mintUrl = inject('mintUrl');
+const upstream = new FakeUpstream();
+let gw: Gateway;
+let logged = '';
+const UPSTREAM_KEY = 'sk-upstream-0123456789abcdefSECRET';
+
+const price = PRICES['gpt-test'];
+
+async function newKey(sats: number): Promise<string> {
+  const token = await mintToken(mintUrl, sats);
+  const res = await fetch(`${gw.url}/v1/balance/create`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ initial_balance_token: token }),
+  });
+  return ((await res.json()) as { api_key: string }).api_key;
+}
+
+async function balanceOf(key: string): Promise<{ balance: number; reserved: number; total_spent: number }> {
+  const res = await fetch(`${gw.url}/v1/balance/info`, { headers: { authorization: `Bearer ${key}` } });
+  return (await res.json()) as { balance: number; reserved: number; total_spent: number };
+}
+
+/** Waits until nothing is reserved on the key any more (the request has settled), then returns what it spent. */
+async function settledSpend(key: string): Promise<number> {
+  const until = Date.now() + 10_000;
+  for (;;) {
+    const b = await balanceOf(key);
+    if (b.reserved === 0) return b.total_spent;
+    if (Date.now() > until) throw new Error(`still reserved: ${JSON.stringify(b)}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+function chatBody(extra: Record<string, unknown> = {}) {
+  return JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'Think hard, then answer.' }], ...extra });
+}
+
+beforeAll(async () => {
+  await upstream.start();
+  const sink = new Writable({
+    write(chunk, _enc, cb) {
+      logged += chunk.toString();
+      cb();
+    },
+  });
+  gw = await startGateway(mintUrl, upstream, { UPSTREAM_API_KEY: UPSTREAM_KEY }, { log: pino({ level: 'info' }, sink) });
+});
+afterAll(async () => {
+  await gw?.close();
+  await upstream.stop();
+});
+afterEach(async () => {
+  upstream.modes.length = 0;
+  upstream.answerDelayMs = 0;
+  upstream.usageDelayMs = 0;
+  upstream.servedModel = undefined;
+  await expectMoneyConserved(gw);
+});
+
+describe('1. a client that leaves is billed for the work done', () => {
+  it('a stream left after the answer and before the usage counts the reasoning it was sent', async () => {
+    const key = await newKey(200);
+    upstream.modes.push('reasoning');
+    upstream.usageDelayMs = 400;
+    const ac = new AbortController();
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+      body: chatBody({ stream: true }),
+      signal: ac.signal,
+    });
+    const reader = res.body!.getReader();
+    let text = '';
+    // Read until the answer's last word has arrived, then leave before the usage chunk comes.
+    while (!text.includes('"finish_reason":"stop"')) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += new TextDecoder().decode(value);
+    }
+    ac.abort();
+    const spent = await settledSpend(key);
+    // 400 deltas of " think" (one token each in any BPE tokenizer that has the word) were generated and sent.
+    expect(spent).toBeGreaterThanOrEqual(REASONING_DELTAS * price.completion);
+  });
+
+  it('a stream whose usage already arrived is billed that usage, even though the client left before the end', async () => {
+    const key = await newKey(200);
+    upstream.modes.push('reasoning');
+    upstream.answerDelayMs = 400;
+    const ac = new AbortController();
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+      body: chatBody({ stream: true }),
+      signal: ac.signal,
+    });
+    const reader = res.body!.getReader();
+    let text = '';
+    while (!text.includes('"finish_reason":"stop"')) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += new TextDecoder().decode(value);
+    }
+    // The usage chunk is sent right after the finish chunk; give the gateway a moment to read it.
+    const until = Date.now() + 5000;
+    while (upstream.reported.length === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 50));
+    ac.abort();
+    const u = upstream.reported.at(-1)!;
+    const expected = msats(u.prompt_tokens as number, price.prompt) + msats(u.completion_tokens as number, price.completion);
+    expect(u.completion_tokens).toBe(REASONING_DELTAS + HIDDEN_REASONING_TOKENS + REPLY_WORDS.length);
+    expect(await settledSpend(key)).toBe(expected);
+  });
+
+  it('a non-streamed request left before the answer still pays for the answer the upstream made', async () => {
+    const key = await newKey(200);
+    upstream.answerDelayMs = 400;
+    const body = { model: 'gpt-test', messages: [{ role: 'user', content: 'A long question '.repeat(2000) }], max_tokens: 10 };
+    await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(200),
+    }).catch(() => undefined);
+    const spent = await settledSpend(key);
+    const prompt = upstreamPromptTokens(upstream.requests.at(-1)!.body);
+    expect(spent).toBe(msats(prompt, price.prompt) + msats(REPLY_WORDS.length, price.completion));
+  });
+});
+
+describe('2. no unpaid work before payment', () => {
+  it('refuses big unpaid requests before counting them, and /health never stalls', async () => {
+    const huge = JSON.stringify({
+      model: 'gpt-test',
+      // Random symbols: the slowest text for a BPE tokenizer.
+      messages: [{ role: 'user', content: Array.from({ length: 1_000_000 }, (_, i) => String.fromCharCode(33 + ((i * 7919) % 90))).join('') }],
+    });
+    let worst = 0;
+    let probing = true;
+    const prober = (async () => {
+      while (probing) {
+        const t = performance.now();
+        await fetch(`${gw.url}/health`);
+        worst = Math.max(worst, performance.now() - t);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    })();
+    const credentials: Array<Record<string, string>> = [{}, { authorization: 'Bearer cashuBnotatoken' }, { authorization: `Bearer sk-${'a'.repeat(64)}` }, { 'x-cashu': 'garbage' }];
+    const statuses = await Promise.all(
+      credentials.map(async (h) => (await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', ...h }, body: huge })).status),
+    );
+    probing = false;
+    await prober;
+    expect(statuses).toEqual([402, 400, 401, 400]);
+    expect(worst).toBeLessThan(50);
+  });
+
+  it('answers 413 for a prompt larger than the model could ever take, charging nothing', async () => {
+    const key = await newKey(50);
+    const before = await balanceOf(key);
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+      body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'x '.repeat(600_000) }] }),
+    });
+    expect(res.status).toBe(413);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('prompt_too_large');
+    expect(await balanceOf(key)).toEqual(before);
+  });
+});
+
+describe('3. every limit the upstream honours is clamped', () => {
+  it('holds both OpenAI fields and the aliases of llama.cpp, TGI and Ollama to the reserved limit', async () => {
+    const key = await newKey(100);
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+      body: chatBody({ max_tokens: 100_000, max_completion_tokens: 1, n_predict: -1, max_new_tokens: 50_000, options: { num_predict: -1, temperature: 0 } }),
+    });
+    expect(res.status).toBe(200);
+    const sent = upstream.requests.at(-1)!.body;
+    expect(sent.max_tokens).toBe(1);
+    expect(sent.max_completion_tokens).toBe(1);
+    expect(sent.n_predict).toBe(1);
+    expect(sent.max_new_tokens).toBe(1);
+    expect(sent.options).toEqual({ num_predict: 1, temperature: 0 });
+  });
+});
+
+describe('4. media is counted by its type', () => {
+  it('reserves every image part, whatever keys it carries', async () => {
+    const image = { type: 'image_url', image_url: { url: 'data:image/png;base64,iVBORw0KGgo=' }, text: '' };
+    const token = await mintToken(mintUrl, 1);
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-cashu': token },
+      body: JSON.stringify({ model: 'gpt-test', max_tokens: 1, messages: [{ role: 'user', content: [{ type: 'text', text: 'Describe.' }, ...Array(50).fill(image)] }] }),
+    });
+    expect(res.status).toBe(402);
+    const required = ((await res.json()) as { error: { amount_required_msats: number } }).error.amount_required_msats;
+    // A high-detail image is billed up to ~1,600 tokens by the providers we serve.
+    expect(required).toBeGreaterThanOrEqual(50 * 1600 * price.prompt);
+  });
+});
+
+describe('5. cost-bearing fields the gateway does not price are not forwarded', () => {
+  for (const [field, value] of [
+    ['models', ['gpt-test', 'gpt-expensive']],
+    ['plugins', [{ id: 'web' }]],
+    ['web_search_options', {}],
+    ['prediction', { type: 'content', content: 'x' }],
+    ['min_tokens', 100],
+    ['ignore_eos', true],
+    ['best_of', 5],
+    ['route', 'fallback'],
+  ] as const) {
+    it(`refuses ${field} with 400 unpriced_parameter, charging nothing`, async () => {
+      const key = await newKey(50);
+      const before = await balanceOf(key);
+      const calls = upstream.requests.length;
+      const res = await fetch(`${gw.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+        body: chatBody({ [field]: value }),
+      });
+      expect(res.status).toBe(400);
+      const err = ((await res.json()) as { error: { code: string; param?: string } }).error;
+      expect(err.code).toBe('unpriced_parameter');
+      expect(err.param).toBe(field);
+      expect(upstream.requests.length).toBe(calls);
+      expect(await balanceOf(key)).toEqual(before);
+    });
+  }
+
+  it('bills at the higher price when the upstream says it served another model than the one priced', async () => {
+    const key = await newKey(100);
+    upstream.servedModel = 'gpt-test';
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+      body: JSON.stringify({ model: 'gpt-cheap', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 10 }),
+    });
+    expect(res.status).toBe(200);
+    const u = upstream.reported.at(-1)!;
+    const atTestPrice = msats(u.prompt_tokens as number, price.prompt) + msats(u.completion_tokens as number, price.completion);
+    expect(await settledSpend(key)).toBe(atTestPrice);
+    expect(logged).toContain('served another model');
+  });
+});
+
+describe('6. upstream error text never carries secrets', () => {
+  it('passes on no part of the operator key from a 500, to the client or the log', async () => {
+    const key = await newKey(50);
+    upstream.modes.push('fail_500_echo_key');
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+      body: chatBody(),
+    });
+    expect(res.status).toBe(502);
+    const text = await res.text();
+    expect(upstream.authorizations.at(-1)).toBe(`Bearer ${UPSTREAM_KEY}`);
+    expect(text).not.toContain('0123456789abcdef');
+    expect(logged).not.toContain('0123456789abcdef');
+    expect(JSON.parse(text).error.code).toBe('upstream_error');
+  });
+});
