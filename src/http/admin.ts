@@ -24,6 +24,10 @@ function adminKeys(list: string[]): Set<string> {
   );
 }
 
+function isLoopback(ip: string): boolean {
+  return ip === '::1' || ip.startsWith('127.') || ip.startsWith('::ffff:127.');
+}
+
 const unauthorized = (why: string) => new GatewayError(401, 'unauthorized', `NIP-98 authorization failed: ${why}.`);
 
 /**
@@ -37,8 +41,6 @@ export function adminRoutes(
 ): void {
   const { cfg, ledger, wallets, catalog } = deps;
   const admins = adminKeys(cfg.ADMIN_NPUBS);
-  // Event ids already used, kept for as long as they could still pass the time check.
-  const used = new Map<string, number>();
 
   async function authorize(req: FastifyRequest): Promise<void> {
     if (admins.size === 0) throw new GatewayError(403, 'admin_disabled', 'No ADMIN_NPUBS are configured.');
@@ -54,6 +56,11 @@ export function adminRoutes(
     if (!admins.has(event.pubkey)) throw new GatewayError(403, 'forbidden', 'This key is not an admin.');
     const now = Math.floor(Date.now() / 1000);
     if (Math.abs(now - event.created_at) > WINDOW_SEC) throw unauthorized('the event is too old or from the future');
+    // Without PUBLIC_URL the URL an event must sign comes from the request itself (its Host, or
+    // X-Forwarded-Host behind a proxy): only a caller on this machine may rely on that.
+    if (!cfg.PUBLIC_URL && !isLoopback(req.ip)) {
+      throw new GatewayError(403, 'public_url_required', 'Set PUBLIC_URL to use the admin API from another machine.');
+    }
     const url = `${cfg.PUBLIC_URL?.replace(/\/+$/, '') ?? `${req.protocol}://${req.host}`}${req.url}`;
     const body = req.body && Object.keys(req.body as object).length ? req.body : undefined;
     let valid = false;
@@ -63,9 +70,11 @@ export function adminRoutes(
       throw unauthorized((e as Error).message.toLowerCase().replace(/\.$/, ''));
     }
     if (!valid) throw unauthorized('the event does not match this request');
-    for (const [id, at] of used) if (at < now - 2 * WINDOW_SEC) used.delete(id);
-    if (used.has(event.id)) throw unauthorized('this event was used already');
-    used.set(event.id, now);
+    // Kept in the ledger for as long as the event could pass the time check, so every instance
+    // on it, and this one after a restart, refuses a replay.
+    if (!(await ledger.claimOnce('nip98', event.id, (event.created_at + 2 * WINDOW_SEC) * 1000))) {
+      throw unauthorized('this event was used already');
+    }
   }
 
   app.register(async (admin) => {

@@ -22,8 +22,9 @@ const invoiceBody = z.object({
 export function lightningRoutes(app: FastifyInstance, deps: { ledger: Ledger; wallets: CashuWallets }): void {
   const { ledger, wallets } = deps;
   const mint = wallets.mints[0]!;
-  // Top-ups name the key they fund; that is only kept in memory until the invoice is paid.
-  const topups = new Map<string, string>();
+  // Top-ups name the key they fund; the ledger keeps that until the invoice is paid or expires,
+  // so any instance, or this one after a restart, credits the key that was named.
+  const TOPUP = 'lightning-topup';
   const newKeyOf = (quote: string) => sha256Hex(`lightning key ${mint} ${quote}`);
 
   app.post('/v1/balance/lightning/invoice', async (req: FastifyRequest) => {
@@ -42,7 +43,7 @@ export function lightningRoutes(app: FastifyInstance, deps: { ledger: Ledger; wa
     } catch {
       throw new GatewayError(503, 'cashu_mint_unreachable', 'The mint could not make an invoice; try again shortly.', { headers: { 'retry-after': '5' } });
     }
-    if (target) topups.set(quote.quote, target);
+    if (target) await ledger.putNote(TOPUP, quote.quote, target, (quote.expiry ? quote.expiry * 1000 : Date.now()) + 7 * 24 * 3600 * 1000);
     return {
       invoice_id: quote.quote,
       bolt11: quote.request,
@@ -64,13 +65,12 @@ export function lightningRoutes(app: FastifyInstance, deps: { ledger: Ledger; wa
       throw new GatewayError(404, 'invoice_not_found', 'No such invoice.');
     }
     const amount = q.amount.toNumber();
-    const keyHash = topups.get(id) ?? newKeyOf(id);
+    const keyHash = (await ledger.getNote(TOPUP, id)) ?? newKeyOf(id);
     const key = q.state === 'UNPAID' ? undefined : await wallets.redeemQuote({ mint, unit: 'sat', quote: id, amount, keyHash });
     if (!key) {
       const expired = q.expiry != null && q.expiry * 1000 < Date.now();
       return { status: expired ? 'expired' : 'pending', amount_sats: amount, expires_at: q.expiry ?? null };
     }
-    topups.delete(id);
     return { status: 'paid', api_key: `sk-${key.hash}`, amount_sats: amount, balance: key.balance - key.reserved };
   });
 }
