@@ -11,6 +11,14 @@ const rate = z.coerce
 const modelPrice = z.strictObject({
   prompt: rate,
   completion: rate,
+  /** Input read from the provider's cache, per token (default: the prompt price). */
+  cached_prompt: rate.optional(),
+  /** Input written to the provider's cache, per token (default: the prompt price). */
+  cache_write: rate.optional(),
+  /** A fee per request, in msats. */
+  request: rate.optional(),
+  /** A fee per image in the prompt, in msats. */
+  image: rate.optional(),
   max_completion_tokens: z.number().int().positive().optional(),
   context_length: z.number().int().positive().optional(),
 });

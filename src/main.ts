@@ -156,9 +156,8 @@ export async function serve(cfg: Config): Promise<void> {
   try {
     gw = await createGateway(cfg);
   } catch (e) {
-    const message = (e as Error).message;
-    if (!message.startsWith('UPSTREAMS_FILE')) throw e;
-    for (const line of message.split('\n')) console.error(`config: ${line}`);
+    if (!(e instanceof ConfigError)) throw e;
+    for (const p of e.problems) console.error(`config: ${p}`);
     process.exit(2);
   }
   await gw.app.listen({ port: cfg.PORT, host: cfg.HOST });

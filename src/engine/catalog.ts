@@ -58,6 +58,10 @@ export class Catalog {
     return {
       promptRate: p?.prompt ?? rule?.promptRate ?? this.#cfg.DEFAULT_PROMPT_MSATS_PER_TOKEN,
       completionRate: p?.completion ?? rule?.completionRate ?? this.#cfg.DEFAULT_COMPLETION_MSATS_PER_TOKEN,
+      cachedRate: p ? p.cached_prompt : rule?.cachedRate,
+      cacheWriteRate: p ? p.cache_write : rule?.cacheWriteRate,
+      requestFee: p ? p.request : rule?.requestFee,
+      imageFee: p ? p.image : rule?.imageFee,
       maxCompletionTokens: p?.max_completion_tokens ?? this.#cfg.DEFAULT_MAX_COMPLETION_TOKENS,
       contextLength: p?.context_length ?? this.#cfg.DEFAULT_CONTEXT_LENGTH,
     };

@@ -90,7 +90,22 @@ export function reservationFor(promptTokens: number, maxCompletion: number, pric
   return costOf({ promptTokens: prompt, cacheWriteTokens: writes, completionTokens: maxCompletion * choices }, price, images).totalMsats;
 }
 
-/** Routstr's `sats_pricing`: sats per token (fractional) and worst-case costs in sats. */
+/** Our exact prices, in msats: per token, per request and per image. */
+export function msatsPricing(price: Price) {
+  return {
+    prompt_msats_per_token: price.promptRate / 1e6,
+    completion_msats_per_token: price.completionRate / 1e6,
+    cached_prompt_msats_per_token: (price.cachedRate ?? price.promptRate) / 1e6,
+    cache_write_msats_per_token: (price.cacheWriteRate ?? price.promptRate) / 1e6,
+    request_msats: (price.requestFee ?? 0) / 1e6,
+    image_msats: (price.imageFee ?? 0) / 1e6,
+  };
+}
+
+/**
+ * Routstr's `sats_pricing` (OpenRouter's field names, RIP-05): sats per token (fractional), per
+ * request and per image, and worst-case costs in sats.
+ */
 export function satsPricing(price: Price) {
   const maxCompletion = Math.min(price.maxCompletionTokens, price.contextLength);
   const maxPrompt = ceilMul(price.contextLength, price.promptRate);
@@ -102,10 +117,13 @@ export function satsPricing(price: Price) {
   return {
     prompt: price.promptRate / 1e9,
     completion: price.completionRate / 1e9,
-    request: 0,
-    image: 0,
+    request: (price.requestFee ?? 0) / 1e9,
+    image: (price.imageFee ?? 0) / 1e9,
     web_search: 0,
-    internal_reasoning: 0,
+    // Reasoning is billed as completion tokens.
+    internal_reasoning: price.completionRate / 1e9,
+    input_cache_read: (price.cachedRate ?? price.promptRate) / 1e9,
+    input_cache_write: (price.cacheWriteRate ?? price.promptRate) / 1e9,
     max_prompt_cost: maxPrompt / 1000,
     max_completion_cost: maxCompletionCost / 1000,
     max_cost: maxCost / 1000,

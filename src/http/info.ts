@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Config } from '../config.ts';
 import type { Catalog } from '../engine/catalog.ts';
 import type { CashuWallets } from '../cashu/wallet.ts';
-import { satsPricing } from '../engine/pricing.ts';
+import { msatsPricing, satsPricing } from '../engine/pricing.ts';
 import { VERSION } from '../version.ts';
 
 export function infoRoutes(app: FastifyInstance, deps: { cfg: Config; catalog: Catalog; wallets: CashuWallets }): void {
@@ -33,10 +33,7 @@ export function infoRoutes(app: FastifyInstance, deps: { cfg: Config; catalog: C
       name: m.id,
       context_length: m.price.contextLength,
       sats_pricing: satsPricing(m.price),
-      msats_pricing: {
-        prompt_msats_per_token: m.price.promptRate / 1e6,
-        completion_msats_per_token: m.price.completionRate / 1e6,
-      },
+      msats_pricing: msatsPricing(m.price),
       top_provider: {
         context_length: m.price.contextLength,
         max_completion_tokens: m.price.maxCompletionTokens,

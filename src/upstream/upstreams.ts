@@ -1,13 +1,31 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { httpUrl, type Config } from '../config.ts';
+import { ConfigError, httpUrl, type Config } from '../config.ts';
 import { Upstream } from './client.ts';
 
-/** A price rule in msats per token, or in USD per token converted at the file's BTC price. */
+const n = z.number().nonnegative();
+/**
+ * A price rule in msats per token, or in USD per token converted at the file's BTC price. Cache
+ * reads and writes (per token), a per-request fee and a per-image fee are optional.
+ */
 const priceRule = z.union([
-  z.strictObject({ prompt_msats: z.number().nonnegative(), completion_msats: z.number().nonnegative() }),
-  z.strictObject({ prompt_usd: z.number().nonnegative(), completion_usd: z.number().nonnegative() }),
+  z.strictObject({
+    prompt_msats: n,
+    completion_msats: n,
+    cached_prompt_msats: n.optional(),
+    cache_write_msats: n.optional(),
+    request_msats: n.optional(),
+    image_msats: n.optional(),
+  }),
+  z.strictObject({
+    prompt_usd: n,
+    completion_usd: n,
+    cached_prompt_usd: n.optional(),
+    cache_write_usd: n.optional(),
+    request_usd: n.optional(),
+    image_usd: n.optional(),
+  }),
 ]);
 
 const fileSchema = z.strictObject({
@@ -27,6 +45,11 @@ const fileSchema = z.strictObject({
         models: z.array(z.string().min(1)).optional(),
         /** By model id; `*` is the rule for the upstream's other models. */
         prices: z.record(z.string(), priceRule).default({}),
+        /** The protocol it speaks: chat completions, the Responses API, or Anthropic Messages. */
+        kind: z.enum(['openai', 'openai-responses', 'anthropic']).default('openai'),
+        /** Cost-bearing parameters (normally refused, see the README's billing) to let through. */
+        allow_parameters: z.array(z.string().min(1)).default([]),
+        anthropic_version: z.string().min(1).optional(),
       }),
     )
     .min(1),
@@ -35,6 +58,10 @@ const fileSchema = z.strictObject({
 export interface PriceRate {
   promptRate: number;
   completionRate: number;
+  cachedRate?: number | undefined;
+  cacheWriteRate?: number | undefined;
+  requestFee?: number | undefined;
+  imageFee?: number | undefined;
 }
 
 export interface NamedUpstream {
@@ -57,31 +84,46 @@ export function loadUpstreams(cfg: Config, env: Record<string, string | undefine
   if (!cfg.UPSTREAMS_FILE) {
     return [{ name: 'default', client: clientFor(cfg.UPSTREAM_BASE_URL, cfg.UPSTREAM_API_KEY), prices: new Map() }];
   }
-  const text = readFileSync(cfg.UPSTREAMS_FILE, 'utf8');
-  const raw: unknown = /\.ya?ml$/i.test(cfg.UPSTREAMS_FILE) ? parseYaml(text) : JSON.parse(text);
-  const parsed = fileSchema.safeParse(raw);
-  if (!parsed.success) {
-    throw new Error(parsed.error.issues.map((i) => `UPSTREAMS_FILE ${i.path.join('.')}: ${i.message}`).join('\n'));
+  let raw: unknown;
+  try {
+    const text = readFileSync(cfg.UPSTREAMS_FILE, 'utf8');
+    raw = /\.ya?ml$/i.test(cfg.UPSTREAMS_FILE) ? parseYaml(text) : JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError([`UPSTREAMS_FILE: cannot read ${cfg.UPSTREAMS_FILE}: ${(e as Error).message.split('\n')[0]}`]);
   }
+  const parsed = fileSchema.safeParse(raw);
+  if (!parsed.success) throw new ConfigError(parsed.error.issues.map((i) => `UPSTREAMS_FILE ${i.path.join('.')}: ${i.message}`));
   const file = parsed.data;
   const usdRate = file.usd_per_btc ? MSATS_PER_BTC / file.usd_per_btc : undefined;
   const upstreams = file.upstreams.map((u): NamedUpstream => {
     const prices = new Map<string, PriceRate>();
     for (const [model, rule] of Object.entries(u.prices)) {
-      let prompt: number;
-      let completion: number;
+      let per: number;
+      let r: { prompt: number; completion: number; cached?: number | undefined; write?: number | undefined; request?: number | undefined; image?: number | undefined };
       if ('prompt_msats' in rule) {
-        prompt = rule.prompt_msats;
-        completion = rule.completion_msats;
+        per = 1;
+        r = { prompt: rule.prompt_msats, completion: rule.completion_msats, cached: rule.cached_prompt_msats, write: rule.cache_write_msats, request: rule.request_msats, image: rule.image_msats };
       } else {
-        if (!usdRate) throw new Error(`UPSTREAMS_FILE upstreams.${u.name}.prices.${model}: USD prices need usd_per_btc`);
-        prompt = rule.prompt_usd * usdRate;
-        completion = rule.completion_usd * usdRate;
+        if (!usdRate) throw new ConfigError([`UPSTREAMS_FILE upstreams.${u.name}.prices.${model}: USD prices need usd_per_btc`]);
+        per = usdRate;
+        r = { prompt: rule.prompt_usd, completion: rule.completion_usd, cached: rule.cached_prompt_usd, write: rule.cache_write_usd, request: rule.request_usd, image: rule.image_usd };
       }
-      prices.set(model, { promptRate: Math.round(prompt * file.margin * 1e6), completionRate: Math.round(completion * file.margin * 1e6) });
+      const micro = (v: number | undefined) => (v === undefined ? undefined : Math.round(v * per * file.margin * 1e6));
+      prices.set(model, {
+        promptRate: micro(r.prompt)!,
+        completionRate: micro(r.completion)!,
+        cachedRate: micro(r.cached),
+        cacheWriteRate: micro(r.write),
+        requestFee: micro(r.request),
+        imageFee: micro(r.image),
+      });
     }
     const apiKey = u.api_key_env ? (env[u.api_key_env] ?? '') : (u.api_key ?? '');
-    return { name: u.name, client: clientFor(u.base_url, apiKey), models: u.models, prices };
+    const client = new Upstream(
+      { ...cfg, UPSTREAM_BASE_URL: u.base_url, UPSTREAM_API_KEY: apiKey },
+      { kind: u.kind, allowedParameters: u.allow_parameters, anthropicVersion: u.anthropic_version },
+    );
+    return { name: u.name, client, models: u.models, prices };
   });
   // An upstream named in the environment still wins: it goes first.
   if (env.UPSTREAM_BASE_URL) {

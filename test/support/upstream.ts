@@ -59,6 +59,8 @@ export class FakeUpstream {
   usageDelayMs = 0;
   /** The model the upstream says it served, when set (else the one asked for). */
   servedModel: string | undefined;
+  /** Prompt tokens the upstream says it read from its cache (OpenAI's prompt_tokens_details). */
+  cachedTokens = 0;
   /** What the upstream reported as usage, per request, in order. */
   readonly reported: Array<Record<string, unknown>> = [];
   /** The authorization header of each request, to check what key the gateway sends. */
@@ -124,6 +126,7 @@ export class FakeUpstream {
         total_tokens: upstreamPromptTokens(body) + completion + reasoning,
       };
       if (reasoning) u.completion_tokens_details = { reasoning_tokens: reasoning };
+      if (this.cachedTokens) u.prompt_tokens_details = { cached_tokens: Math.min(this.cachedTokens, upstreamPromptTokens(body)) };
       this.reported.push(u);
       return u;
     };
