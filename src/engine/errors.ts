@@ -34,3 +34,15 @@ function defaultType(status: number): string {
   if (status >= 500) return status === 502 ? 'upstream_error' : 'api_error';
   return 'invalid_request_error';
 }
+
+/** An error fastify raised (a body too large, malformed JSON…) as the client sees it. */
+export function frameworkError(err: { statusCode?: number; code?: string; message: string }): GatewayError {
+  const status = err.statusCode ?? 500;
+  if (status === 413) return new GatewayError(413, 'request_too_large', 'The request body is too large.');
+  if (status === 415) return new GatewayError(415, 'unsupported_media_type', 'Send the request body as application/json.');
+  if (err.code?.startsWith('FST_ERR_CTP') || err instanceof SyntaxError) {
+    return new GatewayError(400, 'invalid_json', 'The request body is not valid JSON.');
+  }
+  if (status >= 400 && status < 500) return new GatewayError(status, 'invalid_request', err.message);
+  return new GatewayError(500, 'internal_error', 'Internal error.');
+}

@@ -1,7 +1,8 @@
 import { z } from 'zod';
 import { GatewayError } from '../engine/errors.ts';
-import type { Bill, Exchange, Metered, ParsedRequest, StreamReader, UpstreamEvent, UpstreamKind, WireFormat } from '../engine/format.ts';
-import { billedUsage, generatedOf, meterBody, openaiUsage, safeParse } from './openai.ts';
+import type { Bill, Codec, Exchange, Metered, ParsedRequest, StreamReader, UpstreamEvent, UpstreamKind, WireFormat } from '../engine/format.ts';
+import { billedUsage, generatedOf, limitOpenAI, meterBody, openaiUsage, safeParse } from './openai.ts';
+import { exchangeFor } from './compose.ts';
 import { PER_MESSAGE, PER_REPLY, PromptParts } from './prompt.ts';
 
 /** OpenAI chat completions, legacy completions and embeddings: the formats the gateway began with. */
@@ -34,29 +35,6 @@ export const UNPRICED: Record<Kind, readonly string[]> = {
   completion: ['models', 'route', 'plugins', 'min_tokens', 'ignore_eos', 'transforms'],
   embedding: ['models', 'route'],
 };
-
-/** Output limits upstreams honour besides OpenAI's: llama.cpp, TGI, Ollama's native option. */
-const LIMIT_ALIASES = ['n_predict', 'max_new_tokens', 'num_predict'] as const;
-
-/**
- * Holds an OpenAI-shaped body to `max` output tokens: every limit field present is set to it
- * (both of OpenAI's when both are sent, a negative or huge llama.cpp `n_predict` included), and
- * `max_tokens` when none is, since some OpenAI-compatible servers know no other.
- */
-export function limitOpenAI(body: Record<string, unknown>, max: number, primary: 'max_tokens' | 'max_completion_tokens' = 'max_tokens'): void {
-  let set = false;
-  for (const f of ['max_tokens', 'max_completion_tokens', ...LIMIT_ALIASES]) {
-    if (body[f] != null) {
-      body[f] = max;
-      set = true;
-    }
-  }
-  const options = body.options;
-  if (options && typeof options === 'object' && (options as Record<string, unknown>).num_predict != null) {
-    body.options = { ...(options as Record<string, unknown>), num_predict: max };
-  }
-  if (!set) body[primary] = max;
-}
 
 function refuseUnpriced(kind: Kind, body: Record<string, unknown>, allowed: ReadonlySet<string>): GatewayError | undefined {
   for (const f of UNPRICED[kind]) {
@@ -190,16 +168,18 @@ function parser(kind: Kind) {
       body.stream_options = { ...(opts && typeof opts === 'object' ? opts : {}), include_usage: true };
     }
     const n = Math.max((body.n as number | null | undefined) ?? 1, kind === 'completion' ? ((body.best_of as number | null | undefined) ?? 1) : 1);
+    const estimate = { text: parts.text, extraTokens: parts.extraTokens, requestedCompletionTokens: requested, choices: n, images: parts.images };
     return {
       model: body.model as string,
       stream,
-      estimate: { text: parts.text, extraTokens: parts.extraTokens, requestedCompletionTokens: requested, choices: n, images: parts.images },
+      estimate,
       exchange(upstream: UpstreamKind, limits) {
-        if (upstream !== 'openai') {
-          return new GatewayError(400, 'unsupported_by_upstream', `This model's upstream does not serve ${PATH[kind]}.`);
-        }
         const refused = refuseUnpriced(kind, body, limits.allowed ?? NONE);
         if (refused) return refused;
+        if (upstream !== 'openai') {
+          if (kind !== 'chat') return new GatewayError(400, 'unsupported_by_upstream', `This model's upstream does not serve ${PATH[kind]}.`);
+          return exchangeFor(chatCodec, { model: body.model as string, stream, estimate, body }, upstream, limits);
+        }
         const out = structuredClone(body);
         if (kind !== 'embedding') limitOpenAI(out, limits.maxCompletionTokens);
         return openaiExchange(kind, out);
@@ -228,3 +208,51 @@ function openaiFormat(name: Kind): WireFormat {
 export const chatFormat = openaiFormat('chat');
 export const completionFormat = openaiFormat('completion');
 export const embeddingFormat = openaiFormat('embedding');
+
+/** Chat as a codec: the pivot itself, so every translation is the identity. */
+export const chatCodec: Codec = {
+  kind: 'openai',
+  path: '/chat/completions',
+  requestToChat: (body) => structuredClone(body),
+  requestFromChat: (chat) => structuredClone(chat),
+  responseToChat: (body) => body,
+  responseFromChat: (chat) => chat,
+  decoder: () => ({
+    push: (ev) => {
+      if (ev.data === '[DONE]') return [];
+      const c = safeParse(ev.data);
+      return c ? [c] : [];
+    },
+  }),
+  encoder() {
+    let head: Record<string, unknown> | undefined;
+    let usage: unknown;
+    return {
+      push(chunk) {
+        head ??= chunk;
+        if (chunk.usage) {
+          usage = chunk.usage;
+          if (Array.isArray(chunk.choices) && chunk.choices.length === 0) return '';
+          const { usage: _, ...rest } = chunk;
+          return `data: ${JSON.stringify(rest)}\n\n`;
+        }
+        return `data: ${JSON.stringify(chunk)}\n\n`;
+      },
+      close(bill: Bill) {
+        const trailer: Record<string, unknown> = {
+          id: head?.id ?? `chatcmpl-${bill.requestId}`,
+          object: 'chat.completion.chunk',
+          created: head?.created ?? Math.floor(Date.now() / 1000),
+          model: head?.model ?? '',
+          choices: [],
+          usage: billedUsage(usage, bill),
+        };
+        if (bill.change) trailer.x_cashu = bill.change;
+        return `data: ${JSON.stringify(trailer)}\n\ndata: [DONE]\n\n`;
+      },
+      fail: (err: GatewayError) => `data: ${JSON.stringify(err.body())}\n\n`,
+    };
+  },
+  usageOf: openaiUsage,
+  limit: (body, max) => limitOpenAI(body, max, 'max_completion_tokens'),
+};

@@ -83,3 +83,27 @@ export function meterBody(body: Record<string, unknown>): Metered {
     },
   };
 }
+
+/** Output limits upstreams honour besides OpenAI's: llama.cpp, TGI, Ollama's native option. */
+const LIMIT_ALIASES = ['n_predict', 'max_new_tokens', 'num_predict'] as const;
+
+/**
+ * Holds an OpenAI-shaped body to `max` output tokens: every limit field present is set to it
+ * (both of OpenAI's when both are sent, a negative or huge llama.cpp `n_predict` included), and
+ * `max_tokens` when none is, since some OpenAI-compatible servers know no other.
+ */
+export function limitOpenAI(body: Record<string, unknown>, max: number, primary: 'max_tokens' | 'max_completion_tokens' = 'max_tokens'): void {
+  let set = false;
+  for (const f of ['max_tokens', 'max_completion_tokens', ...LIMIT_ALIASES]) {
+    if (body[f] != null) {
+      body[f] = max;
+      set = true;
+    }
+  }
+  const options = body.options;
+  if (options && typeof options === 'object' && (options as Record<string, unknown>).num_predict != null) {
+    body.options = { ...(options as Record<string, unknown>), num_predict: max };
+  }
+  if (!set) body[primary] = max;
+}
+

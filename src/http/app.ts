@@ -5,7 +5,7 @@ import type { Config } from '../config.ts';
 import type { CashuWallets } from '../cashu/wallet.ts';
 import type { Catalog } from '../engine/catalog.ts';
 import type { Engine } from '../engine/engine.ts';
-import { GatewayError } from '../engine/errors.ts';
+import { GatewayError, frameworkError } from '../engine/errors.ts';
 import type { Ledger } from '../ledger/ledger.ts';
 import { balanceRoutes } from './balance.ts';
 import { completionRoutes } from './completions.ts';
@@ -27,17 +27,6 @@ export interface AppDeps {
 
 /** Large Cashu tokens ride in headers; Node's default 16 KiB is too tight for a many-proof token. */
 const MAX_HEADER_BYTES = 64 * 1024;
-
-function frameworkError(err: FastifyError): GatewayError {
-  const status = err.statusCode ?? 500;
-  if (status === 413) return new GatewayError(413, 'request_too_large', 'The request body is too large.');
-  if (status === 415) return new GatewayError(415, 'unsupported_media_type', 'Send the request body as application/json.');
-  if (err.code?.startsWith('FST_ERR_CTP') || err instanceof SyntaxError) {
-    return new GatewayError(400, 'invalid_json', 'The request body is not valid JSON.');
-  }
-  if (status >= 400 && status < 500) return new GatewayError(status, 'invalid_request', err.message);
-  return new GatewayError(500, 'internal_error', 'Internal error.');
-}
 
 /**
  * Slow clients are cut off while they send their request: the headers within HEADERS_TIMEOUT_MS

@@ -1,5 +1,6 @@
 import { once } from 'node:events';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { GatewayError, frameworkError } from '../engine/errors.ts';
 import type { Engine, Receipt, StreamSink } from '../engine/engine.ts';
 import type { WireFormat } from '../engine/format.ts';
 import { chatFormat, completionFormat, embeddingFormat } from '../formats/chat.ts';
@@ -86,10 +87,27 @@ export function formatHandler(deps: CompletionDeps, format: WireFormat) {
   };
 }
 
-export function completionRoutes(app: FastifyInstance, deps: CompletionDeps): void {
-  for (const [path, format] of ROUTES) {
-    const handler = formatHandler(deps, format);
-    app.post(path, handler);
-    app.post(path.replace(/^\/v1/, ''), handler);
+/**
+ * Routes for wire formats, each answering errors in its own protocol's shape (an Anthropic
+ * client gets `{"type":"error","error":{…}}`), with the same stable codes.
+ */
+export function formatRoutes(app: FastifyInstance, deps: CompletionDeps, routes: ReadonlyArray<readonly [string, WireFormat]>): void {
+  for (const [path, format] of routes) {
+    app.register(async (scope) => {
+      scope.setErrorHandler((err: FastifyError, req, reply) => {
+        const e = err instanceof GatewayError ? err : frameworkError(err);
+        deps.metrics?.internalError(req, err, e.status);
+        if (e.status >= 500 && !(err instanceof GatewayError)) req.log.error({ err }, 'unhandled error');
+        else if (e.status >= 500) req.log.warn({ code: e.code, path: req.routeOptions.url }, e.message);
+        reply.code(e.status).headers(e.headers).send(format.errorBody(e));
+      });
+      const handler = formatHandler(deps, format);
+      scope.post(path, handler);
+      scope.post(path.replace(/^\/v1/, ''), handler);
+    });
   }
+}
+
+export function completionRoutes(app: FastifyInstance, deps: CompletionDeps): void {
+  formatRoutes(app, deps, ROUTES);
 }
