@@ -141,32 +141,6 @@ describe('1. a client that leaves is billed for the work done', () => {
 });
 
 describe('2. no unpaid work before payment', () => {
-  it('refuses big unpaid requests before counting them, and /health never stalls', async () => {
-    const huge = JSON.stringify({
-      model: 'gpt-test',
-      // Random symbols: the slowest text for a BPE tokenizer.
-      messages: [{ role: 'user', content: Array.from({ length: 1_000_000 }, (_, i) => String.fromCharCode(33 + ((i * 7919) % 90))).join('') }],
-    });
-    let worst = 0;
-    let probing = true;
-    const prober = (async () => {
-      while (probing) {
-        const t = performance.now();
-        await fetch(`${gw.url}/health`);
-        worst = Math.max(worst, performance.now() - t);
-        await new Promise((r) => setTimeout(r, 5));
-      }
-    })();
-    const credentials: Array<Record<string, string>> = [{}, { authorization: 'Bearer cashuBnotatoken' }, { authorization: `Bearer sk-${'a'.repeat(64)}` }, { 'x-cashu': 'garbage' }];
-    const statuses = await Promise.all(
-      credentials.map(async (h) => (await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', ...h }, body: huge })).status),
-    );
-    probing = false;
-    await prober;
-    expect(statuses).toEqual([402, 400, 401, 400]);
-    expect(worst).toBeLessThan(50);
-  });
-
   it('answers 413 for a prompt larger than the model could ever take, charging nothing', async () => {
     const key = await newKey(50);
     const before = await balanceOf(key);

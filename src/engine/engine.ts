@@ -145,7 +145,6 @@ export class Engine {
     const request = format.parse(raw);
     const model = await this.#catalog.find(request.model);
     if (!model) throw new GatewayError(404, 'model_not_found', `The model '${request.model}' does not exist or is not served here.`);
-    if (payer.kind === 'key' && !payer.oneShot) await this.#admitKey(payer.keyHash);
     const { estimate } = request;
     let chars = 0;
     for (const t of estimate.text) chars += t.length;
@@ -169,6 +168,21 @@ export class Engine {
       throw this.paymentRequired(bound.maxMsats, 'payment_required', 'Payment required: send a Cashu token as the API key or in the X-Cashu header.');
     }
     return price(estimate.extraTokens + (await countPieces(estimate.text)));
+  }
+
+  /** An `sk-` key that pays must exist and not be revoked; checked before anything is counted. */
+  async admit(payer: Payer): Promise<void> {
+    if (payer.kind === 'key' && !payer.oneShot) await this.#admitKey(payer.keyHash);
+  }
+
+  /**
+   * A 402 for a body too large to read for someone who has shown no credential: priced from a
+   * bound (every token is at least one byte) at the dearest model served.
+   */
+  unpaidBound(bytes: number): GatewayError {
+    let msats = 0;
+    for (const m of this.#catalog.list()) msats = Math.max(msats, reservationFor(bytes, m.price.maxCompletionTokens, m.price));
+    return this.paymentRequired(msats, 'payment_required', 'Payment required: send a Cashu token as the API key or in the X-Cashu header.');
   }
 
   async #admitKey(keyHash: string): Promise<void> {

@@ -180,7 +180,8 @@ function parser(kind: Kind) {
           if (kind !== 'chat') return new GatewayError(400, 'unsupported_by_upstream', `This model's upstream does not serve ${PATH[kind]}.`);
           return exchangeFor(chatCodec, { model: body.model as string, stream, estimate, body }, upstream, limits);
         }
-        const out = structuredClone(body);
+        // Only top-level fields (and Ollama's options, copied) are changed: a shallow copy will do.
+        const out = { ...body };
         if (kind !== 'embedding') limitOpenAI(out, limits.maxCompletionTokens);
         return openaiExchange(kind, out);
       },

@@ -90,6 +90,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   balanceRoutes(app, deps);
   lightningRoutes(app, deps);
   adminRoutes(app, deps);
-  completionRoutes(app, { engine: deps.engine, stallMs: deps.cfg.CLIENT_STALL_TIMEOUT_MS, metrics });
+  app.decorateRequest('payer', null);
+  completionRoutes(app, { engine: deps.engine, bodyLimit: deps.cfg.BODY_LIMIT_BYTES, stallMs: deps.cfg.CLIENT_STALL_TIMEOUT_MS, metrics });
   return app;
 }

@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { GatewayError, frameworkError } from '../engine/errors.ts';
-import type { Engine, Receipt, StreamSink } from '../engine/engine.ts';
+import type { Engine, Payer, Receipt, StreamSink } from '../engine/engine.ts';
 import type { WireFormat } from '../engine/format.ts';
 import { chatFormat, completionFormat, embeddingFormat } from '../formats/chat.ts';
 import type { Metrics } from './metrics.ts';
@@ -33,6 +33,8 @@ function closeSignal(reply: FastifyReply): AbortController {
 
 export interface CompletionDeps {
   engine: Engine;
+  /** The largest body the server reads (BODY_LIMIT_BYTES). */
+  bodyLimit: number;
   /** A client that stops reading a stream for this long is treated as gone. */
   stallMs: number;
   metrics?: Metrics | undefined;
@@ -66,10 +68,35 @@ function sseSink(deps: CompletionDeps, reply: FastifyReply, ac: AbortController)
   };
 }
 
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Who pays, read once from the headers before the body is read. */
+    payer: Payer | null;
+  }
+}
+
+/** Bodies larger than this from someone who has shown no credential are not read at all. */
+const UNPAID_BODY_BYTES = 256 * 1024;
+
+/**
+ * Reads the credential from the headers before the body is read or parsed: a malformed token, an
+ * unknown key, or a large body from someone with no credential at all is answered without any
+ * work on the body.
+ */
+async function admit(deps: CompletionDeps, req: FastifyRequest): Promise<void> {
+  const payer = deps.engine.payerOf(paymentOf(req));
+  if (payer.kind === 'key') await deps.engine.admit(payer);
+  if (payer.kind === 'none') {
+    const length = Number(req.headers['content-length'] ?? Number.NaN);
+    if (!(length <= UNPAID_BODY_BYTES)) throw deps.engine.unpaidBound(Number.isFinite(length) ? length : deps.bodyLimit);
+  }
+  req.payer = payer;
+}
+
 /** The HTTP door for one wire format: read who pays, price, run; the engine owns the rest. */
 export function formatHandler(deps: CompletionDeps, format: WireFormat) {
   return async (req: FastifyRequest, reply: FastifyReply) => {
-    const payer = deps.engine.payerOf(paymentOf(req));
+    const payer = req.payer ?? deps.engine.payerOf(paymentOf(req));
     const job = await deps.engine.job(format, req.body, payer);
     // Listen before paying: a client that leaves during a mint swap must not be billed in full.
     const ac = closeSignal(reply);
@@ -101,6 +128,7 @@ export function formatRoutes(app: FastifyInstance, deps: CompletionDeps, routes:
         else if (e.status >= 500) req.log.warn({ code: e.code, path: req.routeOptions.url }, e.message);
         reply.code(e.status).headers(e.headers).send(format.errorBody(e));
       });
+      scope.addHook('onRequest', (req) => admit(deps, req));
       const handler = formatHandler(deps, format);
       scope.post(path, handler);
       scope.post(path.replace(/^\/v1/, ''), handler);
