@@ -4,6 +4,8 @@ import { createGateway } from '../../src/main.ts';
 import { loadConfig } from '../../src/config.ts';
 import { MSATS_PER, type Ledger } from '../../src/ledger/ledger.ts';
 import { wallet } from './cashu.ts';
+import { Amount, type Proof } from '@cashu/cashu-ts';
+import { hasValidProofDleq } from '../../src/cashu/dleq.ts';
 import type { FakeUpstream } from './upstream.ts';
 import type { Logger } from 'pino';
 
@@ -53,18 +55,30 @@ export function msats(tokens: number, msatsPerToken: number): number {
   return Number((BigInt(tokens) * BigInt(Math.round(msatsPerToken * 1e6)) + 999_999n) / 1_000_000n);
 }
 
+/** What a test may leave behind, and why (a crash it caused, a mint it stopped). */
+export interface Leftovers {
+  /** Reservations still held (a stream still open, a crashed instance not yet released). */
+  reserved?: boolean;
+  /** Mint operations still pending (a swap whose answer was lost on purpose). */
+  pending?: boolean;
+}
+
 /**
  * Money is conserved: what came in was charged, refunded, or is still held; the gateway's
  * unspent proofs are worth exactly what it still owes plus what it earned, and the mint agrees
- * every one of them is unspent.
+ * every one of them is unspent, signed by it (DLEQ) in the unit the ledger says. Unless the test
+ * says why, nothing is left reserved and no mint operation is left pending: a leaked reservation
+ * or a stuck operation would otherwise cancel out of the sums.
  */
-export async function expectMoneyConserved(gw: Pick<Gateway, 'ledger' | 'wallets'>): Promise<void> {
-  await expectLedgerConserved(gw.ledger, gw.wallets.mints);
+export async function expectMoneyConserved(gw: Pick<Gateway, 'ledger' | 'wallets'>, leftovers: Leftovers = {}): Promise<void> {
+  await expectLedgerConserved(gw.ledger, gw.wallets.mints, leftovers);
 }
 
-export async function expectLedgerConserved(ledger: Ledger, mints: readonly string[]): Promise<void> {
+export async function expectLedgerConserved(ledger: Ledger, mints: readonly string[], leftovers: Leftovers = {}): Promise<void> {
   const t = await ledger.totals();
   expect(t.credited).toBe(t.charged + t.refunded + t.balances + t.reserved);
+  if (!leftovers.reserved) expect(t.reserved, 'msats left reserved').toBe(0);
+  if (!leftovers.pending) expect((await ledger.pendingOps()).map((o) => `${o.kind} ${o.id}`), 'mint operations left pending').toEqual([]);
   let held = 0;
   for (const mintUrl of mints) {
     for (const unit of ['sat', 'msat'] as const) {
@@ -74,6 +88,13 @@ export async function expectLedgerConserved(ledger: Ledger, mints: readonly stri
         const w = await wallet(mintUrl, unit);
         const states = await w.checkProofsStates(proofs.map((p) => ({ secret: p.secret, id: p.id })));
         expect(states.every((s) => s.state === 'UNSPENT')).toBe(true);
+        for (const p of proofs) {
+          const keyset = w.keyChain.getKeyset(p.id);
+          expect(keyset.unit, `unit of proof ${p.secret.slice(0, 12)}…`).toBe(unit);
+          // Proofs the mint signed carry its DLEQ; each must verify against the keyset's key.
+          expect(p.dleq, `DLEQ of proof ${p.secret.slice(0, 12)}…`).toBeDefined();
+          expect(hasValidProofDleq({ ...p, amount: Amount.from(p.amount), dleq: p.dleq as Proof['dleq'] }, keyset), `DLEQ of proof ${p.secret.slice(0, 12)}…`).toBe(true);
+        }
       }
     }
   }
