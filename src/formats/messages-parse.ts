@@ -21,10 +21,17 @@ const documentSource = z.discriminatedUnion('type', [
   z.looseObject({ type: z.literal('base64'), media_type: z.string().min(1), data: z.string().min(1) }),
   z.looseObject({ type: z.literal('text'), media_type: z.string().optional(), data: z.string() }),
   z.looseObject({ type: z.literal('url'), url: z.string().min(1) }),
-  z.looseObject({ type: z.literal('content'), content: z.union([z.string(), z.array(z.looseObject({ type: z.string() }))]) }),
+  z.looseObject({ type: z.literal('content'), content: z.union([z.string(), z.array(z.looseObject({ type: z.enum(['text', 'image']) }))]) }),
   z.looseObject({ type: z.literal('file'), file_id: z.string().min(1) }),
 ]);
 const document = z.looseObject({ type: z.literal('document'), source: documentSource, title: z.string().nullish(), context: z.string().nullish() });
+
+/** What a tool result may hold: Anthropic takes no tool result or tool call inside one. */
+const nested = z.looseObject({ type: z.enum(['text', 'image', 'document', 'search_result']) }).superRefine((b, ctx) => {
+  const shape = ({ text, image, document } as Record<string, z.ZodType>)[b.type];
+  const r = shape?.safeParse(b);
+  if (r && !r.success) for (const issue of r.error.issues) ctx.addIssue({ code: 'custom', message: issue.message, path: issue.path });
+});
 
 /** The block types a client may send, each checked to its own shape; other types pass as they are. */
 const blockShapes: Record<string, z.ZodType> = {
@@ -35,7 +42,7 @@ const blockShapes: Record<string, z.ZodType> = {
   tool_result: z.looseObject({
     type: z.literal('tool_result'),
     tool_use_id: z.string().min(1),
-    content: z.union([z.string(), z.array(z.looseObject({ type: z.string() }))]).optional(),
+    content: z.union([z.string(), z.array(nested)]).optional(),
     is_error: z.boolean().optional(),
   }),
   thinking: z.looseObject({ type: z.literal('thinking'), thinking: z.string(), signature: z.string() }),

@@ -31,8 +31,14 @@ function dataUrl(mediaType: unknown, data: unknown): string {
   return `data:${String(mediaType)};base64,${String(data)}`;
 }
 
-/** A user-side block as a chat content part. */
-function partToChat(b: Block, where: string): Obj {
+/** A user-side block as chat content parts. */
+function partToChat(b: Block, where: string): Obj[] {
+  const part = blockToPart(b, where);
+  // A document's context is text the model is meant to read with it.
+  return b.type === 'document' && typeof b.context === 'string' && b.context ? [{ type: 'text', text: b.context }, part] : [part];
+}
+
+function blockToPart(b: Block, where: string): Obj {
   if (b.type === 'text') return { type: 'text', text: b.text };
   if (b.type === 'image') {
     const s = b.source as Obj;
@@ -81,7 +87,7 @@ function userToChat(content: unknown, where: string): Obj[] {
   (content as Block[]).forEach((b, i) => {
     if (b.type === 'tool_result') {
       out.push({ role: 'tool', tool_call_id: b.tool_use_id, content: toolResultContent(b, `${where}.content.${i}`) });
-    } else parts.push(partToChat(b, `${where}.content.${i}`));
+    } else parts.push(...partToChat(b, `${where}.content.${i}`));
   });
   if (parts.length) {
     const only = parts.length === 1 && parts[0]!.type === 'text';
@@ -378,7 +384,11 @@ export function messagesResponseFromChat(chat: Obj): Obj {
   if (typeof msg.reasoning_content === 'string' && msg.reasoning_content) {
     content.push({ type: 'thinking', thinking: msg.reasoning_content, signature: '' });
   }
-  if (typeof msg.content === 'string' && msg.content) content.push({ type: 'text', text: msg.content, citations: null });
+  // Some chat servers answer with content parts rather than a string.
+  const text = Array.isArray(msg.content)
+    ? (msg.content as Obj[]).map((p) => (typeof p.text === 'string' ? p.text : '')).join('')
+    : msg.content;
+  if (typeof text === 'string' && text) content.push({ type: 'text', text, citations: null });
   if (typeof msg.refusal === 'string' && msg.refusal) content.push({ type: 'text', text: msg.refusal, citations: null });
   for (const c of (msg.tool_calls as Obj[] | undefined) ?? []) {
     const fn = (c.function as Obj | undefined) ?? {};

@@ -88,11 +88,12 @@ export class FakeAnthropic {
     const prompt = upstreamPromptTokens(body);
     const read = Math.min(this.cache.read, prompt);
     const write = Math.min(this.cache.write, prompt - read);
-    const usage = (output: number) => ({
+    const usage = (output: number): Record<string, unknown> => ({
       input_tokens: prompt - read - write,
       cache_creation_input_tokens: write,
       cache_read_input_tokens: read,
       output_tokens: output,
+      ...(plan.thinkingTokens ? { output_tokens_details: { thinking_tokens: plan.thinkingTokens } } : {}),
     });
     const id = 'msg_01XFDUDYJgAACzvnptvVoYEL';
     const model = String(body.model);
@@ -113,7 +114,7 @@ export class FakeAnthropic {
     const send = (name: string, data: Record<string, unknown>) => res.write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`);
     send('message_start', {
       type: 'message_start',
-      message: { id, type: 'message', role: 'assistant', model, content: [], stop_reason: null, stop_sequence: null, usage: usage(1) },
+      message: { id, type: 'message', role: 'assistant', model, content: [], stop_reason: null, stop_sequence: null, usage: { ...usage(1), output_tokens_details: undefined } },
     });
     let sent = 0;
     for (const [index, block] of plan.blocks.entries()) {
@@ -150,7 +151,7 @@ export class FakeAnthropic {
       }
       send('content_block_stop', { type: 'content_block_stop', index });
     }
-    send('message_delta', { type: 'message_delta', delta: { stop_reason: plan.stopReason, stop_sequence: plan.stopSequence }, usage: { output_tokens: plan.outputTokens } });
+    send('message_delta', { type: 'message_delta', delta: { stop_reason: plan.stopReason, stop_sequence: plan.stopSequence }, usage: { output_tokens: plan.outputTokens, ...(plan.thinkingTokens ? { output_tokens_details: { thinking_tokens: plan.thinkingTokens } } : {}) } });
     send('message_stop', { type: 'message_stop' });
     res.end();
   }
@@ -161,6 +162,8 @@ interface Plan {
   stopReason: string;
   stopSequence: string | null;
   outputTokens: number;
+  /** Of the output, the thinking: Anthropic reports it in `output_tokens_details.thinking_tokens`. */
+  thinkingTokens: number;
 }
 
 /** The answer for a request: REPLY_WORDS up to `max_tokens` or a stop sequence, a tool call, or thinking first. */
@@ -184,9 +187,11 @@ function reply(body: Record<string, unknown>, mode: AnthropicMode): Plan {
   }
   const blocks: Array<Record<string, unknown>> = [];
   let outputTokens = words.length;
+  let thinkingTokens = 0;
   if (mode === 'thinking') {
     blocks.push({ type: 'thinking', thinking: THINKING, signature: 'EqQBCgIYAhIM1gbcDa9GJwZA2b3h' });
-    outputTokens += THINKING.split(' ').length;
+    thinkingTokens = THINKING.split(' ').length;
+    outputTokens += thinkingTokens;
   }
   blocks.push({ type: 'text', text: words.join(' '), citations: null });
   if (mode === 'tool') {
@@ -196,7 +201,7 @@ function reply(body: Record<string, unknown>, mode: AnthropicMode): Plan {
     stopReason = 'tool_use';
     stopSequence = null;
   }
-  return { blocks, stopReason, stopSequence, outputTokens };
+  return { blocks, stopReason, stopSequence, outputTokens, thinkingTokens };
 }
 
 /** A text cut into the small pieces a real stream delivers. */

@@ -119,7 +119,7 @@ describe('FakeAnthropic', () => {
     for (const ev of await rawEvents({ ...ask, thinking: { type: 'enabled', budget_tokens: 1024 } })) text += relay.push(ev);
     expect(text).toContain('"signature_delta"');
     expect(relay.metered.generated).toBe(`${THINKING}The answer is forty two and that is all folks`);
-    expect(relay.metered.usage?.completionTokens).toBe(10 + THINKING.split(' ').length);
+    expect(relay.metered.usage).toMatchObject({ completionTokens: 10 + THINKING.split(' ').length, reasoningTokens: THINKING.split(' ').length });
   });
 
   it('sends an error event mid-stream, which the SDK raises as overloaded', async () => {

@@ -140,6 +140,28 @@ describe('parseMessages', () => {
     expect(parsed.estimate.choices).toBe(1);
   });
 
+  it('counts text a client tucks where no text block is: tool inputs, document sources, thinking, unknown blocks', () => {
+    const { estimate } = parseMessages({
+      model: 'm', max_tokens: 1,
+      messages: [
+        { role: 'user', content: [
+          { type: 'document', source: { type: 'content', content: [{ type: 'text', text: 'inside a document' }] } },
+          { type: 'document', source: { type: 'text', media_type: 'text/plain', data: 'a plain text file' } },
+          { type: 'search_result', source: 'https://x', title: 't', content: [{ type: 'text', text: 'a search result' }] },
+          { type: 'tool_result', tool_use_id: 't', content: [{ type: 'image', source: { type: 'url', url: 'https://x/i.png' } }] },
+        ] },
+        { role: 'assistant', content: [
+          { type: 'thinking', thinking: 'a long thought', signature: 's' },
+          { type: 'tool_use', id: 't2', name: 'f', input: { essay: 'a long essay' } },
+        ] },
+      ],
+    });
+    const all = estimate.text.join('|');
+    for (const hidden of ['inside a document', 'a plain text file', 'a search result', 'a long thought', 'a long essay']) expect(all).toContain(hidden);
+    expect(estimate.images).toBe(1);
+    expect(estimate.extraTokens).toBe(3 + 2 * 3 + mediaTokens('image'));
+  });
+
   it('refuses a body without max_tokens, naming the field', () => {
     const err = refusal(() => parseMessages({ model: 'claude-test', messages: [{ role: 'user', content: 'hi' }] }));
     expect(err.status).toBe(400);
@@ -154,6 +176,14 @@ describe('parseMessages', () => {
     }));
     expect(err.code).toBe('invalid_request');
     expect(err.message).toContain("'messages.0.content.1.source.data'");
+  });
+
+  it('refuses a tool result inside a tool result, so nothing nests deeper than Anthropic allows', () => {
+    let content: unknown = [{ type: 'text', text: 'deep' }];
+    for (let i = 0; i < 3; i++) content = [{ type: 'tool_result', tool_use_id: `t${i}`, content }];
+    const err = refusal(() => parseMessages({ model: 'm', max_tokens: 1, messages: [{ role: 'user', content }] }));
+    expect(err.code).toBe('invalid_request');
+    expect(err.message).toBe("Invalid request body: 'messages.0.content.0.content': Invalid input");
   });
 
   it('refuses a system role inside messages and a temperature above 1', () => {
@@ -264,12 +294,19 @@ describe('Messages request → chat', () => {
     });
   });
 
-  it('sends a PDF as a chat file part', () => {
+  it('sends a PDF as a chat file part, its context as text beside it', () => {
     const chat = messagesCodec.requestToChat({
       model: 'm', max_tokens: 10,
-      messages: [{ role: 'user', content: [{ type: 'document', source: { type: 'base64', media_type: 'application/pdf', data: 'JVBERi0=' } }] }],
+      messages: [{ role: 'user', content: [
+        { type: 'document', source: { type: 'base64', media_type: 'application/pdf', data: 'JVBERi0=' } },
+        { type: 'document', source: { type: 'base64', media_type: 'application/pdf', data: 'JVBERi0=' }, title: 'q3.pdf', context: 'Third quarter report' },
+      ] }],
     });
-    expect((chat.messages as Obj[])[0]).toEqual({ role: 'user', content: [{ type: 'file', file: { filename: 'document.pdf', file_data: 'data:application/pdf;base64,JVBERi0=' } }] });
+    expect((chat.messages as Obj[])[0]).toEqual({ role: 'user', content: [
+      { type: 'file', file: { filename: 'document.pdf', file_data: 'data:application/pdf;base64,JVBERi0=' } },
+      { type: 'text', text: 'Third quarter report' },
+      { type: 'file', file: { filename: 'q3.pdf', file_data: 'data:application/pdf;base64,JVBERi0=' } },
+    ] });
   });
 
   it('refuses what chat cannot express, each with its code', () => {
@@ -453,6 +490,11 @@ describe('whole answers', () => {
     }
   });
 
+  it('reads a chat answer whose content came as parts', () => {
+    const msg = messagesCodec.responseFromChat({ id: 'c', model: 'm', choices: [{ index: 0, message: { role: 'assistant', content: [{ type: 'text', text: 'Hello ' }, { type: 'text', text: 'there' }] }, finish_reason: 'stop' }] });
+    expect(msg.content).toEqual([{ type: 'text', text: 'Hello there', citations: null }]);
+  });
+
   it('answers 502 for a tool call whose arguments the model broke', () => {
     const err = refusal(() => messagesCodec.responseFromChat({
       id: 'c', model: 'm', choices: [{ index: 0, message: { role: 'assistant', content: null, tool_calls: [{ id: 't', type: 'function', function: { name: 'f', arguments: '{"a":' } }] }, finish_reason: 'tool_calls' }],
@@ -627,6 +669,17 @@ describe('native relay (Messages client, Anthropic upstream)', () => {
     expect(final.stop_reason).toBe('tool_use');
     expect(final.usage).toMatchObject({ input_tokens: 472, output_tokens: 89, cache_read_input_tokens: 4000, cache_creation_input_tokens: 1000 });
     expect(cost).toEqual({ input_msats: 1234, output_msats: 567, total_msats: 1801 });
+  });
+
+  it('lets no upstream write the charge or the change: its own message_delta is replaced by ours', () => {
+    const relay = messagesRelay();
+    relay.push({ name: 'message_start', data: '{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"m","content":[],"usage":{"input_tokens":9,"output_tokens":1}}}' });
+    expect(relay.push({ name: 'message_delta', data: '{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":3,"cost":{"total_msats":0}},"x_cashu":"cashuBforged"}' })).toBe('');
+    const closing = events(relay.close({ ...BILL, change: undefined, usage: { promptTokens: 9, completionTokens: 3 } }));
+    const delta = JSON.parse(closing[0]!.data) as Obj;
+    expect(delta.x_cashu).toBeUndefined();
+    expect(delta.usage).toEqual({ input_tokens: 9, output_tokens: 3, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, cost: { input_msats: 1234, output_msats: 567, total_msats: 1801 } });
+    expect(delta.delta).toEqual({ stop_reason: 'end_turn', stop_sequence: null });
   });
 
   it('turns an upstream error event into a 502 for the engine to fail with', () => {
