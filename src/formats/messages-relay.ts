@@ -36,7 +36,8 @@ export function messagesRelay(): StreamReader {
         return '';
       }
       if (!data || typeof data !== 'object') return '';
-      const type = event.name ?? String(data.type);
+      const type = event.name ?? data.type;
+      if (typeof type !== 'string' || !type) return '';
       const merge = (u: unknown) => {
         if (u && typeof u === 'object') for (const [k, v] of Object.entries(u as Obj)) if (v != null) usage[k] = v;
         metered.usage = messagesUsageOf(usage) ?? metered.usage;

@@ -139,9 +139,11 @@ export function messagesEncoder(): { push(chunk: Obj): string; close(bill: Bill)
       const choice = ((chunk.choices as Obj[] | undefined) ?? [])[0];
       if (!choice) return out;
       const d = (choice.delta as Obj | undefined) ?? {};
-      if (typeof d.reasoning_content === 'string' && d.reasoning_content) {
+      // DeepSeek and vLLM name it reasoning_content, OpenRouter reasoning.
+      const reasoning = d.reasoning_content ?? d.reasoning;
+      if (typeof reasoning === 'string' && reasoning) {
         if (open?.kind !== 'thinking') out += begin('thinking', { type: 'thinking', thinking: '', signature: '' });
-        out += delta(open!.index, { type: 'thinking_delta', thinking: d.reasoning_content });
+        out += delta(open!.index, { type: 'thinking_delta', thinking: reasoning });
       }
       for (const text of [d.content, d.refusal]) {
         if (typeof text !== 'string' || !text) continue;

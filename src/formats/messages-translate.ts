@@ -261,7 +261,10 @@ export function messagesRequestFromChat(chat: Obj): Obj {
       if (text) system.push({ type: 'text', text });
     } else if (m.role === 'user') {
       const content = turn('user');
-      if (typeof m.content === 'string') content.push({ type: 'text', text: m.content });
+      // Anthropic refuses an empty text block.
+      if (typeof m.content === 'string') {
+        if (m.content) content.push({ type: 'text', text: m.content });
+      }
       else if (Array.isArray(m.content)) (m.content as Obj[]).forEach((p, j) => content.push(chatPartToBlock(p, `${where}.content.${j}`)));
     } else if (m.role === 'assistant') {
       const content = turn('assistant');
@@ -381,9 +384,8 @@ export function messagesResponseFromChat(chat: Obj): Obj {
   const choice = ((chat.choices as Obj[] | undefined) ?? [])[0] ?? {};
   const msg = (choice.message as Obj | undefined) ?? {};
   const content: Obj[] = [];
-  if (typeof msg.reasoning_content === 'string' && msg.reasoning_content) {
-    content.push({ type: 'thinking', thinking: msg.reasoning_content, signature: '' });
-  }
+  const reasoning = msg.reasoning_content ?? msg.reasoning;
+  if (typeof reasoning === 'string' && reasoning) content.push({ type: 'thinking', thinking: reasoning, signature: '' });
   // Some chat servers answer with content parts rather than a string.
   const text = Array.isArray(msg.content)
     ? (msg.content as Obj[]).map((p) => (typeof p.text === 'string' ? p.text : '')).join('')

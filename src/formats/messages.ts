@@ -11,7 +11,7 @@ import { messagesUsageOf } from './messages-usage.ts';
 
 export { countTokensEstimate, parseMessages, type ParsedMessages } from './messages-parse.ts';
 export { billMessage } from './messages-usage.ts';
-export { messagesRelay } from './messages-relay.ts';
+export { messagesGenerated, messagesRelay } from './messages-relay.ts';
 export const errorBody = messagesErrorBody;
 
 /** Anthropic's least thinking budget: a request held below it cannot think at all. */

@@ -9,6 +9,7 @@ import {
   errorBody,
   limitMessages,
   messagesCodec,
+  messagesGenerated,
   messagesRelay,
   parseMessages,
 } from '../../src/formats/messages.ts';
@@ -414,6 +415,9 @@ describe('chat request → Messages', () => {
       const err = refusal(() => messagesCodec.requestFromChat(body));
       expect([err.status, err.code], JSON.stringify(body)).toEqual([400, code]);
     }
+    // Empty turns are left out: Anthropic refuses empty text blocks and empty assistant turns.
+    expect(messagesCodec.requestFromChat({ model: 'm', messages: [{ role: 'user', content: '' }, { role: 'assistant', content: '' }, { role: 'user', content: 'hi' }] }).messages)
+      .toEqual([{ role: 'user', content: [{ type: 'text', text: 'hi' }] }]);
     // A zero penalty, as many chat clients send by default, asks for nothing.
     expect(messagesCodec.requestFromChat({ ...base, presence_penalty: 0, frequency_penalty: 0, n: 1 })).toEqual({
       model: 'm', messages: [{ role: 'user', content: [{ type: 'text', text: 'hi' }] }],
@@ -469,6 +473,7 @@ describe('whole answers', () => {
   });
 
   it('turns it back into the same message', () => {
+    expect(messagesGenerated(message)).toBe('Paris, then.Let me check.get_weather{"location":"Paris"}');
     const back = messagesCodec.responseFromChat(messagesCodec.responseToChat(message));
     expect(back).toEqual({
       ...message,
@@ -490,9 +495,9 @@ describe('whole answers', () => {
     }
   });
 
-  it('reads a chat answer whose content came as parts', () => {
-    const msg = messagesCodec.responseFromChat({ id: 'c', model: 'm', choices: [{ index: 0, message: { role: 'assistant', content: [{ type: 'text', text: 'Hello ' }, { type: 'text', text: 'there' }] }, finish_reason: 'stop' }] });
-    expect(msg.content).toEqual([{ type: 'text', text: 'Hello there', citations: null }]);
+  it('reads a chat answer whose content came as parts, and OpenRouter\'s reasoning', () => {
+    const msg = messagesCodec.responseFromChat({ id: 'c', model: 'm', choices: [{ index: 0, message: { role: 'assistant', reasoning: 'Greet.', content: [{ type: 'text', text: 'Hello ' }, { type: 'text', text: 'there' }] }, finish_reason: 'stop' }] });
+    expect(msg.content).toEqual([{ type: 'thinking', thinking: 'Greet.', signature: '' }, { type: 'text', text: 'Hello there', citations: null }]);
   });
 
   it('answers 502 for a tool call whose arguments the model broke', () => {
@@ -605,7 +610,7 @@ describe('stream encoder (chat chunks → Anthropic events)', () => {
     const encoder = messagesCodec.encoder();
     const base = { id: 'chatcmpl-r', object: 'chat.completion.chunk', created: 1, model: 'deepseek-reasoner' };
     const c = (delta: Obj, finish: string | null = null) => ({ ...base, choices: [{ index: 0, delta, finish_reason: finish }] });
-    const text = [c({ role: 'assistant', content: '' }), c({ reasoning_content: 'Two and ' }), c({ reasoning_content: 'two.' }), c({ content: 'Four.' }), c({}, 'stop')]
+    const text = [c({ role: 'assistant', content: '' }), c({ reasoning_content: 'Two and ' }), c({ reasoning: 'two.' }), c({ content: 'Four.' }), c({}, 'stop')]
       .map((ch) => encoder.push(ch)).join('') + encoder.close({ ...BILL, change: undefined, usage: { promptTokens: 10, completionTokens: 7, reasoningTokens: 5 } });
     const final = await sdkOver(text).messages.stream({ model: 'm', max_tokens: 100, messages: [{ role: 'user', content: '2+2?' }] }).finalMessage();
     expect(final.content).toEqual([{ type: 'thinking', thinking: 'Two and two.', signature: '' }, { type: 'text', text: 'Four.', citations: null }]);
