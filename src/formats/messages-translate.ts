@@ -175,7 +175,8 @@ const CHAT_FIELDS = new Set([
   'response_format', 'store', 'presence_penalty', 'frequency_penalty',
 ]);
 
-const BUDGET: Record<string, number> = { low: 1024, medium: 4096, high: 16384 };
+// 'minimal' and 'none' ask for (next to) no reasoning: no thinking block at all.
+const BUDGET: Record<string, number> = { low: 1024, medium: 4096, high: 16384, xhigh: 32768 };
 
 function parseDataUrl(url: string): { mediaType: string; data: string } | undefined {
   const m = /^data:([^;,]+);base64,(.*)$/s.exec(url);

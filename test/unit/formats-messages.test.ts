@@ -418,6 +418,8 @@ describe('chat request → Messages', () => {
     // Empty turns are left out: Anthropic refuses empty text blocks and empty assistant turns.
     expect(messagesCodec.requestFromChat({ model: 'm', messages: [{ role: 'user', content: '' }, { role: 'assistant', content: '' }, { role: 'user', content: 'hi' }] }).messages)
       .toEqual([{ role: 'user', content: [{ type: 'text', text: 'hi' }] }]);
+    expect(messagesCodec.requestFromChat({ ...base, reasoning_effort: 'xhigh' }).thinking).toEqual({ type: 'enabled', budget_tokens: 32768 });
+    expect(messagesCodec.requestFromChat({ ...base, reasoning_effort: 'minimal' }).thinking).toBeUndefined();
     // A zero penalty, as many chat clients send by default, asks for nothing.
     expect(messagesCodec.requestFromChat({ ...base, presence_penalty: 0, frequency_penalty: 0, n: 1 })).toEqual({
       model: 'm', messages: [{ role: 'user', content: [{ type: 'text', text: 'hi' }] }],
