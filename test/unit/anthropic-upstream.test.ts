@@ -30,8 +30,12 @@ async function rawEvents(body: Record<string, unknown>): Promise<UpstreamEvent[]
   });
   const split = new SseSplitter();
   const raw: string[] = [];
-  for await (const chunk of res.body!) raw.push(...split.push(chunk as Uint8Array));
-  raw.push(...split.flush());
+  try {
+    for await (const chunk of res.body!) raw.push(...split.push(chunk as Uint8Array));
+  } catch (e) {
+    // A cut connection: keep what arrived, as the engine does.
+    if (!(e instanceof TypeError && e.message === 'terminated')) throw e;
+  }
   return raw.map((ev) => ({ name: /^event: (.*)$/m.exec(ev)?.[1], data: eventData(ev) ?? '' }));
 }
 
@@ -127,6 +131,17 @@ describe('FakeAnthropic', () => {
     const err = await client.messages.stream(ask).finalMessage().catch((e: unknown) => e);
     expect(err).toBeInstanceOf(Anthropic.APIError);
     expect((err as InstanceType<typeof Anthropic.APIError>).error).toEqual({ type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } });
+  });
+
+  it('cuts a stream mid-answer: the decoder reports no usage, so the engine counts what arrived', async () => {
+    upstream.modes.push('cut');
+    const decoder = messagesCodec.decoder();
+    const evs = await rawEvents(ask);
+    const chunks = evs.flatMap((ev) => decoder.push(ev));
+    expect(evs.map((e) => e.name)).not.toContain('message_delta');
+    expect(chunks.map((c) => (c.choices as Array<{ delta: { content?: string } }>)[0]?.delta.content).join('')).toBe('The answer is');
+    // message_start's output_tokens (1) is not the answer's: no usage chunk may claim it is.
+    expect(chunks.some((c) => c.usage !== undefined)).toBe(false);
   });
 
   it('counts tokens and lists models in Anthropic shapes', async () => {
