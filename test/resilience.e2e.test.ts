@@ -234,7 +234,11 @@ describe('the upstream fails', () => {
     const token = await mintToken(mintUrl, 50);
     upstream.modes.push('slow');
     const pending = chat({ authorization: `Bearer ${token}` }, { stream: true });
-    await new Promise((r) => setTimeout(r, 150));
+    // The token is swapped, then the stream reserved: wait for that, not for a fixed time.
+    for (const until = Date.now() + 10_000; (await info(token)).reserved === 0; ) {
+      if (Date.now() > until) throw new Error('the stream never started');
+      await new Promise((r) => setTimeout(r, 20));
+    }
     expect((await info(token)).reserved).toBeGreaterThan(0);
     const early = await fetch(`${gw.url}/v1/balance/refund`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
     expect(early.status).toBe(425);
@@ -262,7 +266,8 @@ describe('the README start command', () => {
     proc.stdout.on('data', (d) => (out += d));
     proc.stderr.on('data', (d) => (out += d));
     try {
-      for (let i = 0; i < 100 && !out.includes('gateway ready'); i++) await new Promise((r) => setTimeout(r, 100));
+      // npm start compiles first: on a busy machine that alone can take a while.
+      for (const until = Date.now() + 60_000; !out.includes('gateway ready') && Date.now() < until; ) await new Promise((r) => setTimeout(r, 100));
       expect(out).toContain('gateway ready');
       const infoRes = (await (await fetch(`http://127.0.0.1:${port}/v1/info`)).json()) as Record<string, any>;
       expect(infoRes.mints).toEqual([mintUrl]);
@@ -311,5 +316,5 @@ describe('the README start command', () => {
       process.kill(-proc.pid!, 'SIGTERM');
       await exited;
     }
-  });
+  }, 120_000);
 });

@@ -9,7 +9,7 @@ import { SseSplitter, eventData, eventName } from '../upstream/sse.ts';
 import type { Upstream } from '../upstream/client.ts';
 import type { Catalog, ModelEntry } from './catalog.ts';
 import { GatewayError } from './errors.ts';
-import type { Bill, Exchange, Metered, ParsedRequest, WireFormat } from './format.ts';
+import type { Bill, Estimate, Exchange, Metered, ParsedRequest, WireFormat } from './format.ts';
 import { completionLimit, costOf, reservationFor, type Cost, type Usage } from './pricing.ts';
 import { cheapToCount, countPieces, tokenBound } from './tokens.ts';
 
@@ -183,6 +183,26 @@ export class Engine {
     let msats = 0;
     for (const m of this.#catalog.list()) msats = Math.max(msats, reservationFor(bytes, m.price.maxCompletionTokens, m.price));
     return this.paymentRequired(msats, 'payment_required', 'Payment required: send a Cashu token as the API key or in the X-Cashu header.');
+  }
+
+  /**
+   * Counts a prompt for a client that has shown a credential (Anthropic's count_tokens): free,
+   * but never for strangers. A token is redeemed on first use, as it would be to pay.
+   */
+  async countTokens(model: string, estimate: Estimate, payer: Payer): Promise<number> {
+    if (payer.kind === 'none') throw new GatewayError(401, 'invalid_api_key', 'Send an API key (an sk- key or a Cashu token) to count tokens.');
+    if (payer.kind === 'token') {
+      if (payer.oneShot) throw new GatewayError(400, 'invalid_request', 'Counting tokens takes an API key, not an X-Cashu payment.');
+      if (!(await this.#ledger.getKey(payer.creditTo))) await this.#wallets.redeem(payer.token, payer.creditTo);
+    }
+    const m = await this.#catalog.find(model);
+    if (!m) throw new GatewayError(404, 'model_not_found', `The model '${model}' does not exist or is not served here.`);
+    let chars = 0;
+    for (const t of estimate.text) chars += t.length;
+    if (chars > m.price.contextLength * CHARS_PER_CONTEXT_TOKEN) {
+      throw new GatewayError(413, 'prompt_too_large', `The prompt is larger than model '${m.id}' can take (${m.price.contextLength} tokens).`);
+    }
+    return estimate.extraTokens + (await countPieces(estimate.text));
   }
 
   async #admitKey(keyHash: string): Promise<void> {

@@ -138,4 +138,8 @@ export interface Codec {
   usageOf(usage: unknown): Usage | undefined;
   /** Holds a native request body to `maxTokens` of output (every alias the protocol has). */
   limit(body: Record<string, unknown>, maxTokens: number): void;
+  /** A reader for this protocol passing through untouched, the events with the final usage re-sent with the bill. */
+  relay?(): StreamReader;
+  /** Writes the bill into a whole answer of this protocol. */
+  billBody?(body: Record<string, unknown>, bill: Bill): void;
 }

@@ -192,8 +192,8 @@ export function exchangeFor(client: Codec, req: ClientRequest, kind: UpstreamKin
         path: client.path,
         body,
         read: (up) => ({ body: up, metered: meterBody(client.responseToChat(up)) }),
-        bill: billBody,
-        stream: () => new NativeStream(client),
+        bill: (out, bill) => (client.billBody ?? billBody)(out, bill),
+        stream: () => client.relay?.() ?? new NativeStream(client),
       };
     }
     const chat = client.requestToChat(req.body);
@@ -215,7 +215,7 @@ export function exchangeFor(client: Codec, req: ClientRequest, kind: UpstreamKin
         const asChat = upstream ? upstream.responseToChat(up) : up;
         return { body: client.responseFromChat(asChat), metered: meterBody(asChat) };
       },
-      bill: billBody,
+      bill: (out, bill) => (client.billBody ?? billBody)(out, bill),
       stream: () => new TranslatedStream(upstream, client),
     };
   } catch (e) {

@@ -1,4 +1,8 @@
-import type { Codec } from '../engine/format.ts';
+import type { Codec, WireFormat } from '../engine/format.ts';
+import { codecFormat, registerCodec } from './compose.ts';
+import { parseMessages } from './messages-parse.ts';
+import { messagesRelay } from './messages-relay.ts';
+import { billMessage } from './messages-usage.ts';
 import { messagesErrorBody } from './messages-errors.ts';
 import { messagesDecoder, messagesEncoder } from './messages-stream.ts';
 import {
@@ -42,4 +46,11 @@ export const messagesCodec: Codec = {
   encoder: messagesEncoder,
   usageOf: messagesUsageOf,
   limit: limitMessages,
+  relay: messagesRelay,
+  billBody: billMessage,
 };
+
+registerCodec(messagesCodec);
+
+/** `POST /v1/messages`, for Claude Code and every Anthropic SDK. */
+export const messagesFormat: WireFormat = codecFormat({ name: 'messages', codec: messagesCodec, parse: parseMessages, errorBody: messagesErrorBody });

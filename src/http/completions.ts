@@ -4,6 +4,7 @@ import { GatewayError, frameworkError } from '../engine/errors.ts';
 import type { Engine, Payer, Receipt, StreamSink } from '../engine/engine.ts';
 import type { WireFormat } from '../engine/format.ts';
 import { chatFormat, completionFormat, embeddingFormat } from '../formats/chat.ts';
+import { countTokensEstimate, messagesFormat } from '../formats/messages.ts';
 import type { Metrics } from './metrics.ts';
 import { paymentOf } from './payment.ts';
 
@@ -12,6 +13,7 @@ const ROUTES: Array<[string, WireFormat]> = [
   ['/v1/chat/completions', chatFormat],
   ['/v1/completions', completionFormat],
   ['/v1/embeddings', embeddingFormat],
+  ['/v1/messages', messagesFormat],
 ];
 
 export function costHeaders(reply: FastifyReply, r: Receipt): void {
@@ -121,14 +123,7 @@ export function formatHandler(deps: CompletionDeps, format: WireFormat) {
 export function formatRoutes(app: FastifyInstance, deps: CompletionDeps, routes: ReadonlyArray<readonly [string, WireFormat]>): void {
   for (const [path, format] of routes) {
     app.register(async (scope) => {
-      scope.setErrorHandler((err: FastifyError, req, reply) => {
-        const e = err instanceof GatewayError ? err : frameworkError(err);
-        deps.metrics?.internalError(req, err, e.status);
-        if (e.status >= 500 && !(err instanceof GatewayError)) req.log.error({ err }, 'unhandled error');
-        else if (e.status >= 500) req.log.warn({ code: e.code, path: req.routeOptions.url }, e.message);
-        reply.code(e.status).headers(e.headers).send(format.errorBody(e));
-      });
-      scope.addHook('onRequest', (req) => admit(deps, req));
+      formatScope(scope, deps, format);
       const handler = formatHandler(deps, format);
       scope.post(path, handler);
       scope.post(path.replace(/^\/v1/, ''), handler);
@@ -136,6 +131,32 @@ export function formatRoutes(app: FastifyInstance, deps: CompletionDeps, routes:
   }
 }
 
+/** A scope whose errors are in the format's shape and whose payer is read before the body. */
+function formatScope(scope: FastifyInstance, deps: CompletionDeps, format: WireFormat): void {
+  scope.setErrorHandler((err: FastifyError, req, reply) => {
+    const e = err instanceof GatewayError ? err : frameworkError(err);
+    deps.metrics?.internalError(req, err, e.status);
+    if (e.status >= 500 && !(err instanceof GatewayError)) req.log.error({ err }, 'unhandled error');
+    else if (e.status >= 500) req.log.warn({ code: e.code, path: req.routeOptions.url }, e.message);
+    reply.code(e.status).headers(e.headers).send(format.errorBody(e));
+  });
+  scope.addHook('onRequest', (req) => admit(deps, req));
+}
+
+/** Anthropic's `POST /v1/messages/count_tokens`: free for a client with a credential. */
+function countTokensRoute(app: FastifyInstance, deps: CompletionDeps): void {
+  app.register(async (scope) => {
+    formatScope(scope, deps, messagesFormat);
+    const handler = async (req: FastifyRequest) => {
+      const { model, estimate } = countTokensEstimate(req.body);
+      return { input_tokens: await deps.engine.countTokens(model, estimate, req.payer ?? { kind: 'none' }) };
+    };
+    scope.post('/v1/messages/count_tokens', handler);
+    scope.post('/messages/count_tokens', handler);
+  });
+}
+
 export function completionRoutes(app: FastifyInstance, deps: CompletionDeps): void {
   formatRoutes(app, deps, ROUTES);
+  countTokensRoute(app, deps);
 }

@@ -1,0 +1,191 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import Anthropic from '@anthropic-ai/sdk';
+import OpenAI from 'openai';
+import { FakeUpstream, REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
+import { ANTHROPIC_KEY, FakeAnthropic, TOOL_INPUT } from './support/anthropic-upstream.ts';
+import { expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
+import { mintToken, tokenValue } from './support/cashu.ts';
+
+/**
+ * Anthropic Messages (Claude Code, the Anthropic SDKs) paid with Cashu: served natively by an
+ * Anthropic upstream and translated to a chat-completions upstream, priced to the cached token.
+ */
+const mintUrl = inject('mintUrl');
+const chatUpstream = new FakeUpstream();
+const claude = new FakeAnthropic();
+let gw: Gateway;
+
+// msats per token.
+const CLAUDE = { prompt: 3, completion: 15, cached: 0.3, write: 3.75 };
+const GPT = { prompt: 2, completion: 5 };
+
+const ceil = (tokens: number, msatsPerToken: number) => Math.ceil((tokens * Math.round(msatsPerToken * 1e6)) / 1e6);
+const anthropic = (apiKey: string) => new Anthropic({ baseURL: gw.url, apiKey, maxRetries: 0 });
+
+beforeAll(async () => {
+  await chatUpstream.start();
+  await claude.start();
+  const file = join(mkdtempSync(join(tmpdir(), 'agents-')), 'upstreams.yaml');
+  writeFileSync(
+    file,
+    `upstreams:
+  - name: claude
+    kind: anthropic
+    base_url: ${claude.url}
+    api_key: ${ANTHROPIC_KEY}
+    models: [claude-test]
+    prices:
+      claude-test: { prompt_msats: ${CLAUDE.prompt}, completion_msats: ${CLAUDE.completion}, cached_prompt_msats: ${CLAUDE.cached}, cache_write_msats: ${CLAUDE.write} }
+  - name: chat
+    base_url: ${chatUpstream.url}
+    models: [gpt-test]
+    prices:
+      gpt-test: { prompt_msats: ${GPT.prompt}, completion_msats: ${GPT.completion} }
+`,
+  );
+  gw = await startGateway(mintUrl, chatUpstream, { UPSTREAMS_FILE: file, MODEL_PRICES: '{}' });
+});
+afterAll(async () => {
+  await gw?.close();
+  await chatUpstream.stop();
+  await claude.stop();
+});
+afterEach(async () => {
+  claude.cache = { read: 0, write: 0 };
+  claude.modes.length = 0;
+  await expectMoneyConserved(gw);
+});
+
+describe('POST /v1/messages to an Anthropic upstream', () => {
+  it('answers the official SDK paid with a Cashu token, billing cache reads and writes to the msat', async () => {
+    const token = await mintToken(mintUrl, 200);
+    claude.cache = { read: 40, write: 12 };
+    const msg = await anthropic(token).messages.create({
+      model: 'claude-test',
+      max_tokens: 64,
+      system: [{ type: 'text', text: 'You are terse. '.repeat(20), cache_control: { type: 'ephemeral' } }],
+      messages: [{ role: 'user', content: 'What is six times seven? '.repeat(30) }],
+    });
+    expect(msg.content).toEqual([{ type: 'text', text: REPLY_WORDS.join(' '), citations: null }]);
+    // What the upstream was sent: our key and version, never the client's token.
+    const sent = claude.requests.at(-1)!;
+    expect(sent.headers.apiKey).toBe(ANTHROPIC_KEY);
+    expect(sent.headers.version).toBe('2023-06-01');
+    // Hand-computed from what the double reported: input excludes cache reads and writes.
+    const prompt = upstreamPromptTokens(sent.body);
+    expect(msg.usage).toMatchObject({ input_tokens: prompt - 52, cache_read_input_tokens: 40, cache_creation_input_tokens: 12, output_tokens: REPLY_WORDS.length });
+    const input = ceil(prompt - 52, CLAUDE.prompt) + ceil(40, CLAUDE.cached) + ceil(12, CLAUDE.write);
+    const output = ceil(REPLY_WORDS.length, CLAUDE.completion);
+    expect((msg.usage as unknown as { cost: Record<string, number> }).cost).toMatchObject({ input_msats: input, output_msats: output, total_msats: input + output });
+    const key = await gw.ledger.getKey((await import('../src/cashu/token.ts')).sha256Hex(token));
+    expect(key!.totalSpent).toBe(input + output);
+  });
+
+  it('streams to the SDK, the final message_delta carrying the usage and the charge', async () => {
+    const token = await mintToken(mintUrl, 200);
+    const stream = anthropic(token).messages.stream({ model: 'claude-test', max_tokens: 64, messages: [{ role: 'user', content: 'Count.' }] });
+    let text = '';
+    let charged: number | undefined;
+    stream.on('text', (t) => (text += t));
+    stream.on('streamEvent', (e) => {
+      // The SDK keeps only Anthropic's own usage fields in its snapshot; the charge rides in the raw event.
+      if (e.type === 'message_delta') charged = (e.usage as unknown as { cost: { total_msats: number } }).cost.total_msats;
+    });
+    const final = await stream.finalMessage();
+    expect(text).toBe(REPLY_WORDS.join(' '));
+    expect(final.stop_reason).toBe('end_turn');
+    const prompt = upstreamPromptTokens(claude.requests.at(-1)!.body);
+    const total = ceil(prompt, CLAUDE.prompt) + ceil(REPLY_WORDS.length, CLAUDE.completion);
+    expect(final.usage.output_tokens).toBe(REPLY_WORDS.length);
+    expect(charged).toBe(total);
+  });
+
+  it('passes tool use through, and returns an X-Cashu payer its change in the header', async () => {
+    const token = await mintToken(mintUrl, 200);
+    claude.modes.push('tool');
+    const { data, response } = await new Anthropic({ baseURL: gw.url, apiKey: 'unused', maxRetries: 0, defaultHeaders: { 'x-cashu': token } }).messages
+      .create({
+        model: 'claude-test',
+        max_tokens: 64,
+        tools: [{ name: 'get_weather', description: 'Weather in a city', input_schema: { type: 'object', properties: { city: { type: 'string' } } } }],
+        messages: [{ role: 'user', content: 'Weather in Paris?' }],
+      })
+      .withResponse();
+    expect(data.stop_reason).toBe('tool_use');
+    expect(data.content.find((b) => b.type === 'tool_use')).toMatchObject({ name: 'get_weather', input: TOOL_INPUT });
+    const cost = (data.usage as unknown as { cost: { total_msats: number } }).cost.total_msats;
+    const change = response.headers.get('x-cashu')!;
+    expect(await tokenValue(mintUrl, change)).toBe(Math.floor((200_000 - cost) / 1000));
+  });
+
+  it('counts tokens for a client with a key, and refuses one without', async () => {
+    const token = await mintToken(mintUrl, 50);
+    const counted = await anthropic(token).messages.countTokens({ model: 'claude-test', messages: [{ role: 'user', content: 'one two three four five six seven eight' }] });
+    // Eight words, each a token in any BPE tokenizer, plus the turn's framing.
+    expect(counted.input_tokens).toBeGreaterThanOrEqual(8);
+    expect(counted.input_tokens).toBeLessThan(30);
+    const res = await fetch(`${gw.url}/v1/messages/count_tokens`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'claude-test', messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    expect(res.status).toBe(401);
+    expect(await res.json()).toMatchObject({ type: 'error', error: { type: 'authentication_error', code: 'invalid_api_key' } });
+  });
+
+  it('answers errors in Anthropic shape with our stable codes', async () => {
+    const res = await fetch(`${gw.url}/v1/messages`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'claude-test', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    expect(res.status).toBe(402);
+    expect(res.headers.get('x-cashu')).toMatch(/^creqA/);
+    expect(await res.json()).toMatchObject({ type: 'error', error: { code: 'payment_required' } });
+    const err = await anthropic(await mintToken(mintUrl, 50))
+      .messages.create({ model: 'claude-test', max_tokens: 10, messages: [] })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(Anthropic.BadRequestError);
+  });
+});
+
+describe('translated between Messages and chat completions', () => {
+  it('serves a Messages client from a chat-completions upstream', async () => {
+    const token = await mintToken(mintUrl, 200);
+    const msg = await anthropic(token).messages.create({
+      model: 'gpt-test',
+      max_tokens: 20,
+      system: 'Be brief.',
+      messages: [{ role: 'user', content: [{ type: 'text', text: 'Describe.' }, { type: 'image', source: { type: 'base64', media_type: 'image/png', data: 'iVBORw0KGgo=' } }] }],
+    });
+    expect(msg.content).toEqual([{ type: 'text', text: REPLY_WORDS.join(' '), citations: null }]);
+    const sent = chatUpstream.requests.at(-1)!;
+    expect(sent.path).toBe('/chat/completions');
+    expect(sent.body.messages).toEqual([
+      { role: 'system', content: 'Be brief.' },
+      { role: 'user', content: [{ type: 'text', text: 'Describe.' }, { type: 'image_url', image_url: { url: 'data:image/png;base64,iVBORw0KGgo=' } }] },
+    ]);
+    const total = ceil(upstreamPromptTokens(sent.body), GPT.prompt) + ceil(REPLY_WORDS.length, GPT.completion);
+    expect((msg.usage as unknown as { cost: { total_msats: number } }).cost.total_msats).toBe(total);
+  });
+
+  it('serves an OpenAI chat client from an Anthropic upstream, streaming', async () => {
+    const token = await mintToken(mintUrl, 200);
+    const client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: token, maxRetries: 0 });
+    const stream = await client.chat.completions.create({ model: 'claude-test', max_tokens: 30, stream: true, messages: [{ role: 'user', content: 'Hi' }] });
+    let text = '';
+    let cost: number | undefined;
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta?.content ?? '';
+      const u = chunk.usage as unknown as { cost?: { total_msats: number } } | undefined;
+      if (u?.cost) cost = u.cost.total_msats;
+    }
+    expect(text).toBe(REPLY_WORDS.join(' '));
+    const sent = claude.requests.at(-1)!;
+    expect(sent.body).toMatchObject({ model: 'claude-test', max_tokens: 30, messages: [{ role: 'user', content: [{ type: 'text', text: 'Hi' }] }] });
+    expect(cost).toBe(ceil(upstreamPromptTokens(sent.body), CLAUDE.prompt) + ceil(REPLY_WORDS.length, CLAUDE.completion));
+  });
+});
