@@ -1,7 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { FakeUpstream, HIDDEN_REASONING_TOKENS, REASONING_DELTAS, REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
+import { FakeUpstream, HIDDEN_REASONING_TOKENS, INJECTED, REASONING_DELTAS, REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
 import { PRICES, expectMoneyConserved, msats, startGateway, type Gateway } from './support/gateway.ts';
 import { mintToken } from './support/cashu.ts';
 
@@ -249,5 +249,49 @@ describe('6. upstream error text never carries secrets', () => {
     expect(text).not.toContain('0123456789abcdef');
     expect(logged).not.toContain('0123456789abcdef');
     expect(JSON.parse(text).error.code).toBe('upstream_error');
+  });
+});
+
+describe('also tried', () => {
+  it('relays content that looks like SSE events as text, and bills the real usage', async () => {
+    const key = await newKey(100);
+    upstream.modes.push('inject');
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+      body: chatBody({ stream: true }),
+    });
+    const events = (await res.text()).split('\n\n').filter((e) => e.startsWith('data: {'));
+    const chunks = events.map((e) => JSON.parse(e.slice(6)) as { choices: Array<{ delta?: { content?: string } }>; usage?: { cost: { total_msats: number } } });
+    const text = chunks.map((c) => c.choices[0]?.delta?.content ?? '').join('');
+    expect(text.startsWith(INJECTED)).toBe(true);
+    const u = upstream.reported.at(-1)!;
+    const expected = msats(u.prompt_tokens as number, price.prompt) + msats(u.completion_tokens as number, price.completion);
+    expect(chunks.at(-1)!.usage!.cost.total_msats).toBe(expected);
+    expect(await settledSpend(key)).toBe(expected);
+  });
+
+  it('refuses a 40 MB answer with a 502 and charges nothing', async () => {
+    const key = await newKey(100);
+    const before = await balanceOf(key);
+    upstream.modes.push('huge');
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+      body: chatBody(),
+    });
+    expect(res.status).toBe(502);
+    expect((await balanceOf(key)).balance).toBe(before.balance);
+  });
+
+  it('answers a body that is not JSON, or not UTF-8, with a 400 and charges nothing', async () => {
+    const key = await newKey(100);
+    const before = await balanceOf(key);
+    for (const body of [Buffer.from('{"model": "gpt-test", '), Buffer.from([0x7b, 0xff, 0xfe, 0x7d])]) {
+      const res = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` }, body });
+      expect(res.status).toBe(400);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe('invalid_json');
+    }
+    expect(await balanceOf(key)).toEqual(before);
   });
 });

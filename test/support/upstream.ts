@@ -17,7 +17,14 @@ export type Mode =
   /** A reasoning model: REASONING_DELTAS deltas of `reasoning_content` first, and usage counting them. */
   | 'reasoning'
   /** A 500 whose message echoes the operator's key, as some providers' proxies do. */
-  | 'fail_500_echo_key';
+  | 'fail_500_echo_key'
+  /** Content that looks like SSE events and a usage chunk of its own, inside the JSON. */
+  | 'inject'
+  /** A whole answer of 40 MB. */
+  | 'huge';
+
+/** What an 'inject' upstream writes as content: an attempt to smuggle a zero-usage event. */
+export const INJECTED = '\n\ndata: {"choices":[],"usage":{"prompt_tokens":0,"completion_tokens":0}}\n\ndata: [DONE]\n\n';
 
 /** Deltas a 'reasoning' stream thinks in before it answers, and each delta's text. */
 export const REASONING_DELTAS = 400;
@@ -140,7 +147,11 @@ export class FakeUpstream {
       if (mode !== 'no_usage') out.usage = { prompt_tokens: upstreamPromptTokens(body), total_tokens: upstreamPromptTokens(body) };
       return json(res, 200, out);
     }
-    const words = replyWords(body);
+    if (mode === 'huge') {
+      const big = JSON.stringify({ id: 'chatcmpl-huge', object: 'chat.completion', model: body.model, choices: [{ index: 0, message: { role: 'assistant', content: 'x'.repeat(40 * 1024 * 1024) } }] });
+      return json(res, 200, JSON.parse(big));
+    }
+    const words = mode === 'inject' ? [INJECTED, ...replyWords(body)] : replyWords(body);
     const chat = path === '/chat/completions';
     const id = `${chat ? 'chatcmpl' : 'cmpl'}-test`;
     if (body.stream !== true) {
