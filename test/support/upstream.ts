@@ -66,6 +66,8 @@ export class FakeUpstream {
   usageDelayMs = 0;
   /** The model the upstream says it served, when set (else the one asked for). */
   servedModel: string | undefined;
+  /** Usage objects to report instead of the real count, one per request, in order (hostile or broken upstreams). */
+  readonly usageOverrides: Array<Record<string, unknown>> = [];
   /** Prompt tokens the upstream says it read from its cache (OpenAI's prompt_tokens_details). */
   cachedTokens = 0;
   /** What the upstream reported as usage, per request, in order. */
@@ -126,7 +128,12 @@ export class FakeUpstream {
       return json(res, 400, { error: { message: "Unsupported parameter: 'foo'", type: 'invalid_request_error', code: 'unsupported_parameter' } });
     }
     const reasoning = mode === 'reasoning' ? REASONING_DELTAS + HIDDEN_REASONING_TOKENS : 0;
+    const override = this.usageOverrides.shift();
     const usage = (completion: number) => {
+      if (override) {
+        this.reported.push(override);
+        return override;
+      }
       const u: Record<string, unknown> = {
         prompt_tokens: upstreamPromptTokens(body),
         completion_tokens: completion + reasoning,

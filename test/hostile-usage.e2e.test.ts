@@ -1,0 +1,103 @@
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { FakeUpstream, REPLY_WORDS } from './support/upstream.ts';
+import { PRICES, expectMoneyConserved, msats, startGateway, type Gateway } from './support/gateway.ts';
+import { mintToken } from './support/cashu.ts';
+import { sha256Hex } from '../src/cashu/token.ts';
+
+/**
+ * An upstream whose usage is not to be believed: far more than was reserved, negative, huge,
+ * not a number, or under other field names. The charge is min(cost, reservation + free balance)
+ * to the msat, and another request's reservation on the same key stays whole.
+ */
+const mintUrl = inject('mintUrl');
+const upstream = new FakeUpstream();
+let gw: Gateway;
+const price = PRICES['gpt-test'];
+
+beforeAll(async () => {
+  await upstream.start();
+  gw = await startGateway(mintUrl, upstream, { MODEL_PRICES: JSON.stringify({ ...PRICES, 'gpt-test': { ...price, max_completion_tokens: 100 } }) });
+});
+afterAll(async () => {
+  await gw?.close();
+  await upstream.stop();
+});
+afterEach(async () => {
+  upstream.modes.length = 0;
+  upstream.usageOverrides.length = 0;
+  await expectMoneyConserved(gw);
+});
+
+async function fundedKey(sats: number): Promise<{ key: string; hash: string }> {
+  const token = await mintToken(mintUrl, sats);
+  const res = await fetch(`${gw.url}/v1/balance/create`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ initial_balance_token: token }) });
+  expect(res.status).toBe(200);
+  return { key: `sk-${sha256Hex(token)}`, hash: sha256Hex(token) };
+}
+
+const chat = (key: string, extra: Record<string, unknown> = {}) =>
+  fetch(`${gw.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+    body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 10, ...extra }),
+  });
+
+describe('usage far beyond the reservation', () => {
+  it('charges at most the reservation plus the free balance, and leaves a concurrent reservation whole', async () => {
+    const { key, hash } = await fundedKey(20);
+    // A stream that holds its reservation while the other request settles.
+    upstream.chunkDelayMs = 30;
+    const asked = upstream.requests.length;
+    const streaming = fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+      body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'Tell me slowly.' }], max_tokens: 10, stream: true }),
+    });
+    // Wait until the stream has reached the upstream (so its usage is already decided) and holds its reservation.
+    for (const until = Date.now() + 10_000; upstream.requests.length === asked || (await gw.ledger.getKey(hash))!.reserved === 0; ) {
+      if (Date.now() > until) throw new Error('the stream never reserved');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const held = (await gw.ledger.getKey(hash))!.reserved;
+    upstream.usageOverrides.push({ prompt_tokens: 100_000, completion_tokens: 100_000 });
+    const before = (await gw.ledger.getKey(hash))!;
+    const res = await chat(key);
+    expect(res.status).toBe(200);
+    const after = (await gw.ledger.getKey(hash))!;
+    // Everything the key could spend without touching the stream's reservation, and no more.
+    expect(before.balance - after.balance).toBe(before.balance - held);
+    expect(after.reserved).toBe(held);
+    upstream.chunkDelayMs = 0;
+    await (await streaming).text();
+    const end = (await gw.ledger.getKey(hash))!;
+    expect(end.reserved).toBe(0);
+  });
+});
+
+describe('usage no upstream could mean', () => {
+  const counted = msats(REPLY_WORDS.length, price.completion);
+  for (const [name, usage] of [
+    ['negative', { prompt_tokens: -5, completion_tokens: -100 }],
+    ['huge', { prompt_tokens: 1e12, completion_tokens: 1e12 }],
+    ['not a number', { prompt_tokens: '7', completion_tokens: 'lots' }],
+    ['NaN', { prompt_tokens: Number.NaN, completion_tokens: 3 }],
+  ] as const) {
+    it(`is ignored when ${name}: the gateway counts the prompt and the reply itself`, async () => {
+      const { key, hash } = await fundedKey(50);
+      upstream.usageOverrides.push(usage as unknown as Record<string, unknown>);
+      const res = await chat(key);
+      expect(res.status).toBe(200);
+      const spent = (await gw.ledger.getKey(hash))!.totalSpent;
+      // The reply is ten one-word tokens; the prompt is "Hi" plus chat framing, a handful of tokens.
+      expect(spent).toBeGreaterThanOrEqual(counted + msats(1, price.prompt));
+      expect(spent).toBeLessThanOrEqual(counted + msats(20, price.prompt));
+    });
+  }
+
+  it('is read under the input_tokens / output_tokens names some upstreams use', async () => {
+    const { key, hash } = await fundedKey(50);
+    upstream.usageOverrides.push({ input_tokens: 40, output_tokens: 7 });
+    expect((await chat(key)).status).toBe(200);
+    expect((await gw.ledger.getKey(hash))!.totalSpent).toBe(msats(40, price.prompt) + msats(7, price.completion));
+  });
+});
