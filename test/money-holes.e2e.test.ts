@@ -249,6 +249,8 @@ describe('6. upstream error text never carries secrets', () => {
     expect(text).not.toContain('0123456789abcdef');
     expect(logged).not.toContain('0123456789abcdef');
     expect(JSON.parse(text).error.code).toBe('upstream_error');
+    // The failed request's reservation was released once, by the engine, not again by the door.
+    expect(logged).not.toContain('could not release');
   });
 });
 

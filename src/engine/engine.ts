@@ -82,6 +82,8 @@ type Route = Array<{ upstream: Upstream; exchange: Exchange }>;
 interface Hold {
   keyHash: string;
   reservationId: string;
+  /** Settled or released: the reservation is closed, whichever way the job ended. */
+  closed?: boolean;
   /** Paid by `X-Cashu`: whatever the request does not cost comes back as change. */
   oneShot: boolean;
   lockChangeTo?: string | undefined;
@@ -220,16 +222,13 @@ export class Engine {
     // A request no upstream of the model may take is refused before anything is reserved.
     const route = this.#route(job);
     const hold = await this.#reserve(job, payer);
-    let settled = false;
-    const settle = async (usage: Usage, metered?: Metered): Promise<Receipt> => {
-      settled = true;
-      return this.#settle(job, hold, usage, metered);
-    };
+    const settle = (usage: Usage, metered?: Metered): Promise<Receipt> => this.#settle(job, hold, usage, metered);
     try {
       if (job.stream) return { receipt: await this.#stream(job, route, hold, opts, settle) };
       return await this.#complete(job, route, hold, opts.cancel, settle);
     } finally {
-      if (!settled && hold) await this.#release(hold);
+      // Whatever ended the job before it settled, its reservation does not outlive it.
+      if (hold && !hold.closed) await this.#release(hold);
     }
   }
 
@@ -295,6 +294,7 @@ export class Engine {
     const cost = this.#cost(job, usage, metered?.model);
     if (!hold) return { usage, cost, balance: 0 };
     const s = await this.#ledger.settle(hold.reservationId, cost.totalMsats);
+    hold.closed = true;
     if (s.chargedMsats < cost.totalMsats) this.#log.warn({ short: cost.totalMsats - s.chargedMsats }, 'charge exceeded what the key holds');
     const charged = chargedCost(cost, s.chargedMsats);
     if (!hold.oneShot) return { usage, cost: charged, balance: s.balance };
@@ -315,6 +315,8 @@ export class Engine {
 
   /** Nothing is charged: the reservation is released and a one-shot payer gets everything back. */
   async #release(hold: Hold): Promise<string | undefined> {
+    if (hold.closed) return undefined;
+    hold.closed = true;
     try {
       await this.#ledger.settle(hold.reservationId, 0);
     } catch (e) {
