@@ -38,6 +38,28 @@ export const HOSTED_TOOLS = new Set<string>([
   'mcp',
 ]);
 
+/**
+ * Tools the client runs itself, so a native upstream bills them as tokens only. Every other tool
+ * (the hosted ones above, and any the API adds later) may cost what no price here covers.
+ */
+export function clientRunTool(tool: Record<string, unknown>): boolean {
+  switch (tool.type) {
+    case 'function':
+    case 'custom':
+    case 'namespace':
+    case 'computer':
+    case 'computer_use_preview':
+    case 'local_shell':
+    case 'apply_patch':
+      return true;
+    case 'shell':
+      // A shell in OpenAI's containers is billed per container; a local one is the client's.
+      return tool.environment == null || (isObj(tool.environment) && tool.environment.type === 'local');
+    default:
+      return false;
+  }
+}
+
 const STATEFUL_HINT =
   'A chat completions upstream keeps no conversation state: send the whole conversation in `input` and `store: false`, or use a model served by a Responses API upstream.';
 

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { GatewayError } from '../engine/errors.ts';
 import type { Codec, Estimate } from '../engine/format.ts';
 import { mediaTokens } from '../engine/tokens.ts';
-import { HOSTED_TOOLS, requestFromChat, requestToChat } from './responses-request.ts';
+import { clientRunTool, requestFromChat, requestToChat } from './responses-request.ts';
 import { responseFromChat, responseToChat, usageOf } from './responses-response.ts';
 import { ResponsesDecoder, ResponsesEncoder } from './responses-stream.ts';
 import { isObj, type Obj } from './responses-shared.ts';
@@ -127,7 +127,7 @@ export function parseResponses(raw: unknown): ParsedResponses {
     throw new GatewayError(400, 'invalid_request', "Invalid request body: 'input': required unless the request continues a stored response");
   }
   (body.tools as Obj[] | null | undefined)?.forEach((tool, i) => {
-    if (HOSTED_TOOLS.has(String(tool.type))) {
+    if (!clientRunTool(tool)) {
       throw new GatewayError(
         400,
         'unsupported_tool',

@@ -92,6 +92,12 @@ describe('parseResponses', () => {
     const r = refusal(() => parseResponses({ model: 'm', input: 'news?', tools: [{ type: 'function', name: 'f', parameters: {}, strict: false }, { type: 'web_search' }] }));
     expect(r).toMatchObject({ status: 400, code: 'unsupported_tool' });
     expect(r.message).toContain("'tools.1'");
+    for (const tool of [{ type: 'code_interpreter', container: { type: 'auto' } }, { type: 'shell', environment: { type: 'container_auto' } }, { type: 'some_future_tool' }]) {
+      expect(refusal(() => parseResponses({ model: 'm', input: 'x', tools: [tool] })).code).toBe('unsupported_tool');
+    }
+    // Tools the client runs itself cost tokens only, and pass to a native upstream.
+    const own = [{ type: 'shell', environment: { type: 'local' } }, { type: 'custom', name: 'apply_patch' }, { type: 'computer_use_preview', display_width: 1024, display_height: 768, environment: 'browser' }];
+    expect(parseResponses({ model: 'm', input: 'x', tools: own }).body.tools).toEqual(own);
   });
 
   it('marks a request continuing a stored response: its prompt cannot be counted here', () => {
