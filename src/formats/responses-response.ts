@@ -183,7 +183,7 @@ export function statusOf(finish: unknown): { status: string; incomplete_details:
   return { status: 'completed', incomplete_details: null };
 }
 
-export function messageItem(id: string, text: string, refusal: string, status: string): Obj {
+function messageItem(id: string, text: string, refusal: string, status: string): Obj {
   const content: Obj[] = [];
   if (text || !refusal) content.push({ type: 'output_text', text, annotations: [], logprobs: [] });
   if (refusal) content.push({ type: 'refusal', refusal });

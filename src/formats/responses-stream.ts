@@ -5,7 +5,6 @@ import {
   finishReasonOf,
   functionCallItem,
   idsFor,
-  messageItem,
   reasoningItem,
   responseEcho,
   statusOf,
@@ -355,7 +354,8 @@ export class ResponsesEncoder {
     if (!m) return '';
     const out = this.#closePart(m);
     this.#message = undefined;
-    const item = { ...messageItem(m.id, '', '', status), content: m.parts.map((p) => (p.type === 'output_text' ? { type: p.type, text: p.value, annotations: [], logprobs: [] } : { type: p.type, refusal: p.value })) };
+    const content = m.parts.map((p) => (p.type === 'output_text' ? { type: p.type, text: p.value, annotations: [], logprobs: [] } : { type: p.type, refusal: p.value }));
+    const item = { id: m.id, type: 'message', status, role: 'assistant', content };
     this.#done.set(m.index, item);
     return out + this.#event('response.output_item.done', { output_index: m.index, item });
   }

@@ -5,6 +5,7 @@ import { GatewayError } from '../../src/engine/errors.ts';
 import type { Bill } from '../../src/engine/format.ts';
 import { errorBody, parseResponses, responsesCodec as codec } from '../../src/formats/responses.ts';
 import { responseFromChat } from '../../src/formats/responses-response.ts';
+import { ResponsesEncoder } from '../../src/formats/responses-stream.ts';
 import { SseSplitter, eventData } from '../../src/upstream/sse.ts';
 import { FakeResponsesUpstream } from '../support/responses-upstream.ts';
 import { REPLY_WORDS } from '../support/upstream.ts';
@@ -205,6 +206,7 @@ describe('Responses request → chat', () => {
       [{ model: 'm', input: 'hi', tools: [{ type: 'file_search', vector_store_ids: ['vs_1'] }] }, 'unsupported_tool', "'file_search'"],
       [{ model: 'm', input: 'hi', tools: [{ type: 'computer_use_preview', display_width: 1024, display_height: 768, environment: 'browser' }] }, 'unsupported_tool', 'computer_use_preview'],
       [{ model: 'm', input: 'hi', tool_choice: { type: 'web_search_preview' } }, 'unsupported_tool', 'web_search_preview'],
+      [{ model: 'm', input: 'hi', tools: [{ type: 'custom', name: 'apply_patch', format: { type: 'text' } }] }, 'unsupported_tool', "'custom'"],
       [{ model: 'm', input: [{ role: 'user', content: [{ type: 'input_image', file_id: 'file-1', detail: 'auto' }] }] }, 'unsupported_content', 'file_id'],
       [{ model: 'm', input: [{ role: 'user', content: [{ type: 'input_file', file_url: 'https://example.com/a.pdf' }] }] }, 'unsupported_content', 'file_url'],
       [{ model: 'm', input: [{ type: 'function_call_output', call_id: 'c', output: [{ type: 'input_image', image_url: 'https://x/y.png', detail: 'auto' }] }] }, 'unsupported_content', "'input.0.output.0'"],
@@ -653,6 +655,15 @@ describe('chat chunks → Responses stream', () => {
     expect(last.response).toMatchObject({ status: 'incomplete', incomplete_details: { reason: 'max_output_tokens' }, output: [{ type: 'message', status: 'incomplete' }] });
   });
 
+  it('echoes the client\'s request settings in the response, as the API does', () => {
+    const request = { model: 'm', input: 'hi', instructions: 'Be brief.', max_output_tokens: 99, temperature: 0.3, metadata: { run: '7' }, tools: [{ type: 'function', name: 'f', parameters: {}, strict: false }] };
+    const e = new ResponsesEncoder(request);
+    const list = events(e.push(chunk({ content: 'ok' })) + e.close(bill()));
+    for (const ev of [list[0]!, list.at(-1)!]) {
+      expect(ev.data.response).toMatchObject({ instructions: 'Be brief.', max_output_tokens: 99, temperature: 0.3, metadata: { run: '7' }, tools: request.tools, store: false });
+    }
+  });
+
   it('decodes its own stream back into the chunks it was given', () => {
     const e = codec.encoder();
     const text = TOOL_CHUNKS.map((c) => e.push(c)).join('') + e.close(bill());
@@ -833,6 +844,33 @@ describe('the Responses upstream double', () => {
     const err = await client.responses.create({ model: 'gpt-test', input: 'x', previous_response_id: 'resp_nope' }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(APIError);
     expect(err).toMatchObject({ status: 400, code: 'previous_response_not_found', param: 'previous_response_id' });
+  });
+
+  async function decodeFrom(body: Obj): Promise<{ chunks: Obj[]; error?: unknown }> {
+    const res = await fetch(`${up.url}/responses`, { method: 'POST', body: JSON.stringify(body) });
+    const split = new SseSplitter();
+    const d = codec.decoder();
+    const chunks: Obj[] = [];
+    try {
+      for await (const bytes of res.body!) {
+        for (const ev of split.push(bytes as Uint8Array)) chunks.push(...d.push({ name: /^event: (.*)$/m.exec(ev)?.[1], data: eventData(ev)! }));
+      }
+    } catch (error) {
+      return { chunks, error };
+    }
+    return { chunks };
+  }
+
+  it('fails a stream with response.failed, or cuts it, as a broken upstream does', async () => {
+    up.modes.push('failed');
+    const failed = await decodeFrom({ model: 'gpt-test', input: 'x', stream: true });
+    expect(failed.error).toMatchObject({ status: 502, code: 'upstream_error', message: 'Upstream error: The model produced invalid content.' });
+    expect(failed.chunks.map((c) => ((c.choices as Obj[])[0]?.delta as Obj).content).join('')).toBe('The answer');
+    up.modes.push('cut');
+    const cut = await decodeFrom({ model: 'gpt-test', input: 'x', stream: true });
+    // No terminal event: no finish and no usage, so the engine knows to count what it saw.
+    expect(cut.chunks.some((c) => c.usage !== undefined || (c.choices as Obj[])[0]?.finish_reason)).toBe(false);
+    expect(cut.chunks.map((c) => ((c.choices as Obj[])[0]?.delta as Obj).content).join('')).toBe('The answer is');
   });
 
   it('answers errors with the API\'s bodies and statuses', async () => {
