@@ -11,6 +11,7 @@ const RESPONSES_KNOWN = new Set<string>([
   ...SAME_FIELDS,
   'input',
   'instructions',
+  'metadata',
   'tools',
   'tool_choice',
   'max_output_tokens',
@@ -89,6 +90,8 @@ export function requestToChat(body: Obj): Obj {
   if (typeof body.input === 'string') messages.push({ role: 'user', content: body.input });
   else if (Array.isArray(body.input)) messages.push(...itemsToMessages(body.input));
   chat.messages = messages;
+  // `metadata` tags a stored response, and is echoed in the answer; OpenAI's chat completions
+  // refuses it unless the completion is stored, which a Responses client did not ask for.
   if (Array.isArray(body.tools) && body.tools.length > 0) chat.tools = body.tools.map(toolToChat);
   if (given(body.tool_choice)) chat.tool_choice = toolChoiceToChat(body.tool_choice);
   if (given(body.max_output_tokens)) chat.max_completion_tokens = body.max_output_tokens;
@@ -262,6 +265,7 @@ function formatToChat(format: Obj): Obj | undefined {
 /** Chat parameters Responses has too, or that are translated below. */
 const CHAT_KNOWN = new Set<string>([
   ...SAME_FIELDS,
+  'metadata',
   'messages',
   'stream_options',
   'max_tokens',
@@ -292,7 +296,7 @@ export function requestFromChat(chat: Obj): Obj {
     if (!isDefault(k, v)) throw refuse('unsupported_parameter', `'${k}' cannot be translated to the Responses API.`);
   }
   const body: Obj = {};
-  copyFields(chat, body, SAME_FIELDS);
+  copyFields(chat, body, [...SAME_FIELDS, 'metadata']);
   body.input = (Array.isArray(chat.messages) ? chat.messages : []).flatMap(messageToItems);
   if (Array.isArray(chat.tools) && chat.tools.length > 0) body.tools = chat.tools.map(toolFromChat);
   if (given(chat.tool_choice)) body.tool_choice = toolChoiceFromChat(chat.tool_choice);

@@ -27,7 +27,6 @@ export const SAME_FIELDS = [
   'temperature',
   'top_p',
   'parallel_tool_calls',
-  'metadata',
   'user',
   'service_tier',
   'prompt_cache_key',

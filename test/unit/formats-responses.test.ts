@@ -151,7 +151,6 @@ describe('Responses request → chat', () => {
       temperature: 0.2,
       top_p: 0.9,
       parallel_tool_calls: false,
-      metadata: { app: 'test' },
       user: 'u1',
       messages: [
         { role: 'system', content: 'You are terse.' },
