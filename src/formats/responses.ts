@@ -1,9 +1,9 @@
 import { z } from 'zod';
 import { GatewayError } from '../engine/errors.ts';
-import type { Codec, Estimate } from '../engine/format.ts';
+import type { Bill, Codec, Estimate } from '../engine/format.ts';
 import { mediaTokens } from '../engine/tokens.ts';
 import { clientRunTool, requestFromChat, requestToChat } from './responses-request.ts';
-import { responseFromChat, responseToChat, usageOf } from './responses-response.ts';
+import { billUsage, responseFromChat, responseToChat, usageOf } from './responses-response.ts';
 import { ResponsesDecoder, ResponsesEncoder } from './responses-stream.ts';
 import { isObj, type Obj } from './responses-shared.ts';
 
@@ -26,6 +26,15 @@ export const responsesCodec: Codec = {
     body.max_output_tokens = maxTokens;
   },
 };
+
+/**
+ * Writes the charge into a non-streamed Response, where the streamed one carries it in
+ * `response.completed`: the usage billed, our `cost` beside it, and the change in `x_cashu`.
+ */
+export function billResponse(body: Record<string, unknown>, bill: Bill): void {
+  body.usage = billUsage(bill);
+  if (bill.change) body.x_cashu = bill.change;
+}
 
 /** OpenAI's error shape, with our stable code. */
 export function errorBody(err: GatewayError): Record<string, unknown> {

@@ -3,7 +3,7 @@ import OpenAI, { APIError } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GatewayError } from '../../src/engine/errors.ts';
 import type { Bill } from '../../src/engine/format.ts';
-import { errorBody, parseResponses, responsesCodec as codec } from '../../src/formats/responses.ts';
+import { billResponse, errorBody, parseResponses, responsesCodec as codec } from '../../src/formats/responses.ts';
 import { responseFromChat } from '../../src/formats/responses-response.ts';
 import { ResponsesEncoder } from '../../src/formats/responses-stream.ts';
 import { SseSplitter, eventData } from '../../src/upstream/sse.ts';
@@ -477,6 +477,24 @@ describe('Responses answer ↔ chat', () => {
       incomplete_details: { reason: 'max_output_tokens' },
       output: [{ type: 'message', status: 'incomplete', content: [{ type: 'output_text', text: 'It is', annotations: [], logprobs: [] }] }],
     });
+  });
+
+  it('writes the charge into a whole Response as the streamed one carries it', () => {
+    const body = codec.responseFromChat({ id: 'chatcmpl-1', created: 1, model: 'm', choices: [{ index: 0, message: { role: 'assistant', content: 'hi' }, finish_reason: 'stop' }] });
+    billResponse(body, bill({ change: 'cashuBchange' }));
+    expect(body.usage).toEqual({
+      input_tokens: 2006,
+      input_tokens_details: { cached_tokens: 1920, cache_write_tokens: 0 },
+      output_tokens: 300,
+      output_tokens_details: { reasoning_tokens: 192 },
+      total_tokens: 2306,
+      cost: { base_msats: 0, input_msats: 120, output_msats: 450, total_msats: 570 },
+      cost_sats: 0.57,
+    });
+    expect(body.x_cashu).toBe('cashuBchange');
+    const unpaid = codec.responseFromChat({ id: 'chatcmpl-2', model: 'm', choices: [] });
+    billResponse(unpaid, bill());
+    expect(unpaid).not.toHaveProperty('x_cashu');
   });
 
   it('writes errors in OpenAI\'s shape with our stable code', () => {
