@@ -10,7 +10,9 @@ import { isObj, type Obj } from './responses-shared.ts';
 /**
  * The OpenAI Responses API (`POST /v1/responses`), the protocol of Codex and the newer OpenAI
  * models. `encoder(request)` and `responseFromChat(chat, request)` take the client's body when the
- * caller has it, so that the answer echoes the request's settings as the API does.
+ * caller has it, so that the answer echoes the request's settings as the API does. A Responses
+ * client on a Responses upstream needs no codec: see `ResponsesPassthrough` and `meterResponse`
+ * (./responses-native.ts), and `billResponse` below for a whole answer.
  */
 export const responsesCodec: Codec = {
   kind: 'openai-responses',

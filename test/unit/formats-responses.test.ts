@@ -6,6 +6,7 @@ import type { Bill } from '../../src/engine/format.ts';
 import { billResponse, errorBody, parseResponses, responsesCodec as codec } from '../../src/formats/responses.ts';
 import { responseFromChat } from '../../src/formats/responses-response.ts';
 import { ResponsesEncoder } from '../../src/formats/responses-stream.ts';
+import { meterResponse, ResponsesPassthrough } from '../../src/formats/responses-native.ts';
 import { SseSplitter, eventData } from '../../src/upstream/sse.ts';
 import { FakeResponsesUpstream } from '../support/responses-upstream.ts';
 import { REPLY_WORDS } from '../support/upstream.ts';
@@ -897,5 +898,89 @@ describe('the Responses upstream double', () => {
     up.modes.push('error_event');
     const stream = await client.responses.create({ model: 'gpt-test', input: 'x', stream: true });
     await expect((async () => { for await (const _ of stream) void _; })()).rejects.toMatchObject({ code: 'server_error' });
+  });
+});
+
+describe('a Responses upstream passed through to a Responses client', () => {
+  const up = new FakeResponsesUpstream();
+  beforeAll(() => up.start());
+  afterAll(() => up.stop());
+
+  /** The upstream's stream through the passthrough; `close` or `fail` as the engine would. */
+  async function through(body: Obj, end: (p: ResponsesPassthrough, err?: GatewayError) => string) {
+    const res = await fetch(`${up.url}/responses`, { method: 'POST', body: JSON.stringify(body) });
+    const split = new SseSplitter();
+    const p = new ResponsesPassthrough();
+    let text = '';
+    let failure: GatewayError | undefined;
+    try {
+      for await (const bytes of res.body!) for (const ev of split.push(bytes as Uint8Array)) text += p.push({ name: /^event: (.*)$/m.exec(ev)?.[1], data: eventData(ev)! });
+    } catch (e) {
+      if (e instanceof GatewayError) failure = e;
+    }
+    return { p, text: text + end(p, failure) };
+  }
+
+  it('forwards the events untouched and closes with the bill, metering usage and every generated field', async () => {
+    up.cachedTokens = 12;
+    up.replies.push({ text: 'Calling now', summary: 'Use the tool', calls: [{ name: 'get_weather', arguments: '{"city":"Paris"}' }] });
+    try {
+      const { p, text } = await through({ model: 'gpt-test', input: 'weather?', stream: true }, (x) => x.close(bill({ change: 'cashuBchange' })));
+      const list = events(text);
+      expect(list.map((e) => e.data.sequence_number)).toEqual(list.map((_, i) => i));
+      expect(p.metered.usage).toMatchObject({ cachedTokens: 12, completionTokens: 2 + 4 });
+      expect(p.metered.generated).toBe('Use the toolCalling nowget_weather{"city":"Paris"}');
+      const { client, close } = await replay(() => text);
+      try {
+        const final = await client.responses.stream({ model: 'gpt-test', input: 'weather?' }).finalResponse();
+        expect(final.output_text).toBe('Calling now');
+        expect(final.output.map((o) => o.type)).toEqual(['reasoning', 'message', 'function_call']);
+        const extra = final as unknown as { usage: Obj; x_cashu: string };
+        expect(extra.usage).toMatchObject({ input_tokens: 2006, input_tokens_details: { cached_tokens: 1920 }, cost: { total_msats: 570 } });
+        expect(extra.x_cashu).toBe('cashuBchange');
+      } finally {
+        await close();
+      }
+    } finally {
+      up.cachedTokens = 0;
+    }
+  });
+
+  it('ends an upstream failure with our error, which the SDK raises', async () => {
+    up.modes.push('failed');
+    const { text } = await through({ model: 'gpt-test', input: 'x', stream: true }, (x, err) => x.fail(err!));
+    const list = events(text);
+    expect(list.map((e) => e.name).slice(-2)).toEqual(['error', 'response.failed']);
+    expect(list.map((e) => e.data.sequence_number)).toEqual(list.map((_, i) => i));
+    const { client, close } = await replay(() => text);
+    try {
+      const stream = await client.responses.create({ model: 'gpt-test', input: 'x', stream: true });
+      await expect((async () => { for await (const _ of stream) void _; })()).rejects.toMatchObject({ code: 'upstream_error', message: 'Upstream error: The model produced invalid content.' });
+    } finally {
+      await close();
+    }
+  });
+
+  it('closes a stream the upstream cut short as incomplete, keeping what was said', async () => {
+    up.modes.push('cut');
+    const { p, text } = await through({ model: 'gpt-test', input: 'x', stream: true }, (x) => x.close(bill()));
+    expect(p.metered.usage).toBeUndefined();
+    expect(p.metered.generated).toBe('The answer is');
+    const { client, close } = await replay(() => text);
+    try {
+      const final = await client.responses.stream({ model: 'gpt-test', input: 'x' }).finalResponse();
+      expect(final.status).toBe('incomplete');
+      expect(final.output_text).toBe('The answer is');
+      expect(final.usage?.total_tokens).toBe(2306);
+    } finally {
+      await close();
+    }
+  });
+
+  it('meters a whole Response: usage and every generated field', () => {
+    expect(meterResponse(RESPONSE)).toEqual({
+      usage: { promptTokens: 2006, completionTokens: 300, cachedTokens: 1920, reasoningTokens: 192 },
+      generated: '**Checking the weather**Let me look that up.get_weather{"location":"Paris, France"}',
+    });
   });
 });
