@@ -180,6 +180,8 @@ export function idsFor(chatId: unknown, fallback: string): Ids {
 export function statusOf(finish: unknown): { status: string; incomplete_details: Obj | null } {
   if (finish === 'length') return { status: 'incomplete', incomplete_details: { reason: 'max_output_tokens' } };
   if (finish === 'content_filter') return { status: 'incomplete', incomplete_details: { reason: 'content_filter' } };
+  // No finish at all: the upstream stopped short (a cut stream), and the answer may be partial.
+  if (finish == null) return { status: 'incomplete', incomplete_details: null };
   return { status: 'completed', incomplete_details: null };
 }
 

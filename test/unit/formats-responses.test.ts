@@ -671,6 +671,10 @@ describe('chat chunks → Responses stream', () => {
     const last = events(text).at(-1)!.data;
     expect(last.type).toBe('response.incomplete');
     expect(last.response).toMatchObject({ status: 'incomplete', incomplete_details: { reason: 'max_output_tokens' }, output: [{ type: 'message', status: 'incomplete' }] });
+    // A chat stream that ended without a finish reason was cut short: its answer is not complete.
+    const cut = codec.encoder();
+    const after = events(cut.push(chunk({ content: 'It is' })) + cut.close(bill())).at(-1)!.data;
+    expect(after).toMatchObject({ type: 'response.incomplete', response: { status: 'incomplete', incomplete_details: null } });
   });
 
   it('echoes the client\'s request settings in the response, as the API does', () => {
