@@ -169,7 +169,9 @@ export class Engine {
       const bound = price(estimate.extraTokens + (cheapToCount(estimate.text) ? await countPieces(estimate.text) : tokenBound(estimate.text)));
       throw this.paymentRequired(bound.maxMsats, 'payment_required', 'Payment required: send a Cashu token as the API key or in the X-Cashu header.');
     }
-    return price(estimate.extraTokens + (await countPieces(estimate.text)));
+    const counted = estimate.extraTokens + (await countPieces(estimate.text));
+    // A prompt partly stored upstream cannot be counted here: reserve as if it filled the context.
+    return price(estimate.wholeContext ? Math.max(counted, model.price.contextLength - maxCompletion) : counted);
   }
 
   /** An `sk-` key that pays must exist and not be revoked; checked before anything is counted. */

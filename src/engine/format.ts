@@ -81,6 +81,8 @@ export interface Estimate {
   choices: number;
   /** Image (and other media) parts, billed by count where a price says so. */
   images: number;
+  /** The prompt includes what the upstream stores (an earlier response): reserve the whole context. */
+  wholeContext?: boolean | undefined;
 }
 
 export interface ExchangeLimits {
@@ -129,11 +131,12 @@ export interface Codec {
   requestToChat(body: Record<string, unknown>): Record<string, unknown>;
   requestFromChat(chat: Record<string, unknown>): Record<string, unknown>;
   responseToChat(body: Record<string, unknown>): Record<string, unknown>;
-  responseFromChat(chat: Record<string, unknown>): Record<string, unknown>;
+  /** `request`, when given, is the client's body, for answers that echo its settings. */
+  responseFromChat(chat: Record<string, unknown>, request?: Record<string, unknown>): Record<string, unknown>;
   /** Native stream events in, chat chunks out (usage arrives as a chunk with `usage`). */
   decoder(): { push(event: UpstreamEvent): Array<Record<string, unknown>> };
   /** Chat chunks in, this protocol's SSE text out; `close` writes the final events with the bill. */
-  encoder(): { push(chunk: Record<string, unknown>): string; close(bill: Bill): string; fail(err: GatewayError): string };
+  encoder(request?: Record<string, unknown>): { push(chunk: Record<string, unknown>): string; close(bill: Bill): string; fail(err: GatewayError): string };
   /** The protocol's usage object, normalized; undefined when absent or not believable. */
   usageOf(usage: unknown): Usage | undefined;
   /** Holds a native request body to `maxTokens` of output (every alias the protocol has). */

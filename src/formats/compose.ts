@@ -150,9 +150,9 @@ class TranslatedStream implements StreamReader {
   readonly #decoder: { push(ev: UpstreamEvent): Array<Record<string, unknown>> };
   readonly #encoder: ReturnType<Codec['encoder']>;
 
-  constructor(upstream: Codec | undefined, client: Codec) {
+  constructor(upstream: Codec | undefined, client: Codec, request: Record<string, unknown>) {
     this.#decoder = upstream ? upstream.decoder() : chatDecoder();
-    this.#encoder = client.encoder();
+    this.#encoder = client.encoder(request);
   }
 
   get metered(): Metered {
@@ -213,10 +213,10 @@ export function exchangeFor(client: Codec, req: ClientRequest, kind: UpstreamKin
       body,
       read: (up) => {
         const asChat = upstream ? upstream.responseToChat(up) : up;
-        return { body: client.responseFromChat(asChat), metered: meterBody(asChat) };
+        return { body: client.responseFromChat(asChat, req.body), metered: meterBody(asChat) };
       },
       bill: (out, bill) => (client.billBody ?? billBody)(out, bill),
-      stream: () => new TranslatedStream(upstream, client),
+      stream: () => new TranslatedStream(upstream, client, req.body),
     };
   } catch (e) {
     if (e instanceof GatewayError) return e;
@@ -230,6 +230,8 @@ export function codecFormat(opts: {
   codec: Codec;
   parse: (raw: unknown) => ClientRequest;
   errorBody: (err: GatewayError) => Record<string, unknown>;
+  /** Refuses (or adjusts) a request for one upstream kind, given what its operator allows. */
+  guard?: (req: ClientRequest, kind: UpstreamKind, allowed: ReadonlySet<string>) => GatewayError | ClientRequest;
 }): WireFormat {
   const { codec } = opts;
   return {
@@ -237,7 +239,15 @@ export function codecFormat(opts: {
     errorBody: opts.errorBody,
     parse(raw: unknown): ParsedRequest {
       const req = opts.parse(raw);
-      return { model: req.model, stream: req.stream, estimate: req.estimate, exchange: (kind, limits) => exchangeFor(codec, req, kind, limits) };
+      return {
+        model: req.model,
+        stream: req.stream,
+        estimate: req.estimate,
+        exchange: (kind, limits) => {
+          const guarded = opts.guard ? opts.guard(req, kind, limits.allowed ?? new Set()) : req;
+          return guarded instanceof GatewayError ? guarded : exchangeFor(codec, guarded, kind, limits);
+        },
+      };
     },
   };
 }

@@ -1,6 +1,8 @@
 import { z } from 'zod';
 import { GatewayError } from '../engine/errors.ts';
-import type { Bill, Codec, Estimate } from '../engine/format.ts';
+import type { Bill, Codec, Estimate, WireFormat } from '../engine/format.ts';
+import { codecFormat, registerCodec, type ClientRequest } from './compose.ts';
+import { ResponsesPassthrough } from './responses-native.ts';
 import { mediaTokens } from '../engine/tokens.ts';
 import { clientRunTool, requestFromChat, requestToChat } from './responses-request.ts';
 import { billUsage, responseFromChat, responseToChat, usageOf } from './responses-response.ts';
@@ -27,6 +29,8 @@ export const responsesCodec: Codec = {
   limit(body, maxTokens) {
     body.max_output_tokens = maxTokens;
   },
+  relay: () => new ResponsesPassthrough(),
+  billBody: (body, bill) => billResponse(body, bill),
 };
 
 /**
@@ -202,3 +206,32 @@ function estimate(body: Obj, items: unknown[]): Estimate {
     images,
   };
 }
+
+registerCodec(responsesCodec);
+
+/** Fields that make the upstream keep or read state under the operator's account. */
+const STATEFUL = ['previous_response_id', 'conversation', 'background', 'prompt'] as const;
+
+/**
+ * On a Responses upstream every payer shares the operator's account: a stored response is
+ * readable (and continuable) by anyone who learns its id. So nothing is stored and no stored
+ * state is read unless the operator allows it for that upstream (`allow_parameters`), and then
+ * the whole context is reserved, since a stored prompt cannot be counted here.
+ */
+function guardState(req: ClientRequest, kind: string, allowed: ReadonlySet<string>): GatewayError | ClientRequest {
+  if (kind !== 'openai-responses') return req;
+  const body = { ...req.body };
+  for (const f of STATEFUL) {
+    if (body[f] != null && !allowed.has(f)) {
+      return new GatewayError(400, 'stateful_not_supported', `'${f}' would read or keep a response stored under the gateway's account, which other payers share; send the whole conversation in 'input' instead.`, {
+        extra: { param: f },
+      });
+    }
+  }
+  if (!allowed.has('store')) body.store = false;
+  const whole = STATEFUL.some((f) => body[f] != null);
+  return { ...req, body, estimate: whole ? { ...req.estimate, wholeContext: true } : req.estimate };
+}
+
+/** `POST /v1/responses`, for Codex and the newer OpenAI SDKs. */
+export const responsesFormat: WireFormat = codecFormat({ name: 'responses', codec: responsesCodec, parse: parseResponses, errorBody, guard: guardState });

@@ -5,6 +5,7 @@ import type { Engine, Payer, Receipt, StreamSink } from '../engine/engine.ts';
 import type { WireFormat } from '../engine/format.ts';
 import { chatFormat, completionFormat, embeddingFormat } from '../formats/chat.ts';
 import { countTokensEstimate, messagesFormat } from '../formats/messages.ts';
+import { responsesFormat } from '../formats/responses.ts';
 import type { Metrics } from './metrics.ts';
 import { paymentOf } from './payment.ts';
 
@@ -14,6 +15,7 @@ const ROUTES: Array<[string, WireFormat]> = [
   ['/v1/completions', completionFormat],
   ['/v1/embeddings', embeddingFormat],
   ['/v1/messages', messagesFormat],
+  ['/v1/responses', responsesFormat],
 ];
 
 export function costHeaders(reply: FastifyReply, r: Receipt): void {

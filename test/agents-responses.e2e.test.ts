@@ -1,0 +1,131 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import OpenAI, { APIError } from 'openai';
+import { FakeUpstream, REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
+import { FakeResponsesUpstream } from './support/responses-upstream.ts';
+import { expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
+import { mintToken, tokenValue } from './support/cashu.ts';
+import { sha256Hex } from '../src/cashu/token.ts';
+
+/**
+ * The OpenAI Responses API (Codex, the newer OpenAI SDKs) paid with Cashu: served natively by a
+ * Responses upstream and translated to a chat-completions upstream, priced to the cached token.
+ */
+const mintUrl = inject('mintUrl');
+const chatUpstream = new FakeUpstream();
+const resp = new FakeResponsesUpstream();
+let gw: Gateway;
+
+const RESP = { prompt: 2, completion: 8, cached: 0.5 };
+const GPT = { prompt: 2, completion: 5 };
+const ceil = (tokens: number, msatsPerToken: number) => Math.ceil((tokens * Math.round(msatsPerToken * 1e6)) / 1e6);
+const client = (apiKey: string, headers: Record<string, string> = {}) => new OpenAI({ baseURL: `${gw.url}/v1`, apiKey, maxRetries: 0, defaultHeaders: headers });
+type Costed = { cost: { total_msats: number; input_msats: number; output_msats: number } };
+
+beforeAll(async () => {
+  await chatUpstream.start();
+  await resp.start();
+  const file = join(mkdtempSync(join(tmpdir(), 'agents-')), 'upstreams.yaml');
+  writeFileSync(
+    file,
+    `upstreams:
+  - name: responses
+    kind: openai-responses
+    base_url: ${resp.url}
+    models: [gpt-resp]
+    prices:
+      gpt-resp: { prompt_msats: ${RESP.prompt}, completion_msats: ${RESP.completion}, cached_prompt_msats: ${RESP.cached} }
+  - name: chat
+    base_url: ${chatUpstream.url}
+    models: [gpt-test]
+    prices:
+      gpt-test: { prompt_msats: ${GPT.prompt}, completion_msats: ${GPT.completion} }
+`,
+  );
+  gw = await startGateway(mintUrl, chatUpstream, { UPSTREAMS_FILE: file, MODEL_PRICES: '{}' });
+});
+afterAll(async () => {
+  await gw?.close();
+  await chatUpstream.stop();
+  await resp.stop();
+});
+afterEach(async () => {
+  resp.cachedTokens = 0;
+  await expectMoneyConserved(gw);
+});
+
+describe('POST /v1/responses to a Responses upstream', () => {
+  it('answers responses.create, storing nothing upstream, and bills cached input to the msat', async () => {
+    const token = await mintToken(mintUrl, 200);
+    resp.cachedTokens = 20;
+    const res = await client(token).responses.create({ model: 'gpt-resp', instructions: 'Be brief.', input: 'What is six times seven? '.repeat(10), max_output_tokens: 64 });
+    expect(res.output_text).toBe(REPLY_WORDS.join(' '));
+    const sent = resp.requests.at(-1)!.body;
+    // Every payer shares the operator's account upstream: nothing is stored there.
+    expect(sent.store).toBe(false);
+    const u = res.usage!;
+    expect(u.input_tokens_details.cached_tokens).toBe(20);
+    const input = ceil(u.input_tokens - 20, RESP.prompt) + ceil(20, RESP.cached);
+    const output = ceil(u.output_tokens, RESP.completion);
+    expect((u as unknown as Costed).cost).toMatchObject({ input_msats: input, output_msats: output, total_msats: input + output });
+    expect((await gw.ledger.getKey(sha256Hex(token)))!.totalSpent).toBe(input + output);
+  });
+
+  it('streams to responses.stream, the completed event carrying the usage and the charge', async () => {
+    const token = await mintToken(mintUrl, 200);
+    const stream = client(token).responses.stream({ model: 'gpt-resp', input: 'Count.', max_output_tokens: 64 });
+    let text = '';
+    stream.on('response.output_text.delta', (e) => (text += e.delta));
+    const final = await stream.finalResponse();
+    expect(text).toBe(REPLY_WORDS.join(' '));
+    const u = final.usage!;
+    expect((u as unknown as Costed).cost.total_msats).toBe(ceil(u.input_tokens, RESP.prompt) + ceil(u.output_tokens, RESP.completion));
+  });
+
+  it('refuses a stored conversation (another payer could read it) with a 400, charging nothing', async () => {
+    const token = await mintToken(mintUrl, 200);
+    const err = await client(token)
+      .responses.create({ model: 'gpt-resp', input: 'And then?', previous_response_id: 'resp_somebody_elses', max_output_tokens: 64 })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(APIError);
+    expect([(err as APIError).status, (err as APIError).code]).toEqual([400, 'stateful_not_supported']);
+    expect(await gw.ledger.getKey(sha256Hex(token))).toBeUndefined();
+  });
+});
+
+describe('translated between Responses and chat completions', () => {
+  it('serves responses.create from a chat upstream: instructions, an image, the charge, X-Cashu change', async () => {
+    const token = await mintToken(mintUrl, 200);
+    const { data, response } = await client('unused', { 'x-cashu': token })
+      .responses.create({
+        model: 'gpt-test',
+        instructions: 'Be brief.',
+        input: [{ role: 'user', content: [{ type: 'input_text', text: 'Describe.' }, { type: 'input_image', image_url: 'data:image/png;base64,iVBORw0KGgo=', detail: 'low' }] }],
+        max_output_tokens: 20,
+      })
+      .withResponse();
+    expect(data.output_text).toBe(REPLY_WORDS.join(' '));
+    const sent = chatUpstream.requests.at(-1)!;
+    expect(sent.path).toBe('/chat/completions');
+    expect(sent.body.messages).toEqual([
+      { role: 'system', content: 'Be brief.' },
+      { role: 'user', content: [{ type: 'text', text: 'Describe.' }, { type: 'image_url', image_url: { url: 'data:image/png;base64,iVBORw0KGgo=', detail: 'low' } }] },
+    ]);
+    const total = ceil(upstreamPromptTokens(sent.body), GPT.prompt) + ceil(REPLY_WORDS.length, GPT.completion);
+    expect((data.usage as unknown as Costed).cost.total_msats).toBe(total);
+    expect(await tokenValue(mintUrl, response.headers.get('x-cashu')!)).toBe(Math.floor((200_000 - total) / 1000));
+  });
+
+  it('streams a chat upstream as Responses events to the SDK', async () => {
+    const token = await mintToken(mintUrl, 200);
+    const stream = client(token).responses.stream({ model: 'gpt-test', input: 'Hi', max_output_tokens: 20 });
+    const final = await stream.finalResponse();
+    expect(final.output_text).toBe(REPLY_WORDS.join(' '));
+    const sent = chatUpstream.requests.at(-1)!;
+    expect(sent.body.stream).toBe(true);
+    const total = ceil(upstreamPromptTokens(sent.body), GPT.prompt) + ceil(REPLY_WORDS.length, GPT.completion);
+    expect((final.usage as unknown as Costed).cost.total_msats).toBe(total);
+  });
+});
