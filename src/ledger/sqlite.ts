@@ -118,17 +118,19 @@ interface Queued {
 }
 
 /**
- * node:sqlite behind the ledger's driver. One connection, so transactions take turns in a queue
- * (a query outside one runs at once when none is open), and grouped transactions of one
- * event-loop turn are committed together.
+ * node:sqlite behind the ledger's driver. Statements are synchronous but the ledger's transactions
+ * are async, so transactions take turns in a queue (a query outside one runs at once when none is
+ * open), and grouped transactions of one event-loop turn are committed together. The queue is the
+ * process's: two drivers on one file in one process (tests, a CLI beside a gateway) would otherwise
+ * interleave, and one would block in BEGIN IMMEDIATE on a lock the other can never release.
  */
 export class SqliteDriver implements Driver {
   readonly dialect = dialect;
   readonly #db: DatabaseSync;
   readonly #statements = new Map<string, { st: StatementSync; params: number; reads: boolean }>();
   /** The end of the queue of exclusive work, and how much of it there is. */
-  #tail: Promise<unknown> = Promise.resolve();
-  #queued = 0;
+  static #tail: Promise<unknown> = Promise.resolve();
+  static #queued = 0;
   #group: Queued[] = [];
   /** The open transaction's view: it runs straight on the connection the queue gave it. */
   readonly #tx: Sql = {
@@ -165,14 +167,14 @@ export class SqliteDriver implements Driver {
 
   /** Runs `fn` once all exclusive work queued before it is done. */
   #exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    this.#queued++;
-    const out = this.#tail.then(fn).finally(() => this.#queued--);
-    this.#tail = out.catch(() => {});
+    SqliteDriver.#queued++;
+    const out = SqliteDriver.#tail.then(fn).finally(() => SqliteDriver.#queued--);
+    SqliteDriver.#tail = out.catch(() => {});
     return out;
   }
 
   async query(sql: string, params: readonly unknown[] = []): Promise<Result> {
-    return this.#queued === 0 ? this.#run(sql, params) : this.#exclusive(async () => this.#run(sql, params));
+    return SqliteDriver.#queued === 0 ? this.#run(sql, params) : this.#exclusive(async () => this.#run(sql, params));
   }
 
   async batch(statements: readonly Statement[]): Promise<void> {
@@ -180,7 +182,7 @@ export class SqliteDriver implements Driver {
   }
 
   async exec(script: string): Promise<void> {
-    return this.#queued === 0 ? this.#db.exec(script) : this.#exclusive(async () => this.#db.exec(script));
+    return SqliteDriver.#queued === 0 ? this.#db.exec(script) : this.#exclusive(async () => this.#db.exec(script));
   }
 
   transaction<T>(fn: (tx: Sql) => Promise<T>, grouped = false): Promise<T> {
@@ -245,7 +247,7 @@ export class SqliteDriver implements Driver {
 
   async close(): Promise<void> {
     if (this.#group.length > 0) await this.#exclusive(() => this.#flush());
-    await this.#tail;
+    await SqliteDriver.#tail;
     this.#db.close();
   }
 }
