@@ -234,8 +234,10 @@ describe('the upstream fails', () => {
     const token = await mintToken(mintUrl, 50);
     upstream.modes.push('slow');
     const pending = chat({ authorization: `Bearer ${token}` }, { stream: true });
-    await new Promise((r) => setTimeout(r, 150));
-    expect((await info(token)).reserved).toBeGreaterThan(0);
+    // The stream is under way once its reservation shows (the redemption before it may take a while).
+    const reserved = async () => ((await info(token)).reserved ?? 0) as number;
+    for (const deadline = Date.now() + 10_000; (await reserved()) === 0 && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 10));
+    expect(await reserved()).toBeGreaterThan(0);
     const early = await fetch(`${gw.url}/v1/balance/refund`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
     expect(early.status).toBe(425);
     expect(early.headers.get('retry-after')).toBe('2');
@@ -262,7 +264,8 @@ describe('the README start command', () => {
     proc.stdout.on('data', (d) => (out += d));
     proc.stderr.on('data', (d) => (out += d));
     try {
-      for (let i = 0; i < 100 && !out.includes('gateway ready'); i++) await new Promise((r) => setTimeout(r, 100));
+      // npm start builds first (prestart: tsc), which on a loaded machine takes a while.
+      for (const deadline = Date.now() + 50_000; !out.includes('gateway ready') && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 100));
       expect(out).toContain('gateway ready');
       const infoRes = (await (await fetch(`http://127.0.0.1:${port}/v1/info`)).json()) as Record<string, any>;
       expect(infoRes.mints).toEqual([mintUrl]);
@@ -311,5 +314,5 @@ describe('the README start command', () => {
       process.kill(-proc.pid!, 'SIGTERM');
       await exited;
     }
-  });
+  }, 90_000);
 });
