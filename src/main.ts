@@ -2,7 +2,8 @@ import { existsSync } from 'node:fs';
 import { setGlobalRequestOptions } from '@cashu/cashu-ts';
 import { loadConfig, ConfigError, type Config } from './config.ts';
 import { createLogger } from './log.ts';
-import { SqliteLedger } from './ledger/sqlite.ts';
+import { SqliteDriver, SQLITE_MIGRATIONS } from './ledger/sqlite.ts';
+import { SqlLedger } from './ledger/store.ts';
 import { CashuWallets } from './cashu/wallet.ts';
 import { loadP2pkKey } from './cashu/p2pk.ts';
 import { VERSION } from './version.ts';
@@ -16,10 +17,10 @@ import type { Ledger } from './ledger/ledger.ts';
 export async function openLedger(url: string): Promise<Ledger> {
   if (/^postgres(ql)?:/.test(url)) {
     // Loaded only when asked for, so the embedded default never pulls in the pg driver.
-    const { PostgresLedger } = await import('./ledger/postgres.ts');
-    return PostgresLedger.open(url);
+    const { PostgresDriver, POSTGRES_MIGRATIONS } = await import('./ledger/postgres.ts');
+    return SqlLedger.open(new PostgresDriver(url), POSTGRES_MIGRATIONS);
   }
-  return new SqliteLedger(url === ':memory:' ? url : url.slice('sqlite:'.length));
+  return SqlLedger.open(new SqliteDriver(url === ':memory:' ? url : url.slice('sqlite:'.length)), SQLITE_MIGRATIONS);
 }
 
 /** Wires the rooms together; the caller listens and closes. */

@@ -9,9 +9,8 @@ import { startGatewayProcess, type GatewayProcess } from './support/process.ts';
 import { mintToken, proofStates, receive, wallet } from './support/cashu.ts';
 import { externalInvoice } from './support/invoice.ts';
 import { sha256Hex } from '../src/cashu/token.ts';
-import { SqliteLedger } from '../src/ledger/sqlite.ts';
-import { PostgresLedger } from '../src/ledger/postgres.ts';
 import type { Ledger } from '../src/ledger/ledger.ts';
+import { openLedger } from '../src/main.ts';
 import type { CrashStep } from '../src/cashu/crash.ts';
 
 const mintUrl = inject('mintUrl');
@@ -65,7 +64,7 @@ beforeAll(async () => {
   // The gateway creates its schema; open the ledger alongside it afterwards.
   const first = await startGatewayProcess(env);
   await first.stop();
-  ledger = db.startsWith('sqlite:') ? new SqliteLedger(db.slice(7)) : await PostgresLedger.open(db);
+  ledger = await openLedger(db);
 });
 afterAll(async () => {
   await ledger?.close();

@@ -1,4 +1,4 @@
-import type { KeyRow, MeltRow, MintOp, RefundRow, StoredProof, Unit } from './ledger.ts';
+import type { KeyRow, MeltRow, MintOp, RefundRow, StoredProof, TokenRow, Unit } from './ledger.ts';
 
 /** Rows as both engines return them: snake_case columns, integers as numbers. */
 export type Row = Record<string, unknown>;
@@ -48,6 +48,13 @@ export const opRow = (r: Row): MintOp => ({
   updatedAt: r.updated_at as number,
 });
 
+export const tokenRow = (r: Row): TokenRow => ({
+  hash: r.hash as string,
+  keyHash: r.key_hash as string,
+  opId: r.op_id as string,
+  state: r.state as TokenRow['state'],
+  msats: (r.msats as number | null) ?? null,
+});
 
 export const meltRow = (r: Row): MeltRow => ({
   id: r.id as string,

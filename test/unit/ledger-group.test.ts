@@ -1,15 +1,16 @@
 import { describe, expect, it } from 'vitest';
-import { SqliteLedger } from '../../src/ledger/sqlite.ts';
+import { openLedger } from '../../src/main.ts';
+import type { Ledger } from '../../src/ledger/ledger.ts';
 
 /** A key credited with `msats` through the ledger's own door for locked proofs. */
-async function funded(ledger: SqliteLedger, keyHash: string, msats: number): Promise<void> {
+async function funded(ledger: Ledger, keyHash: string, msats: number): Promise<void> {
   const proof = { id: '00ad268c4d1f5826', amount: msats / 1000, secret: `["P2PK",{"nonce":"${keyHash}","data":"02aa"}]`, C: '02bb' };
   expect(await ledger.acceptLocked({ tokenHash: `t-${keyHash}`, keyHash, mint: 'http://mint', unit: 'sat', proofs: [proof], creditMsats: msats })).toBe('accepted');
 }
 
 describe('reserve and settle in one event-loop turn (group commit)', () => {
   it('apply in order, as if one after another, and a failing one leaves the rest whole', async () => {
-    const ledger = new SqliteLedger(':memory:');
+    const ledger = await openLedger(':memory:');
     await funded(ledger, 'k', 10_000);
     const outcomes = await Promise.allSettled([
       ledger.reserve('k', 4_000, 'r1'),
@@ -34,7 +35,7 @@ describe('reserve and settle in one event-loop turn (group commit)', () => {
   });
 
   it('commits what is queued when the ledger closes', async () => {
-    const ledger = new SqliteLedger(':memory:');
+    const ledger = await openLedger(':memory:');
     await funded(ledger, 'k', 5_000);
     const reserved = ledger.reserve('k', 1_000, 'r1');
     await ledger.close();

@@ -1,0 +1,689 @@
+import { randomUUID } from 'node:crypto';
+import {
+  MSATS_PER,
+  OPERATOR,
+  RELEASED_STATE_SQL,
+  meltFee,
+  pickPlan,
+  swapFee,
+  type KeyRow,
+  type Ledger,
+  type MeltRow,
+  type MintOp,
+  type RefundRow,
+  type Settlement,
+  type StartMelt,
+  type StartMeltResult,
+  type StartRefund,
+  type StartRefundResult,
+  type StartWithdrawResult,
+  type StoredProof,
+  type TokenRow,
+  type Totals,
+  type Unit,
+} from './ledger.ts';
+import type { Driver, Sql, Statement } from './driver.ts';
+import { keyRow, meltRow, opRow, proofRow, refundRow, tokenRow, type Row } from './rows.ts';
+
+/**
+ * The running totals are spread over rows (shards) a transaction picks at random, so concurrent
+ * requests on PostgreSQL seldom wait on one another's row; totals() adds up this many rows.
+ * `balance` is what all keys hold, reserved or not. What is reserved is not kept here: it is the
+ * sum of the active reservations, read through their partial index (bounded by the requests in
+ * flight, not by history), so a reserve writes no totals row at all.
+ */
+const SHARDS = 16;
+const COLUMNS = ['credited', 'charged', 'refunded', 'withdrawn', 'fees', 'balance'] as const;
+type Column = (typeof COLUMNS)[number];
+
+/** Migrations both engines run, after their own frozen ones. */
+const SHARED_MIGRATIONS: readonly string[] = [
+  // totals() read every entry on each /metrics scrape; these rows are kept in the same transactions.
+  `CREATE TABLE totals (
+     shard INTEGER PRIMARY KEY,
+     ${COLUMNS.map((c) => `${c} BIGINT NOT NULL DEFAULT 0`).join(', ')});
+   INSERT INTO totals (shard) VALUES ${Array.from({ length: SHARDS }, (_, i) => `(${i})`).join(', ')};
+   UPDATE totals SET
+     credited = (SELECT COALESCE(SUM(msats), 0) FROM entries WHERE kind = 'credit'),
+     charged = (SELECT COALESCE(SUM(msats), 0) FROM entries WHERE kind = 'charge'),
+     refunded = (SELECT COALESCE(SUM(msats), 0) FROM entries WHERE kind = 'refund'),
+     withdrawn = (SELECT COALESCE(SUM(msats), 0) FROM entries WHERE kind = 'withdraw'),
+     fees = (SELECT COALESCE(SUM(msats), 0) FROM entries WHERE kind = 'fee'),
+     balance = (SELECT COALESCE(SUM(balance), 0) FROM keys)
+   WHERE shard = 0;`,
+];
+
+type EntryKind = 'credit' | 'charge' | 'refund' | 'withdraw' | 'fee';
+const TOTAL_OF = { credit: 'credited', charge: 'charged', refund: 'refunded', withdraw: 'withdrawn', fee: 'fees' } as const;
+
+const ENTRY = 'INSERT INTO entries (key_hash, kind, msats, ref, created_at) VALUES ($1, $2, $3, $4, $5)';
+
+/**
+ * The writes that close a transaction: its entries, and their sum added to one totals row. The
+ * totals row is written last and once, so transactions lock a key before totals, never after.
+ */
+class Postings {
+  readonly #statements: Statement[] = [];
+  readonly #delta: Record<Column, number> = { credited: 0, charged: 0, refunded: 0, withdrawn: 0, fees: 0, balance: 0 };
+  readonly now: number;
+  constructor(now: number) {
+    this.now = now;
+  }
+
+  add(...statements: Statement[]): this {
+    this.#statements.push(...statements);
+    return this;
+  }
+
+  entry(keyHash: string, kind: EntryKind, msats: number, ref: string): this {
+    this.#statements.push([ENTRY, [keyHash, kind, msats, ref, this.now]]);
+    return this.move({ [TOTAL_OF[kind]]: msats });
+  }
+
+  /** Adds to what all keys hold. */
+  balance(msats: number): this {
+    this.#delta.balance += msats;
+    return this;
+  }
+
+  move(delta: Partial<Record<Column, number>>): this {
+    for (const [k, v] of Object.entries(delta)) this.#delta[k as Column] += v;
+    return this;
+  }
+
+  statements(): Statement[] {
+    // Only the columns that change, so a settle's row write stays small.
+    const moved = COLUMNS.filter((c) => this.#delta[c] !== 0);
+    if (moved.length === 0) return this.#statements;
+    const sql = `UPDATE totals SET ${moved.map((c, i) => `${c} = ${c} + $${i + 1}`).join(', ')} WHERE shard = $${moved.length + 1}`;
+    return [...this.#statements, [sql, [...moved.map((c) => this.#delta[c]), Math.floor(Math.random() * SHARDS)]]];
+  }
+}
+
+const INSERT_PROOF = `INSERT INTO proofs (secret, mint, unit, keyset_id, amount, c, dleq, state, op_id, created_at)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`;
+const INSERT_OP = `INSERT INTO mint_ops (id, kind, mint, unit, state, key_hash, token_hash, inputs, outputs, created_at, updated_at)
+  VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9, $9)`;
+const INSERT_TOKEN = `INSERT INTO tokens (hash, key_hash, op_id, state, msats, created_at) VALUES ($1, $2, $3, $4, $5, $6)
+  ON CONFLICT (hash) DO NOTHING`;
+const CREDIT_KEY = `INSERT INTO keys (hash, balance, unit, mint, created_at) VALUES ($1, $2, $3, $4, $5)
+  ON CONFLICT (hash) DO UPDATE SET balance = keys.balance + excluded.balance`;
+const ACTIVE_RESERVATION = `SELECT 1 FROM reservations WHERE key_hash = $1 AND state = 'active' LIMIT 1`;
+/** Written as literals, not parameters, so the partial index on unspent proofs serves them. */
+const UNSPENT = `state = 'unspent'`;
+const HELD = `state IN ('unspent', 'locked')`;
+
+/** Reserve: holds msats on a key with enough free balance, and opens the reservation. */
+const HOLD = `UPDATE keys SET reserved = reserved + $1, total_requests = total_requests + 1
+  WHERE hash = $2 AND balance - reserved >= $1 AND NOT revoked`;
+const OPEN_RESERVATION = `INSERT INTO reservations (id, key_hash, msats, state, created_at, owner) SELECT $3, $2, $1, 'active', $4, $5`;
+
+class Replay extends Error {}
+
+/** The Ledger on SQL, once for both engines; a Driver runs it on one. */
+export class SqlLedger implements Ledger {
+  readonly #db: Driver;
+  readonly #d: Driver['dialect'];
+  /** This process, as the owner of the reservations it takes. */
+  readonly #instance = randomUUID();
+
+  private constructor(db: Driver) {
+    this.#db = db;
+    this.#d = db.dialect;
+  }
+
+  /** Opens a ledger on `db`, after running the engine's frozen migrations and the shared ones. */
+  static async open(db: Driver, migrations: readonly string[]): Promise<SqlLedger> {
+    const ledger = new SqlLedger(db);
+    await ledger.#migrate([...migrations, ...SHARED_MIGRATIONS]);
+    return ledger;
+  }
+
+  async #migrate(migrations: readonly string[]): Promise<void> {
+    await this.#db.transaction(async (tx) => {
+      // One migrator at a time, however many gateway processes start together.
+      await this.#lock(tx, 'migrate');
+      await tx.exec('CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)');
+      const row = (await tx.query('SELECT version FROM schema_version')).rows[0];
+      if (!row) await tx.query('INSERT INTO schema_version (version) VALUES (0)');
+      const from = (row?.version as number | undefined) ?? 0;
+      for (const script of migrations.slice(from)) await tx.exec(script);
+      if (migrations.length > from) await tx.query('UPDATE schema_version SET version = $1', [migrations.length]);
+    });
+  }
+
+  async #lock(tx: Sql, name: string): Promise<void> {
+    if (this.#d.lock) await tx.query(this.#d.lock, [name]);
+  }
+
+  async #one(sql: string, params: readonly unknown[], q: Sql = this.#db): Promise<Row | undefined> {
+    return (await q.query(sql, params)).rows[0];
+  }
+
+  async #insertProofs(tx: Sql, proofs: StoredProof[], mint: string, unit: Unit, state: string, opId: string, now: number): Promise<void> {
+    for (const p of proofs) {
+      await tx.query(INSERT_PROOF, [p.secret, mint, unit, p.id, p.amount, p.C, p.dleq ? JSON.stringify(p.dleq) : null, state, opId, now]);
+    }
+  }
+
+  async #setProofs(tx: Sql, state: string, opId: string | null, secrets: string[]): Promise<void> {
+    if (secrets.length === 0) return;
+    await tx.query(`UPDATE proofs SET state = $1, op_id = $2 WHERE ${this.#d.anyOf('secret', 3)}`, [state, opId, this.#d.array(secrets)]);
+  }
+
+  async #release(tx: Sql, opId: string): Promise<void> {
+    await tx.query(`UPDATE proofs SET state = ${RELEASED_STATE_SQL}, op_id = NULL WHERE op_id = $1 AND state = 'pending'`, [opId]);
+  }
+
+  /** Ends a pending op; undefined if it was not pending (someone else ended it). */
+  async #endOp(tx: Sql, opId: string, state: 'done' | 'failed', now: number): Promise<MintOp | undefined> {
+    const r = await this.#one(`UPDATE mint_ops SET state = $1, updated_at = $2 WHERE id = $3 AND state = 'pending' RETURNING *`, [state, now, opId], tx);
+    return r && opRow(r);
+  }
+
+  async #finishOp(tx: Sql, opId: string, now: number): Promise<MintOp> {
+    const op = await this.#endOp(tx, opId, 'done', now);
+    if (!op) throw new Error(`mint op ${opId} is not pending`);
+    return op;
+  }
+
+  async getKey(hash: string): Promise<KeyRow | undefined> {
+    const r = await this.#one('SELECT * FROM keys WHERE hash = $1', [hash]);
+    return r && keyRow(r);
+  }
+
+  async listKeys(limit: number): Promise<KeyRow[]> {
+    return (await this.#db.query('SELECT * FROM keys ORDER BY balance DESC, created_at LIMIT $1', [limit])).rows.map(keyRow);
+  }
+
+  async revokeKey(hash: string): Promise<boolean> {
+    return (await this.#db.query('UPDATE keys SET revoked = TRUE WHERE hash = $1', [hash])).count === 1;
+  }
+
+  async getToken(hash: string): Promise<TokenRow | undefined> {
+    const r = await this.#one('SELECT * FROM tokens WHERE hash = $1', [hash]);
+    return r && tokenRow(r);
+  }
+
+  async startRedemption(r: {
+    tokenHash: string; keyHash: string; opId: string; mint: string; unit: Unit; inputs: StoredProof[]; outputs: unknown[];
+  }): Promise<{ started: true } | { started: false; token: TokenRow } | { started: false; replayed: true }> {
+    const now = Date.now();
+    let started: boolean;
+    try {
+      started = await this.#db.transaction(async (tx) => {
+        if ((await tx.query(INSERT_TOKEN, [r.tokenHash, r.keyHash, r.opId, 'redeeming', null, now])).count === 0) return false;
+        for (const p of r.inputs) {
+          // A proof we gave away (sent) may come back; one we hold, are claiming or know spent may not.
+          // A spent row stays as it is: an abandoned claim deletes its rows, and that one is what keeps
+          // a swept offline proof from being taken offline again.
+          const claimed = await tx.query(
+            `INSERT INTO proofs (secret, mint, unit, keyset_id, amount, c, dleq, state, op_id, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, NULL, 'incoming', $7, $8)
+             ON CONFLICT (secret) DO UPDATE SET state = 'incoming', op_id = excluded.op_id
+             WHERE proofs.state = 'sent'`,
+            [p.secret, r.mint, r.unit, p.id, p.amount, p.C, r.opId, now],
+          );
+          if (claimed.count !== 1) throw new Replay();
+        }
+        const op = [r.opId, 'receive', r.mint, r.unit, r.keyHash, r.tokenHash, JSON.stringify(r.inputs), JSON.stringify(r.outputs), now];
+        await tx.query(INSERT_OP, op);
+        return true;
+      });
+    } catch (e) {
+      if (e instanceof Replay || this.#d.isUniqueViolation(e)) return { started: false, replayed: true };
+      throw e;
+    }
+    if (started) return { started: true };
+    return { started: false, token: (await this.getToken(r.tokenHash))! };
+  }
+
+  async finishRedemption(r: { tokenHash: string; opId: string; proofs: StoredProof[]; creditMsats: number }): Promise<KeyRow> {
+    const now = Date.now();
+    return this.#db.transaction(async (tx) => {
+      const op = await this.#finishOp(tx, r.opId, now);
+      await tx.query(`UPDATE proofs SET state = 'spent' WHERE op_id = $1 AND state = 'incoming'`, [r.opId]);
+      await this.#insertProofs(tx, r.proofs, op.mint, op.unit, 'unspent', r.opId, now);
+      await tx.query(`UPDATE tokens SET state = 'credited', msats = $1 WHERE hash = $2 AND op_id = $3`, [r.creditMsats, r.tokenHash, r.opId]);
+      const key = await this.#one(`${CREDIT_KEY} RETURNING *`, [op.keyHash, r.creditMsats, op.unit, op.mint, now], tx);
+      await tx.batch(new Postings(now).entry(op.keyHash, 'credit', r.creditMsats, r.tokenHash).balance(r.creditMsats).statements());
+      return keyRow(key!);
+    });
+  }
+
+  async abandonRedemption(tokenHash: string, opId: string): Promise<void> {
+    await this.#db.transaction(async (tx) => {
+      if (!(await this.#endOp(tx, opId, 'failed', Date.now()))) return;
+      await tx.query('DELETE FROM tokens WHERE hash = $1 AND op_id = $2', [tokenHash, opId]);
+      await tx.query(`DELETE FROM proofs WHERE op_id = $1 AND state = 'incoming'`, [opId]);
+    });
+  }
+
+  async acceptLocked(r: {
+    tokenHash: string; keyHash: string; mint: string; unit: Unit; proofs: StoredProof[]; creditMsats: number;
+  }): Promise<'accepted' | 'known' | 'replayed'> {
+    const now = Date.now();
+    try {
+      return await this.#db.transaction(async (tx) => {
+        const opId = `offline:${r.tokenHash}`;
+        if ((await tx.query(INSERT_TOKEN, [r.tokenHash, r.keyHash, opId, 'credited', r.creditMsats, now])).count === 0) return 'known';
+        await this.#insertProofs(tx, r.proofs, r.mint, r.unit, 'locked', opId, now);
+        await tx.query(CREDIT_KEY, [r.keyHash, r.creditMsats, r.unit, r.mint, now]);
+        await tx.batch(new Postings(now).entry(r.keyHash, 'credit', r.creditMsats, r.tokenHash).balance(r.creditMsats).statements());
+        return 'accepted';
+      });
+    } catch (e) {
+      if (this.#d.isUniqueViolation(e)) return 'replayed';
+      throw e;
+    }
+  }
+
+  async startSweep(r: { opId: string; mint: string; unit: Unit; limit: number }): Promise<StoredProof[]> {
+    const now = Date.now();
+    return this.#db.transaction(async (tx) => {
+      // Payouts may be counting these locked proofs: take turns with them.
+      await this.#lock(tx, `payout ${r.mint} ${r.unit}`);
+      const rows = await tx.query(
+        `SELECT * FROM proofs WHERE mint = $1 AND unit = $2 AND state = 'locked' ORDER BY created_at LIMIT $3${this.#d.forUpdate(undefined, true)}`,
+        [r.mint, r.unit, r.limit],
+      );
+      const proofs = rows.rows.map(proofRow);
+      if (proofs.length === 0) return proofs;
+      await tx.query(INSERT_OP, [r.opId, 'sweep', r.mint, r.unit, '', null, JSON.stringify(proofs), null, now]);
+      await this.#setProofs(tx, 'pending', r.opId, proofs.map((p) => p.secret));
+      return proofs;
+    });
+  }
+
+  async finishSweep(opId: string, proofs: StoredProof[]): Promise<void> {
+    const now = Date.now();
+    await this.#db.transaction(async (tx) => {
+      const op = await this.#finishOp(tx, opId, now);
+      await this.#setProofs(tx, 'spent', opId, op.inputs.map((p) => p.secret));
+      await this.#insertProofs(tx, proofs, op.mint, op.unit, 'unspent', opId, now);
+      const fee = swapFee(op.inputs, proofs, 0) * MSATS_PER[op.unit];
+      if (fee > 0) await tx.batch(new Postings(now).entry(OPERATOR, 'fee', fee, opId).statements());
+    });
+  }
+
+  async abandonSweep(opId: string): Promise<void> {
+    await this.#db.transaction(async (tx) => {
+      if (!(await this.#endOp(tx, opId, 'failed', Date.now()))) return;
+      await tx.query(`UPDATE proofs SET state = 'locked', op_id = NULL WHERE op_id = $1 AND state = 'pending'`, [opId]);
+    });
+  }
+
+  async reserve(keyHash: string, msats: number, reservationId: string): Promise<boolean> {
+    const p = [msats, keyHash, reservationId, Date.now(), this.#instance];
+    if (this.#d.writableCte) {
+      // One statement, so one round trip, and atomic on its own.
+      return (await this.#db.query(`WITH k AS (${HOLD} RETURNING hash) ${OPEN_RESERVATION} FROM k`, p)).count === 1;
+    }
+    return this.#db.transaction(async (tx) => (await tx.query(HOLD, p)).count === 1 && (await tx.query(OPEN_RESERVATION, p)).count === 1, true);
+  }
+
+  async settle(reservationId: string, chargeMsats: number): Promise<Settlement> {
+    const now = Date.now();
+    return this.#db.transaction(async (tx) => {
+      const row = await this.#one(
+        `SELECT r.key_hash, r.msats AS held, k.balance, k.reserved
+         FROM reservations r JOIN keys k ON k.hash = r.key_hash
+         WHERE r.id = $1 AND r.state = 'active'${this.#d.forUpdate('r, k')}`,
+        [reservationId],
+        tx,
+      );
+      if (!row) throw new Error(`reservation ${reservationId} is not active`);
+      const keyHash = row.key_hash as string;
+      const held = row.held as number;
+      const [balance, reserved] = [row.balance as number, row.reserved as number];
+      // An overrun may use the key's free balance, never other requests' reservations.
+      const charged = Math.min(chargeMsats, held + (balance - reserved));
+      const p = new Postings(now).add(
+        [`UPDATE keys SET balance = balance - $1, reserved = reserved - $2, total_spent = total_spent + $1 WHERE hash = $3`, [charged, held, keyHash]],
+        ['UPDATE reservations SET state = $1, charged = $2 WHERE id = $3', [charged > 0 ? 'charged' : 'released', charged, reservationId]],
+      );
+      if (charged > 0) p.entry(keyHash, 'charge', charged, reservationId);
+      // All the writes in one statement on PostgreSQL: BEGIN, the read above, this, COMMIT.
+      await tx.batch(p.balance(-charged).statements());
+      return { chargedMsats: charged, balance: balance - charged, reserved: reserved - held };
+    }, true);
+  }
+
+  async hasActiveReservations(keyHash: string): Promise<boolean> {
+    return (await this.#one(ACTIVE_RESERVATION, [keyHash])) !== undefined;
+  }
+
+  async heartbeat(): Promise<void> {
+    await this.#db.query(
+      `INSERT INTO instances (id, heartbeat_at) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at`,
+      [this.#instance, Date.now()],
+    );
+  }
+
+  async releaseOrphans(staleMs: number): Promise<number> {
+    const now = Date.now();
+    return this.#db.transaction(async (tx) => {
+      const { rows } = await tx.query(
+        `SELECT r.id, r.key_hash, r.msats FROM reservations r LEFT JOIN instances i ON i.id = r.owner
+         WHERE r.state = 'active' AND (i.id IS NULL OR i.heartbeat_at < $1) AND r.owner IS DISTINCT FROM $2${this.#d.forUpdate('r', true)}`,
+        [now - staleMs, this.#instance],
+      );
+      for (const r of rows) {
+        await tx.query('UPDATE keys SET reserved = reserved - $1 WHERE hash = $2', [r.msats, r.key_hash]);
+        await tx.query(`UPDATE reservations SET state = 'released', charged = 0 WHERE id = $1`, [r.id]);
+      }
+      return rows.length;
+    });
+  }
+
+  async startRefund(r: StartRefund): Promise<StartRefundResult> {
+    const now = Date.now();
+    return this.#db.transaction(async (tx): Promise<StartRefundResult> => {
+      const kr = await this.#one(`SELECT * FROM keys WHERE hash = $1${this.#d.forUpdate()}`, [r.keyHash], tx);
+      if (!kr) return { kind: 'no_key' };
+      const key = keyRow(kr);
+      if (await this.#one(ACTIVE_RESERVATION, [r.keyHash], tx)) return { kind: 'busy', key };
+      const per = MSATS_PER[key.unit];
+      const amount = Math.floor((key.balance - key.reserved) / per);
+      if (amount <= 0) return { kind: 'nothing', latest: await this.#latestRefund(r.keyHash, tx), key };
+      const msats = amount * per;
+      const p = new Postings(now);
+      const opened = await this.#openPayout(tx, r, key.unit, amount, msats, 'refund', p);
+      if (!opened) return { kind: 'no_liquidity', amount, unit: key.unit };
+      const debited = await tx.query('UPDATE keys SET balance = balance - $1 WHERE hash = $2 AND balance - reserved >= $1', [msats, r.keyHash]);
+      if (debited.count !== 1) throw new Error('refund debit raced');
+      await tx.batch(p.balance(-msats).statements());
+      return { kind: 'started', ...opened };
+    });
+  }
+
+  /** Proofs worth at least `amount` at one mint and unit, fewest and exact where possible. */
+  async #pick(tx: Sql, mint: string, unit: Unit, amount: number): Promise<StoredProof[] | undefined> {
+    // Payouts from one mint and unit take turns, so the counts below stay true until we take.
+    await this.#lock(tx, `payout ${mint} ${unit}`);
+    const counts = async (states: string) =>
+      (await tx.query(`SELECT amount, COUNT(*) AS n FROM proofs WHERE mint = $1 AND unit = $2 AND ${states} GROUP BY amount`, [mint, unit]))
+        .rows.map((r) => [r.amount as number, r.n as number] as const);
+    // Our own unspent proofs first; locked ones too if need be (they are then spent with our key).
+    let states = UNSPENT;
+    let plan = pickPlan(await counts(states), amount);
+    if (!plan) {
+      states = HELD;
+      plan = pickPlan(await counts(states), amount);
+    }
+    if (!plan) return undefined;
+    const picked: StoredProof[] = [];
+    for (const [denomination, n] of plan) {
+      const { rows } = await tx.query(
+        `SELECT * FROM proofs WHERE mint = $1 AND unit = $2 AND ${states} AND amount = $3
+         ORDER BY state = 'locked' LIMIT $4${this.#d.forUpdate()}`,
+        [mint, unit, denomination, n],
+      );
+      // Under the lock this cannot happen; were it to, paying short is worse than failing.
+      if (rows.length !== n) throw new Error(`proofs of ${denomination} at ${mint} changed while picked`);
+      picked.push(...rows.map(proofRow));
+    }
+    return picked;
+  }
+
+  async #openOp(tx: Sql, id: string, kind: 'refund' | 'melt', mint: string, unit: Unit, keyHash: string, inputs: StoredProof[], now: number): Promise<void> {
+    await tx.query(INSERT_OP, [id, kind, mint, unit, keyHash, null, JSON.stringify(inputs), null, now]);
+    await this.#setProofs(tx, 'pending', id, inputs.map((p) => p.secret));
+  }
+
+  /** Sets aside proofs worth `amount` at the first mint that has them, and opens the refund op. */
+  async #openPayout(
+    tx: Sql, r: StartRefund, unit: Unit, amount: number, msats: number, kind: 'refund' | 'withdraw', p: Postings,
+  ): Promise<{ refund: RefundRow; inputs: StoredProof[] } | undefined> {
+    for (const mint of r.mints) {
+      const picked = await this.#pick(tx, mint, unit, amount);
+      if (!picked) continue;
+      await this.#openOp(tx, r.opId, 'refund', mint, unit, r.keyHash, picked, p.now);
+      const refund = await this.#one(
+        `INSERT INTO refunds (id, key_hash, op_id, msats, amount, unit, mint, state, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8) RETURNING *`,
+        [r.refundId, r.keyHash, r.opId, msats, amount, unit, mint, p.now],
+        tx,
+      );
+      p.entry(r.keyHash, kind, msats, r.refundId);
+      return { refund: refundRow(refund!), inputs: picked };
+    }
+    return undefined;
+  }
+
+  /** What the operator has earned and not taken out: charged − withdrawn − fees. */
+  async #earnings(tx: Sql): Promise<number> {
+    // Withdrawals read earnings and then book against them: one at a time across instances.
+    await this.#lock(tx, 'earnings');
+    return (await this.#one('SELECT COALESCE(SUM(charged - withdrawn - fees), 0) AS msats FROM totals', [], tx))!.msats as number;
+  }
+
+  async startWithdraw(r: { opId: string; refundId: string; mints: string[] }): Promise<StartWithdrawResult> {
+    const now = Date.now();
+    return this.#db.transaction(async (tx): Promise<StartWithdrawResult> => {
+      const earnings = await this.#earnings(tx);
+      const payout = { ...r, keyHash: OPERATOR };
+      for (const unit of ['sat', 'msat'] as const) {
+        const amount = Math.floor(earnings / MSATS_PER[unit]);
+        if (amount <= 0) continue;
+        const p = new Postings(now);
+        const opened = await this.#openPayout(tx, payout, unit, amount, amount * MSATS_PER[unit], 'withdraw', p);
+        if (!opened) continue;
+        await tx.batch(p.statements());
+        return { kind: 'started', ...opened };
+      }
+      return earnings >= 1000 ? { kind: 'no_liquidity', amount: Math.floor(earnings / 1000), unit: 'sat' } : { kind: 'nothing' };
+    });
+  }
+
+  async journalOutputs(opId: string, outputs: unknown[], swapped: StoredProof[]): Promise<void> {
+    await this.#db.transaction(async (tx) => {
+      const res = await tx.query(
+        `UPDATE mint_ops SET outputs = $1, inputs = $2, updated_at = $3 WHERE id = $4 AND state = 'pending'`,
+        [JSON.stringify(outputs), JSON.stringify(swapped), Date.now(), opId],
+      );
+      if (res.count !== 1) throw new Error(`mint op ${opId} is not pending`);
+      await tx.query(
+        `UPDATE proofs SET state = ${RELEASED_STATE_SQL}, op_id = NULL WHERE op_id = $1 AND state = 'pending' AND NOT (${this.#d.anyOf('secret', 2)})`,
+        [opId, this.#d.array(swapped.map((p) => p.secret))],
+      );
+    });
+  }
+
+  async finishRefund(r: { opId: string; token: string; sent: StoredProof[]; keep: StoredProof[] }): Promise<RefundRow> {
+    const now = Date.now();
+    return this.#db.transaction(async (tx) => {
+      const op = await this.#finishOp(tx, r.opId, now);
+      // An input handed over as-is (exact match, no swap) is the user's now; a swapped one is spent.
+      const sent = new Set(r.sent.map((p) => p.secret));
+      await this.#setProofs(tx, 'sent', r.opId, op.inputs.filter((p) => sent.has(p.secret)).map((p) => p.secret));
+      await this.#setProofs(tx, 'spent', r.opId, op.inputs.filter((p) => !sent.has(p.secret)).map((p) => p.secret));
+      const fresh = r.sent.filter((p) => !op.inputs.some((i) => i.secret === p.secret));
+      await this.#insertProofs(tx, fresh, op.mint, op.unit, 'sent', r.opId, now);
+      await this.#insertProofs(tx, r.keep, op.mint, op.unit, 'unspent', r.opId, now);
+      const refund = refundRow((await this.#one(`UPDATE refunds SET token = $1, state = 'done' WHERE op_id = $2 RETURNING *`, [r.token, r.opId], tx))!);
+      const fee = swapFee(op.inputs, r.keep, refund.amount) * MSATS_PER[op.unit];
+      if (fee > 0) await tx.batch(new Postings(now).entry(OPERATOR, 'fee', fee, r.opId).statements());
+      return refund;
+    });
+  }
+
+  async abandonRefund(opId: string): Promise<void> {
+    const now = Date.now();
+    await this.#db.transaction(async (tx) => {
+      if (!(await this.#endOp(tx, opId, 'failed', now))) return;
+      await this.#release(tx, opId);
+      const row = await this.#one('DELETE FROM refunds WHERE op_id = $1 RETURNING *', [opId], tx);
+      if (!row) return;
+      const refund = refundRow(row);
+      const p = new Postings(now);
+      if (refund.keyHash === OPERATOR) p.entry(OPERATOR, 'withdraw', -refund.msats, refund.id);
+      else {
+        p.add(['UPDATE keys SET balance = balance + $1 WHERE hash = $2', [refund.msats, refund.keyHash]]);
+        p.entry(refund.keyHash, 'refund', -refund.msats, refund.id).balance(refund.msats);
+      }
+      await tx.batch(p.statements());
+    });
+  }
+
+  async startMelt(r: StartMelt): Promise<StartMeltResult> {
+    const now = Date.now();
+    return this.#db.transaction(async (tx): Promise<StartMeltResult> => {
+      const per = MSATS_PER[r.unit];
+      const earnings = await this.#earnings(tx);
+      if (earnings < r.need * per) return { kind: 'short', earnings };
+      const picked = await this.#pick(tx, r.mint, r.unit, r.need);
+      if (!picked) return { kind: 'no_liquidity' };
+      await this.#openOp(tx, r.opId, 'melt', r.mint, r.unit, OPERATOR, picked, now);
+      const melt = await this.#one(
+        `INSERT INTO melts (id, op_id, mint, unit, quote, request, amount, fee_reserve, state, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9) RETURNING *`,
+        [r.meltId, r.opId, r.mint, r.unit, r.quote, r.request, r.amount, r.need - r.amount, now],
+        tx,
+      );
+      const p = new Postings(now).entry(OPERATOR, 'withdraw', r.amount * per, r.meltId);
+      if (r.need > r.amount) p.entry(OPERATOR, 'fee', (r.need - r.amount) * per, r.meltId);
+      await tx.batch(p.statements());
+      return { kind: 'started', melt: meltRow(melt!), inputs: picked };
+    });
+  }
+
+  async finishMelt(r: { opId: string; change: StoredProof[]; preimage: string | null }): Promise<MeltRow> {
+    const now = Date.now();
+    return this.#db.transaction(async (tx) => {
+      const op = await this.#finishOp(tx, r.opId, now);
+      await this.#setProofs(tx, 'spent', r.opId, op.inputs.map((p) => p.secret));
+      await this.#insertProofs(tx, r.change, op.mint, op.unit, 'unspent', r.opId, now);
+      const melt = meltRow((await this.#one('SELECT * FROM melts WHERE op_id = $1', [r.opId], tx))!);
+      const fee = meltFee(op.inputs, r.change, melt.amount);
+      const p = new Postings(now).add([`UPDATE melts SET state = 'paid', fee = $1, preimage = $2 WHERE op_id = $3`, [fee, r.preimage, r.opId]]);
+      // The reserve was booked as a fee up front; book the difference from what it really cost.
+      if (fee !== melt.feeReserve) p.entry(OPERATOR, 'fee', (fee - melt.feeReserve) * MSATS_PER[op.unit], melt.id);
+      await tx.batch(p.statements());
+      return { ...melt, fee, preimage: r.preimage, state: 'paid' as const };
+    });
+  }
+
+  async abandonMelt(opId: string): Promise<void> {
+    const now = Date.now();
+    await this.#db.transaction(async (tx) => {
+      if (!(await this.#endOp(tx, opId, 'failed', now))) return;
+      await this.#release(tx, opId);
+      const melt = meltRow((await this.#one(`UPDATE melts SET state = 'failed' WHERE op_id = $1 RETURNING *`, [opId], tx))!);
+      const per = MSATS_PER[melt.unit];
+      const p = new Postings(now).entry(OPERATOR, 'withdraw', -melt.amount * per, melt.id);
+      if (melt.feeReserve > 0) p.entry(OPERATOR, 'fee', -melt.feeReserve * per, melt.id);
+      await tx.batch(p.statements());
+    });
+  }
+
+  async meltOfOp(opId: string): Promise<MeltRow | undefined> {
+    const r = await this.#one('SELECT * FROM melts WHERE op_id = $1', [opId]);
+    return r && meltRow(r);
+  }
+
+  /** The key's last refund in the order refunds were made, whatever the instances' clocks say. */
+  async #latestRefund(keyHash: string, q: Sql = this.#db): Promise<RefundRow | undefined> {
+    const r = await this.#one(`SELECT * FROM refunds WHERE key_hash = $1 ORDER BY ${this.#d.refundOrder} DESC LIMIT 1`, [keyHash], q);
+    return r && refundRow(r);
+  }
+
+  latestRefund(keyHash: string): Promise<RefundRow | undefined> {
+    return this.#latestRefund(keyHash);
+  }
+
+  async pendingOps(): Promise<MintOp[]> {
+    return (await this.#db.query(`SELECT * FROM mint_ops WHERE state = 'pending' ORDER BY created_at`)).rows.map(opRow);
+  }
+
+  async touchOp(id: string): Promise<void> {
+    await this.#db.query(`UPDATE mint_ops SET updated_at = $1 WHERE id = $2 AND state = 'pending'`, [Date.now(), id]);
+  }
+
+  async markSpent(secrets: string[]): Promise<void> {
+    const now = Date.now();
+    await this.#db.transaction(async (tx) => {
+      const { rows } = await tx.query(
+        `UPDATE proofs SET state = 'spent' WHERE ${this.#d.anyOf('secret', 1)} AND state = 'pending' RETURNING amount, unit`,
+        [this.#d.array(secrets)],
+      );
+      const lost = rows.reduce((sum, r) => sum + (r.amount as number) * MSATS_PER[r.unit as Unit], 0);
+      if (lost > 0) await tx.batch(new Postings(now).entry(OPERATOR, 'fee', lost, 'spent-elsewhere').statements());
+    });
+  }
+
+  async getOp(id: string): Promise<MintOp | undefined> {
+    const r = await this.#one('SELECT * FROM mint_ops WHERE id = $1', [id]);
+    return r && opRow(r);
+  }
+
+  async heldProofs(mint: string, unit: Unit): Promise<StoredProof[]> {
+    const r = await this.#db.query(`SELECT * FROM proofs WHERE mint = $1 AND unit = $2 AND ${HELD} ORDER BY amount DESC`, [mint, unit]);
+    return r.rows.map(proofRow);
+  }
+
+  async unspentCounts(mint: string, unit: Unit): Promise<Map<number, number>> {
+    const r = await this.#db.query(`SELECT amount, COUNT(*) AS n FROM proofs WHERE mint = $1 AND unit = $2 AND ${UNSPENT} GROUP BY amount`, [mint, unit]);
+    return new Map(r.rows.map((row) => [row.amount as number, row.n as number]));
+  }
+
+  async totals(): Promise<Totals> {
+    // One statement, so the reserved sum and the totals rows are of one moment.
+    const r = (await this.#one(
+      `SELECT ${COLUMNS.map((c) => `COALESCE(SUM(${c}), 0) AS ${c}`).join(', ')},
+         (SELECT COALESCE(SUM(msats), 0) FROM reservations WHERE state = 'active') AS reserved
+       FROM totals`,
+      [],
+    ))!;
+    const n = (c: string) => r[c] as number;
+    return {
+      credited: n('credited'), charged: n('charged'), refunded: n('refunded'), withdrawn: n('withdrawn'), fees: n('fees'),
+      balances: n('balance') - n('reserved'), reserved: n('reserved'),
+    };
+  }
+
+  async claimOnce(scope: string, id: string, expiresAt: number): Promise<boolean> {
+    // Expired marks are dropped now and then, so the table follows what is live.
+    if (Math.random() < 0.01) await this.#db.query('DELETE FROM marks WHERE expires_at < $1', [Date.now()]);
+    const r = await this.#db.query(
+      `INSERT INTO marks (scope, id, expires_at) VALUES ($1, $2, $3)
+       ON CONFLICT (scope, id) DO UPDATE SET expires_at = excluded.expires_at, count = 0, value = NULL WHERE marks.expires_at < $4`,
+      [scope, id, expiresAt, Date.now()],
+    );
+    return r.count === 1;
+  }
+
+  async countUpTo(scope: string, id: string, limit: number, expiresAt: number): Promise<boolean> {
+    if (limit <= 0) return false;
+    const r = await this.#db.query(
+      `INSERT INTO marks (scope, id, count, expires_at) VALUES ($1, $2, 1, $3)
+       ON CONFLICT (scope, id) DO UPDATE SET
+         count = CASE WHEN marks.expires_at < $5 THEN 1 ELSE marks.count + 1 END,
+         expires_at = CASE WHEN marks.expires_at < $5 THEN excluded.expires_at ELSE marks.expires_at END
+       WHERE marks.count < $4 OR marks.expires_at < $5`,
+      [scope, id, expiresAt, limit, Date.now()],
+    );
+    return r.count === 1;
+  }
+
+  async putNote(scope: string, id: string, value: string, expiresAt: number): Promise<void> {
+    await this.#db.query(
+      `INSERT INTO marks (scope, id, value, expires_at) VALUES ($1, $2, $3, $4)
+       ON CONFLICT (scope, id) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at`,
+      [scope, id, value, expiresAt],
+    );
+  }
+
+  async getNote(scope: string, id: string): Promise<string | undefined> {
+    const r = await this.#one('SELECT value FROM marks WHERE scope = $1 AND id = $2 AND expires_at >= $3', [scope, id, Date.now()]);
+    return (r?.value as string | null | undefined) ?? undefined;
+  }
+
+  async dropNote(scope: string, id: string): Promise<void> {
+    await this.#db.query('DELETE FROM marks WHERE scope = $1 AND id = $2', [scope, id]);
+  }
+
+  close(): Promise<void> {
+    return this.#db.close();
+  }
+}

@@ -1,0 +1,518 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import pg from 'pg';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { openLedger } from '../src/main.ts';
+import { OPERATOR, type Ledger, type StoredProof, type Totals } from '../src/ledger/ledger.ts';
+import { testDatabaseUrl } from './support/gateway.ts';
+
+/**
+ * The Ledger's contract, run on whichever engine this project tests: no mint and no HTTP, proofs
+ * are rows with made-up secrets. After every case the money adds up, and the running totals equal
+ * the sums over entries and keys they stand for.
+ */
+
+const MINT = 'http://mint.test';
+const KEYSET = '00ad268c4d1f5826';
+
+let url: string;
+let ledger: Ledger;
+const handles: Ledger[] = [];
+let n = 0;
+
+async function freshUrl(): Promise<string> {
+  const u = await testDatabaseUrl();
+  return u === ':memory:' ? `sqlite:${join(mkdtempSync(join(tmpdir(), 'ledger-')), 'ledger.db')}` : u;
+}
+
+/** Another handle on the same database: another gateway process, or this one restarted. */
+async function open(): Promise<Ledger> {
+  const l = await openLedger(url);
+  handles.push(l);
+  return l;
+}
+
+/** What totals() must say, summed the slow way from the rows it stands for. */
+async function summed(): Promise<Totals> {
+  const entries = 'SELECT kind, COALESCE(SUM(msats), 0) AS msats FROM entries GROUP BY kind';
+  const keys = 'SELECT COALESCE(SUM(balance), 0) AS balance, COALESCE(SUM(reserved), 0) AS reserved FROM keys';
+  let rows: Array<{ kind: string; msats: number }>;
+  let k: { balance: number; reserved: number };
+  if (url.startsWith('sqlite:')) {
+    const db = new DatabaseSync(url.slice('sqlite:'.length));
+    rows = db.prepare(entries).all() as typeof rows;
+    k = db.prepare(keys).get() as typeof k;
+    db.close();
+  } else {
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    rows = (await c.query(entries)).rows.map((r) => ({ kind: r.kind, msats: Number(r.msats) }));
+    const kr = (await c.query(keys)).rows[0];
+    k = { balance: Number(kr.balance), reserved: Number(kr.reserved) };
+    await c.end();
+  }
+  const of = (kind: string) => rows.find((r) => r.kind === kind)?.msats ?? 0;
+  return {
+    credited: of('credit'),
+    charged: of('charge'),
+    refunded: of('refund'),
+    withdrawn: of('withdraw'),
+    fees: of('fee'),
+    balances: k.balance - k.reserved,
+    reserved: k.reserved,
+  };
+}
+
+beforeEach(async () => {
+  url = await freshUrl();
+  ledger = await open();
+});
+
+afterEach(async () => {
+  vi.useRealTimers();
+  const t = await ledger.totals();
+  expect(t.credited).toBe(t.charged + t.refunded + t.balances + t.reserved);
+  expect(t).toEqual(await summed());
+  for (const l of handles.splice(0)) await l.close();
+});
+
+function proof(amount: number, locked = false): StoredProof {
+  n++;
+  const secret = locked ? `["P2PK",{"nonce":"${n}-${Math.random()}","data":"02aa"}]` : `secret-${n}-${Math.random()}`;
+  return { id: KEYSET, amount, secret, C: `02c${n}` };
+}
+
+const amounts = (proofs: StoredProof[]) => proofs.map((p) => p.amount).sort((a, b) => b - a);
+const secrets = (proofs: StoredProof[]) => proofs.map((p) => p.secret).sort();
+
+/** Redeems a token of `inputs` into a key: the wallet now holds `outputs` (sats), the key `creditMsats`. */
+async function fund(keyHash: string, outputs: number[], creditMsats = outputs.reduce((s, a) => s + a, 0) * 1000, l = ledger) {
+  const tokenHash = `token-${++n}`;
+  const opId = `receive-${n}`;
+  const inputs = outputs.map((a) => proof(a));
+  expect(await l.startRedemption({ tokenHash, keyHash, opId, mint: MINT, unit: 'sat', inputs, outputs: [{ B_: '02bb' }] })).toEqual({ started: true });
+  const proofs = outputs.map((a) => proof(a));
+  const key = await l.finishRedemption({ tokenHash, opId, proofs, creditMsats });
+  return { tokenHash, opId, inputs, proofs, key };
+}
+
+/** Earnings for the operator: a request on a key of its own, charged `msats`. */
+async function earn(msats: number, wallet: number[]): Promise<void> {
+  const keyHash = `earner-${++n}`;
+  await fund(keyHash, wallet, msats);
+  expect(await ledger.reserve(keyHash, msats, `res-${keyHash}`)).toBe(true);
+  expect((await ledger.settle(`res-${keyHash}`, msats)).chargedMsats).toBe(msats);
+  expect((await ledger.getKey(keyHash))!.balance).toBe(0);
+}
+
+describe('keys and tokens', () => {
+  it('lists keys by balance, revokes them, and a revoked key cannot reserve', async () => {
+    await fund('small', [1]);
+    await fund('large', [8]);
+    await fund('large', [2]);
+    expect((await ledger.listKeys(10)).map((k) => [k.hash, k.balance])).toEqual([['large', 10_000], ['small', 1_000]]);
+    expect((await ledger.listKeys(1)).map((k) => k.hash)).toEqual(['large']);
+    expect(await ledger.getKey('nobody')).toBeUndefined();
+    expect(await ledger.revokeKey('nobody')).toBe(false);
+    expect(await ledger.revokeKey('small')).toBe(true);
+    expect((await ledger.getKey('small'))!.revoked).toBe(true);
+    expect((await ledger.getKey('large'))!.revoked).toBe(false);
+    expect(await ledger.reserve('small', 1, 'r-small')).toBe(false);
+    expect(await ledger.reserve('large', 1, 'r-large')).toBe(true);
+    await ledger.settle('r-large', 1);
+  });
+});
+
+describe('redemption', () => {
+  it('claims a token once, credits it on finish, and gives it back on abandon', async () => {
+    const inputs = [proof(4), proof(1)];
+    const r = { tokenHash: 'tok', keyHash: 'k', opId: 'op1', mint: MINT, unit: 'sat' as const, inputs, outputs: [{ B_: '02bb' }] };
+    expect(await ledger.startRedemption(r)).toEqual({ started: true });
+    expect(await ledger.startRedemption({ ...r, opId: 'op2' })).toEqual({
+      started: false,
+      token: { hash: 'tok', keyHash: 'k', opId: 'op1', state: 'redeeming', msats: null },
+    });
+    expect((await ledger.getOp('op1'))!).toMatchObject({ kind: 'receive', state: 'pending', keyHash: 'k', tokenHash: 'tok', outputs: [{ B_: '02bb' }] });
+    expect(secrets((await ledger.getOp('op1'))!.inputs)).toEqual(secrets(inputs));
+    // Its proofs are claimed: under another encoding (another token hash) they are a replay.
+    expect(await ledger.startRedemption({ ...r, tokenHash: 'tok-again', opId: 'op3', inputs: [inputs[1]!] })).toEqual({ started: false, replayed: true });
+    expect(await ledger.getToken('tok-again')).toBeUndefined();
+
+    await ledger.abandonRedemption('tok', 'op1');
+    expect(await ledger.getToken('tok')).toBeUndefined();
+    expect((await ledger.getOp('op1'))!.state).toBe('failed');
+    // Abandoned twice is a no-op, and the token may be presented again.
+    await ledger.abandonRedemption('tok', 'op1');
+    expect(await ledger.startRedemption({ ...r, opId: 'op4' })).toEqual({ started: true });
+    const dleq = { e: 'ee', s: 'ss', r: 'rr' };
+    const swapped = [{ ...proof(4), dleq }, proof(1)];
+    const key = await ledger.finishRedemption({ tokenHash: 'tok', opId: 'op4', proofs: swapped, creditMsats: 5_000 });
+    expect(key).toMatchObject({ hash: 'k', balance: 5_000, reserved: 0, unit: 'sat', mint: MINT, revoked: false });
+    expect(await ledger.getToken('tok')).toEqual({ hash: 'tok', keyHash: 'k', opId: 'op4', state: 'credited', msats: 5_000 });
+    expect(await ledger.getKey('k')).toEqual(key);
+    const held = await ledger.heldProofs(MINT, 'sat');
+    expect(held.find((p) => p.amount === 4)!.dleq).toEqual(dleq);
+    expect(secrets(held)).toEqual(secrets(swapped));
+    await expect(ledger.finishRedemption({ tokenHash: 'tok', opId: 'op4', proofs: [], creditMsats: 5_000 })).rejects.toThrow(/not pending/);
+    // A second token into the same key adds to it.
+    await fund('k', [2]);
+    expect((await ledger.getKey('k'))!.balance).toBe(7_000);
+    // A proof we hold, or one already swapped (spent), is never claimed again.
+    for (const p of [swapped[0]!, inputs[0]!]) {
+      expect(await ledger.startRedemption({ ...r, tokenHash: `tok-${p.secret}`, opId: `op-${p.secret}`, inputs: [p] })).toEqual({ started: false, replayed: true });
+    }
+    expect((await ledger.totals()).credited).toBe(7_000);
+  });
+});
+
+describe('offline (locked) proofs and sweeps', () => {
+  it('accepts locked proofs once and refuses them under another token', async () => {
+    const proofs = [proof(2, true), proof(1, true)];
+    const r = { tokenHash: 'off', keyHash: 'k', mint: MINT, unit: 'sat' as const, proofs, creditMsats: 3_000 };
+    expect(await ledger.acceptLocked(r)).toBe('accepted');
+    expect(await ledger.acceptLocked(r)).toBe('known');
+    expect(await ledger.acceptLocked({ ...r, tokenHash: 'off-2', proofs: [proofs[0]!] })).toBe('replayed');
+    expect(await ledger.getToken('off')).toEqual({ hash: 'off', keyHash: 'k', opId: 'offline:off', state: 'credited', msats: 3_000 });
+    expect(await ledger.getToken('off-2')).toBeUndefined();
+    expect((await ledger.getKey('k'))!.balance).toBe(3_000);
+    expect(secrets(await ledger.heldProofs(MINT, 'sat'))).toEqual(secrets(proofs));
+    // Locked proofs are held but not ours to spend without a sweep.
+    expect(await ledger.unspentCounts(MINT, 'sat')).toEqual(new Map());
+    // Nor can they be redeemed online a second time.
+    const again = { tokenHash: 'on', keyHash: 'k2', opId: 'op-on', mint: MINT, unit: 'sat' as const, inputs: [proofs[1]!], outputs: [] };
+    expect(await ledger.startRedemption(again)).toEqual({ started: false, replayed: true });
+  });
+
+  it('sweeps locked proofs: a sweep takes them once, finish books the fee, abandon puts them back', async () => {
+    const locked = [proof(4, true), proof(2, true), proof(1, true)];
+    expect(await ledger.acceptLocked({ tokenHash: 'off', keyHash: 'k', mint: MINT, unit: 'sat', proofs: locked, creditMsats: 7_000 })).toBe('accepted');
+    expect(await ledger.startSweep({ opId: 'other-mint', mint: 'http://other', unit: 'sat', limit: 10 })).toEqual([]);
+    const first = await ledger.startSweep({ opId: 'sw1', mint: MINT, unit: 'sat', limit: 2 });
+    expect(first).toHaveLength(2);
+    const second = await ledger.startSweep({ opId: 'sw2', mint: MINT, unit: 'sat', limit: 10 });
+    expect(secrets([...first, ...second])).toEqual(secrets(locked));
+    expect((await ledger.pendingOps()).map((o) => `${o.id} ${o.kind}`).sort()).toEqual(['sw1 sweep', 'sw2 sweep']);
+
+    await ledger.abandonSweep('sw2');
+    await ledger.abandonSweep('sw2');
+    expect(secrets(await ledger.startSweep({ opId: 'sw3', mint: MINT, unit: 'sat', limit: 10 }))).toEqual(secrets(second));
+
+    const swept = first.reduce((s, p) => s + p.amount, 0);
+    const ours = [proof(swept - 1)];
+    await ledger.finishSweep('sw1', ours);
+    await expect(ledger.finishSweep('sw1', ours)).rejects.toThrow(/not pending/);
+    expect((await ledger.getOp('sw1'))!.state).toBe('done');
+    expect(await ledger.unspentCounts(MINT, 'sat')).toEqual(new Map([[swept - 1, 1]]));
+    const t = await ledger.totals();
+    expect([t.credited, t.fees, t.balances]).toEqual([7_000, 1_000, 7_000]);
+    await ledger.abandonSweep('sw3');
+  });
+});
+
+describe('reserve and settle', () => {
+  it('reserves only free balance, charges what was used, caps an overrun at the free balance', async () => {
+    await fund('k', [8, 2]);
+    expect(await ledger.hasActiveReservations('k')).toBe(false);
+    expect(await ledger.reserve('k', 4_000, 'r1')).toBe(true);
+    expect(await ledger.reserve('k', 3_000, 'r2')).toBe(true);
+    expect(await ledger.reserve('k', 3_001, 'r3')).toBe(false);
+    expect(await ledger.reserve('nobody', 1, 'r4')).toBe(false);
+    expect(await ledger.hasActiveReservations('k')).toBe(true);
+    expect(await ledger.totals()).toMatchObject({ credited: 10_000, balances: 3_000, reserved: 7_000 });
+    // r1 overran: it may take the free 3,000 but never r2's 3,000.
+    expect(await ledger.settle('r1', 20_000)).toEqual({ chargedMsats: 7_000, balance: 3_000, reserved: 3_000 });
+    await expect(ledger.settle('r1', 1)).rejects.toThrow('reservation r1 is not active');
+    expect(await ledger.settle('r2', 0)).toEqual({ chargedMsats: 0, balance: 3_000, reserved: 0 });
+    expect(await ledger.hasActiveReservations('k')).toBe(false);
+    expect(await ledger.getKey('k')).toMatchObject({ balance: 3_000, reserved: 0, totalSpent: 7_000, totalRequests: 2 });
+    expect(await ledger.totals()).toMatchObject({ charged: 7_000, balances: 3_000, reserved: 0 });
+  });
+
+  it('concurrent reserves on a small balance: exactly as many as it covers, and never below zero', async () => {
+    await fund('k', [8, 2]);
+    // Two handles: on PostgreSQL these race on separate connections.
+    const other = await open();
+    const ids = Array.from({ length: 24 }, (_, i) => `c${i}`);
+    const won = await Promise.all(ids.map((id, i) => (i % 2 ? other : ledger).reserve('k', 1_000, id)));
+    expect(won.filter(Boolean)).toHaveLength(10);
+    expect(await ledger.getKey('k')).toMatchObject({ balance: 10_000, reserved: 10_000 });
+    const settled = await Promise.all(ids.filter((_, i) => won[i]).map((id, i) => (i % 2 ? other : ledger).settle(id, 1_500)));
+    expect(settled.reduce((s, x) => s + x.chargedMsats, 0)).toBe(10_000);
+    expect(await ledger.getKey('k')).toMatchObject({ balance: 0, reserved: 0 });
+  });
+});
+
+describe('two handles on one database', () => {
+  it('run their transactions at once without waiting on each other', async () => {
+    const other = await open();
+    const started = Date.now();
+    const accepted = await Promise.all(
+      Array.from({ length: 8 }, (_, i) =>
+        (i % 2 ? other : ledger).acceptLocked({ tokenHash: `t${i}`, keyHash: 'k', mint: MINT, unit: 'sat', proofs: [proof(1, true)], creditMsats: 1_000 }),
+      ),
+    );
+    expect(accepted).toEqual(Array(8).fill('accepted'));
+    expect((await ledger.getKey('k'))!.balance).toBe(8_000);
+    // SQLite's busy timeout is 5 s: a handle that blocked on the other's lock would take that long.
+    expect(Date.now() - started).toBeLessThan(4_000);
+  });
+});
+
+describe('orphaned reservations', () => {
+  it('releases those of a process that stopped heart-beating, never those of a live one', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(1_800_000_000_000);
+    await fund('k', [8, 2]);
+    const dead = await open();
+    const live = await open();
+    await dead.heartbeat();
+    await live.heartbeat();
+    expect(await dead.reserve('k', 3_000, 'dead-1')).toBe(true);
+    expect(await live.reserve('k', 2_000, 'live-1')).toBe(true);
+    expect(await ledger.releaseOrphans(60_000)).toBe(0);
+
+    vi.setSystemTime(1_800_000_120_000);
+    await live.heartbeat();
+    // Its own are never orphans to itself, however long since it beat.
+    expect(await dead.releaseOrphans(60_000)).toBe(0);
+    expect(await live.releaseOrphans(60_000)).toBe(1);
+    expect(await ledger.releaseOrphans(60_000)).toBe(0);
+    expect(await ledger.getKey('k')).toMatchObject({ balance: 10_000, reserved: 2_000 });
+    await expect(dead.settle('dead-1', 3_000)).rejects.toThrow(/not active/);
+    expect((await live.settle('live-1', 2_000)).chargedMsats).toBe(2_000);
+    // A process that never beat at all (crashed before its first) is an orphan too.
+    expect(await ledger.reserve('k', 1_000, 'never-beat')).toBe(true);
+    expect(await live.releaseOrphans(60_000)).toBe(1);
+    expect(await ledger.totals()).toMatchObject({ charged: 2_000, balances: 8_000, reserved: 0 });
+  });
+});
+
+describe('refunds', () => {
+  it('no_key, busy, nothing, no_liquidity', async () => {
+    const refund = { opId: 'op', refundId: 'rf', mints: [MINT] };
+    expect(await ledger.startRefund({ ...refund, keyHash: 'nobody' })).toEqual({ kind: 'no_key' });
+    await fund('k', [4, 1]);
+    expect(await ledger.reserve('k', 1_000, 'r1')).toBe(true);
+    expect(await ledger.startRefund({ ...refund, keyHash: 'k' })).toMatchObject({ kind: 'busy', key: { hash: 'k', balance: 5_000 } });
+    await ledger.settle('r1', 4_500);
+    // 500 msats left: less than a sat.
+    expect(await ledger.startRefund({ ...refund, keyHash: 'k' })).toMatchObject({ kind: 'nothing', latest: undefined, key: { balance: 500 } });
+    // A key credited beyond the wallet: no mint listed has the proofs.
+    await fund('rich', [], 9_000);
+    expect(await ledger.startRefund({ ...refund, keyHash: 'rich' })).toEqual({ kind: 'no_liquidity', amount: 9, unit: 'sat' });
+    expect(await ledger.startRefund({ ...refund, keyHash: 'rich', mints: ['http://other'] })).toEqual({ kind: 'no_liquidity', amount: 9, unit: 'sat' });
+    expect(await ledger.pendingOps()).toEqual([]);
+    expect((await ledger.getKey('rich'))!.balance).toBe(9_000);
+  });
+
+  it('an exact match is handed over as it is, and those proofs may come back as a payment', async () => {
+    await fund('k', [4, 1]);
+    const started = await ledger.startRefund({ keyHash: 'k', opId: 'op', refundId: 'rf', mints: ['http://other', MINT] });
+    if (started.kind !== 'started') throw new Error(started.kind);
+    expect(started.refund).toMatchObject({ id: 'rf', keyHash: 'k', opId: 'op', msats: 5_000, amount: 5, unit: 'sat', mint: MINT, token: null, state: 'pending' });
+    expect(amounts(started.inputs)).toEqual([4, 1]);
+    expect(await ledger.getKey('k')).toMatchObject({ balance: 0 });
+    expect(await ledger.heldProofs(MINT, 'sat')).toEqual([]);
+    expect(await ledger.totals()).toMatchObject({ refunded: 5_000, balances: 0 });
+
+    const done = await ledger.finishRefund({ opId: 'op', token: 'cashuBexact', sent: started.inputs, keep: [] });
+    expect(done).toMatchObject({ state: 'done', token: 'cashuBexact' });
+    expect(await ledger.latestRefund('k')).toEqual(done);
+    expect(await ledger.startRefund({ keyHash: 'k', opId: 'op2', refundId: 'rf2', mints: [MINT] })).toMatchObject({ kind: 'nothing', latest: done });
+    expect((await ledger.totals()).fees).toBe(0);
+    // The user pays with the refund token: its proofs were given away, so they may be claimed.
+    const back = { tokenHash: 'tok-back', keyHash: 'k', opId: 'op-back', mint: MINT, unit: 'sat' as const, inputs: started.inputs, outputs: [] };
+    expect(await ledger.startRedemption(back)).toEqual({ started: true });
+    await ledger.finishRedemption({ tokenHash: 'tok-back', opId: 'op-back', proofs: [proof(4), proof(1)], creditMsats: 5_000 });
+    expect((await ledger.getKey('k'))!.balance).toBe(5_000);
+  });
+
+  it('a swap: unused inputs go back at journaling, change is kept, the fee is booked', async () => {
+    await fund('k', [8, 1], 5_000);
+    const started = await ledger.startRefund({ keyHash: 'k', opId: 'op', refundId: 'rf', mints: [MINT] });
+    if (started.kind !== 'started') throw new Error(started.kind);
+    expect(amounts(started.inputs)).toEqual([8, 1]);
+    const eight = started.inputs.filter((p) => p.amount === 8);
+    await ledger.journalOutputs('op', [{ B_: 'out' }], eight);
+    const op = (await ledger.getOp('op'))!;
+    expect([op.outputs, secrets(op.inputs)]).toEqual([[{ B_: 'out' }], secrets(eight)]);
+    expect(await ledger.unspentCounts(MINT, 'sat')).toEqual(new Map([[1, 1]]));
+    await expect(ledger.journalOutputs('nope', [], [])).rejects.toThrow(/not pending/);
+
+    const change = [proof(2)];
+    const done = await ledger.finishRefund({ opId: 'op', token: 'cashuBswap', sent: [proof(4), proof(1)], keep: change });
+    expect(done.state).toBe('done');
+    expect(await ledger.unspentCounts(MINT, 'sat')).toEqual(new Map([[2, 1], [1, 1]]));
+    // 8 in, 2 kept, 5 paid: the mint took 1 sat.
+    expect(await ledger.totals()).toMatchObject({ refunded: 5_000, fees: 1_000, balances: 0 });
+    expect(await ledger.pendingOps()).toEqual([]);
+  });
+
+  it('an abandoned refund puts proofs and msats back, and the latest refund is the last made', async () => {
+    await fund('k', [4, 1]);
+    const first = await ledger.startRefund({ keyHash: 'k', opId: 'op1', refundId: 'rf1', mints: [MINT] });
+    if (first.kind !== 'started') throw new Error(first.kind);
+    await ledger.abandonRefund('op1');
+    await ledger.abandonRefund('op1');
+    expect((await ledger.getOp('op1'))!.state).toBe('failed');
+    expect(await ledger.getKey('k')).toMatchObject({ balance: 5_000 });
+    expect(await ledger.unspentCounts(MINT, 'sat')).toEqual(new Map([[4, 1], [1, 1]]));
+    expect(await ledger.latestRefund('k')).toBeUndefined();
+    expect(await ledger.totals()).toMatchObject({ refunded: 0, balances: 5_000 });
+    // Two refunds in the same millisecond: insertion order decides, not the clock.
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(1_800_000_000_000);
+    for (const i of [2, 3]) {
+      await fund('k', [1]);
+      const r = await ledger.startRefund({ keyHash: 'k', opId: `op${i}`, refundId: `rf${i}`, mints: [MINT] });
+      if (r.kind !== 'started') throw new Error(r.kind);
+      await ledger.finishRefund({ opId: `op${i}`, token: `t${i}`, sent: r.inputs, keep: [] });
+    }
+    expect((await ledger.latestRefund('k'))!.id).toBe('rf3');
+  });
+});
+
+describe('the operator', () => {
+  it('withdraws its earnings as a refund to OPERATOR, or gets nothing or no_liquidity', async () => {
+    const w = { opId: 'w1', refundId: 'wr1', mints: [MINT] };
+    expect(await ledger.startWithdraw(w)).toEqual({ kind: 'nothing' });
+    await earn(3_000, [2, 1]);
+    expect(await ledger.startWithdraw({ ...w, mints: ['http://other'] })).toEqual({ kind: 'no_liquidity', amount: 3, unit: 'sat' });
+    const started = await ledger.startWithdraw(w);
+    if (started.kind !== 'started') throw new Error(started.kind);
+    expect(started.refund).toMatchObject({ keyHash: OPERATOR, msats: 3_000, amount: 3, unit: 'sat' });
+    expect((await ledger.totals()).withdrawn).toBe(3_000);
+    // What is booked is no longer there to withdraw.
+    expect(await ledger.startWithdraw({ opId: 'w2', refundId: 'wr2', mints: [MINT] })).toEqual({ kind: 'nothing' });
+    await ledger.abandonRefund('w1');
+    expect((await ledger.totals()).withdrawn).toBe(0);
+    const again = await ledger.startWithdraw({ opId: 'w3', refundId: 'wr3', mints: [MINT] });
+    if (again.kind !== 'started') throw new Error(again.kind);
+    await ledger.finishRefund({ opId: 'w3', token: 'cashuBw', sent: again.inputs, keep: [] });
+    expect(await ledger.totals()).toMatchObject({ charged: 3_000, withdrawn: 3_000, fees: 0 });
+    expect(await ledger.getKey(OPERATOR)).toBeUndefined();
+  });
+
+  it('melts: books amount and reserve, re-books the fee at what it cost, reverses on abandon', async () => {
+    await earn(10_000, [8]);
+    const melt = (opId: string, need: number) =>
+      ledger.startMelt({ opId, meltId: `m-${opId}`, mint: MINT, unit: 'sat', quote: `q-${opId}`, request: 'lnbc1', amount: 5, need });
+    expect(await melt('big', 11)).toEqual({ kind: 'short', earnings: 10_000 });
+    expect(await ledger.startMelt({ opId: 'x', meltId: 'mx', mint: 'http://other', unit: 'sat', quote: 'q', request: 'lnbc1', amount: 5, need: 6 })).toEqual({ kind: 'no_liquidity' });
+
+    const started = await melt('m1', 6);
+    if (started.kind !== 'started') throw new Error(started.kind);
+    expect(started.melt).toMatchObject({ id: 'm-m1', opId: 'm1', quote: 'q-m1', amount: 5, feeReserve: 1, fee: null, preimage: null, state: 'pending' });
+    expect(amounts(started.inputs)).toEqual([8]);
+    expect(await ledger.totals()).toMatchObject({ withdrawn: 5_000, fees: 1_000 });
+    await ledger.abandonMelt('m1');
+    await ledger.abandonMelt('m1');
+    expect((await ledger.meltOfOp('m1'))!.state).toBe('failed');
+    expect(await ledger.totals()).toMatchObject({ withdrawn: 0, fees: 0 });
+    expect(await ledger.unspentCounts(MINT, 'sat')).toEqual(new Map([[8, 1]]));
+
+    const again = await melt('m2', 6);
+    if (again.kind !== 'started') throw new Error(again.kind);
+    // 8 in, 1 back as change, 5 paid: it cost 2, not the 1 reserved.
+    const paid = await ledger.finishMelt({ opId: 'm2', change: [proof(1)], preimage: 'pre' });
+    expect(paid).toMatchObject({ state: 'paid', fee: 2, preimage: 'pre', feeReserve: 1 });
+    expect(await ledger.meltOfOp('m2')).toEqual(paid);
+    expect(await ledger.meltOfOp('none')).toBeUndefined();
+    expect(await ledger.totals()).toMatchObject({ withdrawn: 5_000, fees: 2_000 });
+    await expect(ledger.finishMelt({ opId: 'm2', change: [], preimage: null })).rejects.toThrow(/not pending/);
+    // The earnings left (10,000 − 5,000 − 2,000) bound the next melt.
+    expect(await melt('m3', 4)).toEqual({ kind: 'short', earnings: 3_000 });
+  });
+});
+
+describe('mint ops', () => {
+  it('lists pending ops, restarts their lease, and books proofs spent elsewhere as a fee', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(1_800_000_000_000);
+    await fund('k', [4, 2]);
+    const started = await ledger.startRefund({ keyHash: 'k', opId: 'op', refundId: 'rf', mints: [MINT] });
+    if (started.kind !== 'started') throw new Error(started.kind);
+    expect((await ledger.pendingOps()).map((o) => [o.id, o.kind, o.updatedAt])).toEqual([['op', 'refund', 1_800_000_000_000]]);
+    vi.setSystemTime(1_800_000_005_000);
+    await ledger.touchOp('op');
+    expect((await ledger.getOp('op'))!.updatedAt).toBe(1_800_000_005_000);
+    expect(await ledger.getOp('none')).toBeUndefined();
+
+    // The mint says the 4 is spent: gone, never released. An unknown secret changes nothing.
+    const four = started.inputs.find((p) => p.amount === 4)!;
+    await ledger.markSpent([four.secret, 'unknown']);
+    await ledger.markSpent([four.secret]);
+    expect((await ledger.totals()).fees).toBe(4_000);
+    await ledger.abandonRefund('op');
+    expect(await ledger.unspentCounts(MINT, 'sat')).toEqual(new Map([[2, 1]]));
+    expect(await ledger.getKey('k')).toMatchObject({ balance: 6_000 });
+  });
+});
+
+describe('marks shared by every instance on one ledger', () => {
+  it('claims an id once, across instances, until it expires', async () => {
+    const [a, b] = [ledger, await open()];
+    const later = Date.now() + 60_000;
+    expect(await a.claimOnce('nip98', 'ev1', later)).toBe(true);
+    expect(await b.claimOnce('nip98', 'ev1', later)).toBe(false);
+    expect(await a.claimOnce('nip98', 'ev1', later)).toBe(false);
+    expect(await b.claimOnce('other', 'ev1', later)).toBe(true);
+    expect(await a.claimOnce('nip98', 'old', Date.now() - 1)).toBe(true);
+    // An expired claim is no claim: the id may be taken again.
+    expect(await b.claimOnce('nip98', 'old', later)).toBe(true);
+    expect(await a.claimOnce('nip98', 'old', later)).toBe(false);
+  });
+
+  it('counts up to a limit, across instances, and starts again once expired', async () => {
+    const [a, b] = [ledger, await open()];
+    const later = Date.now() + 60_000;
+    expect(await a.countUpTo('free', 'pk', 2, later)).toBe(true);
+    expect(await b.countUpTo('free', 'pk', 2, later)).toBe(true);
+    expect(await a.countUpTo('free', 'pk', 2, later)).toBe(false);
+    expect(await b.countUpTo('free', 'pk', 2, later)).toBe(false);
+    expect(await a.countUpTo('free', 'none', 0, later)).toBe(false);
+    expect(await a.countUpTo('free', 'gone', 1, Date.now() - 1)).toBe(true);
+    expect(await b.countUpTo('free', 'gone', 1, later)).toBe(true);
+    expect(await a.countUpTo('free', 'gone', 1, later)).toBe(false);
+  });
+
+  it('keeps notes until they expire or are dropped', async () => {
+    const [a, b] = [ledger, await open()];
+    await a.putNote('topup', 'q1', 'key-a', Date.now() + 60_000);
+    expect(await b.getNote('topup', 'q1')).toBe('key-a');
+    await b.putNote('topup', 'q1', 'key-b', Date.now() + 60_000);
+    expect(await a.getNote('topup', 'q1')).toBe('key-b');
+    await a.dropNote('topup', 'q1');
+    expect(await b.getNote('topup', 'q1')).toBeUndefined();
+    await a.putNote('topup', 'q2', 'key-c', Date.now() - 1);
+    expect(await b.getNote('topup', 'q2')).toBeUndefined();
+  });
+});
+
+describe('running totals', () => {
+  it('are back-filled from entries and keys by the migration that creates them', async () => {
+    await fund('k', [8, 2]);
+    await earn(3_000, [4]);
+    expect(await ledger.reserve('k', 2_000, 'held')).toBe(true);
+    const before = await ledger.totals();
+    for (const l of handles.splice(0)) await l.close();
+    // Back to the schema before running totals, as a database deployed before them is.
+    const undo = ['DROP TABLE totals', 'UPDATE schema_version SET version = 5'];
+    if (url.startsWith('sqlite:')) {
+      const db = new DatabaseSync(url.slice('sqlite:'.length));
+      for (const s of undo) db.exec(s);
+      db.close();
+    } else {
+      const c = new pg.Client({ connectionString: url });
+      await c.connect();
+      for (const s of undo) await c.query(s);
+      await c.end();
+    }
+    ledger = await open();
+    expect(await ledger.totals()).toEqual(before);
+    expect(before).toMatchObject({ credited: 13_000, charged: 3_000, balances: 8_000, reserved: 2_000 });
+    await ledger.settle('held', 2_000);
+  });
+});
