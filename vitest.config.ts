@@ -13,7 +13,8 @@ export default defineConfig({
     // The same suite runs on both ledger engines.
     projects: [
       { extends: true, test: { name: 'sqlite', env: { TEST_LEDGER: 'sqlite' } } },
-      { extends: true, test: { name: 'postgres', env: { TEST_LEDGER: 'postgres' }, include: ['test/*.e2e.test.ts'] } },
+      // The Nostr door moves money through the same ledger: its suites run on both engines too.
+      { extends: true, test: { name: 'postgres', env: { TEST_LEDGER: 'postgres' }, include: ['test/*.e2e.test.ts', 'test/nostr*.test.ts'] } },
     ],
   },
 });

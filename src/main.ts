@@ -70,7 +70,7 @@ export async function createGateway(cfg: Config) {
   recovery.unref();
   const nostr = cfg.RELAYS.length > 0 ? await startNostr(cfg, { log, engine, catalog, wallets, ledger }) : undefined;
   const close = async () => {
-    nostr?.stop();
+    await nostr?.stop();
     clearInterval(sweeper);
     clearInterval(recovery);
     clearInterval(heartbeat);
@@ -134,9 +134,9 @@ async function startNostr(cfg: Config, deps: { log: Logger; engine: Engine; cata
     relays,
     announcer,
     dvm,
-    stop: () => {
+    stop: async () => {
       announcer.stop();
-      dvm.stop();
+      await dvm.stop();
       relays.close();
     },
   };

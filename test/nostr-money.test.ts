@@ -227,3 +227,160 @@ describe('nutzaps', () => {
     await expectMoneyConserved(slow);
   });
 });
+
+describe('NIP-90 bid', () => {
+  it('answers a bid below the price with an error naming the price, and asks for nothing', async () => {
+    const before = upstream.requests.length;
+    const req = await me.publish(me.job(gatewayPubkey, [['i', 'Cheap please', 'text'], ['param', 'max_tokens', '400'], ['bid', '1']]));
+    const answer = await me.waitFor({ kinds: [7000], '#e': [req.id] }, (e) => ['error', 'payment-required'].includes(tag(e, 'status')![1]!));
+    expect(tag(answer, 'status')![1]).toBe('error');
+    const price = Number(/costs up to (\d+) msats/.exec(tag(answer, 'status')![2]!)?.[1]);
+    expect(price).toBeGreaterThan(1);
+    expect(tag(answer, 'status')![2]).toContain('the bid is 1 msats');
+    expect(upstream.requests.length).toBe(before);
+  });
+
+  it('holds a cashu-paid job to its bid too, and returns the token whole, locked to the requester', async () => {
+    const t0 = await gw.ledger.totals();
+    const before = upstream.requests.length;
+    const token = await lockedToken(mintUrl, 30, doorLock);
+    const req = await me.publish(me.job(gatewayPubkey, [['i', 'Within my bid?', 'text'], ['param', 'max_tokens', '4'], ['bid', '10'], ['cashu', token]]));
+    const answer = await me.waitFor({ kinds: [6050, 7000], '#e': [req.id] }, (e) => e.kind === 6050 || tag(e, 'status')![1] === 'error');
+    expect(answer.kind).toBe(7000);
+    expect(tag(answer, 'status')![2]).toContain('the bid is 10 msats');
+    expect(await me.spendLocked(mintUrl, tag(answer, 'cashu')![1]!)).toBe(30);
+    expect(upstream.requests.length).toBe(before);
+    expect(diff(t0, await gw.ledger.totals())).toEqual({ credited: 30_000, charged: 0, refunded: 30_000, balances: 0, reserved: 0 });
+  });
+});
+
+describe('a payment after a cancel or the deadline', () => {
+  let late: Gateway;
+  let target: string;
+  beforeAll(async () => {
+    // The invoice is paid at once (FakeWallet) but first looked at after 1.5 s, past a 1 s deadline.
+    late = await gateway({ NSEC: Buffer.from(generateSecretKey()).toString('hex'), DVM_QUOTE_POLL_MS: '1500', DVM_PAYMENT_TIMEOUT_SECONDS: '1' });
+    await ready(late);
+    target = late.nostr!.id.pubkey;
+  });
+
+  for (const how of ['cancel', 'deadline'] as const) {
+    it(`returns a payment made after the ${how}, whole and locked to the requester, without running the job`, async () => {
+      const t0 = await late.ledger.totals();
+      const before = upstream.requests.length;
+      const req = await me.publish(me.job(target, [['i', `Late after ${how}`, 'text'], ['param', 'max_tokens', '400']]));
+      const ask = await me.feedback(req.id, 'payment-required');
+      const sats = Number(tag(ask, 'amount')![1]) / 1000;
+      if (how === 'cancel') {
+        await me.publish({ kind: 5, created_at: Math.floor(Date.now() / 1000), tags: [['e', req.id], ['k', '5050']], content: '' });
+        const cancelled = await me.feedback(req.id, 'error', 15_000, (e) => /cancelled/.test(tag(e, 'status')![2]!));
+        expect(tag(cancelled, 'cashu')).toBeUndefined();
+      } else {
+        await me.feedback(req.id, 'error', 15_000, (e) => /No payment arrived in time/.test(tag(e, 'status')![2]!));
+      }
+      const refund = await me.feedback(req.id, 'error', 15_000, (e) => tag(e, 'cashu') !== undefined);
+      expect(tag(refund, 'status')![2]).toMatch(how === 'cancel' ? /after the job was cancelled/ : /after the deadline/);
+      expect(await me.spendLocked(mintUrl, tag(refund, 'cashu')![1]!)).toBe(sats);
+      expect(upstream.requests.length).toBe(before);
+      expect(diff(t0, await late.ledger.totals())).toEqual({ credited: sats * 1000, charged: 0, refunded: sats * 1000, balances: 0, reserved: 0 });
+      await expectMoneyConserved(late);
+    });
+  }
+});
+
+/** One ledger for two gateway processes (or one restarted): a file for SQLite, a database for PostgreSQL. */
+async function sharedLedger(): Promise<string> {
+  const url = await testDatabaseUrl();
+  return url === ':memory:' ? `sqlite:${join(mkdtempSync(join(tmpdir(), 'dvm-')), 'ledger.db')}` : url;
+}
+
+describe('guards kept in the ledger', () => {
+  it('runs a job once on two instances of one npub, and gives no free job again after a restart', async () => {
+    const env = { NSEC: Buffer.from(generateSecretKey()).toString('hex'), DATABASE_URL: await sharedLedger(), FREE_REQUESTS_PER_PUBKEY: '1' };
+    const a = await gateway(env);
+    const b = await gateway(env);
+    await ready(a);
+    const target = a.nostr!.id.pubkey;
+    const before = upstream.requests.length;
+    const first = await me.publish(me.job(target, [['i', 'Free, once', 'text'], ['param', 'max_tokens', '2']]));
+    await me.result(first.id);
+    // A paid job after it, seen by both: by the time it is answered, both have handled the first.
+    const second = await me.publish(me.job(target, [['i', 'Paid', 'text'], ['param', 'max_tokens', '2'], ['cashu', await lockedToken(mintUrl, 20, nostrDoorKeys(a.nostr!.id.sk).p2pk.pubkey)]]));
+    await me.result(second.id);
+    expect(upstream.requests.length - before).toBe(2);
+    expect((await me.pool.querySync([relay.url], { kinds: [6050], '#e': [first.id] })).length).toBe(1);
+    // A restarted instance sees both jobs again (they are within DVM_MAX_AGE_SECONDS): it runs neither,
+    // and the free job is used up.
+    await a.close();
+    await b.close();
+    const again = await gateway(env);
+    await ready(again);
+    const third = await me.publish(me.job(target, [['i', 'Free again?', 'text'], ['param', 'max_tokens', '2']]));
+    await me.feedback(third.id, 'payment-required');
+    expect(upstream.requests.length - before).toBe(2);
+    await expectMoneyConserved(again);
+  });
+
+  it('picks up a payment watch after a restart, and runs the job it pays for', async () => {
+    const env = { NSEC: Buffer.from(generateSecretKey()).toString('hex'), DATABASE_URL: await sharedLedger() };
+    // This one never looks at its quote; the invoice is paid at once.
+    const a = await gateway({ ...env, DVM_QUOTE_POLL_MS: '600000' });
+    await ready(a);
+    const target = a.nostr!.id.pubkey;
+    const req = await me.publish(me.job(target, [['i', 'Paid while down', 'text'], ['param', 'max_tokens', '400']]));
+    const ask = await me.feedback(req.id, 'payment-required');
+    const paid = Number(tag(ask, 'amount')![1]);
+    await a.close();
+    const b = await gateway(env);
+    const res = await me.result(req.id);
+    const charge = chargeOf(upstream.requests.at(-1)!.body);
+    expect(Number(tag(res, 'amount')![1])).toBe(charge);
+    expect(await me.spendLocked(mintUrl, tag(res, 'cashu')![1]!)).toBe(Math.floor((paid - charge) / 1000));
+    // The first quote paid for it: the restarted gateway asked for nothing again.
+    const asks = await me.pool.querySync([relay.url], { kinds: [7000], '#e': [req.id] });
+    expect(asks.filter((e) => tag(e, 'status')?.[1] === 'payment-required').map((e) => e.id)).toEqual([ask.id]);
+    const t = await b.ledger.totals();
+    expect([t.credited, t.charged, t.refunded, t.balances, t.reserved]).toEqual([paid, paid - Math.floor((paid - charge) / 1000) * 1000, Math.floor((paid - charge) / 1000) * 1000, 0, 0]);
+    await expectMoneyConserved(b);
+  });
+});
+
+describe('a result no relay takes', () => {
+  it('keeps the result and its change, and delivers them once a relay takes them', { timeout: 90_000 }, async () => {
+    // The gateway's relays: one that demands proof of work it does not do, one that is down.
+    const pow = await startRelay({ requirePow: 12 });
+    const port = await freePort();
+    const later = `ws://127.0.0.1:${port}`;
+    let back: RunningRelay | undefined;
+    const g = await gateway({ RELAYS: `${pow.url},${later}`, NSEC: Buffer.from(generateSecretKey()).toString('hex') });
+    try {
+      const target = g.nostr!.id.pubkey;
+      const lock = nostrDoorKeys(g.nostr!.id.sk).p2pk.pubkey;
+      // Only the requester mines, so its job is taken and every answer refused.
+      const job = finalizeEvent(minePow({ ...me.job(target, [['i', 'Anyone there?', 'text'], ['param', 'max_tokens', '3'], ['cashu', await lockedToken(mintUrl, 20, lock)]]), pubkey: me.pubkey }, 12), me.sk);
+      const t0 = await g.ledger.totals();
+      // Published until the gateway's subscription is up (a relay keeps it either way).
+      await me.publish(job, [pow.url]);
+      const deadline = Date.now() + 45_000;
+      while (!(await g.ledger.getNote('nostr-undelivered', job.id))) {
+        if (Date.now() > deadline) throw new Error('the undelivered result was not kept');
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      const charge = chargeOf(upstream.requests.at(-1)!.body);
+      const change = Math.floor((20_000 - charge) / 1000);
+      // Charged, and the change is out of the gateway's books, but held in the kept result.
+      expect(diff(t0, await g.ledger.totals())).toEqual({ credited: 20_000, charged: 20_000 - change * 1000, refunded: change * 1000, balances: 0, reserved: 0 });
+      back = await startRelay({ port });
+      const res = await me.result(job.id, 45_000, [later]);
+      expect(Number(tag(res, 'amount')![1])).toBe(charge);
+      expect(await me.spendLocked(mintUrl, tag(res, 'cashu')![1]!)).toBe(change);
+      await me.waitFor({ kinds: [7000], '#e': [job.id] }, (e) => tag(e, 'status')?.[1] === 'success', 45_000, [later]);
+      expect(await g.ledger.getNote('nostr-undelivered', job.id)).toBeUndefined();
+      await expectMoneyConserved(g);
+    } finally {
+      await g.close();
+      await back?.stop();
+      await pow.stop();
+    }
+  });
+});

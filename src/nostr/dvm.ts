@@ -103,11 +103,11 @@ const refundOf = (err: unknown) => (err instanceof GatewayError && typeof err.ex
  */
 export class Dvm {
   readonly #running = new Map<string, { ac: AbortController; author: string }>();
-  /** Watches this instance polls, by job id. */
+  /** Watches this instance polls, by job id, each on its own timer. */
   readonly #watching = new Map<string, Watch>();
+  readonly #timers = new Map<string, NodeJS.Timeout>();
   readonly #resending = new Map<string, NodeJS.Timeout>();
   readonly #rate = new Map<string, { minute: number; count: number }>();
-  #poller: NodeJS.Timeout | undefined;
   #subs: SubCloser[] = [];
   #stopped = false;
   readonly deps: DvmDeps;
@@ -124,21 +124,23 @@ export class Dvm {
       relays.subscribe({ kinds: [DELETION], since }, (e) => void this.#onDeletion(e)),
       relays.subscribe({ kinds: [NUTZAP], '#p': [id.pubkey], since }, (e) => void this.#onNutzap(e)),
     ];
-    this.#poller = setInterval(() => void this.#pollAll(), cfg.pollMs);
-    this.#poller.unref();
     // Watches and undelivered results of a previous run (or of a stopped instance) are found through
     // our own feedback, which names every job we asked payment for or ran.
     void this.#resumeFromFeedback().catch((e: Error) => log.warn({ err: e.message }, 'could not look for unfinished jobs'));
   }
 
-  stop(): void {
+  /** Stops, and hands the quotes it watched to whichever instance (or restart) sees them next. */
+  async stop(): Promise<void> {
     this.#stopped = true;
     for (const s of this.#subs) s.close();
     for (const r of this.#running.values()) r.ac.abort();
-    clearInterval(this.#poller);
+    for (const t of this.#timers.values()) clearTimeout(t);
+    this.#timers.clear();
     for (const t of this.#resending.values()) clearTimeout(t);
     this.#resending.clear();
+    const watched = [...this.#watching.values()];
     this.#watching.clear();
+    for (const w of watched) await this.#saveWatch({ ...w, leaseUntil: 0 }).catch(() => {});
   }
 
   async #onRequest(e: Event): Promise<void> {
@@ -406,16 +408,10 @@ export class Dvm {
     const mint = wallets.mints[0]!;
     const sats = Math.max(1, Math.ceil(job.maxMsats / 1000));
     const quote = await (await wallets.wallet(mint, 'sat')).createMintQuoteBolt11(sats, `job ${request.event.id.slice(0, 16)}`);
-    const fb = await this.#feedback(
-      request,
-      'payment-required',
-      `Pay ${sats} sats to run this job, by Lightning or a nutzap locked to ${keys.p2pk.pubkey}; any rest comes back as change. A payment after a cancel or the deadline comes back whole.`,
-      [['amount', String(sats * 1000), quote.request]],
-    );
     const now = Date.now();
     const w: Watch = {
       request: request.event,
-      feedbackId: fb.id,
+      feedbackId: '',
       mint,
       quote: quote.quote,
       sats,
@@ -423,9 +419,38 @@ export class Dvm {
       quoteExpiry: quote.expiry ? quote.expiry * 1000 : now + DEFAULT_QUOTE_LIFE_MS,
       leaseUntil: now + this.#leaseMs(),
     };
-    await ledger.putNote(WATCH_BY_FEEDBACK, fb.id, request.event.id, w.quoteExpiry + 60_000);
+    // Kept before the invoice is out: whatever happens to this process, its payment is not lost.
     await this.#saveWatch(w);
-    this.#watching.set(request.event.id, w);
+    this.#watch(w);
+    const fb = await this.#feedback(
+      request,
+      'payment-required',
+      `Pay ${sats} sats to run this job, by Lightning or a nutzap locked to ${keys.p2pk.pubkey}; any rest comes back as change. A payment after a cancel or the deadline comes back whole.`,
+      [['amount', String(sats * 1000), quote.request]],
+    );
+    w.feedbackId = fb.id;
+    await ledger.putNote(WATCH_BY_FEEDBACK, fb.id, request.event.id, w.quoteExpiry + 60_000);
+    // A stop meanwhile handed the watch over; it stays handed over.
+    await this.#saveWatch(this.#stopped ? { ...w, leaseUntil: 0 } : w);
+  }
+
+  /** Looks at a watched quote every `pollMs`, the first time `pollMs` after it was taken on. */
+  #watch(w: Watch): void {
+    const jobId = w.request.id;
+    this.#watching.set(jobId, w);
+    const next = () => {
+      const t = setTimeout(() => {
+        void this.#check(w)
+          .catch((e: Error) => this.deps.log.warn({ job: jobId, err: e.message }, 'quote check failed'))
+          .finally(() => {
+            this.#timers.delete(jobId);
+            if (!this.#stopped && this.#watching.get(jobId) === w) next();
+          });
+      }, this.deps.cfg.pollMs);
+      t.unref();
+      this.#timers.set(jobId, t);
+    };
+    next();
   }
 
   #leaseMs(): number {
@@ -452,7 +477,7 @@ export class Dvm {
     if (!w || w.leaseUntil > Date.now()) return;
     w.leaseUntil = Date.now() + this.#leaseMs();
     await this.#saveWatch(w);
-    this.#watching.set(jobId, w);
+    this.#watch(w);
   }
 
   async #resumeFromFeedback(): Promise<void> {
@@ -461,12 +486,6 @@ export class Dvm {
     const events = await relays.query({ kinds: [JOB_FEEDBACK], authors: [id.pubkey], since });
     const jobs = new Set(events.flatMap((e) => e.tags.filter((t) => t[0] === 'e').map((t) => t[1]!)));
     for (const job of jobs) await this.#resume(job);
-  }
-
-  async #pollAll(): Promise<void> {
-    for (const w of [...this.#watching.values()]) {
-      await this.#check(w).catch((e: Error) => this.deps.log.warn({ job: w.request.id, err: e.message }, 'quote check failed'));
-    }
   }
 
   /** One look at a watched quote: the deadline first, then whether the invoice was paid. */
