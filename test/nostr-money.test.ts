@@ -255,17 +255,20 @@ describe('NIP-90 bid', () => {
 });
 
 describe('a payment after a cancel or the deadline', () => {
-  let late: Gateway;
-  let target: string;
+  const gateways = {} as Record<'cancel' | 'deadline', Gateway>;
   beforeAll(async () => {
-    // The invoice is paid at once (FakeWallet) but first looked at after 1.5 s, past a 1 s deadline.
-    late = await gateway({ NSEC: Buffer.from(generateSecretKey()).toString('hex'), DVM_QUOTE_POLL_MS: '1500', DVM_PAYMENT_TIMEOUT_SECONDS: '1' });
-    await ready(late);
-    target = late.nostr!.id.pubkey;
+    // The invoice is paid at once (FakeWallet) but first looked at later: 4 s after it was asked
+    // for (time enough for the cancel to arrive), or 1.5 s, past a 1 s deadline.
+    gateways.cancel = await gateway({ NSEC: Buffer.from(generateSecretKey()).toString('hex'), DVM_QUOTE_POLL_MS: '4000' });
+    gateways.deadline = await gateway({ NSEC: Buffer.from(generateSecretKey()).toString('hex'), DVM_QUOTE_POLL_MS: '1500', DVM_PAYMENT_TIMEOUT_SECONDS: '1' });
+    await ready(gateways.cancel);
+    await ready(gateways.deadline);
   });
 
   for (const how of ['cancel', 'deadline'] as const) {
     it(`returns a payment made after the ${how}, whole and locked to the requester, without running the job`, async () => {
+      const late = gateways[how];
+      const target = late.nostr!.id.pubkey;
       const t0 = await late.ledger.totals();
       const before = upstream.requests.length;
       const req = await me.publish(me.job(target, [['i', `Late after ${how}`, 'text'], ['param', 'max_tokens', '400']]));

@@ -483,7 +483,7 @@ export class Dvm {
   async #resumeFromFeedback(): Promise<void> {
     const { relays, id, cfg } = this.deps;
     const since = Math.floor(Date.now() / 1000) - Math.max(cfg.maxAgeSec, cfg.paymentTimeoutSec) - DEFAULT_QUOTE_LIFE_MS / 1000;
-    const events = await relays.query({ kinds: [JOB_FEEDBACK], authors: [id.pubkey], since });
+    const events = await relays.query({ kinds: [JOB_FEEDBACK], authors: [id.pubkey], since, limit: 2000 });
     const jobs = new Set(events.flatMap((e) => e.tags.filter((t) => t[0] === 'e').map((t) => t[1]!)));
     for (const job of jobs) await this.#resume(job);
   }
@@ -514,6 +514,8 @@ export class Dvm {
       await this.deps.ledger.dropNote(WATCH, jobId);
       return;
     }
+    // Once stopped, the lease handed over stays handed over.
+    if (this.#stopped) return;
     w.leaseUntil = now + this.#leaseMs();
     await this.#saveWatch(w);
   }
@@ -560,6 +562,7 @@ export class Dvm {
   /** A NIP-61 nutzap: proofs locked to the Nostr door's key, referencing a job we asked payment for. */
   async #onNutzap(e: Event): Promise<void> {
     const { wallets, log, ledger, keys, cfg } = this.deps;
+    if (e.created_at < Math.floor(Date.now() / 1000) - cfg.maxAgeSec) return;
     if (!(await ledger.claimOnce(SEEN, e.id, (e.created_at + cfg.maxAgeSec) * 1000 + 60_000))) return;
     const refs = e.tags.filter((t) => t[0] === 'e').map((t) => t[1]!);
     let w: Watch | undefined;
