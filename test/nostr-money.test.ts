@@ -123,6 +123,21 @@ describe('ecash in a job pays that job only', () => {
     expect(diff(t1, await gw.ledger.totals())).toEqual({ credited: 0, charged: 0, refunded: 0, balances: 0, reserved: 0 });
   });
 
+  it('is refused by an HTTP-only gateway too (the mint wants the Nostr key), and the job still runs on it', async () => {
+    const httpOnly = await startGateway(mintUrl, upstream);
+    extra.push(httpOnly);
+    const token = await lockedToken(mintUrl, 12, doorLock);
+    const r = await http('/v1/balance/create', { body: { initial_balance_token: token } }, httpOnly);
+    expect([r.status, r.body.error?.code]).toEqual([400, 'invalid_cashu_token']);
+    expect(await httpOnly.ledger.pendingOps()).toEqual([]);
+    expect((await httpOnly.ledger.totals()).credited).toBe(0);
+    const req = await me.publish(me.job(gatewayPubkey, [['i', 'Still mine', 'text'], ['param', 'max_tokens', '2'], ['cashu', token]]));
+    const res = await me.result(req.id);
+    const charge = chargeOf(upstream.requests.at(-1)!.body);
+    expect(await me.spendLocked(mintUrl, tag(res, 'cashu')![1]!)).toBe(Math.floor((12_000 - charge) / 1000));
+    await expectMoneyConserved(httpOnly);
+  });
+
   it('leaves nothing of a public, unlocked token that a stranger can read or spend over HTTP after the job', async () => {
     const token = await mintToken(mintUrl, 30);
     const req = await me.publish(me.job(gatewayPubkey, [['i', 'Plain token', 'text'], ['param', 'max_tokens', '3'], ['cashu', token]]));
