@@ -69,9 +69,9 @@ export async function createGateway(cfg: Config, opts: { log?: Logger } = {}) {
     Math.max(30_000, 4 * cfg.MINT_TIMEOUT_MS),
   );
   recovery.unref();
-  const nostr = cfg.RELAYS.length > 0 ? await startNostr(cfg, { log, engine, catalog, wallets }) : undefined;
+  const nostr = cfg.RELAYS.length > 0 ? await startNostr(cfg, { log, engine, catalog, wallets, ledger }) : undefined;
   const close = async () => {
-    nostr?.stop();
+    await nostr?.stop();
     clearInterval(sweeper);
     clearInterval(recovery);
     clearInterval(heartbeat);
@@ -88,14 +88,18 @@ export async function createGateway(cfg: Config, opts: { log?: Logger } = {}) {
  * The Nostr door: identity, relays, announcements and the NIP-90 job service. Loaded only when
  * RELAYS is set, so a gateway without it carries none of it.
  */
-async function startNostr(cfg: Config, deps: { log: Logger; engine: Engine; catalog: Catalog; wallets: CashuWallets }) {
-  const [{ loadIdentity }, { Relays }, { Announcer }, { Dvm }] = await Promise.all([
+async function startNostr(cfg: Config, deps: { log: Logger; engine: Engine; catalog: Catalog; wallets: CashuWallets; ledger: Ledger }) {
+  const [{ loadIdentity }, { Relays }, { Announcer }, { Dvm }, { nostrDoorKeys }] = await Promise.all([
     import('./nostr/identity.ts'),
     import('./nostr/relays.ts'),
     import('./nostr/announce.ts'),
     import('./nostr/dvm.ts'),
+    import('./nostr/door-keys.ts'),
   ]);
   const id = loadIdentity(cfg.NSEC, cfg.DATA_DIR);
+  // Ecash sent through Nostr is public: it is locked to a key of this door, which the HTTP door refuses.
+  const keys = nostrDoorKeys(id.sk);
+  deps.wallets.addDoorKey(keys.p2pk.pubkey);
   const relays = new Relays(cfg.RELAYS, id, deps.log, cfg.NOSTR_POW_BITS);
   const announcer = new Announcer(relays, deps.log);
   announcer.start(() => ({
@@ -106,12 +110,13 @@ async function startNostr(cfg: Config, deps: { log: Logger; engine: Engine; cata
     publicUrl: cfg.PUBLIC_URL,
     mints: cfg.CASHU_MINTS,
     relays: cfg.RELAYS,
-    p2pkPubkey: deps.wallets.p2pk.pubkey,
+    p2pkPubkey: keys.p2pk.pubkey,
     models: deps.catalog.list(),
   }));
   const dvm = new Dvm({
     relays,
     id,
+    keys,
     ...deps,
     cfg: {
       defaultModel: cfg.DVM_DEFAULT_MODEL,
@@ -130,9 +135,9 @@ async function startNostr(cfg: Config, deps: { log: Logger; engine: Engine; cata
     relays,
     announcer,
     dvm,
-    stop: () => {
+    stop: async () => {
       announcer.stop();
-      dvm.stop();
+      await dvm.stop();
       relays.close();
     },
   };

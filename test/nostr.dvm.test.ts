@@ -9,6 +9,7 @@ import { FakeUpstream, REPLY_WORDS } from './support/upstream.ts';
 import { expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
 import { startRelay, type RunningRelay } from './support/relay.ts';
 import { mintProofs, mintToken, wallet } from './support/cashu.ts';
+import { nostrDoorKeys } from '../src/nostr/door-keys.ts';
 
 const mintUrl = inject('mintUrl');
 const upstream = new FakeUpstream();
@@ -113,7 +114,9 @@ describe('announcements', () => {
     expect(provider.tags).toContainEqual(['model', 'gpt-test', '2', '5']);
 
     const nutzapInfo = byKind.get(10019)!;
-    expect(tag(nutzapInfo, 'pubkey')).toEqual(['pubkey', gw.wallets.p2pk.pubkey]);
+    // The Nostr door's own lock key, not the HTTP door's: ecash sent in public events pays jobs only.
+    expect(tag(nutzapInfo, 'pubkey')).toEqual(['pubkey', nostrDoorKeys(gw.nostr!.id.sk).p2pk.pubkey]);
+    expect(tag(nutzapInfo, 'pubkey')![1]).not.toBe(gw.wallets.p2pk.pubkey);
     expect(nutzapInfo.tags.filter((t) => t[0] === 'relay').map((t) => t[1]).sort()).toEqual([...urls].sort());
     expect(tag(nutzapInfo, 'mint')).toEqual(['mint', mintUrl, 'sat']);
 
@@ -127,7 +130,7 @@ describe('announcements', () => {
         publicUrl: 'https://gateway.example',
         mints: [mintUrl],
         relays: urls,
-        p2pkPubkey: gw.wallets.p2pk.pubkey,
+        p2pkPubkey: nostrDoorKeys(gw.nostr!.id.sk).p2pk.pubkey,
         models: gw.catalog.list(),
       }),
     ).toBe(0);

@@ -26,6 +26,19 @@ export function loadP2pkKey(configured: string | undefined, dataDir: string): P2
   return fromPriv(privkey);
 }
 
+/** The x-only key (hex, lower case) a NUT-11 P2PK proof is locked to; undefined for any other proof. */
+export function lockedTo(proof: Pick<Proof, 'secret'>): string | undefined {
+  let secret: unknown;
+  try {
+    secret = JSON.parse(proof.secret);
+  } catch {
+    return undefined;
+  }
+  if (!Array.isArray(secret) || secret[0] !== 'P2PK' || !secret[1] || typeof secret[1] !== 'object') return undefined;
+  const data = (secret[1] as { data?: unknown }).data;
+  return typeof data === 'string' && data.length === 66 ? data.slice(2).toLowerCase() : undefined;
+}
+
 /**
  * Whether a proof can be taken without asking the mint: locked (NUT-11) to exactly our key, with
  * no other key, refund path or signature scheme that would let anyone else spend it before we

@@ -15,7 +15,7 @@ import type { Logger } from 'pino';
 import { GatewayError } from '../engine/errors.ts';
 import { MSATS_PER, isLocked, type KeyRow, type Ledger, type MeltRow, type MintOp, type RefundRow, type StoredProof, type Unit } from '../ledger/ledger.ts';
 import { sha256Hex, type TokenInfo } from './token.ts';
-import { spendableOnlyByUs, type P2pkKey } from './p2pk.ts';
+import { lockedTo, spendableOnlyByUs, type P2pkKey } from './p2pk.ts';
 import { crashPoint } from './crash.ts';
 import { NativeOutputData, nativeLockedOutputs, nativeOutputs } from './dleq.ts';
 
@@ -79,6 +79,8 @@ export class CashuWallets {
   /** The key clients lock ecash to (NUT-11) so it can be taken without asking the mint. */
   readonly p2pk: P2pkKey;
   readonly #locktimeMarginSec: number;
+  /** x-only keys other doors lock ecash to: a redemption without that door's key refuses such proofs. */
+  readonly #doorLocks = new Set<string>();
   readonly #loadedAt = new Map<string, number>();
   /** Proofs of each small denomination to keep on hand, so change needs no swap (0: no float). */
   readonly #changeFloat: number;
@@ -110,6 +112,14 @@ export class CashuWallets {
     this.#sweepTimer = undefined;
     this.#sweepAgain = false;
     await this.#sweeping;
+  }
+
+  /**
+   * Reserves a P2PK key for one door (the Nostr door): ecash locked to it is redeemed only with
+   * `redeem(info, key, door)`, never by the HTTP door, which cannot tell whose job it was sent for.
+   */
+  addDoorKey(pubkey: string): void {
+    this.#doorLocks.add(pubkey.slice(2).toLowerCase());
   }
 
   /** Mint info and keysets are fetched once per (mint, unit), not per request. */
@@ -175,26 +185,28 @@ export class CashuWallets {
 
   /**
    * Swaps a token at its mint and credits `keyHash`. Concurrent presentations of one token share
-   * one swap; a token already credited returns its key without touching the mint.
+   * one swap; a token already credited returns its key without touching the mint. With `door`,
+   * proofs locked to that door's key are accepted too, and always swapped at the mint (never taken
+   * offline, so no proof locked to a door key is ever stored and only this swap needs that key).
    */
-  redeem(info: TokenInfo, keyHash: string): Promise<KeyRow> {
+  redeem(info: TokenInfo, keyHash: string, door?: P2pkKey): Promise<KeyRow> {
     const running = this.#inflight.get(info.hash);
     if (running) {
       if (running.keyHash === keyHash) return running.done;
       // The same token is being redeemed for another key: once that settles, decide afresh.
       return running.done.then(
-        () => this.redeem(info, keyHash),
-        () => this.redeem(info, keyHash),
+        () => this.redeem(info, keyHash, door),
+        () => this.redeem(info, keyHash, door),
       );
     }
-    const done = this.#redeem(info, keyHash, true).finally(() => this.#inflight.delete(info.hash));
+    const done = this.#redeem(info, keyHash, true, door).finally(() => this.#inflight.delete(info.hash));
     this.#inflight.set(info.hash, { keyHash, done });
     return done;
   }
 
-  async #redeem(info: TokenInfo, keyHash: string, retry: boolean): Promise<KeyRow> {
+  async #redeem(info: TokenInfo, keyHash: string, retry: boolean, door?: P2pkKey): Promise<KeyRow> {
     const known = await this.#ledger.getToken(info.hash);
-    if (known) return this.#fromExisting(info, keyHash, known.keyHash, known.opId, known.state, retry);
+    if (known) return this.#fromExisting(info, keyHash, known.keyHash, known.opId, known.state, retry, door);
 
     let wallet = await this.#walletOr503(info.mint, info.unit);
     let decoded;
@@ -210,7 +222,12 @@ export class CashuWallets {
         throw new GatewayError(400, 'invalid_cashu_token', `The Cashu token is not valid: ${(e2 as Error).message}`);
       }
     }
-    if (this.#offlineAcceptable(wallet, decoded.proofs, info.unit)) {
+    const doorKey = door?.pubkey.slice(2).toLowerCase();
+    if (decoded.proofs.some((p) => { const k = lockedTo(p); return k !== undefined && k !== doorKey && this.#doorLocks.has(k); })) {
+      // Refused before anything is journaled or sent: the token stays whole for the door it was made for.
+      throw new GatewayError(400, 'cashu_token_wrong_door', "This token is locked to the gateway's Nostr key: it pays Nostr jobs only.");
+    }
+    if (!door && this.#offlineAcceptable(wallet, decoded.proofs, info.unit)) {
       const proofs = decoded.proofs.map(toStored);
       const outcome = await this.#ledger.acceptLocked({
         tokenHash: info.hash,
@@ -251,14 +268,14 @@ export class CashuWallets {
     }
     if (!started.started) {
       const t = started.token;
-      return this.#fromExisting(info, keyHash, t.keyHash, t.opId, t.state, retry);
+      return this.#fromExisting(info, keyHash, t.keyHash, t.opId, t.state, retry, door);
     }
 
     let keep: Proof[];
     try {
       crashPoint('redeem:before-swap');
       // Our key signs inputs locked to it; it is ignored for ordinary proofs.
-      keep = (await wallet.completeSwap(preview, this.p2pk.privkey)).keep;
+      keep = (await wallet.completeSwap(preview, door ? [door.privkey, this.p2pk.privkey] : this.p2pk.privkey)).keep;
       crashPoint('redeem:after-swap');
     } catch (e) {
       if (isMintOperationError(e)) {
@@ -292,12 +309,12 @@ export class CashuWallets {
   }
 
   async #fromExisting(
-    info: TokenInfo, keyHash: string, creditedTo: string, opId: string, state: 'redeeming' | 'credited', retry: boolean,
+    info: TokenInfo, keyHash: string, creditedTo: string, opId: string, state: 'redeeming' | 'credited', retry: boolean, door?: P2pkKey,
   ): Promise<KeyRow> {
     if (state === 'redeeming') {
       // Another process is redeeming it, or one crashed doing so: wait for, or settle, its outcome.
       const outcome = await this.#awaitOp(opId);
-      if (outcome === 'failed' && retry) return this.#redeem(info, keyHash, false);
+      if (outcome === 'failed' && retry) return this.#redeem(info, keyHash, false, door);
       if (outcome !== 'done') throw mintUnreachable();
     }
     if (creditedTo !== keyHash) {

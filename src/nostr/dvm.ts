@@ -1,19 +1,41 @@
+import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { Event } from 'nostr-tools/pure';
+import type { Event, EventTemplate } from 'nostr-tools/pure';
 import type { SubCloser } from 'nostr-tools/abstract-pool';
 import { Amount, getEncodedToken, type Proof } from '@cashu/cashu-ts';
 import type { Catalog } from '../engine/catalog.ts';
-import type { Engine, Job, Payer } from '../engine/engine.ts';
+import type { Engine, Job, Payer as EnginePayer, Receipt } from '../engine/engine.ts';
 import { GatewayError } from '../engine/errors.ts';
 import { chatFormat } from '../formats/chat.ts';
+
+/** A job's payer: the job's own key, credited by its token, invoice or nutzap. */
+type Payer = Extract<EnginePayer, { kind: 'key' }>;
 import type { CashuWallets } from '../cashu/wallet.ts';
-import { inspectToken, sha256Hex } from '../cashu/token.ts';
+import { inspectToken, type TokenInfo } from '../cashu/token.ts';
+import { MSATS_PER, type Ledger } from '../ledger/ledger.ts';
 import type { Identity } from './identity.ts';
-import { JOB_REQUEST, JOB_RESULT, completionParams, decrypt, feedbackEvent, parseJobRequest, resultEvent, type JobRequest } from './nip90.ts';
+import type { NostrDoorKeys } from './door-keys.ts';
+import { JOB_FEEDBACK, JOB_REQUEST, JOB_RESULT, completionParams, decrypt, feedbackEvent, parseJobRequest, resultEvent, type JobRequest } from './nip90.ts';
 import type { Relays } from './relays.ts';
 
 export const NUTZAP = 9321;
 const DELETION = 5;
+
+/** Ledger mark scopes: what every instance on one ledger must agree on. */
+const SEEN = 'nostr-seen';
+const FREE = 'nostr-free';
+const TOKEN_OWNER = 'nostr-token';
+const WATCH = 'nostr-watch';
+const WATCH_BY_FEEDBACK = 'nostr-watch-feedback';
+const PAID = 'nostr-paid';
+const UNDELIVERED = 'nostr-undelivered';
+
+/** The free tier is per requester for good, not per restart. */
+const FOREVER = Number.MAX_SAFE_INTEGER;
+/** How long a result no relay took is offered again. */
+const UNDELIVERED_TTL_MS = 7 * 24 * 3600 * 1000;
+/** The longest a quote is watched when the mint gives it no expiry. */
+const DEFAULT_QUOTE_LIFE_MS = 24 * 3600 * 1000;
 
 export interface DvmConfig {
   defaultModel?: string | undefined;
@@ -24,57 +46,73 @@ export interface DvmConfig {
   freePerPubkey: number;
   /** How long a payment-required job waits for its bolt11 or nutzap. */
   paymentTimeoutSec: number;
-  /** How often a pending bolt11 quote is checked. */
+  /** How often a pending bolt11 quote is checked; also the first wait before a result is offered again. */
   pollMs: number;
 }
 
 export interface DvmDeps {
   relays: Relays;
   id: Identity;
+  keys: NostrDoorKeys;
   engine: Engine;
   catalog: Catalog;
   wallets: CashuWallets;
+  ledger: Ledger;
   log: Logger;
   cfg: DvmConfig;
 }
 
-interface AwaitingPayment {
-  request: JobRequest;
-  job: Job;
+/**
+ * A job waiting for its payment, as kept in the ledger: enough to run it, or to return a payment
+ * that comes too late, from any instance and after a restart. The quote is watched until the mint
+ * would no longer take a payment for it, whatever became of the job.
+ */
+interface Watch {
+  request: Event;
   feedbackId: string;
+  mint: string;
   quote: string;
   sats: number;
-  expires: number;
+  /** Until when (ms) a payment runs the job. */
+  deadline: number;
+  /** Until when (ms) the invoice can be paid. */
+  quoteExpiry: number;
+  /** Why a payment no longer runs the job; it is returned instead. */
+  closed?: 'cancelled' | 'expired' | 'done' | undefined;
+  /** The instance watching it renews this (ms); past it, another instance may take over. */
+  leaseUntil: number;
 }
 
-/** A bounded set: the oldest ids go first once it is full. */
-class RecentIds {
-  readonly #ids = new Set<string>();
-  readonly max: number;
-  constructor(max: number) {
-    this.max = max;
-  }
-  /** True the first time an id is seen. */
-  add(id: string): boolean {
-    if (this.#ids.has(id)) return false;
-    this.#ids.add(id);
-    if (this.#ids.size > this.max) this.#ids.delete(this.#ids.values().next().value!);
-    return true;
-  }
+interface Undelivered {
+  request: Event;
+  result: Event;
+  relays: string[];
+  /** Feedback to send once the result is out. */
+  success: string[][];
 }
+
+/** Relays.publish answers an event today and `{ event, accepted }` once the relay work lands. */
+type PublishOutcome = Event | { event: Event; accepted: boolean };
+const eventOf = (o: PublishOutcome): Event => ('accepted' in o ? o.event : o);
+
+const msg = (err: unknown) => (err instanceof GatewayError ? err.message : 'The job could not be processed.');
+const refundOf = (err: unknown) => (err instanceof GatewayError && typeof err.extra.refund_token === 'string' ? err.extra.refund_token : undefined);
 
 /**
  * The NIP-90 door: kind 5050 jobs in, kind 6050 results out, through the same engine, prices and
  * ledger as the HTTP API. Payment by a `cashu` tag, a bolt11 from a NUT-04 quote at the primary
- * mint, or a NIP-61 nutzap; change comes back locked to the requester's key.
+ * mint, or a NIP-61 nutzap, each credited to a key of the job's own that only the gateway can
+ * derive and the HTTP door cannot name; change comes back locked to the requester's key.
  */
 export class Dvm {
-  readonly #seen = new RecentIds(10_000);
   readonly #running = new Map<string, { ac: AbortController; author: string }>();
-  readonly #awaiting = new Map<string, AwaitingPayment>();
+  /** Watches this instance polls, by job id, each on its own timer. */
+  readonly #watching = new Map<string, Watch>();
+  readonly #timers = new Map<string, NodeJS.Timeout>();
+  readonly #resending = new Map<string, NodeJS.Timeout>();
   readonly #rate = new Map<string, { minute: number; count: number }>();
-  readonly #freeUsed = new Map<string, number>();
   #subs: SubCloser[] = [];
+  #stopped = false;
   readonly deps: DvmDeps;
 
   constructor(deps: DvmDeps) {
@@ -82,42 +120,77 @@ export class Dvm {
   }
 
   start(): void {
-    const { relays, id, cfg } = this.deps;
+    const { relays, id, cfg, log } = this.deps;
     const since = Math.floor(Date.now() / 1000) - cfg.maxAgeSec;
     this.#subs = [
       relays.subscribe({ kinds: [JOB_REQUEST], since }, (e) => void this.#onRequest(e)),
-      relays.subscribe({ kinds: [DELETION], since }, (e) => this.#onDeletion(e)),
+      relays.subscribe({ kinds: [DELETION], since }, (e) => void this.#onDeletion(e)),
       relays.subscribe({ kinds: [NUTZAP], '#p': [id.pubkey], since }, (e) => void this.#onNutzap(e)),
     ];
+    // Watches and undelivered results of a previous run (or of a stopped instance) are found through
+    // our own feedback, which names every job we asked payment for or ran.
+    void this.#resumeFromFeedback().catch((e: Error) => log.warn({ err: e.message }, 'could not look for unfinished jobs'));
   }
 
-  stop(): void {
+  /** Stops, and hands the quotes it watched to whichever instance (or restart) sees them next. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
     for (const s of this.#subs) s.close();
     for (const r of this.#running.values()) r.ac.abort();
-    this.#awaiting.clear();
+    for (const t of this.#timers.values()) clearTimeout(t);
+    this.#timers.clear();
+    for (const t of this.#resending.values()) clearTimeout(t);
+    this.#resending.clear();
+    const watched = [...this.#watching.values()];
+    this.#watching.clear();
+    for (const w of watched) await this.#saveWatch({ ...w, leaseUntil: 0 }).catch(() => {});
   }
 
   async #onRequest(e: Event): Promise<void> {
-    const { id, cfg, log } = this.deps;
-    // One job per event id, however many relays deliver it.
-    if (!this.#seen.add(e.id)) return;
+    const { id, cfg, log, ledger } = this.deps;
     if (e.created_at < Math.floor(Date.now() / 1000) - cfg.maxAgeSec) return;
     const addressed = e.tags.filter((t) => t[0] === 'p').map((t) => t[1]);
     if (addressed.length > 0 && !addressed.includes(id.pubkey)) return;
+    // One job per event id, however many relays (and gateway instances, and restarts) see it.
+    if (!(await ledger.claimOnce(SEEN, e.id, (e.created_at + cfg.maxAgeSec) * 1000 + 60_000))) {
+      await this.#resume(e.id);
+      return;
+    }
     const request = parseJobRequest(e, id.sk);
     if (!request) return;
+    let token: TokenInfo | undefined;
+    try {
+      if (request.cashu) token = await this.#claimToken(request);
+    } catch (err) {
+      await this.#feedback(request, 'error', msg(err));
+      return;
+    }
     if (!this.#withinRate(e.pubkey)) {
       log.info({ job: e.id }, 'job dropped: requester over its rate limit');
       return;
     }
     try {
-      await this.#handle(request);
+      await this.#handle(request, token);
     } catch (err) {
-      const message = err instanceof GatewayError ? err.message : 'The job could not be processed.';
       if (!(err instanceof GatewayError)) log.error({ job: e.id, err: (err as Error).message }, 'job failed');
-      const extra = err instanceof GatewayError && typeof err.extra.refund_token === 'string' ? [['cashu', err.extra.refund_token]] : [];
-      await this.#feedback(request, 'error', message, extra);
+      const refund = refundOf(err);
+      await this.#feedback(request, 'error', msg(err), refund ? [['cashu', refund]] : []);
     }
+  }
+
+  /**
+   * A token read from a public job can be copied into another job: it belongs to the first
+   * requester seen presenting it, who may present it again (say, after a refused job).
+   */
+  async #claimToken(request: JobRequest): Promise<TokenInfo> {
+    const { ledger, wallets } = this.deps;
+    const info = inspectToken(request.cashu!, new Set(wallets.mints));
+    const owner = request.event.pubkey;
+    if (await ledger.claimOnce(TOKEN_OWNER, info.hash, FOREVER)) await ledger.putNote(TOKEN_OWNER, info.hash, owner, FOREVER);
+    else if ((await ledger.getNote(TOKEN_OWNER, info.hash)) !== owner) {
+      throw new GatewayError(400, 'cashu_token_already_spent', 'This Cashu token was presented by another requester first.');
+    }
+    return info;
   }
 
   #withinRate(pubkey: string): boolean {
@@ -131,29 +204,84 @@ export class Dvm {
     return ++r.count <= this.deps.cfg.ratePerMinute;
   }
 
-  async #handle(request: JobRequest): Promise<void> {
-    const { catalog, engine, cfg } = this.deps;
+  /** Change and refunds travel in public events: locked to the requester (compressed form of their key). */
+  #lockTo(pubkey: string): string {
+    return `02${pubkey}`;
+  }
+
+  async #handle(request: JobRequest, token: TokenInfo | undefined): Promise<void> {
+    const { cfg, ledger, keys, wallets } = this.deps;
+    if (token) {
+      const key = keys.jobKey(request.event.id);
+      // Redeemed first, into the job's own key: whatever happens next, the requester gets back
+      // what the job does not spend, even ecash locked to us that they could not spend themselves.
+      await wallets.redeem(token, key, keys.p2pk);
+      let payer: Payer;
+      try {
+        const job = await this.#prepare(request);
+        this.#withinBid(request, job);
+        payer = await this.#payFromKey(job, key, request.event.pubkey);
+        return await this.#run(request, job, payer);
+      } catch (err) {
+        throw await this.#withRefund(err, key, request.event.pubkey);
+      }
+    }
+    const job = await this.#prepare(request);
+    this.#withinBid(request, job);
+    if (cfg.freePerPubkey > 0 && (await ledger.countUpTo(FREE, request.event.pubkey, cfg.freePerPubkey, FOREVER))) {
+      return this.#run(request, job, null);
+    }
+    await this.#askForPayment(request, job);
+  }
+
+  async #prepare(request: JobRequest): Promise<Job> {
+    const { catalog, cfg } = this.deps;
     const prompt = (await Promise.all(request.inputs.map((i) => this.#inputText(i.type, i.data)))).join('\n\n');
     if (prompt.length > cfg.maxPromptChars) {
       throw new GatewayError(400, 'prompt_too_large', `The prompt is over ${cfg.maxPromptChars} characters.`);
     }
     const model = request.params.get('model') ?? cfg.defaultModel ?? catalog.list()[0]?.id;
     if (!model) throw new GatewayError(503, 'no_models', 'No model is available right now.');
-    const body = { model, messages: [{ role: 'user', content: prompt }], ...completionParams(request.params) };
-    // Change travels in a public event: lock it to the requester (compressed form of their key).
-    const lockChangeTo = `02${request.event.pubkey}`;
-    if (request.cashu) {
-      const payer = engine.payerOf({ xCashu: request.cashu, lockChangeTo });
-      return this.#run(request, await engine.job(chatFormat, body, payer), payer);
+    // Priced without a payer: the job's key is credited (or asked for) only once the price is known.
+    return this.deps.engine.job(chatFormat, { model, messages: [{ role: 'user', content: prompt }], ...completionParams(request.params) }, { kind: 'free' });
+  }
+
+  /** NIP-90 `bid`: a job that may cost more than the requester offers is not started. */
+  #withinBid(request: JobRequest, job: Job): void {
+    if (request.bid !== undefined && job.maxMsats > request.bid) {
+      throw new GatewayError(402, 'bid_too_low', `This job costs up to ${job.maxMsats} msats; the bid is ${request.bid} msats. Bid at least ${job.maxMsats} msats, or ask for fewer max_tokens.`, {
+        extra: { amount_required_msats: job.maxMsats },
+      });
     }
-    const free: Payer = { kind: 'free' };
-    const job = await engine.job(chatFormat, body, free);
-    const used = this.#freeUsed.get(request.event.pubkey) ?? 0;
-    if (used < cfg.freePerPubkey) {
-      this.#freeUsed.set(request.event.pubkey, used + 1);
-      return this.#run(request, job, free);
+  }
+
+  /** The error as it goes out, with whatever the job's key still holds returned, locked to `to`. */
+  async #withRefund(err: unknown, key: string, to: string): Promise<unknown> {
+    if (refundOf(err)) return err;
+    const refund = await this.#returnKey(key, to);
+    if (!refund) return err;
+    const e = err instanceof GatewayError ? err : new GatewayError(500, 'job_failed', msg(err));
+    return new GatewayError(e.status, e.code, e.message, { extra: { ...e.extra, refund_token: refund } });
+  }
+
+  /** Pays out what a job's key holds as a token locked to `to`; undefined when it holds nothing. */
+  async #returnKey(key: string, to: string): Promise<string | undefined> {
+    try {
+      return (await this.deps.wallets.change(key, this.#lockTo(to)))?.token ?? undefined;
+    } catch (e) {
+      this.deps.log.warn({ err: (e as Error).message }, 'could not return a job payment');
+      return undefined;
     }
-    await this.#askForPayment(request, job);
+  }
+
+  // The engine, called from here only: the job's key pays (the engine reserves, runs and settles).
+  async #payFromKey(_job: Job, key: string, requester: string): Promise<Payer> {
+    return { kind: 'key', keyHash: key, oneShot: true, lockChangeTo: this.#lockTo(requester) };
+  }
+
+  async #complete(job: Job, payer: Payer | null, cancel: AbortSignal): Promise<{ body: Record<string, unknown>; receipt: Receipt }> {
+    const out = await this.deps.engine.run(job, payer ?? { kind: 'free' }, { cancel });
+    return { body: out.body ?? {}, receipt: out.receipt };
   }
 
   /** The text of an input: inline, another event's content, or an earlier job's result. */
@@ -174,88 +302,280 @@ export class Dvm {
     return decrypt(result.content, id.sk, peer).text;
   }
 
-  async #run(request: JobRequest, job: Job, payer: Payer): Promise<void> {
-    const { engine } = this.deps;
+  async #run(request: JobRequest, job: Job, payer: Payer | null): Promise<void> {
     const ac = new AbortController();
     this.#running.set(request.event.id, { ac, author: request.event.pubkey });
     try {
       await this.#feedback(request, 'processing', 'Generating.');
       let out;
       try {
-        out = await engine.run(job, payer, { cancel: ac.signal });
+        out = await this.#complete(job, payer, ac.signal);
       } catch (e) {
         if (ac.signal.aborted && e instanceof GatewayError) {
           throw new GatewayError(499, 'cancelled', 'The job was cancelled.', { extra: e.extra });
         }
         throw e;
       }
-      const choice = (out.body?.choices as Array<{ message?: { content?: unknown } }> | undefined)?.[0];
+      const choice = (out.body.choices as Array<{ message?: { content?: unknown } }> | undefined)?.[0];
       const text = typeof choice?.message?.content === 'string' ? choice.message.content : '';
-      await this.deps.relays.publish(resultEvent({ request, sk: this.deps.id.sk }, text, out.receipt.cost.totalMsats, out.receipt.change), request.relays);
-      await this.#feedback(request, 'success', 'Done.', [['amount', String(out.receipt.cost.totalMsats)]]);
+      const charged = out.receipt.cost.totalMsats;
+      const rest = payer ? await this.#keepRest(payer.keyHash) : 0;
+      const info = rest > 0 ? `Done. ${rest} msats under a sat were kept with the charge.` : 'Done.';
+      await this.#deliver(request, resultEvent({ request, sk: this.deps.id.sk }, text, charged, out.receipt.change), [
+        ['status', 'success', info],
+        ['amount', String(charged)],
+      ]);
     } finally {
       this.#running.delete(request.event.id);
     }
   }
 
-  async #feedback(request: JobRequest, status: 'processing' | 'error' | 'payment-required' | 'success', info: string, extra: string[][] = []) {
-    return this.deps.relays.publish(feedbackEvent({ request, sk: this.deps.id.sk }, status, info, extra), request.relays);
+  /**
+   * What a job's key holds after its change is made is less than the smallest proof of its unit
+   * (under a sat): it cannot be paid out, so it is booked to the operator as part of the job's
+   * charge, in its own ledger row, rather than left stranded on a key nobody can name.
+   */
+  async #keepRest(key: string): Promise<number> {
+    const { ledger, log } = this.deps;
+    const k = await ledger.getKey(key);
+    if (!k) return 0;
+    const rest = k.balance - k.reserved;
+    if (rest <= 0 || rest >= MSATS_PER[k.unit]) {
+      // Whole sats left: the change could not be made; they stay refundable on the job's key.
+      if (rest > 0) log.warn({ msats: rest }, 'change for a job was not made; it stays on the job key');
+      return 0;
+    }
+    const id = randomUUID();
+    if (!(await ledger.reserve(key, rest, id))) return 0;
+    return (await ledger.settle(id, rest)).chargedMsats;
   }
 
-  /** A key of the gateway's own per job, which the job's payment funds and the job spends. */
-  #jobKey(requestId: string): string {
-    return sha256Hex(`nostr job ${requestId}`);
+  /**
+   * Publishes a result; only once a relay took it is the job done (success feedback). Until then
+   * the signed result, change included (locked to the requester, so spendable by them alone), is
+   * kept in the ledger and offered again, with backoff, for a week, also after a restart.
+   */
+  async #deliver(request: JobRequest, result: EventTemplate, success: string[][]): Promise<void> {
+    const sent = await this.#publish(result, request.relays);
+    const u: Undelivered = { request: request.event, result: sent.event, relays: request.relays, success };
+    if (sent.accepted) return this.#delivered(request.event.id, u);
+    await this.deps.ledger.putNote(UNDELIVERED, request.event.id, JSON.stringify(u), Date.now() + UNDELIVERED_TTL_MS);
+    this.deps.log.warn({ job: request.event.id }, 'no relay took a job result; it is kept and offered again');
+    this.#resendLater(request.event.id, u, this.deps.cfg.pollMs);
+  }
+
+  /** Sends a kept result again; true if a relay took it. */
+  async #offer(jobId: string, u: Undelivered): Promise<boolean> {
+    if (!(await this.#publish(u.result, u.relays)).accepted) return false;
+    await this.#delivered(jobId, u);
+    return true;
+  }
+
+  async #delivered(jobId: string, u: Undelivered): Promise<void> {
+    await this.deps.ledger.dropNote(UNDELIVERED, jobId);
+    const request = parseJobRequest(u.request, this.deps.id.sk);
+    const [status, ...extra] = u.success;
+    if (request) await this.#feedback(request, 'success', status![2]!, extra);
+  }
+
+  #resendLater(jobId: string, u: Undelivered, waitMs: number): void {
+    if (this.#stopped || this.#resending.has(jobId)) return;
+    const t = setTimeout(() => {
+      void (async () => {
+        const still = await this.deps.ledger.getNote(UNDELIVERED, jobId);
+        if (!still) return void this.#resending.delete(jobId);
+        const delivered = await this.#offer(jobId, u).catch(() => false);
+        this.#resending.delete(jobId);
+        if (!delivered) this.#resendLater(jobId, u, Math.min(waitMs * 2, 600_000));
+      })();
+    }, waitMs);
+    t.unref();
+    this.#resending.set(jobId, t);
+  }
+
+  /**
+   * Publishes and says whether any relay took it. Relays.publish says so itself once the relay work
+   * lands (`return this.deps.relays.publish(t, extra)`); until then our own relays are asked.
+   */
+  async #publish(t: EventTemplate | Event, extra: string[]): Promise<{ event: Event; accepted: boolean }> {
+    const out = (await this.deps.relays.publish(t, extra)) as PublishOutcome;
+    if ('accepted' in out) return out;
+    const found = await this.deps.relays.query({ ids: [out.id] }, 2000);
+    return { event: out, accepted: found.length > 0 };
+  }
+
+  async #feedback(request: JobRequest, status: 'processing' | 'error' | 'payment-required' | 'success', info: string, extra: string[][] = []): Promise<Event> {
+    return eventOf((await this.deps.relays.publish(feedbackEvent({ request, sk: this.deps.id.sk }, status, info, extra), request.relays)) as PublishOutcome);
   }
 
   async #askForPayment(request: JobRequest, job: Job): Promise<void> {
-    const { wallets, cfg, log } = this.deps;
+    const { wallets, cfg, ledger, keys } = this.deps;
     const mint = wallets.mints[0]!;
     const sats = Math.max(1, Math.ceil(job.maxMsats / 1000));
     const quote = await (await wallets.wallet(mint, 'sat')).createMintQuoteBolt11(sats, `job ${request.event.id.slice(0, 16)}`);
-    const fb = await this.#feedback(request, 'payment-required', `Pay ${sats} sats to run this job, by Lightning or a nutzap; any rest comes back as change.`, [
-      ['amount', String(sats * 1000), quote.request],
-    ]);
-    const waiting: AwaitingPayment = { request, job, feedbackId: fb.id, quote: quote.quote, sats, expires: Date.now() + cfg.paymentTimeoutSec * 1000 };
-    this.#awaiting.set(request.event.id, waiting);
-    const poll = async () => {
-      if (this.#awaiting.get(request.event.id) !== waiting) return;
-      if (Date.now() > waiting.expires) {
-        this.#awaiting.delete(request.event.id);
-        await this.#feedback(request, 'error', 'No payment arrived in time.');
-        return;
-      }
-      try {
-        const key = await wallets.redeemQuote({ mint, unit: 'sat', quote: waiting.quote, amount: sats, keyHash: this.#jobKey(request.event.id) });
-        if (key) return void (await this.#paid(waiting));
-      } catch (e) {
-        log.warn({ job: request.event.id, err: (e as Error).message }, 'quote check failed');
-      }
-      setTimeout(() => void poll(), cfg.pollMs).unref();
+    const now = Date.now();
+    const w: Watch = {
+      request: request.event,
+      feedbackId: '',
+      mint,
+      quote: quote.quote,
+      sats,
+      deadline: now + cfg.paymentTimeoutSec * 1000,
+      quoteExpiry: quote.expiry ? quote.expiry * 1000 : now + DEFAULT_QUOTE_LIFE_MS,
+      leaseUntil: now + this.#leaseMs(),
     };
-    setTimeout(() => void poll(), cfg.pollMs).unref();
+    // Kept before the invoice is out: whatever happens to this process, its payment is not lost.
+    await this.#saveWatch(w);
+    this.#watch(w);
+    const fb = await this.#feedback(
+      request,
+      'payment-required',
+      `Pay ${sats} sats to run this job, by Lightning or a nutzap locked to ${keys.p2pk.pubkey}; any rest comes back as change. A payment after a cancel or the deadline comes back whole.`,
+      [['amount', String(sats * 1000), quote.request]],
+    );
+    w.feedbackId = fb.id;
+    await ledger.putNote(WATCH_BY_FEEDBACK, fb.id, request.event.id, w.quoteExpiry + 60_000);
+    // A stop meanwhile handed the watch over; it stays handed over.
+    await this.#saveWatch(this.#stopped ? { ...w, leaseUntil: 0 } : w);
   }
 
-  /** Runs a job whose payment has been credited to its key; the first payment to arrive wins. */
-  async #paid(waiting: AwaitingPayment): Promise<void> {
-    const id = waiting.request.event.id;
-    if (this.#awaiting.get(id) !== waiting) return;
-    this.#awaiting.delete(id);
-    try {
-      const payer: Payer = { kind: 'key', keyHash: this.#jobKey(id), oneShot: true, lockChangeTo: `02${waiting.request.event.pubkey}` };
-      await this.#run(waiting.request, waiting.job, payer);
-    } catch (err) {
-      const message = err instanceof GatewayError ? err.message : 'The job could not be processed.';
-      await this.#feedback(waiting.request, 'error', message);
+  /** Looks at a watched quote every `pollMs`, the first time `pollMs` after it was taken on. */
+  #watch(w: Watch): void {
+    const jobId = w.request.id;
+    this.#watching.set(jobId, w);
+    const next = () => {
+      const t = setTimeout(() => {
+        void this.#check(w)
+          .catch((e: Error) => this.deps.log.warn({ job: jobId, err: e.message }, 'quote check failed'))
+          .finally(() => {
+            this.#timers.delete(jobId);
+            if (!this.#stopped && this.#watching.get(jobId) === w) next();
+          });
+      }, this.deps.cfg.pollMs);
+      t.unref();
+      this.#timers.set(jobId, t);
+    };
+    next();
+  }
+
+  #leaseMs(): number {
+    return Math.max(5 * this.deps.cfg.pollMs, 10_000);
+  }
+
+  #saveWatch(w: Watch): Promise<void> {
+    return this.deps.ledger.putNote(WATCH, w.request.id, JSON.stringify(w), w.quoteExpiry + 60_000);
+  }
+
+  async #loadWatch(jobId: string): Promise<Watch | undefined> {
+    const raw = await this.deps.ledger.getNote(WATCH, jobId);
+    return raw ? (JSON.parse(raw) as Watch) : undefined;
+  }
+
+  /** Takes over what another run left: a watch nobody renews, a result no relay took yet. */
+  async #resume(jobId: string): Promise<void> {
+    if (this.#stopped) return;
+    const { ledger } = this.deps;
+    const undelivered = await ledger.getNote(UNDELIVERED, jobId);
+    if (undelivered && !this.#resending.has(jobId)) this.#resendLater(jobId, JSON.parse(undelivered) as Undelivered, 0);
+    if (this.#watching.has(jobId)) return;
+    const w = await this.#loadWatch(jobId);
+    if (!w || w.leaseUntil > Date.now()) return;
+    w.leaseUntil = Date.now() + this.#leaseMs();
+    await this.#saveWatch(w);
+    this.#watch(w);
+  }
+
+  async #resumeFromFeedback(): Promise<void> {
+    const { relays, id, cfg } = this.deps;
+    const since = Math.floor(Date.now() / 1000) - Math.max(cfg.maxAgeSec, cfg.paymentTimeoutSec) - DEFAULT_QUOTE_LIFE_MS / 1000;
+    const events = await relays.query({ kinds: [JOB_FEEDBACK], authors: [id.pubkey], since, limit: 2000 });
+    const jobs = new Set(events.flatMap((e) => e.tags.filter((t) => t[0] === 'e').map((t) => t[1]!)));
+    for (const job of jobs) await this.#resume(job);
+  }
+
+  /** One look at a watched quote: the deadline first, then whether the invoice was paid. */
+  async #check(w: Watch): Promise<void> {
+    const { wallets, keys } = this.deps;
+    const jobId = w.request.id;
+    const now = Date.now();
+    // Another instance may have closed it (a cancel, a nutzap) meanwhile.
+    const stored = await this.#loadWatch(jobId);
+    if (!stored) return void this.#watching.delete(jobId);
+    Object.assign(w, { closed: stored.closed });
+    if (!w.closed && now > w.deadline) {
+      w.closed = 'expired';
+      const request = parseJobRequest(w.request, this.deps.id.sk);
+      if (request) await this.#feedback(request, 'error', 'No payment arrived in time. A payment made later is returned, locked to you.');
     }
+    const paid = await wallets.redeemQuote({ mint: w.mint, unit: 'sat', quote: w.quote, amount: w.sats, keyHash: keys.jobKey(jobId) });
+    if (paid && (await this.#onPayment(w, w.request.pubkey))) {
+      // The note stays until the quote expires, so that a nutzap sent on top is returned too.
+      this.#watching.delete(jobId);
+      return;
+    }
+    if (now > w.quoteExpiry) {
+      // The mint takes no payment for it any more: nothing left to watch.
+      this.#watching.delete(jobId);
+      await this.deps.ledger.dropNote(WATCH, jobId);
+      return;
+    }
+    // Once stopped, the lease handed over stays handed over.
+    if (this.#stopped) return;
+    w.leaseUntil = now + this.#leaseMs();
+    await this.#saveWatch(w);
   }
 
-  /** A NIP-61 nutzap: proofs locked to our 10019 key, referencing a job waiting for payment. */
+  /**
+   * The job's key has been paid (its invoice, or a nutzap from `payer`). While the job waits, the
+   * first payment runs it; anything paid after that, or after a cancel or the deadline, is
+   * returned whole, locked to whoever paid it.
+   */
+  async #onPayment(w: Watch, payer: string): Promise<boolean> {
+    const { ledger, keys } = this.deps;
+    const jobId = w.request.id;
+    const key = keys.jobKey(jobId);
+    const request = parseJobRequest(w.request, this.deps.id.sk);
+    if (!request) return true;
+    if (w.closed || !(await ledger.claimOnce(PAID, jobId, w.quoteExpiry + 60_000))) {
+      const why = w.closed === 'cancelled' ? 'the job was cancelled' : w.closed === 'expired' ? 'the deadline' : 'the job was paid';
+      const refund = await this.#returnKey(key, payer);
+      if (refund) await this.#feedback(request, 'error', `A payment arrived after ${why}; it is returned.`, [['cashu', refund]]);
+      // Not returned (the job still runs on this key, or the mint is away): tried again next time.
+      return refund !== undefined || !((await ledger.getKey(key))?.balance);
+    }
+    // Closed for good once paid: a second payment is returned.
+    w.closed = 'done';
+    await this.#saveWatch(w);
+    try {
+      const job = await this.#prepare(request);
+      const p = await this.#payFromKey(job, key, payer);
+      await this.#run(request, job, p);
+    } catch (err) {
+      const e = await this.#withRefund(err, key, payer);
+      // An underpaid job may still be paid in full (its invoice): it waits on.
+      if (err instanceof GatewayError && err.code === 'insufficient_balance') {
+        await ledger.dropNote(PAID, jobId);
+        w.closed = undefined;
+        await this.#saveWatch(w);
+      }
+      const refund = refundOf(e);
+      await this.#feedback(request, 'error', msg(e), refund ? [['cashu', refund]] : []);
+    }
+    return true;
+  }
+
+  /** A NIP-61 nutzap: proofs locked to the Nostr door's key, referencing a job we asked payment for. */
   async #onNutzap(e: Event): Promise<void> {
-    const { wallets, log } = this.deps;
-    if (!this.#seen.add(e.id)) return;
-    const refs = e.tags.filter((t) => t[0] === 'e').map((t) => t[1]);
-    const waiting = [...this.#awaiting.values()].find((w) => refs.includes(w.request.event.id) || refs.includes(w.feedbackId));
-    if (!waiting) return;
+    const { wallets, log, ledger, keys, cfg } = this.deps;
+    if (e.created_at < Math.floor(Date.now() / 1000) - cfg.maxAgeSec) return;
+    if (!(await ledger.claimOnce(SEEN, e.id, (e.created_at + cfg.maxAgeSec) * 1000 + 60_000))) return;
+    const refs = e.tags.filter((t) => t[0] === 'e').map((t) => t[1]!);
+    let w: Watch | undefined;
+    for (const ref of refs) {
+      w = (await this.#loadWatch(ref)) ?? (await this.#loadWatch((await ledger.getNote(WATCH_BY_FEEDBACK, ref)) ?? ''));
+      if (w) break;
+    }
+    if (!w) return;
     const mint = e.tags.find((t) => t[0] === 'u')?.[1];
     const unit = e.tags.find((t) => t[0] === 'unit')?.[1] ?? 'sat';
     let proofs: Proof[];
@@ -272,24 +592,29 @@ export class Dvm {
     if (!mint || proofs.length === 0) return;
     try {
       const info = inspectToken(getEncodedToken({ mint, unit, proofs }), new Set(wallets.mints));
-      await wallets.redeem(info, this.#jobKey(waiting.request.event.id));
-      await this.#paid(waiting);
+      await wallets.redeem(info, keys.jobKey(w.request.id), keys.p2pk);
     } catch (err) {
       log.warn({ nutzap: e.id, err: (err as Error).message }, 'nutzap not accepted');
+      return;
     }
+    const live = this.#watching.get(w.request.id);
+    if (live) w = Object.assign(live, { closed: w.closed });
+    await this.#onPayment(w, e.pubkey);
   }
 
   /** NIP-09 deletion by the job's author cancels it, running or waiting for payment. */
-  #onDeletion(e: Event): void {
+  async #onDeletion(e: Event): Promise<void> {
     for (const t of e.tags) {
       if (t[0] !== 'e' || !t[1]) continue;
       const running = this.#running.get(t[1]);
       if (running?.author === e.pubkey) running.ac.abort();
-      const waiting = this.#awaiting.get(t[1]);
-      if (waiting?.request.event.pubkey === e.pubkey) {
-        this.#awaiting.delete(t[1]);
-        void this.#feedback(waiting.request, 'error', 'The job was cancelled.');
-      }
+      const w = this.#watching.get(t[1]) ?? (await this.#loadWatch(t[1]));
+      if (!w || w.request.pubkey !== e.pubkey || w.closed) continue;
+      // The quote stays watched: a payment made now is returned.
+      w.closed = 'cancelled';
+      await this.#saveWatch(w);
+      const request = parseJobRequest(w.request, this.deps.id.sk);
+      if (request) await this.#feedback(request, 'error', 'The job was cancelled. A payment made now is returned, locked to you.');
     }
   }
 }

@@ -25,6 +25,8 @@ export interface JobRequest {
   scheme?: Scheme | undefined;
   /** A Cashu token paying for the job (the convention nostrdvm uses). */
   cashu?: string | undefined;
+  /** NIP-90 `bid`: the most the requester will pay, in msats. */
+  bid?: number | undefined;
   relays: string[];
 }
 
@@ -65,6 +67,7 @@ export function parseJobRequest(event: Event, sk: Uint8Array): JobRequest | unde
   const inputs: JobInput[] = [];
   const params = new Map<string, string>();
   let cashu: string | undefined;
+  let bid: number | undefined;
   const relays: string[] = [];
   for (const t of tags) {
     if (t[0] === 'i' && typeof t[1] === 'string') {
@@ -74,12 +77,14 @@ export function parseJobRequest(event: Event, sk: Uint8Array): JobRequest | unde
       params.set(t[1].replace(/-/g, '_'), t[2]);
     } else if (t[0] === 'cashu' && typeof t[1] === 'string') {
       cashu = t[1];
+    } else if (t[0] === 'bid' && typeof t[1] === 'string' && /^\d{1,15}$/.test(t[1])) {
+      bid = Number(t[1]);
     } else if (t[0] === 'relays') {
       relays.push(...t.slice(1).filter((r) => /^wss?:\/\//.test(r)));
     }
   }
   if (inputs.length === 0) return undefined;
-  return { event, inputs, params, tags, scheme, cashu, relays };
+  return { event, inputs, params, tags, scheme, cashu, bid, relays };
 }
 
 /** OpenAI parameters from the 5050 params; unknown or malformed ones are left out. */

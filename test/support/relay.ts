@@ -14,10 +14,11 @@ export interface RunningRelay {
 
 /** A real Nostr relay (PyPI nostr-relay) on a free loopback port, with its own SQLite store. */
 /** `verifySignatures: false` makes a relay that passes forged events on, to test what clients do with them. */
-export async function startRelay(opts: { verifySignatures?: boolean; requirePow?: number } = {}): Promise<RunningRelay> {
+/** `port`: a relay that comes (back) up where clients already expect it. */
+export async function startRelay(opts: { verifySignatures?: boolean; requirePow?: number; port?: number } = {}): Promise<RunningRelay> {
   const r = spawnSync('bash', [join(ROOT, 'scripts', 'setup-relay.sh')], { stdio: ['ignore', 'inherit', 'inherit'] });
   if (r.status !== 0) throw new Error('could not install nostr-relay (see the message above)');
-  const port = await freePort();
+  const port = opts.port ?? (await freePort());
   const dir = mkdtempSync(join(tmpdir(), 'nostr-relay-'));
   const config = join(dir, 'config.yaml');
   writeFileSync(
