@@ -130,3 +130,36 @@ describe('the nutshell wallet CLI', () => {
     await expectMoneyConserved(gw);
   }, 120_000);
 });
+
+describe('the official anthropic Python package', () => {
+  it('pays /v1/messages with a Cashu token and with X-Cashu, streaming and not, billed to the msat', async () => {
+    const { FakeAnthropic, ANTHROPIC_KEY } = await import('./support/anthropic-upstream.ts');
+    const { writeFileSync } = await import('node:fs');
+    const claude = new FakeAnthropic();
+    await claude.start();
+    const file = join(mkdtempSync(join(tmpdir(), 'py-anthropic-')), 'upstreams.yaml');
+    writeFileSync(file, `upstreams:\n  - name: claude\n    kind: anthropic\n    base_url: ${claude.url}\n    api_key: ${ANTHROPIC_KEY}\n    models: [claude-test]\n    prices:\n      claude-test: { prompt_msats: 3, completion_msats: 15 }\n`);
+    const agw = await startGateway(mintUrl, upstream, { UPSTREAMS_FILE: file, MODEL_PRICES: '{}' });
+    try {
+      const token = await mintToken(mintUrl, 100);
+      const xToken = await mintToken(mintUrl, 20);
+      const out = JSON.parse(await run(python, [resolve('test/python/anthropic_client.py')], { GATEWAY_URL: agw.url, TOKEN: token, X_TOKEN: xToken })) as Record<string, any>;
+      expect(out.anthropic_version).toBe('2.15.0');
+      const text = REPLY_WORDS.join(' ');
+      expect(out.plain.text).toBe(text);
+      expect(out.stream).toEqual({ text, output_tokens: REPLY_WORDS.length });
+      expect(out.x_cashu.text).toBe(text);
+      // Each request's charge, from what the double was sent: input at 3 msats a token, output at 15.
+      const costs = claude.requests.map((r) => msats(upstreamPromptTokens(r.body), 3) + msats(REPLY_WORDS.length, 15));
+      expect(out.plain.usage.cost.total_msats).toBe(costs[0]);
+      const key = await agw.ledger.getKey(sha256(token));
+      expect(key!.totalSpent).toBe(costs[0]! + costs[1]!);
+      expect(await receive(mintUrl, out.x_cashu.change)).toBe(Math.floor((20_000 - costs[2]!) / 1000));
+      expect(out.unknown_key).toEqual({ status: 401, type: 'authentication_error', code: 'invalid_api_key' });
+      await expectMoneyConserved(agw);
+    } finally {
+      await agw.close();
+      await claude.stop();
+    }
+  });
+});
