@@ -6,14 +6,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=.cache/agent-clis
 claude_code=2.1.332
+codex=0.171.0
 
 installed() { [ -x "$dir/node_modules/.bin/$1" ] && "$dir/node_modules/.bin/$1" --version 2>/dev/null | grep -qF "$2"; }
 
-if installed claude "$claude_code"; then exit 0; fi
+if installed claude "$claude_code" && installed codex "$codex"; then exit 0; fi
 mkdir -p "$dir"
 cat > "$dir/package.json" <<JSON
-{ "private": true, "dependencies": { "@anthropic-ai/claude-code": "$claude_code" } }
+{ "private": true, "dependencies": { "@anthropic-ai/claude-code": "$claude_code", "@openai/codex": "$codex" } }
 JSON
-# Claude Code's postinstall puts the platform's native binary in place of its bin stub.
+# Both ship native binaries as optional per-platform packages; Claude Code's postinstall puts its
+# binary in place of the bin stub.
 npm install --prefix "$dir" --no-audit --no-fund --no-update-notifier --loglevel=error
 installed claude "$claude_code"
+installed codex "$codex"
