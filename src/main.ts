@@ -12,6 +12,7 @@ import { Catalog } from './engine/catalog.ts';
 import { Engine } from './engine/engine.ts';
 import { buildApp } from './http/app.ts';
 import type { Ledger } from './ledger/ledger.ts';
+import type { Identity } from './nostr/identity.ts';
 
 export async function openLedger(url: string): Promise<Ledger> {
   if (/^postgres(ql)?:/.test(url)) {
@@ -39,7 +40,9 @@ export async function createGateway(cfg: Config) {
   const upstreams = loadUpstreams(cfg);
   const catalog = new Catalog(cfg, upstreams, log);
   const engine = new Engine({ ledger, wallets, log });
-  const app = buildApp({ cfg, log, ledger, wallets, catalog, engine });
+  // The Nostr identity is known before the HTTP door opens, so /v1/info can name it.
+  const id = cfg.RELAYS.length > 0 ? (await import('./nostr/identity.ts')).loadIdentity(cfg.NSEC, cfg.DATA_DIR) : undefined;
+  const app = buildApp({ cfg, log, ledger, wallets, catalog, engine, npub: id?.npub });
   await catalog.refresh();
   catalog.start();
   // Unfinished swaps from a previous run are settled with the mint before new ones start.
@@ -68,7 +71,7 @@ export async function createGateway(cfg: Config) {
     Math.max(30_000, 4 * cfg.MINT_TIMEOUT_MS),
   );
   recovery.unref();
-  const nostr = cfg.RELAYS.length > 0 ? await startNostr(cfg, { log, engine, catalog, wallets }) : undefined;
+  const nostr = id ? await startNostr(cfg, id, { log, engine, catalog, wallets }) : undefined;
   const close = async () => {
     nostr?.stop();
     clearInterval(sweeper);
@@ -87,14 +90,13 @@ export async function createGateway(cfg: Config) {
  * The Nostr door: identity, relays, announcements and the NIP-90 job service. Loaded only when
  * RELAYS is set, so a gateway without it carries none of it.
  */
-async function startNostr(cfg: Config, deps: { log: Logger; engine: Engine; catalog: Catalog; wallets: CashuWallets }) {
-  const [{ loadIdentity }, { Relays }, { Announcer }, { Dvm }] = await Promise.all([
-    import('./nostr/identity.ts'),
+async function startNostr(cfg: Config, id: Identity, deps: { log: Logger; engine: Engine; catalog: Catalog; wallets: CashuWallets }) {
+  const [{ Relays }, { Announcer, UNLISTED_WITHOUT_PUBLIC_URL }, { Dvm }] = await Promise.all([
     import('./nostr/relays.ts'),
     import('./nostr/announce.ts'),
     import('./nostr/dvm.ts'),
   ]);
-  const id = loadIdentity(cfg.NSEC, cfg.DATA_DIR);
+  if (!cfg.PUBLIC_URL) deps.log.warn(UNLISTED_WITHOUT_PUBLIC_URL);
   const relays = new Relays(cfg.RELAYS, id, deps.log, cfg.NOSTR_POW_BITS);
   const announcer = new Announcer(relays, deps.log);
   announcer.start(() => ({
@@ -151,6 +153,22 @@ export function configOrExit(): Config {
   }
 }
 
+function errorText(reason: unknown): string {
+  return reason instanceof Error ? (reason.stack ?? reason.message) : String(reason);
+}
+
+/**
+ * What still ends the process when nobody handled it: a programming error raised in our own
+ * code, after which its state cannot be trusted (money state is journaled, so a restart is safe).
+ * Anything else unhandled (a relay's, a mint's or an upstream's behaviour surfacing from a library,
+ * a timeout, a refusal, a closed socket) is logged and the gateway keeps serving.
+ */
+export function isOwnBug(reason: unknown): boolean {
+  if (!(reason instanceof TypeError || reason instanceof ReferenceError || reason instanceof SyntaxError)) return false;
+  const top = reason.stack?.split('\n').find((l) => /^\s+at /.test(l)) ?? '';
+  return !top.includes('/node_modules/') && !top.includes('node:');
+}
+
 export async function serve(cfg: Config): Promise<void> {
   let gw: Awaited<ReturnType<typeof createGateway>>;
   try {
@@ -161,6 +179,13 @@ export async function serve(cfg: Config): Promise<void> {
     for (const line of message.split('\n')) console.error(`config: ${line}`);
     process.exit(2);
   }
+  process.on('unhandledRejection', (reason) => {
+    if (isOwnBug(reason)) {
+      gw.log.fatal({ err: errorText(reason) }, 'unhandled rejection in the gateway itself: exiting');
+      process.exit(1);
+    }
+    gw.log.error({ err: errorText(reason) }, 'unhandled rejection from a peer or a library, kept running');
+  });
   await gw.app.listen({ port: cfg.PORT, host: cfg.HOST });
   gw.log.info({ mints: cfg.CASHU_MINTS, upstream: cfg.UPSTREAM_BASE_URL, models: gw.catalog.list().length }, 'gateway ready');
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {

@@ -217,7 +217,7 @@ export class Dvm {
     const fb = await this.#feedback(request, 'payment-required', `Pay ${sats} sats to run this job, by Lightning or a nutzap; any rest comes back as change.`, [
       ['amount', String(sats * 1000), quote.request],
     ]);
-    const waiting: AwaitingPayment = { request, job, feedbackId: fb.id, quote: quote.quote, sats, expires: Date.now() + cfg.paymentTimeoutSec * 1000 };
+    const waiting: AwaitingPayment = { request, job, feedbackId: fb.event.id, quote: quote.quote, sats, expires: Date.now() + cfg.paymentTimeoutSec * 1000 };
     this.#awaiting.set(request.event.id, waiting);
     const poll = async () => {
       if (this.#awaiting.get(request.event.id) !== waiting) return;
