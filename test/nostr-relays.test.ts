@@ -9,7 +9,7 @@ import { FakeUpstream, REPLY_WORDS } from './support/upstream.ts';
 import { expectLedgerConserved, expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
 import { startRelay, type RunningRelay } from './support/relay.ts';
 import { SilentAuthRelay } from './support/relay-double.ts';
-import { requestWithNostrSdk, startNostrRsRelay, startNostrSdkRelay } from './support/relay-rust.ts';
+import { prepareForeignRelays, requestWithNostrSdk, startNostrRsRelay, startNostrSdkRelay } from './support/relay-rust.ts';
 import { startGatewayProcess } from './support/process.ts';
 import { openLedger } from '../src/main.ts';
 import { mkdtempSync } from 'node:fs';
@@ -70,9 +70,11 @@ async function spendLocked(token: string): Promise<number> {
   return proofs.reduce((s, p) => s + p.amount.toNumber(), 0);
 }
 
+// The first run on a machine builds nostr-rs-relay with cargo.
 beforeAll(async () => {
+  await prepareForeignRelays();
   await upstream.start();
-});
+}, 30 * 60_000);
 afterAll(async () => {
   pool.destroy();
   for (const gw of gateways) await gw.close();

@@ -14,6 +14,20 @@ function setup(script: string, what: string): void {
   if (r.status !== 0) throw new Error(`could not install ${what} (see the message above)`);
 }
 
+/**
+ * Installs rust-nostr's bindings and builds nostr-rs-relay if this machine has neither yet
+ * (about fifteen minutes the first time, a no-op after): without blocking the test worker, for a
+ * beforeAll with a timeout to match.
+ */
+export async function prepareForeignRelays(): Promise<void> {
+  for (const script of ['setup-nostr-sdk.sh', 'setup-nostr-rs-relay.sh']) {
+    const code = await new Promise<number | null>((done) => {
+      spawn('bash', [join(ROOT, 'scripts', script)], { stdio: ['ignore', 'inherit', 'inherit'] }).once('exit', done);
+    });
+    if (code !== 0) throw new Error(`scripts/${script} failed (see the message above)`);
+  }
+}
+
 /** Resolves once `ready` returns true for the process's output, or fails when it exits first. */
 function waitReady(proc: ChildProcess, what: string, ready: (out: string) => boolean, ms = 30_000): Promise<string> {
   return new Promise((resolvePromise, reject) => {
