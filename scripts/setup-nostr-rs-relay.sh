@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds nostr-rs-relay 0.8.12 (crates.io), a relay nobody here wrote, for the test suite, once per
 # machine: it lands in cargo's own bin folder, outside the checkout, so a fresh clone (CI) finds it.
-# About 12 minutes on 2 cores the first time; a no-op afterwards.
+# 15 to 25 minutes on 2 cores the first time; a no-op afterwards.
 set -euo pipefail
 VERSION=0.8.12
 CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
@@ -24,7 +24,7 @@ fi
 exec 9>"${TMPDIR:-/tmp}/setup-nostr-rs-relay.lock"
 flock 9
 if [ -x "$CARGO_BIN/nostr-rs-relay" ] && "$CARGO_BIN/nostr-rs-relay" --version 2>/dev/null | grep -q "$VERSION"; then exit 0; fi
-echo "building nostr-rs-relay $VERSION with cargo (about 12 minutes the first time)" >&2
+echo "building nostr-rs-relay $VERSION with cargo (15 to 25 minutes on 2 cores the first time)" >&2
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 # The published lock file pins time 0.3.25, which no longer compiles with current Rust

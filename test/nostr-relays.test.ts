@@ -206,6 +206,28 @@ describe('rust-nostr relay demanding NIP-42 AUTH to read and to write', () => {
   });
 });
 
+describe('rust-nostr relay demanding both NIP-42 AUTH and NIP-13 proof of work', () => {
+  it('answers a NIP-04 job from rust-nostr’s client, mined as the relay demands', async () => {
+    const relay = await startNostrSdkRelay({ auth: 'both', pow: 8 });
+    relays.push(relay);
+    const gw = await gateway({ RELAYS: relay.url, NOSTR_POW_BITS: '0' });
+    const out = await requestWithNostrSdk({
+      relay: relay.url,
+      service: gw.nostr!.id.pubkey,
+      secretHex: skHex,
+      prompt: 'Old-style secret',
+      maxTokens: 2,
+      cashu: await mintToken(mintUrl, 30),
+      scheme: 'nip04',
+      pow: 8,
+    });
+    expect(out.result).toBe(REPLY_WORDS.slice(0, 2).join(' '));
+    const tags = new Map(out.tags.map((t) => [t[0], t]));
+    expect(Number(tags.get('nonce')![2])).toBeGreaterThanOrEqual(8);
+    expect(await spendLocked(tags.get('cashu')![1]!)).toBe(Math.floor((30_000 - Number(tags.get('amount')![1])) / 1000));
+  });
+});
+
 describe('rust-nostr relay demanding NIP-13 proof of work', () => {
   it('gets announcements and a job result with the work mined on refusal (NOSTR_POW_BITS=0)', async () => {
     const relay = await startNostrSdkRelay({ pow: 10 });

@@ -32,6 +32,11 @@ from nostr_sdk import (
 )
 
 
+def leading_zero_bits(hex_id: str) -> int:
+    value = int(hex_id, 16)
+    return 256 - value.bit_length()
+
+
 async def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--relay", required=True)
@@ -41,6 +46,7 @@ async def main() -> None:
     p.add_argument("--max-tokens", default="3")
     p.add_argument("--cashu", required=True)
     p.add_argument("--scheme", choices=["nip44", "nip04"], default="nip44")
+    p.add_argument("--pow", type=int, default=0, help="NIP-13 difficulty to mine the job to")
     p.add_argument("--timeout", type=float, default=30)
     a = p.parse_args()
 
@@ -59,8 +65,13 @@ async def main() -> None:
         content = nip44_encrypt(keys.secret_key(), service, secret_tags, Nip44Version.V2)
     else:
         content = nip04_encrypt(keys.secret_key(), service, secret_tags)
-    builder = EventBuilder(Kind(5050), content).tags([Tag.parse(["p", service.to_hex()]), Tag.parse(["encrypted"])])
-    event = builder.finalize(keys)
+    tags = [Tag.parse(["p", service.to_hex()]), Tag.parse(["encrypted"])]
+    event = EventBuilder(Kind(5050), content).tags(tags).finalize(keys)
+    # NIP-13 by hand: try nonces until the id has the leading zero bits the relay demands.
+    nonce = 0
+    while a.pow and leading_zero_bits(event.id().to_hex()) < a.pow:
+        nonce += 1
+        event = EventBuilder(Kind(5050), content).tags([*tags, Tag.pow(nonce, a.pow)]).finalize(keys)
     sent = await client.send_event(event)
     if not sent.success:
         print(json.dumps({"error": "no relay accepted the job", "failed": {str(k): v for k, v in sent.failed.items()}}), flush=True)

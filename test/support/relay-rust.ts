@@ -16,7 +16,7 @@ function setup(script: string, what: string): void {
 
 /**
  * Installs rust-nostr's bindings and builds nostr-rs-relay if this machine has neither yet
- * (about fifteen minutes the first time, a no-op after): without blocking the test worker, for a
+ * (15 to 25 minutes on 2 cores the first time, a no-op after): without blocking the test worker, for a
  * beforeAll with a timeout to match.
  */
 export async function prepareForeignRelays(): Promise<void> {
@@ -127,6 +127,7 @@ export async function requestWithNostrSdk(args: {
   maxTokens: number;
   cashu: string;
   scheme?: 'nip44' | 'nip04';
+  pow?: number;
 }): Promise<SdkJobResult> {
   setup('setup-nostr-sdk.sh', 'nostr-sdk');
   const argv = [
@@ -138,6 +139,7 @@ export async function requestWithNostrSdk(args: {
     '--max-tokens', String(args.maxTokens),
     '--cashu', args.cashu,
     '--scheme', args.scheme ?? 'nip44',
+    '--pow', String(args.pow ?? 0),
   ];
   try {
     const { stdout } = await promisify(execFile)(SDK_PYTHON, argv, { timeout: 60_000 });
