@@ -170,6 +170,15 @@ export function isOwnBug(reason: unknown): boolean {
 }
 
 export async function serve(cfg: Config): Promise<void> {
+  // Installed before anything connects to a peer: relays are dialled while the gateway is built.
+  const log = createLogger(cfg.LOG_LEVEL);
+  process.on('unhandledRejection', (reason) => {
+    if (isOwnBug(reason)) {
+      log.fatal({ err: errorText(reason) }, 'unhandled rejection in the gateway itself: exiting');
+      process.exit(1);
+    }
+    log.error({ err: errorText(reason) }, 'unhandled rejection from a peer or a library, kept running');
+  });
   let gw: Awaited<ReturnType<typeof createGateway>>;
   try {
     gw = await createGateway(cfg);
@@ -179,13 +188,6 @@ export async function serve(cfg: Config): Promise<void> {
     for (const line of message.split('\n')) console.error(`config: ${line}`);
     process.exit(2);
   }
-  process.on('unhandledRejection', (reason) => {
-    if (isOwnBug(reason)) {
-      gw.log.fatal({ err: errorText(reason) }, 'unhandled rejection in the gateway itself: exiting');
-      process.exit(1);
-    }
-    gw.log.error({ err: errorText(reason) }, 'unhandled rejection from a peer or a library, kept running');
-  });
   await gw.app.listen({ port: cfg.PORT, host: cfg.HOST });
   gw.log.info({ mints: cfg.CASHU_MINTS, upstream: cfg.UPSTREAM_BASE_URL, models: gw.catalog.list().length }, 'gateway ready');
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {
