@@ -7,7 +7,7 @@ import { loadP2pkKey } from './cashu/p2pk.ts';
 import { ConfigError, loadConfig } from './config.ts';
 import { createLogger } from './log.ts';
 import { configOrExit, openLedger, serve } from './main.ts';
-import { checkDatabase, checkMint, checkRelay, checkUpstreams, report, type Check } from './ops/doctor.ts';
+import { checkAnnouncements, checkDatabase, checkMint, checkRelay, checkUpstreams, report, type Check } from './ops/doctor.ts';
 import { listModels, modelsTable } from './ops/models.ts';
 import { VERSION } from './version.ts';
 
@@ -125,6 +125,7 @@ async function doctor(): Promise<number> {
     .map((r) => r.trim())
     .filter(Boolean);
   for (const relay of relays) await step(`the relay at ${relay}`, () => checkRelay(relay));
+  checks.push(...checkAnnouncements(c));
   process.stdout.write(report(checks));
   return checks.some((x) => x.status === 'FAIL') ? 1 : 0;
 }

@@ -13,6 +13,7 @@ import { Catalog } from './engine/catalog.ts';
 import { Engine } from './engine/engine.ts';
 import { buildApp } from './http/app.ts';
 import type { Ledger } from './ledger/ledger.ts';
+import type { Identity } from './nostr/identity.ts';
 
 export async function openLedger(url: string): Promise<Ledger> {
   if (/^postgres(ql)?:/.test(url)) {
@@ -40,7 +41,9 @@ export async function createGateway(cfg: Config, opts: { log?: Logger } = {}) {
   const upstreams = loadUpstreams(cfg);
   const catalog = new Catalog(cfg, upstreams, log);
   const engine = new Engine({ ledger, wallets, catalog, log });
-  const app = buildApp({ cfg, log, ledger, wallets, catalog, engine });
+  // The Nostr identity is known before the HTTP door opens, so /v1/info can name it.
+  const id = cfg.RELAYS.length > 0 ? (await import('./nostr/identity.ts')).loadIdentity(cfg.NSEC, cfg.DATA_DIR) : undefined;
+  const app = buildApp({ cfg, log, ledger, wallets, catalog, engine, npub: id?.npub });
   await catalog.refresh();
   catalog.start();
   // Unfinished swaps from a previous run are settled with the mint before new ones start.
@@ -69,7 +72,7 @@ export async function createGateway(cfg: Config, opts: { log?: Logger } = {}) {
     Math.max(30_000, 4 * cfg.MINT_TIMEOUT_MS),
   );
   recovery.unref();
-  const nostr = cfg.RELAYS.length > 0 ? await startNostr(cfg, { log, engine, catalog, wallets, ledger }) : undefined;
+  const nostr = id ? await startNostr(cfg, id, { log, engine, catalog, wallets, ledger }) : undefined;
   const close = async () => {
     await nostr?.stop();
     clearInterval(sweeper);
@@ -88,18 +91,17 @@ export async function createGateway(cfg: Config, opts: { log?: Logger } = {}) {
  * The Nostr door: identity, relays, announcements and the NIP-90 job service. Loaded only when
  * RELAYS is set, so a gateway without it carries none of it.
  */
-async function startNostr(cfg: Config, deps: { log: Logger; engine: Engine; catalog: Catalog; wallets: CashuWallets; ledger: Ledger }) {
-  const [{ loadIdentity }, { Relays }, { Announcer }, { Dvm }, { nostrDoorKeys }] = await Promise.all([
-    import('./nostr/identity.ts'),
+async function startNostr(cfg: Config, id: Identity, deps: { log: Logger; engine: Engine; catalog: Catalog; wallets: CashuWallets; ledger: Ledger }) {
+  const [{ Relays }, { Announcer, UNLISTED_WITHOUT_PUBLIC_URL }, { Dvm }, { nostrDoorKeys }] = await Promise.all([
     import('./nostr/relays.ts'),
     import('./nostr/announce.ts'),
     import('./nostr/dvm.ts'),
     import('./nostr/door-keys.ts'),
   ]);
-  const id = loadIdentity(cfg.NSEC, cfg.DATA_DIR);
   // Ecash sent through Nostr is public: it is locked to a key of this door, which the HTTP door refuses.
   const keys = nostrDoorKeys(id.sk);
   deps.wallets.addDoorKey(keys.p2pk.pubkey);
+  if (!cfg.PUBLIC_URL) deps.log.warn(UNLISTED_WITHOUT_PUBLIC_URL);
   const relays = new Relays(cfg.RELAYS, id, deps.log, cfg.NOSTR_POW_BITS);
   const announcer = new Announcer(relays, deps.log);
   announcer.start(() => ({
@@ -157,7 +159,32 @@ export function configOrExit(): Config {
   }
 }
 
+function errorText(reason: unknown): string {
+  return reason instanceof Error ? (reason.stack ?? reason.message) : String(reason);
+}
+
+/**
+ * What still ends the process when nobody handled it: a programming error raised in our own
+ * code, after which its state cannot be trusted (money state is journaled, so a restart is safe).
+ * Anything else unhandled (a relay's, a mint's or an upstream's behaviour surfacing from a library,
+ * a timeout, a refusal, a closed socket) is logged and the gateway keeps serving.
+ */
+export function isOwnBug(reason: unknown): boolean {
+  if (!(reason instanceof TypeError || reason instanceof ReferenceError || reason instanceof SyntaxError)) return false;
+  const top = reason.stack?.split('\n').find((l) => /^\s+at /.test(l)) ?? '';
+  return !top.includes('/node_modules/') && !top.includes('node:');
+}
+
 export async function serve(cfg: Config): Promise<void> {
+  // Installed before anything connects to a peer: relays are dialled while the gateway is built.
+  const log = createLogger(cfg.LOG_LEVEL);
+  process.on('unhandledRejection', (reason) => {
+    if (isOwnBug(reason)) {
+      log.fatal({ err: errorText(reason) }, 'unhandled rejection in the gateway itself: exiting');
+      process.exit(1);
+    }
+    log.error({ err: errorText(reason) }, 'unhandled rejection from a peer or a library, kept running');
+  });
   let gw: Awaited<ReturnType<typeof createGateway>>;
   try {
     gw = await createGateway(cfg);

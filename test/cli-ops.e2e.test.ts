@@ -60,7 +60,7 @@ afterAll(async () => {
 
 describe('cashu-gateway doctor', () => {
   it('reports a working setup as working, and exits 0', async () => {
-    const r = await cli({ ...good, RELAYS: relay.url }, 'doctor');
+    const r = await cli({ ...good, RELAYS: relay.url, PUBLIC_URL: 'https://gateway.example' }, 'doctor');
     expect(r.stderr).toContain(`checking the upstream at ${upstream.url}…`);
     expect(r.stderr).toContain(`checking the relay at ${relay.url}…`);
     expect(row(r.stdout, 'configuration')[1]).toBe('ok');
@@ -76,6 +76,7 @@ describe('cashu-gateway doctor', () => {
     expect(db).toMatch(/\s{2}ok\s+opened, schema up to date; credited 0 msats/);
     expect(row(r.stdout, `relay ${relay.url}`)[1]).toBe('ok');
     expect(relay.connections).toBe(1);
+    expect(row(r.stdout, 'Nostr announcements')[1]).toBe('ok');
     expect(r.stdout).toContain('all checks passed');
     expect(r.stdout).not.toContain('To fix:');
     expect(r.status).toBe(0);

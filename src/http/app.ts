@@ -23,6 +23,8 @@ export interface AppDeps {
   wallets: CashuWallets;
   catalog: Catalog;
   engine: Engine;
+  /** The Nostr identity's npub, when the Nostr door is on. */
+  npub?: string | undefined;
 }
 
 /** Large Cashu tokens ride in headers; Node's default 16 KiB is too tight for a many-proof token. */

@@ -5,15 +5,15 @@ import type { CashuWallets } from '../cashu/wallet.ts';
 import { msatsPricing, satsPricing } from '../engine/pricing.ts';
 import { VERSION } from '../version.ts';
 
-export function infoRoutes(app: FastifyInstance, deps: { cfg: Config; catalog: Catalog; wallets: CashuWallets }): void {
+export function infoRoutes(app: FastifyInstance, deps: { cfg: Config; catalog: Catalog; wallets: CashuWallets; npub?: string | undefined }): void {
   const { cfg, catalog, wallets } = deps;
   const info = {
     name: cfg.NAME,
     description: cfg.DESCRIPTION,
     version: VERSION,
-    npub: null,
+    npub: deps.npub ?? null,
     mints: cfg.CASHU_MINTS,
-    http_url: null,
+    http_url: cfg.PUBLIC_URL ?? null,
     onion_url: null,
     units: ['sat', 'msat'],
     payment_methods: ['cashu'],

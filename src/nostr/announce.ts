@@ -24,6 +24,13 @@ export interface AnnounceInput {
 
 const msatsPerToken = (rate: number) => rate / 1e6;
 
+/**
+ * Routstr's discovery (`parse_provider_announcement`) drops a 38421 without a `u` tag, the URL
+ * clients call: without PUBLIC_URL there is nothing to put there, so none is published.
+ */
+export const UNLISTED_WITHOUT_PUBLIC_URL =
+  'PUBLIC_URL is not set: no Routstr provider announcement (kind 38421) is published, so Routstr clients will not list this gateway; Nostr jobs (NIP-90) still work';
+
 /** The events that describe the gateway; pure, so what is published can be compared and tested. */
 export function announcements(a: AnnounceInput): EventTemplate[] {
   const created_at = Math.floor(Date.now() / 1000);
@@ -54,19 +61,7 @@ export function announcements(a: AnnounceInput): EventTemplate[] {
         },
       }),
     },
-    {
-      kind: PROVIDER_ANNOUNCEMENT,
-      created_at,
-      tags: [
-        ['d', d],
-        ...(a.publicUrl ? [['u', a.publicUrl]] : []),
-        ...a.mints.map((m) => ['mint', m]),
-        ['version', a.version],
-        // Routstr carries no prices; one tag per model does: id, then msats per prompt/completion token.
-        ...a.models.map((m) => ['model', m.id, String(msatsPerToken(m.price.promptRate)), String(msatsPerToken(m.price.completionRate))]),
-      ],
-      content: JSON.stringify({ name: a.name, about: a.about }),
-    },
+    ...(a.publicUrl ? [providerAnnouncement(a, a.publicUrl, created_at, d)] : []),
     {
       kind: NUTZAP_INFO,
       created_at,
@@ -74,6 +69,22 @@ export function announcements(a: AnnounceInput): EventTemplate[] {
       content: '',
     },
   ];
+}
+
+function providerAnnouncement(a: AnnounceInput, publicUrl: string, created_at: number, d: string): EventTemplate {
+  return {
+    kind: PROVIDER_ANNOUNCEMENT,
+    created_at,
+    tags: [
+      ['d', d],
+      ['u', publicUrl],
+      ...a.mints.map((m) => ['mint', m]),
+      ['version', a.version],
+      // Routstr carries no prices; one tag per model does: id, then msats per prompt/completion token.
+      ...a.models.map((m) => ['model', m.id, String(msatsPerToken(m.price.promptRate)), String(msatsPerToken(m.price.completionRate))]),
+    ],
+    content: JSON.stringify({ name: a.name, about: a.about }),
+  };
 }
 
 /** What makes two versions of an announcement the same: everything but time and signature. */
@@ -87,12 +98,18 @@ export class Announcer {
   readonly #log: Logger;
   readonly #published = new Map<number, string>();
   #timer: NodeJS.Timeout | undefined;
+  #retry: NodeJS.Timeout | undefined;
+  #stopped = false;
 
   constructor(relays: Relays, log: Logger) {
     this.#relays = relays;
     this.#log = log;
   }
 
+  /** Announcements no relay accepted at the last try; they are tried again soon. */
+  unpublished = 0;
+
+  /** Publishes what changed; resolves to how many events a relay accepted. */
   async announce(input: AnnounceInput): Promise<number> {
     const events = announcements(input);
     if (this.#published.size === 0) {
@@ -101,25 +118,42 @@ export class Announcer {
       for (const e of existing.sort((x, y) => x.created_at - y.created_at)) this.#published.set(e.kind, fingerprint(e));
     }
     let count = 0;
+    let missing = 0;
     for (const t of events) {
       const f = fingerprint(t);
       if (this.#published.get(t.kind) === f) continue;
-      await this.#relays.publish(t);
+      const { accepted } = await this.#relays.publish(t);
+      if (!accepted) {
+        missing++;
+        continue;
+      }
       this.#published.set(t.kind, f);
       count++;
     }
+    this.unpublished = missing;
     if (count) this.#log.info({ count }, 'published Nostr announcements');
     return count;
   }
 
-  start(input: () => AnnounceInput, everyMs = 24 * 3600 * 1000): void {
-    const run = () => void this.announce(input()).catch((e: Error) => this.#log.warn({ err: e.message }, 'announcement failed'));
+  start(input: () => AnnounceInput, everyMs = 24 * 3600 * 1000, retryMs = 60_000): void {
+    const run = () =>
+      void this.announce(input())
+        .catch((e: Error) => this.#log.warn({ err: e.message }, 'announcement failed'))
+        .then(() => {
+          // What no relay took is tried again soon rather than tomorrow.
+          if (this.unpublished === 0 || this.#stopped) return;
+          clearTimeout(this.#retry);
+          this.#retry = setTimeout(run, retryMs);
+          this.#retry.unref();
+        });
     run();
     this.#timer = setInterval(run, everyMs);
     this.#timer.unref();
   }
 
   stop(): void {
+    this.#stopped = true;
     clearInterval(this.#timer);
+    clearTimeout(this.#retry);
   }
 }

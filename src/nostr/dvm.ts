@@ -91,9 +91,6 @@ interface Undelivered {
   success: string[][];
 }
 
-/** Relays.publish answers an event today and `{ event, accepted }` once the relay work lands. */
-type PublishOutcome = Event | { event: Event; accepted: boolean };
-const eventOf = (o: PublishOutcome): Event => ('accepted' in o ? o.event : o);
 
 const msg = (err: unknown) => (err instanceof GatewayError ? err.message : 'The job could not be processed.');
 const refundOf = (err: unknown) => (err instanceof GatewayError && typeof err.extra.refund_token === 'string' ? err.extra.refund_token : undefined);
@@ -393,19 +390,14 @@ export class Dvm {
     this.#resending.set(jobId, t);
   }
 
-  /**
-   * Publishes and says whether any relay took it. Relays.publish says so itself once the relay work
-   * lands (`return this.deps.relays.publish(t, extra)`); until then our own relays are asked.
-   */
-  async #publish(t: EventTemplate | Event, extra: string[]): Promise<{ event: Event; accepted: boolean }> {
-    const out = (await this.deps.relays.publish(t, extra)) as PublishOutcome;
-    if ('accepted' in out) return out;
-    const found = await this.deps.relays.query({ ids: [out.id] }, 2000);
-    return { event: out, accepted: found.length > 0 };
+  /** Publishes to our relays and the job's; says whether any relay took it. */
+  #publish(t: EventTemplate | Event, extra: string[]): Promise<{ event: Event; accepted: boolean }> {
+    return this.deps.relays.publish(t, extra);
   }
 
+
   async #feedback(request: JobRequest, status: 'processing' | 'error' | 'payment-required' | 'success', info: string, extra: string[][] = []): Promise<Event> {
-    return eventOf((await this.deps.relays.publish(feedbackEvent({ request, sk: this.deps.id.sk }, status, info, extra), request.relays)) as PublishOutcome);
+    return (await this.deps.relays.publish(feedbackEvent({ request, sk: this.deps.id.sk }, status, info, extra), request.relays)).event;
   }
 
   async #askForPayment(request: JobRequest, job: Job): Promise<void> {

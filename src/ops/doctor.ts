@@ -179,6 +179,26 @@ export async function checkDatabase(url: string, open: (url: string) => Promise<
   }
 }
 
+/**
+ * What the Nostr door will announce. Routstr's discovery drops a provider announcement (38421)
+ * without the URL clients call, so without PUBLIC_URL none is published and this says so.
+ */
+export function checkAnnouncements(cfg: Pick<Config, 'RELAYS' | 'PUBLIC_URL'>): Check[] {
+  if (cfg.RELAYS.length === 0) return [];
+  const name = 'Nostr announcements';
+  if (!cfg.PUBLIC_URL) {
+    return [
+      {
+        name,
+        status: 'warn',
+        detail: 'PUBLIC_URL is not set: kinds 0, 31990 and 10019 are published, no Routstr provider announcement (38421)',
+        fix: 'Set PUBLIC_URL to the https:// address clients reach this gateway at, so Routstr clients can list it; Nostr jobs work either way.',
+      },
+    ];
+  }
+  return [{ name, status: 'ok', detail: `kinds 0, 31990, 10019 and a Routstr provider announcement (38421) for ${cfg.PUBLIC_URL}` }];
+}
+
 export async function checkRelay(url: string): Promise<Check> {
   const name = `relay ${url}`;
   const fix = 'Check the relay URL (ws:// or wss://) and that the relay is up; remove it from RELAYS if it is gone.';

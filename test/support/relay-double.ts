@@ -1,0 +1,96 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { Socket } from 'node:net';
+
+/**
+ * A relay that misbehaves the way nostr-rs-relay with `nip42_auth` does toward nostr-tools: it
+ * sends a NIP-42 challenge, refuses every REQ and EVENT with `auth-required:`, and never answers
+ * the AUTH it is sent. Only a double can promise never to answer; everything else in these tests
+ * is a real relay. Speaks just enough RFC 6455 for that (unfragmented text frames, ping, close).
+ */
+export class SilentAuthRelay {
+  url = '';
+  /** Every client message, parsed, in arrival order. */
+  readonly received: unknown[][] = [];
+  readonly #sockets = new Set<Socket>();
+  #server: Server | undefined;
+
+  async start(): Promise<string> {
+    this.#server = createServer((_req, res) => res.writeHead(426).end());
+    this.#server.on('upgrade', (req, socket: Socket) => {
+      const accept = createHash('sha1').update(`${req.headers['sec-websocket-key']}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+      this.#sockets.add(socket);
+      socket.on('close', () => this.#sockets.delete(socket));
+      socket.on('error', () => {});
+      socket.write(`HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: ${accept}\r\n\r\n`);
+      send(socket, ['AUTH', randomBytes(16).toString('hex')]);
+      let buffered = Buffer.alloc(0);
+      socket.on('data', (chunk: Buffer) => {
+        buffered = Buffer.concat([buffered, chunk]);
+        for (;;) {
+          const frame = readFrame(buffered);
+          if (!frame) break;
+          buffered = buffered.subarray(frame.length);
+          if (frame.opcode === 8) return void socket.end(Buffer.from([0x88, 0]));
+          if (frame.opcode === 9) socket.write(Buffer.concat([Buffer.from([0x8a, frame.payload.length]), frame.payload]));
+          if (frame.opcode !== 1) continue;
+          this.#onMessage(socket, JSON.parse(frame.payload.toString('utf8')) as unknown[]);
+        }
+      });
+    });
+    await new Promise<void>((r) => this.#server!.listen(0, '127.0.0.1', r));
+    this.url = `ws://127.0.0.1:${(this.#server.address() as { port: number }).port}`;
+    return this.url;
+  }
+
+  #onMessage(socket: Socket, msg: unknown[]): void {
+    this.received.push(msg);
+    if (msg[0] === 'REQ') send(socket, ['CLOSED', msg[1], 'auth-required: this relay wants NIP-42 AUTH first']);
+    if (msg[0] === 'EVENT') send(socket, ['OK', (msg[1] as { id: string }).id, false, 'auth-required: this relay wants NIP-42 AUTH first']);
+    // AUTH: silence, as the relay being imitated.
+  }
+
+  count(type: string): number {
+    return this.received.filter((m) => m[0] === type).length;
+  }
+
+  stop(): Promise<void> {
+    for (const s of this.#sockets) s.destroy();
+    return new Promise((r) => this.#server?.close(() => r()) ?? r());
+  }
+}
+
+function send(socket: Socket, msg: unknown[]): void {
+  const payload = Buffer.from(JSON.stringify(msg));
+  const head =
+    payload.length < 126
+      ? Buffer.from([0x81, payload.length])
+      : payload.length < 65_536
+        ? Buffer.from([0x81, 126, payload.length >> 8, payload.length & 0xff])
+        : Buffer.concat([Buffer.from([0x81, 127]), Buffer.from(new BigUint64Array([BigInt(payload.length)]).buffer).reverse()]);
+  socket.write(Buffer.concat([head, payload]));
+}
+
+/** One client frame (clients always mask), or undefined while it is incomplete. */
+function readFrame(b: Buffer): { opcode: number; payload: Buffer; length: number } | undefined {
+  if (b.length < 2) return undefined;
+  const opcode = b[0]! & 0x0f;
+  let len = b[1]! & 0x7f;
+  let offset = 2;
+  if (len === 126) {
+    if (b.length < 4) return undefined;
+    len = b.readUInt16BE(2);
+    offset = 4;
+  } else if (len === 127) {
+    if (b.length < 10) return undefined;
+    len = Number(b.readBigUInt64BE(2));
+    offset = 10;
+  }
+  const masked = (b[1]! & 0x80) !== 0;
+  const mask = masked ? b.subarray(offset, offset + 4) : undefined;
+  if (masked) offset += 4;
+  if (b.length < offset + len) return undefined;
+  const payload = Buffer.from(b.subarray(offset, offset + len));
+  if (mask) for (let i = 0; i < payload.length; i++) payload[i] = payload[i]! ^ mask[i % 4]!;
+  return { opcode, payload, length: offset + len };
+}
