@@ -136,10 +136,6 @@ describe('Claude Code (@anthropic-ai/claude-code)', () => {
       DISABLE_AUTOUPDATER: '1',
       DISABLE_TELEMETRY: '1',
       DISABLE_ERROR_REPORTING: '1',
-      // For a model id it does not know, Claude Code 2.1 puts its environment block in a
-      // `role: "system"` turn inside `messages`, which the gateway's Messages door refuses
-      // (400 'messages.1.role'). This turns that capability off for the model.
-      CLAUDE_CODE_MODEL_CAPABILITIES: 'claude-test=-mid_conv_system',
     });
     expect(r.stderr).not.toMatch(/API Error/);
     expect(r.code, r.stdout + r.stderr).toBe(0);
@@ -155,6 +151,11 @@ describe('Claude Code (@anthropic-ai/claude-code)', () => {
     }
     const main = sent.at(-1)!;
     expect(main.body).toMatchObject({ model: 'claude-test', stream: true });
+    // Its environment comes as a system turn inside messages, passed on as it was sent.
+    expect((main.body.messages as Array<{ role: string }>).some((m) => m.role === 'system')).toBe(true);
+    // The betas its request body relies on reach the upstream; none that cost extra.
+    expect(main.headers.beta).toContain('context-management-2025-06-27');
+    expect(main.headers.beta).not.toContain('context-1m');
     expect((main.body.tools as unknown[]).length).toBeGreaterThan(0);
     expect(JSON.stringify(main.body.system)).toContain('"cache_control"');
 

@@ -152,6 +152,45 @@ describe('POST /v1/messages to an Anthropic upstream', () => {
   });
 });
 
+describe('what Claude Code sends', () => {
+  it('passes free betas on, drops the rest, and takes system turns inside messages', async () => {
+    const token = await mintToken(mintUrl, 200);
+    const client = new Anthropic({ baseURL: gw.url, apiKey: token, maxRetries: 0, defaultHeaders: { 'anthropic-beta': 'context-management-2025-06-27, context-1m-2025-08-07' } });
+    const msg = await client.messages.create({
+      model: 'claude-test',
+      max_tokens: 20,
+      messages: [
+        { role: 'user', content: 'Hi' },
+        { role: 'system', content: [{ type: 'text', text: '# Environment: a test' }] } as unknown as Anthropic.MessageParam,
+      ],
+    });
+    expect(msg.content[0]).toMatchObject({ type: 'text' });
+    const sent = claude.requests.at(-1)!;
+    expect(sent.headers.beta).toBe('context-management-2025-06-27');
+    expect((sent.body.messages as Array<{ role: string }>)[1]!.role).toBe('system');
+    // The same turn, to a chat upstream, is a system message there.
+    await client.messages.create({
+      model: 'gpt-test',
+      max_tokens: 20,
+      messages: [{ role: 'user', content: 'Hi' }, { role: 'system', content: '# Environment: a test' } as unknown as Anthropic.MessageParam],
+    });
+    expect(chatUpstream.requests.at(-1)!.body.messages).toEqual([
+      { role: 'user', content: 'Hi' },
+      { role: 'system', content: '# Environment: a test' },
+    ]);
+  });
+
+  it('refuses server-side tools billed per use, before anything is reserved', async () => {
+    const token = await mintToken(mintUrl, 200);
+    const err = await anthropic(token)
+      .messages.create({ model: 'claude-test', max_tokens: 20, tools: [{ type: 'web_search_20250305', name: 'web_search' } as unknown as Anthropic.Tool], messages: [{ role: 'user', content: 'Search.' }] })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(Anthropic.BadRequestError);
+    expect(((err as InstanceType<typeof Anthropic.BadRequestError>).error as { error: { code: string } }).error.code).toBe('unpriced_parameter');
+    expect(await gw.ledger.getKey((await import('../src/cashu/token.ts')).sha256Hex(token))).toBeUndefined();
+  });
+});
+
 describe('translated between Messages and chat completions', () => {
   it('serves a Messages client from a chat-completions upstream', async () => {
     const token = await mintToken(mintUrl, 200);

@@ -9,7 +9,7 @@ import { SseSplitter, eventData, eventName } from '../upstream/sse.ts';
 import type { Upstream } from '../upstream/client.ts';
 import type { Catalog, ModelEntry } from './catalog.ts';
 import { GatewayError } from './errors.ts';
-import type { Bill, Estimate, Exchange, Metered, ParsedRequest, WireFormat } from './format.ts';
+import type { Bill, ClientHeaders, Estimate, Exchange, Metered, ParsedRequest, WireFormat } from './format.ts';
 import { completionLimit, costOf, reservationFor, type Cost, type Usage } from './pricing.ts';
 import { cheapToCount, countPieces, tokenBound } from './tokens.ts';
 
@@ -143,8 +143,8 @@ export class Engine {
    * Prices a request: its model, its payer's key (an unknown key is refused before anything is
    * counted), its prompt counted without holding the event loop, and the most it can cost.
    */
-  async job(format: WireFormat, raw: unknown, payer: Payer): Promise<Job> {
-    const request = format.parse(raw);
+  async job(format: WireFormat, raw: unknown, payer: Payer, headers?: ClientHeaders): Promise<Job> {
+    const request = format.parse(raw, headers);
     const model = await this.#catalog.find(request.model);
     if (!model) throw new GatewayError(404, 'model_not_found', `The model '${request.model}' does not exist or is not served here.`);
     const { estimate } = request;
@@ -364,7 +364,7 @@ export class Engine {
       if (signal?.aborted) break;
       let res;
       try {
-        res = await upstream.post(exchange.path, JSON.stringify(exchange.body), signal);
+        res = await upstream.post(exchange.path, JSON.stringify(exchange.body), signal, exchange.headers);
       } catch (e) {
         this.#log.warn({ upstream: upstream.baseUrl, err: upstream.redact((e as Error).message) }, 'upstream request failed');
         failure = new GatewayError(502, 'upstream_error', 'The upstream model provider could not be reached.');

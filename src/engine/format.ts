@@ -59,6 +59,8 @@ export interface Exchange {
   /** Path below the upstream's base URL, e.g. `/chat/completions`. */
   path: string;
   body: Record<string, unknown>;
+  /** Request headers of the client's passed on to the upstream (an allowlist, per protocol). */
+  headers?: Record<string, string> | undefined;
   /** Reads a whole upstream answer; returns the client's body (usage and cost are added by `bill`). */
   read(upstream: Record<string, unknown>): { body: Record<string, unknown>; metered: Metered };
   /** Writes the charge into a non-streamed client body. */
@@ -103,11 +105,14 @@ export interface ParsedRequest {
   exchange(kind: UpstreamKind, limits: ExchangeLimits): Exchange | GatewayError;
 }
 
+/** The client's request headers, as node gives them. */
+export type ClientHeaders = Readonly<Record<string, string | string[] | undefined>>;
+
 export interface WireFormat {
   /** Names the format in logs and metrics: `chat`, `completion`, `embedding`, `responses`, `messages`. */
   readonly name: string;
   /** Validates a client body; a GatewayError (400) for anything malformed or refused. */
-  parse(raw: unknown): ParsedRequest;
+  parse(raw: unknown, headers?: ClientHeaders): ParsedRequest;
   /** An error as this format's clients expect it. */
   errorBody(err: GatewayError): Record<string, unknown>;
 }
@@ -145,4 +150,6 @@ export interface Codec {
   relay?(): StreamReader;
   /** Writes the bill into a whole answer of this protocol. */
   billBody?(body: Record<string, unknown>, bill: Bill): void;
+  /** The client's headers a native upstream of this protocol should see (e.g. Anthropic's betas). */
+  forward?(headers: ClientHeaders): Record<string, string> | undefined;
 }

@@ -1,5 +1,5 @@
 import { GatewayError } from '../engine/errors.ts';
-import type { Bill, Codec, Estimate, Exchange, ExchangeLimits, Metered, ParsedRequest, StreamReader, UpstreamEvent, UpstreamKind, WireFormat } from '../engine/format.ts';
+import type { Bill, ClientHeaders, Codec, Estimate, Exchange, ExchangeLimits, Metered, ParsedRequest, StreamReader, UpstreamEvent, UpstreamKind, WireFormat } from '../engine/format.ts';
 import type { Usage } from '../engine/pricing.ts';
 import { costBody, generatedOf, limitOpenAI, meterBody, openaiUsage, safeParse } from './openai.ts';
 
@@ -16,6 +16,7 @@ export interface ClientRequest {
   stream: boolean;
   estimate: Estimate;
   body: Record<string, unknown>;
+  headers?: ClientHeaders | undefined;
 }
 
 const codecs = new Map<UpstreamKind, Codec>();
@@ -191,6 +192,7 @@ export function exchangeFor(client: Codec, req: ClientRequest, kind: UpstreamKin
       return {
         path: client.path,
         body,
+        headers: req.headers && client.forward?.(req.headers),
         read: (up) => ({ body: up, metered: meterBody(client.responseToChat(up)) }),
         bill: (out, bill) => (client.billBody ?? billBody)(out, bill),
         stream: () => client.relay?.() ?? new NativeStream(client),
@@ -237,8 +239,8 @@ export function codecFormat(opts: {
   return {
     name: opts.name,
     errorBody: opts.errorBody,
-    parse(raw: unknown): ParsedRequest {
-      const req = opts.parse(raw);
+    parse(raw: unknown, headers?: ClientHeaders): ParsedRequest {
+      const req = { ...opts.parse(raw), headers };
       return {
         model: req.model,
         stream: req.stream,

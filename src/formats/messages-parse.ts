@@ -56,8 +56,9 @@ const block = z.looseObject({ type: z.string().min(1) }).superRefine((b, ctx) =>
   if (!r.success) for (const issue of r.error.issues) ctx.addIssue({ code: 'custom', message: issue.message, path: issue.path });
 });
 
+// Claude Code sends system turns mid-conversation (newer models take them); their content is text.
 const message = z.looseObject({
-  role: z.enum(['user', 'assistant']),
+  role: z.enum(['user', 'assistant', 'system']),
   content: z.union([z.string(), z.array(block)]),
 });
 

@@ -140,6 +140,7 @@ export function messagesRequestToChat(body: Obj): Obj {
   (body.messages as Obj[]).forEach((m, i) => {
     const where = `'messages.${i}'`;
     if (m.role === 'user') messages.push(...userToChat(m.content, where));
+    else if (m.role === 'system') messages.push(...systemToChat(m.content));
     else messages.push(assistantToChat(m.content, where));
   });
   const chat: Obj = { model: body.model, messages };

@@ -1,4 +1,6 @@
-import type { Codec, WireFormat } from '../engine/format.ts';
+import { GatewayError } from '../engine/errors.ts';
+import type { ClientHeaders, Codec, WireFormat } from '../engine/format.ts';
+import type { ClientRequest } from './compose.ts';
 import { codecFormat, registerCodec } from './compose.ts';
 import { parseMessages } from './messages-parse.ts';
 import { messagesRelay } from './messages-relay.ts';
@@ -48,9 +50,66 @@ export const messagesCodec: Codec = {
   limit: limitMessages,
   relay: messagesRelay,
   billBody: billMessage,
+  forward: forwardBetas,
 };
 
 registerCodec(messagesCodec);
 
+/**
+ * Anthropic betas that change only how a request is written or streamed, not what it costs
+ * beyond its tokens; they are passed on to an Anthropic upstream. Others (a 1M context billed at
+ * a premium, files, MCP, server-side tools) are dropped.
+ */
+const FREE_BETAS = new Set([
+  'claude-code-20250219',
+  'interleaved-thinking-2025-05-14',
+  'fine-grained-tool-streaming-2025-05-14',
+  'context-management-2025-06-27',
+  'token-efficient-tools-2025-02-19',
+  'output-128k-2025-02-19',
+  'prompt-caching-2024-07-31',
+  'mid-conversation-tool-changes-2026-07-01',
+  'thinking-token-count-2026-05-13',
+  'advanced-tool-use-2025-11-20',
+  'effort-2025-11-24',
+  'structured-outputs-2025-11-13',
+]);
+
+function forwardBetas(headers: ClientHeaders): Record<string, string> | undefined {
+  const raw = headers['anthropic-beta'];
+  const betas = (Array.isArray(raw) ? raw.join(',') : (raw ?? '')).split(',').map((b) => b.trim()).filter((b) => FREE_BETAS.has(b));
+  return betas.length ? { 'anthropic-beta': betas.join(',') } : undefined;
+}
+
+/** Anthropic's own tools that run on its platform and are billed per use, which no price here covers. */
+const SERVER_TOOL = /^(web_search|web_fetch|code_execution|tool_search)/;
+
+/** On an Anthropic upstream, server-side tools and containers cost per use: refused unless the operator allows them. */
+function guardServerTools(req: ClientRequest, kind: string, allowed: ReadonlySet<string>): GatewayError | ClientRequest {
+  if (kind !== 'anthropic') return req;
+  const tools = (req.body.tools as Array<{ type?: unknown }> | undefined) ?? [];
+  for (const [i, t] of tools.entries()) {
+    const type = typeof t.type === 'string' ? t.type : '';
+    const family = SERVER_TOOL.exec(type)?.[1];
+    if (family && !allowed.has(family)) {
+      return new GatewayError(400, 'unpriced_parameter', `'tools.${i}': the '${type}' tool runs on the provider's platform and is billed per use, which this gateway does not price.`, {
+        extra: { param: `tools.${i}` },
+      });
+    }
+  }
+  for (const f of ['mcp_servers', 'container'] as const) {
+    if (req.body[f] != null && !allowed.has(f)) {
+      return new GatewayError(400, 'unpriced_parameter', `'${f}' makes the upstream do work this gateway does not price.`, { extra: { param: f } });
+    }
+  }
+  return req;
+}
+
 /** `POST /v1/messages`, for Claude Code and every Anthropic SDK. */
-export const messagesFormat: WireFormat = codecFormat({ name: 'messages', codec: messagesCodec, parse: parseMessages, errorBody: messagesErrorBody });
+export const messagesFormat: WireFormat = codecFormat({
+  name: 'messages',
+  codec: messagesCodec,
+  parse: parseMessages,
+  errorBody: messagesErrorBody,
+  guard: guardServerTools,
+});

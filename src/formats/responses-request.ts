@@ -12,6 +12,8 @@ const RESPONSES_KNOWN = new Set<string>([
   'input',
   'instructions',
   'metadata',
+  // Codex's own bookkeeping on every request: not sent to a chat upstream.
+  'client_metadata',
   'tools',
   'tool_choice',
   'max_output_tokens',
@@ -266,6 +268,8 @@ function formatToChat(format: Obj): Obj | undefined {
 const CHAT_KNOWN = new Set<string>([
   ...SAME_FIELDS,
   'metadata',
+  // Codex's own bookkeeping on every request: not sent to a chat upstream.
+  'client_metadata',
   'messages',
   'stream_options',
   'max_tokens',

@@ -101,7 +101,7 @@ async function admit(deps: CompletionDeps, req: FastifyRequest): Promise<void> {
 export function formatHandler(deps: CompletionDeps, format: WireFormat) {
   return async (req: FastifyRequest, reply: FastifyReply) => {
     const payer = req.payer ?? deps.engine.payerOf(paymentOf(req));
-    const job = await deps.engine.job(format, req.body, payer);
+    const job = await deps.engine.job(format, req.body, payer, req.headers);
     // Listen before paying: a client that leaves during a mint swap must not be billed in full.
     const ac = closeSignal(reply);
     const sink = job.stream ? sseSink(deps, reply, ac) : undefined;

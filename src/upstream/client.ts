@@ -96,9 +96,10 @@ export class Upstream {
     }
   }
 
-  async post(path: string, body: string, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
-    const send = () =>
-      this.#timed('post', path, this.#pool.request({ method: 'POST', path: this.#prefix + path, headers: this.#headers, body, signal }));
+  async post(path: string, body: string, signal?: AbortSignal, extra?: Record<string, string>): Promise<Dispatcher.ResponseData> {
+    // The client's few passed-on headers never override ours (the key, the version).
+    const headers = extra ? { ...extra, ...this.#headers } : this.#headers;
+    const send = () => this.#timed('post', path, this.#pool.request({ method: 'POST', path: this.#prefix + path, headers, body, signal }));
     try {
       return await send();
     } catch (e) {

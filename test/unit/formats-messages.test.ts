@@ -187,8 +187,9 @@ describe('parseMessages', () => {
     expect(err.message).toBe("Invalid request body: 'messages.0.content.0.content': Invalid input");
   });
 
-  it('refuses a system role inside messages and a temperature above 1', () => {
-    expect(refusal(() => parseMessages({ model: 'm', max_tokens: 1, messages: [{ role: 'system', content: 'x' }] })).message).toContain("'messages.0.role'");
+  it('takes a system turn inside messages (as Claude Code sends), counting it, and refuses a temperature above 1', () => {
+    expect(parseMessages({ model: 'm', max_tokens: 1, messages: [{ role: 'user', content: 'hi' }, { role: 'system', content: 'env' }] }).estimate.text).toEqual(['hi', 'env']);
+    expect(refusal(() => parseMessages({ model: 'm', max_tokens: 1, messages: [{ role: 'tool', content: 'x' }] })).message).toContain("'messages.0.role'");
     expect(refusal(() => parseMessages({ model: 'm', max_tokens: 1, temperature: 1.5, messages: [{ role: 'user', content: 'x' }] })).message).toContain("'temperature'");
   });
 
