@@ -105,7 +105,14 @@ describe('announcements', () => {
     const info = JSON.parse(handler.content);
     expect(info).toMatchObject({ supportsEncryption: true, acceptsNutZaps: true });
     expect(info.nip90Params.model.values).toContain('gpt-test');
-    expect(info.pricing.models['gpt-test']).toEqual({ prompt_msats_per_token: 2, completion_msats_per_token: 5 });
+    expect(info.pricing.models['gpt-test']).toEqual({
+      prompt_msats_per_token: 2,
+      completion_msats_per_token: 5,
+      cached_prompt_msats_per_token: 2,
+      cache_write_msats_per_token: 2,
+      request_msats: 0,
+      image_msats: 0,
+    });
 
     const provider = byKind.get(38421)!;
     expect(tag(provider, 'u')).toEqual(['u', 'https://gateway.example']);

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Event, EventTemplate } from 'nostr-tools/pure';
 import type { ModelEntry } from '../engine/catalog.ts';
+import { msatsPricing } from '../engine/pricing.ts';
 import { JOB_REQUEST } from './nip90.ts';
 import type { Relays } from './relays.ts';
 
@@ -36,7 +37,8 @@ export function announcements(a: AnnounceInput): EventTemplate[] {
   const created_at = Math.floor(Date.now() / 1000);
   const d = a.pubkey.slice(0, 16);
   const prices = Object.fromEntries(
-    a.models.map((m) => [m.id, { prompt_msats_per_token: msatsPerToken(m.price.promptRate), completion_msats_per_token: msatsPerToken(m.price.completionRate) }]),
+    // Every price a model has: per token (plain, cached, cache writes, output), per request, per image.
+    a.models.map((m) => [m.id, msatsPricing(m.price)]),
   );
   return [
     { kind: 0, created_at, tags: [], content: JSON.stringify({ name: a.name, about: a.about, ...(a.publicUrl ? { website: a.publicUrl } : {}) }) },
