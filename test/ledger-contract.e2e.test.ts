@@ -489,6 +489,20 @@ describe('marks shared by every instance on one ledger', () => {
     await a.putNote('topup', 'q2', 'key-c', Date.now() - 1);
     expect(await b.getNote('topup', 'q2')).toBeUndefined();
   });
+
+  it('lists a scope\'s live notes, and only notes', async () => {
+    const [a, b] = [ledger, await open()];
+    const later = Date.now() + 60_000;
+    await a.putNote('watch', 'j2', 'w2', later);
+    await a.putNote('watch', 'j1', 'w1', later);
+    await a.putNote('watch', 'old', 'w0', Date.now() - 1);
+    await a.putNote('other', 'j3', 'w3', later);
+    expect(await a.claimOnce('watch', 'claimed', later)).toBe(true);
+    expect(await b.noteIds('watch')).toEqual(['j1', 'j2']);
+    expect(await b.noteIds('watch', 1)).toEqual(['j1']);
+    await b.dropNote('watch', 'j1');
+    expect(await a.noteIds('watch')).toEqual(['j2']);
+  });
 });
 
 describe('running totals', () => {

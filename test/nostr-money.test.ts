@@ -363,6 +363,30 @@ describe('guards kept in the ledger', () => {
   });
 });
 
+describe('a restart with no relay holding the job any more', () => {
+  it('picks up the payment watch from the ledger and runs the job it pays for', async () => {
+    const fresh = await startRelay();
+    try {
+      const env = { NSEC: Buffer.from(generateSecretKey()).toString('hex'), DATABASE_URL: await sharedLedger() };
+      const a = await gateway({ ...env, DVM_QUOTE_POLL_MS: '600000' });
+      await ready(a);
+      const req = await me.publish(me.job(a.nostr!.id.pubkey, [['i', 'Paid while down', 'text'], ['param', 'max_tokens', '400']]));
+      const ask = await me.feedback(req.id, 'payment-required');
+      const paid = Number(tag(ask, 'amount')![1]);
+      await a.close();
+      // Restarted on a relay that has never seen the job, its feedback, or anything of ours.
+      const b = await gateway({ ...env, RELAYS: fresh.url });
+      const res = await me.result(req.id, 20_000, [fresh.url]);
+      const charge = chargeOf(upstream.requests.at(-1)!.body);
+      expect(Number(tag(res, 'amount')![1])).toBe(charge);
+      expect(await me.spendLocked(mintUrl, tag(res, 'cashu')![1]!)).toBe(Math.floor((paid - charge) / 1000));
+      await expectMoneyConserved(b);
+    } finally {
+      await fresh.stop();
+    }
+  });
+});
+
 describe('a result no relay takes', () => {
   it('keeps the result and its change, and delivers them once a relay takes them', { timeout: 90_000 }, async () => {
     // The gateway's relays: one that demands proof of work it does not do, one that is down.

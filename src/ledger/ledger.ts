@@ -250,6 +250,8 @@ export interface Ledger {
   putNote(scope: string, id: string, value: string, expiresAt: number): Promise<void>;
   getNote(scope: string, id: string): Promise<string | undefined>;
   dropNote(scope: string, id: string): Promise<void>;
+  /** The ids of a scope's live notes (at most `limit`), for picking up work after a restart. */
+  noteIds(scope: string, limit?: number): Promise<string[]>;
   close(): Promise<void>;
 }
 

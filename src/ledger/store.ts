@@ -683,6 +683,11 @@ export class SqlLedger implements Ledger {
     await this.#db.query('DELETE FROM marks WHERE scope = $1 AND id = $2', [scope, id]);
   }
 
+  async noteIds(scope: string, limit = 10_000): Promise<string[]> {
+    const r = await this.#db.query('SELECT id FROM marks WHERE scope = $1 AND expires_at >= $2 AND value IS NOT NULL ORDER BY id LIMIT $3', [scope, Date.now(), limit]);
+    return r.rows.map((row) => row.id as string);
+  }
+
   close(): Promise<void> {
     return this.#db.close();
   }

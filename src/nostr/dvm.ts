@@ -124,8 +124,9 @@ export class Dvm {
       relays.subscribe({ kinds: [DELETION], since }, (e) => void this.#onDeletion(e)),
       relays.subscribe({ kinds: [NUTZAP], '#p': [id.pubkey], since }, (e) => void this.#onNutzap(e)),
     ];
-    // Watches and undelivered results of a previous run (or of a stopped instance) are found through
-    // our own feedback, which names every job we asked payment for or ran.
+    // Watches and undelivered results of a previous run (or of a stopped instance) are in the
+    // ledger, whether or not any relay still holds the job; our own feedback names them too.
+    void this.#resumeFromLedger().catch((e: Error) => log.warn({ err: e.message }, 'could not look for unfinished jobs'));
     void this.#resumeFromFeedback().catch((e: Error) => log.warn({ err: e.message }, 'could not look for unfinished jobs'));
   }
 
@@ -475,6 +476,12 @@ export class Dvm {
     w.leaseUntil = Date.now() + this.#leaseMs();
     await this.#saveWatch(w);
     this.#watch(w);
+  }
+
+  async #resumeFromLedger(): Promise<void> {
+    const { ledger } = this.deps;
+    const jobs = new Set([...(await ledger.noteIds(WATCH)), ...(await ledger.noteIds(UNDELIVERED))]);
+    for (const job of jobs) await this.#resume(job);
   }
 
   async #resumeFromFeedback(): Promise<void> {
