@@ -58,7 +58,9 @@ export function adminRoutes(
     if (Math.abs(now - event.created_at) > WINDOW_SEC) throw unauthorized('the event is too old or from the future');
     // Without PUBLIC_URL the URL an event must sign comes from the request itself (its Host, or
     // X-Forwarded-Host behind a proxy): only a caller on this machine may rely on that.
-    if (!cfg.PUBLIC_URL && !isLoopback(req.ip)) {
+    // Both the socket's peer and the client address: behind a trusted proxy the peer is loopback for
+    // everyone, and a forged X-Forwarded-For can make req.ip look local when no proxy is there.
+    if (!cfg.PUBLIC_URL && !(isLoopback(req.ip) && isLoopback(req.socket.remoteAddress ?? ''))) {
       throw new GatewayError(403, 'public_url_required', 'Set PUBLIC_URL to use the admin API from another machine.');
     }
     const url = `${cfg.PUBLIC_URL?.replace(/\/+$/, '') ?? `${req.protocol}://${req.host}`}${req.url}`;
