@@ -148,11 +148,7 @@ export class Engine {
     const model = await this.#catalog.find(request.model);
     if (!model) throw new GatewayError(404, 'model_not_found', `The model '${request.model}' does not exist or is not served here.`);
     const { estimate } = request;
-    let chars = 0;
-    for (const t of estimate.text) chars += t.length;
-    if (chars > model.price.contextLength * CHARS_PER_CONTEXT_TOKEN) {
-      throw new GatewayError(413, 'prompt_too_large', `The prompt is larger than model '${model.id}' can take (${model.price.contextLength} tokens).`);
-    }
+    refuseOversized(estimate, model);
     const maxCompletion = completionLimit(estimate.requestedCompletionTokens, model.price);
     const price = (promptTokens: number): Job => ({
       format,
@@ -201,11 +197,7 @@ export class Engine {
     }
     const m = await this.#catalog.find(model);
     if (!m) throw new GatewayError(404, 'model_not_found', `The model '${model}' does not exist or is not served here.`);
-    let chars = 0;
-    for (const t of estimate.text) chars += t.length;
-    if (chars > m.price.contextLength * CHARS_PER_CONTEXT_TOKEN) {
-      throw new GatewayError(413, 'prompt_too_large', `The prompt is larger than model '${m.id}' can take (${m.price.contextLength} tokens).`);
-    }
+    refuseOversized(estimate, m);
     return estimate.extraTokens + (await countPieces(estimate.text));
   }
 
@@ -467,6 +459,15 @@ export class Engine {
       sink.end();
     }
     return receipt;
+  }
+}
+
+/** A prompt no model could take is refused before it is counted. */
+function refuseOversized(estimate: Estimate, model: ModelEntry): void {
+  let chars = 0;
+  for (const t of estimate.text) chars += t.length;
+  if (chars > model.price.contextLength * CHARS_PER_CONTEXT_TOKEN) {
+    throw new GatewayError(413, 'prompt_too_large', `The prompt is larger than model '${model.id}' can take (${model.price.contextLength} tokens).`);
   }
 }
 
