@@ -118,7 +118,10 @@ async function doctor(): Promise<number> {
   }
   const c = cfg;
   await step(c.UPSTREAMS_FILE ? `the upstreams in ${c.UPSTREAMS_FILE}` : `the upstream at ${c.UPSTREAM_BASE_URL}`, () => checkUpstreams(c));
-  for (const mint of c.CASHU_MINTS) await step(`the mint at ${mint}`, () => checkMint(mint, c.MINT_TIMEOUT_MS));
+  for (const m of c.CASHU_MINTS) {
+    const mint = c.CASHU_MINT_ALIASES[m] ?? m;
+    await step(`the mint at ${mint}`, () => checkMint(mint, c.MINT_TIMEOUT_MS));
+  }
   await step('the database', () => checkDatabase(c.DATABASE_URL, openLedger));
   const relays = (process.env.RELAYS ?? '')
     .split(',')
@@ -137,6 +140,7 @@ async function withdraw(invoice: string | undefined): Promise<number> {
   const ledger = await openLedger(cfg.DATABASE_URL);
   try {
     const wallets = new CashuWallets(cfg.CASHU_MINTS, ledger, log, {
+      aliases: cfg.CASHU_MINT_ALIASES,
       mintTimeoutMs: cfg.MINT_TIMEOUT_MS,
       p2pk: loadP2pkKey(cfg.CASHU_P2PK_PRIVKEY, cfg.DATA_DIR),
       locktimeMarginSec: cfg.P2PK_LOCKTIME_MARGIN_SECONDS,

@@ -55,6 +55,28 @@ const schema = z.object({
     .transform(csv)
     .pipe(z.array(httpUrl).min(1, 'at least one mint URL'))
     .transform((urls) => [...new Set(urls.map(normalizeMintUrl))]),
+  /**
+   * `public=internal,…`: a trusted mint (in CASHU_MINTS, the URL wallets mint at) that the gateway
+   * reaches at another URL, as in Docker where wallets use http://localhost:3338 and the gateway
+   * http://mint:3338. Tokens naming either URL are that mint's; change and refunds name the public one.
+   */
+  CASHU_MINT_ALIASES: z
+    .string()
+    .default('')
+    .transform(csv)
+    .transform((pairs, ctx) => {
+      const out: Record<string, string> = {};
+      for (const pair of pairs) {
+        const [pub, internal, ...rest] = pair.split('=').map((x) => x.trim());
+        const ok = (u: string | undefined) => u !== undefined && httpUrl.safeParse(u).success;
+        if (rest.length || !ok(pub) || !ok(internal)) {
+          ctx.addIssue({ code: 'custom', message: `public-url=internal-url pairs, comma-separated` });
+          return z.NEVER;
+        }
+        out[normalizeMintUrl(pub!)] = normalizeMintUrl(internal!);
+      }
+      return out;
+    }),
   MINT_TIMEOUT_MS: z.coerce.number().int().positive().default(30_000),
   DATA_DIR: z.string().min(1).default('./data'),
   CASHU_P2PK_PRIVKEY: z
@@ -141,7 +163,21 @@ const schema = z.object({
   METRICS_TOKEN: z.string().default(''),
   /** `json`, `pretty`, or `auto`: pretty when standard output is a terminal (read by the logger itself). */
   LOG_FORMAT: z.enum(['auto', 'json', 'pretty']).default('auto'),
-});
+
+
+  })
+  .superRefine((c, ctx) => {
+    for (const pub of Object.keys(c.CASHU_MINT_ALIASES)) {
+      // An alias widens what a token may name: it must stand for a mint the operator already trusts.
+      if (!c.CASHU_MINTS.includes(pub)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['CASHU_MINT_ALIASES'],
+          message: `${pub} is not in CASHU_MINTS; put the URL wallets use in CASHU_MINTS and map it to the URL the gateway reaches the mint by`,
+        });
+      }
+    }
+  });
 
 export type Config = z.output<typeof schema>;
 export type ModelPriceConfig = z.output<typeof modelPrice>;

@@ -31,6 +31,7 @@ export async function createGateway(cfg: Config, opts: { log?: Logger } = {}) {
   setGlobalRequestOptions({ requestTimeout: cfg.MINT_TIMEOUT_MS });
   const ledger = await openLedger(cfg.DATABASE_URL);
   const wallets = new CashuWallets(cfg.CASHU_MINTS, ledger, log, {
+    aliases: cfg.CASHU_MINT_ALIASES,
     mintTimeoutMs: cfg.MINT_TIMEOUT_MS,
     p2pk: loadP2pkKey(cfg.CASHU_P2PK_PRIVKEY, cfg.DATA_DIR),
     locktimeMarginSec: cfg.P2PK_LOCKTIME_MARGIN_SECONDS,

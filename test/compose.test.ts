@@ -41,7 +41,10 @@ describe('docker-compose.yml', () => {
     // The gateway's environment, as Compose resolves it, is a configuration the gateway accepts,
     // pointing at the other services by name.
     const cfg = loadConfig(gateway.environment);
-    expect(cfg.CASHU_MINTS).toEqual(['http://mint:3338']);
+    // Trusted under the URL wallets on the host use, reached under its name in the network.
+    expect(cfg.CASHU_MINTS).toEqual(['http://localhost:3338']);
+    expect(cfg.CASHU_MINT_ALIASES).toEqual({ 'http://localhost:3338': 'http://mint:3338' });
+    expect(c.services.mint.ports).toEqual([expect.objectContaining({ target: 3338, published: '3338' })]);
     expect(cfg.UPSTREAM_BASE_URL).toBe('http://ollama:11434/v1');
     expect(cfg.RELAYS).toEqual(['ws://relay:8080']);
     expect(cfg.DATABASE_URL).toBe('sqlite:/data/gateway.db');

@@ -28,11 +28,21 @@ export interface TokenInfo {
   msats: number;
 }
 
+/** Every URL a token may name (a trusted mint, or an operator's alias of one) to that trusted mint. */
+export type MintNames = ReadonlyMap<string, string>;
+
+/** The names of `mints`: each its own, plus `aliases` (public URL => internal URL) read backwards too. */
+export function mintNames(mints: readonly string[], aliases: Readonly<Record<string, string>> = {}): MintNames {
+  const names = new Map(mints.map((m) => [m, m]));
+  for (const [pub, internal] of Object.entries(aliases)) if (names.has(pub)) names.set(internal, pub);
+  return names;
+}
+
 /**
  * Reads a token without any network call and refuses it before the mint is ever contacted:
  * a mint outside the trusted list is never fetched (no SSRF through token contents).
  */
-export function inspectToken(raw: string, trustedMints: ReadonlySet<string>): TokenInfo {
+export function inspectToken(raw: string, trustedMints: MintNames): TokenInfo {
   const token = raw.trim().replace(/^cashu:/, '');
   let meta: ReturnType<typeof getTokenMetadata>;
   try {
@@ -40,14 +50,16 @@ export function inspectToken(raw: string, trustedMints: ReadonlySet<string>): To
   } catch {
     throw new GatewayError(400, 'invalid_cashu_token', 'The Cashu token could not be decoded.');
   }
-  let mint: string;
+  let named: string;
   try {
-    mint = normalizeMintUrl(meta.mint);
+    named = normalizeMintUrl(meta.mint);
   } catch {
     throw new GatewayError(400, 'invalid_cashu_token', 'The Cashu token names no valid mint URL.');
   }
-  if (!trustedMints.has(mint)) {
-    throw new GatewayError(400, 'untrusted_mint', `Tokens from mint ${JSON.stringify(mint)} are not accepted here.`);
+  const mint = trustedMints.get(named);
+  if (mint === undefined) {
+    const accepted = [...new Set(trustedMints.values())].join(', ');
+    throw new GatewayError(400, 'untrusted_mint', `Tokens from mint ${JSON.stringify(named)} are not accepted here; accepted mints: ${accepted}.`);
   }
   const unit = meta.unit ?? 'sat';
   if (unit !== 'sat' && unit !== 'msat') {

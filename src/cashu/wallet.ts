@@ -14,7 +14,7 @@ import {
 import type { Logger } from 'pino';
 import { GatewayError } from '../engine/errors.ts';
 import { MSATS_PER, isLocked, type KeyRow, type Ledger, type MeltRow, type MintOp, type RefundRow, type StoredProof, type Unit } from '../ledger/ledger.ts';
-import { sha256Hex, type TokenInfo } from './token.ts';
+import { mintNames, sha256Hex, type MintNames, type TokenInfo } from './token.ts';
 import { lockedTo, spendableOnlyByUs, type P2pkKey } from './p2pk.ts';
 import { crashPoint } from './crash.ts';
 import { NativeOutputData, nativeLockedOutputs, nativeOutputs } from './dleq.ts';
@@ -70,6 +70,10 @@ export class CashuWallets {
   readonly #log: Logger;
   /** Trusted mints, primary first: the order refunds are paid from. */
   readonly mints: readonly string[];
+  /** Every URL a token may name, to the trusted mint it stands for. */
+  readonly names: MintNames;
+  /** Where a trusted mint is called when that is not its own URL (CASHU_MINT_ALIASES). */
+  readonly #reach: Readonly<Record<string, string>>;
 
   /**
    * How long an unfinished operation belongs to whoever started it. Past that (twice the mint
@@ -94,9 +98,11 @@ export class CashuWallets {
     mints: readonly string[],
     ledger: Ledger,
     log: Logger,
-    opts: { mintTimeoutMs: number; p2pk: P2pkKey; locktimeMarginSec: number; changeFloat?: number; sweepDelayMs?: number },
+    opts: { mintTimeoutMs: number; p2pk: P2pkKey; locktimeMarginSec: number; changeFloat?: number; sweepDelayMs?: number; aliases?: Readonly<Record<string, string>> },
   ) {
     this.mints = mints;
+    this.#reach = opts.aliases ?? {};
+    this.names = mintNames(mints, this.#reach);
     this.#ledger = ledger;
     this.#log = log;
     this.#leaseMs = 2 * opts.mintTimeoutMs;
@@ -128,7 +134,7 @@ export class CashuWallets {
     let w = this.#wallets.get(id);
     if (!w) {
       w = (async () => {
-        const wallet = new Wallet(mint, { unit, ...(this.#changeFloat > 0 && { denominationTarget: this.#changeFloat }) });
+        const wallet = new Wallet(this.#reach[mint] ?? mint, { unit, ...(this.#changeFloat > 0 && { denominationTarget: this.#changeFloat }) });
         await wallet.loadMint();
         return wallet;
       })();
@@ -248,7 +254,8 @@ export class CashuWallets {
     try {
       // The swap is what proves these proofs; checking their DLEQs first (cashu-ts does whenever
       // they are present) would only cost four curve multiplications each.
-      preview = await wallet.prepareSwapToReceive({ ...decoded, proofs: decoded.proofs.map(({ dleq: _, ...p }) => p) }, undefined, nativeOutputs);
+      // The token may name the mint by an alias; inspectToken already decided which mint it is.
+      preview = await wallet.prepareSwapToReceive({ ...decoded, mint: wallet.mint.mintUrl, proofs: decoded.proofs.map(({ dleq: _, ...p }) => p) }, undefined, nativeOutputs);
     } catch (e) {
       throw new GatewayError(400, 'invalid_cashu_token', `The Cashu token is not valid: ${(e as Error).message}`);
     }

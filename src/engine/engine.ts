@@ -101,19 +101,13 @@ export class Engine {
   readonly #ledger: Ledger;
   readonly #wallets: CashuWallets;
   readonly #catalog: Catalog;
-  readonly #trusted: ReadonlySet<string>;
   readonly #log: Logger;
 
   constructor(deps: { ledger: Ledger; wallets: CashuWallets; catalog: Catalog; log: Logger }) {
     this.#ledger = deps.ledger;
     this.#wallets = deps.wallets;
     this.#catalog = deps.catalog;
-    this.#trusted = new Set(deps.wallets.mints);
     this.#log = deps.log;
-  }
-
-  get trustedMints(): ReadonlySet<string> {
-    return this.#trusted;
   }
 
   /**
@@ -131,7 +125,7 @@ export class Engine {
     const raw = payment.xCashu ?? payment.bearer;
     if (!raw) return { kind: 'none' };
     if (payment.xCashu !== undefined || isCashuToken(raw)) {
-      const token = inspectToken(raw, this.#trusted);
+      const token = inspectToken(raw, this.#wallets.names);
       return { kind: 'token', token, creditTo: token.hash, oneShot: payment.xCashu !== undefined, lockChangeTo: payment.lockChangeTo };
     }
     const m = SK.exec(raw);

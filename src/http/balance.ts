@@ -33,7 +33,7 @@ export function keyView(key: KeyRow) {
 
 export function balanceRoutes(app: FastifyInstance, deps: { ledger: Ledger; wallets: CashuWallets }): void {
   const { ledger, wallets } = deps;
-  const trusted = new Set(wallets.mints);
+  const trusted = wallets.names;
 
   /** The key a request names: an `sk-` key, or a Cashu token (redeemed on first sight). */
   async function keyOf(req: FastifyRequest, redeem: boolean): Promise<string> {

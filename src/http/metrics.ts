@@ -153,9 +153,11 @@ export class Metrics {
       this.upstreamSeconds.observe({ upstream: t.upstream, op: t.op, path: t.path, status: String(t.status) }, t.seconds);
     };
     subscribe(upstreamTimings.name, onUpstream);
+    // A mint reached through an alias is labelled by its public URL, as everywhere else.
+    const reached = cfg.CASHU_MINTS.map((m) => cfg.CASHU_MINT_ALIASES[m] ?? m);
     const stopFetch = onFetch((t) => {
-      const m = mintEndpoint(t.url, cfg.CASHU_MINTS);
-      if (m) this.mintSeconds.observe({ mint: m.mint, endpoint: `${t.method} ${m.endpoint}`, status: String(t.status) }, t.seconds);
+      const m = mintEndpoint(t.url, reached);
+      if (m) this.mintSeconds.observe({ mint: cfg.CASHU_MINTS[reached.indexOf(m.mint)]!, endpoint: `${t.method} ${m.endpoint}`, status: String(t.status) }, t.seconds);
     });
     app.addHook('onClose', async () => {
       unsubscribe(upstreamTimings.name, onUpstream);

@@ -182,7 +182,7 @@ export class Dvm {
    */
   async #claimToken(request: JobRequest): Promise<TokenInfo> {
     const { ledger, wallets } = this.deps;
-    const info = inspectToken(request.cashu!, new Set(wallets.mints));
+    const info = inspectToken(request.cashu!, wallets.names);
     const owner = request.event.pubkey;
     if (await ledger.claimOnce(TOKEN_OWNER, info.hash, FOREVER)) await ledger.putNote(TOKEN_OWNER, info.hash, owner, FOREVER);
     else if ((await ledger.getNote(TOKEN_OWNER, info.hash)) !== owner) {
@@ -590,7 +590,7 @@ export class Dvm {
     }
     if (!mint || proofs.length === 0) return;
     try {
-      const info = inspectToken(getEncodedToken({ mint, unit, proofs }), new Set(wallets.mints));
+      const info = inspectToken(getEncodedToken({ mint, unit, proofs }), wallets.names);
       await wallets.redeem(info, keys.jobKey(w.request.id), keys.p2pk);
     } catch (err) {
       log.warn({ nutzap: e.id, err: (err as Error).message }, 'nutzap not accepted');
