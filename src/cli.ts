@@ -180,13 +180,16 @@ const { positionals, values } = parseArgs({
   strict: false,
   options: { help: { type: 'boolean', short: 'h' }, version: { type: 'boolean' }, json: { type: 'boolean' }, invoice: { type: 'string' } },
 });
+// `cashu-gateway help [command]` is read as `--help`, as git and npm read it.
+const asked = positionals[0] === 'help';
+if (asked) positionals.shift();
 const command = positionals[0] ?? 'serve';
 if (values.version) {
   console.log(VERSION);
 } else if (!(command in HELP) || command === 'main') {
   console.error(`unknown command: ${command}\n\n${HELP.main}`);
   process.exit(2);
-} else if (values.help) {
+} else if (values.help || asked) {
   console.log(positionals.length ? HELP[command] : HELP.main);
 } else if (command === 'serve') {
   await serve(configOrExit());

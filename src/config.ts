@@ -136,6 +136,8 @@ const schema = z.object({
   MODELS_REFRESH_SECONDS: z.coerce.number().int().nonnegative().default(300),
   CLIENT_STALL_TIMEOUT_MS: z.coerce.number().int().positive().default(60_000),
   BODY_LIMIT_BYTES: z.coerce.number().int().positive().default(10 * 1024 * 1024),
+  /** One info line per request (route, status, model, msats, payment kind, latency); `false` turns them off. */
+  LOG_REQUESTS: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Requests a minute per client IP (token bucket: bursts up to this many); 0 turns the limit off. */
   RATE_LIMIT_PER_MINUTE_IP: z.coerce.number().int().nonnegative().default(1200),

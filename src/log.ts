@@ -29,8 +29,10 @@ function prettyStream(): DestinationStream | undefined {
   return pretty({ sync: true, colorize: Boolean(process.stdout.isTTY), translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,service' });
 }
 
-export function createLogger(level: string): Logger {
+/** `to`: where JSON lines go instead of standard output (a test reading what an operator would). */
+export function createLogger(level: string, to?: DestinationStream): Logger {
   const opts = { level, redact: { paths: REDACT, censor: '[redacted]' }, base: { service: 'cashu-gateway' } };
+  if (to) return pino(opts, to);
   const pretty = prettyStream();
   return pretty ? pino(opts, pretty) : pino(opts);
 }

@@ -176,6 +176,12 @@ export function isOwnBug(reason: unknown): boolean {
   return !top.includes('/node_modules/') && !top.includes('node:');
 }
 
+const LISTEN_FIX: Record<string, string> = {
+  EADDRINUSE: 'is already in use: stop the other process there, or set PORT to a free port',
+  EACCES: 'is not allowed for this user: set PORT to 1024 or above',
+  EADDRNOTAVAIL: 'is not an address of this machine: set HOST to one (0.0.0.0 for every interface)',
+};
+
 export async function serve(cfg: Config): Promise<void> {
   // Installed before anything connects to a peer: relays are dialled while the gateway is built.
   const log = createLogger(cfg.LOG_LEVEL);
@@ -194,8 +200,20 @@ export async function serve(cfg: Config): Promise<void> {
     for (const p of e.problems) console.error(`config: ${p}`);
     process.exit(2);
   }
-  await gw.app.listen({ port: cfg.PORT, host: cfg.HOST });
-  gw.log.info({ mints: cfg.CASHU_MINTS, upstream: cfg.UPSTREAM_BASE_URL, models: gw.catalog.list().length }, 'gateway ready');
+  try {
+    await gw.app.listen({ port: cfg.PORT, host: cfg.HOST });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'EADDRINUSE' && code !== 'EACCES' && code !== 'EADDRNOTAVAIL') throw e;
+    console.error(`listen: ${cfg.HOST}:${cfg.PORT} ${LISTEN_FIX[code]}`);
+    await gw.close();
+    process.exit(2);
+  }
+  const models = gw.catalog.list().length;
+  gw.log.info({ mints: cfg.CASHU_MINTS, upstream: cfg.UPSTREAM_BASE_URL, models }, 'gateway ready');
+  // Said again after "ready", where a first-time operator looks: why nothing will answer.
+  for (const p of gw.catalog.problems()) gw.log.warn(p);
+  if (models === 0 && gw.catalog.problems().length === 0) gw.log.warn('no models to serve: the upstream lists none; pull one there, or name them in MODELS or MODEL_PRICES');
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     process.once(sig, () => {
       gw.log.info({ signal: sig }, 'shutting down');

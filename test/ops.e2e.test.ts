@@ -145,7 +145,7 @@ describe('/health and /ready', () => {
     expect(await health.json()).toEqual({ status: 'ok' });
   });
 
-  it('is not ready without models, and says why', async () => {
+  it('is not ready without models, and says why: the upstream it cannot reach', async () => {
     // An upstream nobody listens on, and no configured models.
     const dead = `http://127.0.0.1:${await freePort()}/v1`;
     const gw = await gateway({ UPSTREAM_BASE_URL: dead, MODEL_PRICES: '{}' });
@@ -154,7 +154,8 @@ describe('/health and /ready', () => {
     const body = (await ready.json()) as { status: string; reasons: string[] };
     expect(body.status).toBe('unavailable');
     expect(body.reasons).toHaveLength(1);
-    expect(body.reasons[0]).toMatch(/^no models/);
+    // The cause, not the symptom: which upstream, and the setting that points at it.
+    expect(body.reasons[0]).toBe(`upstream ${dead} is unreachable (connect ECONNREFUSED ${dead.slice(7, -3)}): start it, or set UPSTREAM_BASE_URL to a running OpenAI-compatible API (and UPSTREAM_API_KEY if it needs one)`);
     expect((await fetch(`${gw.url}/health`)).status).toBe(200);
     const m = await scrape(gw.url);
     expect(series(m, 'gateway_models')).toBe(0);

@@ -86,6 +86,8 @@ export class CashuWallets {
   /** x-only keys other doors lock ecash to: a redemption without that door's key refuses such proofs. */
   readonly #doorLocks = new Set<string>();
   readonly #loadedAt = new Map<string, number>();
+  /** Mints whose keys could not be loaded, so their return can be logged. */
+  readonly #unreachable = new Set<string>();
   /** Proofs of each small denomination to keep on hand, so change needs no swap (0: no float). */
   readonly #changeFloat: number;
   /** How soon after locked proofs arrive they are redeemed (0: only by the periodic sweep). */
@@ -182,8 +184,11 @@ export class CashuWallets {
 
   async #walletOr503(mint: string, unit: Unit): Promise<Wallet> {
     try {
-      return await this.wallet(mint, unit);
+      const w = await this.wallet(mint, unit);
+      if (this.#unreachable.delete(mint)) this.#log.info({ mint }, 'mint reachable again');
+      return w;
     } catch (e) {
+      this.#unreachable.add(mint);
       this.#log.warn({ mint, err: (e as Error).message }, 'mint unreachable');
       throw mintUnreachable();
     }
@@ -246,7 +251,10 @@ export class CashuWallets {
       if (outcome === 'replayed') {
         throw new GatewayError(400, 'cashu_token_already_spent', 'This Cashu token has already been spent.');
       }
-      if (outcome === 'accepted') this.#sweepSoon();
+      if (outcome === 'accepted') {
+        this.#log.info({ mint: info.mint, unit: info.unit, msats: sum(proofs) * MSATS_PER[info.unit], key: keyHash.slice(0, 8), locked: true }, 'credited a token');
+        this.#sweepSoon();
+      }
       const t = (await this.#ledger.getToken(info.hash))!;
       return this.#fromExisting(info, keyHash, t.keyHash, t.opId, t.state, retry);
     }
@@ -312,6 +320,7 @@ export class CashuWallets {
       creditMsats: sum(proofs) * MSATS_PER[info.unit],
     });
     crashPoint('redeem:after-commit');
+    this.#log.info({ mint: info.mint, unit: info.unit, msats: sum(proofs) * MSATS_PER[info.unit], key: keyHash.slice(0, 8) }, 'credited a token');
     return key;
   }
 
@@ -375,8 +384,11 @@ export class CashuWallets {
         if (latest) return latest;
         throw new GatewayError(400, 'balance_too_low', 'There is no balance to refund on this key.');
       }
-      case 'started':
-        return this.#payRefund(r.refund, r.inputs, lockTo);
+      case 'started': {
+        const paid = await this.#payRefund(r.refund, r.inputs, lockTo);
+        this.#log.info({ mint: paid.mint, unit: paid.unit, msats: paid.msats, key: keyHash.slice(0, 8), state: paid.state }, retry ? 'refunded a balance' : 'paid change');
+        return paid;
+      }
     }
   }
 

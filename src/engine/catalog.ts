@@ -25,6 +25,8 @@ export class Catalog {
   #models = new Map<string, ModelEntry>();
   /** Prices the operator set at run time (admin API); they outlive model-list refreshes, not restarts. */
   readonly #overrides = new Map<string, { promptRate: number; completionRate: number }>();
+  /** Upstreams whose model list could not be read at the last refresh, with what to do about it. */
+  readonly #down = new Map<NamedUpstream, string>();
   #refreshing: Promise<void> | undefined;
   #loadedAt = 0;
   #timer: NodeJS.Timeout | undefined;
@@ -100,6 +102,11 @@ export class Catalog {
     this.#models = models;
   }
 
+  /** Why some models may be missing: each upstream whose list could not be read, and the fix. */
+  problems(): string[] {
+    return [...this.#down.values()];
+  }
+
   get(id: string): ModelEntry | undefined {
     return this.#models.get(id);
   }
@@ -121,10 +128,19 @@ export class Catalog {
       this.#upstreams.map((u) =>
         u.models
           ? Promise.resolve([] as UpstreamModel[])
-          : u.client.models().catch((e: Error) => {
-              this.#log.warn({ upstream: u.name, err: e.message }, 'could not list upstream models');
-              return [] as UpstreamModel[];
-            }),
+          : u.client.models().then(
+              (models) => {
+                if (this.#down.delete(u)) this.#log.info({ upstream: u.name, url: u.client.baseUrl, models: models.length }, 'upstream reachable again');
+                return models;
+              },
+              (e: Error) => {
+                const problem = upstreamProblem(u, e, this.#upstreams.length === 1 && u.name === 'default');
+                // Said once per outage, not on every refresh.
+                if (!this.#down.has(u)) this.#log.warn({ upstream: u.name, url: u.client.baseUrl, err: errorOf(e) }, problem);
+                this.#down.set(u, problem);
+                return [] as UpstreamModel[];
+              },
+            ),
       ),
     )
       .then((listed) => {
@@ -148,4 +164,24 @@ export class Catalog {
   stop(): void {
     clearInterval(this.#timer);
   }
+}
+
+function errorOf(e: Error): string {
+  const code = (e as { code?: string }).code;
+  return code && !e.message.includes(code) ? `${e.message} (${code})` : e.message;
+}
+
+/** One line an operator can act on: which upstream, what went wrong, which setting to change. */
+function upstreamProblem(u: NamedUpstream, e: Error, fromEnv: boolean): string {
+  const where = fromEnv ? 'UPSTREAM_BASE_URL' : `base_url of upstream ${u.name} in UPSTREAMS_FILE`;
+  const key = fromEnv ? 'UPSTREAM_API_KEY' : `its api_key`;
+  const status = /answered (\d{3})/.exec(e.message)?.[1];
+  const what = status ? `answered ${status} to GET /models` : `is unreachable (${errorOf(e)})`;
+  const fix =
+    status === '401' || status === '403'
+      ? `set ${key} to a key it accepts`
+      : status
+        ? `check that ${where} is its OpenAI-compatible base URL, API prefix included (e.g. https://api.openai.com/v1)`
+        : `start it, or set ${where} to a running OpenAI-compatible API (and ${key} if it needs one)`;
+  return `upstream ${u.client.baseUrl} ${what}: ${fix}`;
 }

@@ -140,7 +140,7 @@ export class Engine {
   async job(format: WireFormat, raw: unknown, payer: Payer, headers?: ClientHeaders): Promise<Job> {
     const request = format.parse(raw, headers);
     const model = await this.#catalog.find(request.model);
-    if (!model) throw new GatewayError(404, 'model_not_found', `The model '${request.model}' does not exist or is not served here.`);
+    if (!model) throw this.#notServed(request.model);
     const { estimate } = request;
     refuseOversized(estimate, model);
     const maxCompletion = completionLimit(estimate.requestedCompletionTokens, model.price);
@@ -190,9 +190,26 @@ export class Engine {
       if (!(await this.#ledger.getKey(payer.creditTo))) await this.#wallets.redeem(payer.token, payer.creditTo);
     }
     const m = await this.#catalog.find(model);
-    if (!m) throw new GatewayError(404, 'model_not_found', `The model '${model}' does not exist or is not served here.`);
+    if (!m) throw this.#notServed(model);
     refuseOversized(estimate, m);
     return estimate.extraTokens + (await countPieces(estimate.text));
+  }
+
+  /**
+   * The code clients know (Routstr's and OpenAI's), with the reason when it is an outage: a model
+   * missing because its upstream is down is not the client's mistake.
+   */
+  #notServed(model: string): GatewayError {
+    const down = this.#catalog.problems().length;
+    if (down === 0) return new GatewayError(404, 'model_not_found', `The model '${model}' does not exist or is not served here.`);
+    // Which upstream, and the setting to fix, are the operator's business: /ready says them.
+    const which = down === 1 ? 'the upstream' : `${down} of its upstreams`;
+    return new GatewayError(
+      404,
+      'model_not_found',
+      `The model '${model}' is not served here now: the gateway cannot reach ${which}, so the models there are unknown. GET /ready names what to fix.`,
+      { extra: { reason: 'upstream_unreachable' } },
+    );
   }
 
   async #admitKey(keyHash: string): Promise<void> {

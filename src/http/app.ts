@@ -12,6 +12,7 @@ import { completionRoutes } from './completions.ts';
 import { healthRoutes } from './health.ts';
 import { infoRoutes } from './info.ts';
 import { lightningRoutes } from './lightning.ts';
+import { accessLog } from './access-log.ts';
 import { adminRoutes } from './admin.ts';
 import { Metrics } from './metrics.ts';
 import { rateLimit } from './rate-limit.ts';
@@ -55,6 +56,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     // Per-request lines cost time on the hot path; errors are logged where they happen.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: deps.cfg.BODY_LIMIT_BYTES,
+    // Routstr (FastAPI) answers /v1/models and /v1/models/ alike; clients built against it use either.
+    routerOptions: { ignoreTrailingSlash: true },
     serverFactory: (handler) => createServer({ maxHeaderSize: MAX_HEADER_BYTES, ...serverTimeouts(deps.cfg) }, handler),
     requestTimeout: 0,
     trustProxy: trustProxy(deps.cfg.TRUST_PROXY),
@@ -86,6 +89,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
 
   // Metrics first: their hook must see requests the rate limit turns away.
   metrics.attach(app);
+  const access = accessLog(app, deps.log, deps.cfg.LOG_REQUESTS);
   rateLimit(app, { perMinuteIp: deps.cfg.RATE_LIMIT_PER_MINUTE_IP, perMinuteKey: deps.cfg.RATE_LIMIT_PER_MINUTE_KEY });
   healthRoutes(app, deps);
   infoRoutes(app, deps);
@@ -93,6 +97,6 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   lightningRoutes(app, deps);
   adminRoutes(app, deps);
   app.decorateRequest('payer', null);
-  completionRoutes(app, { engine: deps.engine, bodyLimit: deps.cfg.BODY_LIMIT_BYTES, stallMs: deps.cfg.CLIENT_STALL_TIMEOUT_MS, metrics });
+  completionRoutes(app, { engine: deps.engine, bodyLimit: deps.cfg.BODY_LIMIT_BYTES, stallMs: deps.cfg.CLIENT_STALL_TIMEOUT_MS, metrics, access });
   return app;
 }

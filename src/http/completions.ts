@@ -6,6 +6,7 @@ import type { WireFormat } from '../engine/format.ts';
 import { chatFormat, completionFormat, embeddingFormat } from '../formats/chat.ts';
 import { countTokensEstimate, messagesFormat } from '../formats/messages.ts';
 import { responsesFormat } from '../formats/responses.ts';
+import type { AccessLogger } from './access-log.ts';
 import type { Metrics } from './metrics.ts';
 import { paymentOf } from './payment.ts';
 
@@ -42,6 +43,8 @@ export interface CompletionDeps {
   /** A client that stops reading a stream for this long is treated as gone. */
   stallMs: number;
   metrics?: Metrics | undefined;
+  /** Logs a hijacked (streamed) request's line, which onResponse never sees. */
+  access?: AccessLogger | undefined;
 }
 
 function sseSink(deps: CompletionDeps, reply: FastifyReply, ac: AbortController): StreamSink {
@@ -49,6 +52,7 @@ function sseSink(deps: CompletionDeps, reply: FastifyReply, ac: AbortController)
   return {
     open: () => {
       reply.hijack();
+      reply.request.streamed = true;
       deps.metrics?.streamOpened(reply);
       raw.writeHead(200, {
         'content-type': 'text/event-stream; charset=utf-8',
@@ -107,13 +111,15 @@ export function formatHandler(deps: CompletionDeps, format: WireFormat) {
     const sink = job.stream ? sseSink(deps, reply, ac) : undefined;
     try {
       const out = await deps.engine.run(job, payer, { signal: ac.signal, sink });
-      if (job.stream) return;
+      req.chargedMsats = out.receipt.cost.totalMsats;
+      if (job.stream) return deps.access?.(req, reply, reply.raw.statusCode);
       costHeaders(reply, out.receipt);
       return reply.send(out.body);
     } catch (e) {
       if (!reply.raw.headersSent) throw e;
       req.log.error({ err: (e as Error).message }, 'stream failed after it started');
       reply.raw.destroy();
+      deps.access?.(req, reply, reply.raw.statusCode);
     }
   };
 }

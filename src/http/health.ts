@@ -34,7 +34,9 @@ export function healthRoutes(app: FastifyInstance, deps: { ledger: Ledger; catal
     const ledger = await ledgerProblem(deps.ledger);
     if (ledger) problems.push(ledger);
     const models = deps.catalog.list().length;
-    if (models === 0) problems.push('no models: the upstream listed none and none are configured (MODELS, MODEL_PRICES)');
+    const upstreams = deps.catalog.problems();
+    problems.push(...upstreams);
+    if (models === 0 && upstreams.length === 0) problems.push('no models: the upstream listed none and none are configured (MODELS, MODEL_PRICES)');
     reply.header('cache-control', 'no-store');
     if (problems.length) return reply.code(503).send({ status: 'unavailable', reasons: problems });
     return { status: 'ready', models };

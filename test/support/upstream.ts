@@ -76,9 +76,10 @@ export class FakeUpstream {
   readonly authorizations: Array<string | undefined> = [];
   #server: Server | undefined;
 
-  async start(): Promise<string> {
+  /** `at`: a given port, to stand for an upstream that comes back where it was. */
+  async start(at = 0): Promise<string> {
     this.#server = createServer((req, res) => void this.#handle(req, res));
-    await new Promise<void>((r) => this.#server!.listen(0, '127.0.0.1', r));
+    await new Promise<void>((r) => this.#server!.listen(at, '127.0.0.1', r));
     const { port } = this.#server.address() as { port: number };
     this.url = `http://127.0.0.1:${port}/v1`;
     return this.url;
