@@ -9,6 +9,7 @@ import { FakeUpstream } from './support/upstream.ts';
 import { expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
 import { mintToken, proofStates } from './support/cashu.ts';
 import { freePort } from './support/ports.ts';
+import { CountingProxy } from './support/counting-proxy.ts';
 import { createLogger } from '../src/log.ts';
 
 const mintUrl = inject('mintUrl');
@@ -166,6 +167,40 @@ describe('an upstream that is down at start-up', () => {
     expect(out.lines().filter((l) => l.msg === 'upstream reachable again')).toEqual([expect.objectContaining({ level: 30, url: `http://127.0.0.1:${port}/v1`, models: 3 })]);
     const ready = await fetch(`${gw.url}/ready`);
     expect(await ready.json()).toEqual({ status: 'ready', models: 3 });
+  });
+});
+
+describe('a mint that goes away and comes back', () => {
+  it('is logged once when it goes, once when it is back; the requests in between are refused unspent', async () => {
+    const upstream = new FakeUpstream();
+    await upstream.start();
+    const proxy = new CountingProxy(mintUrl);
+    await proxy.start();
+    const out = captured();
+    const gw = await startGateway(mintUrl, upstream, { LOG_LEVEL: 'info', CASHU_MINT_ALIASES: `${mintUrl}=${proxy.url}` }, { log: out.log });
+    try {
+      expect((await chat(gw.url, { authorization: `Bearer ${await mintToken(mintUrl, 10)}` })).status).toBe(200);
+      await proxy.stop();
+      const refused = [await mintToken(mintUrl, 10), await mintToken(mintUrl, 10)];
+      for (const t of refused) {
+        const r = await chat(gw.url, { authorization: `Bearer ${t}` });
+        expect(r.status).toBe(503);
+        expect(JSON.parse(r.text).error.code).toBe('cashu_mint_unreachable');
+        expect(await proofStates(mintUrl, t)).toEqual(['UNSPENT', 'UNSPENT']);
+      }
+      await proxy.start(Number(new URL(proxy.url).port));
+      expect((await chat(gw.url, { authorization: `Bearer ${await mintToken(mintUrl, 10)}` })).status).toBe(200);
+      const events = out.lines().filter((l) => l.msg === 'mint unreachable' || l.msg === 'mint reachable again');
+      expect(events.map((l) => [l.level, l.msg, l.mint])).toEqual([
+        [40, 'mint unreachable', mintUrl],
+        [30, 'mint reachable again', mintUrl],
+      ]);
+      await expectMoneyConserved(gw);
+    } finally {
+      await gw.close();
+      await proxy.stop();
+      await upstream.stop();
+    }
   });
 });
 

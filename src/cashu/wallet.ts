@@ -184,14 +184,22 @@ export class CashuWallets {
 
   async #walletOr503(mint: string, unit: Unit): Promise<Wallet> {
     try {
-      const w = await this.wallet(mint, unit);
-      if (this.#unreachable.delete(mint)) this.#log.info({ mint }, 'mint reachable again');
-      return w;
+      return await this.wallet(mint, unit);
     } catch (e) {
-      this.#unreachable.add(mint);
-      this.#log.warn({ mint, err: (e as Error).message }, 'mint unreachable');
+      this.#mintDown(mint, e);
       throw mintUnreachable();
     }
+  }
+
+  /** An outage is logged when it starts and when it ends, not on every request it fails. */
+  #mintDown(mint: string, e: unknown): void {
+    if (this.#unreachable.has(mint)) return;
+    this.#unreachable.add(mint);
+    this.#log.warn({ mint, err: (e as Error).message }, 'mint unreachable');
+  }
+
+  #mintUp(mint: string): void {
+    if (this.#unreachable.delete(mint)) this.#log.info({ mint }, 'mint reachable again');
   }
 
   /**
@@ -292,6 +300,7 @@ export class CashuWallets {
       // Our key signs inputs locked to it; it is ignored for ordinary proofs.
       keep = (await wallet.completeSwap(preview, door ? [door.privkey, this.p2pk.privkey] : this.p2pk.privkey)).keep;
       crashPoint('redeem:after-swap');
+      this.#mintUp(info.mint);
     } catch (e) {
       if (isMintOperationError(e)) {
         await this.#ledger.abandonRedemption(info.hash, opId);
@@ -303,6 +312,7 @@ export class CashuWallets {
       }
       if (neverSent(e)) {
         await this.#ledger.abandonRedemption(info.hash, opId);
+        this.#mintDown(info.mint, e);
         throw mintUnreachable();
       }
       // The swap may have happened, or may still happen, with its answer lost.
@@ -615,6 +625,7 @@ export class CashuWallets {
       crashPoint('refund:before-swap');
       const { send, keep } = await wallet.completeSwap(preview, this.p2pk.privkey);
       crashPoint('refund:after-swap');
+      this.#mintUp(mint);
       const token = getEncodedToken({ mint, unit, proofs: send });
       // cashu-ts hands back the proofs it left out of the swap among `keep`; they are stored already.
       const unselected = new Set((preview.unselectedProofs ?? []).map((p) => p.secret));
@@ -634,6 +645,7 @@ export class CashuWallets {
       }
       if (neverSent(e)) {
         await this.#ledger.abandonRefund(opId);
+        this.#mintDown(mint, e);
         throw mintUnreachable();
       }
       const outcome = await this.#recover(opId, false);

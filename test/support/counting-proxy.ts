@@ -17,7 +17,8 @@ export class CountingProxy {
     this.target = target;
   }
 
-  async start(): Promise<string> {
+  /** `at`: a given port, to stand for a mint that comes back where it was. */
+  async start(at = 0): Promise<string> {
     const target = new URL(this.target);
     this.#server = createServer(async (req, res) => {
       this.calls.push(`${req.method} ${req.url}`);
@@ -35,7 +36,7 @@ export class CountingProxy {
       up.on('error', () => res.destroy());
       up.end(Buffer.concat(body));
     });
-    await new Promise<void>((r) => this.#server!.listen(0, '127.0.0.1', r));
+    await new Promise<void>((r) => this.#server!.listen(at, '127.0.0.1', r));
     this.url = `http://127.0.0.1:${(this.#server.address() as { port: number }).port}`;
     return this.url;
   }
