@@ -176,7 +176,7 @@ export function isOwnBug(reason: unknown): boolean {
   return !top.includes('/node_modules/') && !top.includes('node:');
 }
 
-const LISTEN_FIX: Record<string, string> = {
+const LISTEN_FIX: Partial<Record<string, string>> = {
   EADDRINUSE: 'is already in use: stop the other process there, or set PORT to a free port',
   EACCES: 'is not allowed for this user: set PORT to 1024 or above',
   EADDRNOTAVAIL: 'is not an address of this machine: set HOST to one (0.0.0.0 for every interface)',
@@ -203,9 +203,9 @@ export async function serve(cfg: Config): Promise<void> {
   try {
     await gw.app.listen({ port: cfg.PORT, host: cfg.HOST });
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code !== 'EADDRINUSE' && code !== 'EACCES' && code !== 'EADDRNOTAVAIL') throw e;
-    console.error(`listen: ${cfg.HOST}:${cfg.PORT} ${LISTEN_FIX[code]}`);
+    const fix = LISTEN_FIX[(e as NodeJS.ErrnoException).code ?? ''];
+    if (!fix) throw e;
+    console.error(`listen: ${cfg.HOST}:${cfg.PORT} ${fix}`);
     await gw.close();
     process.exit(2);
   }

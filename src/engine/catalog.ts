@@ -134,7 +134,9 @@ export class Catalog {
                 return models;
               },
               (e: Error) => {
-                const problem = upstreamProblem(u, e, this.#upstreams.length === 1 && u.name === 'default');
+                // UPSTREAM_BASE_URL's upstream is the only one, or goes first in front of the file's ('env').
+                const fromEnv = !this.#cfg.UPSTREAMS_FILE || (u === this.#upstreams[0] && u.name === 'env');
+                const problem = upstreamProblem(u, e, fromEnv);
                 // Said once per outage, not on every refresh.
                 if (!this.#down.has(u)) this.#log.warn({ upstream: u.name, url: u.client.baseUrl, err: errorOf(e) }, problem);
                 this.#down.set(u, problem);
