@@ -61,8 +61,9 @@ Exits 1 when the upstream cannot be listed (the configured models are still prin
 Checks what the gateway depends on, with the configuration from the environment and .env:
   - the configuration itself;
   - each upstream (UPSTREAMS_FILE, else UPSTREAM_BASE_URL with UPSTREAM_API_KEY): GET /models;
-  - each mint in CASHU_MINTS: /v1/info and /v1/keysets (an active sat or msat keyset), and whether it
-    supports NUT-11/12 (locked payments) and NUT-07/09 (crash recovery);
+  - each mint in CASHU_MINTS, at its internal URL when CASHU_MINT_ALIASES gives one: /v1/info
+    and /v1/keysets (an active sat or msat keyset), and whether it supports NUT-11/12 (locked
+    payments) and NUT-07/09 (crash recovery);
   - the database at DATABASE_URL: opened, schema created or migrated, and read;
   - each Nostr relay in RELAYS, when set: a WebSocket connection.
 Prints a table of what works and what does not, then the fix for each problem. Progress goes to

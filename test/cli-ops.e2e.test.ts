@@ -82,6 +82,15 @@ describe('cashu-gateway doctor', () => {
     expect(r.status).toBe(0);
   });
 
+  it('checks an aliased mint where the gateway reaches it, not at the URL wallets use', async () => {
+    // The public name resolves nowhere here, as http://localhost:3338 means nothing inside Docker.
+    const r = await cli({ ...good, CASHU_MINTS: 'http://wallets.invalid:3338', CASHU_MINT_ALIASES: `http://wallets.invalid:3338=${mintUrl}` }, 'doctor');
+    expect(r.stderr).toContain(`checking the mint at ${mintUrl}…`);
+    expect(row(r.stdout, `mint ${mintUrl}`)[1]).toBe('ok');
+    expect(r.stdout).not.toContain('wallets.invalid');
+    expect(r.status).toBe(0);
+  });
+
   it('reports each broken part with its fix, and exits 1', async () => {
     const closed = await freePort();
     const broken = {
