@@ -68,10 +68,13 @@ describe('the operator log: a line per request, credits and refunds, never a sec
     const refund = await fetch(`${gw.url}/v1/balance/refund`, { method: 'POST', headers: { authorization: `Bearer ${key}` } });
     expect(refund.status).toBe(200);
     const refundToken = ((await refund.json()) as { token: string }).token;
+    expect((await chat(gw.url, {})).status).toBe(402);
 
     const lines = out.lines();
     const requests = lines.filter((l) => l.msg === 'request' && l.route === '/v1/chat/completions');
-    expect(requests).toHaveLength(3);
+    expect(requests).toHaveLength(4);
+    expect(requests[3]).toMatchObject({ status: 402, payment: 'none' });
+    expect(requests[3]!.msats).toBeUndefined();
     expect(requests[0]).toMatchObject({ level: 30, method: 'POST', status: 200, model: 'gpt-test', msats: charged, payment: 'token', key: sha256(token).slice(0, 8) });
     expect(requests[1]).toMatchObject({ status: 200, model: 'gpt-test', payment: 'key', key: sha256(token).slice(0, 8) });
     expect(requests[1]!.msats).toBeGreaterThan(0);
@@ -83,7 +86,9 @@ describe('the operator log: a line per request, credits and refunds, never a sec
     expect(lines.filter((l) => l.msg === 'credited a token').map((l) => l.msats)).toEqual([50_000, 20_000]);
     expect(lines.find((l) => l.msg === 'paid change')).toMatchObject({ unit: 'sat', key: sha256(oneShot).slice(0, 8) });
     expect(lines.find((l) => l.msg === 'refunded a balance')).toMatchObject({ mint: mintUrl, unit: 'sat', key: sha256(token).slice(0, 8) });
-    expect(lines.find((l) => l.msg === 'request' && l.route === '/v1/balance/refund')).toMatchObject({ method: 'POST', status: 200 });
+    const refunded = lines.find((l) => l.msg === 'request' && l.route === '/v1/balance/refund')!;
+    expect(refunded).toMatchObject({ method: 'POST', status: 200 });
+    expect(refunded.payment).toBeUndefined();
 
     const all = out.raw.join('');
     for (const secret of [token, oneShot, refundToken, sha256(token), sha256(oneShot), UPSTREAM_KEY, x.headers.get('x-cashu')!]) {

@@ -11,9 +11,13 @@ declare module 'fastify' {
   }
 }
 
-/** Who paid, as the access line says it: never the token or the key, at most 8 characters of its hash. */
-function payment(payer: Payer | null): { payment: string; key?: string } {
-  if (!payer || payer.kind === 'none' || payer.kind === 'free') return { payment: payer?.kind ?? 'none' };
+/**
+ * Who paid, as the access line says it: never the token or the key, at most 8 characters of its
+ * hash. Only the paid routes read a payer; other lines say nothing of one.
+ */
+function payment(payer: Payer | null): { payment?: string; key?: string } {
+  if (!payer) return {};
+  if (payer.kind === 'none' || payer.kind === 'free') return { payment: payer.kind };
   const key = (payer.kind === 'token' ? payer.creditTo : payer.keyHash).slice(0, 8);
   if (payer.oneShot) return { payment: 'x-cashu', key };
   return { payment: payer.kind === 'token' ? 'token' : 'key', key };
