@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { normalizeMintUrl } from '@cashu/cashu-ts';
 
@@ -37,15 +38,25 @@ export const httpUrl = z
   .url({ protocol: /^https?$/ })
   .refine((u) => !/^[a-z]+:\/\/[^/]*@/i.test(u), 'no user:password in the URL; put the key in UPSTREAM_API_KEY or api_key');
 
+export const DEFAULT_UPSTREAM_BASE_URL = 'http://127.0.0.1:11434/v1';
+
 const schema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(8000),
   HOST: z.string().min(1).default('0.0.0.0'),
   NAME: z.string().min(1).default('Cashu AI Gateway'),
   DESCRIPTION: z.string().default('OpenAI-compatible API paid per request with Cashu ecash'),
-  UPSTREAM_BASE_URL: httpUrl.default('http://127.0.0.1:11434/v1'),
+  UPSTREAM_BASE_URL: httpUrl.default(DEFAULT_UPSTREAM_BASE_URL),
   UPSTREAM_API_KEY: z.string().default(''),
   /** JSON or YAML file listing several upstreams with their models and price rules. */
   UPSTREAMS_FILE: z.string().min(1).optional(),
+  /** A GGUF file served in this process by llama.cpp (see src/upstream/local.ts). */
+  LOCAL_MODEL: z.string().regex(/\.gguf$/i, 'a path to a .gguf file').optional(),
+  /** The id it is announced and asked for by (default: from the file name). */
+  LOCAL_MODEL_NAME: z.string().min(1).optional(),
+  /** Half the cores: more threads than free cores makes llama.cpp's threads wait on each other. */
+  LOCAL_MODEL_THREADS: z.coerce.number().int().positive().default(() => Math.max(1, Math.floor(availableParallelism() / 2))),
+  LOCAL_MODEL_CONTEXT: z.coerce.number().int().min(256).default(4096),
+  LOCAL_MODEL_PARALLEL: z.coerce.number().int().positive().max(64).default(2),
   UPSTREAM_HEADERS_TIMEOUT_MS: z.coerce.number().int().positive().default(120_000),
   UPSTREAM_BODY_TIMEOUT_MS: z.coerce.number().int().positive().default(300_000),
   UPSTREAM_CONNECTIONS: z.coerce.number().int().positive().default(1024),

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
-import type { Upstream, UpstreamModel } from '../upstream/client.ts';
+import type { UpstreamClient, UpstreamModel } from '../upstream/client.ts';
 import type { NamedUpstream } from '../upstream/upstreams.ts';
 import type { Price } from './pricing.ts';
 
@@ -10,7 +10,7 @@ export interface ModelEntry {
   ownedBy: string;
   price: Price;
   /** Who serves it, in the order they are tried. */
-  upstreams: Upstream[];
+  upstreams: UpstreamClient[];
 }
 
 /**
@@ -69,6 +69,12 @@ export class Catalog {
     };
   }
 
+  /** The context an upstream knows for certain, unless the operator set one. */
+  #listedContext(price: Price, id: string, meta: UpstreamModel | undefined): Price {
+    if (!meta?.contextLength || this.#cfg.MODEL_PRICES[id]?.context_length) return price;
+    return { ...price, contextLength: meta.contextLength };
+  }
+
   /** `listed[i]` is what upstream i's /models said (empty if it could not be asked). */
   #build(listed: UpstreamModel[][]): void {
     const served = new Map<string, { meta?: UpstreamModel; by: NamedUpstream[] }>();
@@ -83,7 +89,7 @@ export class Catalog {
       else for (const m of listed[i] ?? []) serve(m.id, u, m);
     });
     // Models named only in the configuration go to every upstream that is not limited to a list.
-    const open = this.#upstreams.filter((u) => !u.models);
+    const open = this.#upstreams.filter((u) => !u.models && !u.exclusive);
     for (const id of [...this.#cfg.MODELS, ...Object.keys(this.#cfg.MODEL_PRICES)]) {
       if (!served.has(id)) for (const u of open) serve(id, u);
     }
@@ -95,7 +101,7 @@ export class Catalog {
         id,
         created: meta?.created ?? now,
         ownedBy: meta?.owned_by ?? by[0]!.name,
-        price: this.priceOf(id, by),
+        price: this.#listedContext(this.priceOf(id, by), id, meta),
         upstreams: by.map((u) => u.client),
       });
     }

@@ -1,12 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import type { Dispatcher } from 'undici';
 import type { Logger } from 'pino';
 import type { CashuWallets } from '../cashu/wallet.ts';
 import { paymentRequest } from '../cashu/payment-request.ts';
 import { inspectToken, isCashuToken, type TokenInfo } from '../cashu/token.ts';
 import type { Ledger } from '../ledger/ledger.ts';
 import { SseSplitter, eventData, eventName } from '../upstream/sse.ts';
-import type { Upstream } from '../upstream/client.ts';
+import type { UpstreamClient, UpstreamResponse } from '../upstream/client.ts';
 import type { Catalog, ModelEntry } from './catalog.ts';
 import { GatewayError } from './errors.ts';
 import type { Bill, ClientHeaders, Estimate, Exchange, Metered, ParsedRequest, WireFormat } from './format.ts';
@@ -76,7 +75,7 @@ export interface Outcome {
   receipt: Receipt;
 }
 
-type Route = Array<{ upstream: Upstream; exchange: Exchange }>;
+type Route = Array<{ upstream: UpstreamClient; exchange: Exchange }>;
 
 /** A reservation held for a job. */
 interface Hold {
@@ -361,7 +360,7 @@ export class Engine {
    * a 429 or a refusal of the operator's key: all before the first byte reaches the client, so
    * failover is invisible to it.
    */
-  async #call(route: Route, hold: Hold | null, signal: AbortSignal | undefined): Promise<{ res: Dispatcher.ResponseData; exchange: Exchange }> {
+  async #call(route: Route, hold: Hold | null, signal: AbortSignal | undefined): Promise<{ res: UpstreamResponse; exchange: Exchange }> {
     let failure: GatewayError | undefined;
     for (const { upstream, exchange } of route) {
       if (signal?.aborted) break;
@@ -483,7 +482,7 @@ function refuseOversized(estimate: Estimate, model: ModelEntry): void {
 }
 
 /** Reads a body as text up to `max` bytes; a larger one is refused. */
-async function readText(body: Dispatcher.ResponseData['body'], max: number): Promise<string> {
+async function readText(body: UpstreamResponse['body'], max: number): Promise<string> {
   const chunks: Buffer[] = [];
   let n = 0;
   for await (const c of body) {

@@ -24,13 +24,36 @@ export interface UpstreamModel {
   id: string;
   created?: number;
   owned_by?: string;
+  /** A context length the upstream knows for certain (the embedded model's); HTTP upstreams leave it unset. */
+  contextLength?: number;
+}
+
+/** An upstream's answer: the status, and a body read as a stream of bytes. */
+export interface UpstreamResponse {
+  statusCode: number;
+  body: AsyncIterable<Uint8Array> & { destroy(): void };
+}
+
+/**
+ * What the engine needs of an upstream: the HTTP pool below, or a model run in this process
+ * (./local.ts), which answers the same requests with the same bytes.
+ */
+export interface UpstreamClient {
+  readonly kind: UpstreamKind;
+  readonly allowedParameters: ReadonlySet<string>;
+  /** Names the upstream in logs and metrics: never credentials. */
+  readonly baseUrl: string;
+  redact(text: string): string;
+  post(path: string, body: string, signal?: AbortSignal, extra?: Record<string, string>): Promise<UpstreamResponse>;
+  models(): Promise<UpstreamModel[]>;
+  close(): Promise<void>;
 }
 
 /**
  * One keep-alive connection pool per upstream, created at start-up. An SSE stream holds its
  * connection for its whole life, so the pool is sized for many concurrent streams.
  */
-export class Upstream {
+export class Upstream implements UpstreamClient {
   readonly #pool: Pool;
   readonly #prefix: string;
   readonly #headers: Record<string, string>;

@@ -1,8 +1,9 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { ConfigError, httpUrl, type Config } from '../config.ts';
-import { Upstream } from './client.ts';
+import { ConfigError, DEFAULT_UPSTREAM_BASE_URL, httpUrl, type Config } from '../config.ts';
+import { Upstream, type UpstreamClient } from './client.ts';
+import { LocalUpstream, modelIdFromPath } from './local.ts';
 
 const n = z.number().nonnegative();
 /**
@@ -66,8 +67,10 @@ export interface PriceRate {
 
 export interface NamedUpstream {
   name: string;
-  client: Upstream;
+  client: UpstreamClient;
   models?: string[] | undefined;
+  /** Serves only what its /models lists: models named only in the configuration do not go to it. */
+  exclusive?: boolean | undefined;
   /** Micro-msats per token, by model id or `*`. */
   prices: Map<string, PriceRate>;
 }
@@ -81,8 +84,12 @@ const MSATS_PER_BTC = 1e11;
  */
 export function loadUpstreams(cfg: Config, env: Record<string, string | undefined> = process.env): NamedUpstream[] {
   const clientFor = (baseUrl: string, apiKey: string) => new Upstream({ ...cfg, UPSTREAM_BASE_URL: baseUrl, UPSTREAM_API_KEY: apiKey });
+  const named = env.UPSTREAM_BASE_URL !== undefined || cfg.UPSTREAM_BASE_URL !== DEFAULT_UPSTREAM_BASE_URL;
+  const local = localUpstream(cfg, named);
   if (!cfg.UPSTREAMS_FILE) {
-    return [{ name: 'default', client: clientFor(cfg.UPSTREAM_BASE_URL, cfg.UPSTREAM_API_KEY), prices: new Map() }];
+    // The Ollama address is only a guess: a local model, when there is one, replaces it.
+    if (local && !named) return [local];
+    return [{ name: 'default', client: clientFor(cfg.UPSTREAM_BASE_URL, cfg.UPSTREAM_API_KEY), prices: new Map() }, ...(local ? [local] : [])];
   }
   let raw: unknown;
   try {
@@ -129,5 +136,23 @@ export function loadUpstreams(cfg: Config, env: Record<string, string | undefine
   if (env.UPSTREAM_BASE_URL) {
     upstreams.unshift({ name: 'env', client: clientFor(cfg.UPSTREAM_BASE_URL, cfg.UPSTREAM_API_KEY), prices: new Map() });
   }
+  if (local) upstreams.push(local);
   return upstreams;
+}
+
+/** Where `npm run fetch-model` puts the default model. */
+export const DEFAULT_LOCAL_MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
+
+/**
+ * LOCAL_MODEL's file, or the default model when it has been fetched and no other upstream is
+ * configured: a fresh clone answers with nothing but `npm run fetch-model` done.
+ */
+function localUpstream(cfg: Config, named: boolean): NamedUpstream | undefined {
+  let path = cfg.LOCAL_MODEL;
+  if (!path && !named && !cfg.UPSTREAMS_FILE && existsSync(DEFAULT_LOCAL_MODEL)) path = DEFAULT_LOCAL_MODEL;
+  if (!path) return undefined;
+  if (!existsSync(path)) throw new ConfigError([`LOCAL_MODEL: no file at ${path} (npm run fetch-model fetches the default model into models/)`]);
+  const id = cfg.LOCAL_MODEL_NAME ?? modelIdFromPath(path);
+  const client = new LocalUpstream({ path, id, threads: cfg.LOCAL_MODEL_THREADS, contextSize: cfg.LOCAL_MODEL_CONTEXT, parallel: cfg.LOCAL_MODEL_PARALLEL });
+  return { name: 'local', client, exclusive: true, prices: new Map() };
 }

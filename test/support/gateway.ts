@@ -25,16 +25,17 @@ export async function testDatabaseUrl(): Promise<string> {
   return process.env.TEST_LEDGER === 'postgres' ? freshDatabase(inject('postgresUrl')) : ':memory:';
 }
 
+/** `upstream` null: no HTTP upstream at all (the embedded model's tests). */
 export async function startGateway(
   mintUrl: string,
-  upstream: FakeUpstream,
+  upstream: FakeUpstream | null,
   env: Record<string, string> = {},
   opts: { log?: Logger } = {},
 ): Promise<Gateway> {
   const cfg = loadConfig({
     HOST: '127.0.0.1',
     PORT: '0',
-    UPSTREAM_BASE_URL: upstream.url,
+    ...(upstream ? { UPSTREAM_BASE_URL: upstream.url } : {}),
     CASHU_MINTS: mintUrl,
     DATABASE_URL: await testDatabaseUrl(),
     LOG_LEVEL: 'silent',
