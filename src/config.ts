@@ -89,6 +89,12 @@ const schema = z.object({
       return out;
     }),
   MINT_TIMEOUT_MS: z.coerce.number().int().positive().default(30_000),
+  /** Longest wait for a peer a stranger names (a Lightning address's server), in all. */
+  PEER_TIMEOUT_MS: z.coerce.number().int().positive().default(10_000),
+  /** Largest answer read from such a peer. */
+  PEER_MAX_BYTES: z.coerce.number().int().positive().default(1_000_000),
+  /** Tests only: lets peers be reached over http on loopback. Never in production: it opens the loopback to strangers. */
+  ALLOW_INSECURE_PEERS_FOR_TESTS_ONLY: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
   DATA_DIR: z.string().min(1).default('./data'),
   CASHU_P2PK_PRIVKEY: z
     .string()

@@ -458,14 +458,16 @@ export class CashuWallets {
    * Pays a Lightning invoice from the operator's earnings by melting proofs (NUT-05) at the first
    * trusted mint that quotes it and holds enough. The amount and the fee reserve are booked before
    * anything is sent, and the blank outputs for the fee change (NUT-08) are journaled before the
-   * mint is called, so an interruption is settled from the quote's state.
+   * mint is called, so an interruption is settled from the quote's state. With `payer`, a key's
+   * balance pays instead (a refund to Lightning, see lightning-refund.ts), in the key's unit.
    */
-  async melt(invoice: string): Promise<MeltRow> {
+  async melt(invoice: string, payer?: { keyHash: string; unit: Unit }): Promise<MeltRow> {
     let earnings: number | undefined;
+    let needMsats = 0;
     let quoted = false;
     let refusal: string | undefined;
     for (const mint of this.mints) {
-      for (const unit of ['sat', 'msat'] as const) {
+      for (const unit of payer ? [payer.unit] : (['sat', 'msat'] as const)) {
         let wallet: Wallet;
         let quote: MeltQuoteBolt11Response;
         try {
@@ -481,8 +483,12 @@ export class CashuWallets {
         let need = base;
         for (let attempt = 0; attempt < 4; attempt++) {
           const opId = randomUUID();
-          const r = await this.#ledger.startMelt({ opId, meltId: randomUUID(), mint, unit, quote: quote.quote, request: invoice, amount, need });
-          if (r.kind === 'short') earnings = r.earnings;
+          const r = await this.#ledger.startMelt({ opId, meltId: randomUUID(), mint, unit, quote: quote.quote, request: invoice, amount, need, ...(payer && { keyHash: payer.keyHash }) });
+          if (r.kind === 'no_key') throw new GatewayError(401, 'invalid_api_key', 'Unknown API key.');
+          if (r.kind === 'busy') {
+            throw new GatewayError(425, 'request_in_progress', 'A request on this key is still running; retry when it ends.', { headers: { 'retry-after': '2' } });
+          }
+          if (r.kind === 'short') [earnings, needMsats] = [r.earnings, need * MSATS_PER[unit]];
           if (r.kind !== 'started') break;
           // The mint's input fee depends on the proofs taken: if it was not allowed for, take again.
           const inputFee = wallet.getFeesForProofs(r.inputs.map(toProof)).toNumber();
@@ -499,6 +505,11 @@ export class CashuWallets {
       throw refusal
         ? new GatewayError(400, 'invoice_rejected', `The mint will not pay this invoice: ${refusal}`)
         : mintUnreachable();
+    }
+    if (earnings !== undefined && payer) {
+      throw new GatewayError(400, 'balance_too_low', `The balance (${earnings} msats) does not cover this invoice with its fee reserve (${needMsats} msats).`, {
+        extra: { balance_msats: earnings, needed_msats: needMsats },
+      });
     }
     if (earnings !== undefined) {
       throw new GatewayError(400, 'earnings_too_low', `The earnings (${earnings} msats) do not cover this invoice with its fee reserve.`);
@@ -542,13 +553,13 @@ export class CashuWallets {
     // a little, then leave it to recovery, which settles it either way.
     const wait = state === 'UNPAID' ? 0 : Math.min(10_000, this.#leaseMs);
     if (wait === 0 && (await this.#recover(opId, true)) === 'failed') {
-      throw new GatewayError(502, 'payment_failed', 'The invoice was not paid; the earnings are unchanged.');
+      throw new GatewayError(502, 'payment_failed', 'The invoice was not paid; nothing was spent.');
     }
     for (const until = Date.now() + wait; Date.now() < until; ) {
       await new Promise((r) => setTimeout(r, 250));
       const outcome = await this.#recover(opId, false);
       if (outcome === 'done') return (await this.#ledger.meltOfOp(opId))!;
-      if (outcome === 'failed') throw new GatewayError(502, 'payment_failed', 'The invoice was not paid; the earnings are unchanged.');
+      if (outcome === 'failed') throw new GatewayError(502, 'payment_failed', 'The invoice was not paid; nothing was spent.');
     }
     await this.#ledger.touchOp(opId);
     return (await this.#ledger.meltOfOp(opId))!;

@@ -2,7 +2,11 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { CashuWallets } from '../cashu/wallet.ts';
 import { inspectToken, isCashuToken, sha256Hex } from '../cashu/token.ts';
 import { GatewayError } from '../engine/errors.ts';
-import type { KeyRow, Ledger, RefundRow } from '../ledger/ledger.ts';
+import type { KeyRow, Ledger, MeltRow, RefundRow } from '../ledger/ledger.ts';
+import type { Config } from '../config.ts';
+import type { Logger } from 'pino';
+import { PeerFetch } from '../net/peer-fetch.ts';
+import { refundToLightning, type LightningTarget } from '../cashu/lightning-refund.ts';
 import { paymentOf } from './payment.ts';
 
 const SK = /^sk-([0-9a-f]{64})$/;
@@ -18,7 +22,22 @@ function refundBody(r: RefundRow): Record<string, string> {
   return r.unit === 'sat' ? { token: r.token!, sats: String(r.amount) } : { token: r.token!, msats: String(r.amount) };
 }
 
-/** Routstr's `/v1/balance/*`, also under the deprecated `/v1/wallet/*`. */
+/** A refund to Lightning as its payer sees it: the amount paid, the reserve set aside, the fee it cost. */
+function meltBody(m: MeltRow, target: LightningTarget, balance: number): Record<string, unknown> {
+  const u = m.unit === 'sat' ? 'sats' : 'msats';
+  return {
+    ...('lightningAddress' in target ? { lightning_address: target.lightningAddress } : {}),
+    invoice: m.request,
+    state: m.state,
+    [u]: String(m.amount),
+    [`fee_reserve_${u}`]: String(m.feeReserve),
+    [`fee_${u}`]: m.fee === null ? null : String(m.fee),
+    preimage: m.preimage,
+    refund_id: m.id,
+    balance,
+  };
+}
+
 /** A key as the API shows it, to its holder and to the operator: spendable balance, not raw. */
 export function keyView(key: KeyRow) {
   return {
@@ -31,9 +50,26 @@ export function keyView(key: KeyRow) {
   };
 }
 
-export function balanceRoutes(app: FastifyInstance, deps: { ledger: Ledger; wallets: CashuWallets }): void {
+/** Routstr's `/v1/balance/*`, also under the deprecated `/v1/wallet/*`. */
+export function balanceRoutes(app: FastifyInstance, deps: { ledger: Ledger; wallets: CashuWallets; cfg: Config; log: Logger }): void {
   const { ledger, wallets } = deps;
   const trusted = wallets.names;
+  const peers = new PeerFetch({
+    timeoutMs: deps.cfg.PEER_TIMEOUT_MS,
+    maxBytes: deps.cfg.PEER_MAX_BYTES,
+    allowLoopback: deps.cfg.ALLOW_INSECURE_PEERS_FOR_TESTS_ONLY,
+  });
+  app.addHook('onClose', () => peers.close());
+
+  /** Where a refund goes when the body names Lightning (Routstr's shape); undefined: a token. */
+  function lightningTarget(req: FastifyRequest): LightningTarget | undefined {
+    const address = field(req, 'lightning_address');
+    const invoice = field(req, 'invoice');
+    if (address && invoice) throw new GatewayError(400, 'invalid_request', 'Send lightning_address or invoice, not both.');
+    if (invoice) return { invoice };
+    if (address) return { lightningAddress: address };
+    return undefined;
+  }
 
   /** The key a request names: an `sk-` key, or a Cashu token (redeemed on first sight). */
   async function keyOf(req: FastifyRequest, redeem: boolean): Promise<string> {
@@ -98,6 +134,14 @@ export function balanceRoutes(app: FastifyInstance, deps: { ledger: Ledger; wall
     app.get(`${prefix}/`, info);
     app.post(`${prefix}/topup`, topup);
     app.post(`${prefix}/refund`, async (req, reply) => {
+      reply.header('cache-control', 'no-store');
+      const target = lightningTarget(req);
+      if (target) {
+        const hash = await keyOf(req, false);
+        const melt = await refundToLightning({ ledger, wallets, peers, log: deps.log }, hash, target);
+        const key = await ledger.getKey(hash);
+        return meltBody(melt, target, key ? key.balance - key.reserved : 0);
+      }
       const body = await refund(req);
       reply.header('x-cashu', body.token);
       reply.header('cache-control', 'no-store');

@@ -86,14 +86,22 @@ export interface StartMelt {
   quote: string;
   request: string;
   amount: number;
-  /** amount + fee reserve + input fees: what the inputs must cover and the earnings must allow. */
+  /** amount + fee reserve + input fees: what the inputs must cover and the payer must allow. */
   need: number;
+  /**
+   * Who pays: the operator's earnings (unset), or a key's balance, a refund to Lightning, booked as
+   * `refund` on the key with the unused reserve given back to it when the melt settles.
+   */
+  keyHash?: string;
 }
 
 export type StartMeltResult =
   | { kind: 'started'; melt: MeltRow; inputs: StoredProof[] }
+  /** `earnings`: what the payer can spend, in msats (the operator's earnings, or the key's free balance). */
   | { kind: 'short'; earnings: number }
-  | { kind: 'no_liquidity' };
+  | { kind: 'no_liquidity' }
+  | { kind: 'no_key' }
+  | { kind: 'busy' };
 
 export interface Settlement {
   chargedMsats: number;
@@ -217,6 +225,8 @@ export interface Ledger {
   /** The invoice was not paid: proofs back to the wallet, the booking reversed. */
   abandonMelt(opId: string): Promise<void>;
   meltOfOp(opId: string): Promise<MeltRow | undefined>;
+  /** A key's most recent melt (a refund to Lightning), whatever its state. */
+  latestMelt(keyHash: string): Promise<MeltRow | undefined>;
   /** Inputs listed in `sent` were handed over as they are; the other inputs were swapped. */
   finishRefund(r: { opId: string; token: string; sent: StoredProof[]; keep: StoredProof[] }): Promise<RefundRow>;
   /** The refund swap did not happen: proofs back to the wallet, msats back to the key. */

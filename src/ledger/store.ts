@@ -530,19 +530,35 @@ export class SqlLedger implements Ledger {
     const now = Date.now();
     return this.#db.transaction(async (tx): Promise<StartMeltResult> => {
       const per = MSATS_PER[r.unit];
-      const earnings = await this.#earnings(tx);
-      if (earnings < r.need * per) return { kind: 'short', earnings };
+      const payer = r.keyHash ?? OPERATOR;
+      if (payer === OPERATOR) {
+        const earnings = await this.#earnings(tx);
+        if (earnings < r.need * per) return { kind: 'short', earnings };
+      } else {
+        const kr = await this.#one(`SELECT * FROM keys WHERE hash = $1${this.#d.forUpdate()}`, [payer], tx);
+        if (!kr) return { kind: 'no_key' };
+        if (await this.#one(ACTIVE_RESERVATION, [payer], tx)) return { kind: 'busy' };
+        const key = keyRow(kr);
+        if (key.balance - key.reserved < r.need * per) return { kind: 'short', earnings: key.balance - key.reserved };
+      }
       const picked = await this.#pick(tx, r.mint, r.unit, r.need);
       if (!picked) return { kind: 'no_liquidity' };
-      await this.#openOp(tx, r.opId, 'melt', r.mint, r.unit, OPERATOR, picked, now);
+      await this.#openOp(tx, r.opId, 'melt', r.mint, r.unit, payer, picked, now);
       const melt = await this.#one(
         `INSERT INTO melts (id, op_id, mint, unit, quote, request, amount, fee_reserve, state, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9) RETURNING *`,
         [r.meltId, r.opId, r.mint, r.unit, r.quote, r.request, r.amount, r.need - r.amount, now],
         tx,
       );
-      const p = new Postings(now).entry(OPERATOR, 'withdraw', r.amount * per, r.meltId);
-      if (r.need > r.amount) p.entry(OPERATOR, 'fee', (r.need - r.amount) * per, r.meltId);
+      const p = new Postings(now);
+      if (payer === OPERATOR) {
+        p.entry(OPERATOR, 'withdraw', r.amount * per, r.meltId);
+        if (r.need > r.amount) p.entry(OPERATOR, 'fee', (r.need - r.amount) * per, r.meltId);
+      } else {
+        // The whole need leaves the key now, so nothing else can spend the reserve meanwhile.
+        p.add(['UPDATE keys SET balance = balance - $1 WHERE hash = $2', [r.need * per, payer]]);
+        p.entry(payer, 'refund', r.need * per, r.meltId).balance(-r.need * per);
+      }
       await tx.batch(p.statements());
       return { kind: 'started', melt: meltRow(melt!), inputs: picked };
     });
@@ -556,9 +572,20 @@ export class SqlLedger implements Ledger {
       await this.#insertProofs(tx, r.change, op.mint, op.unit, 'unspent', r.opId, now);
       const melt = meltRow((await this.#one('SELECT * FROM melts WHERE op_id = $1', [r.opId], tx))!);
       const fee = meltFee(op.inputs, r.change, melt.amount);
+      const per = MSATS_PER[op.unit];
       const p = new Postings(now).add([`UPDATE melts SET state = 'paid', fee = $1, preimage = $2 WHERE op_id = $3`, [fee, r.preimage, r.opId]]);
-      // The reserve was booked as a fee up front; book the difference from what it really cost.
-      if (fee !== melt.feeReserve) p.entry(OPERATOR, 'fee', (fee - melt.feeReserve) * MSATS_PER[op.unit], melt.id);
+      if (op.keyHash === OPERATOR) {
+        // The reserve was booked as a fee up front; book the difference from what it really cost.
+        if (fee !== melt.feeReserve) p.entry(OPERATOR, 'fee', (fee - melt.feeReserve) * per, melt.id);
+      } else if (fee < melt.feeReserve) {
+        // The payer was debited the whole reserve: what the payment did not use goes back to the key.
+        const back = (melt.feeReserve - fee) * per;
+        p.add(['UPDATE keys SET balance = balance + $1 WHERE hash = $2', [back, op.keyHash]]);
+        p.entry(op.keyHash, 'refund', -back, melt.id).balance(back);
+      } else if (fee > melt.feeReserve) {
+        // A mint that took more than it reserved: the key was promised the reserve as its cap.
+        p.entry(OPERATOR, 'fee', (fee - melt.feeReserve) * per, melt.id);
+      }
       await tx.batch(p.statements());
       return { ...melt, fee, preimage: r.preimage, state: 'paid' as const };
     });
@@ -567,18 +594,34 @@ export class SqlLedger implements Ledger {
   async abandonMelt(opId: string): Promise<void> {
     const now = Date.now();
     await this.#db.transaction(async (tx) => {
-      if (!(await this.#endOp(tx, opId, 'failed', now))) return;
+      const op = await this.#endOp(tx, opId, 'failed', now);
+      if (!op) return;
       await this.#release(tx, opId);
       const melt = meltRow((await this.#one(`UPDATE melts SET state = 'failed' WHERE op_id = $1 RETURNING *`, [opId], tx))!);
       const per = MSATS_PER[melt.unit];
-      const p = new Postings(now).entry(OPERATOR, 'withdraw', -melt.amount * per, melt.id);
-      if (melt.feeReserve > 0) p.entry(OPERATOR, 'fee', -melt.feeReserve * per, melt.id);
+      const p = new Postings(now);
+      if (op.keyHash === OPERATOR) {
+        p.entry(OPERATOR, 'withdraw', -melt.amount * per, melt.id);
+        if (melt.feeReserve > 0) p.entry(OPERATOR, 'fee', -melt.feeReserve * per, melt.id);
+      } else {
+        const back = (melt.amount + melt.feeReserve) * per;
+        p.add(['UPDATE keys SET balance = balance + $1 WHERE hash = $2', [back, op.keyHash]]);
+        p.entry(op.keyHash, 'refund', -back, melt.id).balance(back);
+      }
       await tx.batch(p.statements());
     });
   }
 
   async meltOfOp(opId: string): Promise<MeltRow | undefined> {
     const r = await this.#one('SELECT * FROM melts WHERE op_id = $1', [opId]);
+    return r && meltRow(r);
+  }
+
+  async latestMelt(keyHash: string): Promise<MeltRow | undefined> {
+    const r = await this.#one(
+      `SELECT m.* FROM melts m JOIN mint_ops o ON o.id = m.op_id WHERE o.key_hash = $1 ORDER BY m.created_at DESC, m.id DESC LIMIT 1`,
+      [keyHash],
+    );
     return r && meltRow(r);
   }
 
