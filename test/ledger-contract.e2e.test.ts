@@ -425,6 +425,49 @@ describe('the operator', () => {
     // The earnings left (10,000 − 5,000 − 2,000) bound the next melt.
     expect(await melt('m3', 4)).toEqual({ kind: 'short', earnings: 3_000 });
   });
+
+  it("melts paid by a key: the whole need leaves the key, the unused reserve comes back, abandon restores it", async () => {
+    await fund('k', [8, 4, 2, 1]);
+    const melt = (opId: string, need: number, keyHash = 'k') =>
+      ledger.startMelt({ opId, meltId: `m-${opId}`, mint: MINT, unit: 'sat', quote: `q-${opId}`, request: `lnbc-${opId}`, amount: 5, need, keyHash });
+    expect(await melt('nokey', 6, 'nobody')).toEqual({ kind: 'no_key' });
+    expect(await melt('big', 16)).toEqual({ kind: 'short', earnings: 15_000 });
+    expect(await ledger.latestMelt('k')).toBeUndefined();
+    expect(await ledger.reserve('k', 1_000, 'res')).toBe(true);
+    expect(await melt('during', 6)).toEqual({ kind: 'busy' });
+    await ledger.settle('res', 0);
+
+    const first = await melt('k1', 8);
+    if (first.kind !== 'started') throw new Error(first.kind);
+    expect((await ledger.getKey('k'))!.balance).toBe(7_000);
+    expect(await ledger.totals()).toMatchObject({ refunded: 8_000, withdrawn: 0, fees: 0, balances: 7_000 });
+    expect(await ledger.latestMelt('k')).toMatchObject({ id: 'm-k1', state: 'pending', feeReserve: 3 });
+    await ledger.abandonMelt('k1');
+    await ledger.abandonMelt('k1');
+    expect((await ledger.getKey('k'))!.balance).toBe(15_000);
+    expect(await ledger.totals()).toMatchObject({ refunded: 0, balances: 15_000 });
+
+    const second = await melt('k2', 8);
+    if (second.kind !== 'started') throw new Error(second.kind);
+    expect(amounts(second.inputs)).toEqual([8]);
+    // 8 in, 2 back as change, 5 paid: the payment cost 1 of the 3 reserved; 2 go back to the key.
+    const paid = await ledger.finishMelt({ opId: 'k2', change: [proof(2)], preimage: 'pre' });
+    expect(paid).toMatchObject({ state: 'paid', fee: 1, feeReserve: 3 });
+    expect((await ledger.getKey('k'))!.balance).toBe(9_000);
+    expect(await ledger.totals()).toMatchObject({ refunded: 6_000, withdrawn: 0, fees: 0, balances: 9_000 });
+    expect(await ledger.latestMelt('k')).toEqual(paid);
+    // The operator's melts are not the key's.
+    expect(await ledger.latestMelt(OPERATOR)).toBeUndefined();
+
+    // A mint that took more than it reserved: the key pays its need, the operator the rest.
+    await fund('j', [16]);
+    const third = await ledger.startMelt({ opId: 'j1', meltId: 'm-j1', mint: MINT, unit: 'sat', quote: 'q-j1', request: 'lnbc-j1', amount: 10, need: 12, keyHash: 'j' });
+    if (third.kind !== 'started') throw new Error(third.kind);
+    const took = amounts(third.inputs).reduce((a, b) => a + b, 0);
+    await ledger.finishMelt({ opId: 'j1', change: [proof(took - 13)], preimage: null });
+    expect((await ledger.getKey('j'))!.balance).toBe(4_000);
+    expect(await ledger.totals()).toMatchObject({ refunded: 18_000, fees: 1_000, balances: 13_000 });
+  });
 });
 
 describe('mint ops', () => {
