@@ -69,6 +69,12 @@ function checkedLookup(rules: PeerRules) {
   };
 }
 
+/** Drops an answer unread; the abort error a dropped body emits is expected, and must not go uncaught. */
+function discard(body: NodeJS.ReadableStream & { destroy(): void }): void {
+  body.on('error', () => {});
+  body.destroy();
+}
+
 function findPeerError(e: unknown): PeerError | undefined {
   for (let c: unknown = e, i = 0; c && i < 6; c = (c as { cause?: unknown }).cause, i++) if (c instanceof PeerError) return c;
   return undefined;
@@ -118,12 +124,12 @@ export class PeerFetch {
       throw findPeerError(e) ?? (signal.aborted ? new PeerError('timeout', 'no answer in time') : new PeerError('unreachable', (e as Error).message));
     }
     if (res.statusCode >= 300 && res.statusCode < 400) {
-      res.body.destroy();
+      discard(res.body);
       throw new PeerError('redirect', `answered with a redirect (${res.statusCode}), which is not followed`);
     }
     const declared = Number(res.headers['content-length'] ?? 0);
     if (declared > this.rules.maxBytes) {
-      res.body.destroy();
+      discard(res.body);
       throw new PeerError('too_large', `answer larger than ${this.rules.maxBytes} bytes`);
     }
     const chunks: Buffer[] = [];
@@ -132,7 +138,7 @@ export class PeerFetch {
       for await (const chunk of res.body as AsyncIterable<Buffer>) {
         size += chunk.length;
         if (size > this.rules.maxBytes) {
-          res.body.destroy();
+          discard(res.body);
           throw new PeerError('too_large', `answer larger than ${this.rules.maxBytes} bytes`);
         }
         chunks.push(chunk);
