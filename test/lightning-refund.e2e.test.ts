@@ -165,3 +165,39 @@ describe('a refund to Lightning the mint cannot pay', () => {
     }
   });
 });
+
+describe('a refund to Lightning whose payment stays in flight', () => {
+  it('is answered as pending, not paid again on retry, and settled from the quote once the node settles', async () => {
+    const stalled = { FAKEWALLET_PAY_INVOICE_STATE: 'PENDING', FAKEWALLET_PAYMENT_STATE: 'PENDING' };
+    let mint = await startMint({ env: stalled });
+    const g = await startGateway(mint.url, upstream, { ...PEERS, MINT_TIMEOUT_MS: '500' });
+    try {
+      const key = await funded(30, g, mint.url);
+      const r = await post('/v1/balance/refund', { lightning_address: lnurl.address('alice') }, key, g);
+      expect(r.status).toBe(200);
+      expect(r.json).toMatchObject({ state: 'pending', sats: '28', fee_reserve_sats: '2', fee_sats: null, balance: 0 });
+      const callbacks = lnurl.hits.filter((h) => h === '/cb/alice').length;
+      const again = await post('/v1/balance/refund', { lightning_address: lnurl.address('alice') }, key, g);
+      expect([again.status, again.json.refund_id, again.json.state]).toEqual([200, r.json.refund_id, 'pending']);
+      expect(lnurl.hits.filter((h) => h === '/cb/alice').length).toBe(callbacks);
+      const viaInvoice = await post('/v1/balance/refund', { invoice: externalInvoice(1) }, key, g);
+      expect(viaInvoice.json.refund_id).toBe(r.json.refund_id);
+
+      await mint.stop();
+      mint = await startMint({ port: Number(new URL(mint.url).port), dir: mint.dir });
+      // Past the op's lease (twice MINT_TIMEOUT_MS), recovery may settle it.
+      for (const until = Date.now() + 10_000; ; ) {
+        await g.wallets.recoverAll();
+        if ((await g.ledger.latestMelt(key.slice(3)))!.state !== 'pending' || Date.now() > until) break;
+        await new Promise((res) => setTimeout(res, 200));
+      }
+      const melt = (await g.ledger.latestMelt(key.slice(3)))!;
+      expect([melt.state, melt.amount]).toEqual(['paid', 28]);
+      expect(await balanceOf(key, g)).toBe((2 - melt.fee!) * 1000);
+      await expectMoneyConserved(g);
+    } finally {
+      await g.close();
+      await mint.stop();
+    }
+  });
+});
