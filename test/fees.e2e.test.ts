@@ -1,20 +1,46 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { getTokenMetadata } from '@cashu/cashu-ts';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { PaymentRequest, getPubKeyFromPrivKey, getTokenMetadata } from '@cashu/cashu-ts';
 import { FakeUpstream } from './support/upstream.ts';
-import { expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
-import { mintToken, receive } from './support/cashu.ts';
+import { TEST_P2PK_PRIVKEY, expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
+import { lockedToken, mintToken, receive } from './support/cashu.ts';
 import { startMint, type RunningMint } from './support/mint.ts';
 import { sha256Hex } from '../src/cashu/token.ts';
 
 const upstream = new FakeUpstream();
 let feeMint: RunningMint;
 let gw: Gateway;
+const logLines: Array<Record<string, any>> = [];
+const ourPubkey = Buffer.from(getPubKeyFromPrivKey(Buffer.from(TEST_P2PK_PRIVKEY, 'hex'))).toString('hex');
 
 /** What the mint takes to redeem a token: 100 ppk per proof, rounded up. */
 const redeemFee = (token: string) => Math.ceil(((getTokenMetadata(token).proofAmounts?.length ?? 0) * 100) / 1000);
+const proofCount = (token: string) => getTokenMetadata(token).proofAmounts?.length ?? 0;
+/** The fewest proofs a wallet can make for an amount from a keyset of every power of two. */
+const fewest = (sats: number) => sats.toString(2).replaceAll('0', '').length;
 
-async function chat(headers: Record<string, string>) {
-  const res = await fetch(`${gw.url}/v1/chat/completions`, {
+/** A gateway of its own, so the proofs it holds are only those the test gave it. */
+async function freshGateway(): Promise<Gateway> {
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const line of chunk.toString().split('\n')) if (line) logLines.push(JSON.parse(line));
+      cb();
+    },
+  });
+  const g = await startGateway(
+    feeMint.url,
+    upstream,
+    { MODEL_PRICES: JSON.stringify({ 'gpt-test': { prompt: 200, completion: 900 } }) },
+    { log: pino({ level: 'info' }, sink) },
+  );
+  extra.push(g);
+  return g;
+}
+const extra: Gateway[] = [];
+
+async function chat(headers: Record<string, string>, on: Gateway = gw) {
+  const res = await fetch(`${on.url}/v1/chat/completions`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...headers },
     body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'fees' }], max_tokens: 2 }),
@@ -34,6 +60,10 @@ afterAll(async () => {
 });
 afterEach(async () => {
   await expectMoneyConserved(gw);
+  for (const g of extra.splice(0)) {
+    await expectMoneyConserved(g);
+    await g.close();
+  }
 });
 
 describe('a mint that charges input fees (100 ppk)', () => {
@@ -64,5 +94,71 @@ describe('a mint that charges input fees (100 ppk)', () => {
     expect(await receive(feeMint.url, change)).toBe(changeSats - redeemFee(change));
     // The fees the gateway's own swaps paid are on the books as the operator's cost.
     expect((await gw.ledger.totals()).fees).toBeGreaterThan(0);
+  });
+
+  it('pays a P2PK-locked X-Cashu request its change, the swap allowing for the fee at the operator\'s cost', async () => {
+    // A gateway whose only proofs are the locked ones: the change must be swapped out of them.
+    const g = await freshGateway();
+    const x = await lockedToken(feeMint.url, 127, ourPubkey, { swapFee: 1 });
+    const paid = await chat({ 'x-cashu': x }, g);
+    expect(paid.status).toBe(200);
+    const change = paid.headers.get('x-cashu');
+    expect(change).toBeTruthy();
+    // Locked proofs are credited whole: no swap happened on the way in.
+    const changeSats = Math.floor((127 * 1000 - paid.json.usage.cost.total_msats) / 1000);
+    expect(getTokenMetadata(change!).amount.toNumber()).toBe(changeSats);
+    expect(proofCount(change!)).toBe(fewest(changeSats));
+    expect(await receive(feeMint.url, change!)).toBe(changeSats - Math.ceil((fewest(changeSats) * 100) / 1000));
+    expect((await g.ledger.totals()).fees).toBeGreaterThan(0);
+    expect(logLines.filter((l) => l.msg === 'could not make change')).toEqual([]);
+  });
+
+  it('pays change and a refund in the fewest proofs, not the small proofs of the change float', async () => {
+    const g = await freshGateway();
+    // Locked ecash taken offline, then swept: the sweep keeps it as the float (8 of each small proof).
+    const bearer = await lockedToken(feeMint.url, 127, ourPubkey, { swapFee: 1 });
+    const res = await chat({ authorization: `Bearer ${bearer}` }, g);
+    expect(res.status).toBe(200);
+    expect(await g.wallets.sweepLocked()).toBe(7);
+    expect((await g.ledger.unspentCounts(feeMint.url, 'sat')).get(1)).toBe(8);
+
+    // Change the float alone could pay, as some thirty small proofs.
+    const x = await lockedToken(feeMint.url, 127, ourPubkey, { swapFee: 1 });
+    const paid = await chat({ 'x-cashu': x }, g);
+    expect(paid.status).toBe(200);
+    const change = paid.headers.get('x-cashu')!;
+    const changeSats = Math.floor((127 * 1000 - paid.json.usage.cost.total_msats) / 1000);
+    expect(getTokenMetadata(change).amount.toNumber()).toBe(changeSats);
+    expect(proofCount(change)).toBe(fewest(changeSats));
+    expect(await receive(feeMint.url, change)).toBe(changeSats - Math.ceil((fewest(changeSats) * 100) / 1000));
+
+    const refund = await fetch(`${g.url}/v1/balance/refund`, { method: 'POST', headers: { authorization: `Bearer ${bearer}` } });
+    expect(refund.status).toBe(200);
+    const body = (await refund.json()) as { token: string; sats: string };
+    const sats = Math.floor((127 * 1000 - res.json.usage.cost.total_msats) / 1000);
+    expect(Number(body.sats)).toBe(sats);
+    expect(proofCount(body.token)).toBe(fewest(sats));
+    expect(await receive(feeMint.url, body.token)).toBe(sats - Math.ceil((fewest(sats) * 100) / 1000));
+  });
+
+  it("names in the 402 an amount that an ordinary unlocked token from the mint really covers", async () => {
+    const asked = await chat({});
+    expect(asked.status).toBe(402);
+    const price = asked.json.error?.amount_required_msats ?? asked.json.amount_required_msats;
+    expect(price).toBeGreaterThan(0);
+    const pr = PaymentRequest.fromEncodedRequest(asked.headers.get('x-cashu')!);
+    const amount = pr.amount!.toNumber();
+    const x = await mintToken(feeMint.url, amount);
+    const paid = await chat({ 'x-cashu': x });
+    expect(paid.status).toBe(200);
+    // What the token was worth after the gateway's swap, less what the request cost, comes back.
+    const changeSats = Math.floor(((amount - redeemFee(x)) * 1000 - paid.json.usage.cost.total_msats) / 1000);
+    const change = paid.headers.get('x-cashu');
+    if (changeSats > 0) {
+      expect(getTokenMetadata(change!).amount.toNumber()).toBe(changeSats);
+      expect(await receive(feeMint.url, change!)).toBe(changeSats - Math.ceil((fewest(changeSats) * 100) / 1000));
+    } else {
+      expect(change).toBeNull();
+    }
   });
 });

@@ -76,11 +76,12 @@ export async function lockedToken(
   mintUrl: string,
   amount: number,
   pubkey: string,
-  opts: { locktime?: number; refundKeys?: string[]; unit?: string; removeDleq?: boolean } = {},
+  opts: { locktime?: number; refundKeys?: string[]; unit?: string; removeDleq?: boolean; swapFee?: number } = {},
 ): Promise<string> {
   const unit = opts.unit ?? 'sat';
   const w = await wallet(mintUrl, unit);
-  const proofs = await mintProofs(mintUrl, amount, unit);
+  // At a mint with input fees, the payer's own swap that locks the proofs costs `swapFee` more.
+  const proofs = await mintProofs(mintUrl, amount + (opts.swapFee ?? 0), unit);
   const p2pk: { pubkey: string; locktime?: number; refundKeys?: string[] } = { pubkey };
   if (opts.locktime !== undefined) p2pk.locktime = opts.locktime;
   if (opts.refundKeys) p2pk.refundKeys = opts.refundKeys;
