@@ -5,6 +5,7 @@ import {
   Wallet,
   getEncodedToken,
   isMintOperationError,
+  splitAmount,
   type MeltQuoteBolt11Response,
   type Proof,
   type SerializedBlindedSignature,
@@ -13,7 +14,7 @@ import {
 } from '@cashu/cashu-ts';
 import type { Logger } from 'pino';
 import { GatewayError } from '../engine/errors.ts';
-import { MSATS_PER, isLocked, type KeyRow, type Ledger, type MeltRow, type MintOp, type RefundRow, type StoredProof, type Unit } from '../ledger/ledger.ts';
+import { MSATS_PER, isLocked, pickPlan, type KeyRow, type Ledger, type MeltRow, type MintOp, type RefundRow, type StoredProof, type Unit } from '../ledger/ledger.ts';
 import { mintNames, sha256Hex, type MintNames, type TokenInfo } from './token.ts';
 import { lockedTo, spendableOnlyByUs, type P2pkKey } from './p2pk.ts';
 import { crashPoint } from './crash.ts';
@@ -367,39 +368,103 @@ export class CashuWallets {
   }
 
   async #refund(keyHash: string, retry: boolean, lockTo?: string): Promise<RefundRow | undefined> {
-    const opId = randomUUID();
-    const r = await this.#ledger.startRefund({ keyHash, opId, refundId: randomUUID(), mints: [...this.mints] });
-    switch (r.kind) {
-      case 'no_key':
-        throw new GatewayError(401, 'invalid_api_key', 'Unknown API key.');
-      case 'busy':
-        throw new GatewayError(425, 'request_in_progress', 'A request on this key is still running; retry when it ends.', {
-          headers: { 'retry-after': '2' },
-        });
-      case 'no_liquidity':
-        this.#log.error({ amount: r.amount, unit: r.unit }, 'wallet cannot cover a refund');
-        throw new GatewayError(503, 'refund_unavailable', 'The gateway cannot pay this refund right now.', {
-          headers: { 'retry-after': '60' },
-        });
-      case 'nothing': {
-        if (!retry) return undefined;
-        const latest = r.latest;
-        if (latest?.state === 'pending') {
-          await this.#awaitOp(latest.opId);
-          const again = await this.#ledger.latestRefund(keyHash);
-          if (again?.state === 'done') return again;
-          if (!again || again.opId !== latest.opId) return this.#refund(keyHash, retry, lockTo);
-          throw mintUnreachable();
+    // Sats the inputs must be worth beyond the refund (the swap's fee); once it cannot be had, no more tries.
+    let extra = 0;
+    let settled = false;
+    for (let attempt = 1; ; attempt++) {
+      const opId = randomUUID();
+      const r = await this.#ledger.startRefund({ keyHash, opId, refundId: randomUUID(), mints: [...this.mints], ...(extra > 0 && { extra }) });
+      switch (r.kind) {
+        case 'no_key':
+          throw new GatewayError(401, 'invalid_api_key', 'Unknown API key.');
+        case 'busy':
+          throw new GatewayError(425, 'request_in_progress', 'A request on this key is still running; retry when it ends.', {
+            headers: { 'retry-after': '2' },
+          });
+        case 'no_liquidity':
+          if (extra > 0) {
+            // Not enough to pay for a better swap: the refund as first picked is still owed.
+            this.#log.info({ amount: r.amount, extra, unit: r.unit }, 'no proofs to pay the swap fee of a refund; trying without');
+            extra = 0;
+            settled = true;
+            continue;
+          }
+          this.#log.error({ amount: r.amount, unit: r.unit }, 'wallet cannot cover a refund');
+          throw new GatewayError(503, 'refund_unavailable', 'The gateway cannot pay this refund right now.', {
+            headers: { 'retry-after': '60' },
+          });
+        case 'nothing': {
+          if (!retry) return undefined;
+          const latest = r.latest;
+          if (latest?.state === 'pending') {
+            await this.#awaitOp(latest.opId);
+            const again = await this.#ledger.latestRefund(keyHash);
+            if (again?.state === 'done') return again;
+            if (!again || again.opId !== latest.opId) return this.#refund(keyHash, retry, lockTo);
+            throw mintUnreachable();
+          }
+          if (latest) return latest;
+          throw new GatewayError(400, 'balance_too_low', 'There is no balance to refund on this key.');
         }
-        if (latest) return latest;
-        throw new GatewayError(400, 'balance_too_low', 'There is no balance to refund on this key.');
-      }
-      case 'started': {
-        const paid = await this.#payRefund(r.refund, r.inputs, lockTo);
-        this.#log.info({ mint: paid.mint, unit: paid.unit, msats: paid.msats, key: keyHash.slice(0, 8), state: paid.state }, retry ? 'refunded a balance' : 'paid change');
-        return paid;
+        case 'started': {
+          const more = settled || attempt > 3 ? undefined : await this.#extraFor(r.refund, r.inputs, extra, lockTo);
+          if (more !== undefined) {
+            // Nothing was sent yet: put the proofs back and take ones worth the swap's fee too.
+            await this.#ledger.abandonRefund(opId);
+            extra = more;
+            continue;
+          }
+          const paid = await this.#payRefund(r.refund, r.inputs, lockTo);
+          this.#log.info({ mint: paid.mint, unit: paid.unit, msats: paid.msats, key: keyHash.slice(0, 8), state: paid.state }, retry ? 'refunded a balance' : 'paid change');
+          return paid;
+        }
       }
     }
+  }
+
+  /**
+   * At a mint with input fees, whether a refund's inputs must be taken again worth `amount + extra`:
+   * a swap must cover its own fee (the operator's cost, not the holder's), and proofs handed over
+   * as they are cost their holder a fee each, so many small ones are swapped for the fewest proofs
+   * of the amount when the holder would lose more than the swap costs. Undefined: pay with these.
+   */
+  async #extraFor(refund: RefundRow, inputs: StoredProof[], extra: number, lockTo?: string): Promise<number | undefined> {
+    let wallet: Wallet;
+    try {
+      wallet = await this.wallet(refund.mint, refund.unit);
+    } catch {
+      return undefined;
+    }
+    const { amount } = refund;
+    const fee = wallet.getFeesForProofs(inputs.map(toProof)).toNumber();
+    if (fee === 0) return undefined;
+    if (sum(inputs) !== amount || inputs.some(isLocked) || lockTo) {
+      return sum(inputs) >= amount + fee ? undefined : fee;
+    }
+    if (extra > 0) return undefined;
+    const keyset = wallet.keyChain.getCheapestKeyset();
+    const feeFor = (n: number) => wallet.getFeesForKeyset(n, keyset.id).toNumber();
+    const saving = fee - feeFor(splitAmount(amount, keyset.keys).length);
+    if (saving <= 0) return undefined;
+    const cost = await this.#swapCost(refund, inputs, feeFor);
+    return cost !== undefined && cost < saving ? cost : undefined;
+  }
+
+  /** The fee of a swap from the fewest proofs we hold that pay `refund` and that fee too. */
+  async #swapCost(refund: RefundRow, inputs: StoredProof[], feeFor: (n: number) => number): Promise<number | undefined> {
+    const counts = await this.#ledger.unspentCounts(refund.mint, refund.unit, true);
+    // The inputs are set aside for this refund, so not among those held: they are ours to use.
+    for (const p of inputs) counts.set(p.amount, (counts.get(p.amount) ?? 0) + 1);
+    let cost = 1;
+    for (let i = 0; i < 8; i++) {
+      const plan = pickPlan([...counts], refund.amount + cost, true);
+      if (!plan) return undefined;
+      let n = 0;
+      for (const k of plan.values()) n += k;
+      if (feeFor(n) <= cost) return cost;
+      cost = feeFor(n);
+    }
+    return undefined;
   }
 
   /**
@@ -611,9 +676,15 @@ export class CashuWallets {
       return done;
     }
     let wallet: Wallet;
-    let preview: SwapPreview;
     try {
       wallet = await this.wallet(mint, unit);
+    } catch (e) {
+      await this.#ledger.abandonRefund(opId);
+      this.#mintDown(mint, e);
+      throw mintUnreachable();
+    }
+    let preview: SwapPreview;
+    try {
       // The token is worth exactly what was booked; redeeming it costs the holder the mint's fee,
       // as any token from that mint does, whichever way the refund was made.
       preview = await wallet.prepareSwapToSend(
@@ -623,9 +694,10 @@ export class CashuWallets {
         { send: lockTo ? nativeLockedOutputs(lockTo) : nativeOutputs, keep: nativeOutputs },
       );
     } catch (e) {
+      // Nothing was sent: these inputs cannot make this payout (say, too little for the mint's fee).
       await this.#ledger.abandonRefund(opId);
-      this.#log.warn({ mint, err: (e as Error).message }, 'refund swap could not be prepared');
-      throw mintUnreachable();
+      this.#log.error({ mint, amount, inputs: sum(inputs), err: (e as Error).message }, 'refund swap could not be prepared');
+      throw new GatewayError(503, 'refund_unavailable', `The refund could not be prepared: ${(e as Error).message}; your balance is unchanged.`);
     }
     const outputs: JournaledOutput[] = [
       ...(preview.sendOutputs ?? []).map((o) => ({ send: true, o: OutputData.serialize(o) })),

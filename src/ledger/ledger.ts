@@ -135,6 +135,11 @@ export interface StartRefund {
   refundId: string;
   /** Mints to take proofs from, in order of preference. */
   mints: string[];
+  /**
+   * Sats the inputs must be worth beyond the refund: the mint's fee on the swap that will pay it.
+   * With it, the inputs are the fewest proofs worth that much, exact or not (the swap splits them).
+   */
+  extra?: number;
 }
 
 export type StartRefundResult =
@@ -244,8 +249,11 @@ export interface Ledger {
   getOp(id: string): Promise<MintOp | undefined>;
   /** Proofs the gateway holds: unspent ones and locked ones not yet redeemed. */
   heldProofs(mint: string, unit: Unit): Promise<StoredProof[]>;
-  /** How many unspent proofs of each denomination the gateway holds at a mint, in a unit. */
-  unspentCounts(mint: string, unit: Unit): Promise<Map<number, number>>;
+  /**
+   * How many unspent proofs of each denomination the gateway holds at a mint, in a unit; with
+   * `withLocked`, the locked ones too (a swap can spend them with our key).
+   */
+  unspentCounts(mint: string, unit: Unit, withLocked?: boolean): Promise<Map<number, number>>;
   totals(): Promise<Totals>;
 
   /**
@@ -269,19 +277,33 @@ export interface Ledger {
  * How many proofs of each denomination to take (largest first) for at least `amount`, exactly
  * when the denominations allow it, so a refund can often be paid without a swap. Works from
  * counts per denomination, so a payout reads only the proofs it takes, however large the wallet.
- * Returns undefined if the proofs cannot cover the amount.
+ * With `fewest`, inputs for a swap: the fewest proofs found worth at least `amount`, exact or not
+ * (at a mint with input fees every input costs). Returns undefined if the proofs cannot cover it.
  */
-export function pickPlan(counts: ReadonlyArray<readonly [denomination: number, count: number]>, amount: number): Map<number, number> | undefined {
+export function pickPlan(
+  counts: ReadonlyArray<readonly [denomination: number, count: number]>, amount: number, fewest = false,
+): Map<number, number> | undefined {
   const plan = new Map<number, number>();
   let left = amount;
+  let taken = 0;
   let smallestLeft: number | undefined;
+  let best: { plan: Map<number, number>; n: number } | undefined;
   for (const [denomination, count] of [...counts].sort((a, b) => b[0] - a[0])) {
+    if (left === 0) break;
     const take = Math.min(count, Math.floor(left / denomination));
     if (take > 0) plan.set(denomination, take);
     left -= take * denomination;
-    if (take < count) smallestLeft = denomination;
+    taken += take;
+    if (take < count) {
+      smallestLeft = denomination;
+      // One more of this denomination covers what is left: a plan that may beat going on.
+      if (fewest && left > 0 && (!best || taken + 1 < best.n)) {
+        best = { plan: new Map(plan).set(denomination, take + 1), n: taken + 1 };
+      }
+    }
   }
-  if (left === 0) return plan;
+  if (left === 0) return best && best.n < taken ? best.plan : plan;
+  if (best) return best.plan;
   // Every denomination with proofs left over is larger than the gap, so the smallest covers it.
   if (smallestLeft === undefined) return undefined;
   plan.set(smallestLeft, (plan.get(smallestLeft) ?? 0) + 1);

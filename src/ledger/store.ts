@@ -388,7 +388,7 @@ export class SqlLedger implements Ledger {
       if (amount <= 0) return { kind: 'nothing', latest: await this.#latestRefund(r.keyHash, tx), key };
       const msats = amount * per;
       const p = new Postings(now);
-      const opened = await this.#openPayout(tx, r, key.unit, amount, msats, 'refund', p);
+      const opened = await this.#openPayout(tx, r, key.unit, amount, msats, 'refund', p, r.extra ?? 0);
       if (!opened) return { kind: 'no_liquidity', amount, unit: key.unit };
       const debited = await tx.query('UPDATE keys SET balance = balance - $1 WHERE hash = $2 AND balance - reserved >= $1', [msats, r.keyHash]);
       if (debited.count !== 1) throw new Error('refund debit raced');
@@ -397,19 +397,20 @@ export class SqlLedger implements Ledger {
     });
   }
 
-  /** Proofs worth at least `amount` at one mint and unit, fewest and exact where possible. */
-  async #pick(tx: Sql, mint: string, unit: Unit, amount: number): Promise<StoredProof[] | undefined> {
+  /** Proofs worth at least `amount` at one mint and unit, fewest and exact where possible (`fewest`: fewest). */
+  async #pick(tx: Sql, mint: string, unit: Unit, amount: number, fewest = false): Promise<StoredProof[] | undefined> {
     // Payouts from one mint and unit take turns, so the counts below stay true until we take.
     await this.#lock(tx, `payout ${mint} ${unit}`);
     const counts = async (states: string) =>
       (await tx.query(`SELECT amount, COUNT(*) AS n FROM proofs WHERE mint = $1 AND unit = $2 AND ${states} GROUP BY amount`, [mint, unit]))
         .rows.map((r) => [r.amount as number, r.n as number] as const);
     // Our own unspent proofs first; locked ones too if need be (they are then spent with our key).
-    let states = UNSPENT;
-    let plan = pickPlan(await counts(states), amount);
-    if (!plan) {
+    // Inputs for a swap are spent with our key anyway: the fewest of either kind.
+    let states = fewest ? HELD : UNSPENT;
+    let plan = pickPlan(await counts(states), amount, fewest);
+    if (!plan && !fewest) {
       states = HELD;
-      plan = pickPlan(await counts(states), amount);
+      plan = pickPlan(await counts(states), amount, fewest);
     }
     if (!plan) return undefined;
     const picked: StoredProof[] = [];
@@ -433,10 +434,10 @@ export class SqlLedger implements Ledger {
 
   /** Sets aside proofs worth `amount` at the first mint that has them, and opens the refund op. */
   async #openPayout(
-    tx: Sql, r: StartRefund, unit: Unit, amount: number, msats: number, kind: 'refund' | 'withdraw', p: Postings,
+    tx: Sql, r: StartRefund, unit: Unit, amount: number, msats: number, kind: 'refund' | 'withdraw', p: Postings, extra = 0,
   ): Promise<{ refund: RefundRow; inputs: StoredProof[] } | undefined> {
     for (const mint of r.mints) {
-      const picked = await this.#pick(tx, mint, unit, amount);
+      const picked = await this.#pick(tx, mint, unit, amount + extra, extra > 0);
       if (!picked) continue;
       await this.#openOp(tx, r.opId, 'refund', mint, unit, r.keyHash, picked, p.now);
       const refund = await this.#one(
@@ -665,8 +666,9 @@ export class SqlLedger implements Ledger {
     return r.rows.map(proofRow);
   }
 
-  async unspentCounts(mint: string, unit: Unit): Promise<Map<number, number>> {
-    const r = await this.#db.query(`SELECT amount, COUNT(*) AS n FROM proofs WHERE mint = $1 AND unit = $2 AND ${UNSPENT} GROUP BY amount`, [mint, unit]);
+  async unspentCounts(mint: string, unit: Unit, withLocked = false): Promise<Map<number, number>> {
+    const states = withLocked ? HELD : UNSPENT;
+    const r = await this.#db.query(`SELECT amount, COUNT(*) AS n FROM proofs WHERE mint = $1 AND unit = $2 AND ${states} GROUP BY amount`, [mint, unit]);
     return new Map(r.rows.map((row) => [row.amount as number, row.n as number]));
   }
 
