@@ -4,11 +4,15 @@ import { PaymentRequest } from '@cashu/cashu-ts';
  * A NUT-18 request for a NUT-24 `X-Cashu` challenge: amount in sats, payable at any trusted mint,
  * asking for proofs locked to the gateway's key (its `nut10`) so they need no mint call to accept.
  */
-export function paymentRequest(msats: number, mints: readonly string[], p2pkPubkey: string): string {
-  const sats = Math.max(1, Math.ceil(msats / 1000));
+export function paymentRequest(sats: number, mints: readonly string[], p2pkPubkey: string): string {
   return new PaymentRequest(undefined, undefined, sats, 'sat', [...mints], undefined, true, {
     kind: 'P2PK',
     data: p2pkPubkey,
     tags: [],
   }).toEncodedCreqA();
+}
+
+/** The whole sats that pay `msats`. */
+export function satsFor(msats: number): number {
+  return Math.max(1, Math.ceil(msats / 1000));
 }

@@ -150,6 +150,36 @@ export class CashuWallets {
   }
 
   /**
+   * What an ordinary (unlocked) token must be worth to credit `sats` after the swap that redeems
+   * it: the mint's input fee on the fewest proofs of that amount, at the dearest trusted mint.
+   * A mint that cannot be reached adds nothing (its fee is not known), and is not asked again
+   * until it is back, so unpaid requests cannot make the gateway call a mint that is down.
+   */
+  async unlockedCover(sats: number): Promise<number> {
+    let cover = sats;
+    for (const mint of this.mints) {
+      if (this.#unreachable.has(mint)) continue;
+      let wallet: Wallet;
+      try {
+        wallet = await this.wallet(mint, 'sat');
+      } catch (e) {
+        this.#mintDown(mint, e);
+        continue;
+      }
+      const keyset = wallet.keyChain.getCheapestKeyset();
+      let amount = sats;
+      // More sats may need one proof more, whose fee may need more sats: a few rounds settle it.
+      for (let i = 0; i < 8; i++) {
+        const fee = wallet.getFeesForKeyset(splitAmount(amount, keyset.keys).length, keyset.id).toNumber();
+        if (amount - fee >= sats) break;
+        amount = sats + fee;
+      }
+      cover = Math.max(cover, amount);
+    }
+    return cover;
+  }
+
+  /**
    * Reloads a mint's keysets when a token names one we do not know (a rotation), at most once a
    * minute per mint and unit, so made-up keyset ids cannot make us hammer the mint.
    */

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { CashuWallets } from '../cashu/wallet.ts';
-import { paymentRequest } from '../cashu/payment-request.ts';
+import { paymentRequest, satsFor } from '../cashu/payment-request.ts';
 import { inspectToken, isCashuToken, type TokenInfo } from '../cashu/token.ts';
 import type { Ledger } from '../ledger/ledger.ts';
 import { SseSplitter, eventData, eventName } from '../upstream/sse.ts';
@@ -111,11 +111,15 @@ export class Engine {
 
   /**
    * 402. A client that paid with X-Cashu reads that header back as its refund (Routstr's
-   * clients do), so it only carries a NUT-18 payment request when no token was presented.
+   * clients do), so it only carries a NUT-18 payment request when no token was presented. Its
+   * amount is what an ordinary token must be worth at a mint with input fees; locked proofs are
+   * credited whole, so a locked token of that amount gets the fee back as change.
    */
-  paymentRequired(msats: number, code: string, message: string, presentedXCashu = false): GatewayError {
+  async paymentRequired(msats: number, code: string, message: string, presentedXCashu = false): Promise<GatewayError> {
     const headers: Record<string, string> = { 'cache-control': 'no-store' };
-    if (!presentedXCashu) headers['x-cashu'] = paymentRequest(msats, this.#wallets.mints, this.#wallets.p2pk.pubkey);
+    if (!presentedXCashu) {
+      headers['x-cashu'] = paymentRequest(await this.#wallets.unlockedCover(satsFor(msats)), this.#wallets.mints, this.#wallets.p2pk.pubkey);
+    }
     return new GatewayError(402, code, message, { headers, extra: { amount_required_msats: msats } });
   }
 
@@ -156,7 +160,7 @@ export class Engine {
     if (payer.kind === 'none') {
       // Nobody has offered to pay: name the price from a bound unless counting is nearly free.
       const bound = price(estimate.extraTokens + (cheapToCount(estimate.text) ? await countPieces(estimate.text) : tokenBound(estimate.text)));
-      throw this.paymentRequired(bound.maxMsats, 'payment_required', 'Payment required: send a Cashu token as the API key or in the X-Cashu header.');
+      throw await this.paymentRequired(bound.maxMsats, 'payment_required', 'Payment required: send a Cashu token as the API key or in the X-Cashu header.');
     }
     const counted = estimate.extraTokens + (await countPieces(estimate.text));
     // A prompt partly stored upstream cannot be counted here: reserve as if it filled the context.
@@ -172,7 +176,7 @@ export class Engine {
    * A 402 for a body too large to read for someone who has shown no credential: priced from a
    * bound (every token is at least one byte) at the dearest model served.
    */
-  unpaidBound(bytes: number): GatewayError {
+  unpaidBound(bytes: number): Promise<GatewayError> {
     let msats = 0;
     for (const m of this.#catalog.list()) msats = Math.max(msats, reservationFor(bytes, m.price.maxCompletionTokens, m.price));
     return this.paymentRequired(msats, 'payment_required', 'Payment required: send a Cashu token as the API key or in the X-Cashu header.');
@@ -238,7 +242,7 @@ export class Engine {
 
   async #reserve(job: Job, payer: Payer): Promise<Hold | null> {
     if (payer.kind === 'free') return null;
-    if (payer.kind === 'none') throw this.paymentRequired(job.maxMsats, 'payment_required', 'Payment required: send a Cashu token as the API key or in the X-Cashu header.');
+    if (payer.kind === 'none') throw await this.paymentRequired(job.maxMsats, 'payment_required', 'Payment required: send a Cashu token as the API key or in the X-Cashu header.');
     let keyHash: string;
     if (payer.kind === 'token') {
       const { token, creditTo } = payer;
@@ -248,7 +252,7 @@ export class Engine {
         // Too small to ever pay for this job: refuse before the mint is asked, the token untouched.
         // A token already claimed (say, as a top-up) goes on to be refused as spent instead.
         if (token.msats < job.maxMsats && !(await this.#ledger.getToken(token.hash))) {
-          throw this.paymentRequired(
+          throw await this.paymentRequired(
             job.maxMsats,
             'insufficient_balance',
             `Insufficient payment: this request needs up to ${job.maxMsats} msats; the token is worth ${token.msats} msats.`,
@@ -267,7 +271,7 @@ export class Engine {
     const key = await this.#ledger.getKey(keyHash);
     if (!key) throw new GatewayError(401, 'invalid_api_key', 'Invalid API key.');
     if (key.revoked) throw new GatewayError(401, 'key_revoked', 'This API key has been revoked; its balance can still be refunded.');
-    const err = this.paymentRequired(
+    const err = await this.paymentRequired(
       job.maxMsats,
       'insufficient_balance',
       `Insufficient balance: this request needs up to ${job.maxMsats} msats; ${key.balance - key.reserved} msats available.`,

@@ -96,7 +96,7 @@ async function admit(deps: CompletionDeps, req: FastifyRequest): Promise<void> {
   if (payer.kind === 'key') await deps.engine.admit(payer);
   if (payer.kind === 'none') {
     const length = Number(req.headers['content-length'] ?? Number.NaN);
-    if (!(length <= UNPAID_BODY_BYTES)) throw deps.engine.unpaidBound(Number.isFinite(length) ? length : deps.bodyLimit);
+    if (!(length <= UNPAID_BODY_BYTES)) throw await deps.engine.unpaidBound(Number.isFinite(length) ? length : deps.bodyLimit);
   }
   req.payer = payer;
 }
