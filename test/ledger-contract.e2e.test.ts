@@ -329,6 +329,30 @@ describe('refunds', () => {
     expect((await ledger.getKey('k'))!.balance).toBe(5_000);
   });
 
+  it('with extra sats for a swap fee: the fewest proofs worth the refund and the fee, locked ones too', async () => {
+    await fund('k', [4, 2, 1]);
+    const locked = [proof(8, true)];
+    expect(await ledger.acceptLocked({ tokenHash: 'off', keyHash: 'other', mint: MINT, unit: 'sat', proofs: locked, creditMsats: 8_000 })).toBe('accepted');
+    expect(await ledger.unspentCounts(MINT, 'sat')).toEqual(new Map([[4, 1], [2, 1], [1, 1]]));
+    expect(await ledger.unspentCounts(MINT, 'sat', true)).toEqual(new Map([[8, 1], [4, 1], [2, 1], [1, 1]]));
+    // Without extra, the exact match from our own proofs; with it, the one locked 8.
+    const exact = await ledger.startRefund({ keyHash: 'k', opId: 'op1', refundId: 'rf1', mints: [MINT] });
+    if (exact.kind !== 'started') throw new Error(exact.kind);
+    expect(amounts(exact.inputs)).toEqual([4, 2, 1]);
+    await ledger.abandonRefund('op1');
+    const swap = await ledger.startRefund({ keyHash: 'k', opId: 'op2', refundId: 'rf2', mints: [MINT], extra: 1 });
+    if (swap.kind !== 'started') throw new Error(swap.kind);
+    expect(swap.refund).toMatchObject({ amount: 7, msats: 7_000 });
+    expect(secrets(swap.inputs)).toEqual(secrets(locked));
+    expect(await ledger.getKey('k')).toMatchObject({ balance: 0 });
+    await ledger.abandonRefund('op2');
+    expect(await ledger.getKey('k')).toMatchObject({ balance: 7_000 });
+    // Beyond what is held: no liquidity, and nothing moved.
+    expect(await ledger.startRefund({ keyHash: 'k', opId: 'op3', refundId: 'rf3', mints: [MINT], extra: 9 })).toEqual({ kind: 'no_liquidity', amount: 7, unit: 'sat' });
+    expect(await ledger.totals()).toMatchObject({ credited: 15_000, refunded: 0, balances: 15_000 });
+    expect(await ledger.pendingOps()).toEqual([]);
+  });
+
   it('a swap: unused inputs go back at journaling, change is kept, the fee is booked', async () => {
     await fund('k', [8, 1], 5_000);
     const started = await ledger.startRefund({ keyHash: 'k', opId: 'op', refundId: 'rf', mints: [MINT] });

@@ -9,6 +9,29 @@ const plan = (counts: Array<[number, number]>, amount: number) => {
 
 const proofs = (...amounts: number[]): StoredProof[] => amounts.map((amount, i) => ({ secret: `s${i}`, id: '00ad', amount, C: '02' }));
 
+const fewest = (counts: Array<[number, number]>, amount: number) => {
+  const p = pickPlan(counts, amount, true);
+  return p && Object.fromEntries([...p].sort((a, b) => b[0] - a[0]));
+};
+
+describe('pickPlan for a swap (fewest proofs, exact or not)', () => {
+  it('takes one large proof rather than thirty small ones that add up exactly', () => {
+    expect(plan([[128, 1], [8, 8], [4, 9], [2, 9], [1, 8]], 125)).toStrictEqual({ 8: 8, 4: 9, 2: 9, 1: 7 });
+    expect(fewest([[128, 1], [8, 8], [4, 9], [2, 9], [1, 8]], 125)).toStrictEqual({ 128: 1 });
+  });
+
+  it('takes two of a denomination rather than running down the smaller ones', () => {
+    // 125 from 64, 64, 16 × 3, 8, 4, 1: 64 + 16 × 3 + 8 + 4 + 1 is exact but six proofs.
+    expect(fewest([[64, 2], [16, 3], [8, 1], [4, 1], [1, 1]], 125)).toStrictEqual({ 64: 2 });
+  });
+
+  it('keeps an exact plan that is already the fewest, and says when nothing covers the amount', () => {
+    expect(fewest([[64, 1], [32, 1], [16, 1], [8, 2]], 112)).toStrictEqual({ 64: 1, 32: 1, 16: 1 });
+    expect(fewest([[8, 2]], 17)).toBeUndefined();
+    expect(fewest([[8, 2]], 0)).toStrictEqual({});
+  });
+});
+
 describe('pickPlan', () => {
   it('takes nothing for nothing', () => {
     expect(plan([[8, 1]], 0)).toStrictEqual({});
