@@ -459,6 +459,8 @@ export class CashuWallets {
    * of the amount when the holder would lose more than the swap costs. Undefined: pay with these.
    */
   async #extraFor(refund: RefundRow, inputs: StoredProof[], extra: number, lockTo?: string): Promise<number | undefined> {
+    // A mint known to be down is not asked: proofs that need no swap can still be handed over.
+    if (this.#unreachable.has(refund.mint)) return undefined;
     let wallet: Wallet;
     try {
       wallet = await this.wallet(refund.mint, refund.unit);
