@@ -5,7 +5,7 @@ import { DatabaseSync } from 'node:sqlite';
 import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { openLedger } from '../src/main.ts';
-import { OPERATOR, type Ledger, type StoredProof, type Totals } from '../src/ledger/ledger.ts';
+import { OPERATOR, type Ledger, type NewChildKey, type StoredProof, type Totals } from '../src/ledger/ledger.ts';
 import { testDatabaseUrl } from './support/gateway.ts';
 
 /**
@@ -572,6 +572,159 @@ describe('marks shared by every instance on one ledger', () => {
   });
 });
 
+describe('child keys', () => {
+  const child = (hash: string, spendLimit: number | null, extra: Partial<NewChildKey> = {}): NewChildKey => ({
+    hash, spendLimit, models: null, expiresAt: null, ...extra,
+  });
+
+  it('are created under a live balance key only, listed, and read back', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(1_800_000_000_000);
+    expect(await ledger.createChildKeys('nobody', [child('c0', 1)])).toBeUndefined();
+    await fund('p', [8]);
+    const made = await ledger.createChildKeys('p', [child('c1', 5_000, { models: ['m1'], expiresAt: 1_900_000_000_000 }), child('c2', null)]);
+    expect(made).toEqual([
+      { hash: 'c1', parentHash: 'p', spendLimit: 5_000, spent: 0, reserved: 0, models: ['m1'], expiresAt: 1_900_000_000_000, revokedAt: null, totalRequests: 0, createdAt: 1_800_000_000_000 },
+      { hash: 'c2', parentHash: 'p', spendLimit: null, spent: 0, reserved: 0, models: null, expiresAt: null, revokedAt: null, totalRequests: 0, createdAt: 1_800_000_000_000 },
+    ]);
+    expect(await ledger.getChildKey('c1')).toEqual(made![0]);
+    expect(await ledger.getChildKey('p')).toBeUndefined();
+    expect(await ledger.getKey('c1')).toBeUndefined();
+    expect((await ledger.listChildKeys('p')).map((c) => c.hash)).toEqual(['c1', 'c2']);
+    expect(await ledger.listChildKeys('c1')).toEqual([]);
+    // A child is not a balance key: it has no children of its own.
+    expect(await ledger.createChildKeys('c1', [child('c3', 1)])).toBeUndefined();
+    expect(await ledger.revokeKey('p')).toBe(true);
+    expect(await ledger.createChildKeys('p', [child('c4', 1)])).toBeUndefined();
+    expect(await ledger.getChildKey('c4')).toBeUndefined();
+  });
+
+  it('spend the parent\'s balance within their limit; an overrun is capped at what the limit leaves', async () => {
+    await fund('p', [8, 2]);
+    await ledger.createChildKeys('p', [child('c', 6_000)]);
+    expect(await ledger.reserve('c', 4_000, 'r1', 'm1')).toBe(true);
+    expect(await ledger.getKey('p')).toMatchObject({ balance: 10_000, reserved: 4_000 });
+    expect(await ledger.getChildKey('c')).toMatchObject({ spent: 0, reserved: 4_000, totalRequests: 1 });
+    expect(await ledger.hasActiveReservations('p')).toBe(true);
+    // 4,000 + 2,001 is past the limit of 6,000, though the parent could pay it.
+    expect(await ledger.reserve('c', 2_001, 'r2')).toBe(false);
+    expect(await ledger.getChildKey('c')).toMatchObject({ reserved: 4_000, totalRequests: 1 });
+    expect(await ledger.reserve('c', 2_000, 'r3')).toBe(true);
+    // r1 overran: the parent could pay 4,000 more, the limit only what r3 does not hold.
+    expect(await ledger.settle('r1', 9_000, { inputTokens: 10, outputTokens: 20 })).toEqual({ chargedMsats: 4_000, balance: 6_000, reserved: 2_000 });
+    expect(await ledger.settle('r3', 2_500)).toMatchObject({ chargedMsats: 2_000 });
+    expect(await ledger.getChildKey('c')).toMatchObject({ spent: 6_000, reserved: 0, totalRequests: 2 });
+    expect(await ledger.getKey('p')).toMatchObject({ balance: 4_000, reserved: 0, totalSpent: 6_000 });
+    expect(await ledger.reserve('c', 1, 'r4')).toBe(false);
+    // The parent itself still spends what is left.
+    expect(await ledger.reserve('p', 4_000, 'r5')).toBe(true);
+    await ledger.settle('r5', 0);
+  });
+
+  it('a child within its limit is still held to the parent\'s free balance, and to the parent being live', async () => {
+    await fund('p', [2]);
+    await ledger.createChildKeys('p', [child('c', null), child('d', 10_000)]);
+    expect(await ledger.reserve('p', 1_500, 'rp')).toBe(true);
+    expect(await ledger.reserve('d', 501, 'rd')).toBe(false);
+    // A failed hold leaves the child as it was.
+    expect(await ledger.getChildKey('d')).toMatchObject({ reserved: 0, totalRequests: 0 });
+    expect(await ledger.reserve('c', 500, 'rc')).toBe(true);
+    await ledger.settle('rp', 0);
+    await ledger.settle('rc', 500);
+    expect(await ledger.revokeKey('p')).toBe(true);
+    expect(await ledger.reserve('c', 1, 'rc2')).toBe(false);
+    expect(await ledger.getChildKey('c')).toMatchObject({ spent: 500, reserved: 0, totalRequests: 1 });
+  });
+
+  it('revoked or expired: reserves nothing more, while what it holds still settles and is charged', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(1_800_000_000_000);
+    await fund('p', [8]);
+    await ledger.createChildKeys('p', [child('c', 5_000), child('e', 5_000, { expiresAt: 1_800_000_060_000 })]);
+    expect(await ledger.reserve('c', 1_000, 'rc')).toBe(true);
+    expect(await ledger.revokeChildKey('other', 'c')).toBe(false);
+    expect(await ledger.revokeChildKey('p', 'c')).toBe(true);
+    expect(await ledger.revokeChildKey('p', 'c')).toBe(false);
+    expect((await ledger.getChildKey('c'))!.revokedAt).toBe(1_800_000_000_000);
+    expect(await ledger.reserve('c', 1, 'rc2')).toBe(false);
+    expect(await ledger.settle('rc', 700)).toMatchObject({ chargedMsats: 700 });
+    expect(await ledger.reserve('e', 1_000, 're')).toBe(true);
+    vi.setSystemTime(1_800_000_060_000);
+    expect(await ledger.reserve('e', 1, 're2')).toBe(false);
+    expect(await ledger.settle('re', 1_000)).toMatchObject({ chargedMsats: 1_000 });
+    expect(await ledger.getChildKey('e')).toMatchObject({ spent: 1_000, reserved: 0 });
+    expect(await ledger.getKey('p')).toMatchObject({ balance: 6_300, reserved: 0 });
+  });
+
+  it('concurrent reserves through one child on two handles: never past its limit, to the msat', async () => {
+    await fund('p', [32]);
+    await ledger.createChildKeys('p', [child('c', 7_500)]);
+    const other = await open();
+    const ids = Array.from({ length: 24 }, (_, i) => `c${i}`);
+    const won = await Promise.all(ids.map((id, i) => (i % 2 ? other : ledger).reserve('c', 1_000, id)));
+    expect(won.filter(Boolean)).toHaveLength(7);
+    expect(await ledger.getChildKey('c')).toMatchObject({ reserved: 7_000 });
+    const settled = await Promise.all(ids.filter((_, i) => won[i]).map((id, i) => (i % 2 ? other : ledger).settle(id, 1_200)));
+    // 7 × 1,200 asked; the limit leaves 7,500.
+    expect(settled.reduce((s, x) => s + x.chargedMsats, 0)).toBe(7_500);
+    expect(await ledger.getChildKey('c')).toMatchObject({ spent: 7_500, reserved: 0 });
+    expect(await ledger.getKey('p')).toMatchObject({ balance: 24_500, reserved: 0 });
+  });
+
+  it('an orphaned reservation through a child is released from the child and the parent', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(1_800_000_000_000);
+    await fund('p', [8]);
+    await ledger.createChildKeys('p', [child('c', 5_000)]);
+    const dead = await open();
+    await dead.heartbeat();
+    expect(await dead.reserve('c', 3_000, 'dead-1')).toBe(true);
+    vi.setSystemTime(1_800_000_120_000);
+    await ledger.heartbeat();
+    expect(await ledger.releaseOrphans(60_000)).toBe(1);
+    expect(await ledger.getChildKey('c')).toMatchObject({ spent: 0, reserved: 0 });
+    expect(await ledger.getKey('p')).toMatchObject({ balance: 8_000, reserved: 0 });
+    expect(await ledger.reserve('c', 5_000, 'again')).toBe(true);
+    await ledger.settle('again', 0);
+  });
+});
+
+describe('history', () => {
+  it('lists a key\'s credits, charges and refunds newest first, paged by entry id; a child sees its own charges', async () => {
+    const { tokenHash } = await fund('p', [8, 2]);
+    await ledger.createChildKeys('p', [child2('c')]);
+    expect(await ledger.reserve('p', 3_000, 'own', 'model-a')).toBe(true);
+    await ledger.settle('own', 2_500, { inputTokens: 100, outputTokens: 40 });
+    expect(await ledger.reserve('c', 2_000, 'via-c', 'model-b')).toBe(true);
+    await ledger.settle('via-c', 1_200, { inputTokens: 7, outputTokens: 9 });
+    expect(await ledger.reserve('p', 100, 'free')).toBe(true);
+    await ledger.settle('free', 0);
+    const started = await ledger.startRefund({ keyHash: 'p', opId: 'op', refundId: 'rf', mints: [MINT] });
+    expect(started.kind).toBe('started');
+    await ledger.abandonRefund('op');
+    await fund('someone-else', [1]);
+
+    const all = await ledger.history('p', { limit: 10 });
+    expect(all.map((h) => [h.kind, h.msats, h.ref, h.via, h.model, h.inputTokens, h.outputTokens])).toEqual([
+      ['refund', -6_000, 'rf', null, null, null, null],
+      ['refund', 6_000, 'rf', null, null, null, null],
+      ['charge', 1_200, 'via-c', 'c', 'model-b', 7, 9],
+      ['charge', 2_500, 'own', null, 'model-a', 100, 40],
+      ['credit', 10_000, tokenHash, null, null, null, null],
+    ]);
+    const ids = all.map((h) => h.id);
+    expect([...ids].sort((a, b) => b - a)).toEqual(ids);
+    const first = await ledger.history('p', { limit: 2 });
+    expect(first).toEqual(all.slice(0, 2));
+    expect(await ledger.history('p', { limit: 2, before: first[1]!.id })).toEqual(all.slice(2, 4));
+    expect(await ledger.history('p', { limit: 2, before: all[4]!.id })).toEqual([]);
+    expect(await ledger.history('c', { limit: 10 })).toEqual([all[2]]);
+    expect(await ledger.history('nobody', { limit: 10 })).toEqual([]);
+  });
+});
+
+const child2 = (hash: string): NewChildKey => ({ hash, spendLimit: null, models: null, expiresAt: null });
+
 describe('running totals', () => {
   it('are back-filled from entries and keys by the migration that creates them', async () => {
     await fund('k', [8, 2]);
@@ -580,7 +733,16 @@ describe('running totals', () => {
     const before = await ledger.totals();
     for (const l of handles.splice(0)) await l.close();
     // Back to the schema before running totals, as a database deployed before them is.
-    const undo = ['DROP TABLE totals', 'UPDATE schema_version SET version = 5'];
+    const undo = [
+      'DROP TABLE totals',
+      // And the migration after it (child keys, history), which then runs again too.
+      'DROP TABLE child_keys',
+      'DROP INDEX entries_key',
+      'DROP INDEX entries_via',
+      'ALTER TABLE entries DROP COLUMN via',
+      ...['child_hash', 'model', 'input_tokens', 'output_tokens'].map((c) => `ALTER TABLE reservations DROP COLUMN ${c}`),
+      'UPDATE schema_version SET version = 5',
+    ];
     if (url.startsWith('sqlite:')) {
       const db = new DatabaseSync(url.slice('sqlite:'.length));
       for (const s of undo) db.exec(s);

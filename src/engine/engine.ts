@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { CashuWallets } from '../cashu/wallet.ts';
 import { paymentRequest, satsFor } from '../cashu/payment-request.ts';
 import { inspectToken, isCashuToken, type TokenInfo } from '../cashu/token.ts';
-import type { Ledger } from '../ledger/ledger.ts';
+import type { ChildKeyRow, KeyRow, Ledger } from '../ledger/ledger.ts';
 import { SseSplitter, eventData, eventName } from '../upstream/sse.ts';
 import type { UpstreamClient, UpstreamResponse } from '../upstream/client.ts';
 import type { Catalog, ModelEntry } from './catalog.ts';
@@ -86,6 +86,20 @@ interface Hold {
   /** Paid by `X-Cashu`: whatever the request does not cost comes back as change. */
   oneShot: boolean;
   lockChangeTo?: string | undefined;
+  /** Paid through a child key: its parent's balance under its limit. */
+  child?: boolean;
+}
+
+/** A child key that can no longer pay: revoked by its parent, or past its expiry. */
+function refuseDeadChild(child: ChildKeyRow): void {
+  if (child.revokedAt !== null) throw new GatewayError(401, 'key_revoked', 'This API key has been revoked by the key that created it.');
+  if (child.expiresAt !== null && Date.now() >= child.expiresAt) throw new GatewayError(403, 'key_expired', 'This API key has expired (validity date reached).');
+}
+
+/** What a child key may still spend: its parent's free balance, within what its limit leaves. */
+export function childLeft(child: ChildKeyRow, parent: KeyRow): number {
+  const free = Math.max(0, parent.balance - parent.reserved);
+  return child.spendLimit === null ? free : Math.max(0, Math.min(free, child.spendLimit - child.spent - child.reserved));
 }
 
 const SK = /^sk-([0-9a-f]{64})$/;
@@ -217,8 +231,11 @@ export class Engine {
 
   async #admitKey(keyHash: string): Promise<void> {
     const key = await this.#ledger.getKey(keyHash);
-    if (!key) throw new GatewayError(401, 'invalid_api_key', 'Invalid API key.');
-    if (key.revoked) throw new GatewayError(401, 'key_revoked', 'This API key has been revoked; its balance can still be refunded.');
+    if (key?.revoked) throw new GatewayError(401, 'key_revoked', 'This API key has been revoked; its balance can still be refunded.');
+    if (key) return;
+    const child = await this.#ledger.getChildKey(keyHash);
+    if (!child) throw new GatewayError(401, 'invalid_api_key', 'Invalid API key.');
+    refuseDeadChild(child);
   }
 
   /**
@@ -267,7 +284,13 @@ export class Engine {
       keyHash = payer.keyHash;
     }
     const hold: Hold = { keyHash, reservationId: randomUUID(), oneShot: payer.oneShot, lockChangeTo: payer.lockChangeTo };
-    if (await this.#ledger.reserve(keyHash, job.maxMsats, hold.reservationId)) return hold;
+    const child = payer.kind === 'key' && !payer.oneShot ? await this.#ledger.getChildKey(keyHash) : undefined;
+    if (child?.models && !child.models.includes(job.model.id)) {
+      throw new GatewayError(403, 'model_not_allowed', `This key may not use the model '${job.model.id}'; it may use: ${child.models.join(', ')}.`);
+    }
+    if (child) hold.child = true;
+    if (await this.#ledger.reserve(keyHash, job.maxMsats, hold.reservationId, job.model.id)) return hold;
+    if (child) throw await this.#childShort(job, keyHash);
     const key = await this.#ledger.getKey(keyHash);
     if (!key) throw new GatewayError(401, 'invalid_api_key', 'Invalid API key.');
     if (key.revoked) throw new GatewayError(401, 'key_revoked', 'This API key has been revoked; its balance can still be refunded.');
@@ -286,6 +309,24 @@ export class Engine {
     throw err;
   }
 
+  /** Why a child key could not hold a job's price: revoked or expired since admitted, its limit, or its parent's balance. */
+  async #childShort(job: Job, hash: string): Promise<GatewayError> {
+    const child = await this.#ledger.getChildKey(hash);
+    if (!child) return new GatewayError(401, 'invalid_api_key', 'Invalid API key.');
+    refuseDeadChild(child);
+    const parent = await this.#ledger.getKey(child.parentHash);
+    if (!parent || parent.revoked) return new GatewayError(401, 'key_revoked', 'The key this key spends from has been revoked.');
+    const left = childLeft(child, parent);
+    if (child.spendLimit !== null && child.spendLimit - child.spent - child.reserved < job.maxMsats) {
+      return this.paymentRequired(
+        job.maxMsats,
+        'balance_limit_exceeded',
+        `Balance limit exceeded: ${child.spendLimit} msats limit, ${child.spent} already spent (${child.reserved} reserved); this request needs up to ${job.maxMsats} msats.`,
+      );
+    }
+    return this.paymentRequired(job.maxMsats, 'insufficient_balance', `Insufficient balance: this request needs up to ${job.maxMsats} msats; ${left} msats available.`);
+  }
+
   /** What a usage costs on this job; at the higher price when the upstream says it served a pricier model. */
   #cost(job: Job, usage: Usage, served: string | undefined): Cost {
     const cost = costOf(usage, job.model.price, job.images);
@@ -301,14 +342,22 @@ export class Engine {
   async #settle(job: Job, hold: Hold | null, usage: Usage, metered?: Metered): Promise<Receipt> {
     const cost = this.#cost(job, usage, metered?.model);
     if (!hold) return { usage, cost, balance: 0 };
-    const s = await this.#ledger.settle(hold.reservationId, cost.totalMsats);
+    const s = await this.#ledger.settle(hold.reservationId, cost.totalMsats, { inputTokens: usage.promptTokens, outputTokens: usage.completionTokens });
     hold.closed = true;
     if (s.chargedMsats < cost.totalMsats) this.#log.warn({ short: cost.totalMsats - s.chargedMsats }, 'charge exceeded what the key holds');
     const charged = chargedCost(cost, s.chargedMsats);
+    // A child is shown what it may still spend, not its parent's balance.
+    if (hold.child) return { usage, cost: charged, balance: await this.#childBalance(hold.keyHash) };
     if (!hold.oneShot) return { usage, cost: charged, balance: s.balance };
     const change = await this.#change(hold);
     const key = await this.#ledger.getKey(hold.keyHash);
     return { usage, cost: charged, balance: key?.balance ?? 0, change };
+  }
+
+  async #childBalance(hash: string): Promise<number> {
+    const child = await this.#ledger.getChildKey(hash);
+    const parent = child && (await this.#ledger.getKey(child.parentHash));
+    return child && parent ? childLeft(child, parent) : 0;
   }
 
   async #change(hold: Hold): Promise<string | undefined> {

@@ -7,6 +7,7 @@ import type { Config } from '../config.ts';
 import type { Logger } from 'pino';
 import { PeerFetch } from '../net/peer-fetch.ts';
 import { refundToLightning, type LightningTarget } from '../cashu/lightning-refund.ts';
+import { childInfo, childKeyRoutes, childOnly, childView } from './child-keys.ts';
 import { paymentOf } from './payment.ts';
 
 const SK = /^sk-([0-9a-f]{64})$/;
@@ -96,13 +97,21 @@ export function balanceRoutes(app: FastifyInstance, deps: { ledger: Ledger; wall
   const info = async (req: FastifyRequest) => {
     const hash = await keyOf(req, true);
     const key = await ledger.getKey(hash);
-    if (!key) throw new GatewayError(401, 'invalid_api_key', 'Unknown API key.');
-    return { ...keyView(key), mint: key.mint, is_child: false };
+    if (!key) {
+      const child = await ledger.getChildKey(hash);
+      if (child) return childInfo(child, await ledger.getKey(child.parentHash));
+      throw new GatewayError(401, 'invalid_api_key', 'Unknown API key.');
+    }
+    const children = await ledger.listChildKeys(hash);
+    return { ...keyView(key), mint: key.mint, is_child: false, ...(children.length ? { child_keys: children.map(childView) } : {}) };
   };
 
   const topup = async (req: FastifyRequest) => {
     const hash = await keyOf(req, true);
-    if (!(await ledger.getKey(hash))) throw new GatewayError(401, 'invalid_api_key', 'Unknown API key.');
+    if (!(await ledger.getKey(hash))) {
+      if (await ledger.getChildKey(hash)) throw childOnly('top up');
+      throw new GatewayError(401, 'invalid_api_key', 'Unknown API key.');
+    }
     const raw = field(req, 'cashu_token');
     if (!raw) throw new GatewayError(400, 'invalid_cashu_token', 'Send the token as cashu_token.');
     const tok = inspectToken(raw, trusted);
@@ -122,11 +131,13 @@ export function balanceRoutes(app: FastifyInstance, deps: { ledger: Ledger; wall
       }
     } else {
       hash = await keyOf(req, false);
+      if (await ledger.getChildKey(hash)) throw childOnly('refund its parent\'s balance');
     }
     const r = await wallets.refund(hash);
     return refundBody(r);
   };
 
+  childKeyRoutes(app, { ledger, trusted });
   for (const prefix of ['/v1/balance', '/v1/wallet']) {
     app.post(`${prefix}/create`, create);
     app.get(`${prefix}/create`, create);
@@ -138,6 +149,7 @@ export function balanceRoutes(app: FastifyInstance, deps: { ledger: Ledger; wall
       const target = lightningTarget(req);
       if (target) {
         const hash = await keyOf(req, false);
+        if (await ledger.getChildKey(hash)) throw childOnly('refund its parent\'s balance');
         const melt = await refundToLightning({ ledger, wallets, peers, log: deps.log }, hash, target);
         const key = await ledger.getKey(hash);
         return meltBody(melt, target, key ? key.balance - key.reserved : 0);

@@ -16,6 +16,57 @@ export interface KeyRow {
   revoked: boolean;
 }
 
+/**
+ * A sub-key of a balance key: it has no balance of its own, and spends its parent's under its
+ * own limit. Its hash is its credential, as a parent's is.
+ */
+export interface ChildKeyRow {
+  hash: string;
+  parentHash: string;
+  /** The most it may ever spend, in msats; null: as much as the parent holds. */
+  spendLimit: number | null;
+  spent: number;
+  /** Held for its requests in flight, counted against its limit (and held on the parent too). */
+  reserved: number;
+  /** Models it may use; null: any. */
+  models: string[] | null;
+  /** Ms since the epoch after which it reserves nothing; null: never. */
+  expiresAt: number | null;
+  revokedAt: number | null;
+  totalRequests: number;
+  createdAt: number;
+}
+
+export interface NewChildKey {
+  hash: string;
+  spendLimit: number | null;
+  models: string[] | null;
+  expiresAt: number | null;
+}
+
+/** One money row of a key's history, as the ledger wrote it. */
+export interface HistoryRow {
+  /** The entry's own id: it grows with each entry written, so it is the page cursor. */
+  id: number;
+  kind: 'credit' | 'charge' | 'refund';
+  /** Negative for a reversal (a refund that did not happen gives its msats back). */
+  msats: number;
+  createdAt: number;
+  /** The reservation (a charge: the request's id), token hash (a credit) or refund id. */
+  ref: string;
+  /** The child key a charge was made through, if any. */
+  via: string | null;
+  model: string | null;
+  inputTokens: number | null;
+  outputTokens: number | null;
+}
+
+/** What a settled request used, kept beside its charge for the key's history. */
+export interface SettledUsage {
+  inputTokens: number;
+  outputTokens: number;
+}
+
 /** A proof as the gateway stores it; amount is in the keyset's unit. */
 export interface StoredProof {
   secret: string;
@@ -196,9 +247,32 @@ export interface Ledger {
   finishSweep(opId: string, proofs: StoredProof[]): Promise<void>;
   abandonSweep(opId: string): Promise<void>;
 
-  reserve(keyHash: string, msats: number, reservationId: string): Promise<boolean>;
-  /** Charges at most what the key holds; releases the rest of the reservation. */
-  settle(reservationId: string, chargeMsats: number): Promise<Settlement>;
+  /**
+   * Holds `msats` of a key's free balance for one request. A child key holds on its parent, and
+   * only while it is live and the hold keeps its spent + reserved within its limit.
+   */
+  reserve(keyHash: string, msats: number, reservationId: string, model?: string): Promise<boolean>;
+  /**
+   * Charges at most what the key holds (and, through a child, what its limit leaves); releases
+   * the rest of the reservation.
+   */
+  settle(reservationId: string, chargeMsats: number, usage?: SettledUsage): Promise<Settlement>;
+
+  /** Creates child keys of a live balance key; false if the parent is not one. */
+  createChildKeys(parentHash: string, children: NewChildKey[]): Promise<ChildKeyRow[] | undefined>;
+  getChildKey(hash: string): Promise<ChildKeyRow | undefined>;
+  /** A parent's children, oldest first. */
+  listChildKeys(parentHash: string): Promise<ChildKeyRow[]>;
+  /**
+   * Stops a child reserving anything more; false if it is not this parent's or already revoked.
+   * Its requests in flight still settle: releasing them uncharged would make them free.
+   */
+  revokeChildKey(parentHash: string, childHash: string): Promise<boolean>;
+  /**
+   * A key's credits, charges and refunds, newest first, `before` an entry id (the cursor). For a
+   * child key: the charges made through it.
+   */
+  history(keyHash: string, page: { before?: number | undefined; limit: number }): Promise<HistoryRow[]>;
   hasActiveReservations(keyHash: string): Promise<boolean>;
   /** Marks this process alive; its reservations are its own while it keeps doing so. */
   heartbeat(): Promise<void>;

@@ -1,4 +1,4 @@
-import type { KeyRow, MeltRow, MintOp, RefundRow, StoredProof, TokenRow, Unit } from './ledger.ts';
+import type { ChildKeyRow, HistoryRow, KeyRow, MeltRow, MintOp, RefundRow, StoredProof, TokenRow, Unit } from './ledger.ts';
 
 /** Rows as both engines return them: snake_case columns, integers as numbers. */
 export type Row = Record<string, unknown>;
@@ -68,4 +68,31 @@ export const meltRow = (r: Row): MeltRow => ({
   fee: (r.fee as number | null) ?? null,
   preimage: (r.preimage as string | null) ?? null,
   state: r.state as MeltRow['state'],
+});
+
+const orNull = (v: unknown): number | null => (v === null || v === undefined ? null : (v as number));
+
+export const childKeyRow = (r: Row): ChildKeyRow => ({
+  hash: r.hash as string,
+  parentHash: r.parent_hash as string,
+  spendLimit: orNull(r.spend_limit),
+  spent: r.spent as number,
+  reserved: r.reserved as number,
+  models: r.models ? (JSON.parse(r.models as string) as string[]) : null,
+  expiresAt: orNull(r.expires_at),
+  revokedAt: orNull(r.revoked_at),
+  totalRequests: r.total_requests as number,
+  createdAt: r.created_at as number,
+});
+
+export const historyRow = (r: Row): HistoryRow => ({
+  id: r.id as number,
+  kind: r.kind as HistoryRow['kind'],
+  msats: r.msats as number,
+  createdAt: r.created_at as number,
+  ref: r.ref as string,
+  via: (r.via as string | null) ?? null,
+  model: (r.model as string | null) ?? null,
+  inputTokens: orNull(r.input_tokens),
+  outputTokens: orNull(r.output_tokens),
 });

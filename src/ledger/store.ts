@@ -6,12 +6,16 @@ import {
   meltFee,
   pickPlan,
   swapFee,
+  type ChildKeyRow,
+  type HistoryRow,
   type KeyRow,
   type Ledger,
+  type NewChildKey,
   type MeltRow,
   type MintOp,
   type RefundRow,
   type Settlement,
+  type SettledUsage,
   type StartMelt,
   type StartMeltResult,
   type StartRefund,
@@ -23,7 +27,7 @@ import {
   type Unit,
 } from './ledger.ts';
 import type { Driver, Sql, Statement } from './driver.ts';
-import { keyRow, meltRow, opRow, proofRow, refundRow, tokenRow, type Row } from './rows.ts';
+import { childKeyRow, historyRow, keyRow, meltRow, opRow, proofRow, refundRow, tokenRow, type Row } from './rows.ts';
 
 /**
  * The running totals are spread over rows (shards) a transaction picks at random, so concurrent
@@ -51,12 +55,34 @@ const SHARED_MIGRATIONS: readonly string[] = [
      fees = (SELECT COALESCE(SUM(msats), 0) FROM entries WHERE kind = 'fee'),
      balance = (SELECT COALESCE(SUM(balance), 0) FROM keys)
    WHERE shard = 0;`,
+  // Child keys spend their parent's balance; a charge's entry names the child it went through,
+  // and its reservation keeps the model and tokens, so a key's history is read from these rows.
+  `CREATE TABLE child_keys (
+     hash TEXT PRIMARY KEY,
+     parent_hash TEXT NOT NULL,
+     spend_limit BIGINT CHECK (spend_limit >= 0),
+     spent BIGINT NOT NULL DEFAULT 0,
+     reserved BIGINT NOT NULL DEFAULT 0 CHECK (reserved >= 0),
+     models TEXT,
+     expires_at BIGINT,
+     revoked_at BIGINT,
+     total_requests BIGINT NOT NULL DEFAULT 0,
+     created_at BIGINT NOT NULL,
+     CHECK (spend_limit IS NULL OR spent + reserved <= spend_limit));
+   CREATE INDEX child_keys_parent ON child_keys(parent_hash, created_at);
+   ALTER TABLE reservations ADD COLUMN child_hash TEXT;
+   ALTER TABLE reservations ADD COLUMN model TEXT;
+   ALTER TABLE reservations ADD COLUMN input_tokens BIGINT;
+   ALTER TABLE reservations ADD COLUMN output_tokens BIGINT;
+   ALTER TABLE entries ADD COLUMN via TEXT;
+   CREATE INDEX entries_key ON entries(key_hash, id);
+   CREATE INDEX entries_via ON entries(via, id) WHERE via IS NOT NULL;`,
 ];
 
 type EntryKind = 'credit' | 'charge' | 'refund' | 'withdraw' | 'fee';
 const TOTAL_OF = { credit: 'credited', charge: 'charged', refund: 'refunded', withdraw: 'withdrawn', fee: 'fees' } as const;
 
-const ENTRY = 'INSERT INTO entries (key_hash, kind, msats, ref, created_at) VALUES ($1, $2, $3, $4, $5)';
+const ENTRY = 'INSERT INTO entries (key_hash, kind, msats, ref, created_at, via) VALUES ($1, $2, $3, $4, $5, $6)';
 
 /**
  * The writes that close a transaction: its entries, and their sum added to one totals row. The
@@ -75,8 +101,8 @@ class Postings {
     return this;
   }
 
-  entry(keyHash: string, kind: EntryKind, msats: number, ref: string): this {
-    this.#statements.push([ENTRY, [keyHash, kind, msats, ref, this.now]]);
+  entry(keyHash: string, kind: EntryKind, msats: number, ref: string, via: string | null = null): this {
+    this.#statements.push([ENTRY, [keyHash, kind, msats, ref, this.now, via]]);
     return this.move({ [TOTAL_OF[kind]]: msats });
   }
 
@@ -116,7 +142,14 @@ const HELD = `state IN ('unspent', 'locked')`;
 /** Reserve: holds msats on a key with enough free balance, and opens the reservation. */
 const HOLD = `UPDATE keys SET reserved = reserved + $1, total_requests = total_requests + 1
   WHERE hash = $2 AND balance - reserved >= $1 AND NOT revoked`;
-const OPEN_RESERVATION = `INSERT INTO reservations (id, key_hash, msats, state, created_at, owner) SELECT $3, $2, $1, 'active', $4, $5`;
+const OPEN_RESERVATION = `INSERT INTO reservations (id, key_hash, msats, state, created_at, owner, model, child_hash)
+  SELECT $3, $2, $1, 'active', $4, $5, $6, $7`;
+/** A child's share of a reserve: live, and within its limit with this hold. Returns its parent. */
+const HOLD_CHILD = `UPDATE child_keys SET reserved = reserved + $1, total_requests = total_requests + 1
+  WHERE hash = $2 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $3)
+    AND (spend_limit IS NULL OR spent + reserved + $1 <= spend_limit)
+  RETURNING parent_hash`;
+const HISTORY_KINDS = `e.kind IN ('credit', 'charge', 'refund')`;
 
 class Replay extends Error {}
 
@@ -313,18 +346,37 @@ export class SqlLedger implements Ledger {
     });
   }
 
-  async reserve(keyHash: string, msats: number, reservationId: string): Promise<boolean> {
-    const p = [msats, keyHash, reservationId, Date.now(), this.#instance];
+  async reserve(keyHash: string, msats: number, reservationId: string, model?: string): Promise<boolean> {
+    const now = Date.now();
+    const p = [msats, keyHash, reservationId, now, this.#instance, model ?? null, null];
     if (this.#d.writableCte) {
       // One statement, so one round trip, and atomic on its own.
-      return (await this.#db.query(`WITH k AS (${HOLD} RETURNING hash) ${OPEN_RESERVATION} FROM k`, p)).count === 1;
+      if ((await this.#db.query(`WITH k AS (${HOLD} RETURNING hash) ${OPEN_RESERVATION} FROM k`, p)).count === 1) return true;
+    } else if (await this.#db.transaction(async (tx) => (await tx.query(HOLD, p)).count === 1 && (await tx.query(OPEN_RESERVATION, p)).count === 1, true)) {
+      return true;
     }
-    return this.#db.transaction(async (tx) => (await tx.query(HOLD, p)).count === 1 && (await tx.query(OPEN_RESERVATION, p)).count === 1, true);
+    // No balance key of that hash could pay: it may be a child key, which holds on its parent.
+    return this.#db.transaction(async (tx) => {
+      // The child's row first, then the parent's: settle locks them in that order too.
+      const child = await this.#one(HOLD_CHILD, [msats, keyHash, now], tx);
+      if (!child) return false;
+      const parent = child.parent_hash as string;
+      const held = (await tx.query(HOLD, [msats, parent])).count === 1;
+      if (!held) {
+        await tx.query('UPDATE child_keys SET reserved = reserved - $1, total_requests = total_requests - 1 WHERE hash = $2', [msats, keyHash]);
+        return false;
+      }
+      await tx.query(OPEN_RESERVATION, [msats, parent, reservationId, now, this.#instance, model ?? null, keyHash]);
+      return true;
+    }, true);
   }
 
-  async settle(reservationId: string, chargeMsats: number): Promise<Settlement> {
+  async settle(reservationId: string, chargeMsats: number, usage?: SettledUsage): Promise<Settlement> {
     const now = Date.now();
+    // Which child, if any: fixed at reserve, so read before any lock, to lock the child first.
+    const via = (await this.#one('SELECT child_hash FROM reservations WHERE id = $1', [reservationId]))?.child_hash as string | null | undefined;
     return this.#db.transaction(async (tx) => {
+      const child = via ? await this.#one(`SELECT * FROM child_keys WHERE hash = $1${this.#d.forUpdate()}`, [via], tx) : undefined;
       const row = await this.#one(
         `SELECT r.key_hash, r.msats AS held, k.balance, k.reserved
          FROM reservations r JOIN keys k ON k.hash = r.key_hash
@@ -337,12 +389,22 @@ export class SqlLedger implements Ledger {
       const held = row.held as number;
       const [balance, reserved] = [row.balance as number, row.reserved as number];
       // An overrun may use the key's free balance, never other requests' reservations.
-      const charged = Math.min(chargeMsats, held + (balance - reserved));
-      const p = new Postings(now).add(
+      let charged = Math.min(chargeMsats, held + (balance - reserved));
+      const p = new Postings(now);
+      if (child) {
+        const c = childKeyRow(child);
+        // Nor, through a child, more than its limit leaves beside its other requests' holds.
+        if (c.spendLimit !== null) charged = Math.min(charged, c.spendLimit - c.spent - (c.reserved - held));
+        p.add(['UPDATE child_keys SET spent = spent + $1, reserved = reserved - $2 WHERE hash = $3', [charged, held, c.hash]]);
+      }
+      p.add(
         [`UPDATE keys SET balance = balance - $1, reserved = reserved - $2, total_spent = total_spent + $1 WHERE hash = $3`, [charged, held, keyHash]],
-        ['UPDATE reservations SET state = $1, charged = $2 WHERE id = $3', [charged > 0 ? 'charged' : 'released', charged, reservationId]],
+        [
+          'UPDATE reservations SET state = $1, charged = $2, input_tokens = $3, output_tokens = $4 WHERE id = $5',
+          [charged > 0 ? 'charged' : 'released', charged, usage?.inputTokens ?? null, usage?.outputTokens ?? null, reservationId],
+        ],
       );
-      if (charged > 0) p.entry(keyHash, 'charge', charged, reservationId);
+      if (charged > 0) p.entry(keyHash, 'charge', charged, reservationId, child ? (child.hash as string) : null);
       // All the writes in one statement on PostgreSQL: BEGIN, the read above, this, COMMIT.
       await tx.batch(p.balance(-charged).statements());
       return { chargedMsats: charged, balance: balance - charged, reserved: reserved - held };
@@ -362,18 +424,80 @@ export class SqlLedger implements Ledger {
 
   async releaseOrphans(staleMs: number): Promise<number> {
     const now = Date.now();
-    return this.#db.transaction(async (tx) => {
-      const { rows } = await tx.query(
-        `SELECT r.id, r.key_hash, r.msats FROM reservations r LEFT JOIN instances i ON i.id = r.owner
-         WHERE r.state = 'active' AND (i.id IS NULL OR i.heartbeat_at < $1) AND r.owner IS DISTINCT FROM $2${this.#d.forUpdate('r', true)}`,
-        [now - staleMs, this.#instance],
-      );
-      for (const r of rows) {
+    const { rows } = await this.#db.query(
+      `SELECT r.id, r.child_hash FROM reservations r LEFT JOIN instances i ON i.id = r.owner
+       WHERE r.state = 'active' AND (i.id IS NULL OR i.heartbeat_at < $1) AND r.owner IS DISTINCT FROM $2`,
+      [now - staleMs, this.#instance],
+    );
+    let released = 0;
+    // One transaction each, locking child, reservation and key in the order settle does.
+    for (const o of rows) {
+      const done = await this.#db.transaction(async (tx) => {
+        if (o.child_hash) await tx.query(`SELECT 1 FROM child_keys WHERE hash = $1${this.#d.forUpdate()}`, [o.child_hash]);
+        const r = await this.#one(
+          `SELECT r.key_hash, r.msats FROM reservations r LEFT JOIN instances i ON i.id = r.owner
+           WHERE r.id = $1 AND r.state = 'active' AND (i.id IS NULL OR i.heartbeat_at < $2)${this.#d.forUpdate('r', true)}`,
+          [o.id, now - staleMs],
+          tx,
+        );
+        if (!r) return false;
         await tx.query('UPDATE keys SET reserved = reserved - $1 WHERE hash = $2', [r.msats, r.key_hash]);
-        await tx.query(`UPDATE reservations SET state = 'released', charged = 0 WHERE id = $1`, [r.id]);
+        if (o.child_hash) await tx.query('UPDATE child_keys SET reserved = reserved - $1 WHERE hash = $2', [r.msats, o.child_hash]);
+        await tx.query(`UPDATE reservations SET state = 'released', charged = 0 WHERE id = $1`, [o.id]);
+        return true;
+      });
+      if (done) released++;
+    }
+    return released;
+  }
+
+  async createChildKeys(parentHash: string, children: NewChildKey[]): Promise<ChildKeyRow[] | undefined> {
+    const now = Date.now();
+    return this.#db.transaction(async (tx) => {
+      // A child's parent is a live balance key; a child key is not one, so it has no children.
+      const parent = await this.#one('SELECT revoked FROM keys WHERE hash = $1', [parentHash], tx);
+      if (!parent || parent.revoked) return undefined;
+      const made: ChildKeyRow[] = [];
+      for (const c of children) {
+        const row = await this.#one(
+          `INSERT INTO child_keys (hash, parent_hash, spend_limit, models, expires_at, created_at)
+           VALUES ($1, $2, $3, $4, $5, $6) RETURNING *`,
+          [c.hash, parentHash, c.spendLimit, c.models ? JSON.stringify(c.models) : null, c.expiresAt, now],
+          tx,
+        );
+        made.push(childKeyRow(row!));
       }
-      return rows.length;
+      return made;
     });
+  }
+
+  async getChildKey(hash: string): Promise<ChildKeyRow | undefined> {
+    const r = await this.#one('SELECT * FROM child_keys WHERE hash = $1', [hash]);
+    return r && childKeyRow(r);
+  }
+
+  async listChildKeys(parentHash: string): Promise<ChildKeyRow[]> {
+    return (await this.#db.query('SELECT * FROM child_keys WHERE parent_hash = $1 ORDER BY created_at, hash', [parentHash])).rows.map(childKeyRow);
+  }
+
+  async revokeChildKey(parentHash: string, childHash: string): Promise<boolean> {
+    const r = await this.#db.query('UPDATE child_keys SET revoked_at = $1 WHERE hash = $2 AND parent_hash = $3 AND revoked_at IS NULL', [
+      Date.now(), childHash, parentHash,
+    ]);
+    return r.count === 1;
+  }
+
+  async history(keyHash: string, page: { before?: number | undefined; limit: number }): Promise<HistoryRow[]> {
+    const child = await this.#one('SELECT 1 FROM child_keys WHERE hash = $1', [keyHash]);
+    // A child's charges are its parent's money: entries name the child in `via`.
+    const whose = child ? `e.via = $1 AND e.kind = 'charge'` : `e.key_hash = $1 AND ${HISTORY_KINDS}`;
+    const r = await this.#db.query(
+      `SELECT e.id, e.kind, e.msats, e.ref, e.via, e.created_at, r.model, r.input_tokens, r.output_tokens
+       FROM entries e LEFT JOIN reservations r ON e.kind = 'charge' AND r.id = e.ref
+       WHERE ${whose} AND e.id < $2 ORDER BY e.id DESC LIMIT $3`,
+      [keyHash, page.before ?? Number.MAX_SAFE_INTEGER, page.limit],
+    );
+    return r.rows.map(historyRow);
   }
 
   async startRefund(r: StartRefund): Promise<StartRefundResult> {
