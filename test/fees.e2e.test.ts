@@ -4,7 +4,7 @@ import { FakeUpstream } from './support/upstream.ts';
 import { expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
 import { mintToken, receive } from './support/cashu.ts';
 import { startMint, type RunningMint } from './support/mint.ts';
-import { sha256Hex } from '../src/cashu/token.ts';
+import { sha256Hex } from '../src/cashu/credential.ts';
 
 const upstream = new FakeUpstream();
 let feeMint: RunningMint;

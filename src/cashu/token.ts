@@ -1,22 +1,7 @@
-import { createHash } from 'node:crypto';
 import { getTokenMetadata, normalizeMintUrl } from '@cashu/cashu-ts';
 import { GatewayError } from '../engine/errors.ts';
 import { MSATS_PER, type Unit } from '../ledger/ledger.ts';
-
-export const TOKEN_PREFIX = /^(cashu:)?cashu[AB]/;
-
-export function isCashuToken(s: string): boolean {
-  return TOKEN_PREFIX.test(s);
-}
-
-export function sha256Hex(s: string): string {
-  return createHash('sha256').update(s).digest('hex');
-}
-
-/** The API key a token string funds, as Routstr names it. */
-export function keyHashOfToken(token: string): string {
-  return sha256Hex(token);
-}
+import { bareToken, sha256Hex, type Presented } from './credential.ts';
 
 export interface TokenInfo {
   token: string;
@@ -40,10 +25,12 @@ export function mintNames(mints: readonly string[], aliases: Readonly<Record<str
 
 /**
  * Reads a token without any network call and refuses it before the mint is ever contacted:
- * a mint outside the trusted list is never fetched (no SSRF through token contents).
+ * a mint outside the trusted list is never fetched (no SSRF through token contents). A token a
+ * request presented was hashed when it was read; one from a body or an event is hashed here.
  */
-export function inspectToken(raw: string, trustedMints: MintNames): TokenInfo {
-  const token = raw.trim().replace(/^cashu:/, '');
+export function inspectToken(raw: string | Presented, trustedMints: MintNames): TokenInfo {
+  const token = typeof raw === 'string' ? bareToken(raw) : raw.text;
+  const hash = typeof raw === 'string' ? sha256Hex(token) : raw.keyHash;
   let meta: ReturnType<typeof getTokenMetadata>;
   try {
     meta = getTokenMetadata(token);
@@ -72,5 +59,5 @@ export function inspectToken(raw: string, trustedMints: MintNames): TokenInfo {
     throw new GatewayError(400, 'invalid_cashu_token', 'The Cashu token amount is out of range.');
   }
   if (!(amount > 0)) throw new GatewayError(400, 'invalid_cashu_token', 'The Cashu token is worth nothing.');
-  return { token, hash: sha256Hex(token), mint, unit, amount, msats: amount * MSATS_PER[unit] };
+  return { token, hash, mint, unit, amount, msats: amount * MSATS_PER[unit] };
 }

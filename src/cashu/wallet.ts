@@ -14,7 +14,8 @@ import {
 import type { Logger } from 'pino';
 import { GatewayError } from '../engine/errors.ts';
 import { MSATS_PER, isLocked, type KeyRow, type Ledger, type MeltRow, type MintOp, type RefundRow, type StoredProof, type Unit } from '../ledger/ledger.ts';
-import { mintNames, sha256Hex, type MintNames, type TokenInfo } from './token.ts';
+import { mintNames, type MintNames, type TokenInfo } from './token.ts';
+import { tokenHashOfQuote } from './credential.ts';
 import { lockedTo, spendableOnlyByUs, type P2pkKey } from './p2pk.ts';
 import { crashPoint } from './crash.ts';
 import { NativeOutputData, nativeLockedOutputs, nativeOutputs } from './dleq.ts';
@@ -408,7 +409,7 @@ export class CashuWallets {
    * Returns undefined while the quote is unpaid.
    */
   async redeemQuote(q: { mint: string; unit: Unit; quote: string; amount: number; keyHash: string }): Promise<KeyRow | undefined> {
-    const tokenHash = sha256Hex(`quote ${q.mint} ${q.quote}`);
+    const tokenHash = tokenHashOfQuote(q.mint, q.quote);
     const known = await this.#ledger.getToken(tokenHash);
     if (known?.state === 'credited') return this.#ledger.getKey(known.keyHash);
     if (known && (await this.#awaitOp(known.opId)) !== 'failed') {

@@ -15,6 +15,7 @@ import { lightningRoutes } from './lightning.ts';
 import { accessLog } from './access-log.ts';
 import { adminRoutes } from './admin.ts';
 import { Metrics } from './metrics.ts';
+import { readCredentials } from './payment.ts';
 import { rateLimit } from './rate-limit.ts';
 
 export interface AppDeps {
@@ -90,6 +91,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   // Metrics first: their hook must see requests the rate limit turns away.
   metrics.attach(app);
   const access = accessLog(app, deps.log, deps.cfg.LOG_REQUESTS);
+  readCredentials(app);
   rateLimit(app, { perMinuteIp: deps.cfg.RATE_LIMIT_PER_MINUTE_IP, perMinuteKey: deps.cfg.RATE_LIMIT_PER_MINUTE_KEY });
   healthRoutes(app, deps);
   infoRoutes(app, deps);

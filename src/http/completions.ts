@@ -8,7 +8,6 @@ import { countTokensEstimate, messagesFormat } from '../formats/messages.ts';
 import { responsesFormat } from '../formats/responses.ts';
 import type { AccessLogger } from './access-log.ts';
 import type { Metrics } from './metrics.ts';
-import { paymentOf } from './payment.ts';
 
 /** Each route is one wire format; the engine does the rest. */
 const ROUTES: Array<[string, WireFormat]> = [
@@ -92,7 +91,7 @@ const UNPAID_BODY_BYTES = 256 * 1024;
  * work on the body.
  */
 async function admit(deps: CompletionDeps, req: FastifyRequest): Promise<void> {
-  const payer = deps.engine.payerOf(paymentOf(req));
+  const payer = deps.engine.payerOf(req.credential);
   if (payer.kind === 'key') await deps.engine.admit(payer);
   if (payer.kind === 'none') {
     const length = Number(req.headers['content-length'] ?? Number.NaN);
@@ -104,7 +103,7 @@ async function admit(deps: CompletionDeps, req: FastifyRequest): Promise<void> {
 /** The HTTP door for one wire format: read who pays, price, run; the engine owns the rest. */
 export function formatHandler(deps: CompletionDeps, format: WireFormat) {
   return async (req: FastifyRequest, reply: FastifyReply) => {
-    const payer = req.payer ?? deps.engine.payerOf(paymentOf(req));
+    const payer = req.payer ?? deps.engine.payerOf(req.credential);
     const job = await deps.engine.job(format, req.body, payer, req.headers);
     // Listen before paying: a client that leaves during a mint swap must not be billed in full.
     const ac = closeSignal(reply);
