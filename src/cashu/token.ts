@@ -1,7 +1,7 @@
 import { getTokenMetadata, normalizeMintUrl } from '@cashu/cashu-ts';
-import { GatewayError } from '../engine/errors.ts';
 import { MSATS_PER, type Unit } from '../ledger/ledger.ts';
 import { bareToken, sha256Hex, type Presented } from './credential.ts';
+import { CashuError } from './errors.ts';
 
 export interface TokenInfo {
   token: string;
@@ -35,29 +35,29 @@ export function inspectToken(raw: string | Presented, trustedMints: MintNames): 
   try {
     meta = getTokenMetadata(token);
   } catch {
-    throw new GatewayError(400, 'invalid_cashu_token', 'The Cashu token could not be decoded.');
+    throw new CashuError('invalid_cashu_token', 'The Cashu token could not be decoded.');
   }
   let named: string;
   try {
     named = normalizeMintUrl(meta.mint);
   } catch {
-    throw new GatewayError(400, 'invalid_cashu_token', 'The Cashu token names no valid mint URL.');
+    throw new CashuError('invalid_cashu_token', 'The Cashu token names no valid mint URL.');
   }
   const mint = trustedMints.get(named);
   if (mint === undefined) {
     const accepted = [...new Set(trustedMints.values())].join(', ');
-    throw new GatewayError(400, 'untrusted_mint', `Tokens from mint ${JSON.stringify(named)} are not accepted here; accepted mints: ${accepted}.`);
+    throw new CashuError('untrusted_mint', `Tokens from mint ${JSON.stringify(named)} are not accepted here; accepted mints: ${accepted}.`);
   }
   const unit = meta.unit ?? 'sat';
   if (unit !== 'sat' && unit !== 'msat') {
-    throw new GatewayError(400, 'unsupported_unit', `Unit ${JSON.stringify(unit)} is not accepted; use sat or msat.`);
+    throw new CashuError('unsupported_unit', `Unit ${JSON.stringify(unit)} is not accepted; use sat or msat.`);
   }
   let amount: number;
   try {
     amount = meta.amount.toNumber();
   } catch {
-    throw new GatewayError(400, 'invalid_cashu_token', 'The Cashu token amount is out of range.');
+    throw new CashuError('invalid_cashu_token', 'The Cashu token amount is out of range.');
   }
-  if (!(amount > 0)) throw new GatewayError(400, 'invalid_cashu_token', 'The Cashu token is worth nothing.');
+  if (!(amount > 0)) throw new CashuError('invalid_cashu_token', 'The Cashu token is worth nothing.');
   return { token, hash, mint, unit, amount, msats: amount * MSATS_PER[unit] };
 }

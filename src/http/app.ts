@@ -5,7 +5,8 @@ import type { Config } from '../config.ts';
 import type { CashuWallets } from '../cashu/wallet.ts';
 import type { Catalog } from '../engine/catalog.ts';
 import type { Engine } from '../engine/engine.ts';
-import { GatewayError, frameworkError } from '../engine/errors.ts';
+import { GatewayError } from '../engine/errors.ts';
+import { httpError, isExpected } from './errors.ts';
 import type { Ledger } from '../ledger/ledger.ts';
 import { balanceRoutes } from './balance.ts';
 import { completionRoutes } from './completions.ts';
@@ -78,9 +79,9 @@ export function buildApp(deps: AppDeps): FastifyInstance {
 
   const metrics = new Metrics(deps);
   app.setErrorHandler((err: FastifyError, req, reply) => {
-    const e = err instanceof GatewayError ? err : frameworkError(err);
+    const e = httpError(err);
     metrics.internalError(req, err, e.status);
-    if (e.status >= 500 && !(err instanceof GatewayError)) req.log.error({ err }, 'unhandled error');
+    if (e.status >= 500 && !isExpected(err)) req.log.error({ err }, 'unhandled error');
     else if (e.status >= 500) req.log.warn({ code: e.code, path: req.routeOptions.url }, e.message);
     reply.code(e.status).headers(e.headers).send(e.body());
   });

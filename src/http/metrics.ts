@@ -5,6 +5,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, register as
 import type { Config } from '../config.ts';
 import type { Catalog } from '../engine/catalog.ts';
 import { GatewayError } from '../engine/errors.ts';
+import { isExpected } from './errors.ts';
 import type { Ledger } from '../ledger/ledger.ts';
 import { upstreamTimings, type UpstreamTiming } from '../upstream/client.ts';
 import { mintEndpoint, onFetch } from './mint-timing.ts';
@@ -118,9 +119,9 @@ export class Metrics {
     return { contentType: merged.contentType, text: await merged.metrics() };
   }
 
-  /** Counts a 500 that was not a GatewayError (those are the expected failures). */
+  /** Counts a 500 that was not an expected failure (the engine's or the wallet's). */
   internalError(req: FastifyRequest, err: unknown, status: number): void {
-    if (status >= 500 && !(err instanceof GatewayError)) this.internalErrors.inc({ route: req.routeOptions.url ?? 'unmatched' });
+    if (status >= 500 && !isExpected(err)) this.internalErrors.inc({ route: req.routeOptions.url ?? 'unmatched' });
   }
 
   /** Opens a stream gauge slot that closes with the response, however it ends. */

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { getEncodedToken } from '@cashu/cashu-ts';
+import { Amount, getEncodedToken } from '@cashu/cashu-ts';
 import Fastify from 'fastify';
 import { describe, expect, it } from 'vitest';
 import {
@@ -12,7 +12,7 @@ const sha = (s: string) => createHash('sha256').update(s).digest('hex');
 const MINT = 'http://127.0.0.1:3338';
 const hash = 'ab'.repeat(32);
 // A token is read without a mint: its proofs need not be real to be decoded and hashed.
-const token = getEncodedToken({ mint: MINT, unit: 'sat', proofs: [{ id: '009a1f293253e41e', amount: 8, secret: 's'.repeat(64), C: `02${'c'.repeat(64)}` }] });
+const token = getEncodedToken({ mint: MINT, unit: 'sat', proofs: [{ id: '009a1f293253e41e', amount: Amount.from(8), secret: 's'.repeat(64), C: `02${'c'.repeat(64)}` }] });
 
 describe('credential formats', () => {
   it('reads an sk- key as the hash it names, and nothing near it', () => {
