@@ -8,7 +8,8 @@ import { GatewayError } from '../engine/errors.ts';
 import { isExpected } from './errors.ts';
 import type { Ledger } from '../ledger/ledger.ts';
 import { upstreamTimings, type UpstreamTiming } from '../upstream/client.ts';
-import { mintEndpoint, onFetch } from './mint-timing.ts';
+import { onRequests } from '../upstream/undici-timing.ts';
+import { mintEndpoint } from './mint-timing.ts';
 
 /** Latency buckets in seconds: a mint swap takes milliseconds, an upstream's first byte up to minutes. */
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
@@ -156,13 +157,16 @@ export class Metrics {
     subscribe(upstreamTimings.name, onUpstream);
     // A mint reached through an alias is labelled by its public URL, as everywhere else.
     const reached = cfg.CASHU_MINTS.map((m) => cfg.CASHU_MINT_ALIASES[m] ?? m);
-    const stopFetch = onFetch((t) => {
-      const m = mintEndpoint(t.url, reached);
-      if (m) this.mintSeconds.observe({ mint: cfg.CASHU_MINTS[reached.indexOf(m.mint)]!, endpoint: `${t.method} ${m.endpoint}`, status: String(t.status) }, t.seconds);
-    });
+    const stopMints = onRequests(
+      (t) => {
+        const m = mintEndpoint(t.origin + t.path, reached)!;
+        this.mintSeconds.observe({ mint: cfg.CASHU_MINTS[reached.indexOf(m.mint)]!, endpoint: `${t.method} ${m.endpoint}`, status: String(t.status) }, t.seconds);
+      },
+      (origin, path) => mintEndpoint(origin + path, reached) !== undefined,
+    );
     app.addHook('onClose', async () => {
       unsubscribe(upstreamTimings.name, onUpstream);
-      stopFetch();
+      stopMints();
     });
 
     app.get('/metrics', async (req, reply) => {
