@@ -9,7 +9,7 @@ import { ANTHROPIC_KEY, FakeAnthropic } from './support/anthropic-upstream.ts';
 import { FakeResponsesUpstream, responsesInputTokens } from './support/responses-upstream.ts';
 import { expectMoneyConserved, msats, startGateway, type Gateway } from './support/gateway.ts';
 import { mintToken } from './support/cashu.ts';
-import { sha256Hex } from '../src/cashu/token.ts';
+import { sha256Hex } from '../src/cashu/credential.ts';
 
 /**
  * The real agent CLIs, run as a user runs them against the gateway, each paying with a Cashu

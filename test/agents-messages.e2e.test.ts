@@ -80,7 +80,7 @@ describe('POST /v1/messages to an Anthropic upstream', () => {
     const input = ceil(prompt - 52, CLAUDE.prompt) + ceil(40, CLAUDE.cached) + ceil(12, CLAUDE.write);
     const output = ceil(REPLY_WORDS.length, CLAUDE.completion);
     expect((msg.usage as unknown as { cost: Record<string, number> }).cost).toMatchObject({ input_msats: input, output_msats: output, total_msats: input + output });
-    const key = await gw.ledger.getKey((await import('../src/cashu/token.ts')).sha256Hex(token));
+    const key = await gw.ledger.getKey((await import('../src/cashu/credential.ts')).sha256Hex(token));
     expect(key!.totalSpent).toBe(input + output);
   });
 
@@ -187,7 +187,7 @@ describe('what Claude Code sends', () => {
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(Anthropic.BadRequestError);
     expect(((err as InstanceType<typeof Anthropic.BadRequestError>).error as { error: { code: string } }).error.code).toBe('unpriced_parameter');
-    expect(await gw.ledger.getKey((await import('../src/cashu/token.ts')).sha256Hex(token))).toBeUndefined();
+    expect(await gw.ledger.getKey((await import('../src/cashu/credential.ts')).sha256Hex(token))).toBeUndefined();
   });
 });
 

@@ -7,7 +7,7 @@ import { FakeUpstream, REPLY_WORDS, upstreamPromptTokens } from './support/upstr
 import { FakeResponsesUpstream } from './support/responses-upstream.ts';
 import { expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
 import { mintToken, tokenValue } from './support/cashu.ts';
-import { sha256Hex } from '../src/cashu/token.ts';
+import { sha256Hex } from '../src/cashu/credential.ts';
 
 /**
  * The OpenAI Responses API (Codex, the newer OpenAI SDKs) paid with Cashu: served natively by a

@@ -8,7 +8,7 @@ import { expectLedgerConserved, testDatabaseUrl } from './support/gateway.ts';
 import { startGatewayProcess, type GatewayProcess } from './support/process.ts';
 import { mintToken, proofStates, receive, wallet } from './support/cashu.ts';
 import { externalInvoice } from './support/invoice.ts';
-import { sha256Hex } from '../src/cashu/token.ts';
+import { sha256Hex } from '../src/cashu/credential.ts';
 import type { Ledger } from '../src/ledger/ledger.ts';
 import { openLedger } from '../src/main.ts';
 import type { CrashStep } from '../src/cashu/crash.ts';

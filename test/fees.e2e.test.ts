@@ -6,7 +6,7 @@ import { FakeUpstream } from './support/upstream.ts';
 import { TEST_P2PK_PRIVKEY, expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
 import { lockedToken, mintToken, receive } from './support/cashu.ts';
 import { startMint, type RunningMint } from './support/mint.ts';
-import { sha256Hex } from '../src/cashu/token.ts';
+import { sha256Hex } from '../src/cashu/credential.ts';
 
 const upstream = new FakeUpstream();
 let feeMint: RunningMint;

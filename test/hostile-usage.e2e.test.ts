@@ -2,7 +2,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vi
 import { FakeUpstream, REPLY_WORDS } from './support/upstream.ts';
 import { PRICES, expectMoneyConserved, msats, startGateway, type Gateway } from './support/gateway.ts';
 import { mintToken } from './support/cashu.ts';
-import { sha256Hex } from '../src/cashu/token.ts';
+import { sha256Hex } from '../src/cashu/credential.ts';
 
 /**
  * An upstream whose usage is not to be believed: far more than was reserved, negative, huge,

@@ -4,7 +4,7 @@ import { FakeUpstream } from './support/upstream.ts';
 import { CountingProxy } from './support/counting-proxy.ts';
 import { TEST_P2PK_PRIVKEY, expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
 import { asCashuA, lockedToken, mintToken, proofStates, receive, relabel, wallet } from './support/cashu.ts';
-import { sha256Hex } from '../src/cashu/token.ts';
+import { sha256Hex } from '../src/cashu/credential.ts';
 import { hasValidProofDleq, nativeDleq } from '../src/cashu/dleq.ts';
 import { Amount, hasValidDleq, type Proof } from '@cashu/cashu-ts';
 

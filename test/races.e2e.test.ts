@@ -2,7 +2,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vi
 import { FakeUpstream } from './support/upstream.ts';
 import { expectMoneyConserved, startGateway, testDatabaseUrl, type Gateway } from './support/gateway.ts';
 import { mintToken, receive } from './support/cashu.ts';
-import { sha256Hex } from '../src/cashu/token.ts';
+import { sha256Hex } from '../src/cashu/credential.ts';
 
 const mintUrl = inject('mintUrl');
 const onPostgres = process.env.TEST_LEDGER === 'postgres';

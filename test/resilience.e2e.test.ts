@@ -5,7 +5,7 @@ import { expectMoneyConserved, msats, startGateway, type Gateway } from './suppo
 import { mintToken, proofStates, receive } from './support/cashu.ts';
 import { startMint, type RunningMint } from './support/mint.ts';
 import { countMessages } from '../src/engine/tokens.ts';
-import { sha256Hex } from '../src/cashu/token.ts';
+import { sha256Hex } from '../src/cashu/credential.ts';
 
 const mintUrl = inject('mintUrl');
 const upstream = new FakeUpstream();

@@ -1,9 +1,9 @@
 import type { Logger } from 'pino';
-import { GatewayError } from '../engine/errors.ts';
 import { MSATS_PER, type Ledger, type MeltRow } from '../ledger/ledger.ts';
 import { decodeBolt11 } from '../net/bolt11.ts';
 import { invoiceFor, isLightningAddress } from '../net/lnurl.ts';
 import { PeerError, type PeerFetch } from '../net/peer-fetch.ts';
+import { CashuError } from './errors.ts';
 import type { CashuWallets } from './wallet.ts';
 
 export type LightningTarget = { invoice: string } | { lightningAddress: string };
@@ -14,8 +14,8 @@ export type LightningTarget = { invoice: string } | { lightningAddress: string }
  */
 const ATTEMPTS = 3;
 
-function unusable(e: PeerError): GatewayError {
-  return new GatewayError(400, 'lightning_address_unusable', `The Lightning address could not be paid: ${e.message}. Your balance is unchanged.`, {
+function unusable(e: PeerError): CashuError {
+  return new CashuError('lightning_address_unusable', `The Lightning address could not be paid: ${e.message}. Your balance is unchanged.`, {
     extra: { reason: e.reason },
   });
 }
@@ -34,7 +34,7 @@ export async function refundToLightning(
 ): Promise<MeltRow> {
   const { ledger, wallets, peers, log } = deps;
   const key = await ledger.getKey(keyHash);
-  if (!key) throw new GatewayError(401, 'invalid_api_key', 'Unknown API key.');
+  if (!key) throw new CashuError('invalid_api_key', 'Unknown API key.');
   const payer = { keyHash, unit: key.unit };
   const per = MSATS_PER[key.unit];
   const latest = await ledger.latestMelt(keyHash);
@@ -45,10 +45,10 @@ export async function refundToLightning(
     try {
       amount = decodeBolt11(target.invoice).amountMsats;
     } catch (e) {
-      throw new GatewayError(400, 'invalid_invoice', `The invoice is not valid: ${(e as Error).message}.`);
+      throw new CashuError('invalid_invoice', `The invoice is not valid: ${(e as Error).message}.`);
     }
-    if (amount === undefined) throw new GatewayError(400, 'invalid_invoice', 'The invoice has no amount; ask for one with the amount to refund.');
-    if (amount % BigInt(per) !== 0n) throw new GatewayError(400, 'invalid_invoice', `This key refunds whole ${key.unit}s; the invoice asks for ${amount} msats.`);
+    if (amount === undefined) throw new CashuError('invalid_invoice', 'The invoice has no amount; ask for one with the amount to refund.');
+    if (amount % BigInt(per) !== 0n) throw new CashuError('invalid_invoice', `This key refunds whole ${key.unit}s; the invoice asks for ${amount} msats.`);
     if (latest && latest.state === 'paid' && latest.request === target.invoice) return latest;
     const paid = await wallets.melt(target.invoice, payer);
     log.info({ key: keyHash.slice(0, 8), amount: paid.amount, unit: paid.unit, state: paid.state }, 'refunded to a Lightning invoice');
@@ -56,9 +56,9 @@ export async function refundToLightning(
   }
 
   const address = target.lightningAddress.trim().toLowerCase();
-  if (!isLightningAddress(address)) throw new GatewayError(400, 'invalid_lightning_address', 'A Lightning address looks like name@domain.');
+  if (!isLightningAddress(address)) throw new CashuError('invalid_lightning_address', 'A Lightning address looks like name@domain.');
   if (await ledger.hasActiveReservations(keyHash)) {
-    throw new GatewayError(425, 'request_in_progress', 'A request on this key is still running; retry when it ends.', { headers: { 'retry-after': '2' } });
+    throw new CashuError('request_in_progress', 'A request on this key is still running; retry when it ends.', { retryAfter: 2 });
   }
   const free = Math.floor((key.balance - key.reserved) / per);
   // What a paid refund leaves is its unused reserve (and an msat remainder): a retry, not a new refund.
@@ -82,12 +82,12 @@ export async function refundToLightning(
       log.info({ key: keyHash.slice(0, 8), amount: paid.amount, unit: paid.unit, state: paid.state }, 'refunded to a Lightning address');
       return paid;
     } catch (e) {
-      if (!(e instanceof GatewayError) || e.code !== 'balance_too_low') throw e;
+      if (!(e instanceof CashuError) || e.code !== 'balance_too_low') throw e;
       // The mint's reserve for this amount did not fit: ask for that much less.
       const needed = Math.ceil(Number(e.extra.needed_msats) / per);
       reserve = Math.max(reserve + 1, needed - amount);
     }
   }
   if (latest?.state === 'paid') return latest;
-  throw new GatewayError(400, 'balance_too_low', 'The balance does not cover a Lightning payment with the mint\'s fee reserve.');
+  throw new CashuError('balance_too_low', 'The balance does not cover a Lightning payment with the mint\'s fee reserve.');
 }

@@ -1,22 +1,7 @@
-import { createHash } from 'node:crypto';
 import { getTokenMetadata, normalizeMintUrl } from '@cashu/cashu-ts';
-import { GatewayError } from '../engine/errors.ts';
 import { MSATS_PER, type Unit } from '../ledger/ledger.ts';
-
-export const TOKEN_PREFIX = /^(cashu:)?cashu[AB]/;
-
-export function isCashuToken(s: string): boolean {
-  return TOKEN_PREFIX.test(s);
-}
-
-export function sha256Hex(s: string): string {
-  return createHash('sha256').update(s).digest('hex');
-}
-
-/** The API key a token string funds, as Routstr names it. */
-export function keyHashOfToken(token: string): string {
-  return sha256Hex(token);
-}
+import { bareToken, sha256Hex, type Presented } from './credential.ts';
+import { CashuError } from './errors.ts';
 
 export interface TokenInfo {
   token: string;
@@ -40,37 +25,39 @@ export function mintNames(mints: readonly string[], aliases: Readonly<Record<str
 
 /**
  * Reads a token without any network call and refuses it before the mint is ever contacted:
- * a mint outside the trusted list is never fetched (no SSRF through token contents).
+ * a mint outside the trusted list is never fetched (no SSRF through token contents). A token a
+ * request presented was hashed when it was read; one from a body or an event is hashed here.
  */
-export function inspectToken(raw: string, trustedMints: MintNames): TokenInfo {
-  const token = raw.trim().replace(/^cashu:/, '');
+export function inspectToken(raw: string | Presented, trustedMints: MintNames): TokenInfo {
+  const token = typeof raw === 'string' ? bareToken(raw) : raw.text;
+  const hash = typeof raw === 'string' ? sha256Hex(token) : raw.keyHash;
   let meta: ReturnType<typeof getTokenMetadata>;
   try {
     meta = getTokenMetadata(token);
   } catch {
-    throw new GatewayError(400, 'invalid_cashu_token', 'The Cashu token could not be decoded.');
+    throw new CashuError('invalid_cashu_token', 'The Cashu token could not be decoded.');
   }
   let named: string;
   try {
     named = normalizeMintUrl(meta.mint);
   } catch {
-    throw new GatewayError(400, 'invalid_cashu_token', 'The Cashu token names no valid mint URL.');
+    throw new CashuError('invalid_cashu_token', 'The Cashu token names no valid mint URL.');
   }
   const mint = trustedMints.get(named);
   if (mint === undefined) {
     const accepted = [...new Set(trustedMints.values())].join(', ');
-    throw new GatewayError(400, 'untrusted_mint', `Tokens from mint ${JSON.stringify(named)} are not accepted here; accepted mints: ${accepted}.`);
+    throw new CashuError('untrusted_mint', `Tokens from mint ${JSON.stringify(named)} are not accepted here; accepted mints: ${accepted}.`);
   }
   const unit = meta.unit ?? 'sat';
   if (unit !== 'sat' && unit !== 'msat') {
-    throw new GatewayError(400, 'unsupported_unit', `Unit ${JSON.stringify(unit)} is not accepted; use sat or msat.`);
+    throw new CashuError('unsupported_unit', `Unit ${JSON.stringify(unit)} is not accepted; use sat or msat.`);
   }
   let amount: number;
   try {
     amount = meta.amount.toNumber();
   } catch {
-    throw new GatewayError(400, 'invalid_cashu_token', 'The Cashu token amount is out of range.');
+    throw new CashuError('invalid_cashu_token', 'The Cashu token amount is out of range.');
   }
-  if (!(amount > 0)) throw new GatewayError(400, 'invalid_cashu_token', 'The Cashu token is worth nothing.');
-  return { token, hash: sha256Hex(token), mint, unit, amount, msats: amount * MSATS_PER[unit] };
+  if (!(amount > 0)) throw new CashuError('invalid_cashu_token', 'The Cashu token is worth nothing.');
+  return { token, hash, mint, unit, amount, msats: amount * MSATS_PER[unit] };
 }

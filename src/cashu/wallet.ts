@@ -13,9 +13,10 @@ import {
   type SwapPreview,
 } from '@cashu/cashu-ts';
 import type { Logger } from 'pino';
-import { GatewayError } from '../engine/errors.ts';
 import { MSATS_PER, isLocked, pickPlan, type KeyRow, type Ledger, type MeltRow, type MintOp, type RefundRow, type StoredProof, type Unit } from '../ledger/ledger.ts';
-import { mintNames, sha256Hex, type MintNames, type TokenInfo } from './token.ts';
+import { mintNames, type MintNames, type TokenInfo } from './token.ts';
+import { tokenHashOfQuote } from './credential.ts';
+import { CashuError } from './errors.ts';
 import { lockedTo, spendableOnlyByUs, type P2pkKey } from './p2pk.ts';
 import { crashPoint } from './crash.ts';
 import { NativeOutputData, nativeLockedOutputs, nativeOutputs } from './dleq.ts';
@@ -46,10 +47,8 @@ function sum(proofs: StoredProof[]): number {
   return s;
 }
 
-function mintUnreachable(retryAfterSec = 5): GatewayError {
-  return new GatewayError(503, 'cashu_mint_unreachable', 'The Cashu mint could not be reached; your token was not spent. Try again shortly.', {
-    headers: { 'retry-after': String(retryAfterSec) },
-  });
+function mintUnreachable(retryAfterSec = 5): CashuError {
+  return new CashuError('cashu_mint_unreachable', 'The Cashu mint could not be reached; your token was not spent. Try again shortly.', { retryAfter: retryAfterSec });
 }
 
 /** Only a refused connection proves a request never reached the mint; a timeout proves nothing. */
@@ -264,18 +263,18 @@ export class CashuWallets {
       decoded = this.#decode(wallet, info.token);
     } catch (e) {
       const fresh = await this.#reloaded(info.mint, info.unit);
-      if (!fresh) throw new GatewayError(400, 'invalid_cashu_token', `The Cashu token is not valid: ${(e as Error).message}`);
+      if (!fresh) throw new CashuError('invalid_cashu_token', `The Cashu token is not valid: ${(e as Error).message}`);
       wallet = fresh;
       try {
         decoded = this.#decode(wallet, info.token);
       } catch (e2) {
-        throw new GatewayError(400, 'invalid_cashu_token', `The Cashu token is not valid: ${(e2 as Error).message}`);
+        throw new CashuError('invalid_cashu_token', `The Cashu token is not valid: ${(e2 as Error).message}`);
       }
     }
     const doorKey = door?.pubkey.slice(2).toLowerCase();
     if (decoded.proofs.some((p) => { const k = lockedTo(p); return k !== undefined && k !== doorKey && this.#doorLocks.has(k); })) {
       // Refused before anything is journaled or sent: the token stays whole for the door it was made for.
-      throw new GatewayError(400, 'cashu_token_wrong_door', "This token is locked to the gateway's Nostr key: it pays Nostr jobs only.");
+      throw new CashuError('cashu_token_wrong_door', "This token is locked to the gateway's Nostr key: it pays Nostr jobs only.");
     }
     if (!door && this.#offlineAcceptable(wallet, decoded.proofs, info.unit)) {
       const proofs = decoded.proofs.map(toStored);
@@ -288,7 +287,7 @@ export class CashuWallets {
         creditMsats: sum(proofs) * MSATS_PER[info.unit],
       });
       if (outcome === 'replayed') {
-        throw new GatewayError(400, 'cashu_token_already_spent', 'This Cashu token has already been spent.');
+        throw new CashuError('cashu_token_already_spent', 'This Cashu token has already been spent.');
       }
       if (outcome === 'accepted') {
         this.#log.info({ mint: info.mint, unit: info.unit, msats: sum(proofs) * MSATS_PER[info.unit], key: keyHash.slice(0, 8), locked: true }, 'credited a token');
@@ -304,7 +303,7 @@ export class CashuWallets {
       // The token may name the mint by an alias; inspectToken already decided which mint it is.
       preview = await wallet.prepareSwapToReceive({ ...decoded, mint: wallet.mint.mintUrl, proofs: decoded.proofs.map(({ dleq: _, ...p }) => p) }, undefined, nativeOutputs);
     } catch (e) {
-      throw new GatewayError(400, 'invalid_cashu_token', `The Cashu token is not valid: ${(e as Error).message}`);
+      throw new CashuError('invalid_cashu_token', `The Cashu token is not valid: ${(e as Error).message}`);
     }
     const opId = randomUUID();
     const outputs: JournaledOutput[] = (preview.keepOutputs ?? []).map((o) => ({ send: false, o: OutputData.serialize(o) }));
@@ -318,7 +317,7 @@ export class CashuWallets {
       outputs,
     });
     if ('replayed' in started) {
-      throw new GatewayError(400, 'cashu_token_already_spent', 'This Cashu token has already been spent.');
+      throw new CashuError('cashu_token_already_spent', 'This Cashu token has already been spent.');
     }
     if (!started.started) {
       const t = started.token;
@@ -337,9 +336,9 @@ export class CashuWallets {
         await this.#ledger.abandonRedemption(info.hash, opId);
         this.#log.info({ mint: info.mint, code: e.code, err: e.message }, 'the mint refused a token');
         if (e.code === SPENT || e.code === PENDING) {
-          throw new GatewayError(400, 'cashu_token_already_spent', 'This Cashu token has already been spent.');
+          throw new CashuError('cashu_token_already_spent', 'This Cashu token has already been spent.');
         }
-        throw new GatewayError(400, 'invalid_cashu_token', `The mint refused the token: ${e.message}`);
+        throw new CashuError('invalid_cashu_token', `The mint refused the token: ${e.message}`);
       }
       if (neverSent(e)) {
         await this.#ledger.abandonRedemption(info.hash, opId);
@@ -350,7 +349,7 @@ export class CashuWallets {
       this.#log.warn({ op: opId, err: (e as Error).message }, 'swap failed without an answer');
       const outcome = await this.#recover(opId, false);
       if (outcome === 'done') return (await this.#ledger.getKey(keyHash))!;
-      if (outcome === 'failed') throw new GatewayError(400, 'cashu_token_already_spent', 'This Cashu token has already been spent.');
+      if (outcome === 'failed') throw new CashuError('cashu_token_already_spent', 'This Cashu token has already been spent.');
       throw await this.#stillOpen(opId);
     }
     const proofs = keep.map(toStored);
@@ -375,7 +374,7 @@ export class CashuWallets {
       if (outcome !== 'done') throw mintUnreachable();
     }
     if (creditedTo !== keyHash) {
-      throw new GatewayError(400, 'cashu_token_already_spent', 'This Cashu token has already been spent.');
+      throw new CashuError('cashu_token_already_spent', 'This Cashu token has already been spent.');
     }
     return (await this.#ledger.getKey(keyHash))!;
   }
@@ -406,11 +405,9 @@ export class CashuWallets {
       const r = await this.#ledger.startRefund({ keyHash, opId, refundId: randomUUID(), mints: [...this.mints], ...(extra > 0 && { extra }) });
       switch (r.kind) {
         case 'no_key':
-          throw new GatewayError(401, 'invalid_api_key', 'Unknown API key.');
+          throw new CashuError('invalid_api_key', 'Unknown API key.');
         case 'busy':
-          throw new GatewayError(425, 'request_in_progress', 'A request on this key is still running; retry when it ends.', {
-            headers: { 'retry-after': '2' },
-          });
+          throw new CashuError('request_in_progress', 'A request on this key is still running; retry when it ends.', { retryAfter: 2 });
         case 'no_liquidity':
           if (extra > 0) {
             // Not enough to pay for a better swap: the refund as first picked is still owed.
@@ -420,9 +417,7 @@ export class CashuWallets {
             continue;
           }
           this.#log.error({ amount: r.amount, unit: r.unit }, 'wallet cannot cover a refund');
-          throw new GatewayError(503, 'refund_unavailable', 'The gateway cannot pay this refund right now.', {
-            headers: { 'retry-after': '60' },
-          });
+          throw new CashuError('refund_unavailable', 'The gateway cannot pay this refund right now.', { retryAfter: 60 });
         case 'nothing': {
           if (!retry) return undefined;
           const latest = r.latest;
@@ -434,7 +429,7 @@ export class CashuWallets {
             throw mintUnreachable();
           }
           if (latest) return latest;
-          throw new GatewayError(400, 'balance_too_low', 'There is no balance to refund on this key.');
+          throw new CashuError('balance_too_low', 'There is no balance to refund on this key.');
         }
         case 'started': {
           const more = settled || attempt > 3 ? undefined : await this.#extraFor(r.refund, r.inputs, extra, lockTo);
@@ -505,7 +500,7 @@ export class CashuWallets {
    * Returns undefined while the quote is unpaid.
    */
   async redeemQuote(q: { mint: string; unit: Unit; quote: string; amount: number; keyHash: string }): Promise<KeyRow | undefined> {
-    const tokenHash = sha256Hex(`quote ${q.mint} ${q.quote}`);
+    const tokenHash = tokenHashOfQuote(q.mint, q.quote);
     const known = await this.#ledger.getToken(tokenHash);
     if (known?.state === 'credited') return this.#ledger.getKey(known.keyHash);
     if (known && (await this.#awaitOp(known.opId)) !== 'failed') {
@@ -533,7 +528,7 @@ export class CashuWallets {
     } catch (e) {
       if (neverSent(e) || (isMintOperationError(e) && e.code !== 20002)) {
         await this.#ledger.abandonRedemption(tokenHash, opId);
-        throw isMintOperationError(e) ? new GatewayError(502, 'mint_quote_failed', e.message) : mintUnreachable();
+        throw isMintOperationError(e) ? new CashuError('mint_quote_failed', e.message) : mintUnreachable();
       }
       if ((await this.#recover(opId, false)) === 'done') return this.#ledger.getKey(q.keyHash);
       throw await this.#stillOpen(opId);
@@ -546,7 +541,7 @@ export class CashuWallets {
     const r = await this.#ledger.startWithdraw({ opId: randomUUID(), refundId: randomUUID(), mints: [...this.mints] });
     if (r.kind === 'nothing') return undefined;
     if (r.kind === 'no_liquidity') {
-      throw new GatewayError(503, 'refund_unavailable', `The wallet holds no proofs that can pay ${r.amount} ${r.unit} of earnings.`);
+      throw new CashuError('refund_unavailable', `The wallet holds no proofs that can pay ${r.amount} ${r.unit} of earnings.`);
     }
     return this.#payRefund(r.refund, r.inputs);
   }
@@ -581,9 +576,9 @@ export class CashuWallets {
         for (let attempt = 0; attempt < 4; attempt++) {
           const opId = randomUUID();
           const r = await this.#ledger.startMelt({ opId, meltId: randomUUID(), mint, unit, quote: quote.quote, request: invoice, amount, need, ...(payer && { keyHash: payer.keyHash }) });
-          if (r.kind === 'no_key') throw new GatewayError(401, 'invalid_api_key', 'Unknown API key.');
+          if (r.kind === 'no_key') throw new CashuError('invalid_api_key', 'Unknown API key.');
           if (r.kind === 'busy') {
-            throw new GatewayError(425, 'request_in_progress', 'A request on this key is still running; retry when it ends.', { headers: { 'retry-after': '2' } });
+            throw new CashuError('request_in_progress', 'A request on this key is still running; retry when it ends.', { retryAfter: 2 });
           }
           if (r.kind === 'short') [earnings, needMsats] = [r.earnings, need * MSATS_PER[unit]];
           if (r.kind !== 'started') break;
@@ -600,18 +595,18 @@ export class CashuWallets {
     }
     if (!quoted) {
       throw refusal
-        ? new GatewayError(400, 'invoice_rejected', `The mint will not pay this invoice: ${refusal}`)
+        ? new CashuError('invoice_rejected', `The mint will not pay this invoice: ${refusal}`)
         : mintUnreachable();
     }
     if (earnings !== undefined && payer) {
-      throw new GatewayError(400, 'balance_too_low', `The balance (${earnings} msats) does not cover this invoice with its fee reserve (${needMsats} msats).`, {
+      throw new CashuError('balance_too_low', `The balance (${earnings} msats) does not cover this invoice with its fee reserve (${needMsats} msats).`, {
         extra: { balance_msats: earnings, needed_msats: needMsats },
       });
     }
     if (earnings !== undefined) {
-      throw new GatewayError(400, 'earnings_too_low', `The earnings (${earnings} msats) do not cover this invoice with its fee reserve.`);
+      throw new CashuError('earnings_too_low', `The earnings (${earnings} msats) do not cover this invoice with its fee reserve.`);
     }
-    throw new GatewayError(503, 'withdraw_unavailable', 'No mint holds proofs enough to pay this invoice with its fee reserve.');
+    throw new CashuError('withdraw_unavailable', 'No mint holds proofs enough to pay this invoice with its fee reserve.');
   }
 
   async #payMelt(wallet: Wallet, quote: MeltQuoteBolt11Response, melt: MeltRow, inputs: StoredProof[]): Promise<MeltRow> {
@@ -623,7 +618,7 @@ export class CashuWallets {
       outputs = preview.outputData.map((o) => ({ send: false, o: OutputData.serialize(o as OutputData) }));
     } catch (e) {
       await this.#ledger.abandonMelt(opId);
-      throw new GatewayError(502, 'withdraw_failed', `The melt could not be prepared: ${(e as Error).message}`);
+      throw new CashuError('withdraw_failed', `The melt could not be prepared: ${(e as Error).message}`);
     }
     await this.#ledger.journalOutputs(opId, outputs, inputs);
     let state: string;
@@ -643,20 +638,20 @@ export class CashuWallets {
       // A refusal is final unless the quote says otherwise; a timeout proves nothing either way.
       const outcome = await this.#recover(opId, isMintOperationError(e));
       if (outcome === 'done') return (await this.#ledger.meltOfOp(opId))!;
-      if (outcome === 'failed') throw new GatewayError(502, 'payment_failed', `The invoice was not paid: ${(e as Error).message}`);
+      if (outcome === 'failed') throw new CashuError('payment_failed', `The invoice was not paid: ${(e as Error).message}`);
       throw await this.#stillOpen(opId);
     }
     // Unpaid is the mint's answer that the payment failed: settled now. In flight (pending): wait
     // a little, then leave it to recovery, which settles it either way.
     const wait = state === 'UNPAID' ? 0 : Math.min(10_000, this.#leaseMs);
     if (wait === 0 && (await this.#recover(opId, true)) === 'failed') {
-      throw new GatewayError(502, 'payment_failed', 'The invoice was not paid; nothing was spent.');
+      throw new CashuError('payment_failed', 'The invoice was not paid; nothing was spent.');
     }
     for (const until = Date.now() + wait; Date.now() < until; ) {
       await new Promise((r) => setTimeout(r, 250));
       const outcome = await this.#recover(opId, false);
       if (outcome === 'done') return (await this.#ledger.meltOfOp(opId))!;
-      if (outcome === 'failed') throw new GatewayError(502, 'payment_failed', 'The invoice was not paid; nothing was spent.');
+      if (outcome === 'failed') throw new CashuError('payment_failed', 'The invoice was not paid; nothing was spent.');
     }
     await this.#ledger.touchOp(opId);
     return (await this.#ledger.meltOfOp(opId))!;
@@ -729,7 +724,7 @@ export class CashuWallets {
       // Nothing was sent: these inputs cannot make this payout (say, too little for the mint's fee).
       await this.#ledger.abandonRefund(opId);
       this.#log.error({ mint, amount, inputs: sum(inputs), err: (e as Error).message }, 'refund swap could not be prepared');
-      throw new GatewayError(503, 'refund_unavailable', `The refund could not be prepared: ${(e as Error).message}; your balance is unchanged.`);
+      throw new CashuError('refund_unavailable', `The refund could not be prepared: ${(e as Error).message}; your balance is unchanged.`);
     }
     const outputs: JournaledOutput[] = [
       ...(preview.sendOutputs ?? []).map((o) => ({ send: true, o: OutputData.serialize(o) })),
@@ -756,7 +751,7 @@ export class CashuWallets {
       if (isMintOperationError(e)) {
         this.#log.error({ op: opId, code: e.code, err: e.message }, 'mint refused a refund swap');
         await this.#ledger.abandonRefund(opId);
-        throw new GatewayError(503, 'refund_unavailable', 'The mint refused the refund; your balance is unchanged.');
+        throw new CashuError('refund_unavailable', 'The mint refused the refund; your balance is unchanged.');
       }
       if (neverSent(e)) {
         await this.#ledger.abandonRefund(opId);
@@ -886,7 +881,7 @@ export class CashuWallets {
   }
 
   /** Keeps an op whose swap may still land out of everyone's hands for a lease, and says so. */
-  async #stillOpen(opId: string): Promise<GatewayError> {
+  async #stillOpen(opId: string): Promise<CashuError> {
     await this.#ledger.touchOp(opId);
     return mintUnreachable(Math.ceil(this.#leaseMs / 1000));
   }

@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { CashuWallets } from '../cashu/wallet.ts';
 import { paymentRequest, satsFor } from '../cashu/payment-request.ts';
-import { inspectToken, isCashuToken, type TokenInfo } from '../cashu/token.ts';
+import { paying, type Credential } from '../cashu/credential.ts';
+import { inspectToken, type TokenInfo } from '../cashu/token.ts';
 import type { ChildKeyRow, KeyRow, Ledger } from '../ledger/ledger.ts';
 import { SseSplitter, eventData, eventName } from '../upstream/sse.ts';
 import type { UpstreamClient, UpstreamResponse } from '../upstream/client.ts';
@@ -11,14 +12,6 @@ import { GatewayError } from './errors.ts';
 import type { Bill, ClientHeaders, Estimate, Exchange, Metered, ParsedRequest, WireFormat } from './format.ts';
 import { completionLimit, costOf, reservationFor, type Cost, type Usage } from './pricing.ts';
 import { cheapToCount, countPieces, tokenBound } from './tokens.ts';
-
-/** How a request pays, as the door read it: a one-shot `X-Cashu` token, or a Bearer credential. */
-export interface Payment {
-  xCashu?: string | undefined;
-  bearer?: string | undefined;
-  /** Lock a one-shot payer's change to this compressed pubkey (NUT-11). */
-  lockChangeTo?: string | undefined;
-}
 
 /** Who pays for a job. Reading one looks nothing up and redeems nothing. */
 export type Payer =
@@ -102,7 +95,6 @@ export function childLeft(child: ChildKeyRow, parent: KeyRow): number {
   return child.spendLimit === null ? free : Math.max(0, Math.min(free, child.spendLimit - child.spent - child.reserved));
 }
 
-const SK = /^sk-([0-9a-f]{64})$/;
 /** A prompt's text above this many UTF-16 units per token of context cannot fit any model: 413. */
 const CHARS_PER_CONTEXT_TOKEN = 8;
 /** Largest whole (non-streamed) answer read from an upstream. */
@@ -138,16 +130,17 @@ export class Engine {
   }
 
   /** Reads who pays, without any lookup: a malformed credential is refused here, before any work. */
-  payerOf(payment: Payment): Payer {
-    const raw = payment.xCashu ?? payment.bearer;
-    if (!raw) return { kind: 'none' };
-    if (payment.xCashu !== undefined || isCashuToken(raw)) {
-      const token = inspectToken(raw, this.#wallets.names);
-      return { kind: 'token', token, creditTo: token.hash, oneShot: payment.xCashu !== undefined, lockChangeTo: payment.lockChangeTo };
+  payerOf(credential: Credential): Payer {
+    const c = paying(credential);
+    if (!c) return { kind: 'none' };
+    // Whatever `X-Cashu` holds is read as a token: the header carries nothing else.
+    const oneShot = c === credential.xCashu;
+    if (oneShot || c.kind === 'token') {
+      const token = inspectToken(c, this.#wallets.names);
+      return { kind: 'token', token, creditTo: token.hash, oneShot };
     }
-    const m = SK.exec(raw);
-    if (!m) throw new GatewayError(401, 'invalid_api_key', 'Invalid API key.');
-    return { kind: 'key', keyHash: m[1]!, oneShot: false };
+    if (c.kind !== 'key') throw new GatewayError(401, 'invalid_api_key', 'Invalid API key.');
+    return { kind: 'key', keyHash: c.keyHash, oneShot: false };
   }
 
   /**

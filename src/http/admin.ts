@@ -4,6 +4,7 @@ import * as nip19 from 'nostr-tools/nip19';
 import { validateEvent } from 'nostr-tools/nip98';
 import { z } from 'zod';
 import type { Config } from '../config.ts';
+import { apiKeyOf, keyHashOfName } from '../cashu/credential.ts';
 import type { CashuWallets } from '../cashu/wallet.ts';
 import type { Catalog } from '../engine/catalog.ts';
 import { GatewayError } from '../engine/errors.ts';
@@ -99,9 +100,9 @@ export function adminRoutes(
     });
 
     admin.post('/admin/keys/:key/revoke', async (req: FastifyRequest<{ Params: { key: string } }>) => {
-      const hash = req.params.key.replace(/^sk-/, '');
+      const hash = keyHashOfName(req.params.key);
       if (!(await ledger.revokeKey(hash))) throw new GatewayError(404, 'key_not_found', 'No such key.');
-      return { api_key: `sk-${hash}`, revoked: true };
+      return { api_key: apiKeyOf(hash), revoked: true };
     });
 
     admin.get('/admin/prices', async () => ({

@@ -5,7 +5,8 @@ import type { Config } from '../config.ts';
 import type { CashuWallets } from '../cashu/wallet.ts';
 import type { Catalog } from '../engine/catalog.ts';
 import type { Engine } from '../engine/engine.ts';
-import { GatewayError, frameworkError } from '../engine/errors.ts';
+import { GatewayError } from '../engine/errors.ts';
+import { httpError, isExpected } from './errors.ts';
 import type { Ledger } from '../ledger/ledger.ts';
 import { balanceRoutes } from './balance.ts';
 import { completionRoutes } from './completions.ts';
@@ -15,6 +16,7 @@ import { lightningRoutes } from './lightning.ts';
 import { accessLog } from './access-log.ts';
 import { adminRoutes } from './admin.ts';
 import { Metrics } from './metrics.ts';
+import { readCredentials } from './payment.ts';
 import { rateLimit } from './rate-limit.ts';
 
 export interface AppDeps {
@@ -77,9 +79,9 @@ export function buildApp(deps: AppDeps): FastifyInstance {
 
   const metrics = new Metrics(deps);
   app.setErrorHandler((err: FastifyError, req, reply) => {
-    const e = err instanceof GatewayError ? err : frameworkError(err);
+    const e = httpError(err);
     metrics.internalError(req, err, e.status);
-    if (e.status >= 500 && !(err instanceof GatewayError)) req.log.error({ err }, 'unhandled error');
+    if (e.status >= 500 && !isExpected(err)) req.log.error({ err }, 'unhandled error');
     else if (e.status >= 500) req.log.warn({ code: e.code, path: req.routeOptions.url }, e.message);
     reply.code(e.status).headers(e.headers).send(e.body());
   });
@@ -90,6 +92,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   // Metrics first: their hook must see requests the rate limit turns away.
   metrics.attach(app);
   const access = accessLog(app, deps.log, deps.cfg.LOG_REQUESTS);
+  readCredentials(app);
   rateLimit(app, { perMinuteIp: deps.cfg.RATE_LIMIT_PER_MINUTE_IP, perMinuteKey: deps.cfg.RATE_LIMIT_PER_MINUTE_KEY });
   healthRoutes(app, deps);
   infoRoutes(app, deps);

@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { CashuWallets } from '../cashu/wallet.ts';
-import { inspectToken, isCashuToken, sha256Hex } from '../cashu/token.ts';
+import { apiKeyOf } from '../cashu/credential.ts';
+import { inspectToken } from '../cashu/token.ts';
 import { GatewayError } from '../engine/errors.ts';
 import type { KeyRow, Ledger, MeltRow, RefundRow } from '../ledger/ledger.ts';
 import type { Config } from '../config.ts';
@@ -8,9 +9,6 @@ import type { Logger } from 'pino';
 import { PeerFetch } from '../net/peer-fetch.ts';
 import { refundToLightning, type LightningTarget } from '../cashu/lightning-refund.ts';
 import { childInfo, childKeyRoutes, childOnly, childView } from './child-keys.ts';
-import { paymentOf } from './payment.ts';
-
-const SK = /^sk-([0-9a-f]{64})$/;
 
 function field(req: FastifyRequest, name: string): string | undefined {
   const body = req.body as Record<string, unknown> | undefined;
@@ -42,7 +40,7 @@ function meltBody(m: MeltRow, target: LightningTarget, balance: number): Record<
 /** A key as the API shows it, to its holder and to the operator: spendable balance, not raw. */
 export function keyView(key: KeyRow) {
   return {
-    api_key: `sk-${key.hash}`,
+    api_key: apiKeyOf(key.hash),
     balance: key.balance - key.reserved,
     reserved: key.reserved,
     unit: key.unit,
@@ -74,24 +72,23 @@ export function balanceRoutes(app: FastifyInstance, deps: { ledger: Ledger; wall
 
   /** The key a request names: an `sk-` key, or a Cashu token (redeemed on first sight). */
   async function keyOf(req: FastifyRequest, redeem: boolean): Promise<string> {
-    const bearer = paymentOf(req).bearer;
-    if (!bearer) throw new GatewayError(401, 'invalid_api_key', 'Missing API key: send Authorization: Bearer sk-… or a Cashu token.');
-    if (isCashuToken(bearer)) {
-      const info = inspectToken(bearer, trusted);
+    const key = req.credential.apiKey;
+    if (!key) throw new GatewayError(401, 'invalid_api_key', 'Missing API key: send Authorization: Bearer sk-… or a Cashu token.');
+    if (key.kind === 'token') {
+      const info = inspectToken(key, trusted);
       if (redeem && !(await ledger.getKey(info.hash))) await wallets.redeem(info, info.hash);
       return info.hash;
     }
-    const m = SK.exec(bearer);
-    if (!m) throw new GatewayError(401, 'invalid_api_key', 'Invalid API key.');
-    return m[1]!;
+    if (key.kind !== 'key') throw new GatewayError(401, 'invalid_api_key', 'Invalid API key.');
+    return key.keyHash;
   }
 
   const create = async (req: FastifyRequest) => {
-    const raw = field(req, 'initial_balance_token') ?? field(req, 'cashu_token') ?? paymentOf(req).bearer;
+    const raw = field(req, 'initial_balance_token') ?? field(req, 'cashu_token') ?? req.credential.apiKey;
     if (!raw) throw new GatewayError(400, 'invalid_cashu_token', 'Send the token as initial_balance_token.');
     const info = inspectToken(raw, trusted);
     const key = (await ledger.getKey(info.hash)) ?? (await wallets.redeem(info, info.hash));
-    return { api_key: `sk-${key.hash}`, balance: key.balance - key.reserved };
+    return { api_key: apiKeyOf(key.hash), balance: key.balance - key.reserved };
   };
 
   const info = async (req: FastifyRequest) => {
@@ -122,10 +119,10 @@ export function balanceRoutes(app: FastifyInstance, deps: { ledger: Ledger; wall
   };
 
   const refund = async (req: FastifyRequest) => {
-    const x = paymentOf(req).xCashu;
+    const x = req.credential.xCashu;
     let hash: string;
     if (x) {
-      hash = sha256Hex(x.replace(/^cashu:/, ''));
+      hash = x.keyHash;
       if (!(await ledger.getKey(hash))) {
         throw new GatewayError(404, 'refund_not_found', 'No payment with this X-Cashu token is known here.');
       }
@@ -137,7 +134,7 @@ export function balanceRoutes(app: FastifyInstance, deps: { ledger: Ledger; wall
     return refundBody(r);
   };
 
-  childKeyRoutes(app, { ledger, trusted });
+  childKeyRoutes(app, { ledger });
   for (const prefix of ['/v1/balance', '/v1/wallet']) {
     app.post(`${prefix}/create`, create);
     app.get(`${prefix}/create`, create);

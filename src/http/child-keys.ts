@@ -1,13 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
-import { inspectToken, isCashuToken, type MintNames } from '../cashu/token.ts';
+import { apiKeyOf, keyHashOfApiKey } from '../cashu/credential.ts';
 import { childLeft } from '../engine/engine.ts';
 import { GatewayError } from '../engine/errors.ts';
 import type { ChildKeyRow, HistoryRow, KeyRow, Ledger } from '../ledger/ledger.ts';
-import { paymentOf } from './payment.ts';
-
-const SK = /^sk-([0-9a-f]{64})$/;
 /** Children one parent may hold: each is a row a parent could otherwise add without end. */
 const MAX_CHILDREN = 1000;
 const MAX_PER_CALL = 50;
@@ -27,14 +24,12 @@ const historyQuery = z.object({
   before: z.coerce.number().int().min(1).optional(),
 });
 
-/** The hash a Bearer credential names, looked up nowhere: an `sk-` key or a Cashu token's key. */
-export function bearerHash(req: FastifyRequest, trusted: MintNames): string {
-  const bearer = paymentOf(req).bearer;
-  if (!bearer) throw new GatewayError(401, 'invalid_api_key', 'Missing API key: send Authorization: Bearer sk-… or a Cashu token.');
-  if (isCashuToken(bearer)) return inspectToken(bearer, trusted).hash;
-  const m = SK.exec(bearer);
-  if (!m) throw new GatewayError(401, 'invalid_api_key', 'Invalid API key.');
-  return m[1]!;
+/** The key the request's API key names, looked up nowhere: an `sk-` key or a Cashu token's key. */
+export function bearerHash(req: FastifyRequest): string {
+  const key = req.credential.apiKey;
+  if (!key) throw new GatewayError(401, 'invalid_api_key', 'Missing API key: send Authorization: Bearer sk-… or a Cashu token.');
+  if (key.kind === 'other') throw new GatewayError(401, 'invalid_api_key', 'Invalid API key.');
+  return key.keyHash;
 }
 
 export const childOnly = (what: string) =>
@@ -43,7 +38,7 @@ export const childOnly = (what: string) =>
 /** A child as its parent sees it (Routstr's `child_keys` fields, and ours). */
 export function childView(c: ChildKeyRow) {
   return {
-    api_key: `sk-${c.hash}`,
+    api_key: apiKeyOf(c.hash),
     total_spent: c.spent,
     reserved: c.reserved,
     total_requests: c.totalRequests,
@@ -79,7 +74,7 @@ function historyView(h: HistoryRow) {
     output_tokens: h.outputTokens,
     // A credit's ref is its token's hash, which is a key: only a charge's (its request id) is shown.
     request_id: h.kind === 'charge' ? h.ref : null,
-    child_key: h.via === null ? null : `sk-${h.via}`,
+    child_key: h.via === null ? null : apiKeyOf(h.via),
   };
 }
 
@@ -87,12 +82,12 @@ function historyView(h: HistoryRow) {
  * Child keys (Routstr's `POST /v1/balance/child-key`) and a key's history. A child spends its
  * parent's balance, so it may not create keys, top up, refund, or revoke: only its parent can.
  */
-export function childKeyRoutes(app: FastifyInstance, deps: { ledger: Ledger; trusted: MintNames }): void {
-  const { ledger, trusted } = deps;
+export function childKeyRoutes(app: FastifyInstance, deps: { ledger: Ledger }): void {
+  const { ledger } = deps;
 
   /** The parent a request speaks for: a live balance key, not a child. */
   async function parentOf(req: FastifyRequest, what: string): Promise<KeyRow> {
-    const hash = bearerHash(req, trusted);
+    const hash = bearerHash(req);
     const key = await ledger.getKey(hash);
     if (key) {
       if (key.revoked) throw new GatewayError(401, 'key_revoked', 'This API key has been revoked; its balance can still be refunded.');
@@ -121,7 +116,7 @@ export function childKeyRoutes(app: FastifyInstance, deps: { ledger: Ledger; tru
     if (!made) throw new GatewayError(401, 'key_revoked', 'This API key has been revoked.');
     const free = parent.balance - parent.reserved;
     return {
-      api_keys: made.map((c) => `sk-${c.hash}`),
+      api_keys: made.map((c) => apiKeyOf(c.hash)),
       count: made.length,
       cost_msats: 0,
       cost_sats: 0,
@@ -141,18 +136,18 @@ export function childKeyRoutes(app: FastifyInstance, deps: { ledger: Ledger; tru
   const revoke = async (req: FastifyRequest) => {
     const parent = await parentOf(req, 'revoke keys');
     const parsed = revokeBody.safeParse(req.body ?? {});
-    const m = parsed.success ? SK.exec(parsed.data.child_key) : null;
-    if (!m) throw new GatewayError(400, 'invalid_request', 'Send {"child_key": "sk-…"}.');
-    if (!(await ledger.revokeChildKey(parent.hash, m[1]!))) {
-      const c = await ledger.getChildKey(m[1]!);
+    const child = parsed.success ? keyHashOfApiKey(parsed.data.child_key) : undefined;
+    if (!child) throw new GatewayError(400, 'invalid_request', 'Send {"child_key": "sk-…"}.');
+    if (!(await ledger.revokeChildKey(parent.hash, child))) {
+      const c = await ledger.getChildKey(child);
       // Whose a key is, is told only to its parent.
       if (!c || c.parentHash !== parent.hash) throw new GatewayError(404, 'key_not_found', 'No such child key of this key.');
     }
-    return childView((await ledger.getChildKey(m[1]!))!);
+    return childView((await ledger.getChildKey(child))!);
   };
 
   const history = async (req: FastifyRequest) => {
-    const hash = bearerHash(req, trusted);
+    const hash = bearerHash(req);
     if (!(await ledger.getKey(hash)) && !(await ledger.getChildKey(hash))) throw new GatewayError(401, 'invalid_api_key', 'Unknown API key.');
     const parsed = historyQuery.safeParse(req.query ?? {});
     if (!parsed.success) throw new GatewayError(400, 'invalid_request', 'limit is 1..200 and before an entry id from next_cursor.');

@@ -1,14 +1,13 @@
 import { once } from 'node:events';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { GatewayError, frameworkError } from '../engine/errors.ts';
 import type { Engine, Payer, Receipt, StreamSink } from '../engine/engine.ts';
 import type { WireFormat } from '../engine/format.ts';
 import { chatFormat, completionFormat, embeddingFormat } from '../formats/chat.ts';
 import { countTokensEstimate, messagesFormat } from '../formats/messages.ts';
 import { responsesFormat } from '../formats/responses.ts';
 import type { AccessLogger } from './access-log.ts';
+import { httpError, isExpected } from './errors.ts';
 import type { Metrics } from './metrics.ts';
-import { paymentOf } from './payment.ts';
 
 /** Each route is one wire format; the engine does the rest. */
 const ROUTES: Array<[string, WireFormat]> = [
@@ -92,7 +91,7 @@ const UNPAID_BODY_BYTES = 256 * 1024;
  * work on the body.
  */
 async function admit(deps: CompletionDeps, req: FastifyRequest): Promise<void> {
-  const payer = deps.engine.payerOf(paymentOf(req));
+  const payer = deps.engine.payerOf(req.credential);
   if (payer.kind === 'key') await deps.engine.admit(payer);
   if (payer.kind === 'none') {
     const length = Number(req.headers['content-length'] ?? Number.NaN);
@@ -104,7 +103,7 @@ async function admit(deps: CompletionDeps, req: FastifyRequest): Promise<void> {
 /** The HTTP door for one wire format: read who pays, price, run; the engine owns the rest. */
 export function formatHandler(deps: CompletionDeps, format: WireFormat) {
   return async (req: FastifyRequest, reply: FastifyReply) => {
-    const payer = req.payer ?? deps.engine.payerOf(paymentOf(req));
+    const payer = req.payer ?? deps.engine.payerOf(req.credential);
     const job = await deps.engine.job(format, req.body, payer, req.headers);
     // Listen before paying: a client that leaves during a mint swap must not be billed in full.
     const ac = closeSignal(reply);
@@ -142,9 +141,9 @@ export function formatRoutes(app: FastifyInstance, deps: CompletionDeps, routes:
 /** A scope whose errors are in the format's shape and whose payer is read before the body. */
 function formatScope(scope: FastifyInstance, deps: CompletionDeps, format: WireFormat): void {
   scope.setErrorHandler((err: FastifyError, req, reply) => {
-    const e = err instanceof GatewayError ? err : frameworkError(err);
+    const e = httpError(err);
     deps.metrics?.internalError(req, err, e.status);
-    if (e.status >= 500 && !(err instanceof GatewayError)) req.log.error({ err }, 'unhandled error');
+    if (e.status >= 500 && !isExpected(err)) req.log.error({ err }, 'unhandled error');
     else if (e.status >= 500) req.log.warn({ code: e.code, path: req.routeOptions.url }, e.message);
     reply.code(e.status).headers(e.headers).send(format.errorBody(e));
   });

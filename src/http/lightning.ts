@@ -1,12 +1,9 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { CashuWallets } from '../cashu/wallet.ts';
-import { sha256Hex } from '../cashu/token.ts';
+import { apiKeyOf, keyHashOfInvoice } from '../cashu/credential.ts';
 import { GatewayError } from '../engine/errors.ts';
 import type { Ledger } from '../ledger/ledger.ts';
-import { paymentOf } from './payment.ts';
-
-const SK = /^sk-([0-9a-f]{64})$/;
 
 const invoiceBody = z.object({
   amount_sats: z.number().int().min(1).max(1_000_000),
@@ -25,7 +22,6 @@ export function lightningRoutes(app: FastifyInstance, deps: { ledger: Ledger; wa
   // Top-ups name the key they fund; the ledger keeps that until the invoice is paid or expires,
   // so any instance, or this one after a restart, credits the key that was named.
   const TOPUP = 'lightning-topup';
-  const newKeyOf = (quote: string) => sha256Hex(`lightning key ${mint} ${quote}`);
 
   app.post('/v1/balance/lightning/invoice', async (req: FastifyRequest) => {
     const parsed = invoiceBody.safeParse(req.body ?? {});
@@ -33,9 +29,11 @@ export function lightningRoutes(app: FastifyInstance, deps: { ledger: Ledger; wa
     const { amount_sats, purpose } = parsed.data;
     let target: string | undefined;
     if (purpose === 'topup') {
-      const m = SK.exec(paymentOf(req).bearer ?? '');
-      if (!m || !(await ledger.getKey(m[1]!))) throw new GatewayError(401, 'invalid_api_key', 'A top-up needs Authorization: Bearer sk-… of an existing key.');
-      target = m[1]!;
+      const key = req.credential.apiKey;
+      if (key?.kind !== 'key' || !(await ledger.getKey(key.keyHash))) {
+        throw new GatewayError(401, 'invalid_api_key', 'A top-up needs Authorization: Bearer sk-… of an existing key.');
+      }
+      target = key.keyHash;
     }
     let quote;
     try {
@@ -65,12 +63,12 @@ export function lightningRoutes(app: FastifyInstance, deps: { ledger: Ledger; wa
       throw new GatewayError(404, 'invoice_not_found', 'No such invoice.');
     }
     const amount = q.amount.toNumber();
-    const keyHash = (await ledger.getNote(TOPUP, id)) ?? newKeyOf(id);
+    const keyHash = (await ledger.getNote(TOPUP, id)) ?? keyHashOfInvoice(mint, id);
     const key = q.state === 'UNPAID' ? undefined : await wallets.redeemQuote({ mint, unit: 'sat', quote: id, amount, keyHash });
     if (!key) {
       const expired = q.expiry != null && q.expiry * 1000 < Date.now();
       return { status: expired ? 'expired' : 'pending', amount_sats: amount, expires_at: q.expiry ?? null };
     }
-    return { status: 'paid', api_key: `sk-${key.hash}`, amount_sats: amount, balance: key.balance - key.reserved };
+    return { status: 'paid', api_key: apiKeyOf(key.hash), amount_sats: amount, balance: key.balance - key.reserved };
   });
 }

@@ -5,9 +5,11 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, register as
 import type { Config } from '../config.ts';
 import type { Catalog } from '../engine/catalog.ts';
 import { GatewayError } from '../engine/errors.ts';
+import { isExpected } from './errors.ts';
 import type { Ledger } from '../ledger/ledger.ts';
 import { upstreamTimings, type UpstreamTiming } from '../upstream/client.ts';
-import { mintEndpoint, onFetch } from './mint-timing.ts';
+import { onRequests } from '../upstream/undici-timing.ts';
+import { mintEndpoint } from './mint-timing.ts';
 
 /** Latency buckets in seconds: a mint swap takes milliseconds, an upstream's first byte up to minutes. */
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
@@ -118,9 +120,9 @@ export class Metrics {
     return { contentType: merged.contentType, text: await merged.metrics() };
   }
 
-  /** Counts a 500 that was not a GatewayError (those are the expected failures). */
+  /** Counts a 500 that was not an expected failure (the engine's or the wallet's). */
   internalError(req: FastifyRequest, err: unknown, status: number): void {
-    if (status >= 500 && !(err instanceof GatewayError)) this.internalErrors.inc({ route: req.routeOptions.url ?? 'unmatched' });
+    if (status >= 500 && !isExpected(err)) this.internalErrors.inc({ route: req.routeOptions.url ?? 'unmatched' });
   }
 
   /** Opens a stream gauge slot that closes with the response, however it ends. */
@@ -155,13 +157,16 @@ export class Metrics {
     subscribe(upstreamTimings.name, onUpstream);
     // A mint reached through an alias is labelled by its public URL, as everywhere else.
     const reached = cfg.CASHU_MINTS.map((m) => cfg.CASHU_MINT_ALIASES[m] ?? m);
-    const stopFetch = onFetch((t) => {
-      const m = mintEndpoint(t.url, reached);
-      if (m) this.mintSeconds.observe({ mint: cfg.CASHU_MINTS[reached.indexOf(m.mint)]!, endpoint: `${t.method} ${m.endpoint}`, status: String(t.status) }, t.seconds);
-    });
+    const stopMints = onRequests(
+      (t) => {
+        const m = mintEndpoint(t.origin + t.path, reached)!;
+        this.mintSeconds.observe({ mint: cfg.CASHU_MINTS[reached.indexOf(m.mint)]!, endpoint: `${t.method} ${m.endpoint}`, status: String(t.status) }, t.seconds);
+      },
+      (origin, path) => mintEndpoint(origin + path, reached) !== undefined,
+    );
     app.addHook('onClose', async () => {
       unsubscribe(upstreamTimings.name, onUpstream);
-      stopFetch();
+      stopMints();
     });
 
     app.get('/metrics', async (req, reply) => {

@@ -1,7 +1,6 @@
-import { createHash } from 'node:crypto';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { GatewayError } from '../engine/errors.ts';
-import { paymentOf } from './payment.ts';
+import { paying } from '../cashu/credential.ts';
 
 /** Routes for machines that watch the gateway; they are never limited. */
 const EXEMPT = new Set(['/health', '/ready', '/metrics']);
@@ -44,20 +43,6 @@ export class Buckets {
   }
 }
 
-/**
- * The key a request spends from, without a database read: an `sk-` key's hash, or the SHA-256
- * of a Cashu token (the same hash its key gets, so a token and its `sk-` key share one limit), or
- * of any other Bearer value. `X-Cashu` wins over `Authorization`, as in payment.
- */
-export function rateKeyOf(req: FastifyRequest): string | undefined {
-  const { xCashu, bearer } = paymentOf(req);
-  const raw = xCashu ?? bearer;
-  if (!raw) return undefined;
-  const sk = /^sk-([0-9a-f]{64})$/.exec(raw);
-  if (sk) return sk[1];
-  return createHash('sha256').update(raw.replace(/^cashu:/, '')).digest('hex');
-}
-
 function limited(scope: 'IP address' | 'API key', perMinute: number, retryAfter: number): GatewayError {
   return new GatewayError(429, 'rate_limit_exceeded', `Rate limit reached for this ${scope}: ${perMinute} requests per minute. Try again in ${retryAfter} s.`, {
     type: 'rate_limit_error',
@@ -86,7 +71,9 @@ export function rateLimit(app: FastifyInstance, opts: { perMinuteIp: number; per
       if (wait) throw limited('IP address', opts.perMinuteIp, wait);
     }
     if (byKey) {
-      const key = rateKeyOf(req);
+      // The key the request would spend from, found without a database read: a token and its
+      // `sk-` key share one limit, and any other value is limited by its hash.
+      const key = paying(req.credential)?.keyHash;
       if (key === undefined) return;
       const wait = byKey.take(key);
       if (wait) throw limited('API key', opts.perMinuteKey, wait);

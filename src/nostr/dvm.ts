@@ -5,6 +5,7 @@ import type { SubCloser } from 'nostr-tools/abstract-pool';
 import { Amount, getEncodedToken, type Proof } from '@cashu/cashu-ts';
 import type { Catalog } from '../engine/catalog.ts';
 import type { Engine, Job, Payer as EnginePayer, Receipt } from '../engine/engine.ts';
+import { CashuError } from '../cashu/errors.ts';
 import { GatewayError } from '../engine/errors.ts';
 import { chatFormat } from '../formats/chat.ts';
 
@@ -92,7 +93,9 @@ interface Undelivered {
 }
 
 
-const msg = (err: unknown) => (err instanceof GatewayError ? err.message : 'The job could not be processed.');
+/** An error someone meant (the engine's, the wallet's), whose message may go to the requester. */
+const expected = (err: unknown): err is GatewayError | CashuError => err instanceof GatewayError || err instanceof CashuError;
+const msg = (err: unknown) => (expected(err) ? err.message : 'The job could not be processed.');
 const refundOf = (err: unknown) => (err instanceof GatewayError && typeof err.extra.refund_token === 'string' ? err.extra.refund_token : undefined);
 
 /**
@@ -170,7 +173,7 @@ export class Dvm {
     try {
       await this.#handle(request, token);
     } catch (err) {
-      if (!(err instanceof GatewayError)) log.error({ job: e.id, err: (err as Error).message }, 'job failed');
+      if (!expected(err)) log.error({ job: e.id, err: (err as Error).message }, 'job failed');
       const refund = refundOf(err);
       await this.#feedback(request, 'error', msg(err), refund ? [['cashu', refund]] : []);
     }
@@ -258,8 +261,9 @@ export class Dvm {
     if (refundOf(err)) return err;
     const refund = await this.#returnKey(key, to);
     if (!refund) return err;
-    const e = err instanceof GatewayError ? err : new GatewayError(500, 'job_failed', msg(err));
-    return new GatewayError(e.status, e.code, e.message, { extra: { ...e.extra, refund_token: refund } });
+    if (err instanceof GatewayError) return new GatewayError(err.status, err.code, err.message, { extra: { ...err.extra, refund_token: refund } });
+    // Feedback events carry a message and a refund, no HTTP status: the 500 is never seen.
+    return new GatewayError(500, err instanceof CashuError ? err.code : 'job_failed', msg(err), { extra: { refund_token: refund } });
   }
 
   /** Pays out what a job's key holds as a token locked to `to`; undefined when it holds nothing. */
@@ -309,8 +313,8 @@ export class Dvm {
       try {
         out = await this.#complete(job, payer, ac.signal);
       } catch (e) {
-        if (ac.signal.aborted && e instanceof GatewayError) {
-          throw new GatewayError(499, 'cancelled', 'The job was cancelled.', { extra: e.extra });
+        if (ac.signal.aborted && expected(e)) {
+          throw new GatewayError(499, 'cancelled', 'The job was cancelled.', { extra: e instanceof GatewayError ? e.extra : {} });
         }
         throw e;
       }

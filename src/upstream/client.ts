@@ -1,6 +1,7 @@
 import { channel } from 'node:diagnostics_channel';
 import { Pool, type Dispatcher } from 'undici';
 import type { Config } from '../config.ts';
+import { onRequests, type RequestTiming } from './undici-timing.ts';
 
 /** How an upstream is spoken to; see src/engine/format.ts. */
 export type UpstreamKind = 'openai' | 'openai-responses' | 'anthropic';
@@ -19,6 +20,52 @@ export interface UpstreamTiming {
 
 /** Published once per upstream call, when its response headers arrive or it fails. */
 export const upstreamTimings = channel('cashu-gateway:upstream');
+
+/** The base URLs of the pools open now, each with how many pools share it. */
+const open = new Map<string, number>();
+let stopTiming: (() => void) | undefined;
+
+/** The open upstream a request went to (the longest base URL it falls under), and its path below that. */
+function upstreamOf(origin: string, path: string): { upstream: string; path: string } | undefined {
+  let best: { upstream: string; path: string } | undefined;
+  for (const base of open.keys()) {
+    if (!base.startsWith(origin) || (best && best.upstream.length >= base.length)) continue;
+    const prefix = base.slice(origin.length);
+    if (path.startsWith(`${prefix}/`)) best = { upstream: base, path: path.slice(prefix.length).split('?', 1)[0]! };
+  }
+  return best;
+}
+
+/** A POST is a call, a GET of /models the listing; nothing else is sent to an upstream. */
+function opOf(method: string, path: string): UpstreamTiming['op'] | undefined {
+  if (method === 'POST') return 'post';
+  return method === 'GET' && path === '/models' ? 'models' : undefined;
+}
+
+/** Times calls to the open upstreams while anyone listens on `upstreamTimings`. */
+function publishTiming(t: RequestTiming): void {
+  const to = upstreamOf(t.origin, t.path)!;
+  upstreamTimings.publish({ upstream: to.upstream, op: opOf(t.method, to.path)!, path: to.path, status: t.status, seconds: t.seconds } satisfies UpstreamTiming);
+}
+
+function timeCallsTo(base: string): void {
+  open.set(base, (open.get(base) ?? 0) + 1);
+  stopTiming ??= onRequests(publishTiming, (origin, path, method) => {
+    if (!upstreamTimings.hasSubscribers) return false;
+    const to = upstreamOf(origin, path);
+    return to !== undefined && opOf(method, to.path) !== undefined;
+  });
+}
+
+function stopTimingCallsTo(base: string): void {
+  const n = (open.get(base) ?? 1) - 1;
+  if (n > 0) return void open.set(base, n);
+  open.delete(base);
+  if (open.size === 0) {
+    stopTiming?.();
+    stopTiming = undefined;
+  }
+}
 
 export interface UpstreamModel {
   id: string;
@@ -60,6 +107,7 @@ export class Upstream implements UpstreamClient {
   /** Base URL for logs and metrics: never credentials. */
   readonly #label: string;
   readonly #secret: string;
+  #closed = false;
   readonly kind: UpstreamKind;
   /** Cost-bearing parameters the operator lets through to this upstream. */
   readonly allowedParameters: ReadonlySet<string>;
@@ -91,6 +139,7 @@ export class Upstream implements UpstreamClient {
       this.#headers.authorization = `Bearer ${cfg.UPSTREAM_API_KEY}`;
     }
     this.#label = url.origin + this.#prefix;
+    timeCallsTo(this.#label);
   }
 
   /** Removes this upstream's key from text it sent back (an error message may echo it). */
@@ -103,26 +152,10 @@ export class Upstream implements UpstreamClient {
     return this.#label;
   }
 
-  /** `pool.request` resolves once the response headers are in: that is the latency timed. */
-  async #timed(op: UpstreamTiming['op'], path: string, call: Promise<Dispatcher.ResponseData>): Promise<Dispatcher.ResponseData> {
-    if (!upstreamTimings.hasSubscribers) return call;
-    const start = performance.now();
-    const publish = (status: UpstreamTiming['status']) =>
-      upstreamTimings.publish({ upstream: this.#label, op, path, status, seconds: (performance.now() - start) / 1000 } satisfies UpstreamTiming);
-    try {
-      const res = await call;
-      publish(res.statusCode);
-      return res;
-    } catch (e) {
-      publish('error');
-      throw e;
-    }
-  }
-
   async post(path: string, body: string, signal?: AbortSignal, extra?: Record<string, string>): Promise<Dispatcher.ResponseData> {
     // The client's few passed-on headers never override ours (the key, the version).
     const headers = extra ? { ...extra, ...this.#headers } : this.#headers;
-    const send = () => this.#timed('post', path, this.#pool.request({ method: 'POST', path: this.#prefix + path, headers, body, signal }));
+    const send = () => this.#pool.request({ method: 'POST', path: this.#prefix + path, headers, body, signal });
     try {
       return await send();
     } catch (e) {
@@ -135,7 +168,7 @@ export class Upstream implements UpstreamClient {
   }
 
   async models(): Promise<UpstreamModel[]> {
-    const res = await this.#timed('models', '/models', this.#pool.request({ method: 'GET', path: `${this.#prefix}/models`, headers: this.#headers }));
+    const res = await this.#pool.request({ method: 'GET', path: `${this.#prefix}/models`, headers: this.#headers });
     if (res.statusCode !== 200) {
       await res.body.dump();
       throw new Error(`upstream /models answered ${res.statusCode}`);
@@ -144,8 +177,10 @@ export class Upstream implements UpstreamClient {
     return Array.isArray(json.data) ? json.data.filter((m) => typeof m?.id === 'string') : [];
   }
 
-  close(): Promise<void> {
-    return this.#pool.close();
+  async close(): Promise<void> {
+    if (!this.#closed) stopTimingCallsTo(this.#label);
+    this.#closed = true;
+    await this.#pool.close();
   }
 }
 

@@ -1,0 +1,45 @@
+/**
+ * Why the wallet refused or could not do something. The codes are stable (clients and the Nostr
+ * door read them); what each means in HTTP is the HTTP door's business (src/http/errors.ts).
+ */
+export type CashuCode =
+  /** The token cannot be decoded, is worth nothing, or the mint refused it as invalid. */
+  | 'invalid_cashu_token'
+  | 'untrusted_mint'
+  | 'unsupported_unit'
+  /** Locked to the Nostr door's key: it pays Nostr jobs only. */
+  | 'cashu_token_wrong_door'
+  | 'cashu_token_already_spent'
+  /** No answer from the mint; nothing was spent. Worth retrying after `retryAfter`. */
+  | 'cashu_mint_unreachable'
+  /** A refund named a key the ledger does not hold. */
+  | 'invalid_api_key'
+  /** A refund came while a request on the key was running. */
+  | 'request_in_progress'
+  | 'refund_unavailable'
+  | 'balance_too_low'
+  | 'mint_quote_failed'
+  | 'invoice_rejected'
+  | 'earnings_too_low'
+  | 'withdraw_unavailable'
+  | 'withdraw_failed'
+  | 'payment_failed'
+  | 'invalid_invoice'
+  | 'invalid_lightning_address'
+  /** The address's LNURL server refused or misbehaved; `extra.reason` says how. */
+  | 'lightning_address_unusable';
+
+export class CashuError extends Error {
+  readonly code: CashuCode;
+  /** Seconds after which the same call may well succeed. */
+  readonly retryAfter: number | undefined;
+  /** Facts for the client beside the message, e.g. what a payment needed. */
+  readonly extra: Record<string, unknown>;
+
+  constructor(code: CashuCode, message: string, opts: { retryAfter?: number; extra?: Record<string, unknown> } = {}) {
+    super(message);
+    this.code = code;
+    this.retryAfter = opts.retryAfter;
+    this.extra = opts.extra ?? {};
+  }
+}
