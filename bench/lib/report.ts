@@ -8,7 +8,16 @@ const MD = join(ROOT, 'BENCHMARKS.md');
 export type ModeId = 'c1' | 'c64' | 'sse';
 export type RowId = 'a' | 'b' | 'c' | 'd' | 'e' | 'f';
 
+export type EngineId = 'sqlite' | 'postgres';
+
 export interface RowResult {
+  /** The gateway's ledger engine (runs before 2026-12-02 measured SQLite only and do not say). */
+  engine?: EngineId;
+  /** Every call to the mint held this long during the row (0 or absent: loopback). */
+  mintDelayMs?: number;
+  /** X-Cashu rows with a mint delay: responses that took at least one delay, and at least two. */
+  waitedOnMint?: number;
+  waitedTwice?: number;
   mode: ModeId;
   row: RowId;
   label: string;
@@ -40,6 +49,8 @@ export interface BenchResults {
   machine: Record<string, unknown> & { cores: number; node: string; cpuModel: string };
   options: Record<string, unknown>;
   gateway?: { idleRssMb: number; env: Record<string, string> };
+  /** One per ledger engine measured (from 2026-12-02 on). */
+  gateways?: Array<{ engine: EngineId; idleRssMb: number; env: Record<string, string> }>;
   litellm?: { version?: string; workers?: number; error?: string } | undefined;
   rows: RowResult[];
 }
@@ -116,8 +127,25 @@ const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : '–');
 const f0 = (x: number) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : '–');
 const signed = (x: number) => (Number.isFinite(x) ? `${x >= 0 ? '+' : ''}${x.toFixed(2)}` : '–');
 
-function get(r: BenchResults, mode: ModeId, row: RowId): RowResult | undefined {
-  return r.rows.find((x) => x.mode === mode && x.row === row);
+const engineOf = (x: RowResult): EngineId => x.engine ?? 'sqlite';
+const delayOf = (x: RowResult): number => x.mintDelayMs ?? 0;
+const ENGINE_NAME: Record<EngineId, string> = { sqlite: 'SQLite', postgres: 'PostgreSQL' };
+
+function get(r: BenchResults, mode: ModeId, row: RowId, engine: EngineId = 'sqlite', delay = 0): RowResult | undefined {
+  return r.rows.find((x) => x.mode === mode && x.row === row && engineOf(x) === engine && delayOf(x) === delay);
+}
+
+function enginesOf(r: BenchResults): EngineId[] {
+  return [...new Set(r.rows.map(engineOf))];
+}
+
+function delaysOf(r: BenchResults): number[] {
+  return [...new Set(r.rows.map(delayOf))].sort((a, b) => a - b);
+}
+
+function waited(x: RowResult): string {
+  if (x.waitedOnMint === undefined || x.mode !== 'c1') return '–';
+  return `${x.waitedOnMint} / ${x.waitedTwice ?? 0} of ${x.requests}`;
 }
 
 /** More req/s and a lower p50; a peer that completed nothing has no p50 to beat. */
@@ -133,51 +161,48 @@ export interface TargetCheck {
 
 export function checkTargets(r: BenchResults, soak?: SoakResults, peersRun?: BenchResults): TargetCheck[] {
   const out: TargetCheck[] = [];
-  const c1c = get(r, 'c1', 'c');
-  const c1a = get(r, 'c1', 'a');
-  if (c1c && c1a) {
-    const added = c1c.p50 - c1a.p50;
-    out.push({ target: 'Balance key: p50 added over direct ≤ 0.5 ms at 1 connection', measured: `${signed(added)} ms`, met: added <= 0.5 });
-  }
-  for (const row of ['c', 'd', 'e'] as const) {
-    const x = get(r, 'c64', row);
-    const b = get(r, 'c64', 'b');
-    if (!x || !b) continue;
-    const ratio = x.rps / b.rps;
-    out.push({
-      target: `Throughput ≥ 0.8× the bare proxy at 64 connections, ${row === 'c' ? 'balance key' : row === 'd' ? 'X-Cashu swap' : 'X-Cashu P2PK'}`,
-      measured: `${ratio.toFixed(2)}× (${f0(x.rps)} vs ${f0(b.rps)} req/s)`,
-      met: ratio >= 0.8,
-    });
-  }
-  const dRows = (['c1', 'c64', 'sse'] as const).map((m) => get(r, m, 'd')).filter((x): x is RowResult => !!x);
-  if (dRows.length) {
-    const calls = dRows.reduce((s, x) => s + x.mintCalls, 0);
-    const reqs = dRows.reduce((s, x) => s + x.requests + x.non2xx, 0);
-    const per = dRows.map((x) => `${MODE_TITLE[x.mode].replace('Non-streaming, ', '')}: ${f2(x.mintCallsPerRequest)}`).join('; ');
-    out.push({ target: 'X-Cashu with swap: exactly one mint call per request', measured: `${calls} calls for ${reqs} requests (${per})`, met: calls === reqs });
-  }
-  const eRows = (['c1', 'c64', 'sse'] as const).map((m) => get(r, m, 'e')).filter((x): x is RowResult => !!x);
-  if (eRows.length) {
-    const calls = eRows.reduce((s, x) => s + x.mintCalls, 0);
-    const reqs = eRows.reduce((s, x) => s + x.requests + x.non2xx, 0);
-    out.push({ target: 'P2PK-locked X-Cashu: zero mint calls on the request path', measured: `${f2(calls / reqs)} per request (${calls} calls, ${reqs} requests)`, met: calls === 0 });
-  }
-  const c1e = get(r, 'c1', 'e');
-  if (c1e && c1a) {
-    const added = c1e.p50 - c1a.p50;
-    out.push({ target: 'P2PK-locked X-Cashu (8 proofs): p50 added ≤ 2 ms (1 connection)', measured: `${signed(added)} ms`, met: added <= 2 });
-  }
-  const sseC = get(r, 'sse', 'c');
-  if (sseC) {
-    const n = r.options.sseStreams as number;
-    const others = (['d', 'e'] as const).map((row) => get(r, 'sse', row)).filter((x): x is RowResult => !!x);
-    const extra = others.length ? `; X-Cashu rows at ${f0(r.options.sseXcashuStreams as number)} streams: ${others.map((x) => `${x.row} ${f0(x.peakRssMb)} MB`).join(', ')}` : '';
-    out.push({
-      target: `${f0(n)} concurrent streams: gateway RSS ≤ 200 MB`,
-      measured: `${f0(sseC.peakRssMb)} MB peak, balance key (idle after start: ${f0(r.gateway?.idleRssMb ?? NaN)} MB)${extra}`,
-      met: sseC.peakRssMb <= 200,
-    });
+  const engines = enginesOf(r);
+  for (const engine of engines) {
+    const on = engines.length > 1 || engine !== 'sqlite' ? ` (${ENGINE_NAME[engine]})` : '';
+    const c1c = get(r, 'c1', 'c', engine);
+    const c1a = get(r, 'c1', 'a', engine);
+    if (c1c && c1a) {
+      const added = c1c.p50 - c1a.p50;
+      out.push({ target: `Balance key: p50 added over direct ≤ 0.5 ms at 1 connection${on}`, measured: `${signed(added)} ms`, met: added <= 0.5 });
+    }
+    const x = get(r, 'c64', 'c', engine);
+    const b = get(r, 'c64', 'b', engine);
+    if (x && b) {
+      const ratio = x.rps / b.rps;
+      out.push({ target: `Balance key: throughput ≥ 0.8× the bare proxy at 64 connections${on}`, measured: `${ratio.toFixed(2)}× (${f0(x.rps)} vs ${f0(b.rps)} req/s)`, met: ratio >= 0.8 });
+    }
+    const slow = (row: RowId) => r.rows.filter((y) => y.row === row && y.mode === 'c1' && engineOf(y) === engine && y.waitedOnMint !== undefined);
+    const d = slow('d');
+    if (d.length) {
+      const twice = d.reduce((s, y) => s + (y.waitedTwice ?? 0), 0);
+      const n = d.reduce((s, y) => s + y.requests, 0);
+      const per = d.map((y) => `+${delayOf(y)} ms: ${y.waitedTwice} of ${y.requests}`).join('; ');
+      out.push({ target: `X-Cashu with swap: no request waits on more than one mint round trip (1 connection)${on}`, measured: `${twice} of ${n} waited on two (${per})`, met: twice === 0 });
+    }
+    const e = slow('e');
+    if (e.length) {
+      const once = e.reduce((s, y) => s + (y.waitedOnMint ?? 0), 0);
+      const n = e.reduce((s, y) => s + y.requests, 0);
+      const per = e.map((y) => `+${delayOf(y)} ms: ${y.waitedOnMint} of ${y.requests}`).join('; ');
+      out.push({ target: `P2PK-locked X-Cashu: no request waits on the mint (1 connection)${on}`, measured: `${once} of ${n} waited (${per})`, met: once === 0 });
+    }
+    const c1e = get(r, 'c1', 'e', engine);
+    if (c1e && c1a) {
+      const added = c1e.p50 - c1a.p50;
+      out.push({ target: `P2PK-locked X-Cashu (8 proofs): p50 added ≤ 2 ms (1 connection, mint on loopback)${on}`, measured: `${signed(added)} ms`, met: added <= 2 });
+    }
+    const sseC = get(r, 'sse', 'c', engine);
+    if (sseC) {
+      const n = r.options.sseStreams as number;
+      out.push({ target: `${f0(n)} concurrent streams: gateway RSS ≤ 200 MB${on}`, measured: `${f0(sseC.peakRssMb)} MB peak, balance key`, met: sseC.peakRssMb <= 200 });
+    }
+    const idle = r.gateways?.find((g) => g.engine === engine)?.idleRssMb ?? (engine === 'sqlite' ? r.gateway?.idleRssMb : undefined);
+    if (idle !== undefined) out.push({ target: `Idle after start: gateway RSS ≤ 80 MB${on}`, measured: `${f0(idle)} MB`, met: idle <= 80 });
   }
   if (soak) {
     out.push({
@@ -220,24 +245,30 @@ export function checkTargets(r: BenchResults, soak?: SoakResults, peersRun?: Ben
 
 function mainTable(r: BenchResults): string[] {
   const lines: string[] = [];
-  for (const mode of ['c1', 'c64', 'sse'] as const) {
-    const rows = r.rows.filter((x) => x.mode === mode).sort((a, b) => a.row.localeCompare(b.row));
-    if (!rows.length) continue;
-    const a = get(r, mode, 'a');
-    const b = get(r, mode, 'b');
-    const title =
-      mode === 'sse'
-        ? `${MODE_TITLE[mode]}: ${f0(r.options.sseStreams as number)} concurrent streams (rows d, e: ${f0(r.options.sseXcashuStreams as number)}, one token each); 10 content chunks ${r.options.chunkDelayMs} ms apart; latency = whole stream; req/s = completed streams/s`
-        : MODE_TITLE[mode];
-    lines.push(`#### ${title}`, '');
-    lines.push('| Row | req/s | p50 ms | p99 ms | p50 added over (a) | p99 added over (a) | × (b) throughput | mint calls / req | peak RSS MB | CPU ms / req | requests (non-2xx) |');
-    lines.push('|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
-    for (const x of rows) {
-      lines.push(
-        `| ${x.label} | ${f0(x.rps)} | ${f2(x.p50)} | ${f2(x.p99)} | ${x.row === 'a' ? '–' : signed(x.p50 - (a?.p50 ?? NaN))} | ${x.row === 'a' ? '–' : signed(x.p99 - (a?.p99 ?? NaN))} | ${b ? (x.rps / b.rps).toFixed(2) : '–'} | ${f2(x.mintCallsPerRequest)} | ${f0(x.peakRssMb)} | ${f2(x.cpuMsPerRequest)} | ${f0(x.requests)}${x.non2xx + x.errors + x.timeouts ? ` (${x.non2xx} non-2xx, ${x.errors} errors)` : ''} |`,
-      );
+  const engines = enginesOf(r);
+  for (const engine of engines) {
+    for (const mode of ['c1', 'c64', 'sse'] as const) {
+      const rows = r.rows
+        .filter((x) => x.mode === mode && engineOf(x) === engine)
+        .sort((p, q) => p.row.localeCompare(q.row) || delayOf(p) - delayOf(q));
+      if (!rows.length) continue;
+      const a = get(r, mode, 'a', engine);
+      const b = get(r, mode, 'b', engine);
+      const title =
+        mode === 'sse'
+          ? `${MODE_TITLE[mode]}: ${f0(r.options.sseStreams as number)} concurrent streams (rows d, e: ${f0(r.options.sseXcashuStreams as number)}, one token each); 10 content chunks ${r.options.chunkDelayMs} ms apart; latency = whole stream; req/s = completed streams/s`
+          : MODE_TITLE[mode];
+      lines.push(`#### ${engines.length > 1 || engine !== 'sqlite' ? `${ENGINE_NAME[engine]} · ` : ''}${title}`, '');
+      lines.push('| Row | req/s | p50 ms | p99 ms | p50 added over (a) | p99 added over (a) | × (b) throughput | mint calls / req | waited on the mint: ≥ 1 / ≥ 2 delays | peak RSS MB | CPU ms / req | requests (non-2xx) |');
+      lines.push('|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
+      for (const x of rows) {
+        const label = delayOf(x) ? `${x.label}, mint +${delayOf(x)} ms` : x.label;
+        lines.push(
+          `| ${label} | ${f0(x.rps)} | ${f2(x.p50)} | ${f2(x.p99)} | ${x.row === 'a' ? '–' : signed(x.p50 - (a?.p50 ?? NaN))} | ${x.row === 'a' ? '–' : signed(x.p99 - (a?.p99 ?? NaN))} | ${b ? (x.rps / b.rps).toFixed(2) : '–'} | ${f2(x.mintCallsPerRequest)} | ${waited(x)} | ${f0(x.peakRssMb)} | ${f2(x.cpuMsPerRequest)} | ${f0(x.requests)}${x.non2xx + x.errors + x.timeouts ? ` (${x.non2xx} non-2xx, ${x.errors} errors)` : ''} |`,
+        );
+      }
+      lines.push('');
     }
-    lines.push('');
   }
   return lines;
 }
@@ -245,13 +276,13 @@ function mainTable(r: BenchResults): string[] {
 function callsBreakdown(r: BenchResults): string[] {
   const rows = r.rows.filter((x) => x.mintCalls > 0);
   if (!rows.length) return ['No mint calls were made during any timed row.', ''];
-  const lines = ['| Load | Row | requests | mint calls | by method and path |', '|---|---|--:|--:|---|'];
+  const lines = ['| Ledger | Load | Row | requests | mint calls | by method and path |', '|---|---|---|--:|--:|---|'];
   for (const x of rows) {
     const by = Object.entries(x.mintCallsByPath)
       .sort((p, q) => q[1] - p[1])
       .map(([k, v]) => `\`${k}\` ${v}`)
       .join(', ');
-    lines.push(`| ${x.mode} | ${x.row} | ${f0(x.requests + x.non2xx)} | ${f0(x.mintCalls)} | ${by} |`);
+    lines.push(`| ${ENGINE_NAME[engineOf(x)]} | ${x.mode} | ${x.row}${delayOf(x) ? ` +${delayOf(x)} ms` : ''} | ${f0(x.requests + x.non2xx)} | ${f0(x.mintCalls)} | ${by} |`);
   }
   return [...lines, ''];
 }
@@ -340,7 +371,10 @@ export function renderMarkdown(all: AnyResults[]): string {
         `rows d and e a fixed ${latest.options.xcashuC1} (1 connection) and ${latest.options.xcashuC64} (64 connections) requests per round, one fresh ` +
         `${latest.options.tokenProofs}-proof ${latest.options.tokenSats}-sat token each. SSE: rows a, b, c ${latest.options.sseRounds} rounds of ${latest.options.sseDurationSec} s${latest.rows.some((x) => x.row === 'f') && latest.options.litellmSseFixed ? `, row f ${latest.options.sseRounds} rounds of ${latest.options.sseStreams} streams at once, as long as they take` : ''}; ` +
         `rows d and e ${latest.options.sseXcashuStreams} streams at once, one per connection, once (each X-Cashu stream spends a pre-minted token). ` +
-        `Gateway RSS after start-up, before load: ${f0(latest.gateway?.idleRssMb ?? NaN)} MB.`,
+        `Gateway RSS after start-up, before load: ${(latest.gateways ?? (latest.gateway ? [{ engine: 'sqlite' as EngineId, ...latest.gateway }] : [])).map((g) => `${f0(g.idleRssMb)} MB (${ENGINE_NAME[g.engine]})`).join(', ') || '–'}.` +
+        (latest.options.shipped
+          ? ` The gateway runs as \`npm start\` runs it (the built \`dist/\`), with default settings apart from the upstream, the mint, the prices, the ledger's URL and the rate limits the README tells load testers to turn off; rows d and e run once per mint delay (${(latest.options.mintDelays as number[]).map((d) => `${d} ms`).join(', ')}): every call to the mint held that long. "Waited on the mint" counts the responses at 1 connection that took at least one delay, and at least two.`
+          : ''),
       '',
       ...mainTable(latest),
       '### Targets',
@@ -393,10 +427,16 @@ machine's cores (nothing is pinned):
   completion, or an SSE stream of a role chunk, 10 content chunks, a finish chunk and a usage chunk;
 - the floor (\`bench/servers/bare-proxy.ts\`): Fastify + an undici \`Pool\` passing the request through
   (JSON body parsed and re-serialised, as the gateway does) and piping the answer back;
-- the gateway, \`node src/main.ts\`, configured by environment only: SQLite ledger in a temporary
-  directory, \`LOG_LEVEL=warn\`, \`UPSTREAM_CONNECTIONS=2048\`, the test P2PK key,
-  \`P2PK_REDEEM_INTERVAL_SECONDS=0\` (the background sweep of locked proofs calls the mint off the
-  request path; it is off so that every call counted during a row belongs to that row);
+- the gateway as \`npm start\` starts it: \`npm run build\` once, then the \`start\` script's own
+  command (\`node … dist/main.js\`, read from package.json), once per ledger engine: SQLite in its
+  default place under a temporary \`DATA_DIR\`, then PostgreSQL (a throwaway Debian cluster,
+  \`scripts/setup-postgres.sh\`, a fresh database). It is configured as an operator would: the
+  upstream, the mint (the counting proxy), the prices, and the two rate limits off, as the README
+  tells load testers. Everything else is the default: \`LOG_LEVEL=info\` with one access line per
+  request (written to a file), the background sweep of locked proofs, 1,024 upstream connections,
+  a P2PK key the gateway makes itself (locked tokens are minted to the key it publishes);
+- the mint's distance: the counting proxy holds every call for 0, 50 or 300 ms
+  (\`--mint-delays\`), and rows d and e run once per delay;
 - the load generator, autocannon 9, in the bench process (\`bench/run.ts\`), which does nothing else
   while a row runs but sample RSS every 100 ms.
 
@@ -431,7 +471,8 @@ instantly (non-streaming), which makes gateway overhead as visible as it can be.
 
 \`\`\`sh
 npm ci
-npm run bench              # a–e, about 10 minutes on 2 cores; writes bench/results/<date>.json and this file
+npm run bench              # a–e on SQLite and PostgreSQL, 3 mint delays, about 25 minutes on 2 cores; writes bench/results/<date>.json and this file
+npm run bench -- --quick   # one round, fewer requests: a quick look, about 6 minutes
 npm run bench:peers        # adds LiteLLM (installs litellm[proxy] into bench/.venv on first use)
 npm run bench:soak         # 10 minutes of mixed load, RSS every 10 s (--soak-minutes N)
 node bench/run.ts --help   # durations, rounds, connections, request counts

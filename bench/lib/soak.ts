@@ -26,8 +26,9 @@ export async function runSoak(o: { minutes: number; connections: number; write: 
   process.once('SIGTERM', () => void stop().then(() => process.exit(143)));
   try {
     await stack.upstream.ask({ cmd: 'chunkDelay', chunkDelayMs: CHUNK_DELAY_MS });
-    const pid = stack.gateway.pid;
-    const headers = { 'content-type': 'application/json', authorization: `Bearer ${stack.apiKey}` };
+    const gw = await stack.gateway('sqlite');
+    const pid = gw.proc.pid;
+    const headers = { 'content-type': 'application/json', authorization: `Bearer ${gw.apiKey}` };
     const samples: SoakResults['samples'] = [];
     let ok = 0;
     let non2xx = 0;
@@ -61,7 +62,7 @@ export async function runSoak(o: { minutes: number; connections: number; write: 
     const timer = setInterval(sample, SAMPLE_SEC * 1000);
     // Without a callback autocannon returns its emitter, which is also a promise of the result.
     const instance = autocannon({
-      url: `${stack.gateway.url}/v1/chat/completions`,
+      url: `${gw.proc.url}/v1/chat/completions`,
       connections: o.connections,
       duration: o.minutes * 60,
       timeout: 60,

@@ -10,6 +10,9 @@ process.on('message', (m: { cmd: string }) => {
   if (m.cmd === 'reset') {
     proxy.reset();
     process.send!({ ok: true });
+  } else if (m.cmd === 'delay') {
+    proxy.delayMs = (m as { cmd: string; delayMs: number }).delayMs;
+    process.send!({ ok: true });
   } else if (m.cmd === 'calls') {
     const byPath: Record<string, number> = {};
     for (const c of proxy.calls) byPath[c.replace(/\/[0-9a-f-]{20,}$/i, '/:id')] = (byPath[c.replace(/\/[0-9a-f-]{20,}$/i, '/:id')] ?? 0) + 1;

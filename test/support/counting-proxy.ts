@@ -9,6 +9,8 @@ export class CountingProxy {
   calls: string[] = [];
   /** Holds requests to a path for a while before passing them on: a slow mint. */
   readonly delays = new Map<string, number>();
+  /** Holds every request this long: a mint that far away (the benchmark's mint latency). */
+  delayMs = 0;
   #server: Server | undefined;
 
   readonly target: string;
@@ -24,7 +26,7 @@ export class CountingProxy {
       this.calls.push(`${req.method} ${req.url}`);
       const body: Buffer[] = [];
       for await (const c of req) body.push(c as Buffer);
-      const delay = this.delays.get(req.url ?? '');
+      const delay = this.delays.get(req.url ?? '') ?? this.delayMs;
       if (delay) await new Promise((r) => setTimeout(r, delay));
       const up = request(
         { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: { ...req.headers, host: target.host } },
