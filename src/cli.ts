@@ -7,7 +7,7 @@ import { loadP2pkKey } from './cashu/p2pk.ts';
 import { ConfigError, loadConfig } from './config.ts';
 import { createLogger } from './log.ts';
 import { configOrExit, openLedger, serve } from './main.ts';
-import { checkAnnouncements, checkDatabase, checkMint, checkRelay, checkUpstreams, report, type Check } from './ops/doctor.ts';
+import { checkAnnouncements, checkDatabase, checkForeignMints, checkMint, checkRelay, checkUpstreams, report, type Check } from './ops/doctor.ts';
 import { listModels, modelsTable } from './ops/models.ts';
 import { VERSION } from './version.ts';
 
@@ -123,6 +123,7 @@ async function doctor(): Promise<number> {
     const mint = c.CASHU_MINT_ALIASES[m] ?? m;
     await step(`the mint at ${mint}`, () => checkMint(mint, c.MINT_TIMEOUT_MS));
   }
+  checks.push(checkForeignMints(c));
   await step('the database', () => checkDatabase(c.DATABASE_URL, openLedger));
   const relays = (process.env.RELAYS ?? '')
     .split(',')

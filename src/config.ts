@@ -95,6 +95,13 @@ const schema = z.object({
   PEER_MAX_BYTES: z.coerce.number().int().positive().default(1_000_000),
   /** Tests only: lets peers be reached over http on loopback. Never in production: it opens the loopback to strangers. */
   ALLOW_INSECURE_PEERS_FOR_TESTS_ONLY: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
+  /** A token from a mint outside CASHU_MINTS: refused, or swapped over Lightning into the first trusted mint. */
+  FOREIGN_MINTS: z.enum(['refuse', 'swap']).default('refuse'),
+  /** The most a foreign swap may cost, in percent of the token; FOREIGN_MINT_MIN_FEE_SATS is allowed whatever the percent. */
+  FOREIGN_MINT_MAX_FEE_PERCENT: z.coerce.number().min(0).max(100).default(3),
+  FOREIGN_MINT_MIN_FEE_SATS: z.coerce.number().int().min(0).default(5),
+  /** How long a peer (a foreign mint) that failed is not contacted again. */
+  PEER_FAILURE_COOLDOWN_SECONDS: z.coerce.number().int().min(0).default(60),
   DATA_DIR: z.string().min(1).default('./data'),
   CASHU_P2PK_PRIVKEY: z
     .string()

@@ -6,6 +6,8 @@ import { SqliteDriver, SQLITE_MIGRATIONS } from './ledger/sqlite.ts';
 import { SqlLedger } from './ledger/store.ts';
 import { CashuWallets } from './cashu/wallet.ts';
 import { loadP2pkKey } from './cashu/p2pk.ts';
+import { ForeignSwaps } from './cashu/foreign.ts';
+import { PeerFetch } from './net/peer-fetch.ts';
 import { VERSION } from './version.ts';
 import type { Logger } from 'pino';
 import { loadUpstreams } from './upstream/upstreams.ts';
@@ -39,6 +41,17 @@ export async function createGateway(cfg: Config, opts: { log?: Logger } = {}) {
     // With sweeping on, locked proofs are redeemed about a second after they arrive, in batches.
     sweepDelayMs: cfg.P2PK_REDEEM_INTERVAL_SECONDS > 0 ? 1000 : 0,
   });
+  // A mint named inside a stranger's token is a peer like a Lightning address's server.
+  const mintPeers = cfg.FOREIGN_MINTS === 'swap'
+    ? new PeerFetch({ timeoutMs: cfg.PEER_TIMEOUT_MS, maxBytes: cfg.PEER_MAX_BYTES, allowLoopback: cfg.ALLOW_INSECURE_PEERS_FOR_TESTS_ONLY })
+    : undefined;
+  if (mintPeers) {
+    wallets.foreign = new ForeignSwaps({ ledger, wallets, peers: mintPeers, log, leaseMs: 2 * cfg.MINT_TIMEOUT_MS }, {
+      maxFeePercent: cfg.FOREIGN_MINT_MAX_FEE_PERCENT,
+      minFeeSats: cfg.FOREIGN_MINT_MIN_FEE_SATS,
+      cooldownMs: cfg.PEER_FAILURE_COOLDOWN_SECONDS * 1000,
+    });
+  }
   const upstreams = loadUpstreams(cfg);
   const catalog = new Catalog(cfg, upstreams, log);
   const engine = new Engine({ ledger, wallets, catalog, log });
@@ -82,6 +95,7 @@ export async function createGateway(cfg: Config, opts: { log?: Logger } = {}) {
     catalog.stop();
     await app.close();
     await wallets.stop();
+    await mintPeers?.close();
     await Promise.all(upstreams.map((u) => u.client.close()));
     await ledger.close();
   };

@@ -11,7 +11,9 @@ export type CrashStep =
   | 'refund:after-swap'
   | 'refund:after-commit'
   | 'melt:before-melt'
-  | 'melt:after-melt';
+  | 'melt:after-melt'
+  | 'foreign:before-melt'
+  | 'foreign:after-melt';
 
 const CRASH_AT = process.env.GATEWAY_CRASH_AT;
 

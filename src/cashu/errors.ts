@@ -27,7 +27,13 @@ export type CashuCode =
   | 'invalid_invoice'
   | 'invalid_lightning_address'
   /** The address's LNURL server refused or misbehaved; `extra.reason` says how. */
-  | 'lightning_address_unusable';
+  | 'lightning_address_unusable'
+  /** A token's own mint, not a trusted one, could not be used for the Lightning swap; `extra.reason` says how. */
+  | 'foreign_mint_unusable'
+  /** The swap from a token's own mint would cost more than the cap, or than the token. */
+  | 'foreign_mint_fee_too_high'
+  /** The Lightning swap from a token's own mint is still in flight: the same token again settles it. */
+  | 'foreign_swap_pending';
 
 export class CashuError extends Error {
   readonly code: CashuCode;

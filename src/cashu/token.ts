@@ -11,6 +11,8 @@ export interface TokenInfo {
   /** Face value in the token's unit. */
   amount: number;
   msats: number;
+  /** A mint outside the trusted list (FOREIGN_MINTS=swap): `mint` is the URL the token names. */
+  foreign?: true;
 }
 
 /** Every URL a token may name (a trusted mint, or an operator's alias of one) to that trusted mint. */
@@ -25,10 +27,12 @@ export function mintNames(mints: readonly string[], aliases: Readonly<Record<str
 
 /**
  * Reads a token without any network call and refuses it before the mint is ever contacted:
- * a mint outside the trusted list is never fetched (no SSRF through token contents). A token a
- * request presented was hashed when it was read; one from a body or an event is hashed here.
+ * a mint outside the trusted list is never fetched (no SSRF through token contents), unless
+ * `acceptForeign`, when it is marked foreign for the Lightning swap (foreign.ts), which contacts
+ * it only under the peer rules. A token a request presented was hashed when it was read; one from
+ * a body or an event is hashed here.
  */
-export function inspectToken(raw: string | Presented, trustedMints: MintNames): TokenInfo {
+export function inspectToken(raw: string | Presented, trustedMints: MintNames, acceptForeign = false): TokenInfo {
   const token = typeof raw === 'string' ? bareToken(raw) : raw.text;
   const hash = typeof raw === 'string' ? sha256Hex(token) : raw.keyHash;
   let meta: ReturnType<typeof getTokenMetadata>;
@@ -43,7 +47,7 @@ export function inspectToken(raw: string | Presented, trustedMints: MintNames): 
   } catch {
     throw new CashuError('invalid_cashu_token', 'The Cashu token names no valid mint URL.');
   }
-  const mint = trustedMints.get(named);
+  const mint = trustedMints.get(named) ?? (acceptForeign ? named : undefined);
   if (mint === undefined) {
     const accepted = [...new Set(trustedMints.values())].join(', ');
     throw new CashuError('untrusted_mint', `Tokens from mint ${JSON.stringify(named)} are not accepted here; accepted mints: ${accepted}.`);
@@ -59,5 +63,7 @@ export function inspectToken(raw: string | Presented, trustedMints: MintNames): 
     throw new CashuError('invalid_cashu_token', 'The Cashu token amount is out of range.');
   }
   if (!(amount > 0)) throw new CashuError('invalid_cashu_token', 'The Cashu token is worth nothing.');
-  return { token, hash, mint, unit, amount, msats: amount * MSATS_PER[unit] };
+  const info: TokenInfo = { token, hash, mint, unit, amount, msats: amount * MSATS_PER[unit] };
+  if (!trustedMints.has(named)) info.foreign = true;
+  return info;
 }

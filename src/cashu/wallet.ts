@@ -59,6 +59,12 @@ function neverSent(e: unknown): boolean {
   return false;
 }
 
+/** Tokens of untrusted mints, swapped over Lightning (foreign.ts) when FOREIGN_MINTS=swap. */
+export interface ForeignIntake {
+  redeem(info: TokenInfo, keyHash: string): Promise<KeyRow>;
+  recover(op: MintOp, abandonIfUnspent: boolean): Promise<'done' | 'failed' | 'pending'>;
+}
+
 /**
  * The gateway's own wallet: one cashu-ts Wallet per (mint, unit), loaded once and reused, and the
  * journaled swaps that turn a client's token into the gateway's proofs and back into refunds.
@@ -95,6 +101,8 @@ export class CashuWallets {
   #sweepTimer: NodeJS.Timeout | undefined;
   #sweeping: Promise<void> | undefined;
   #sweepAgain = false;
+  /** Set when tokens of other mints are accepted; their ops are settled through it. */
+  foreign: ForeignIntake | undefined;
 
   constructor(
     mints: readonly string[],
@@ -248,9 +256,19 @@ export class CashuWallets {
         () => this.redeem(info, keyHash, door),
       );
     }
-    const done = this.#redeem(info, keyHash, true, door).finally(() => this.#inflight.delete(info.hash));
+    const done = (info.foreign ? this.#redeemForeign(info, keyHash, door) : this.#redeem(info, keyHash, true, door)).finally(() => this.#inflight.delete(info.hash));
     this.#inflight.set(info.hash, { keyHash, done });
     return done;
+  }
+
+  async #redeemForeign(info: TokenInfo, keyHash: string, door?: P2pkKey): Promise<KeyRow> {
+    if (!this.foreign || door) throw new CashuError('untrusted_mint', `Tokens from mint ${JSON.stringify(info.mint)} are not accepted here; accepted mints: ${this.mints.join(', ')}.`);
+    return this.foreign.redeem(info, keyHash);
+  }
+
+  /** Waits for, or settles, a journaled operation someone else started (see #awaitOp). */
+  settleOp(opId: string): Promise<'done' | 'failed' | 'pending'> {
+    return this.#awaitOp(opId);
   }
 
   async #redeem(info: TokenInfo, keyHash: string, retry: boolean, door?: P2pkKey): Promise<KeyRow> {
@@ -893,6 +911,7 @@ export class CashuWallets {
   async #recover(opId: string, abandonIfUnspent: boolean): Promise<'done' | 'failed' | 'pending'> {
     const op = await this.#ledger.getOp(opId);
     if (!op || op.state !== 'pending') return op?.state ?? 'failed';
+    if (op.kind === 'foreign') return this.foreign ? this.foreign.recover(op, abandonIfUnspent) : 'pending';
     if (op.outputs === null) {
       await this.#abandon(op);
       return 'failed';

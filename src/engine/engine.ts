@@ -136,7 +136,7 @@ export class Engine {
     // Whatever `X-Cashu` holds is read as a token: the header carries nothing else.
     const oneShot = c === credential.xCashu;
     if (oneShot || c.kind === 'token') {
-      const token = inspectToken(c, this.#wallets.names);
+      const token = inspectToken(c, this.#wallets.names, this.#wallets.foreign !== undefined);
       return { kind: 'token', token, creditTo: token.hash, oneShot };
     }
     if (c.kind !== 'key') throw new GatewayError(401, 'invalid_api_key', 'Invalid API key.');

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { CashuWallets } from '../cashu/wallet.ts';
 import { apiKeyOf } from '../cashu/credential.ts';
-import { inspectToken } from '../cashu/token.ts';
+import { inspectToken, type TokenInfo } from '../cashu/token.ts';
 import { GatewayError } from '../engine/errors.ts';
 import type { KeyRow, Ledger, MeltRow, RefundRow } from '../ledger/ledger.ts';
 import type { Config } from '../config.ts';
@@ -53,6 +53,14 @@ export function keyView(key: KeyRow) {
 export function balanceRoutes(app: FastifyInstance, deps: { ledger: Ledger; wallets: CashuWallets; cfg: Config; log: Logger }): void {
   const { ledger, wallets } = deps;
   const trusted = wallets.names;
+  const foreign = wallets.foreign !== undefined;
+
+  /** What swapping a token from another mint cost its payer, as the ledger credited it. */
+  async function foreignFee(info: TokenInfo): Promise<{ foreign_mint_fee_msats?: number }> {
+    if (!info.foreign) return {};
+    const row = await ledger.getToken(info.hash);
+    return row?.msats != null ? { foreign_mint_fee_msats: info.msats - row.msats } : {};
+  }
   const peers = new PeerFetch({
     timeoutMs: deps.cfg.PEER_TIMEOUT_MS,
     maxBytes: deps.cfg.PEER_MAX_BYTES,
@@ -75,7 +83,7 @@ export function balanceRoutes(app: FastifyInstance, deps: { ledger: Ledger; wall
     const key = req.credential.apiKey;
     if (!key) throw new GatewayError(401, 'invalid_api_key', 'Missing API key: send Authorization: Bearer sk-… or a Cashu token.');
     if (key.kind === 'token') {
-      const info = inspectToken(key, trusted);
+      const info = inspectToken(key, trusted, foreign);
       if (redeem && !(await ledger.getKey(info.hash))) await wallets.redeem(info, info.hash);
       return info.hash;
     }
@@ -86,9 +94,9 @@ export function balanceRoutes(app: FastifyInstance, deps: { ledger: Ledger; wall
   const create = async (req: FastifyRequest) => {
     const raw = field(req, 'initial_balance_token') ?? field(req, 'cashu_token') ?? req.credential.apiKey;
     if (!raw) throw new GatewayError(400, 'invalid_cashu_token', 'Send the token as initial_balance_token.');
-    const info = inspectToken(raw, trusted);
+    const info = inspectToken(raw, trusted, foreign);
     const key = (await ledger.getKey(info.hash)) ?? (await wallets.redeem(info, info.hash));
-    return { api_key: apiKeyOf(key.hash), balance: key.balance - key.reserved };
+    return { api_key: apiKeyOf(key.hash), balance: key.balance - key.reserved, ...(await foreignFee(info)) };
   };
 
   const info = async (req: FastifyRequest) => {
@@ -111,11 +119,11 @@ export function balanceRoutes(app: FastifyInstance, deps: { ledger: Ledger; wall
     }
     const raw = field(req, 'cashu_token');
     if (!raw) throw new GatewayError(400, 'invalid_cashu_token', 'Send the token as cashu_token.');
-    const tok = inspectToken(raw, trusted);
+    const tok = inspectToken(raw, trusted, foreign);
     await wallets.redeem(tok, hash);
     const row = (await ledger.getToken(tok.hash))!;
     if (row.keyHash !== hash) throw new GatewayError(400, 'cashu_token_already_spent', 'This Cashu token has already been spent.');
-    return { msats: row.msats ?? 0 };
+    return { msats: row.msats ?? 0, ...(await foreignFee(tok)) };
   };
 
   const refund = async (req: FastifyRequest) => {

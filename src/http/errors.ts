@@ -14,6 +14,8 @@ const CASHU_STATUS: Record<CashuCode, number> = {
   invalid_invoice: 400,
   invalid_lightning_address: 400,
   lightning_address_unusable: 400,
+  foreign_mint_unusable: 400,
+  foreign_mint_fee_too_high: 400,
   invalid_api_key: 401,
   request_in_progress: 425,
   mint_quote_failed: 502,
@@ -22,6 +24,7 @@ const CASHU_STATUS: Record<CashuCode, number> = {
   cashu_mint_unreachable: 503,
   refund_unavailable: 503,
   withdraw_unavailable: 503,
+  foreign_swap_pending: 503,
 };
 
 /** An error someone meant (the engine's, the wallet's), as opposed to a bug. */

@@ -86,7 +86,8 @@ export interface TokenRow {
 
 export interface MintOp {
   id: string;
-  kind: 'receive' | 'refund' | 'sweep' | 'melt';
+  /** `foreign`: a token of an untrusted mint melted there to pay a mint quote here (cashu/foreign.ts). */
+  kind: 'receive' | 'refund' | 'sweep' | 'melt' | 'foreign';
   mint: string;
   unit: Unit;
   state: 'pending' | 'done' | 'failed';
@@ -214,7 +215,8 @@ export interface Ledger {
   /**
    * Claims a token for redemption and journals the swap; returns the existing claim if any. Each
    * input proof is claimed too, so proofs we already hold (say, taken offline) are never swapped
-   * and credited a second time under another encoding.
+   * and credited a second time under another encoding. With kind `foreign` the op is a Lightning
+   * swap from another mint: no inputs of `mint`'s, its journal in `outputs`.
    */
   startRedemption(r: {
     tokenHash: string;
@@ -224,6 +226,7 @@ export interface Ledger {
     unit: Unit;
     inputs: StoredProof[];
     outputs: unknown[];
+    kind?: 'receive' | 'foreign';
   }): Promise<{ started: true } | { started: false; token: TokenRow } | { started: false; replayed: true }>;
   /** Stores the swapped proofs and credits the key, creating it if needed. */
   finishRedemption(r: { tokenHash: string; opId: string; proofs: StoredProof[]; creditMsats: number }): Promise<KeyRow>;

@@ -239,7 +239,7 @@ export class SqlLedger implements Ledger {
   }
 
   async startRedemption(r: {
-    tokenHash: string; keyHash: string; opId: string; mint: string; unit: Unit; inputs: StoredProof[]; outputs: unknown[];
+    tokenHash: string; keyHash: string; opId: string; mint: string; unit: Unit; inputs: StoredProof[]; outputs: unknown[]; kind?: 'receive' | 'foreign';
   }): Promise<{ started: true } | { started: false; token: TokenRow } | { started: false; replayed: true }> {
     const now = Date.now();
     let started: boolean;
@@ -259,7 +259,7 @@ export class SqlLedger implements Ledger {
           );
           if (claimed.count !== 1) throw new Replay();
         }
-        const op = [r.opId, 'receive', r.mint, r.unit, r.keyHash, r.tokenHash, JSON.stringify(r.inputs), JSON.stringify(r.outputs), now];
+        const op = [r.opId, r.kind ?? 'receive', r.mint, r.unit, r.keyHash, r.tokenHash, JSON.stringify(r.inputs), JSON.stringify(r.outputs), now];
         await tx.query(INSERT_OP, op);
         return true;
       });

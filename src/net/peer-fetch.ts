@@ -115,11 +115,29 @@ export class PeerFetch {
 
   /** GETs a JSON document: no redirect followed, at most `maxBytes`, within `timeoutMs` in all. */
   async getJson(raw: string): Promise<unknown> {
+    const res = await this.send(raw, { method: 'GET', headers: { accept: 'application/json' } });
+    let json: unknown;
+    try {
+      json = JSON.parse(res.text);
+    } catch {
+      if (res.status >= 400) throw new PeerError('status', `answered ${res.status}`);
+      throw new PeerError('not_json', 'the answer is not JSON');
+    }
+    // LNURL servers report errors as JSON under 4xx as well as under 200: the caller reads either.
+    if (res.status >= 400 && (typeof json !== 'object' || json === null)) throw new PeerError('status', `answered ${res.status}`);
+    return json;
+  }
+
+  /**
+   * One request under the rules, its answer read whole as text whatever its status (a mint's
+   * errors are JSON bodies under 400): no redirect followed, at most `maxBytes`, within `timeoutMs`.
+   */
+  async send(raw: string, init: { method: string; body?: string; headers?: Record<string, string> }): Promise<{ status: number; text: string }> {
     const url = this.check(raw);
     const signal = AbortSignal.timeout(this.rules.timeoutMs);
     let res;
     try {
-      res = await request(url, { method: 'GET', dispatcher: this.#agent, signal, headers: { accept: 'application/json' } });
+      res = await request(url, { method: init.method as 'GET', body: init.body, dispatcher: this.#agent, signal, headers: init.headers ?? {} });
     } catch (e) {
       throw findPeerError(e) ?? (signal.aborted ? new PeerError('timeout', 'no answer in time') : new PeerError('unreachable', (e as Error).message));
     }
@@ -146,17 +164,7 @@ export class PeerFetch {
     } catch (e) {
       throw findPeerError(e) ?? (signal.aborted ? new PeerError('timeout', 'no answer in time') : new PeerError('unreachable', (e as Error).message));
     }
-    const text = Buffer.concat(chunks).toString('utf8');
-    let json: unknown;
-    try {
-      json = JSON.parse(text);
-    } catch {
-      if (res.statusCode >= 400) throw new PeerError('status', `answered ${res.statusCode}`);
-      throw new PeerError('not_json', 'the answer is not JSON');
-    }
-    // LNURL servers report errors as JSON under 4xx as well as under 200: the caller reads either.
-    if (res.statusCode >= 400 && (typeof json !== 'object' || json === null)) throw new PeerError('status', `answered ${res.statusCode}`);
-    return json;
+    return { status: res.statusCode, text: Buffer.concat(chunks).toString('utf8') };
   }
 
   close(): Promise<void> {
