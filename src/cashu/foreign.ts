@@ -154,6 +154,8 @@ export class ForeignSwaps implements ForeignIntake {
       throw e;
     }
     const wallet = new Wallet(new Mint(mint, { customRequest: this.#request }), { unit });
+    // Its info first, alone: a mint that fails is asked one thing, not several at once.
+    await this.#ask(mint, () => wallet.mint.getLazyMintInfo());
     await this.#ask(mint, () => wallet.loadMint());
     return wallet;
   }
