@@ -167,6 +167,26 @@ describe('redemption', () => {
   });
 });
 
+describe('a Lightning swap from another mint (kind foreign)', () => {
+  it('claims the token with its journal and no inputs, credits what the trusted mint signed, gives the token back on abandon', async () => {
+    const journal = { foreignMint: 'https://other.test', meltQuote: 'mq', mintQuote: 'q', amount: 98, proofs: [proof(64), proof(32), proof(4)], outputs: [] };
+    const r = { kind: 'foreign' as const, tokenHash: 'ftok', keyHash: 'fk', opId: 'fop1', mint: MINT, unit: 'sat' as const, inputs: [], outputs: [journal] };
+    expect(await ledger.startRedemption(r)).toEqual({ started: true });
+    expect((await ledger.getOp('fop1'))!).toMatchObject({ kind: 'foreign', state: 'pending', mint: MINT, tokenHash: 'ftok', inputs: [], outputs: [journal] });
+    expect(await ledger.startRedemption({ ...r, opId: 'fop2' })).toMatchObject({ started: false, token: { opId: 'fop1', state: 'redeeming' } });
+    // The foreign mint's proofs are not the gateway's: none is claimed or held.
+    expect(await ledger.heldProofs(MINT, 'sat')).toEqual([]);
+    await ledger.abandonRedemption('ftok', 'fop1');
+    expect(await ledger.getToken('ftok')).toBeUndefined();
+    expect(await ledger.startRedemption({ ...r, opId: 'fop3' })).toEqual({ started: true });
+    const minted = [proof(64), proof(32), proof(2)];
+    expect(await ledger.finishRedemption({ tokenHash: 'ftok', opId: 'fop3', proofs: minted, creditMsats: 98_000 })).toMatchObject({ hash: 'fk', balance: 98_000 });
+    expect(await ledger.getToken('ftok')).toMatchObject({ state: 'credited', msats: 98_000 });
+    expect(secrets(await ledger.heldProofs(MINT, 'sat'))).toEqual(secrets(minted));
+    expect((await ledger.getOp('fop3'))!.state).toBe('done');
+  });
+});
+
 describe('offline (locked) proofs and sweeps', () => {
   it('accepts locked proofs once and refuses them under another token', async () => {
     const proofs = [proof(2, true), proof(1, true)];
