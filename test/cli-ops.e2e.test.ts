@@ -72,6 +72,7 @@ describe('cashu-gateway doctor', () => {
     expect(mint[2]).toMatch(/; keysets: (sat, msat|msat, sat)$/);
     expect(row(r.stdout, '  NUT-11/12 (P2PK, DLEQ)')[1]).toBe('ok');
     expect(row(r.stdout, '  NUT-07/09 (state, restore)')[1]).toBe('ok');
+    expect(row(r.stdout, 'tokens from other mints').slice(1)).toEqual(['ok', 'refused (FOREIGN_MINTS=refuse): only CASHU_MINTS are accepted']);
     const db = r.stdout.split('\n').find((l) => l.startsWith('database '))!;
     expect(db).toMatch(/\s{2}ok\s+opened, schema up to date; credited 0 msats/);
     expect(row(r.stdout, `relay ${relay.url}`)[1]).toBe('ok');
@@ -79,6 +80,15 @@ describe('cashu-gateway doctor', () => {
     expect(row(r.stdout, 'Nostr announcements')[1]).toBe('ok');
     expect(r.stdout).toContain('all checks passed');
     expect(r.stdout).not.toContain('To fix:');
+    expect(r.status).toBe(0);
+  });
+
+  it('shows whether tokens from other mints are swapped, and at what fee at most', async () => {
+    const r = await cli({ ...good, FOREIGN_MINTS: 'swap', FOREIGN_MINT_MAX_FEE_PERCENT: '2', FOREIGN_MINT_MIN_FEE_SATS: '4', PEER_FAILURE_COOLDOWN_SECONDS: '30' }, 'doctor');
+    expect(row(r.stdout, 'tokens from other mints').slice(1)).toEqual([
+      'ok',
+      'swapped over Lightning into the first trusted mint (FOREIGN_MINTS=swap), fee at most 2 % or 4 sats; a failed mint rests 30 s',
+    ]);
     expect(r.status).toBe(0);
   });
 

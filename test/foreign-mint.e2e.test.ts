@@ -104,6 +104,16 @@ describe('a token from another mint, swapped over Lightning (FOREIGN_MINTS=swap)
     expect(await receive(mintUrl, refund.json.token)).toBe(98);
   });
 
+  it('presented twice at once: one swap, one credit, the same key for both', async () => {
+    const token = await foreignToken(20);
+    const before = await gw.ledger.totals();
+    proxy.reset();
+    const [a, b] = await Promise.all([0, 1].map(() => post('/v1/balance/create', { initial_balance_token: token })));
+    expect([a!.status, b!.status, a!.json.api_key, a!.json.balance]).toEqual([200, 200, b!.json.api_key, 18_000]);
+    expect(proxy.calls.filter((c) => c === 'POST /v1/melt/bolt11')).toHaveLength(1);
+    expect((await gw.ledger.totals()).credited - before.credited).toBe(18_000);
+  });
+
   it('tops up a key, saying what the swap cost', async () => {
     const created = await post('/v1/balance/create', { initial_balance_token: await mintToken(mintUrl, 10) });
     const r = await post('/v1/balance/topup', { cashu_token: await foreignToken(300) }, { authorization: `Bearer ${created.json.api_key}` });
@@ -218,6 +228,16 @@ describe('a hostile mint named in a token: refused, the token unspent, nothing c
     } finally {
       await slow.stop();
     }
+  });
+
+  it('msat proofs labelled sat are refused before anything is quoted, the token unspent', async () => {
+    const msat = await mintToken(foreign.url, 4000, 'msat');
+    const token = await relabel(foreign.url, msat, { mint: proxy.url, unit: 'sat' });
+    proxy.reset();
+    const r = await post('/v1/balance/create', { initial_balance_token: token });
+    expect([r.status, r.json.error.code]).toEqual([400, 'invalid_cashu_token']);
+    expect(proxy.calls.some((c) => c.includes('quote'))).toBe(false);
+    expect([...new Set(await proofStates(foreign.url, msat))]).toEqual(['UNSPENT']);
   });
 
   it('a token already spent at its mint is refused as spent, nothing credited', async () => {

@@ -45,6 +45,8 @@ export interface ForeignRules {
 
 /** How often the mint quote is re-read before leaving it to recovery, once the melt is paid. */
 const MINT_WAIT_MS = 10_000;
+/** Foreign mints remembered as failed at most. */
+const FAILED_MAX = 1000;
 /** Melt quotes asked for until the fee reserve fits in the token. */
 const QUOTE_ATTEMPTS = 3;
 
@@ -139,10 +141,19 @@ export class ForeignSwaps implements ForeignIntake {
     } catch (e) {
       const pe = findPeerError(e);
       if (!pe) throw e;
-      if (this.#rules.cooldownMs > 0) this.#failed.set(mint, { until: Date.now() + this.#rules.cooldownMs, error: pe });
+      if (this.#rules.cooldownMs > 0) this.#rest(mint, pe);
       this.#log.info({ mint, reason: pe.reason, err: pe.message }, 'foreign mint unusable');
       throw unusable(mint, pe);
     }
+  }
+
+  /** Strangers choose the names, so the cache is bounded: the expired go first, then the oldest. */
+  #rest(mint: string, error: PeerError): void {
+    const now = Date.now();
+    if (this.#failed.size >= FAILED_MAX) for (const [m, f] of this.#failed) if (f.until <= now) this.#failed.delete(m);
+    while (this.#failed.size >= FAILED_MAX) this.#failed.delete(this.#failed.keys().next().value!);
+    this.#failed.delete(mint);
+    this.#failed.set(mint, { until: now + this.#rules.cooldownMs, error });
   }
 
   async #foreignWallet(mint: string, unit: Unit): Promise<Wallet> {
@@ -177,6 +188,8 @@ export class ForeignSwaps implements ForeignIntake {
     let proofs: Proof[];
     try {
       proofs = foreign.decodeToken(info.token).proofs.map(({ dleq: _, ...p }) => p);
+      // The token's unit is only its label: a proof of the mint's msat keyset called sat would count 1000x.
+      if (proofs.some((p) => foreign.keyChain.getKeyset(p.id).unit !== unit)) throw new Error(`its proofs are not all of its mint's ${unit} keysets`);
     } catch (e) {
       throw new CashuError('invalid_cashu_token', `The Cashu token is not valid: ${(e as Error).message}`);
     }
