@@ -9,7 +9,7 @@ import { mintToken, proofStates, receive, relabel, tokenValue, wallet } from './
 import { startMint, type RunningMint } from './support/mint.ts';
 import { CountingProxy } from './support/counting-proxy.ts';
 import { startGatewayProcess, type GatewayProcess } from './support/process.ts';
-import { sha256Hex } from '../src/cashu/token.ts';
+import { sha256Hex } from '../src/cashu/credential.ts';
 import { openLedger } from '../src/main.ts';
 import type { Ledger } from '../src/ledger/ledger.ts';
 import type { CrashStep } from '../src/cashu/crash.ts';
