@@ -7,6 +7,12 @@ export type CashuCode =
   | 'invalid_cashu_token'
   | 'untrusted_mint'
   | 'unsupported_unit'
+  /** A proof's keyset id (v1, v2, or a short v2 id) is none of its mint's keysets (NUT-02). */
+  | 'unknown_keyset'
+  /** A short keyset id is the prefix of more than one of the mint's keysets (NUT-00). */
+  | 'ambiguous_keyset_id'
+  /** The token's unit label is not the unit of the keyset its proofs are of. */
+  | 'keyset_unit_mismatch'
   /** Locked to the Nostr door's key: it pays Nostr jobs only. */
   | 'cashu_token_wrong_door'
   | 'cashu_token_already_spent'

@@ -19,6 +19,7 @@ import { tokenHashOfQuote } from './credential.ts';
 import { CashuError } from './errors.ts';
 import { lockedTo, spendableOnlyByUs, type P2pkKey } from './p2pk.ts';
 import { crashPoint } from './crash.ts';
+import { decodeWithKeysets } from './keysets.ts';
 import { NativeOutputData, nativeLockedOutputs, nativeOutputs } from './dleq.ts';
 
 /** A journaled blinded output; `send` marks the outputs that become the user's refund token. */
@@ -197,8 +198,11 @@ export class CashuWallets {
     return this.wallet(mint, unit).catch(() => undefined);
   }
 
-  #decode(wallet: Wallet, token: string) {
-    return wallet.decodeToken(token);
+  /** The token's proofs with their keyset ids resolved against this mint's keysets (NUT-02). */
+  #decode(wallet: Wallet, info: TokenInfo) {
+    const chain = wallet.keyChain;
+    const keysets = chain.getAllKeysetIds().map((id) => ({ id, unit: chain.getKeyset(id).unit }));
+    return decodeWithKeysets(info.token, keysets, info.unit);
   }
 
   /** Every proof locked to us alone, DLEQ-proven, at a mint that supports NUT-11 and NUT-12. */
@@ -278,16 +282,14 @@ export class CashuWallets {
     let wallet = await this.#walletOr503(info.mint, info.unit);
     let decoded;
     try {
-      decoded = this.#decode(wallet, info.token);
+      decoded = this.#decode(wallet, info);
     } catch (e) {
+      // An id the mint did not list when we loaded it may be a keyset it has since rotated in.
+      if (!(e instanceof CashuError) || e.code !== 'unknown_keyset') throw e;
       const fresh = await this.#reloaded(info.mint, info.unit);
-      if (!fresh) throw new CashuError('invalid_cashu_token', `The Cashu token is not valid: ${(e as Error).message}`);
+      if (!fresh) throw e;
       wallet = fresh;
-      try {
-        decoded = this.#decode(wallet, info.token);
-      } catch (e2) {
-        throw new CashuError('invalid_cashu_token', `The Cashu token is not valid: ${(e2 as Error).message}`);
-      }
+      decoded = this.#decode(wallet, info);
     }
     const doorKey = door?.pubkey.slice(2).toLowerCase();
     if (decoded.proofs.some((p) => { const k = lockedTo(p); return k !== undefined && k !== doorKey && this.#doorLocks.has(k); })) {

@@ -120,13 +120,18 @@ export class Engine {
    * clients do), so it only carries a NUT-18 payment request when no token was presented. Its
    * amount is what an ordinary token must be worth at a mint with input fees; locked proofs are
    * credited whole, so a locked token of that amount gets the fee back as change.
+   * The header holds `creqA`, which every NUT-24 wallet decodes; the body holds the same request
+   * as `creqA` and NUT-26 `creqB` for a client that prefers bech32m (shorter, QR-friendly).
    */
   async paymentRequired(msats: number, code: string, message: string, presentedXCashu = false): Promise<GatewayError> {
     const headers: Record<string, string> = { 'cache-control': 'no-store' };
+    const extra: Record<string, unknown> = { amount_required_msats: msats };
     if (!presentedXCashu) {
-      headers['x-cashu'] = paymentRequest(await this.#wallets.unlockedCover(satsFor(msats)), this.#wallets.mints, this.#wallets.p2pk.pubkey);
+      const request = paymentRequest(await this.#wallets.unlockedCover(satsFor(msats)), this.#wallets.mints, this.#wallets.p2pk.pubkey);
+      headers['x-cashu'] = request.creqA;
+      extra.payment_request = request;
     }
-    return new GatewayError(402, code, message, { headers, extra: { amount_required_msats: msats } });
+    return new GatewayError(402, code, message, { headers, extra });
   }
 
   /** Reads who pays, without any lookup: a malformed credential is refused here, before any work. */
