@@ -76,7 +76,7 @@ describe('keyset ids as the token writes them (NUT-02)', () => {
     // A v2 id no keyset of this mint has; cashu-ts writes only its 8-byte short form.
     const forged = getEncodedToken({ mint: mintUrl, unit: 'sat', proofs: proofs.map((p) => ({ ...p, id: `01${'5e'.repeat(32)}` })) });
     proxy.reset();
-    for (const headers of [{ authorization: `Bearer ${forged}` }, { 'x-cashu': forged }]) {
+    for (const headers of [{ authorization: `Bearer ${forged}` }, { 'x-cashu': forged }] as Record<string, string>[]) {
       const res = await post('/v1/chat/completions', headers, { model: 'gpt-test', messages, max_tokens: 2 });
       expect([res.status, res.json.error.code]).toEqual([400, 'unknown_keyset']);
     }
