@@ -7,7 +7,7 @@ import { lockedToken, mintProofs, mintToken, proofStates, receive, wallet } from
 import { externalInvoice } from './support/invoice.ts';
 import { startCdkMint } from './support/cdk-mint.ts';
 import type { RunningMint } from './support/mint.ts';
-import { sha256Hex } from '../src/cashu/token.ts';
+import { sha256Hex } from '../src/cashu/credential.ts';
 
 // The money cases again, against a second mint implementation: cdk-mintd (Rust, the Cashu
 // Development Kit), whose keysets carry NUT-02 v2 ids, so every cashuB token here has short ids.

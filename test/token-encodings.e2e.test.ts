@@ -4,7 +4,7 @@ import { FakeUpstream } from './support/upstream.ts';
 import { CountingProxy } from './support/counting-proxy.ts';
 import { expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
 import { asCashuA, mintToken, proofStates, receive, wallet } from './support/cashu.ts';
-import { sha256Hex } from '../src/cashu/token.ts';
+import { sha256Hex } from '../src/cashu/credential.ts';
 
 // Every token encoding NUT-00 allows, NUT-02 keyset ids as the token writes them, and the 402's
 // payment request in both NUT-18 (creqA) and NUT-26 (creqB) form, against the real nutshell mint.

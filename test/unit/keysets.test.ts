@@ -27,9 +27,9 @@ describe('resolving keyset ids (NUT-02)', () => {
   });
 
   it('refuses a short id two keysets share, and ids the mint does not list', () => {
-    expect(() => resolveKeysetId(A.id.slice(0, 16), [A, B])).toThrow(expect.objectContaining({ status: 400, code: 'ambiguous_keyset_id' }));
+    expect(() => resolveKeysetId(A.id.slice(0, 16), [A, B])).toThrow(expect.objectContaining({ code: 'ambiguous_keyset_id' }));
     for (const id of [C.id.slice(0, 16), '00ffd48b8f5ecf80', A.id.slice(0, 18), A.id.slice(0, 14), `${C.id.slice(0, 65)}8`, 'I2yN+iRYfkzT']) {
-      expect(() => resolveKeysetId(id, [V1, A]), id).toThrow(expect.objectContaining({ status: 400, code: 'unknown_keyset' }));
+      expect(() => resolveKeysetId(id, [V1, A]), id).toThrow(expect.objectContaining({ code: 'unknown_keyset' }));
     }
   });
 });
