@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Builds cdk-mintd (crates.io: the Cashu Development Kit's mint) for the test suite, once per machine:
 # a second mint implementation, written in Rust by others, that serves NUT-02 v2 keyset ids.
-# Only the fake Lightning backend and sqlite are compiled in (no CLN/LND/LDK/BDK/gRPC), which keeps
-# the first build to several minutes on 2 cores; it lands in cargo's own bin folder, outside the
-# checkout, so a fresh clone (CI) finds it. A no-op afterwards.
+# Only the fake Lightning backend and SQLite are compiled in (no CLN/LND/LDK/BDK/gRPC). 10 to 30
+# minutes on 2 cores the first time (27 measured beside another cargo build), a no-op afterwards;
+# it lands in cargo's own bin folder, outside the checkout, so a fresh clone (CI) finds it.
 set -euo pipefail
 VERSION=0.18.3
 CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
@@ -27,7 +27,7 @@ fi
 exec 9>"${TMPDIR:-/tmp}/setup-cdk-mintd.lock"
 flock 9
 if installed; then exit 0; fi
-echo "building cdk-mintd $VERSION with cargo (about 10 minutes on 2 cores the first time)" >&2
+echo "building cdk-mintd $VERSION with cargo (10 to 30 minutes on 2 cores the first time)" >&2
 cargo install --quiet --locked --no-default-features --features fakewallet,sqlite \
   --root "${CARGO_HOME:-$HOME/.cargo}" cdk-mintd --version "=$VERSION"
 "$CARGO_BIN/cdk-mintd" --version

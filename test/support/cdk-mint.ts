@@ -12,7 +12,7 @@ const BIN = join(process.env.CARGO_HOME ?? join(homedir(), '.cargo'), 'bin', 'cd
 const MNEMONIC = 'abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about';
 
 /**
- * Builds cdk-mintd if this machine has not yet (about 10 minutes on 2 cores the first time, a
+ * Builds cdk-mintd if this machine has not yet (10 to 30 minutes on 2 cores the first time, a
  * no-op after), without blocking the test worker: for a beforeAll with a timeout to match.
  */
 export async function prepareCdkMintd(): Promise<void> {
