@@ -99,7 +99,7 @@ export async function createGateway(cfg: Config, opts: { log?: Logger } = {}) {
     await Promise.all(upstreams.map((u) => u.client.close()));
     await ledger.close();
   };
-  return { app, log, ledger, wallets, catalog, engine, nostr, close };
+  return { app, log, ledger, wallets, catalog, engine, nostr, upstreams, close };
 }
 
 /**
@@ -224,7 +224,8 @@ export async function serve(cfg: Config): Promise<void> {
     process.exit(2);
   }
   const models = gw.catalog.list().length;
-  gw.log.info({ mints: cfg.CASHU_MINTS, upstream: cfg.UPSTREAM_BASE_URL, models }, 'gateway ready');
+  // The upstreams that really serve: with only the embedded model, the Ollama default is not one.
+  gw.log.info({ mints: cfg.CASHU_MINTS, upstreams: gw.upstreams.map((u) => u.client.baseUrl), models }, 'gateway ready');
   // Said again after "ready", where a first-time operator looks: why nothing will answer.
   for (const p of gw.catalog.problems()) gw.log.warn(p);
   if (models === 0 && gw.catalog.problems().length === 0) gw.log.warn('no models to serve: the upstream lists none; pull one there, or name them in MODELS or MODEL_PRICES');

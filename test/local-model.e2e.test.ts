@@ -5,6 +5,10 @@ import OpenAI from 'openai';
 import { getLlama, LlamaLogLevel, type LlamaModel } from 'node-llama-cpp';
 import { expectMoneyConserved, msats, startGateway, type Gateway } from './support/gateway.ts';
 import { mintToken } from './support/cashu.ts';
+import { startGatewayProcess } from './support/process.ts';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 /**
  * The embedded model, for real: SmolLM2-135M-Instruct fetched by the project's own script, run
@@ -255,4 +259,24 @@ describe('off the event loop', () => {
     // A generation on the event loop would keep it busy the whole time (utilization near 1).
     expect(elu.utilization).toBeLessThan(0.5);
   });
+});
+
+describe('started as an operator starts it, with the embedded model alone', () => {
+  it('names the model file as its upstream in the ready line, not the Ollama address it does not use', async () => {
+    const path = execFileSync('bash', ['scripts/fetch-model.sh', '.cache/models'], { encoding: 'utf8' }).trim();
+    const dir = mkdtempSync(join(tmpdir(), 'local-ready-'));
+    const p = await startGatewayProcess({ LOCAL_MODEL: path, LOCAL_MODEL_THREADS: '1', LOCAL_MODEL_CONTEXT: '256', CASHU_MINTS: mintUrl, DATA_DIR: dir });
+    try {
+      const ready = p
+        .output()
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as { msg?: string; upstreams?: string[] })
+        .find((l) => l.msg === 'gateway ready');
+      expect(ready?.upstreams).toEqual([`local:${MODEL}`]);
+      expect(p.output()).not.toContain('11434');
+    } finally {
+      await p.stop();
+    }
+  }, 120_000);
 });
