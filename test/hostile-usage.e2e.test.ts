@@ -1,46 +1,25 @@
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
-import { FakeUpstream, REPLY_WORDS } from './support/upstream.ts';
-import { PRICES, expectMoneyConserved, msats, startGateway, type Gateway } from './support/gateway.ts';
-import { mintToken } from './support/cashu.ts';
-import { sha256Hex } from '../src/cashu/credential.ts';
+import { describe, expect, it } from 'vitest';
+import { REPLY_WORDS } from './support/upstream.ts';
+import { PRICES, msats } from './support/gateway.ts';
+import { bearer, chat as chatAs, fundedKey as funded, useGateway } from './support/suite.ts';
 
 /**
  * An upstream whose usage is not to be believed: far more than was reserved, negative, huge,
  * not a number, or under other field names. The charge is min(cost, reservation + free balance)
  * to the msat, and another request's reservation on the same key stays whole.
  */
-const mintUrl = inject('mintUrl');
-const upstream = new FakeUpstream();
-let gw: Gateway;
 const price = PRICES['gpt-test'];
-
-beforeAll(async () => {
-  await upstream.start();
-  gw = await startGateway(mintUrl, upstream, { MODEL_PRICES: JSON.stringify({ ...PRICES, 'gpt-test': { ...price, max_completion_tokens: 100 } }) });
+const suite = useGateway({
+  env: { MODEL_PRICES: JSON.stringify({ ...PRICES, 'gpt-test': { ...price, max_completion_tokens: 100 } }) },
+  reset: () => {
+    upstream.modes.length = 0;
+    upstream.usageOverrides.length = 0;
+  },
 });
-afterAll(async () => {
-  await gw?.close();
-  await upstream.stop();
-});
-afterEach(async () => {
-  upstream.modes.length = 0;
-  upstream.usageOverrides.length = 0;
-  await expectMoneyConserved(gw);
-});
+const { upstream } = suite;
 
-async function fundedKey(sats: number): Promise<{ key: string; hash: string }> {
-  const token = await mintToken(mintUrl, sats);
-  const res = await fetch(`${gw.url}/v1/balance/create`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ initial_balance_token: token }) });
-  expect(res.status).toBe(200);
-  return { key: `sk-${sha256Hex(token)}`, hash: sha256Hex(token) };
-}
-
-const chat = (key: string, extra: Record<string, unknown> = {}) =>
-  fetch(`${gw.url}/v1/chat/completions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
-    body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 10, ...extra }),
-  });
+const fundedKey = (sats: number) => funded(suite.gw, suite.mintUrl, sats);
+const chat = (key: string) => chatAs(suite.gw, bearer(key), { max_tokens: 10 });
 
 describe('usage far beyond the reservation', () => {
   it('charges at most the reservation plus the free balance, and leaves a concurrent reservation whole', async () => {
@@ -48,28 +27,28 @@ describe('usage far beyond the reservation', () => {
     // A stream that holds its reservation while the other request settles.
     upstream.chunkDelayMs = 30;
     const asked = upstream.requests.length;
-    const streaming = fetch(`${gw.url}/v1/chat/completions`, {
+    const streaming = fetch(`${suite.gw.url}/v1/chat/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
       body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'Tell me slowly.' }], max_tokens: 10, stream: true }),
     });
     // Wait until the stream has reached the upstream (so its usage is already decided) and holds its reservation.
-    for (const until = Date.now() + 10_000; upstream.requests.length === asked || (await gw.ledger.getKey(hash))!.reserved === 0; ) {
+    for (const until = Date.now() + 10_000; upstream.requests.length === asked || (await suite.gw.ledger.getKey(hash))!.reserved === 0; ) {
       if (Date.now() > until) throw new Error('the stream never reserved');
       await new Promise((r) => setTimeout(r, 10));
     }
-    const held = (await gw.ledger.getKey(hash))!.reserved;
+    const held = (await suite.gw.ledger.getKey(hash))!.reserved;
     upstream.usageOverrides.push({ prompt_tokens: 100_000, completion_tokens: 100_000 });
-    const before = (await gw.ledger.getKey(hash))!;
+    const before = (await suite.gw.ledger.getKey(hash))!;
     const res = await chat(key);
     expect(res.status).toBe(200);
-    const after = (await gw.ledger.getKey(hash))!;
+    const after = (await suite.gw.ledger.getKey(hash))!;
     // Everything the key could spend without touching the stream's reservation, and no more.
     expect(before.balance - after.balance).toBe(before.balance - held);
     expect(after.reserved).toBe(held);
     upstream.chunkDelayMs = 0;
     await (await streaming).text();
-    const end = (await gw.ledger.getKey(hash))!;
+    const end = (await suite.gw.ledger.getKey(hash))!;
     expect(end.reserved).toBe(0);
   });
 });
@@ -87,7 +66,7 @@ describe('usage no upstream could mean', () => {
       upstream.usageOverrides.push(usage as unknown as Record<string, unknown>);
       const res = await chat(key);
       expect(res.status).toBe(200);
-      const spent = (await gw.ledger.getKey(hash))!.totalSpent;
+      const spent = (await suite.gw.ledger.getKey(hash))!.totalSpent;
       // The reply is ten one-word tokens; the prompt is "Hi" plus chat framing, a handful of tokens.
       expect(spent).toBeGreaterThanOrEqual(counted + msats(1, price.prompt));
       expect(spent).toBeLessThanOrEqual(counted + msats(20, price.prompt));
@@ -98,6 +77,6 @@ describe('usage no upstream could mean', () => {
     const { key, hash } = await fundedKey(50);
     upstream.usageOverrides.push({ input_tokens: 40, output_tokens: 7 });
     expect((await chat(key)).status).toBe(200);
-    expect((await gw.ledger.getKey(hash))!.totalSpent).toBe(msats(40, price.prompt) + msats(7, price.completion));
+    expect((await suite.gw.ledger.getKey(hash))!.totalSpent).toBe(msats(40, price.prompt) + msats(7, price.completion));
   });
 });

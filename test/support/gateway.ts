@@ -4,7 +4,7 @@ import { createGateway } from '../../src/main.ts';
 import { loadConfig } from '../../src/config.ts';
 import { MSATS_PER, type Ledger } from '../../src/ledger/ledger.ts';
 import { wallet } from './cashu.ts';
-import { Amount, type Proof } from '@cashu/cashu-ts';
+import { Amount, getTokenMetadata, type Proof } from '@cashu/cashu-ts';
 import { hasValidProofDleq } from '../../src/cashu/dleq.ts';
 import type { FakeUpstream } from './upstream.ts';
 import type { Logger } from 'pino';
@@ -101,4 +101,84 @@ export async function expectLedgerConserved(ledger: Ledger, mints: readonly stri
   }
   expect(held).toBe(t.credited - t.refunded - t.withdrawn - t.fees);
   expect(t.withdrawn + t.fees).toBeLessThanOrEqual(t.charged);
+}
+
+/** Prices a charge may be checked against: msats per token, by model. */
+export type PriceTable = Record<string, { prompt: number; completion: number }>;
+
+/**
+ * The end of a file: every key is refunded and the operator's earnings withdrawn, each token
+ * redeemed at the mint for what the ledger booked it at, so what came out is measured by the
+ * mint, not by the gateway. Afterwards what went in (credited) is what came out over the file
+ * (refunded, withdrawn, the mints' fees) plus the sub-sat rests still held, to the msat. With
+ * `prices`, no charge is above what the usage it records costs: over-charging lands in the
+ * earnings, where conservation alone would never see it.
+ */
+export async function expectDrained(gw: Pick<Gateway, 'ledger' | 'wallets'>, opts: { prices?: PriceTable } = {}): Promise<void> {
+  await expectMoneyConserved(gw);
+  const before = await gw.ledger.totals();
+  const keys = await gw.ledger.listKeys(1_000_000);
+  for (const k of keys) await expectKeyMatchesEntries(gw.ledger, k, opts.prices);
+  let out = 0;
+  for (const k of keys) {
+    const per = MSATS_PER[k.unit];
+    const owed = Math.floor(k.balance / per);
+    if (owed === 0) continue;
+    const r = await gw.wallets.refund(k.hash);
+    expect([r.state, r.msats, r.amount, r.unit], `refund of key ${k.hash.slice(0, 8)}`).toEqual(['done', owed * per, owed, k.unit]);
+    out += (await redeemed(r.mint, r.token!)) * per;
+  }
+  for (let i = 0; i < 4; i++) {
+    const r = await gw.wallets.withdraw();
+    if (!r) break;
+    expect(r.state, 'withdrawal').toBe('done');
+    out += (await redeemed(r.mint, r.token!)) * MSATS_PER[r.unit];
+  }
+  const t = await gw.ledger.totals();
+  expect(t.credited, 'nothing credited while draining').toBe(before.credited);
+  expect(t.charged, 'nothing charged while draining').toBe(before.charged);
+  // The mint's count of what it took back in, against the ledger's count of what it paid out.
+  expect(out, 'msats redeemed at the mint').toBe(t.refunded - before.refunded + t.withdrawn - before.withdrawn);
+  for (const k of await gw.ledger.listKeys(1_000_000)) {
+    expect(k.balance, `rest on key ${k.hash.slice(0, 8)}`).toBeLessThan(MSATS_PER[k.unit]);
+  }
+  expect(t.charged - t.withdrawn - t.fees, 'earnings left after the withdrawal').toBeLessThan(1000);
+  // The keys' own rows against the running totals: two records of the same money.
+  const rests = (await gw.ledger.listKeys(1_000_000)).reduce((s, k) => s + k.balance, 0);
+  expect(rests, 'sub-sat rests on the keys').toBe(t.balances);
+  await expectMoneyConserved(gw);
+}
+
+/**
+ * A key's row against its entries: what was credited, less what was charged and refunded, is its
+ * balance; every charge is within what its recorded usage costs at `prices`.
+ */
+async function expectKeyMatchesEntries(ledger: Ledger, k: Awaited<ReturnType<Ledger['getKey']>> & {}, prices?: PriceTable): Promise<void> {
+  const rows = await ledger.history(k.hash, { limit: 1_000_000 });
+  let balance = 0;
+  let spent = 0;
+  for (const e of rows) {
+    balance += e.kind === 'credit' ? e.msats : -e.msats;
+    if (e.kind !== 'charge') continue;
+    spent += e.msats;
+    const price = e.model ? prices?.[e.model] : undefined;
+    if (price && e.inputTokens !== null && e.outputTokens !== null) {
+      const cost = msats(e.inputTokens, price.prompt) + msats(e.outputTokens, price.completion);
+      expect(e.msats, `charge ${e.ref} for ${e.inputTokens}+${e.outputTokens} tokens of ${e.model}`).toBeLessThanOrEqual(cost);
+    }
+  }
+  expect(balance, `entries of key ${k.hash.slice(0, 8)}`).toBe(k.balance);
+  expect(spent, `charges of key ${k.hash.slice(0, 8)}`).toBe(k.totalSpent);
+  expect(k.reserved, `reserved on key ${k.hash.slice(0, 8)}`).toBe(0);
+}
+
+/** Redeems a token the gateway paid out; its worth as the mint counts it, fees the holder pays included. */
+async function redeemed(mintUrl: string, token: string): Promise<number> {
+  const meta = getTokenMetadata(token);
+  const w = await wallet(mintUrl, meta.unit ?? 'sat');
+  const proofs = w.decodeToken(token).proofs;
+  const fee = w.getFeesForProofs(proofs).toNumber();
+  const got = (await w.receive(token)).reduce((s, p) => s + p.amount.toNumber(), 0);
+  expect(got + fee, 'token worth its face value at the mint').toBe(meta.amount.toNumber());
+  return got + fee;
 }

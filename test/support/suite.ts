@@ -1,0 +1,95 @@
+import { afterAll, afterEach, beforeAll, expect, inject } from 'vitest';
+import { FakeUpstream } from './upstream.ts';
+import { PRICES, expectDrained, expectMoneyConserved, startGateway, type Gateway, type Leftovers, type PriceTable } from './gateway.ts';
+import { mintToken } from './cashu.ts';
+import { sha256Hex } from '../../src/cashu/credential.ts';
+import type { KeyRow } from '../../src/ledger/ledger.ts';
+
+export interface Suite {
+  readonly mintUrl: string;
+  readonly upstream: FakeUpstream;
+  /** The gateway, once beforeAll has started it. */
+  gw: Gateway;
+  /** What the running test may leave behind, and why; reset after each test. */
+  leftovers: Leftovers;
+}
+
+/**
+ * One gateway in front of one FakeUpstream for a whole file, with the money checked after every
+ * test (conserved, nothing reserved or pending) and drained at the end (every key refunded, the
+ * earnings withdrawn, all of it redeemed at the mint). `prices`: the table charges are checked
+ * against at the end (PRICES unless the file prices models otherwise; null: none).
+ */
+export function useGateway(
+  opts: {
+    env?: Record<string, string> | (() => Record<string, string> | Promise<Record<string, string>>);
+    upstream?: FakeUpstream;
+    /** Puts the doubles back after each test, before the money is checked. */
+    reset?: () => void;
+    prices?: PriceTable | null;
+    /** Started before the gateway and stopped after it (a proxy in front of the mint, say). */
+    before?: () => Promise<unknown>;
+    after?: () => Promise<unknown>;
+  } = {},
+): Suite {
+  const s = { mintUrl: inject('mintUrl'), upstream: opts.upstream ?? new FakeUpstream(), leftovers: {} } as Suite;
+  beforeAll(async () => {
+    await s.upstream.start();
+    await opts.before?.();
+    const env = typeof opts.env === 'function' ? await opts.env() : (opts.env ?? {});
+    s.gw = await startGateway(s.mintUrl, s.upstream, env);
+  });
+  afterEach(async () => {
+    opts.reset?.();
+    const leftovers = s.leftovers;
+    s.leftovers = {};
+    await expectMoneyConserved(s.gw, leftovers);
+  });
+  afterAll(async () => {
+    try {
+      const prices = opts.prices === undefined ? PRICES : opts.prices;
+      if (s.gw) await expectDrained(s.gw, prices ? { prices } : {});
+    } finally {
+      await s.gw?.close();
+      await opts.after?.();
+      await s.upstream.stop();
+    }
+  });
+  return s;
+}
+
+/** A chat completion as a client sends it: `model` gpt-test, one user message, anything in `body` on top. */
+export function chat(gw: Pick<Gateway, 'url'>, headers: Record<string, string>, body: Record<string, unknown> = {}, path = '/v1/chat/completions'): Promise<Response> {
+  return fetch(`${gw.url}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'Hi' }], ...body }),
+  });
+}
+
+export const bearer = (key: string): Record<string, string> => ({ authorization: `Bearer ${key}` });
+
+/** A key funded with `sats` of fresh ecash through /v1/balance/create. */
+export async function fundedKey(gw: Pick<Gateway, 'url'>, mintUrl: string, sats: number, unit = 'sat'): Promise<{ key: string; hash: string; token: string }> {
+  const token = await mintToken(mintUrl, sats, unit);
+  const res = await fetch(`${gw.url}/v1/balance/create`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ initial_balance_token: token }) });
+  expect(res.status).toBe(200);
+  return { key: `sk-${sha256Hex(token)}`, hash: sha256Hex(token), token };
+}
+
+/**
+ * What a refused or failed request must leave: the payer's key exactly as it was (balance,
+ * nothing reserved, nothing spent, no request counted) and no msat charged anywhere.
+ */
+export async function expectUntouched(gw: Pick<Gateway, 'ledger'>, hash: string, fn: () => Promise<unknown>): Promise<void> {
+  const key = await gw.ledger.getKey(hash);
+  const totals = await gw.ledger.totals();
+  await fn();
+  expect(await gw.ledger.getKey(hash), `key ${hash.slice(0, 8)}`).toEqual(keyAt(key));
+  const after = await gw.ledger.totals();
+  expect({ charged: after.charged, reserved: after.reserved, credited: after.credited }).toEqual({ charged: totals.charged, reserved: totals.reserved, credited: totals.credited });
+}
+
+function keyAt(k: KeyRow | undefined): KeyRow | undefined {
+  return k && { ...k };
+}
