@@ -6,6 +6,7 @@ import { mintToken, proofStates, receive } from './support/cashu.ts';
 import { startMint, type RunningMint } from './support/mint.ts';
 import { countMessages } from '../src/engine/tokens.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
+import { waitFor } from './support/suite.ts';
 
 const mintUrl = inject('mintUrl');
 const upstream = new FakeUpstream();
@@ -92,13 +93,17 @@ describe('the mint is slow', () => {
       expect(first.status).toBe(503);
       expect(Number(first.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
       // The held swap reaches the mint after the gateway timed out: the mint spends the token.
-      await new Promise((r) => setTimeout(r, 1_700));
+      await waitFor(async () => (await proofStates(mintUrl, token)).every((s) => s === 'SPENT'), 'the held swap reaching the mint');
       proxy.delays.clear();
-      expect(await proofStates(mintUrl, token)).toEqual(['SPENT', 'SPENT']);
-      // Past the lease, the next use recovers the signatures (NUT-09) and credits it, once.
-      await new Promise((r) => setTimeout(r, 300));
-      const again = await call(token);
-      expect(again.status).toBe(200);
+      // Until the lease runs out the swap is presumed still in hand (503, nothing credited); past
+      // it, the next use recovers the signatures (NUT-09) and credits the token, once.
+      const hash = sha256Hex(token);
+      const again = await waitFor(async () => {
+        const r = await call(token);
+        if (r.status === 200) return r;
+        expect([r.status, await slow.ledger.getKey(hash)]).toEqual([503, undefined]);
+        return undefined;
+      }, 'the swap recovered past its lease');
       const cost = ((await again.json()) as any).usage.cost.total_msats as number;
       expect((await slow.ledger.getKey(sha256Hex(token)))!.balance).toBe(20_000 - cost);
       await expectMoneyConserved(slow);
@@ -305,7 +310,10 @@ describe('the README start command', () => {
       });
       const refund = await fetch(`${base}/balance/refund`, { method: 'POST', headers: { authorization: `Bearer ${bearer}` } });
       const refundToken = ((await refund.json()) as { token: string }).token;
-      await new Promise((r) => setTimeout(r, 200));
+      // A last request whose line names a model of its own: once it is out, every line before it is.
+      const sentinel = `sentinel-${Date.now()}`;
+      await call({}, sentinel);
+      await waitFor(() => out.includes(sentinel), 'the sentinel request in the log');
       for (const secret of [bearer, x, change, refundToken, 'sk-upstream-secret', bearer.slice(6, 40)]) {
         expect(out).not.toContain(secret);
       }

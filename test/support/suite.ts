@@ -93,3 +93,17 @@ export async function expectUntouched(gw: Pick<Gateway, 'ledger'>, hash: string,
 function keyAt(k: KeyRow | undefined): KeyRow | undefined {
   return k && { ...k };
 }
+
+/**
+ * Polls `probe` until it gives something other than undefined or false, or fails naming `what`
+ * after `ms`: the wait is for a state, never for a guessed time.
+ */
+export async function waitFor<T>(probe: () => Promise<T | undefined | false> | T | undefined | false, what: string, ms = 20_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
