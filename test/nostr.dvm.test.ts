@@ -10,6 +10,7 @@ import { expectMoneyConserved, startGateway, type Gateway } from './support/gate
 import { startRelay, type RunningRelay } from './support/relay.ts';
 import { mintProofs, mintToken, wallet } from './support/cashu.ts';
 import { nostrDoorKeys } from '../src/nostr/door-keys.ts';
+import { waitFor as waitUntil } from './support/suite.ts';
 
 const mintUrl = inject('mintUrl');
 const upstream = new FakeUpstream();
@@ -66,6 +67,14 @@ async function spendLocked(token: string): Promise<number> {
   return proofs.reduce((s, p) => s + p.amount.toNumber(), 0);
 }
 
+/** Until every announcement of `author` is on every relay. */
+async function announced(author: string, kinds = [0, 31990, 38421, 10019]): Promise<void> {
+  await waitUntil(async () => {
+    for (const url of urls) if (new Set((await pool.querySync([url], { authors: [author], kinds })).map((e) => e.kind)).size < kinds.length) return false;
+    return true;
+  }, `the announcements of ${author.slice(0, 8)}`);
+}
+
 beforeAll(async () => {
   await upstream.start();
   // The second relay passes forged events on, so the gateway's own checks are what drop them.
@@ -78,9 +87,10 @@ beforeAll(async () => {
     DVM_DEFAULT_MODEL: 'gpt-test',
     DVM_QUOTE_POLL_MS: '200',
   });
+  // No wait for the subscription: it asks for stored events back to DVM_MAX_AGE, so a job the
+  // relays hold before it is up is delivered all the same. The announcements are waited for.
   gatewayPubkey = gw.nostr!.id.pubkey;
-  // The gateway subscribes on start; give the relays a moment to register it.
-  await new Promise((r) => setTimeout(r, 500));
+  await announced(gatewayPubkey);
 });
 afterAll(async () => {
   pool.destroy();
@@ -163,9 +173,15 @@ describe('jobs', () => {
     const change = tag(res, 'cashu')![1]!;
     await expect((await wallet(mintUrl)).receive(change)).rejects.toThrow();
     expect(await spendLocked(change)).toBe(Math.floor((30_000 - charged) / 1000));
-    // Delivered by both relays, run once.
-    await new Promise((r) => setTimeout(r, 300));
-    expect(upstream.requests.length - before).toBe(1);
+    // Delivered by both relays, run once: a second job sent after it through the same two relays
+    // comes after it on each relay's subscription, so once that one has run, the first job's
+    // second delivery was seen too.
+    const sentinel = publish(jobRequest([['i', 'And now?', 'text'], ['param', 'max_tokens', '1'], ['cashu', await mintToken(mintUrl, 10)]]));
+    await result(sentinel.id);
+    await feedback(sentinel.id, 'success');
+    expect(upstream.requests.slice(before).map((r) => (r.body.messages as Array<{ content: string }>)[0]!.content)).toEqual(['What is six times seven?', 'And now?']);
+    const statuses = (await pool.querySync(urls, { kinds: [7000], '#e': [req.id] })).map((e) => tag(e, 'status')?.[1]);
+    expect(statuses.sort()).toEqual(['processing', 'success']);
     expect((await pool.querySync(urls, { kinds: [6050], '#e': [req.id] })).length).toBe(1);
   });
 
@@ -230,8 +246,8 @@ describe('jobs', () => {
       DVM_QUOTE_POLL_MS: '600000',
     });
     try {
-      await new Promise((r) => setTimeout(r, 500));
       const target = slowQuotes.nostr!.id.pubkey;
+      await announced(target, [10019]);
       const req = publish({ ...jobRequest([]), tags: [['p', target], ['i', 'Paid by nutzap', 'text'], ['param', 'max_tokens', '400']] });
       const ask = await feedback(req.id, 'payment-required');
       const sats = Number(tag(ask, 'amount')![1]) / 1000;
@@ -284,7 +300,6 @@ describe('jobs', () => {
       DVM_QUOTE_POLL_MS: '600000',
     });
     try {
-      await new Promise((r) => setTimeout(r, 500));
       const target = free.nostr!.id.pubkey;
       const job = (text: string) => publish({ ...jobRequest([]), tags: [['p', target], ['i', text, 'text'], ['param', 'max_tokens', '2']] });
       const first = job('free?');
@@ -300,8 +315,9 @@ describe('jobs', () => {
   });
 
   it('reads an event input, and charges a job what the same prompt costs over HTTP', async () => {
-    const note = publish({ kind: 1, created_at: Math.floor(Date.now() / 1000), tags: [], content: 'Summarise this note, please.' });
-    await new Promise((r) => setTimeout(r, 200));
+    const note = finalizeEvent({ kind: 1, created_at: Math.floor(Date.now() / 1000), tags: [], content: 'Summarise this note, please.' }, sk);
+    // Stored by the relays (their OK) before the job that names it is sent.
+    await Promise.all(pool.publish(urls, note));
     const req = publish(jobRequest([['i', note.id, 'event'], ['param', 'max_tokens', '3'], ['cashu', await mintToken(mintUrl, 30)]]));
     const res = await result(req.id);
     expect(upstream.requests.at(-1)!.body.messages).toEqual([{ role: 'user', content: 'Summarise this note, please.' }]);
