@@ -4,9 +4,10 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { FakeUpstream, REPLY_WORDS } from './support/upstream.ts';
-import { expectMoneyConserved, msats, startGateway, type Gateway } from './support/gateway.ts';
+import { expectDrained, expectMoneyConserved, msats, startGateway, type Gateway } from './support/gateway.ts';
 import { mintToken } from './support/cashu.ts';
 import { freePort } from './support/ports.ts';
+import { sha256Hex } from '../src/cashu/credential.ts';
 
 const mintUrl = inject('mintUrl');
 const a = new FakeUpstream();
@@ -15,12 +16,19 @@ let gw: Gateway;
 let file: string;
 
 async function chat(model: string) {
+  const token = await mintToken(mintUrl, 40);
   const res = await fetch(`${gw.url}/v1/chat/completions`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${await mintToken(mintUrl, 40)}` },
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
     body: JSON.stringify({ model, messages: [{ role: 'user', content: 'route me' }], max_tokens: 3 }),
   });
-  return { status: res.status, json: (await res.json()) as Record<string, any> };
+  return { status: res.status, json: (await res.json()) as Record<string, any>, hash: sha256Hex(token) };
+}
+
+/** A failed request's payer: its 40 sats whole, nothing held, nothing spent. */
+async function expectWhole(hash: string) {
+  const k = (await gw.ledger.getKey(hash))!;
+  expect([k.balance, k.reserved, k.totalSpent]).toEqual([40_000, 0, 0]);
 }
 
 beforeAll(async () => {
@@ -49,7 +57,11 @@ upstreams:
   gw = await startGateway(mintUrl, a, { UPSTREAMS_FILE: file, MODEL_PRICES: '{}' });
 });
 afterAll(async () => {
-  await gw?.close();
+  try {
+    if (gw) await expectDrained(gw, { prices: { 'gpt-test': { prompt: 1.5, completion: 3 }, 'gpt-cheap': { prompt: 6, completion: 12 } } });
+  } finally {
+    await gw?.close();
+  }
   await a.stop();
   await b.stop();
 });
@@ -82,6 +94,7 @@ describe('several upstreams from a config file', () => {
     a.modes.push('fail_400');
     const refused = await chat('gpt-test');
     expect(refused.status).toBe(400);
+    await expectWhole(refused.hash);
     expect(b.requests.length - bBefore).toBe(1);
 
     // The first upstream refusing the operator's key is its problem, not the request's: next one.
@@ -92,11 +105,14 @@ describe('several upstreams from a config file', () => {
 
     // b alone serves gpt-cheap: when it fails there is nobody to fail over to, and nothing is charged.
     b.modes.push('fail_500');
-    expect((await chat('gpt-cheap')).status).toBe(502);
+    const failed = await chat('gpt-cheap');
+    expect(failed.status).toBe(502);
+    await expectWhole(failed.hash);
     // Nobody after b either: a refused key is a 502 that does not repeat what the provider said.
     b.modes.push('fail_401');
     const unkeyed = await chat('gpt-cheap');
     expect([unkeyed.status, unkeyed.json.error.code]).toEqual([502, 'upstream_error']);
+    await expectWhole(unkeyed.hash);
     expect(unkeyed.json.error.message).not.toContain('sk-upst');
   });
 
