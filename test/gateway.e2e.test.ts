@@ -3,7 +3,8 @@ import OpenAI, { APIError } from 'openai';
 import { PaymentRequest } from '@cashu/cashu-ts';
 import { createHash } from 'node:crypto';
 import { FakeUpstream, REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
-import { PRICES, expectMoneyConserved, msats, startGateway, type Gateway } from './support/gateway.ts';
+import { PRICES, expectDrained, expectMoneyConserved, msats, startGateway, type Gateway } from './support/gateway.ts';
+import { expectUntouched } from './support/suite.ts';
 import { asCashuA, mintToken, proofStates, receive, relabel, tokenValue } from './support/cashu.ts';
 
 const mintUrl = inject('mintUrl');
@@ -50,8 +51,12 @@ beforeAll(async () => {
   gw = await startGateway(mintUrl, upstream);
 });
 afterAll(async () => {
-  await gw?.close();
-  await upstream.stop();
+  try {
+    if (gw) await expectDrained(gw, { prices: PRICES });
+  } finally {
+    await gw?.close();
+    await upstream.stop();
+  }
 });
 afterEach(async () => {
   await expectMoneyConserved(gw);
@@ -287,7 +292,7 @@ describe('X-Cashu: pay per request', () => {
     const opts = { headers: { 'X-Cashu': big } };
     const { response } = await oa.chat.completions.create({ model: 'gpt-test', messages }, opts).withResponse();
     await receive(mintUrl, response.headers.get('x-cashu')!);
-    const second = await apiError(oa.chat.completions.create({ model: 'gpt-test', messages }, opts));
+    const second = await expectUntouched(gw, sha256(big), () => apiError(oa.chat.completions.create({ model: 'gpt-test', messages }, opts)));
     expect(second.status).toBe(402);
     expect(second.code).toBe('insufficient_balance');
   });
@@ -372,6 +377,9 @@ describe('errors: a clear code and nothing charged', () => {
     expect(res.status).toBe(502);
     expect(res.json.error.refund_token).toBe(res.headers.get('x-cashu'));
     expect(await receive(mintUrl, res.json.error.refund_token)).toBe(25);
+    // All 25 sats went back: the one-shot key is empty, nothing charged, nothing held.
+    const k = (await gw.ledger.getKey(sha256(x)))!;
+    expect([k.balance, k.reserved, k.totalSpent]).toEqual([0, 0, 0]);
   });
 
   it('holds the upstream to the reserved completion limit, and reserves for tools and every choice', async () => {
@@ -388,13 +396,15 @@ describe('errors: a clear code and nothing charged', () => {
     // 40 sats covers one choice of 1000 tokens at 5 msats, not eight of them.
     const one = { model: 'gpt-test', messages, max_tokens: 1000 };
     expect((await post('/v1/chat/completions', { headers: { authorization: `Bearer ${token}` }, body: one })).status).toBe(200);
-    const eight = await post('/v1/chat/completions', { headers: { authorization: `Bearer ${token}` }, body: { ...one, n: 8 } });
+    const eight = await expectUntouched(gw, sha256(token), () => post('/v1/chat/completions', { headers: { authorization: `Bearer ${token}` }, body: { ...one, n: 8 } }));
     expect([eight.status, eight.json.error.code]).toEqual([402, 'insufficient_balance']);
     const tools = [{ type: 'function', function: { name: 'f', description: 'x '.repeat(20_000), parameters: {} } }];
-    const withTools = await post('/v1/chat/completions', {
-      headers: { authorization: `Bearer ${token}` },
-      body: { ...one, max_tokens: 1, tools },
-    });
+    const withTools = await expectUntouched(gw, sha256(token), () =>
+      post('/v1/chat/completions', {
+        headers: { authorization: `Bearer ${token}` },
+        body: { ...one, max_tokens: 1, tools },
+      }),
+    );
     expect(withTools.status).toBe(402);
     expect(withTools.json.error.amount_required_msats).toBeGreaterThan(20_000 * 2);
   });

@@ -3,7 +3,6 @@ import { FakeUpstream } from './upstream.ts';
 import { PRICES, expectDrained, expectMoneyConserved, startGateway, type Gateway, type Leftovers, type PriceTable } from './gateway.ts';
 import { mintToken } from './cashu.ts';
 import { sha256Hex } from '../../src/cashu/credential.ts';
-import type { KeyRow } from '../../src/ledger/ledger.ts';
 
 export interface Suite {
   readonly mintUrl: string;
@@ -81,17 +80,14 @@ export async function fundedKey(gw: Pick<Gateway, 'url'>, mintUrl: string, sats:
  * What a refused or failed request must leave: the payer's key exactly as it was (balance,
  * nothing reserved, nothing spent, no request counted) and no msat charged anywhere.
  */
-export async function expectUntouched(gw: Pick<Gateway, 'ledger'>, hash: string, fn: () => Promise<unknown>): Promise<void> {
+export async function expectUntouched<T>(gw: Pick<Gateway, 'ledger'>, hash: string, fn: () => Promise<T>): Promise<T> {
   const key = await gw.ledger.getKey(hash);
   const totals = await gw.ledger.totals();
-  await fn();
-  expect(await gw.ledger.getKey(hash), `key ${hash.slice(0, 8)}`).toEqual(keyAt(key));
+  const out = await fn();
+  expect(await gw.ledger.getKey(hash), `key ${hash.slice(0, 8)}`).toEqual(key);
   const after = await gw.ledger.totals();
   expect({ charged: after.charged, reserved: after.reserved, credited: after.credited }).toEqual({ charged: totals.charged, reserved: totals.reserved, credited: totals.credited });
-}
-
-function keyAt(k: KeyRow | undefined): KeyRow | undefined {
-  return k && { ...k };
+  return out;
 }
 
 /**
