@@ -1,13 +1,10 @@
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
-import { FakeUpstream } from './support/upstream.ts';
-import { expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
+import { describe, expect, it } from 'vitest';
+import { useGateway, waitFor } from './support/suite.ts';
 
-const mintUrl = inject('mintUrl');
-const upstream = new FakeUpstream();
-let gw: Gateway;
+const suite = useGateway();
 
 async function call(method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
-  const res = await fetch(`${gw.url}${path}`, {
+  const res = await fetch(`${suite.gw.url}${path}`, {
     method,
     headers: { ...(body ? { 'content-type': 'application/json' } : {}), ...headers },
     body: body ? JSON.stringify(body) : undefined,
@@ -16,38 +13,24 @@ async function call(method: string, path: string, body?: unknown, headers: Recor
 }
 
 async function paid(invoiceId: string) {
-  for (let i = 0; i < 50; i++) {
+  return waitFor(async () => {
     const s = await call('GET', `/v1/balance/lightning/invoice/${invoiceId}/status`);
-    if (s.json.status === 'paid') return s.json;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error('invoice never paid');
+    return s.json.status === 'paid' ? s.json : undefined;
+  }, 'the invoice paid');
 }
-
-beforeAll(async () => {
-  await upstream.start();
-  gw = await startGateway(mintUrl, upstream);
-});
-afterAll(async () => {
-  await gw?.close();
-  await upstream.stop();
-});
-afterEach(async () => {
-  await expectMoneyConserved(gw);
-});
 
 describe('Lightning top-ups through the mint (RIP-08)', () => {
   it('creates a key funded by a paid invoice, credited once however often the status is asked', async () => {
     const inv = await call('POST', '/v1/balance/lightning/invoice', { amount_sats: 21 });
     expect(inv.status).toBe(200);
     expect(inv.json.bolt11).toMatch(/^lnbc/);
-    const before = (await gw.ledger.totals()).credited;
+    const before = (await suite.gw.ledger.totals()).credited;
     // nutshell's FakeWallet settles the invoice by itself.
     const status = await paid(inv.json.invoice_id);
     expect(status).toMatchObject({ status: 'paid', amount_sats: 21, balance: 21_000 });
     const again = await paid(inv.json.invoice_id);
     expect(again.api_key).toBe(status.api_key);
-    expect((await gw.ledger.totals()).credited - before).toBe(21_000);
+    expect((await suite.gw.ledger.totals()).credited - before).toBe(21_000);
 
     const chat = await call('POST', '/v1/chat/completions', { model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 }, {
       authorization: `Bearer ${status.api_key}`,
