@@ -58,6 +58,8 @@ export class FakeUpstream {
   chunkDelayMs = 0;
   /** Streams the client closed before their end. */
   closedEarly = 0;
+  /** Content words the last stream wrote before it ended or its client left: what the model "generated". */
+  wordsWritten = 0;
   /** Requests whose connection was closed unanswered ('drop'). */
   dropped = 0;
   /** Delay before a non-streamed answer, and between a stream's usage chunk and its end. */
@@ -186,6 +188,7 @@ export class FakeUpstream {
         : { id, object: 'text_completion', created: 1700000000, model, choices: [{ index: 0, text: delta.content ?? '', finish_reason: finish }] };
     const delay = mode === 'slow' ? Math.max(this.chunkDelayMs, 40) : this.chunkDelayMs;
     if (chat) send(chunk({ role: 'assistant', content: '' }));
+    this.wordsWritten = 0;
     if (mode === 'reasoning') {
       for (let i = 0; i < REASONING_DELTAS; i++) send(chunk({ reasoning_content: REASONING_DELTA }));
     }
@@ -193,6 +196,7 @@ export class FakeUpstream {
       if (closed) return;
       if (delay) await new Promise((r) => setTimeout(r, delay));
       send(chunk({ content: (i ? ' ' : '') + words[i] }));
+      this.wordsWritten++;
       if (mode === 'cut' && i === 2) {
         // Let the first chunks reach the gateway, then break the connection mid-stream.
         await new Promise((r) => setTimeout(r, 30));
