@@ -8,10 +8,13 @@ import type { ChildKeyRow, KeyRow, Ledger } from '../ledger/ledger.ts';
 import { SseSplitter, eventData, eventName } from '../upstream/sse.ts';
 import type { UpstreamClient, UpstreamResponse } from '../upstream/client.ts';
 import type { Catalog, ModelEntry } from './catalog.ts';
-import { GatewayError } from './errors.ts';
-import type { Bill, ClientHeaders, Estimate, Exchange, Metered, ParsedRequest, WireFormat } from './format.ts';
+import { EngineError, type EngineCode } from './errors.ts';
+import type { Bill, ClientHeaders, Estimate, Exchange, Metered, ParsedRequest, WireError, WireFormat } from './format.ts';
 import { completionLimit, costOf, reservationFor, type Cost, type Usage } from './pricing.ts';
 import { cheapToCount, countPieces, tokenBound } from './tokens.ts';
+
+/** The refusals that name a price. */
+type PaymentCode = Extract<EngineCode, 'payment_required' | 'insufficient_balance' | 'balance_limit_exceeded'>;
 
 /** Who pays for a job. Reading one looks nothing up and redeems nothing. */
 export type Payer =
@@ -51,6 +54,8 @@ export interface StreamSink {
   open(): void;
   write(text: string): Promise<void>;
   end(): void;
+  /** How the door states an error that ends a stream under way, for the format to write. */
+  wire(err: EngineError): WireError;
 }
 
 export interface RunOptions {
@@ -85,8 +90,8 @@ interface Hold {
 
 /** A child key that can no longer pay: revoked by its parent, or past its expiry. */
 function refuseDeadChild(child: ChildKeyRow): void {
-  if (child.revokedAt !== null) throw new GatewayError(401, 'key_revoked', 'This API key has been revoked by the key that created it.');
-  if (child.expiresAt !== null && Date.now() >= child.expiresAt) throw new GatewayError(403, 'key_expired', 'This API key has expired (validity date reached).');
+  if (child.revokedAt !== null) throw new EngineError('key_revoked', 'This API key has been revoked by the key that created it.');
+  if (child.expiresAt !== null && Date.now() >= child.expiresAt) throw new EngineError('key_expired', 'This API key has expired (validity date reached).');
 }
 
 /** What a child key may still spend: its parent's free balance, within what its limit leaves. */
@@ -116,22 +121,19 @@ export class Engine {
   }
 
   /**
-   * 402. A client that paid with X-Cashu reads that header back as its refund (Routstr's
-   * clients do), so it only carries a NUT-18 payment request when no token was presented. Its
-   * amount is what an ordinary token must be worth at a mint with input fees; locked proofs are
+   * A refusal that names a price. A client that paid with X-Cashu reads that header back as its
+   * refund (Routstr's clients do), so it only carries a NUT-18 payment request when no token was
+   * presented. Its amount is what an ordinary token must be worth at a mint with input fees; locked proofs are
    * credited whole, so a locked token of that amount gets the fee back as change.
    * The header holds `creqA`, which every NUT-24 wallet decodes; the body holds the same request
    * as `creqA` and NUT-26 `creqB` for a client that prefers bech32m (shorter, QR-friendly).
    */
-  async paymentRequired(msats: number, code: string, message: string, presentedXCashu = false): Promise<GatewayError> {
-    const headers: Record<string, string> = { 'cache-control': 'no-store' };
+  async paymentRequired(msats: number, code: PaymentCode, message: string, presentedXCashu = false): Promise<EngineError> {
     const extra: Record<string, unknown> = { amount_required_msats: msats };
-    if (!presentedXCashu) {
-      const request = paymentRequest(await this.#wallets.unlockedCover(satsFor(msats)), this.#wallets.mints, this.#wallets.p2pk.pubkey);
-      headers['x-cashu'] = request.creqA;
-      extra.payment_request = request;
-    }
-    return new GatewayError(402, code, message, { headers, extra });
+    if (presentedXCashu) return new EngineError(code, message, { extra });
+    const request = paymentRequest(await this.#wallets.unlockedCover(satsFor(msats)), this.#wallets.mints, this.#wallets.p2pk.pubkey);
+    extra.payment_request = request;
+    return new EngineError(code, message, { paymentRequest: request.creqA, extra });
   }
 
   /** Reads who pays, without any lookup: a malformed credential is refused here, before any work. */
@@ -144,7 +146,7 @@ export class Engine {
       const token = inspectToken(c, this.#wallets.names, this.#wallets.foreign !== undefined);
       return { kind: 'token', token, creditTo: token.hash, oneShot };
     }
-    if (c.kind !== 'key') throw new GatewayError(401, 'invalid_api_key', 'Invalid API key.');
+    if (c.kind !== 'key') throw new EngineError('invalid_api_key', 'Invalid API key.');
     return { kind: 'key', keyHash: c.keyHash, oneShot: false };
   }
 
@@ -188,7 +190,7 @@ export class Engine {
    * A 402 for a body too large to read for someone who has shown no credential: priced from a
    * bound (every token is at least one byte) at the dearest model served.
    */
-  unpaidBound(bytes: number): Promise<GatewayError> {
+  unpaidBound(bytes: number): Promise<EngineError> {
     let msats = 0;
     for (const m of this.#catalog.list()) msats = Math.max(msats, reservationFor(bytes, m.price.maxCompletionTokens, m.price));
     return this.paymentRequired(msats, 'payment_required', 'Payment required: send a Cashu token as the API key or in the X-Cashu header.');
@@ -199,9 +201,9 @@ export class Engine {
    * but never for strangers. A token is redeemed on first use, as it would be to pay.
    */
   async countTokens(model: string, estimate: Estimate, payer: Payer): Promise<number> {
-    if (payer.kind === 'none') throw new GatewayError(401, 'invalid_api_key', 'Send an API key (an sk- key or a Cashu token) to count tokens.');
+    if (payer.kind === 'none') throw new EngineError('invalid_api_key', 'Send an API key (an sk- key or a Cashu token) to count tokens.');
     if (payer.kind === 'token') {
-      if (payer.oneShot) throw new GatewayError(400, 'invalid_request', 'Counting tokens takes an API key, not an X-Cashu payment.');
+      if (payer.oneShot) throw new EngineError('invalid_request', 'Counting tokens takes an API key, not an X-Cashu payment.');
       if (!(await this.#ledger.getKey(payer.creditTo))) await this.#wallets.redeem(payer.token, payer.creditTo);
     }
     const m = await this.#catalog.find(model);
@@ -214,13 +216,12 @@ export class Engine {
    * The code clients know (Routstr's and OpenAI's), with the reason when it is an outage: a model
    * missing because its upstream is down is not the client's mistake.
    */
-  #notServed(model: string): GatewayError {
+  #notServed(model: string): EngineError {
     const down = this.#catalog.problems().length;
-    if (down === 0) return new GatewayError(404, 'model_not_found', `The model '${model}' does not exist or is not served here.`);
+    if (down === 0) return new EngineError('model_not_found', `The model '${model}' does not exist or is not served here.`);
     // Which upstream, and the setting to fix, are the operator's business: /ready says them.
     const which = down === 1 ? 'the upstream' : `${down} of its upstreams`;
-    return new GatewayError(
-      404,
+    return new EngineError(
       'model_not_found',
       `The model '${model}' is not served here now: the gateway cannot reach ${which}, so the models there are unknown. GET /ready names what to fix.`,
       { extra: { reason: 'upstream_unreachable' } },
@@ -229,10 +230,10 @@ export class Engine {
 
   async #admitKey(keyHash: string): Promise<void> {
     const key = await this.#ledger.getKey(keyHash);
-    if (key?.revoked) throw new GatewayError(401, 'key_revoked', 'This API key has been revoked; its balance can still be refunded.');
+    if (key?.revoked) throw new EngineError('key_revoked', 'This API key has been revoked; its balance can still be refunded.');
     if (key) return;
     const child = await this.#ledger.getChildKey(keyHash);
-    if (!child) throw new GatewayError(401, 'invalid_api_key', 'Invalid API key.');
+    if (!child) throw new EngineError('invalid_api_key', 'Invalid API key.');
     refuseDeadChild(child);
   }
 
@@ -276,7 +277,7 @@ export class Engine {
         }
         await this.#wallets.redeem(token, creditTo);
       } else if (payer.oneShot && known.balance === 0) {
-        throw new GatewayError(400, 'cashu_token_already_spent', 'This Cashu token has already been spent.');
+        throw new EngineError('cashu_token_already_spent', 'This Cashu token has already been spent.');
       }
     } else {
       keyHash = payer.keyHash;
@@ -284,14 +285,14 @@ export class Engine {
     const hold: Hold = { keyHash, reservationId: randomUUID(), oneShot: payer.oneShot, lockChangeTo: payer.lockChangeTo };
     const child = payer.kind === 'key' && !payer.oneShot ? await this.#ledger.getChildKey(keyHash) : undefined;
     if (child?.models && !child.models.includes(job.model.id)) {
-      throw new GatewayError(403, 'model_not_allowed', `This key may not use the model '${job.model.id}'; it may use: ${child.models.join(', ')}.`);
+      throw new EngineError('model_not_allowed', `This key may not use the model '${job.model.id}'; it may use: ${child.models.join(', ')}.`);
     }
     if (child) hold.child = true;
     if (await this.#ledger.reserve(keyHash, job.maxMsats, hold.reservationId, job.model.id)) return hold;
     if (child) throw await this.#childShort(job, keyHash);
     const key = await this.#ledger.getKey(keyHash);
-    if (!key) throw new GatewayError(401, 'invalid_api_key', 'Invalid API key.');
-    if (key.revoked) throw new GatewayError(401, 'key_revoked', 'This API key has been revoked; its balance can still be refunded.');
+    if (!key) throw new EngineError('invalid_api_key', 'Invalid API key.');
+    if (key.revoked) throw new EngineError('key_revoked', 'This API key has been revoked; its balance can still be refunded.');
     const err = await this.paymentRequired(
       job.maxMsats,
       'insufficient_balance',
@@ -300,20 +301,16 @@ export class Engine {
     );
     // A one-shot payer whose token fell short (mint fees) gets it back at once.
     const refund = payer.oneShot ? await this.#change(hold) : undefined;
-    if (refund) {
-      err.extra.refund_token = refund;
-      err.headers['x-cashu'] = refund;
-    }
-    throw err;
+    throw refund ? err.withRefund(refund) : err;
   }
 
   /** Why a child key could not hold a job's price: revoked or expired since admitted, its limit, or its parent's balance. */
-  async #childShort(job: Job, hash: string): Promise<GatewayError> {
+  async #childShort(job: Job, hash: string): Promise<EngineError> {
     const child = await this.#ledger.getChildKey(hash);
-    if (!child) return new GatewayError(401, 'invalid_api_key', 'Invalid API key.');
+    if (!child) return new EngineError('invalid_api_key', 'Invalid API key.');
     refuseDeadChild(child);
     const parent = await this.#ledger.getKey(child.parentHash);
-    if (!parent || parent.revoked) return new GatewayError(401, 'key_revoked', 'The key this key spends from has been revoked.');
+    if (!parent || parent.revoked) return new EngineError('key_revoked', 'The key this key spends from has been revoked.');
     const left = childLeft(child, parent);
     if (child.spendLimit !== null && child.spendLimit - child.spent - child.reserved < job.maxMsats) {
       return this.paymentRequired(
@@ -382,27 +379,22 @@ export class Engine {
   }
 
   /** A failure before anything was delivered: nothing charged, and a one-shot payer's token comes back with the error. */
-  async #fail(hold: Hold | null, err: GatewayError): Promise<GatewayError> {
+  async #fail(hold: Hold | null, err: EngineError): Promise<EngineError> {
     if (!hold) return err;
     const change = await this.#release(hold);
-    if (!change) return err;
-    return new GatewayError(err.status, err.code, err.message, {
-      type: err.type,
-      headers: { ...err.headers, 'x-cashu': change },
-      extra: { ...err.extra, refund_token: change },
-    });
+    return change ? err.withRefund(change) : err;
   }
 
   /** The exchange for each upstream of the model, in order; a refusal if none can take the request. */
   #route(job: Job): Route {
     const out: Route = [];
-    let refusal: GatewayError | undefined;
+    let refusal: EngineError | undefined;
     for (const upstream of job.model.upstreams) {
       const x = job.request.exchange(upstream.kind, { maxCompletionTokens: job.maxCompletion, allowed: upstream.allowedParameters });
-      if (x instanceof GatewayError) refusal ??= x;
+      if (x instanceof EngineError) refusal ??= x;
       else out.push({ upstream, exchange: x });
     }
-    if (out.length === 0) throw refusal ?? new GatewayError(502, 'upstream_error', 'No upstream serves this model.');
+    if (out.length === 0) throw refusal ?? new EngineError('upstream_error', 'No upstream serves this model.');
     return out;
   }
 
@@ -412,7 +404,7 @@ export class Engine {
    * failover is invisible to it.
    */
   async #call(route: Route, hold: Hold | null, signal: AbortSignal | undefined): Promise<{ res: UpstreamResponse; exchange: Exchange }> {
-    let failure: GatewayError | undefined;
+    let failure: EngineError | undefined;
     for (const { upstream, exchange } of route) {
       if (signal?.aborted) break;
       let res;
@@ -420,7 +412,7 @@ export class Engine {
         res = await upstream.post(exchange.path, JSON.stringify(exchange.body), signal, exchange.headers);
       } catch (e) {
         this.#log.warn({ upstream: upstream.baseUrl, err: upstream.redact((e as Error).message) }, 'upstream request failed');
-        failure = new GatewayError(502, 'upstream_error', 'The upstream model provider could not be reached.');
+        failure = new EngineError('upstream_error', 'The upstream model provider could not be reached.');
         continue;
       }
       if (res.statusCode < 400) return { res, exchange };
@@ -429,9 +421,9 @@ export class Engine {
       this.#log.warn({ upstream: upstream.baseUrl, status: res.statusCode, message: failure.message }, 'upstream refused the request');
       // A request refused as such (a 4xx we pass on as one) would be refused by the next upstream
       // too; a refusal of our key (401, 403), a 429 or a 5xx is this upstream's problem.
-      if (failure.status < 500 && failure.status !== 429) break;
+      if (failure.upstreamStatus !== undefined) break;
     }
-    throw await this.#fail(hold, failure ?? new GatewayError(499, 'client_closed_request', 'The client closed the request.'));
+    throw await this.#fail(hold, failure ?? new EngineError('client_closed_request', 'The client closed the request.'));
   }
 
   /**
@@ -449,7 +441,7 @@ export class Engine {
     } catch {
       /* refused below */
     }
-    if (!upstream) throw await this.#fail(hold, new GatewayError(502, 'upstream_error', 'The upstream answered with a body that is not a JSON object.'));
+    if (!upstream) throw await this.#fail(hold, new EngineError('upstream_error', 'The upstream answered with a body that is not a JSON object.'));
     const { body, metered } = exchange.read(upstream);
     const receipt = await settle(metered.usage ?? (await this.#counted(job, metered)), metered);
     exchange.bill(body, this.#bill(receipt, hold));
@@ -479,7 +471,7 @@ export class Engine {
     const reader = exchange.stream();
     const split = new SseSplitter();
     let bytes = 0;
-    let failure: GatewayError | undefined;
+    let failure: EngineError | undefined;
     const relay = async (events: string[]) => {
       let out = '';
       for (const raw of events) {
@@ -502,13 +494,13 @@ export class Engine {
     } catch (e) {
       if (!signal.aborted) {
         this.#log.warn({ err: (e as Error).message }, 'upstream stream broke');
-        failure = new GatewayError(502, 'upstream_error', 'The upstream stream ended with an error.');
+        failure = new EngineError('upstream_error', 'The upstream stream ended with an error.');
       }
     }
     if (failure) {
       const err = await this.#fail(hold, failure);
       if (!signal.aborted) {
-        await sink.write(reader.fail(err)).catch(() => {});
+        await sink.write(reader.fail(sink.wire(err))).catch(() => {});
         sink.end();
       }
       return { usage: { promptTokens: 0, completionTokens: 0 }, cost: { inputMsats: 0, outputMsats: 0, totalMsats: 0 }, balance: 0 };
@@ -528,7 +520,7 @@ function refuseOversized(estimate: Estimate, model: ModelEntry): void {
   let chars = 0;
   for (const t of estimate.text) chars += t.length;
   if (chars > model.price.contextLength * CHARS_PER_CONTEXT_TOKEN) {
-    throw new GatewayError(413, 'prompt_too_large', `The prompt is larger than model '${model.id}' can take (${model.price.contextLength} tokens).`);
+    throw new EngineError('prompt_too_large', `The prompt is larger than model '${model.id}' can take (${model.price.contextLength} tokens).`);
   }
 }
 
@@ -548,7 +540,7 @@ async function readText(body: UpstreamResponse['body'], max: number): Promise<st
 }
 
 /** An upstream's refusal as the client may see it: the status, and a message with nothing secret in it. */
-function upstreamError(status: number, text: string): GatewayError {
+function upstreamError(status: number, text: string): EngineError {
   let parsed: Record<string, unknown> | undefined;
   try {
     parsed = JSON.parse(text) as Record<string, unknown>;
@@ -559,10 +551,10 @@ function upstreamError(status: number, text: string): GatewayError {
   const raw = typeof inner?.message === 'string' ? inner.message : `The upstream answered HTTP ${status}.`;
   const message = scrub(raw);
   // The operator's key was refused: the provider's message may echo part of it, so it stays here.
-  if (status === 401 || status === 403) return new GatewayError(502, 'upstream_error', `The upstream refused the gateway's credentials (HTTP ${status}).`);
-  if (status >= 500) return new GatewayError(502, 'upstream_error', `Upstream error: ${message}`);
-  if (status === 429) return new GatewayError(429, 'upstream_rate_limited', `Upstream rate limit: ${message}`);
-  return new GatewayError(status, 'upstream_error', message, { type: 'invalid_request_error' });
+  if (status === 401 || status === 403) return new EngineError('upstream_error', `The upstream refused the gateway's credentials (HTTP ${status}).`);
+  if (status >= 500) return new EngineError('upstream_error', `Upstream error: ${message}`);
+  if (status === 429) return new EngineError('upstream_rate_limited', `Upstream rate limit: ${message}`);
+  return new EngineError('upstream_error', message, { upstreamStatus: status });
 }
 
 /** Whatever looks like a credential goes, whoever's it is; and the message stays short. */

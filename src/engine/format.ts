@@ -1,4 +1,4 @@
-import type { GatewayError } from './errors.ts';
+import type { EngineError } from './errors.ts';
 import type { Cost, Usage } from './pricing.ts';
 
 /**
@@ -35,6 +35,22 @@ export interface Bill {
   requestId: string;
 }
 
+/**
+ * An error as a door states it to a client, for a format to write in its protocol's shape. Which
+ * status (and OpenAI error type) a code is, the door decides; a format's protocol may name its own
+ * error types by that status (Anthropic's do). Mid-stream, the status is the one the error would
+ * have had before the stream started.
+ */
+export interface WireError {
+  readonly status: number;
+  readonly code: string;
+  readonly message: string;
+  /** OpenAI's error type, the gateway's own error shape. */
+  readonly type: string;
+  /** Facts beside the message, written into the error object. */
+  readonly extra: Record<string, unknown>;
+}
+
 /** One SSE event from the upstream: its `event:` name (if any) and its joined `data:` lines. */
 export interface UpstreamEvent {
   name?: string | undefined;
@@ -51,7 +67,7 @@ export interface StreamReader {
   /** The client's closing events, carrying the charge (and change). */
   close(bill: Bill): string;
   /** An error event in the client's format, once the stream has started. */
-  fail(err: GatewayError): string;
+  fail(err: WireError): string;
 }
 
 /** One request as sent to one kind of upstream, and how to read that upstream's answer. */
@@ -99,10 +115,10 @@ export interface ParsedRequest {
   estimate: Estimate;
   /**
    * The exchange for an upstream of `kind`, its completion limit held to `maxCompletionTokens`
-   * (every alias the upstream honours set or removed). A GatewayError when this request cannot be
+   * (every alias the upstream honours set or removed). An EngineError when this request cannot be
    * expressed to that kind of upstream (refused, never silently dropped).
    */
-  exchange(kind: UpstreamKind, limits: ExchangeLimits): Exchange | GatewayError;
+  exchange(kind: UpstreamKind, limits: ExchangeLimits): Exchange | EngineError;
 }
 
 /** The client's request headers, as node gives them. */
@@ -111,10 +127,10 @@ export type ClientHeaders = Readonly<Record<string, string | string[] | undefine
 export interface WireFormat {
   /** Names the format in logs and metrics: `chat`, `completion`, `embedding`, `responses`, `messages`. */
   readonly name: string;
-  /** Validates a client body; a GatewayError (400) for anything malformed or refused. */
+  /** Validates a client body; an EngineError for anything malformed or refused. */
   parse(raw: unknown, headers?: ClientHeaders): ParsedRequest;
   /** An error as this format's clients expect it. */
-  errorBody(err: GatewayError): Record<string, unknown>;
+  errorBody(err: WireError): Record<string, unknown>;
 }
 
 /**
@@ -132,7 +148,7 @@ export interface Codec {
   readonly kind: UpstreamKind;
   /** Path below an upstream's base URL (e.g. `/messages`). */
   readonly path: string;
-  /** A GatewayError (400, stable code) for whatever cannot be expressed on the other side. */
+  /** An EngineError (stable code) for whatever cannot be expressed on the other side. */
   requestToChat(body: Record<string, unknown>): Record<string, unknown>;
   requestFromChat(chat: Record<string, unknown>): Record<string, unknown>;
   responseToChat(body: Record<string, unknown>): Record<string, unknown>;
@@ -141,7 +157,7 @@ export interface Codec {
   /** Native stream events in, chat chunks out (usage arrives as a chunk with `usage`). */
   decoder(): { push(event: UpstreamEvent): Array<Record<string, unknown>> };
   /** Chat chunks in, this protocol's SSE text out; `close` writes the final events with the bill. */
-  encoder(request?: Record<string, unknown>): { push(chunk: Record<string, unknown>): string; close(bill: Bill): string; fail(err: GatewayError): string };
+  encoder(request?: Record<string, unknown>): { push(chunk: Record<string, unknown>): string; close(bill: Bill): string; fail(err: WireError): string };
   /** The protocol's usage object, normalized; undefined when absent or not believable. */
   usageOf(usage: unknown): Usage | undefined;
   /** Holds a native request body to `maxTokens` of output (every alias the protocol has). */

@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { GatewayError } from '../engine/errors.ts';
-import type { Bill, Codec, Exchange, Metered, ParsedRequest, StreamReader, UpstreamEvent, UpstreamKind, WireFormat } from '../engine/format.ts';
+import { EngineError } from '../engine/errors.ts';
+import type { Bill, Codec, Exchange, Metered, ParsedRequest, StreamReader, UpstreamEvent, UpstreamKind, WireError, WireFormat } from '../engine/format.ts';
 import { billedUsage, generatedOf, limitOpenAI, meterBody, openaiUsage, safeParse } from './openai.ts';
 import { exchangeFor } from './compose.ts';
 import { PER_MESSAGE, PER_REPLY, PromptParts } from './prompt.ts';
@@ -19,10 +19,15 @@ const schemas = {
 };
 type Kind = keyof typeof schemas;
 
-export function invalid(issues: z.core.$ZodIssue[]): GatewayError {
+/** OpenAI's error shape, with our stable code and the facts beside it. */
+export function openaiErrorBody(err: WireError): { error: Record<string, unknown> } {
+  return { error: { message: err.message, type: err.type, code: err.code, ...err.extra } };
+}
+
+export function invalid(issues: z.core.$ZodIssue[]): EngineError {
   const issue = issues[0]!;
   const where = issue.path.length ? `'${issue.path.join('.')}': ` : '';
-  return new GatewayError(400, 'invalid_request', `Invalid request body: ${where}${issue.message}`);
+  return new EngineError('invalid_request', `Invalid request body: ${where}${issue.message}`);
 }
 
 /**
@@ -36,10 +41,10 @@ export const UNPRICED: Record<Kind, readonly string[]> = {
   embedding: ['models', 'route'],
 };
 
-function refuseUnpriced(kind: Kind, body: Record<string, unknown>, allowed: ReadonlySet<string>): GatewayError | undefined {
+function refuseUnpriced(kind: Kind, body: Record<string, unknown>, allowed: ReadonlySet<string>): EngineError | undefined {
   for (const f of UNPRICED[kind]) {
     if (body[f] != null && !allowed.has(f)) {
-      return new GatewayError(400, 'unpriced_parameter', `The parameter '${f}' makes the upstream do work this gateway does not price; it is not accepted here.`, {
+      return new EngineError('unpriced_parameter', `The parameter '${f}' makes the upstream do work this gateway does not price; it is not accepted here.`, {
         extra: { param: f },
       });
     }
@@ -115,8 +120,8 @@ class OpenAIStream implements StreamReader {
     return `data: ${JSON.stringify(trailer)}\n\ndata: [DONE]\n\n`;
   }
 
-  fail(err: GatewayError): string {
-    return `data: ${JSON.stringify(err.body())}\n\n`;
+  fail(err: WireError): string {
+    return `data: ${JSON.stringify(openaiErrorBody(err))}\n\n`;
   }
 }
 
@@ -177,7 +182,7 @@ function parser(kind: Kind) {
         const refused = refuseUnpriced(kind, body, limits.allowed ?? NONE);
         if (refused) return refused;
         if (upstream !== 'openai') {
-          if (kind !== 'chat') return new GatewayError(400, 'unsupported_by_upstream', `This model's upstream does not serve ${PATH[kind]}.`);
+          if (kind !== 'chat') return new EngineError('unsupported_by_upstream', `This model's upstream does not serve ${PATH[kind]}.`);
           return exchangeFor(chatCodec, { model: body.model as string, stream, estimate, body }, upstream, limits);
         }
         // Only top-level fields (and Ollama's options, copied) are changed: a shallow copy will do.
@@ -203,7 +208,7 @@ function addInput(parts: PromptParts, input: unknown): void {
 }
 
 function openaiFormat(name: Kind): WireFormat {
-  return { name, parse: parser(name), errorBody: (err) => err.body() };
+  return { name, parse: parser(name), errorBody: openaiErrorBody };
 }
 
 export const chatFormat = openaiFormat('chat');
@@ -251,7 +256,7 @@ export const chatCodec: Codec = {
         if (bill.change) trailer.x_cashu = bill.change;
         return `data: ${JSON.stringify(trailer)}\n\ndata: [DONE]\n\n`;
       },
-      fail: (err: GatewayError) => `data: ${JSON.stringify(err.body())}\n\n`,
+      fail: (err: WireError) => `data: ${JSON.stringify(openaiErrorBody(err))}\n\n`,
     };
   },
   usageOf: openaiUsage,

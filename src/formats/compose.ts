@@ -1,5 +1,5 @@
-import { GatewayError } from '../engine/errors.ts';
-import type { Bill, ClientHeaders, Codec, Estimate, Exchange, ExchangeLimits, Metered, ParsedRequest, StreamReader, UpstreamEvent, UpstreamKind, WireFormat } from '../engine/format.ts';
+import { EngineError } from '../engine/errors.ts';
+import type { Bill, ClientHeaders, Codec, Estimate, Exchange, ExchangeLimits, Metered, ParsedRequest, StreamReader, UpstreamEvent, UpstreamKind, WireError, WireFormat } from '../engine/format.ts';
 import type { Usage } from '../engine/pricing.ts';
 import { costBody, generatedOf, limitOpenAI, meterBody, openaiUsage, safeParse } from './openai.ts';
 
@@ -140,7 +140,7 @@ class NativeStream implements StreamReader {
     return this.#final ? this.#final.bill(this.#held, bill) : this.#held.map((e) => `${e.raw}\n\n`).join('');
   }
 
-  fail(err: GatewayError): string {
+  fail(err: WireError): string {
     return this.#codec.encoder().fail(err);
   }
 }
@@ -173,7 +173,7 @@ class TranslatedStream implements StreamReader {
     return this.#encoder.close(bill);
   }
 
-  fail(err: GatewayError): string {
+  fail(err: WireError): string {
     return this.#encoder.fail(err);
   }
 }
@@ -184,7 +184,7 @@ function billBody(out: Record<string, unknown>, bill: Bill): void {
 }
 
 /** The exchange for an upstream of `kind`, for a client speaking `client`'s protocol. */
-export function exchangeFor(client: Codec, req: ClientRequest, kind: UpstreamKind, limits: ExchangeLimits): Exchange | GatewayError {
+export function exchangeFor(client: Codec, req: ClientRequest, kind: UpstreamKind, limits: ExchangeLimits): Exchange | EngineError {
   try {
     if (kind === client.kind) {
       const body = structuredClone(req.body);
@@ -201,7 +201,7 @@ export function exchangeFor(client: Codec, req: ClientRequest, kind: UpstreamKin
     const chat = client.requestToChat(req.body);
     if (req.stream) chat.stream_options = { ...((chat.stream_options as object | undefined) ?? {}), include_usage: true };
     const upstream = kind === 'openai' ? undefined : codecs.get(kind);
-    if (kind !== 'openai' && !upstream) return new GatewayError(400, 'unsupported_by_upstream', `This model's upstream speaks a protocol (${kind}) this gateway cannot translate to.`);
+    if (kind !== 'openai' && !upstream) return new EngineError('unsupported_by_upstream', `This model's upstream speaks a protocol (${kind}) this gateway cannot translate to.`);
     let body: Record<string, unknown>;
     if (upstream) {
       body = upstream.requestFromChat(chat);
@@ -221,7 +221,7 @@ export function exchangeFor(client: Codec, req: ClientRequest, kind: UpstreamKin
       stream: () => new TranslatedStream(upstream, client, req.body),
     };
   } catch (e) {
-    if (e instanceof GatewayError) return e;
+    if (e instanceof EngineError) return e;
     throw e;
   }
 }
@@ -231,9 +231,9 @@ export function codecFormat(opts: {
   name: string;
   codec: Codec;
   parse: (raw: unknown) => ClientRequest;
-  errorBody: (err: GatewayError) => Record<string, unknown>;
+  errorBody: (err: WireError) => Record<string, unknown>;
   /** Refuses (or adjusts) a request for one upstream kind, given what its operator allows. */
-  guard?: (req: ClientRequest, kind: UpstreamKind, allowed: ReadonlySet<string>) => GatewayError | ClientRequest;
+  guard?: (req: ClientRequest, kind: UpstreamKind, allowed: ReadonlySet<string>) => EngineError | ClientRequest;
 }): WireFormat {
   const { codec } = opts;
   return {
@@ -247,7 +247,7 @@ export function codecFormat(opts: {
         estimate: req.estimate,
         exchange: (kind, limits) => {
           const guarded = opts.guard ? opts.guard(req, kind, limits.allowed ?? new Set()) : req;
-          return guarded instanceof GatewayError ? guarded : exchangeFor(codec, guarded, kind, limits);
+          return guarded instanceof EngineError ? guarded : exchangeFor(codec, guarded, kind, limits);
         },
       };
     },

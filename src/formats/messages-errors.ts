@@ -1,4 +1,4 @@
-import type { GatewayError } from '../engine/errors.ts';
+import type { WireError } from '../engine/format.ts';
 
 /**
  * Anthropic's error type for each of our statuses. A payment is missing or short (402): Anthropic
@@ -19,6 +19,6 @@ export function anthropicErrorType(status: number): string {
 }
 
 /** `{"type":"error","error":{type, message, code}}`: Anthropic's shape, with our stable code. */
-export function messagesErrorBody(err: GatewayError): Record<string, unknown> {
+export function messagesErrorBody(err: WireError): Record<string, unknown> {
   return { type: 'error', error: { type: anthropicErrorType(err.status), message: err.message, code: err.code, ...err.extra } };
 }

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { GatewayError } from '../engine/errors.ts';
+import { EngineError } from '../engine/errors.ts';
 import type { Estimate } from '../engine/format.ts';
 import { mediaTokens } from '../engine/tokens.ts';
 
@@ -109,7 +109,7 @@ function validate<T>(schema: z.ZodType<T>, raw: unknown): T {
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     const where = issue.path.length ? `'${issue.path.join('.')}': ` : '';
-    throw new GatewayError(400, 'invalid_request', `Invalid request body: ${where}${issue.message}`);
+    throw new EngineError('invalid_request', `Invalid request body: ${where}${issue.message}`);
   }
   return parsed.data;
 }

@@ -1,5 +1,5 @@
-import { GatewayError } from '../engine/errors.ts';
-import type { Metered, StreamReader, UpstreamEvent } from '../engine/format.ts';
+import { EngineError } from '../engine/errors.ts';
+import type { Metered, StreamReader, UpstreamEvent, WireError } from '../engine/format.ts';
 import { messagesErrorBody } from './messages-errors.ts';
 import { sse } from './messages-stream.ts';
 import { billedUsage, messagesUsageOf } from './messages-usage.ts';
@@ -52,7 +52,7 @@ export function messagesRelay(): StreamReader {
       if (type === 'error') {
         // The engine ends the stream through `fail`, in our shape and with our code.
         const error = (data.error as Obj | undefined) ?? {};
-        throw new GatewayError(502, 'upstream_error', `Upstream error: ${typeof error.message === 'string' ? error.message : 'the stream failed'}`);
+        throw new EngineError('upstream_error', `Upstream error: ${typeof error.message === 'string' ? error.message : 'the stream failed'}`);
       }
       if (type === 'content_block_start') {
         const block = (data.content_block as Obj | undefined) ?? {};
@@ -70,7 +70,7 @@ export function messagesRelay(): StreamReader {
       if (bill.change) event.x_cashu = bill.change;
       return sse('message_delta', event) + sse('message_stop', { type: 'message_stop' });
     },
-    fail(err: GatewayError) {
+    fail(err: WireError) {
       return sse('error', messagesErrorBody(err));
     },
   };

@@ -1,5 +1,5 @@
-import { GatewayError } from '../engine/errors.ts';
-import type { Bill, UpstreamEvent } from '../engine/format.ts';
+import { EngineError } from '../engine/errors.ts';
+import type { Bill, UpstreamEvent, WireError } from '../engine/format.ts';
 import { messagesErrorBody } from './messages-errors.ts';
 import { finishReasonOf, stopReasonOf } from './messages-translate.ts';
 import { billedUsage, chatUsageBody, messagesUsageOf } from './messages-usage.ts';
@@ -86,7 +86,7 @@ export function messagesDecoder(): { push(event: UpstreamEvent): Obj[] } {
       if (type === 'error') {
         const error = (data.error as Obj | undefined) ?? {};
         const message = typeof error.message === 'string' ? error.message : 'the upstream stream failed';
-        throw new GatewayError(502, 'upstream_error', `Upstream error: ${message}`);
+        throw new EngineError('upstream_error', `Upstream error: ${message}`);
       }
       // ping, content_block_stop, message_stop.
       return [];
@@ -101,7 +101,7 @@ type Open = { index: number; kind: 'text' | 'thinking' | 'tool_use' };
  * when another begins; the final `message_delta` is written by `close` with the bill, since
  * the usage and charge are only known once the upstream has finished.
  */
-export function messagesEncoder(): { push(chunk: Obj): string; close(bill: Bill): string; fail(err: GatewayError): string } {
+export function messagesEncoder(): { push(chunk: Obj): string; close(bill: Bill): string; fail(err: WireError): string } {
   let started = false;
   let next = 0;
   let open: Open | undefined;

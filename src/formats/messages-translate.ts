@@ -1,4 +1,4 @@
-import { GatewayError } from '../engine/errors.ts';
+import { EngineError, type EngineCode } from '../engine/errors.ts';
 import { chatUsageBody, chatUsageOf, messagesUsageBody, messagesUsageOf } from './messages-usage.ts';
 
 /**
@@ -10,7 +10,7 @@ import { chatUsageBody, chatUsageOf, messagesUsageBody, messagesUsageOf } from '
 type Obj = Record<string, unknown>;
 type Block = Obj & { type: string };
 
-const refuse = (code: string, message: string) => new GatewayError(400, code, message);
+const refuse = (code: EngineCode, message: string) => new EngineError(code, message);
 
 // ---------------------------------------------------------------- Messages → chat (request)
 
@@ -403,7 +403,7 @@ export function messagesResponseFromChat(chat: Obj): Obj {
       input = undefined;
     }
     if (!input || typeof input !== 'object' || Array.isArray(input)) {
-      throw new GatewayError(502, 'upstream_invalid_tool_call', 'The model wrote a tool call whose arguments are not a JSON object.');
+      throw new EngineError('upstream_invalid_tool_call', 'The model wrote a tool call whose arguments are not a JSON object.');
     }
     content.push({ type: 'tool_use', id: c.id, name: fn.name, input });
   }

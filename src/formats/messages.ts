@@ -1,4 +1,4 @@
-import { GatewayError } from '../engine/errors.ts';
+import { EngineError } from '../engine/errors.ts';
 import type { ClientHeaders, Codec, WireFormat } from '../engine/format.ts';
 import type { ClientRequest } from './compose.ts';
 import { codecFormat, registerCodec } from './compose.ts';
@@ -85,21 +85,21 @@ function forwardBetas(headers: ClientHeaders): Record<string, string> | undefine
 const SERVER_TOOL = /^(web_search|web_fetch|code_execution|tool_search)/;
 
 /** On an Anthropic upstream, server-side tools and containers cost per use: refused unless the operator allows them. */
-function guardServerTools(req: ClientRequest, kind: string, allowed: ReadonlySet<string>): GatewayError | ClientRequest {
+function guardServerTools(req: ClientRequest, kind: string, allowed: ReadonlySet<string>): EngineError | ClientRequest {
   if (kind !== 'anthropic') return req;
   const tools = (req.body.tools as Array<{ type?: unknown }> | undefined) ?? [];
   for (const [i, t] of tools.entries()) {
     const type = typeof t.type === 'string' ? t.type : '';
     const family = SERVER_TOOL.exec(type)?.[1];
     if (family && !allowed.has(family)) {
-      return new GatewayError(400, 'unpriced_parameter', `'tools.${i}': the '${type}' tool runs on the provider's platform and is billed per use, which this gateway does not price.`, {
+      return new EngineError('unpriced_parameter', `'tools.${i}': the '${type}' tool runs on the provider's platform and is billed per use, which this gateway does not price.`, {
         extra: { param: `tools.${i}` },
       });
     }
   }
   for (const f of ['mcp_servers', 'container'] as const) {
     if (req.body[f] != null && !allowed.has(f)) {
-      return new GatewayError(400, 'unpriced_parameter', `'${f}' makes the upstream do work this gateway does not price.`, { extra: { param: f } });
+      return new EngineError('unpriced_parameter', `'${f}' makes the upstream do work this gateway does not price.`, { extra: { param: f } });
     }
   }
   return req;

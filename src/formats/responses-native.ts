@@ -1,5 +1,4 @@
-import type { GatewayError } from '../engine/errors.ts';
-import type { Bill, Metered, StreamReader, UpstreamEvent } from '../engine/format.ts';
+import type { Bill, Metered, StreamReader, UpstreamEvent, WireError } from '../engine/format.ts';
 import { billUsage, usageOf } from './responses-response.ts';
 import { ResponsesDecoder } from './responses-stream.ts';
 import { isObj, type Obj } from './responses-shared.ts';
@@ -52,7 +51,7 @@ export class ResponsesPassthrough implements StreamReader {
     return `event: ${type}\ndata: ${JSON.stringify({ ...held, type, response })}\n\n`;
   }
 
-  fail(err: GatewayError): string {
+  fail(err: WireError): string {
     if (this.#ended) return '';
     this.#ended = true;
     const error = { type: err.type, code: err.code, message: err.message, param: null, ...err.extra };

@@ -1,4 +1,4 @@
-import { GatewayError } from '../engine/errors.ts';
+import { EngineError } from '../engine/errors.ts';
 import type { Bill } from '../engine/format.ts';
 import type { Usage } from '../engine/pricing.ts';
 import { given, isObj, suffixOf, type Obj } from './responses-shared.ts';
@@ -93,11 +93,11 @@ export function finishReasonOf(response: Obj, toolCalls: boolean): string {
   return toolCalls ? 'tool_calls' : 'stop';
 }
 
-export function upstreamFailure(error: unknown): GatewayError {
+export function upstreamFailure(error: unknown): EngineError {
   const e = isObj(error) ? error : {};
   const message = typeof e.message === 'string' ? e.message : 'The upstream could not finish the response.';
-  if (e.code === 'rate_limit_exceeded') return new GatewayError(429, 'upstream_rate_limited', `Upstream rate limit: ${message}`);
-  return new GatewayError(502, 'upstream_error', `Upstream error: ${message}`);
+  if (e.code === 'rate_limit_exceeded') return new EngineError('upstream_rate_limited', `Upstream rate limit: ${message}`);
+  return new EngineError('upstream_error', `Upstream error: ${message}`);
 }
 
 export function responseToChat(body: Obj): Obj {

@@ -1,4 +1,4 @@
-import { GatewayError } from '../engine/errors.ts';
+import { EngineError, type EngineCode } from '../engine/errors.ts';
 
 export type Obj = Record<string, unknown>;
 
@@ -6,8 +6,8 @@ export function isObj(v: unknown): v is Obj {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-export function refuse(code: string, message: string): GatewayError {
-  return new GatewayError(400, code, message);
+export function refuse(code: EngineCode, message: string): EngineError {
+  return new EngineError(code, message);
 }
 
 /** Fields set to null mean "the default" in both protocols: they are the same as absent. */

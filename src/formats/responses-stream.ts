@@ -1,5 +1,4 @@
-import type { GatewayError } from '../engine/errors.ts';
-import type { Bill, UpstreamEvent } from '../engine/format.ts';
+import type { Bill, UpstreamEvent, WireError } from '../engine/format.ts';
 import {
   billUsage,
   finishReasonOf,
@@ -229,7 +228,7 @@ export class ResponsesEncoder {
    * follows so that clients waiting for a terminal event (rather than reading `error`) end too.
    * The error is written flat, as the published event schema has it, and nested, as OpenAI sends it.
    */
-  fail(err: GatewayError): string {
+  fail(err: WireError): string {
     if (this.#ended) return '';
     let out = this.#start({});
     const error = { type: err.type, code: err.code, message: err.message, param: null, ...err.extra };

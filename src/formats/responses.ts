@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { GatewayError } from '../engine/errors.ts';
-import type { Bill, Codec, Estimate, WireFormat } from '../engine/format.ts';
+import { EngineError } from '../engine/errors.ts';
+import type { Bill, Codec, Estimate, WireError, WireFormat } from '../engine/format.ts';
 import { codecFormat, registerCodec, type ClientRequest } from './compose.ts';
 import { ResponsesPassthrough } from './responses-native.ts';
 import { mediaTokens } from '../engine/tokens.ts';
@@ -43,7 +43,7 @@ export function billResponse(body: Record<string, unknown>, bill: Bill): void {
 }
 
 /** OpenAI's error shape, with our stable code. */
-export function errorBody(err: GatewayError): Record<string, unknown> {
+export function errorBody(err: WireError): Record<string, unknown> {
   return { error: { message: err.message, type: err.type, param: null, code: err.code, ...err.extra } };
 }
 
@@ -106,11 +106,11 @@ const request = z.looseObject({
   user: z.string().nullish(),
 });
 
-function invalid(error: z.ZodError, prefix: (string | number)[] = []): GatewayError {
+function invalid(error: z.ZodError, prefix: (string | number)[] = []): EngineError {
   const issue = error.issues[0]!;
   const path = [...prefix, ...issue.path].map(String);
   const where = path.length ? `'${path.join('.')}': ` : '';
-  return new GatewayError(400, 'invalid_request', `Invalid request body: ${where}${issue.message}`);
+  return new EngineError('invalid_request', `Invalid request body: ${where}${issue.message}`);
 }
 
 export interface ParsedResponses {
@@ -139,13 +139,11 @@ export function parseResponses(raw: unknown): ParsedResponses {
   });
   const storedPrompt = body.previous_response_id != null || body.conversation != null || body.prompt != null;
   if (body.input == null && !storedPrompt) {
-    throw new GatewayError(400, 'invalid_request', "Invalid request body: 'input': required unless the request continues a stored response");
+    throw new EngineError('invalid_request', "Invalid request body: 'input': required unless the request continues a stored response");
   }
   (body.tools as Obj[] | null | undefined)?.forEach((tool, i) => {
     if (!clientRunTool(tool)) {
-      throw new GatewayError(
-        400,
-        'unsupported_tool',
+      throw new EngineError('unsupported_tool',
         `The '${String(tool.type)}' tool ('tools.${i}') runs on the provider's platform and is billed per use, which this gateway does not price. Use function tools.`,
       );
     }
@@ -218,12 +216,12 @@ const STATEFUL = ['previous_response_id', 'conversation', 'background', 'prompt'
  * state is read unless the operator allows it for that upstream (`allow_parameters`), and then
  * the whole context is reserved, since a stored prompt cannot be counted here.
  */
-function guardState(req: ClientRequest, kind: string, allowed: ReadonlySet<string>): GatewayError | ClientRequest {
+function guardState(req: ClientRequest, kind: string, allowed: ReadonlySet<string>): EngineError | ClientRequest {
   if (kind !== 'openai-responses') return req;
   const body = { ...req.body };
   for (const f of STATEFUL) {
     if (body[f] != null && !allowed.has(f)) {
-      return new GatewayError(400, 'stateful_not_supported', `'${f}' would read or keep a response stored under the gateway's account, which other payers share; send the whole conversation in 'input' instead.`, {
+      return new EngineError('stateful_not_supported', `'${f}' would read or keep a response stored under the gateway's account, which other payers share; send the whole conversation in 'input' instead.`, {
         extra: { param: f },
       });
     }

@@ -7,7 +7,7 @@ import type { Config } from '../config.ts';
 import { apiKeyOf, keyHashOfName } from '../cashu/credential.ts';
 import type { CashuWallets } from '../cashu/wallet.ts';
 import type { Catalog } from '../engine/catalog.ts';
-import { GatewayError } from '../engine/errors.ts';
+import { HttpError } from './errors.ts';
 import { MSATS_PER, type Ledger } from '../ledger/ledger.ts';
 import { keyView } from './balance.ts';
 
@@ -29,7 +29,7 @@ function isLoopback(ip: string): boolean {
   return ip === '::1' || ip.startsWith('127.') || ip.startsWith('::ffff:127.');
 }
 
-const unauthorized = (why: string) => new GatewayError(401, 'unauthorized', `NIP-98 authorization failed: ${why}.`);
+const unauthorized = (why: string) => new HttpError(401, 'unauthorized', `NIP-98 authorization failed: ${why}.`);
 
 /**
  * The operator's API, authenticated with NIP-98: `Authorization: Nostr <base64 kind 27235
@@ -44,7 +44,7 @@ export function adminRoutes(
   const admins = adminKeys(cfg.ADMIN_NPUBS);
 
   async function authorize(req: FastifyRequest): Promise<void> {
-    if (admins.size === 0) throw new GatewayError(403, 'admin_disabled', 'No ADMIN_NPUBS are configured.');
+    if (admins.size === 0) throw new HttpError(403, 'admin_disabled', 'No ADMIN_NPUBS are configured.');
     const header = req.headers.authorization ?? '';
     if (!/^Nostr\s+/i.test(header)) throw unauthorized('send Authorization: Nostr <base64 event>');
     let event: Event;
@@ -54,7 +54,7 @@ export function adminRoutes(
       throw unauthorized('the token is not a base64 JSON event');
     }
     if (!verifyEvent(event)) throw unauthorized('bad signature');
-    if (!admins.has(event.pubkey)) throw new GatewayError(403, 'forbidden', 'This key is not an admin.');
+    if (!admins.has(event.pubkey)) throw new HttpError(403, 'forbidden', 'This key is not an admin.');
     const now = Math.floor(Date.now() / 1000);
     if (Math.abs(now - event.created_at) > WINDOW_SEC) throw unauthorized('the event is too old or from the future');
     // Without PUBLIC_URL the URL an event must sign comes from the request itself (its Host, or
@@ -62,7 +62,7 @@ export function adminRoutes(
     // Both the socket's peer and the client address: behind a trusted proxy the peer is loopback for
     // everyone, and a forged X-Forwarded-For can make req.ip look local when no proxy is there.
     if (!cfg.PUBLIC_URL && !(isLoopback(req.ip) && isLoopback(req.socket.remoteAddress ?? ''))) {
-      throw new GatewayError(403, 'public_url_required', 'Set PUBLIC_URL to use the admin API from another machine.');
+      throw new HttpError(403, 'public_url_required', 'Set PUBLIC_URL to use the admin API from another machine.');
     }
     const url = `${cfg.PUBLIC_URL?.replace(/\/+$/, '') ?? `${req.protocol}://${req.host}`}${req.url}`;
     const body = req.body && Object.keys(req.body as object).length ? req.body : undefined;
@@ -101,7 +101,7 @@ export function adminRoutes(
 
     admin.post('/admin/keys/:key/revoke', async (req: FastifyRequest<{ Params: { key: string } }>) => {
       const hash = keyHashOfName(req.params.key);
-      if (!(await ledger.revokeKey(hash))) throw new GatewayError(404, 'key_not_found', 'No such key.');
+      if (!(await ledger.revokeKey(hash))) throw new HttpError(404, 'key_not_found', 'No such key.');
       return { api_key: apiKeyOf(hash), revoked: true };
     });
 
@@ -117,16 +117,16 @@ export function adminRoutes(
     const priceBody = z.strictObject({ prompt_msats_per_token: z.number().nonnegative(), completion_msats_per_token: z.number().nonnegative() });
     admin.put('/admin/prices/:model', async (req: FastifyRequest<{ Params: { model: string } }>) => {
       const parsed = priceBody.safeParse(req.body);
-      if (!parsed.success) throw new GatewayError(400, 'invalid_request', 'Send {"prompt_msats_per_token", "completion_msats_per_token"}.');
+      if (!parsed.success) throw new HttpError(400, 'invalid_request', 'Send {"prompt_msats_per_token", "completion_msats_per_token"}.');
       const m = catalog.setPrice(req.params.model, parsed.data.prompt_msats_per_token, parsed.data.completion_msats_per_token);
-      if (!m) throw new GatewayError(404, 'model_not_found', `The model '${req.params.model}' is not served here.`);
+      if (!m) throw new HttpError(404, 'model_not_found', `The model '${req.params.model}' is not served here.`);
       return { id: m.id, prompt_msats_per_token: m.price.promptRate / 1e6, completion_msats_per_token: m.price.completionRate / 1e6 };
     });
 
     const withdrawBody = z.strictObject({ invoice: z.string().min(1).optional() });
     admin.post('/admin/withdraw', async (req) => {
       const parsed = withdrawBody.safeParse(req.body ?? {});
-      if (!parsed.success) throw new GatewayError(400, 'invalid_request', 'Send {} for a token, or {"invoice": "<bolt11>"} to pay an invoice.');
+      if (!parsed.success) throw new HttpError(400, 'invalid_request', 'Send {} for a token, or {"invoice": "<bolt11>"} to pay an invoice.');
       if (parsed.data.invoice) {
         const m = await wallets.melt(parsed.data.invoice);
         return { state: m.state, amount: m.amount, fee: m.fee, unit: m.unit, mint: m.mint, quote: m.quote, preimage: m.preimage };

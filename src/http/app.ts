@@ -5,8 +5,7 @@ import type { Config } from '../config.ts';
 import type { CashuWallets } from '../cashu/wallet.ts';
 import type { Catalog } from '../engine/catalog.ts';
 import type { Engine } from '../engine/engine.ts';
-import { GatewayError } from '../engine/errors.ts';
-import { httpError, isExpected } from './errors.ts';
+import { HttpError, httpError, isExpected } from './errors.ts';
 import type { Ledger } from '../ledger/ledger.ts';
 import { balanceRoutes } from './balance.ts';
 import { completionRoutes } from './completions.ts';
@@ -86,7 +85,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     reply.code(e.status).headers(e.headers).send(e.body());
   });
   app.setNotFoundHandler((req, reply) => {
-    reply.code(404).send(new GatewayError(404, 'not_found', `No route for ${req.method} ${req.url.split('?')[0]}.`).body());
+    reply.code(404).send(new HttpError(404, 'not_found', `No route for ${req.method} ${req.url.split('?')[0]}.`).body());
   });
 
   // Metrics first: their hook must see requests the rate limit turns away.

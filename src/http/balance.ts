@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { CashuWallets } from '../cashu/wallet.ts';
 import { apiKeyOf } from '../cashu/credential.ts';
 import { inspectToken, type TokenInfo } from '../cashu/token.ts';
-import { GatewayError } from '../engine/errors.ts';
+import { HttpError } from './errors.ts';
 import type { KeyRow, Ledger, MeltRow, RefundRow } from '../ledger/ledger.ts';
 import type { Config } from '../config.ts';
 import type { Logger } from 'pino';
@@ -72,7 +72,7 @@ export function balanceRoutes(app: FastifyInstance, deps: { ledger: Ledger; wall
   function lightningTarget(req: FastifyRequest): LightningTarget | undefined {
     const address = field(req, 'lightning_address');
     const invoice = field(req, 'invoice');
-    if (address && invoice) throw new GatewayError(400, 'invalid_request', 'Send lightning_address or invoice, not both.');
+    if (address && invoice) throw new HttpError(400, 'invalid_request', 'Send lightning_address or invoice, not both.');
     if (invoice) return { invoice };
     if (address) return { lightningAddress: address };
     return undefined;
@@ -81,19 +81,19 @@ export function balanceRoutes(app: FastifyInstance, deps: { ledger: Ledger; wall
   /** The key a request names: an `sk-` key, or a Cashu token (redeemed on first sight). */
   async function keyOf(req: FastifyRequest, redeem: boolean): Promise<string> {
     const key = req.credential.apiKey;
-    if (!key) throw new GatewayError(401, 'invalid_api_key', 'Missing API key: send Authorization: Bearer sk-… or a Cashu token.');
+    if (!key) throw new HttpError(401, 'invalid_api_key', 'Missing API key: send Authorization: Bearer sk-… or a Cashu token.');
     if (key.kind === 'token') {
       const info = inspectToken(key, trusted, foreign);
       if (redeem && !(await ledger.getKey(info.hash))) await wallets.redeem(info, info.hash);
       return info.hash;
     }
-    if (key.kind !== 'key') throw new GatewayError(401, 'invalid_api_key', 'Invalid API key.');
+    if (key.kind !== 'key') throw new HttpError(401, 'invalid_api_key', 'Invalid API key.');
     return key.keyHash;
   }
 
   const create = async (req: FastifyRequest) => {
     const raw = field(req, 'initial_balance_token') ?? field(req, 'cashu_token') ?? req.credential.apiKey;
-    if (!raw) throw new GatewayError(400, 'invalid_cashu_token', 'Send the token as initial_balance_token.');
+    if (!raw) throw new HttpError(400, 'invalid_cashu_token', 'Send the token as initial_balance_token.');
     const info = inspectToken(raw, trusted, foreign);
     const key = (await ledger.getKey(info.hash)) ?? (await wallets.redeem(info, info.hash));
     return { api_key: apiKeyOf(key.hash), balance: key.balance - key.reserved, ...(await foreignFee(info)) };
@@ -105,7 +105,7 @@ export function balanceRoutes(app: FastifyInstance, deps: { ledger: Ledger; wall
     if (!key) {
       const child = await ledger.getChildKey(hash);
       if (child) return childInfo(child, await ledger.getKey(child.parentHash));
-      throw new GatewayError(401, 'invalid_api_key', 'Unknown API key.');
+      throw new HttpError(401, 'invalid_api_key', 'Unknown API key.');
     }
     const children = await ledger.listChildKeys(hash);
     return { ...keyView(key), mint: key.mint, is_child: false, ...(children.length ? { child_keys: children.map(childView) } : {}) };
@@ -115,14 +115,14 @@ export function balanceRoutes(app: FastifyInstance, deps: { ledger: Ledger; wall
     const hash = await keyOf(req, true);
     if (!(await ledger.getKey(hash))) {
       if (await ledger.getChildKey(hash)) throw childOnly('top up');
-      throw new GatewayError(401, 'invalid_api_key', 'Unknown API key.');
+      throw new HttpError(401, 'invalid_api_key', 'Unknown API key.');
     }
     const raw = field(req, 'cashu_token');
-    if (!raw) throw new GatewayError(400, 'invalid_cashu_token', 'Send the token as cashu_token.');
+    if (!raw) throw new HttpError(400, 'invalid_cashu_token', 'Send the token as cashu_token.');
     const tok = inspectToken(raw, trusted, foreign);
     await wallets.redeem(tok, hash);
     const row = (await ledger.getToken(tok.hash))!;
-    if (row.keyHash !== hash) throw new GatewayError(400, 'cashu_token_already_spent', 'This Cashu token has already been spent.');
+    if (row.keyHash !== hash) throw new HttpError(400, 'cashu_token_already_spent', 'This Cashu token has already been spent.');
     return { msats: row.msats ?? 0, ...(await foreignFee(tok)) };
   };
 
@@ -132,7 +132,7 @@ export function balanceRoutes(app: FastifyInstance, deps: { ledger: Ledger; wall
     if (x) {
       hash = x.keyHash;
       if (!(await ledger.getKey(hash))) {
-        throw new GatewayError(404, 'refund_not_found', 'No payment with this X-Cashu token is known here.');
+        throw new HttpError(404, 'refund_not_found', 'No payment with this X-Cashu token is known here.');
       }
     } else {
       hash = await keyOf(req, false);

@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { apiKeyOf, keyHashOfApiKey } from '../cashu/credential.ts';
 import { childLeft } from '../engine/engine.ts';
-import { GatewayError } from '../engine/errors.ts';
+import { HttpError } from './errors.ts';
 import type { ChildKeyRow, HistoryRow, KeyRow, Ledger } from '../ledger/ledger.ts';
 /** Children one parent may hold: each is a row a parent could otherwise add without end. */
 const MAX_CHILDREN = 1000;
@@ -27,13 +27,13 @@ const historyQuery = z.object({
 /** The key the request's API key names, looked up nowhere: an `sk-` key or a Cashu token's key. */
 export function bearerHash(req: FastifyRequest): string {
   const key = req.credential.apiKey;
-  if (!key) throw new GatewayError(401, 'invalid_api_key', 'Missing API key: send Authorization: Bearer sk-… or a Cashu token.');
-  if (key.kind === 'other') throw new GatewayError(401, 'invalid_api_key', 'Invalid API key.');
+  if (!key) throw new HttpError(401, 'invalid_api_key', 'Missing API key: send Authorization: Bearer sk-… or a Cashu token.');
+  if (key.kind === 'other') throw new HttpError(401, 'invalid_api_key', 'Invalid API key.');
   return key.keyHash;
 }
 
 export const childOnly = (what: string) =>
-  new GatewayError(400, 'child_key_not_allowed', `A child key cannot ${what}; use the key that created it.`);
+  new HttpError(400, 'child_key_not_allowed', `A child key cannot ${what}; use the key that created it.`);
 
 /** A child as its parent sees it (Routstr's `child_keys` fields, and ours). */
 export function childView(c: ChildKeyRow) {
@@ -90,30 +90,30 @@ export function childKeyRoutes(app: FastifyInstance, deps: { ledger: Ledger }): 
     const hash = bearerHash(req);
     const key = await ledger.getKey(hash);
     if (key) {
-      if (key.revoked) throw new GatewayError(401, 'key_revoked', 'This API key has been revoked; its balance can still be refunded.');
+      if (key.revoked) throw new HttpError(401, 'key_revoked', 'This API key has been revoked; its balance can still be refunded.');
       return key;
     }
     if (await ledger.getChildKey(hash)) throw childOnly(what);
-    throw new GatewayError(401, 'invalid_api_key', 'Unknown API key.');
+    throw new HttpError(401, 'invalid_api_key', 'Unknown API key.');
   }
 
   const create = async (req: FastifyRequest) => {
     const parent = await parentOf(req, 'create child keys');
     const parsed = childKeyBody.safeParse(req.body ?? {});
     if (!parsed.success) {
-      throw new GatewayError(400, 'invalid_request', `Send {"count": 1..${MAX_PER_CALL}, "balance_limit": msats, "validity_date": unix seconds, "models": [ids]}, each optional (balance_limit_reset is not supported).`);
+      throw new HttpError(400, 'invalid_request', `Send {"count": 1..${MAX_PER_CALL}, "balance_limit": msats, "validity_date": unix seconds, "models": [ids]}, each optional (balance_limit_reset is not supported).`);
     }
     const { count, balance_limit, validity_date, models } = parsed.data;
     const expiresAt = validity_date == null ? null : validity_date * 1000;
-    if (expiresAt !== null && expiresAt <= Date.now()) throw new GatewayError(400, 'invalid_request', 'validity_date is in the past.');
+    if (expiresAt !== null && expiresAt <= Date.now()) throw new HttpError(400, 'invalid_request', 'validity_date is in the past.');
     if ((await ledger.listChildKeys(parent.hash)).length + count > MAX_CHILDREN) {
-      throw new GatewayError(400, 'too_many_child_keys', `A key may have at most ${MAX_CHILDREN} child keys.`);
+      throw new HttpError(400, 'too_many_child_keys', `A key may have at most ${MAX_CHILDREN} child keys.`);
     }
     const made = await ledger.createChildKeys(
       parent.hash,
       Array.from({ length: count }, () => ({ hash: randomBytes(32).toString('hex'), spendLimit: balance_limit ?? null, models: models ?? null, expiresAt })),
     );
-    if (!made) throw new GatewayError(401, 'key_revoked', 'This API key has been revoked.');
+    if (!made) throw new HttpError(401, 'key_revoked', 'This API key has been revoked.');
     const free = parent.balance - parent.reserved;
     return {
       api_keys: made.map((c) => apiKeyOf(c.hash)),
@@ -137,20 +137,20 @@ export function childKeyRoutes(app: FastifyInstance, deps: { ledger: Ledger }): 
     const parent = await parentOf(req, 'revoke keys');
     const parsed = revokeBody.safeParse(req.body ?? {});
     const child = parsed.success ? keyHashOfApiKey(parsed.data.child_key) : undefined;
-    if (!child) throw new GatewayError(400, 'invalid_request', 'Send {"child_key": "sk-…"}.');
+    if (!child) throw new HttpError(400, 'invalid_request', 'Send {"child_key": "sk-…"}.');
     if (!(await ledger.revokeChildKey(parent.hash, child))) {
       const c = await ledger.getChildKey(child);
       // Whose a key is, is told only to its parent.
-      if (!c || c.parentHash !== parent.hash) throw new GatewayError(404, 'key_not_found', 'No such child key of this key.');
+      if (!c || c.parentHash !== parent.hash) throw new HttpError(404, 'key_not_found', 'No such child key of this key.');
     }
     return childView((await ledger.getChildKey(child))!);
   };
 
   const history = async (req: FastifyRequest) => {
     const hash = bearerHash(req);
-    if (!(await ledger.getKey(hash)) && !(await ledger.getChildKey(hash))) throw new GatewayError(401, 'invalid_api_key', 'Unknown API key.');
+    if (!(await ledger.getKey(hash)) && !(await ledger.getChildKey(hash))) throw new HttpError(401, 'invalid_api_key', 'Unknown API key.');
     const parsed = historyQuery.safeParse(req.query ?? {});
-    if (!parsed.success) throw new GatewayError(400, 'invalid_request', 'limit is 1..200 and before an entry id from next_cursor.');
+    if (!parsed.success) throw new HttpError(400, 'invalid_request', 'limit is 1..200 and before an entry id from next_cursor.');
     const rows = await ledger.history(hash, parsed.data);
     return {
       transactions: rows.map(historyView),

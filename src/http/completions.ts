@@ -72,6 +72,7 @@ function sseSink(deps: CompletionDeps, reply: FastifyReply, ac: AbortController)
       }
     },
     end: () => raw.end(),
+    wire: httpError,
   };
 }
 

@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { CashuWallets } from '../cashu/wallet.ts';
 import { apiKeyOf, keyHashOfInvoice } from '../cashu/credential.ts';
-import { GatewayError } from '../engine/errors.ts';
+import { HttpError } from './errors.ts';
 import type { Ledger } from '../ledger/ledger.ts';
 
 const invoiceBody = z.object({
@@ -25,13 +25,13 @@ export function lightningRoutes(app: FastifyInstance, deps: { ledger: Ledger; wa
 
   app.post('/v1/balance/lightning/invoice', async (req: FastifyRequest) => {
     const parsed = invoiceBody.safeParse(req.body ?? {});
-    if (!parsed.success) throw new GatewayError(400, 'invalid_request', 'Send {"amount_sats": 1..1000000, "purpose": "create"|"topup"}.');
+    if (!parsed.success) throw new HttpError(400, 'invalid_request', 'Send {"amount_sats": 1..1000000, "purpose": "create"|"topup"}.');
     const { amount_sats, purpose } = parsed.data;
     let target: string | undefined;
     if (purpose === 'topup') {
       const key = req.credential.apiKey;
       if (key?.kind !== 'key' || !(await ledger.getKey(key.keyHash))) {
-        throw new GatewayError(401, 'invalid_api_key', 'A top-up needs Authorization: Bearer sk-… of an existing key.');
+        throw new HttpError(401, 'invalid_api_key', 'A top-up needs Authorization: Bearer sk-… of an existing key.');
       }
       target = key.keyHash;
     }
@@ -39,7 +39,7 @@ export function lightningRoutes(app: FastifyInstance, deps: { ledger: Ledger; wa
     try {
       quote = await (await wallets.wallet(mint, 'sat')).createMintQuoteBolt11(amount_sats);
     } catch {
-      throw new GatewayError(503, 'cashu_mint_unreachable', 'The mint could not make an invoice; try again shortly.', { headers: { 'retry-after': '5' } });
+      throw new HttpError(503, 'cashu_mint_unreachable', 'The mint could not make an invoice; try again shortly.', { headers: { 'retry-after': '5' } });
     }
     if (target) await ledger.putNote(TOPUP, quote.quote, target, (quote.expiry ? quote.expiry * 1000 : Date.now()) + 7 * 24 * 3600 * 1000);
     return {
@@ -54,13 +54,13 @@ export function lightningRoutes(app: FastifyInstance, deps: { ledger: Ledger; wa
   app.get('/v1/balance/lightning/invoice/:id/status', async (req: FastifyRequest<{ Params: { id: string } }>) => {
     const id = req.params.id;
     const w = await wallets.wallet(mint, 'sat').catch(() => {
-      throw new GatewayError(503, 'cashu_mint_unreachable', 'The mint could not be reached.', { headers: { 'retry-after': '5' } });
+      throw new HttpError(503, 'cashu_mint_unreachable', 'The mint could not be reached.', { headers: { 'retry-after': '5' } });
     });
     let q;
     try {
       q = await w.checkMintQuoteBolt11(id);
     } catch {
-      throw new GatewayError(404, 'invoice_not_found', 'No such invoice.');
+      throw new HttpError(404, 'invoice_not_found', 'No such invoice.');
     }
     const amount = q.amount.toNumber();
     const keyHash = (await ledger.getNote(TOPUP, id)) ?? keyHashOfInvoice(mint, id);

@@ -4,8 +4,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, register as processRegistry } from 'prom-client';
 import type { Config } from '../config.ts';
 import type { Catalog } from '../engine/catalog.ts';
-import { GatewayError } from '../engine/errors.ts';
-import { isExpected } from './errors.ts';
+import { HttpError, isExpected } from './errors.ts';
 import type { Ledger } from '../ledger/ledger.ts';
 import { upstreamTimings, type UpstreamTiming } from '../upstream/client.ts';
 import { onRequests } from '../upstream/undici-timing.ts';
@@ -171,7 +170,7 @@ export class Metrics {
 
     app.get('/metrics', async (req, reply) => {
       if (cfg.METRICS_TOKEN && !sameSecret(req.headers.authorization ?? '', `Bearer ${cfg.METRICS_TOKEN}`)) {
-        throw new GatewayError(401, 'invalid_api_key', 'GET /metrics needs Authorization: Bearer <METRICS_TOKEN>.');
+        throw new HttpError(401, 'invalid_api_key', 'GET /metrics needs Authorization: Bearer <METRICS_TOKEN>.');
       }
       const { contentType, text } = await this.scrape();
       reply.header('content-type', contentType).header('cache-control', 'no-store');

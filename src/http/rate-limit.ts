@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { GatewayError } from '../engine/errors.ts';
+import { HttpError } from './errors.ts';
 import { paying } from '../cashu/credential.ts';
 
 /** Routes for machines that watch the gateway; they are never limited. */
@@ -43,8 +43,8 @@ export class Buckets {
   }
 }
 
-function limited(scope: 'IP address' | 'API key', perMinute: number, retryAfter: number): GatewayError {
-  return new GatewayError(429, 'rate_limit_exceeded', `Rate limit reached for this ${scope}: ${perMinute} requests per minute. Try again in ${retryAfter} s.`, {
+function limited(scope: 'IP address' | 'API key', perMinute: number, retryAfter: number): HttpError {
+  return new HttpError(429, 'rate_limit_exceeded', `Rate limit reached for this ${scope}: ${perMinute} requests per minute. Try again in ${retryAfter} s.`, {
     type: 'rate_limit_error',
     headers: { 'retry-after': String(retryAfter) },
   });

@@ -6,7 +6,7 @@ import { Amount, getEncodedToken, type Proof } from '@cashu/cashu-ts';
 import type { Catalog } from '../engine/catalog.ts';
 import type { Engine, Job, Payer as EnginePayer, Receipt } from '../engine/engine.ts';
 import { CashuError } from '../cashu/errors.ts';
-import { GatewayError } from '../engine/errors.ts';
+import { EngineError } from '../engine/errors.ts';
 import { chatFormat } from '../formats/chat.ts';
 
 /** A job's payer: the job's own key, credited by its token, invoice or nutzap. */
@@ -93,10 +93,22 @@ interface Undelivered {
 }
 
 
-/** An error someone meant (the engine's, the wallet's), whose message may go to the requester. */
-const expected = (err: unknown): err is GatewayError | CashuError => err instanceof GatewayError || err instanceof CashuError;
+/** A job this door refused or ended itself. Feedback carries its message and any refund; no status. */
+class JobError extends Error {
+  readonly code: string;
+  readonly extra: Record<string, unknown>;
+
+  constructor(code: string, message: string, extra: Record<string, unknown> = {}) {
+    super(message);
+    this.code = code;
+    this.extra = extra;
+  }
+}
+
+/** An error someone meant (this door's, the engine's, the wallet's), whose message may go to the requester. */
+const expected = (err: unknown): err is JobError | EngineError | CashuError => err instanceof JobError || err instanceof EngineError || err instanceof CashuError;
 const msg = (err: unknown) => (expected(err) ? err.message : 'The job could not be processed.');
-const refundOf = (err: unknown) => (err instanceof GatewayError && typeof err.extra.refund_token === 'string' ? err.extra.refund_token : undefined);
+const refundOf = (err: unknown) => (expected(err) && typeof err.extra.refund_token === 'string' ? err.extra.refund_token : undefined);
 
 /**
  * The NIP-90 door: kind 5050 jobs in, kind 6050 results out, through the same engine, prices and
@@ -189,7 +201,7 @@ export class Dvm {
     const owner = request.event.pubkey;
     if (await ledger.claimOnce(TOKEN_OWNER, info.hash, FOREVER)) await ledger.putNote(TOKEN_OWNER, info.hash, owner, FOREVER);
     else if ((await ledger.getNote(TOKEN_OWNER, info.hash)) !== owner) {
-      throw new GatewayError(400, 'cashu_token_already_spent', 'This Cashu token was presented by another requester first.');
+      throw new JobError('cashu_token_already_spent', 'This Cashu token was presented by another requester first.');
     }
     return info;
   }
@@ -239,10 +251,10 @@ export class Dvm {
     const { catalog, cfg } = this.deps;
     const prompt = (await Promise.all(request.inputs.map((i) => this.#inputText(i.type, i.data)))).join('\n\n');
     if (prompt.length > cfg.maxPromptChars) {
-      throw new GatewayError(400, 'prompt_too_large', `The prompt is over ${cfg.maxPromptChars} characters.`);
+      throw new JobError('prompt_too_large', `The prompt is over ${cfg.maxPromptChars} characters.`);
     }
     const model = request.params.get('model') ?? cfg.defaultModel ?? catalog.list()[0]?.id;
-    if (!model) throw new GatewayError(503, 'no_models', 'No model is available right now.');
+    if (!model) throw new JobError('no_models', 'No model is available right now.');
     // Priced without a payer: the job's key is credited (or asked for) only once the price is known.
     return this.deps.engine.job(chatFormat, { model, messages: [{ role: 'user', content: prompt }], ...completionParams(request.params) }, { kind: 'free' });
   }
@@ -250,8 +262,8 @@ export class Dvm {
   /** NIP-90 `bid`: a job that may cost more than the requester offers is not started. */
   #withinBid(request: JobRequest, job: Job): void {
     if (request.bid !== undefined && job.maxMsats > request.bid) {
-      throw new GatewayError(402, 'bid_too_low', `This job costs up to ${job.maxMsats} msats; the bid is ${request.bid} msats. Bid at least ${job.maxMsats} msats, or ask for fewer max_tokens.`, {
-        extra: { amount_required_msats: job.maxMsats },
+      throw new JobError('bid_too_low', `This job costs up to ${job.maxMsats} msats; the bid is ${request.bid} msats. Bid at least ${job.maxMsats} msats, or ask for fewer max_tokens.`, {
+        amount_required_msats: job.maxMsats,
       });
     }
   }
@@ -261,9 +273,9 @@ export class Dvm {
     if (refundOf(err)) return err;
     const refund = await this.#returnKey(key, to);
     if (!refund) return err;
-    if (err instanceof GatewayError) return new GatewayError(err.status, err.code, err.message, { extra: { ...err.extra, refund_token: refund } });
-    // Feedback events carry a message and a refund, no HTTP status: the 500 is never seen.
-    return new GatewayError(500, err instanceof CashuError ? err.code : 'job_failed', msg(err), { extra: { refund_token: refund } });
+    if (err instanceof EngineError) return err.withRefund(refund);
+    if (err instanceof JobError) return new JobError(err.code, err.message, { ...err.extra, refund_token: refund });
+    return new JobError(err instanceof CashuError ? err.code : 'job_failed', msg(err), { refund_token: refund });
   }
 
   /** Pays out what a job's key holds as a token locked to `to`; undefined when it holds nothing. */
@@ -292,15 +304,15 @@ export class Dvm {
     const { relays, id } = this.deps;
     if (type === 'event') {
       const [e] = await relays.query({ ids: [data] });
-      if (!e) throw new GatewayError(400, 'input_not_found', `Input event ${data} was not found on our relays.`);
+      if (!e) throw new JobError('input_not_found', `Input event ${data} was not found on our relays.`);
       return e.content;
     }
     const [result] = await relays.query({ kinds: [JOB_RESULT], '#e': [data] });
-    if (!result) throw new GatewayError(400, 'input_not_found', `No result of job ${data} was found on our relays.`);
+    if (!result) throw new JobError('input_not_found', `No result of job ${data} was found on our relays.`);
     if (!result.tags.some((t) => t[0] === 'encrypted')) return result.content;
     // An encrypted result is readable by its author and its customer; we are one of them.
     const peer = result.pubkey === id.pubkey ? result.tags.find((t) => t[0] === 'p')?.[1] : result.pubkey;
-    if (!peer) throw new GatewayError(400, 'input_not_found', `The result of job ${data} cannot be read.`);
+    if (!peer) throw new JobError('input_not_found', `The result of job ${data} cannot be read.`);
     return decrypt(result.content, id.sk, peer).text;
   }
 
@@ -314,7 +326,7 @@ export class Dvm {
         out = await this.#complete(job, payer, ac.signal);
       } catch (e) {
         if (ac.signal.aborted && expected(e)) {
-          throw new GatewayError(499, 'cancelled', 'The job was cancelled.', { extra: e instanceof GatewayError ? e.extra : {} });
+          throw new JobError('cancelled', 'The job was cancelled.', e instanceof EngineError ? e.extra : {});
         }
         throw e;
       }
@@ -556,7 +568,7 @@ export class Dvm {
     } catch (err) {
       const e = await this.#withRefund(err, key, payer);
       // An underpaid job may still be paid in full (its invoice): it waits on.
-      if (err instanceof GatewayError && err.code === 'insufficient_balance') {
+      if (err instanceof EngineError && err.code === 'insufficient_balance') {
         await ledger.dropNote(PAID, jobId);
         w.closed = undefined;
         await this.#saveWatch(w);

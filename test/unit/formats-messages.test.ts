@@ -1,6 +1,7 @@
 import Anthropic from '@anthropic-ai/sdk';
 import { describe, expect, it } from 'vitest';
-import { GatewayError } from '../../src/engine/errors.ts';
+import { EngineError } from '../../src/engine/errors.ts';
+import { HttpError, httpError } from '../../src/http/errors.ts';
 import type { Bill, UpstreamEvent } from '../../src/engine/format.ts';
 import { mediaTokens } from '../../src/engine/tokens.ts';
 import {
@@ -16,14 +17,15 @@ import {
 
 type Obj = Record<string, unknown>;
 
-function refusal(fn: () => unknown): GatewayError {
+/** A format's refusal as the HTTP door answers it. */
+function refusal(fn: () => unknown): HttpError {
   try {
     fn();
   } catch (e) {
-    if (e instanceof GatewayError) return e;
+    if (e instanceof EngineError) return httpError(e);
     throw e;
   }
-  throw new Error('expected a GatewayError');
+  throw new Error('expected an EngineError');
 }
 
 /** An SSE text as the upstream events the engine hands a format. */
@@ -632,7 +634,7 @@ describe('stream encoder (chat chunks → Anthropic events)', () => {
 
   it('writes a failure as an error event the SDK raises with its type', async () => {
     const encoder = messagesCodec.encoder();
-    const text = encoder.push(chatChunks()[0]!) + encoder.fail(new GatewayError(502, 'upstream_error', 'Upstream error: boom'));
+    const text = encoder.push(chatChunks()[0]!) + encoder.fail(httpError(new EngineError('upstream_error', 'Upstream error: boom')));
     const err = await sdkOver(text).messages.stream({ model: 'm', max_tokens: 1, messages: [{ role: 'user', content: 'x' }] }).finalMessage().catch((e: unknown) => e);
     expect(err).toBeInstanceOf(Anthropic.APIError);
     expect((err as InstanceType<typeof Anthropic.APIError>).error).toEqual({ type: 'error', error: { type: 'api_error', message: 'Upstream error: boom', code: 'upstream_error' } });
@@ -706,9 +708,9 @@ describe('errorBody', () => {
       [504, 'timeout_error'], [529, 'overloaded_error'],
     ];
     for (const [status, type] of cases) {
-      expect(errorBody(new GatewayError(status, 'some_code', 'Something.'))).toEqual({ type: 'error', error: { type, message: 'Something.', code: 'some_code' } });
+      expect(errorBody(new HttpError(status, 'some_code', 'Something.'))).toEqual({ type: 'error', error: { type, message: 'Something.', code: 'some_code' } });
     }
-    expect(errorBody(new GatewayError(402, 'payment_required', 'Pay.', { extra: { refund: 'cashuB…' } }))).toEqual({
+    expect(errorBody(httpError(new EngineError('payment_required', 'Pay.', { extra: { refund: 'cashuB…' } })))).toEqual({
       type: 'error', error: { type: 'billing_error', message: 'Pay.', code: 'payment_required', refund: 'cashuB…' },
     });
   });

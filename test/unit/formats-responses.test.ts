@@ -1,7 +1,8 @@
 import { createServer, type Server } from 'node:http';
 import OpenAI, { APIError } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GatewayError } from '../../src/engine/errors.ts';
+import { EngineError } from '../../src/engine/errors.ts';
+import { HttpError, httpError } from '../../src/http/errors.ts';
 import type { Bill } from '../../src/engine/format.ts';
 import { billResponse, errorBody, parseResponses, responsesCodec as codec } from '../../src/formats/responses.ts';
 import { responseFromChat } from '../../src/formats/responses-response.ts';
@@ -13,14 +14,18 @@ import { REPLY_WORDS } from '../support/upstream.ts';
 
 type Obj = Record<string, unknown>;
 
+/** A format's refusal as the HTTP door answers it. */
 function refusal(fn: () => unknown): { status: number; code: string; message: string } {
   try {
     fn();
   } catch (e) {
-    if (e instanceof GatewayError) return { status: e.status, code: e.code, message: e.message };
+    if (e instanceof EngineError) {
+      const { status, code, message } = httpError(e);
+      return { status, code, message };
+    }
     throw e;
   }
-  throw new Error('expected a GatewayError');
+  throw new Error('expected an EngineError');
 }
 
 /** SSE text as `{ name, data }` pairs, parsed. */
@@ -499,7 +504,7 @@ describe('Responses answer ↔ chat', () => {
   });
 
   it('writes errors in OpenAI\'s shape with our stable code', () => {
-    const err = new GatewayError(402, 'insufficient_balance', 'Not enough balance.', { extra: { refund: 'cashuB…' } });
+    const err = httpError(new EngineError('insufficient_balance', 'Not enough balance.', { extra: { refund: 'cashuB…' } }));
     expect(errorBody(err)).toEqual({ error: { message: 'Not enough balance.', type: 'insufficient_quota', param: null, code: 'insufficient_balance', refund: 'cashuB…' } });
   });
 });
@@ -781,7 +786,7 @@ describe('the official openai SDK reads what the encoder writes', () => {
   it('a failure after the start reaches the SDK as an APIError with our code', async () => {
     const { client, close } = await replay(() => {
       const e = codec.encoder();
-      return e.push(chunk({ content: 'Partial' })) + e.fail(new GatewayError(502, 'upstream_error', 'Upstream error: the connection broke.'));
+      return e.push(chunk({ content: 'Partial' })) + e.fail(httpError(new EngineError('upstream_error', 'Upstream error: the connection broke.')));
     });
     try {
       const stream = await client.responses.create({ model: 'm', input: 'hi', stream: true });
@@ -800,7 +805,7 @@ describe('the official openai SDK reads what the encoder writes', () => {
       await close();
     }
     const e = codec.encoder();
-    const list = events(e.push(chunk({ content: 'x' })) + e.fail(new GatewayError(502, 'upstream_error', 'broke')));
+    const list = events(e.push(chunk({ content: 'x' })) + e.fail(httpError(new EngineError('upstream_error', 'broke'))));
     expect(list.slice(-2).map((ev) => ev.name)).toEqual(['error', 'response.failed']);
     expect(list.at(-1)!.data.response).toMatchObject({ status: 'failed', error: { code: 'upstream_error', message: 'broke' } });
   });
@@ -878,7 +883,7 @@ describe('the Responses upstream double', () => {
         for (const ev of split.push(bytes as Uint8Array)) chunks.push(...d.push({ name: /^event: (.*)$/m.exec(ev)?.[1], data: eventData(ev)! }));
       }
     } catch (error) {
-      return { chunks, error };
+      return { chunks, error: error instanceof EngineError ? httpError(error) : error };
     }
     return { chunks };
   }
@@ -911,16 +916,16 @@ describe('a Responses upstream passed through to a Responses client', () => {
   afterAll(() => up.stop());
 
   /** The upstream's stream through the passthrough; `close` or `fail` as the engine would. */
-  async function through(body: Obj, end: (p: ResponsesPassthrough, err?: GatewayError) => string) {
+  async function through(body: Obj, end: (p: ResponsesPassthrough, err?: HttpError) => string) {
     const res = await fetch(`${up.url}/responses`, { method: 'POST', body: JSON.stringify(body) });
     const split = new SseSplitter();
     const p = new ResponsesPassthrough();
     let text = '';
-    let failure: GatewayError | undefined;
+    let failure: HttpError | undefined;
     try {
       for await (const bytes of res.body!) for (const ev of split.push(bytes as Uint8Array)) text += p.push({ name: /^event: (.*)$/m.exec(ev)?.[1], data: eventData(ev)! });
     } catch (e) {
-      if (e instanceof GatewayError) failure = e;
+      if (e instanceof EngineError) failure = httpError(e);
     }
     return { p, text: text + end(p, failure) };
   }
