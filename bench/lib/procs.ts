@@ -74,34 +74,35 @@ export interface GatewayProc {
   stop(): Promise<void>;
 }
 
-let built = false;
+const built = new Set<string>();
 
 /**
  * The command `npm start` runs after its `prestart` build, read from package.json so the bench
  * starts what an operator starts. The build runs once per bench run, not once per gateway.
  */
-function shippedStart(): string[] {
-  if (!built) {
-    execFileSync('npm', ['run', '--silent', 'build'], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
-    built = true;
+function shippedStart(root: string): string[] {
+  if (!built.has(root)) {
+    execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
+    built.add(root);
   }
-  const scripts = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
+  const scripts = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
   const [node, ...args] = scripts.start!.split(' ');
   if (node !== 'node') throw new Error(`npm start runs ${node}, not node: the bench cannot start it as shipped`);
-  return args.map((a) => (a.startsWith('dist/') ? join(ROOT, a) : a));
+  return args.map((a) => (a.startsWith('dist/') ? join(root, a) : a));
 }
 
 /**
  * The gateway as `npm start` runs it (the built dist/, default settings apart from `env`), in its
- * own process. Readiness is polled on GET /v1/info rather than read from the log.
+ * own process. Readiness is polled on GET /v1/info rather than read from the log. `root`: another
+ * checkout of the project to start instead (an earlier commit, measured beside this one).
  */
-export async function startGateway(env: Record<string, string>, dir: string): Promise<GatewayProc> {
+export async function startGateway(env: Record<string, string>, dir: string, root = ROOT): Promise<GatewayProc> {
   const port = await freePort();
   const logFile = join(dir, `gateway-${port}.log`);
   const log = openSync(logFile, 'a');
   // BENCH_GATEWAY_NODE_ARGS: extra node flags for the gateway only, e.g. --cpu-prof to profile it.
   const extra = (process.env.BENCH_GATEWAY_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  const [first, ...rest] = shippedStart();
+  const [first, ...rest] = shippedStart(root);
   const proc = spawn(process.execPath, [...extra, first!, ...rest], {
     cwd: dir,
     env: { PATH: process.env.PATH, HOST: '127.0.0.1', PORT: String(port), ...env },

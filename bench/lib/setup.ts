@@ -15,8 +15,8 @@ export interface Stack {
   mintProxy: Child;
   upstream: Child;
   bare?: Child;
-  /** Starts a gateway on the given ledger engine, funded with one balance key. */
-  gateway(engine: Engine): Promise<GatewayRun>;
+  /** Starts a gateway on the given ledger engine, funded with one balance key; `extra` overrides settings. */
+  gateway(engine: Engine, extra?: Record<string, string>, root?: string): Promise<GatewayRun>;
   stop(): Promise<void>;
 }
 
@@ -75,14 +75,14 @@ export async function startStack(opts: { bare: boolean; fundSats: number }): Pro
     const bare = opts.bare ? await forkServer('bare-proxy.ts', { UPSTREAM_BASE_URL: upstream.url, UPSTREAM_CONNECTIONS: String(UPSTREAM_CONNECTIONS) }) : undefined;
     if (bare) started.push(bare);
 
-    const gateway = async (engine: Engine): Promise<GatewayRun> => {
+    const gateway = async (engine: Engine, extra: Record<string, string> = {}, root?: string): Promise<GatewayRun> => {
       if (engine === 'postgres' && !pg) {
         pg = await startPostgres();
         started.push(pg);
       }
       const gwDir = mkdtempSync(join(dir, `${engine}-`));
-      const env = operatorEnv(upstream.url, mintProxy.url, gwDir, pg && engine === 'postgres' ? await freshDatabase(pg.url) : undefined);
-      const proc = await startGateway(env, gwDir);
+      const env = { ...operatorEnv(upstream.url, mintProxy.url, gwDir, pg && engine === 'postgres' ? await freshDatabase(pg.url) : undefined), ...extra };
+      const proc = await startGateway(env, gwDir, root);
       try {
         const token = await mintBigToken(mint.url, mintProxy.url, opts.fundSats);
         const res = await fetch(`${proc.url}/v1/balance/create`, {

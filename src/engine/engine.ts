@@ -25,7 +25,14 @@ export type Payer =
   /** A Cashu token, redeemed to `creditTo` on first use. */
   | { kind: 'token'; token: TokenInfo; creditTo: string; oneShot: boolean; lockChangeTo?: string | undefined }
   /** A key already credited (an `sk-` key, a paid quote, a nutzap). */
-  | { kind: 'key'; keyHash: string; oneShot: boolean; lockChangeTo?: string | undefined };
+  | {
+      kind: 'key';
+      keyHash: string;
+      oneShot: boolean;
+      lockChangeTo?: string | undefined;
+      /** Admitted as a balance key, not a child: the run need not look for a child of that hash. */
+      balanceKey?: boolean;
+    };
 
 /** A request priced and ready to run, whichever door it came through. */
 export interface Job {
@@ -181,9 +188,13 @@ export class Engine {
     return price(estimate.wholeContext ? Math.max(counted, model.price.contextLength - maxCompletion) : counted);
   }
 
-  /** An `sk-` key that pays must exist and not be revoked; checked before anything is counted. */
-  async admit(payer: Payer): Promise<void> {
-    if (payer.kind === 'key' && !payer.oneShot) await this.#admitKey(payer.keyHash);
+  /**
+   * An `sk-` key that pays must exist and not be revoked; checked before anything is counted.
+   * Returns the payer as run should take it, knowing what the check read.
+   */
+  async admit(payer: Payer): Promise<Payer> {
+    if (payer.kind !== 'key' || payer.oneShot) return payer;
+    return (await this.#admitKey(payer.keyHash)) ? { ...payer, balanceKey: true } : payer;
   }
 
   /**
@@ -228,13 +239,15 @@ export class Engine {
     );
   }
 
-  async #admitKey(keyHash: string): Promise<void> {
+  /** Whether the key is a balance key (else a live child key); refuses any other. */
+  async #admitKey(keyHash: string): Promise<boolean> {
     const key = await this.#ledger.getKey(keyHash);
     if (key?.revoked) throw new EngineError('key_revoked', 'This API key has been revoked; its balance can still be refunded.');
-    if (key) return;
+    if (key) return true;
     const child = await this.#ledger.getChildKey(keyHash);
     if (!child) throw new EngineError('invalid_api_key', 'Invalid API key.');
     refuseDeadChild(child);
+    return false;
   }
 
   /**
@@ -283,7 +296,7 @@ export class Engine {
       keyHash = payer.keyHash;
     }
     const hold: Hold = { keyHash, reservationId: randomUUID(), oneShot: payer.oneShot, lockChangeTo: payer.lockChangeTo };
-    const child = payer.kind === 'key' && !payer.oneShot ? await this.#ledger.getChildKey(keyHash) : undefined;
+    const child = payer.kind === 'key' && !payer.oneShot && !payer.balanceKey ? await this.#ledger.getChildKey(keyHash) : undefined;
     if (child?.models && !child.models.includes(job.model.id)) {
       throw new EngineError('model_not_allowed', `This key may not use the model '${job.model.id}'; it may use: ${child.models.join(', ')}.`);
     }

@@ -92,8 +92,8 @@ const UNPAID_BODY_BYTES = 256 * 1024;
  * work on the body.
  */
 async function admit(deps: CompletionDeps, req: FastifyRequest): Promise<void> {
-  const payer = deps.engine.payerOf(req.credential);
-  if (payer.kind === 'key') await deps.engine.admit(payer);
+  let payer = deps.engine.payerOf(req.credential);
+  if (payer.kind === 'key') payer = await deps.engine.admit(payer);
   if (payer.kind === 'none') {
     const length = Number(req.headers['content-length'] ?? Number.NaN);
     if (!(length <= UNPAID_BODY_BYTES)) throw await deps.engine.unpaidBound(Number.isFinite(length) ? length : deps.bodyLimit);

@@ -149,6 +149,24 @@ const HOLD_CHILD = `UPDATE child_keys SET reserved = reserved + $1, total_reques
   WHERE hash = $2 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $3)
     AND (spend_limit IS NULL OR spent + reserved + $1 <= spend_limit)
   RETURNING parent_hash`;
+/**
+ * Settle of a balance key's reservation (not a child's) as one PostgreSQL statement: the same
+ * locks, reads and writes as the general path, in the same order (reservation and key, then a
+ * totals row). Returns no row when the reservation is not active or went through a child.
+ */
+const SETTLE_KEY = `WITH s AS (
+    SELECT r.key_hash, r.msats AS held, k.balance, k.reserved, LEAST($2::bigint, r.msats + k.balance - k.reserved) AS charged
+    FROM reservations r JOIN keys k ON k.hash = r.key_hash
+    WHERE r.id = $1 AND r.state = 'active' AND r.child_hash IS NULL
+    FOR UPDATE OF r, k),
+  k AS (UPDATE keys SET balance = keys.balance - s.charged, reserved = keys.reserved - s.held, total_spent = keys.total_spent + s.charged
+    FROM s WHERE keys.hash = s.key_hash),
+  r AS (UPDATE reservations SET state = CASE WHEN s.charged > 0 THEN 'charged' ELSE 'released' END, charged = s.charged,
+      input_tokens = $3, output_tokens = $4
+    FROM s WHERE reservations.id = $1),
+  e AS (INSERT INTO entries (key_hash, kind, msats, ref, created_at, via) SELECT s.key_hash, 'charge', s.charged, $1, $5, NULL FROM s WHERE s.charged > 0),
+  t AS (UPDATE totals SET charged = totals.charged + s.charged, balance = totals.balance - s.charged FROM s WHERE totals.shard = $6 AND s.charged > 0)
+  SELECT charged, balance, reserved, held FROM s`;
 const HISTORY_KINDS = `e.kind IN ('credit', 'charge', 'refund')`;
 
 class Replay extends Error {}
@@ -373,6 +391,17 @@ export class SqlLedger implements Ledger {
 
   async settle(reservationId: string, chargeMsats: number, usage?: SettledUsage): Promise<Settlement> {
     const now = Date.now();
+    if (this.#d.writableCte) {
+      // A balance key's settle in one statement: its locks are held for one round trip, not
+      // across the client's turns, so requests on one key do not queue behind each other.
+      const shard = Math.floor(Math.random() * SHARDS);
+      const row = await this.#one(SETTLE_KEY, [reservationId, chargeMsats, usage?.inputTokens ?? null, usage?.outputTokens ?? null, now, shard]);
+      if (row) {
+        const [charged, balance, reserved] = [row.charged as number, row.balance as number, row.reserved as number];
+        return { chargedMsats: charged, balance: balance - charged, reserved: reserved - (row.held as number) };
+      }
+      // Through a child, or not active: the general path below says which.
+    }
     // Which child, if any: fixed at reserve, so read before any lock, to lock the child first.
     const via = (await this.#one('SELECT child_hash FROM reservations WHERE id = $1', [reservationId]))?.child_hash as string | null | undefined;
     return this.#db.transaction(async (tx) => {
