@@ -69,6 +69,13 @@ async function snapshot(pid: number, dir: string): Promise<string> {
   }
 }
 
+/** Anonymous (heap, V8, malloc) against file-backed (the node binary, shared libraries) RSS. */
+function rssKinds(pid: number): string {
+  const st = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(st)?.[1] ?? 0) / 1024;
+  return `anonymous ${kb('RssAnon').toFixed(1)} MB, files ${kb('RssFile').toFixed(1)} MB`;
+}
+
 const BODY = JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'Benchmark: answer in ten words.' }], max_tokens: 16, stream: true });
 process.env.BENCH_GATEWAY_NODE_ARGS = `${process.env.BENCH_GATEWAY_NODE_ARGS ?? ''} --heapsnapshot-signal=SIGUSR2`;
 const stack = await startStack({ bare: false, fundSats: 1_000_000 });
@@ -81,9 +88,8 @@ try {
   // One paid request, streamed, so what a first request loads (the tokenizer) is counted in.
   const one = await request(url, { method: 'POST', headers, body: BODY });
   await one.body.text();
-  const afterOne = rssMb([gw.proc.pid]);
-  const idle = summarise(await snapshot(gw.proc.pid, dir));
   const idleRss = rssMb([gw.proc.pid]);
+  const idleKinds = rssKinds(gw.proc.pid);
   // Streams held open: the upstream sends its first chunk, then waits a minute per chunk.
   await stack.upstream.ask({ cmd: 'chunkDelay', chunkDelayMs: 60_000 });
   const agent = new Agent({ connections: N + 10 });
@@ -92,32 +98,36 @@ try {
   const bodies: Array<{ destroy(): void }> = [];
   for (let i = 0; i < N; i++) {
     open.push(
-      request(url, { method: 'POST', headers, body: BODY, dispatcher: agent }).then(async (r) => {
-        bodies.push(r.body);
-        for await (const _ of r.body) {
-          started++;
-          break;
-        }
-      }).catch(() => {}),
+      request(url, { method: 'POST', headers, body: BODY, dispatcher: agent })
+        .then((r) => {
+          bodies.push(r.body);
+          // Counted at its first chunk and read on; leaving the loop would close the stream.
+          r.body.once('data', () => started++);
+          r.body.resume();
+          return new Promise<void>((res) => r.body.once('close', () => res()).once('error', () => res()));
+        })
+        .catch(() => {}),
     );
   }
   const deadline = Date.now() + 120_000;
   while (started < N && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+  // RSS before any snapshot: writing one grows the process by far more than a stream does.
   const busyRss = rssMb([gw.proc.pid]);
   const busy = summarise(await snapshot(gw.proc.pid, dir));
-  console.log(`engine ${values.engine}; RSS at start ${idleStart.toFixed(1)} MB, after one streamed request ${afterOne.toFixed(1)} MB`);
-  console.log(`idle: RSS ${idleRss.toFixed(1)} MB, live heap ${(idle.total / 1048576).toFixed(1)} MB`);
-  console.log(`${started} open streams: RSS ${busyRss.toFixed(1)} MB, live heap ${(busy.total / 1048576).toFixed(1)} MB`);
-  console.log(`per open stream: ${((busy.total - idle.total) / started / 1024).toFixed(1)} KiB of heap, ${(((busyRss - idleRss) * 1048576) / started / 1024).toFixed(1)} KiB of RSS`);
-  const top = Number(values.top);
-  console.log(`\nidle heap, largest ${top}:`);
-  for (const [k, v] of [...idle.by].sort((a, b) => b[1].bytes - a[1].bytes).slice(0, top)) console.log(`${(v.bytes / 1048576).toFixed(2).padStart(8)} MB ${String(v.count).padStart(8)}  ${k}`);
-  console.log(`\ngrowth per open stream, largest ${top}:`);
-  const growth = [...busy.by].map(([k, v]) => [k, v.bytes - (idle.by.get(k)?.bytes ?? 0), v.count - (idle.by.get(k)?.count ?? 0)] as const);
-  for (const [k, b, c] of growth.sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`${(b / started).toFixed(0).padStart(8)} B ${(c / started).toFixed(1).padStart(6)} objs  ${k}`);
   for (const b of bodies) b.destroy();
   await Promise.all(open);
   await agent.close();
+  await new Promise((r) => setTimeout(r, 1000));
+  const idle = summarise(await snapshot(gw.proc.pid, dir));
+  console.log(`engine ${values.engine}; RSS at start ${idleStart.toFixed(1)} MB, after one streamed request ${idleRss.toFixed(1)} MB (${idleKinds})`);
+  console.log(`${started} open streams: RSS ${busyRss.toFixed(1)} MB, live heap ${(busy.total / 1048576).toFixed(1)} MB; once closed, live heap ${(idle.total / 1048576).toFixed(1)} MB`);
+  console.log(`per open stream: ${((busy.total - idle.total) / started / 1024).toFixed(1)} KiB of live heap, ${(((busyRss - idleRss) * 1048576) / started / 1024).toFixed(1)} KiB of RSS`);
+  const top = Number(values.top);
+  console.log(`\nlive heap with no stream open, largest ${top}:`);
+  for (const [k, v] of [...idle.by].sort((a, b) => b[1].bytes - a[1].bytes).slice(0, top)) console.log(`${(v.bytes / 1048576).toFixed(2).padStart(8)} MB ${String(v.count).padStart(8)}  ${k}`);
+  console.log(`\nper open stream, largest ${top}:`);
+  const growth = [...busy.by].map(([k, v]) => [k, v.bytes - (idle.by.get(k)?.bytes ?? 0), v.count - (idle.by.get(k)?.count ?? 0)] as const);
+  for (const [k, b, c] of growth.sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`${(b / started).toFixed(0).padStart(8)} B ${(c / started).toFixed(1).padStart(6)} objs  ${k}`);
   for (const f of readdirSync(dir)) if (f.endsWith('.heapsnapshot')) rmSync(join(dir, f));
   await gw.stop();
 } finally {
