@@ -110,6 +110,22 @@ describe('paid requests, billed from the model’s own tokens', () => {
     expect((await info(token)).balance).toBe(100_000 - cost(prompt, 6));
   });
 
+  it('says the answer stopped, not that it ran out, when the model ends it before max_tokens', async () => {
+    const token = await mintToken(mintUrl, 100);
+    const turns: Array<[string, string]> = [['system', system], ['user', 'Hi']];
+    const r = await client(token).chat.completions.create({
+      model: MODEL,
+      temperature: 0,
+      max_tokens: 60,
+      messages: turns.map(([role, content]) => ({ role: role as 'system' | 'user', content })),
+    });
+    const used = r.usage!.completion_tokens;
+    // SmolLM2 greets back in a short sentence and closes its turn well before 60 tokens.
+    expect(used).toBeLessThan(60);
+    expect(r.choices[0]!.finish_reason).toBe('stop');
+    expect((await info(token)).balance).toBe(100_000 - cost(promptTokens(turns), used));
+  });
+
   it('streams, and the closing usage is the model’s count of what it sent', async () => {
     const token = await mintToken(mintUrl, 100);
     const turns: Array<[string, string]> = [['system', system], ['user', count]];

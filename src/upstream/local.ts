@@ -253,7 +253,9 @@ async function generate(
     }
   }
   if (!cutter.stopped) emit(cutter.push(flush()) + cutter.flush());
-  if (stopped() && finish === 'length' && generated.length < maxTokens) finish = 'stop';
+  // Short of max_tokens, the answer stopped: the caller left, or llama.cpp ended the turn at an
+  // end-of-generation token without yielding it to the loop.
+  if (finish === 'length' && generated.length < maxTokens) finish = 'stop';
   return { completionTokens: generated.length, finish };
 }
 
