@@ -6,6 +6,8 @@ import { externalInvoice } from './support/invoice.ts';
 import { LnurlDouble } from './support/lnurl.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
 import { allowedAddress, PeerFetch } from '../src/net/peer-fetch.ts';
+import { decodeBolt11 } from '../src/net/bolt11.ts';
+import { bech32 } from '@scure/base';
 
 /**
  * A hostile review of child keys, refunds to Lightning and the peer rules, each attack written as
@@ -38,7 +40,8 @@ const free = async (hash: string) => {
 
 describe('a refund race: the balance leaves once', () => {
   it('a refund to a Lightning invoice and one as a token at once: what both paid out and what is left is the balance, to the msat', async () => {
-    for (let round = 0; round < 3; round++) {
+    // Whichever lands first, the other is refused or takes only what is left (one round: cheap).
+    {
       const { key, hash } = await fundedKey(s.gw, s.mintUrl, 60);
       const invoice = externalInvoice(20);
       const before = await s.gw.ledger.totals();
@@ -64,6 +67,31 @@ describe('a refund race: the balance leaves once', () => {
       const after = await s.gw.ledger.totals();
       expect(after.refunded - before.refunded).toBe(60_000 - left);
     }
+  });
+});
+
+describe('BOLT 11 amounts in every multiplier', () => {
+  /** An invoice with a valid bech32 checksum and `hrp`: what the gateway reads before any mint sees it. */
+  const forged = (hrp: string) => bech32.encode(hrp, bech32.toWords(new Uint8Array(120)), false);
+
+  it('reads m, u, n and p as BOLT 11 says; a sub-msat or zero-led amount is refused', () => {
+    expect(decodeBolt11(forged('lnbc2m')).amountMsats).toBe(200_000_000n);
+    expect(decodeBolt11(forged('lnbc2500u')).amountMsats).toBe(250_000_000n);
+    expect(decodeBolt11(forged('lnbc15n')).amountMsats).toBe(1_500n);
+    expect(decodeBolt11(forged('lnbcrt10p')).amountMsats).toBe(1n);
+    expect(decodeBolt11(forged('lnbc1')).amountMsats).toBe(100_000_000_000n);
+    expect(() => decodeBolt11(forged('lnbc1p'))).toThrow(/below one msat/);
+    expect(() => decodeBolt11(forged('lnbc015n'))).toThrow(/leading zeros/);
+    expect(() => decodeBolt11(forged('lnxy15n'))).toThrow(/unknown prefix/);
+  });
+
+  it('a sat key is not refunded to an invoice for a fraction of a sat: refused before the mint is asked, nothing moved', async () => {
+    const { key, hash } = await fundedKey(s.gw, s.mintUrl, 10);
+    await expectUntouched(s.gw, hash, async () => {
+      const r = await call('POST', '/v1/balance/refund', bearer(key), { invoice: forged('lnbc15n') });
+      expect([r.status, r.json.error.code]).toEqual([400, 'invalid_invoice']);
+    });
+    expect(await s.gw.ledger.latestMelt(hash)).toBeUndefined();
   });
 });
 
