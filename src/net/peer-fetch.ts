@@ -34,8 +34,10 @@ for (const [net, bits] of [
   ['192.0.0.0', 24], ['192.0.2.0', 24], ['192.88.99.0', 24], ['192.168.0.0', 16], ['198.18.0.0', 15], ['198.51.100.0', 24],
   ['203.0.113.0', 24], ['224.0.0.0', 3],
 ] as const) NOT_PUBLIC.addSubnet(net, bits, 'ipv4');
+// ::/96 holds :: and ::1 and the IPv4-compatible ::a.b.c.d, ::ffff:0:0:0/96 SIIT's IPv4-translated
+// ::ffff:0:a.b.c.d: wherever a host maps either to IPv4 they reach the address inside.
 for (const [net, bits] of [
-  ['::', 127], ['64:ff9b::', 96], ['64:ff9b:1::', 48], ['100::', 64], ['2001::', 23], ['2001:db8::', 32], ['2002::', 16],
+  ['::', 96], ['::ffff:0:0:0', 96], ['64:ff9b::', 96], ['64:ff9b:1::', 48], ['100::', 64], ['2001::', 23], ['2001:db8::', 32], ['2002::', 16],
   ['fc00::', 7], ['fe80::', 10], ['fec0::', 10], ['ff00::', 8],
 ] as const) NOT_PUBLIC.addSubnet(net, bits, 'ipv6');
 
