@@ -1,18 +1,7 @@
-/**
- * Prices are integers in micro-msats (1e-6 msat) per token so that sub-msat rates, common for
- * cheap models, stay exact; every charge is rounded up to a whole msat per part.
- */
-export interface Price {
-  promptRate: number;
-  completionRate: number;
-  /** Input read from the provider's cache; the prompt rate when not set. */
-  cachedRate?: number | undefined;
-  /** Input written to the provider's cache; the prompt rate when not set. */
-  cacheWriteRate?: number | undefined;
-  /** A fee per request, in micro-msats. */
-  requestFee?: number | undefined;
-  /** A fee per image in the prompt, in micro-msats. */
-  imageFee?: number | undefined;
+import type { PriceRate } from '../upstream/upstreams.ts';
+
+/** A model's rates (upstream/upstreams.ts: what the operator set), and what it can take. */
+export interface Price extends PriceRate {
   maxCompletionTokens: number;
   contextLength: number;
 }

@@ -56,12 +56,20 @@ const fileSchema = z.strictObject({
     .min(1),
 });
 
+/**
+ * Prices are integers in micro-msats (1e-6 msat) per token so that sub-msat rates, common for
+ * cheap models, stay exact; every charge is rounded up to a whole msat per part.
+ */
 export interface PriceRate {
   promptRate: number;
   completionRate: number;
+  /** Input read from the provider's cache; the prompt rate when not set. */
   cachedRate?: number | undefined;
+  /** Input written to the provider's cache; the prompt rate when not set. */
   cacheWriteRate?: number | undefined;
+  /** A fee per request, in micro-msats. */
   requestFee?: number | undefined;
+  /** A fee per image in the prompt, in micro-msats. */
   imageFee?: number | undefined;
 }
 
