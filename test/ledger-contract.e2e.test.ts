@@ -229,6 +229,23 @@ describe('offline (locked) proofs and sweeps', () => {
     expect([t.credited, t.fees, t.balances]).toEqual([7_000, 1_000, 7_000]);
     await ledger.abandonSweep('sw3');
   });
+
+  it('puts a proof back as it was stored, locked or not, whatever its secret looks like', async () => {
+    // The ledger is told which proofs are locked (acceptLocked); it never reads their secrets.
+    const plain = { ...proof(4), secret: `["P2PK",{"nonce":"${++n}","data":"02aa"}]` };
+    const tokenHash = 'looks-locked';
+    expect(await ledger.startRedemption({ tokenHash, keyHash: 'k', opId: 'rx', mint: MINT, unit: 'sat', inputs: [proof(4)], outputs: [] })).toEqual({ started: true });
+    await ledger.finishRedemption({ tokenHash, opId: 'rx', proofs: [plain], creditMsats: 4_000 });
+    const offline = { ...proof(8), secret: `offline-${++n}` };
+    expect(await ledger.acceptLocked({ tokenHash: 'off', keyHash: 'other', mint: MINT, unit: 'sat', proofs: [offline], creditMsats: 8_000 })).toBe('accepted');
+    const both = await ledger.startRefund({ keyHash: 'k', opId: 'op', refundId: 'rf', mints: [MINT], extra: 5 });
+    if (both.kind !== 'started') throw new Error(both.kind);
+    expect(secrets(both.inputs)).toEqual(secrets([plain, offline]));
+    await ledger.abandonRefund('op');
+    expect(await ledger.unspentCounts(MINT, 'sat')).toEqual(new Map([[4, 1]]));
+    expect(secrets(await ledger.startSweep({ opId: 'sw', mint: MINT, unit: 'sat', limit: 10 }))).toEqual([offline.secret]);
+    await ledger.abandonSweep('sw');
+  });
 });
 
 describe('reserve and settle', () => {
@@ -750,6 +767,10 @@ describe('running totals', () => {
     await fund('k', [8, 2]);
     await earn(3_000, [4]);
     expect(await ledger.reserve('k', 2_000, 'held')).toBe(true);
+    // A locked proof set aside when the flag did not exist yet must still go back as locked.
+    const locked = proof(8, true);
+    expect(await ledger.acceptLocked({ tokenHash: 'off', keyHash: 'other', mint: MINT, unit: 'sat', proofs: [locked], creditMsats: 8_000 })).toBe('accepted');
+    expect(await ledger.startSweep({ opId: 'sw', mint: MINT, unit: 'sat', limit: 10 })).toHaveLength(1);
     const before = await ledger.totals();
     for (const l of handles.splice(0)) await l.close();
     // Back to the schema before running totals, as a database deployed before them is.
@@ -761,6 +782,8 @@ describe('running totals', () => {
       'DROP INDEX entries_via',
       'ALTER TABLE entries DROP COLUMN via',
       ...['child_hash', 'model', 'input_tokens', 'output_tokens'].map((c) => `ALTER TABLE reservations DROP COLUMN ${c}`),
+      // And the proofs' locked flag, back-filled from the secrets of the proofs that need it.
+      'ALTER TABLE proofs DROP COLUMN locked',
       'UPDATE schema_version SET version = 5',
     ];
     if (url.startsWith('sqlite:')) {
@@ -775,7 +798,12 @@ describe('running totals', () => {
     }
     ledger = await open();
     expect(await ledger.totals()).toEqual(before);
-    expect(before).toMatchObject({ credited: 13_000, charged: 3_000, balances: 8_000, reserved: 2_000 });
+    expect(before).toMatchObject({ credited: 21_000, charged: 3_000, balances: 16_000, reserved: 2_000 });
     await ledger.settle('held', 2_000);
+    await ledger.abandonSweep('sw');
+    // Back among the locked, not among our own (whose one 8 is from fund()).
+    expect((await ledger.unspentCounts(MINT, 'sat')).get(8)).toBe(1);
+    expect(secrets(await ledger.startSweep({ opId: 'sw2', mint: MINT, unit: 'sat', limit: 10 }))).toEqual([locked.secret]);
+    await ledger.abandonSweep('sw2');
   });
 });

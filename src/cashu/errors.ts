@@ -55,3 +55,19 @@ export class CashuError extends Error {
     this.extra = opts.extra ?? {};
   }
 }
+
+export function mintUnreachable(retryAfterSec = 5): CashuError {
+  return new CashuError('cashu_mint_unreachable', 'The Cashu mint could not be reached; your token was not spent. Try again shortly.', { retryAfter: retryAfterSec });
+}
+
+export function alreadySpent(): CashuError {
+  return new CashuError('cashu_token_already_spent', 'This Cashu token has already been spent.');
+}
+
+export function invalidToken(why: string): CashuError {
+  return new CashuError('invalid_cashu_token', `The Cashu token is not valid: ${why}`);
+}
+
+export function keyBusy(): CashuError {
+  return new CashuError('request_in_progress', 'A request on this key is still running; retry when it ends.', { retryAfter: 2 });
+}

@@ -18,7 +18,8 @@ import { PeerError, type PeerFetch } from '../net/peer-fetch.ts';
 import { crashPoint } from './crash.ts';
 import { NativeOutputData, nativeOutputs } from './dleq.ts';
 import type { TokenInfo } from './token.ts';
-import { toStored, type CashuWallets, type ForeignIntake } from './wallet.ts';
+import type { CashuWallets, ForeignIntake } from './wallet.ts';
+import { toStored } from './proofs.ts';
 
 /**
  * What a Lightning swap from an untrusted mint journals before the foreign mint is asked to melt:

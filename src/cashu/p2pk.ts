@@ -65,3 +65,8 @@ export function spendableOnlyByUs(proof: Proof, keyset: HasKeysetKeys, ourPubkey
   }
   return hasValidProofDleq(proof, keyset);
 }
+
+/** Proofs locked to the gateway's key (taken offline) carry a NUT-10 P2PK secret; ours never do. */
+export function isLocked(p: Pick<Proof, 'secret'>): boolean {
+  return p.secret.startsWith('["P2PK"');
+}

@@ -387,14 +387,6 @@ export function pickPlan(
   return plan;
 }
 
-/** Proofs locked to the gateway's key (taken offline) carry a NUT-10 P2PK secret; ours never do. */
-export function isLocked(p: Pick<StoredProof, 'secret'>): boolean {
-  return p.secret.startsWith('["P2PK"');
-}
-
-/** The state a proof set aside for an operation returns to if the operation does not happen. */
-export const RELEASED_STATE_SQL = `CASE WHEN secret LIKE '["P2PK"%' THEN 'locked' ELSE 'unspent' END`;
-
 /** What a swap cost in mint fees, in the keyset's unit: value in, minus value kept and paid out. */
 export function swapFee(inputs: StoredProof[], keep: StoredProof[], paidOut: number): number {
   let fee = -paidOut;

@@ -2,7 +2,6 @@ import { randomUUID } from 'node:crypto';
 import {
   MSATS_PER,
   OPERATOR,
-  RELEASED_STATE_SQL,
   meltFee,
   pickPlan,
   swapFee,
@@ -77,6 +76,11 @@ const SHARED_MIGRATIONS: readonly string[] = [
    ALTER TABLE entries ADD COLUMN via TEXT;
    CREATE INDEX entries_key ON entries(key_hash, id);
    CREATE INDEX entries_via ON entries(via, id) WHERE via IS NOT NULL;`,
+  // Whether a proof is locked to the gateway's key is a flag the ledger is told (acceptLocked), so
+  // it never reads a secret's format. Rows from before the flag are the last it reads: locked ones,
+  // and those set aside that carry a NUT-10 P2PK secret (ours are never locked to anyone else).
+  `ALTER TABLE proofs ADD COLUMN locked BOOLEAN NOT NULL DEFAULT FALSE;
+   UPDATE proofs SET locked = TRUE WHERE state = 'locked' OR (state = 'pending' AND secret LIKE '["P2PK"%');`,
 ];
 
 type EntryKind = 'credit' | 'charge' | 'refund' | 'withdraw' | 'fee';
@@ -126,8 +130,11 @@ class Postings {
   }
 }
 
-const INSERT_PROOF = `INSERT INTO proofs (secret, mint, unit, keyset_id, amount, c, dleq, state, op_id, created_at)
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`;
+/** A proof stored as `locked` (taken offline, locked to our key) keeps that flag for good. */
+const INSERT_PROOF = `INSERT INTO proofs (secret, mint, unit, keyset_id, amount, c, dleq, state, op_id, created_at, locked)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $8 = 'locked')`;
+/** The state a proof set aside for an operation returns to if the operation does not happen. */
+const RELEASED = `CASE WHEN locked THEN 'locked' ELSE 'unspent' END`;
 const INSERT_OP = `INSERT INTO mint_ops (id, kind, mint, unit, state, key_hash, token_hash, inputs, outputs, created_at, updated_at)
   VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9, $9)`;
 const INSERT_TOKEN = `INSERT INTO tokens (hash, key_hash, op_id, state, msats, created_at) VALUES ($1, $2, $3, $4, $5, $6)
@@ -223,7 +230,7 @@ export class SqlLedger implements Ledger {
   }
 
   async #release(tx: Sql, opId: string): Promise<void> {
-    await tx.query(`UPDATE proofs SET state = ${RELEASED_STATE_SQL}, op_id = NULL WHERE op_id = $1 AND state = 'pending'`, [opId]);
+    await tx.query(`UPDATE proofs SET state = ${RELEASED}, op_id = NULL WHERE op_id = $1 AND state = 'pending'`, [opId]);
   }
 
   /** Ends a pending op; undefined if it was not pending (someone else ended it). */
@@ -638,7 +645,7 @@ export class SqlLedger implements Ledger {
       );
       if (res.count !== 1) throw new Error(`mint op ${opId} is not pending`);
       await tx.query(
-        `UPDATE proofs SET state = ${RELEASED_STATE_SQL}, op_id = NULL WHERE op_id = $1 AND state = 'pending' AND NOT (${this.#d.anyOf('secret', 2)})`,
+        `UPDATE proofs SET state = ${RELEASED}, op_id = NULL WHERE op_id = $1 AND state = 'pending' AND NOT (${this.#d.anyOf('secret', 2)})`,
         [opId, this.#d.array(swapped.map((p) => p.secret))],
       );
     });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { isLocked, meltFee, pickPlan, swapFee, type StoredProof } from '../../src/ledger/ledger.ts';
+import { meltFee, pickPlan, swapFee, type StoredProof } from '../../src/ledger/ledger.ts';
 
 /** The plan as a plain object, largest denomination first, so a stray zero entry shows. */
 const plan = (counts: Array<[number, number]>, amount: number) => {
@@ -102,14 +102,5 @@ describe('meltFee', () => {
   it('shows a mint that returned more than it was owed as a negative fee', () => {
     expect(meltFee(proofs(8), [], 10)).toBe(-2);
     expect(meltFee(proofs(8), proofs(4), 5)).toBe(-1);
-  });
-});
-
-describe('isLocked', () => {
-  it('tells a NUT-10 P2PK secret from a plain one', () => {
-    expect(isLocked({ secret: '["P2PK",{"nonce":"ab","data":"02cd"}]' })).toBe(true);
-    expect(isLocked({ secret: '9f2c4e' })).toBe(false);
-    expect(isLocked({ secret: '["HTLC",{"nonce":"ab","data":"02cd"}]' })).toBe(false);
-    expect(isLocked({ secret: 'x["P2PK"' })).toBe(false);
   });
 });

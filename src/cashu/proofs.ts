@@ -1,0 +1,44 @@
+import { Amount, OutputData, type OutputDataLike, type Proof, type SerializedOutputData } from '@cashu/cashu-ts';
+import type { Ledger, StoredProof, Unit } from '../ledger/ledger.ts';
+
+/** A journaled blinded output; `send` marks the outputs that become the user's refund token. */
+export interface JournaledOutput {
+  send: boolean;
+  o: SerializedOutputData;
+}
+
+/** Blinded outputs as the journal keeps them, written before the mint is called. */
+export function journaled(outputs: readonly OutputDataLike[] | undefined, send = false): JournaledOutput[] {
+  return (outputs ?? []).map((o) => ({ send, o: OutputData.serialize(o) }));
+}
+
+export function toStored(p: Pick<Proof, 'id' | 'secret' | 'C' | 'dleq'> & { amount: Amount | number }): StoredProof {
+  const amount = typeof p.amount === 'number' ? p.amount : p.amount.toNumber();
+  return { id: p.id, amount, secret: p.secret, C: p.C, dleq: p.dleq };
+}
+
+export function toProof(p: StoredProof): Proof {
+  const proof: Proof = { id: p.id, amount: Amount.from(p.amount), secret: p.secret, C: p.C };
+  if (p.dleq) proof.dleq = p.dleq as Proof['dleq'];
+  return proof;
+}
+
+export function sum(proofs: StoredProof[]): number {
+  let s = 0;
+  for (const p of proofs) s += p.amount;
+  return s;
+}
+
+/**
+ * The unspent proofs we hold, as cashu-ts wants them to split what we keep: it tops up each
+ * denomination to the wallet's `denominationTarget` first, smallest first (the change float).
+ */
+export async function proofsWeHave(ledger: Ledger, mint: string, unit: Unit, changeFloat: number): Promise<Array<{ amount: number }> | undefined> {
+  if (changeFloat <= 0) return undefined;
+  // cashu-ts shapes the split only when told of some proof; a zero amount matches no denomination.
+  const have: Array<{ amount: number }> = [{ amount: 0 }];
+  for (const [amount, n] of await ledger.unspentCounts(mint, unit)) {
+    for (let i = 0; i < Math.min(n, changeFloat); i++) have.push({ amount });
+  }
+  return have;
+}

@@ -1,0 +1,109 @@
+import { randomUUID } from 'node:crypto';
+import type { SwapPreview, Wallet } from '@cashu/cashu-ts';
+import type { StoredProof, Unit } from '../ledger/ledger.ts';
+import { CashuError } from './errors.ts';
+import { nativeOutputs } from './dleq.ts';
+import { journaled, proofsWeHave, toProof, toStored } from './proofs.ts';
+import type { Parts } from './parts.ts';
+
+/**
+ * Redeems the locked proofs taken offline, with our key: until then they are only as good as the
+ * lock, so this runs well before any locktime. The swap also tops up the change float.
+ */
+export class Sweep {
+  readonly #p: Parts;
+  /** How soon after locked proofs arrive they are redeemed (0: only by the periodic sweep). */
+  readonly #delayMs: number;
+  #timer: NodeJS.Timeout | undefined;
+  #running: Promise<void> | undefined;
+  #again = false;
+
+  constructor(parts: Parts, delayMs: number) {
+    this.#p = parts;
+    this.#delayMs = delayMs;
+  }
+
+  /** Cancels the sweep scheduled for locked proofs and waits for one already running. */
+  async stop(): Promise<void> {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#again = false;
+    await this.#running;
+  }
+
+  /** Sweeps every trusted mint and unit, in batches; returns how many proofs were redeemed. */
+  async all(batch = 100): Promise<number> {
+    let swept = 0;
+    for (const mint of this.#p.mints.urls) {
+      for (const unit of ['sat', 'msat'] as const) {
+        for (;;) {
+          const opId = randomUUID();
+          const inputs = await this.#p.ledger.startSweep({ opId, mint, unit, limit: batch });
+          if (inputs.length === 0) break;
+          // One mint or unit failing must not stop the others from being swept.
+          if (!(await this.#batch(opId, mint, unit, inputs))) break;
+          swept += inputs.length;
+        }
+      }
+    }
+    return swept;
+  }
+
+  /**
+   * Redeems locked proofs shortly after they arrive, off the request path: one sweep at a time,
+   * batching whatever arrives meanwhile.
+   */
+  soon(): void {
+    if (this.#delayMs <= 0 || this.#timer) return;
+    if (this.#running) {
+      this.#again = true;
+      return;
+    }
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#running = this.all()
+        .then(() => undefined, (e: Error) => this.#p.log.error({ err: e.message }, 'sweep failed'))
+        .finally(() => {
+          this.#running = undefined;
+          if (this.#again) {
+            this.#again = false;
+            this.soon();
+          }
+        });
+    }, this.#delayMs);
+    this.#timer.unref();
+  }
+
+  /** Whether the batch was redeemed; if not, it is back among the locked, or left to recovery. */
+  async #batch(opId: string, mint: string, unit: Unit, inputs: StoredProof[]): Promise<boolean> {
+    const { ledger, log, mints, journal, p2pk } = this.#p;
+    let wallet: Wallet;
+    let preview: SwapPreview;
+    try {
+      wallet = await mints.wallet(mint, unit);
+      const have = await proofsWeHave(ledger, mint, unit, this.#p.changeFloat);
+      preview = await wallet.prepareSwapToReceive(inputs.map(toProof), have && { proofsWeHave: have }, nativeOutputs);
+    } catch (e) {
+      await ledger.abandonSweep(opId);
+      log.warn({ mint, err: (e as Error).message }, 'locked proofs not redeemed this time');
+      return false;
+    }
+    await ledger.journalOutputs(opId, journaled(preview.keepOutputs), inputs);
+    try {
+      // A refusal is final: recovery marks the inputs the mint says are spent, so the next sweep
+      // does not pick them again, and puts the others back.
+      return await journal.send({ id: opId, kind: 'sweep', mint }, () => wallet.completeSwap(preview, p2pk.privkey), {
+        answer: async ({ keep }) => {
+          await ledger.finishSweep(opId, keep.map(toStored));
+          return true;
+        },
+        done: async () => true,
+        failed: () => false,
+      });
+    } catch (e) {
+      // The mint is down, or the swap may still land: the next sweep, or recovery, settles it.
+      if (e instanceof CashuError) return false;
+      throw e;
+    }
+  }
+}
