@@ -26,16 +26,21 @@ export function loadP2pkKey(configured: string | undefined, dataDir: string): P2
   return fromPriv(privkey);
 }
 
-/** The x-only key (hex, lower case) a NUT-11 P2PK proof is locked to; undefined for any other proof. */
-export function lockedTo(proof: Pick<Proof, 'secret'>): string | undefined {
-  let secret: unknown;
+/** A NUT-11 P2PK secret's body: its key (`data`) and tags; undefined for any other secret. */
+function p2pk(secret: string): { data?: unknown; tags?: unknown } | undefined {
+  let parsed: unknown;
   try {
-    secret = JSON.parse(proof.secret);
+    parsed = JSON.parse(secret);
   } catch {
     return undefined;
   }
-  if (!Array.isArray(secret) || secret[0] !== 'P2PK' || !secret[1] || typeof secret[1] !== 'object') return undefined;
-  const data = (secret[1] as { data?: unknown }).data;
+  if (!Array.isArray(parsed) || parsed[0] !== 'P2PK' || !parsed[1] || typeof parsed[1] !== 'object') return undefined;
+  return parsed[1] as { data?: unknown; tags?: unknown };
+}
+
+/** The x-only key (hex, lower case) a NUT-11 P2PK proof is locked to; undefined for any other proof. */
+export function lockedTo(proof: Pick<Proof, 'secret'>): string | undefined {
+  const data = p2pk(proof.secret)?.data;
   return typeof data === 'string' && data.length === 66 ? data.slice(2).toLowerCase() : undefined;
 }
 
@@ -45,14 +50,9 @@ export function lockedTo(proof: Pick<Proof, 'secret'>): string | undefined {
  * redeem it, any locktime far enough away, and a valid DLEQ (NUT-12) proving the mint signed it.
  */
 export function spendableOnlyByUs(proof: Proof, keyset: HasKeysetKeys, ourPubkey: string, notBefore: number): boolean {
-  let secret: unknown;
-  try {
-    secret = JSON.parse(proof.secret);
-  } catch {
-    return false;
-  }
-  if (!Array.isArray(secret) || secret[0] !== 'P2PK' || !secret[1] || typeof secret[1] !== 'object') return false;
-  const { data, tags } = secret[1] as { data?: unknown; tags?: unknown };
+  const secret = p2pk(proof.secret);
+  if (!secret) return false;
+  const { data, tags } = secret;
   // Keys are compared by x-coordinate, as NUT-11 does.
   if (typeof data !== 'string' || data.length !== 66 || data.slice(2).toLowerCase() !== ourPubkey.slice(2)) return false;
   for (const tag of (tags ?? []) as unknown[]) {
