@@ -252,3 +252,33 @@ describe('a float of change (CHANGE_FLOAT_PROOFS) topped up by redeeming locked 
   });
 });
 
+
+describe('an unlocked X-Cashu token', () => {
+  it('asks the mint once, the swap that redeems it: the change adds up from what that swap returned', async () => {
+    const fresh = await startGateway(mintUrl, upstream);
+    const pay = async (token: string) => {
+      const res = await fetch(`${fresh.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-cashu': token },
+        body: JSON.stringify(body),
+      });
+      const json = (await res.json()) as Record<string, any>;
+      expect(res.status).toBe(200);
+      return { change: res.headers.get('x-cashu')!, cost: json.usage.cost.total_msats as number };
+    };
+    try {
+      // An unpaid request loads the gateway's view of the mint (info, keysets, keys) and stores nothing.
+      const unpaid = await fetch(`${fresh.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      expect(unpaid.status).toBe(402);
+      for (const amount of [64, 100, 37, 21, 129]) {
+        const token = await mintToken(mintUrl, amount);
+        let paid!: Awaited<ReturnType<typeof pay>>;
+        expect(await mintCallsDuring(async () => (paid = await pay(token)))).toEqual(['POST /v1/swap']);
+        expect(await receive(mintUrl, paid.change)).toBe(Math.floor((amount * 1000 - paid.cost) / 1000));
+      }
+      await expectMoneyConserved(fresh);
+    } finally {
+      await fresh.close();
+    }
+  });
+});

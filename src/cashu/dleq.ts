@@ -107,6 +107,11 @@ const randomOutput: OutputDataFactory = (amount: AmountLike, keys: HasKeysetKeys
 /** Random outputs, their signatures handled natively. */
 export const nativeOutputs: OutputType = { type: 'factory', factory: randomOutput };
 
+/** The same, split into `denominations` first (the rest as cashu-ts splits it). */
+export function nativeOutputsSplit(denominations: number[]): OutputType {
+  return { type: 'factory', factory: randomOutput, denominations };
+}
+
 /** Outputs locked to `pubkey` (NUT-11), their signatures handled natively. */
 export function nativeLockedOutputs(pubkey: string): OutputType {
   return { type: 'factory', factory: (amount, keys) => NativeOutputData.from(OutputData.createSingleP2PKData({ pubkey }, amount, keys.id)) };

@@ -42,3 +42,20 @@ export async function proofsWeHave(ledger: Ledger, mint: string, unit: Unit, cha
   }
   return have;
 }
+
+/**
+ * The first denominations of `amount` so that every smaller amount adds up exactly from its
+ * proofs: 1, 2, 4… while they fit (the rest is split as usual, in powers of two no larger than
+ * what came before plus one). Change after a request is then paid from what the swap that
+ * redeemed its token returned, with no second swap.
+ */
+export function changeReady(amount: number, denominations: readonly number[]): number[] {
+  const have = new Set(denominations);
+  const out: number[] = [];
+  let total = 0;
+  for (let d = 1; have.has(d) && total + d <= amount; d *= 2) {
+    out.push(d);
+    total += d;
+  }
+  return out;
+}

@@ -7,8 +7,8 @@ import { CashuError, alreadySpent, invalidToken, mintUnreachable } from './error
 import { lockedTo, spendableOnlyByUs, type P2pkKey } from './p2pk.ts';
 import { crashPoint } from './crash.ts';
 import { decodeWithKeysets } from './keysets.ts';
-import { nativeOutputs } from './dleq.ts';
-import { journaled, sum, toStored } from './proofs.ts';
+import { nativeOutputs, nativeOutputsSplit } from './dleq.ts';
+import { changeReady, journaled, sum, toStored } from './proofs.ts';
 import type { Parts } from './parts.ts';
 
 /** NUT-00 error codes for proofs already spent, or being spent. */
@@ -80,7 +80,10 @@ export class Receive {
       // The swap is what proves these proofs; checking their DLEQs first (cashu-ts does whenever
       // they are present) would only cost four curve multiplications each.
       // The token may name the mint by an alias; inspectToken already decided which mint it is.
-      preview = await wallet.prepareSwapToReceive({ ...token, mint: wallet.mint.mintUrl, proofs: proofs.map(({ dleq: _, ...p }) => p) }, undefined, nativeOutputs);
+      // What it keeps is split so that any change adds up from it: no second swap to pay change.
+      const kept = sum(proofs.map(toStored)) - wallet.getFeesForProofs(proofs).toNumber();
+      const split = changeReady(kept, Object.keys(wallet.keyChain.getCheapestKeyset().keys).map(Number));
+      preview = await wallet.prepareSwapToReceive({ ...token, mint: wallet.mint.mintUrl, proofs: proofs.map(({ dleq: _, ...p }) => p) }, undefined, nativeOutputsSplit(split));
     } catch (e) {
       throw invalidToken((e as Error).message);
     }
