@@ -40,17 +40,17 @@ export class Receive {
     this.#doorLocks.add(pubkey.slice(2).toLowerCase());
   }
 
-  redeem(info: TokenInfo, keyHash: string, door?: P2pkKey): Promise<KeyRow> {
+  redeem(info: TokenInfo, keyHash: string, door?: P2pkKey, changeSoon = false): Promise<KeyRow> {
     const running = this.#inflight.get(info.hash);
     if (running) {
       if (running.keyHash === keyHash) return running.done;
       // The same token is being redeemed for another key: once that settles, decide afresh.
       return running.done.then(
-        () => this.redeem(info, keyHash, door),
-        () => this.redeem(info, keyHash, door),
+        () => this.redeem(info, keyHash, door, changeSoon),
+        () => this.redeem(info, keyHash, door, changeSoon),
       );
     }
-    const done = (info.foreign ? this.#redeemForeign(info, keyHash, door) : this.#redeem(info, keyHash, true, door)).finally(() => this.#inflight.delete(info.hash));
+    const done = (info.foreign ? this.#redeemForeign(info, keyHash, door) : this.#redeem(info, keyHash, true, door, changeSoon)).finally(() => this.#inflight.delete(info.hash));
     this.#inflight.set(info.hash, { keyHash, done });
     return done;
   }
@@ -61,7 +61,7 @@ export class Receive {
     return foreign.redeem(info, keyHash);
   }
 
-  async #redeem(info: TokenInfo, keyHash: string, retry: boolean, door?: P2pkKey): Promise<KeyRow> {
+  async #redeem(info: TokenInfo, keyHash: string, retry: boolean, door?: P2pkKey, changeSoon = false): Promise<KeyRow> {
     const { ledger, log, journal, p2pk } = this.#p;
     const known = await ledger.getToken(info.hash);
     if (known) return this.#fromExisting(info, keyHash, known.keyHash, known.opId, known.state, retry, door);
@@ -80,10 +80,11 @@ export class Receive {
       // The swap is what proves these proofs; checking their DLEQs first (cashu-ts does whenever
       // they are present) would only cost four curve multiplications each.
       // The token may name the mint by an alias; inspectToken already decided which mint it is.
-      // What it keeps is split so that any change adds up from it: no second swap to pay change.
+      // Change to pay right after (a one-shot request): what it keeps is split so that any change
+      // adds up from it, and the change needs no second swap.
       const kept = sum(proofs.map(toStored)) - wallet.getFeesForProofs(proofs).toNumber();
-      const split = changeReady(kept, Object.keys(wallet.keyChain.getCheapestKeyset().keys).map(Number));
-      preview = await wallet.prepareSwapToReceive({ ...token, mint: wallet.mint.mintUrl, proofs: proofs.map(({ dleq: _, ...p }) => p) }, undefined, nativeOutputsSplit(split));
+      const outputs = changeSoon ? nativeOutputsSplit(changeReady(kept, Object.keys(wallet.keyChain.getCheapestKeyset().keys).map(Number))) : nativeOutputs;
+      preview = await wallet.prepareSwapToReceive({ ...token, mint: wallet.mint.mintUrl, proofs: proofs.map(({ dleq: _, ...p }) => p) }, undefined, outputs);
     } catch (e) {
       throw invalidToken((e as Error).message);
     }

@@ -88,9 +88,11 @@ export class CashuWallets {
    * one swap; a token already credited returns its key without touching the mint. With `door`,
    * proofs locked to that door's key are accepted too, and always swapped at the mint (never taken
    * offline, so no proof locked to a door key is ever stored and only this swap needs that key).
+   * `changeSoon`: change is paid right after (a one-shot request), so the swap keeps proofs any
+   * change adds up from.
    */
-  redeem(info: TokenInfo, keyHash: string, door?: P2pkKey): Promise<KeyRow> {
-    return this.#receive.redeem(info, keyHash, door);
+  redeem(info: TokenInfo, keyHash: string, door?: P2pkKey, changeSoon = false): Promise<KeyRow> {
+    return this.#receive.redeem(info, keyHash, door, changeSoon);
   }
 
   /** Mints a paid NUT-04 quote to us and credits `keyHash`; undefined while it is unpaid. */

@@ -288,7 +288,7 @@ export class Engine {
             payer.oneShot,
           );
         }
-        await this.#wallets.redeem(token, creditTo);
+        await this.#wallets.redeem(token, creditTo, undefined, payer.oneShot);
       } else if (payer.oneShot && known.balance === 0) {
         throw new EngineError('cashu_token_already_spent', 'This Cashu token has already been spent.');
       }
