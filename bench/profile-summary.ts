@@ -25,7 +25,7 @@ const BUCKETS: Array<[string, (chain: string[]) => boolean]> = [
   ['signing locked inputs (signP2PKProofs)', (c) => c.includes('signP2PKProofs')],
   ['other DLEQ checks', (c) => c.includes('Dn')],
   ['SQLite transactions (#tx)', (c) => c.includes('#tx')],
-  ['prompt token counting (countMessages)', (c) => c.includes('countMessages')],
+  ['prompt token counting (countPieces)', (c) => c.includes('countPieces')],
 ];
 
 for (const file of process.argv.slice(2)) {

@@ -2,12 +2,6 @@
 // that come without usage; reservations are padded for tokenizer differences anyway.
 import { countTokens } from 'gpt-tokenizer/encoding/cl100k_base';
 
-/** Chat framing overhead per message and per reply, as OpenAI documents for its chat models. */
-const PER_MESSAGE = 3;
-const PER_REPLY = 3;
-/** An image or audio part is not text we can count: reserve a generous fixed allowance for it. */
-export const MEDIA_PART_TOKENS = 1500;
-
 /**
  * What a media part is reserved at, by its type, before the upstream reports what it billed:
  * - image: OpenAI bills a low-detail image 85 tokens and a high-detail one up to 1,105 (85 + 170 a
@@ -29,56 +23,6 @@ export function mediaTokens(kind: 'image' | 'file' | 'audio', opts: { detail?: s
  */
 const SLICE = 1024;
 const ANY_SPECIAL = { disallowedSpecial: new Set<string>() };
-
-export function countText(text: string): number {
-  if (text.length === 0) return 0;
-  if (text.length <= SLICE) return countTokens(text, ANY_SPECIAL);
-  let n = 0;
-  for (let i = 0; i < text.length; i += SLICE) n += countTokens(text.slice(i, i + SLICE), ANY_SPECIAL);
-  return n;
-}
-
-function countContent(content: unknown): number {
-  if (typeof content === 'string') return countText(content);
-  if (Array.isArray(content)) {
-    let n = 0;
-    for (const part of content) {
-      if (part && typeof part === 'object' && typeof (part as { text?: unknown }).text === 'string') {
-        n += countText((part as { text: string }).text);
-      } else {
-        n += MEDIA_PART_TOKENS;
-      }
-    }
-    return n;
-  }
-  return content == null ? 0 : countText(JSON.stringify(content));
-}
-
-export function countMessages(messages: unknown[]): number {
-  let n = PER_REPLY;
-  for (const m of messages) {
-    n += PER_MESSAGE;
-    if (m && typeof m === 'object') {
-      const msg = m as Record<string, unknown>;
-      n += countContent(msg.content);
-      if (typeof msg.name === 'string') n += countText(msg.name) + 1;
-      if (msg.tool_calls !== undefined) n += countText(JSON.stringify(msg.tool_calls));
-    }
-  }
-  return n;
-}
-
-/** Prompt of a legacy completion or the input of an embedding: a string, strings, or token arrays. */
-export function countInput(input: unknown): number {
-  if (typeof input === 'string') return countText(input);
-  if (Array.isArray(input)) {
-    if (input.every((x) => typeof x === 'number')) return input.length;
-    let n = 0;
-    for (const x of input) n += countInput(x);
-    return n;
-  }
-  return 0;
-}
 
 /** Text up to this long is counted in one go: a few ms even for the slowest text. */
 const SYNC_CHARS = 4096;
