@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { REPLY_WORDS } from './support/upstream.ts';
 import { PRICES, msats } from './support/gateway.ts';
-import { bearer, chat as chatAs, fundedKey as funded, useGateway } from './support/suite.ts';
+import { bearer, chat as chatAs, fundedKey as funded, useGateway, waitFor } from './support/suite.ts';
 
 /**
  * An upstream whose usage is not to be believed: far more than was reserved, negative, huge,
@@ -27,17 +27,9 @@ describe('usage far beyond the reservation', () => {
     // A stream that holds its reservation while the other request settles.
     upstream.chunkDelayMs = 30;
     const asked = upstream.requests.length;
-    const streaming = fetch(`${suite.gw.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
-      body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'Tell me slowly.' }], max_tokens: 10, stream: true }),
-    });
-    // Wait until the stream has reached the upstream (so its usage is already decided) and holds its reservation.
-    for (const until = Date.now() + 10_000; upstream.requests.length === asked || (await suite.gw.ledger.getKey(hash))!.reserved === 0; ) {
-      if (Date.now() > until) throw new Error('the stream never reserved');
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    const held = (await suite.gw.ledger.getKey(hash))!.reserved;
+    const streaming = chatAs(suite.gw, bearer(key), { messages: [{ role: 'user', content: 'Tell me slowly.' }], max_tokens: 10, stream: true });
+    // Until the stream has reached the upstream (so its usage is already decided) and holds its reservation.
+    const held = await waitFor(async () => (upstream.requests.length > asked && (await suite.gw.ledger.getKey(hash))!.reserved) || undefined, 'the stream holding its reservation');
     upstream.usageOverrides.push({ prompt_tokens: 100_000, completion_tokens: 100_000 });
     const before = (await suite.gw.ledger.getKey(hash))!;
     const res = await chat(key);
@@ -50,6 +42,25 @@ describe('usage far beyond the reservation', () => {
     await (await streaming).text();
     const end = (await suite.gw.ledger.getKey(hash))!;
     expect(end.reserved).toBe(0);
+  });
+
+  it('charges a cost beyond the reservation in full, to the msat, when the free balance covers it', async () => {
+    const { key, hash } = await fundedKey(50);
+    upstream.chunkDelayMs = 30;
+    const asked = upstream.requests.length;
+    const streaming = chatAs(suite.gw, bearer(key), { messages: [{ role: 'user', content: 'Tell me slowly.' }], max_tokens: 10, stream: true });
+    const held = await waitFor(async () => (upstream.requests.length > asked && (await suite.gw.ledger.getKey(hash))!.reserved) || undefined, 'the stream holding its reservation');
+    // Ten times the completion the request was allowed, and a prompt far longer than "Hi".
+    upstream.usageOverrides.push({ prompt_tokens: 100, completion_tokens: 100 });
+    const cost = msats(100, price.prompt) + msats(100, price.completion);
+    const before = (await suite.gw.ledger.getKey(hash))!;
+    expect(before.balance - held).toBeGreaterThan(cost);
+    expect((await chat(key)).status).toBe(200);
+    const after = (await suite.gw.ledger.getKey(hash))!;
+    expect([before.balance - after.balance, after.totalSpent - before.totalSpent, after.reserved]).toEqual([cost, cost, held]);
+    upstream.chunkDelayMs = 0;
+    await (await streaming).text();
+    expect((await suite.gw.ledger.getKey(hash))!.reserved).toBe(0);
   });
 });
 

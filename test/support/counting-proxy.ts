@@ -1,8 +1,16 @@
 import { createServer, request, type Server } from 'node:http';
 
 /**
+ * How the proxy misbehaves on one path. `fail`: answers with this status and body, and the mint
+ * never sees the call (a mint that refuses). `drop`: forwards the call, lets the mint act on it,
+ * then closes the connection instead of answering (an answer lost on the way back).
+ */
+export type Fault = { fail: number; body: unknown } | { drop: true };
+
+/**
  * Sits in front of the real mint and counts every HTTP call made to it, so tests (and the
- * benchmark) report mint round trips as measured, not as assumed.
+ * benchmark) report mint round trips as measured, not as assumed. Tests also make it a broken
+ * mint, path by path: slow, refusing, or losing its answers.
  */
 export class CountingProxy {
   url = '';
@@ -11,6 +19,10 @@ export class CountingProxy {
   readonly delays = new Map<string, number>();
   /** Holds every request this long: a mint that far away (the benchmark's mint latency). */
   delayMs = 0;
+  /** Faults by path (the path without its query), until removed. */
+  readonly faults = new Map<string, Fault>();
+  /** Calls the mint answered whose answer a `drop` fault threw away, by path. */
+  readonly dropped: string[] = [];
   #server: Server | undefined;
 
   readonly target: string;
@@ -28,9 +40,26 @@ export class CountingProxy {
       for await (const c of req) body.push(c as Buffer);
       const delay = this.delays.get(req.url ?? '') ?? this.delayMs;
       if (delay) await new Promise((r) => setTimeout(r, delay));
+      const path = (req.url ?? '').split('?')[0]!;
+      const fault = this.faults.get(path);
+      if (fault && 'fail' in fault) {
+        const s = JSON.stringify(fault.body);
+        res.writeHead(fault.fail, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(s) });
+        res.end(s);
+        return;
+      }
       const up = request(
         { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: { ...req.headers, host: target.host } },
         (r) => {
+          if (fault) {
+            // The mint has done the work; read its whole answer so nothing of it is left in flight, then lose it.
+            r.resume();
+            r.on('end', () => {
+              this.dropped.push(path);
+              res.destroy();
+            });
+            return;
+          }
           res.writeHead(r.statusCode ?? 502, r.headers);
           r.pipe(res);
         },

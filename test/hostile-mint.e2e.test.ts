@@ -1,0 +1,142 @@
+import { describe, expect, inject, it } from 'vitest';
+import { CountingProxy } from './support/counting-proxy.ts';
+import { mintToken, proofStates, receive, relabel, wallet } from './support/cashu.ts';
+import { externalInvoice } from './support/invoice.ts';
+import { bearer, chat, expectUntouched, fundedKey, useGateway } from './support/suite.ts';
+import { sha256Hex } from '../src/cashu/credential.ts';
+
+/**
+ * A broken mint, made of the real one behind a proxy that refuses a path, or forwards a call and
+ * loses the answer. Whatever it does, the payer's key holds exactly what it held or gets exactly
+ * its money, nothing stays reserved or pending once it is settled, and the mint's own view of
+ * every proof the gateway holds (NUT-07, checked after each test) agrees with the ledger. The test
+ * itself asks the mint directly, never through the proxy.
+ */
+const proxy = new CountingProxy(inject('mintUrl'));
+const suite = useGateway({
+  before: () => proxy.start(),
+  // A short lease (twice the timeout), so an operation whose answer was lost is settled soon.
+  env: () => ({ CASHU_MINTS: proxy.url, MINT_TIMEOUT_MS: '500' }),
+  reset: () => proxy.faults.clear(),
+  after: () => proxy.stop(),
+});
+
+interface RefundJson {
+  token?: string;
+  sats?: string;
+  state?: string;
+  fee_sats?: string | null;
+  refund_id?: string;
+  error?: { code: string };
+}
+
+async function refund(key: string, body: Record<string, unknown> = {}): Promise<{ status: number; json: RefundJson }> {
+  const res = await fetch(`${suite.gw.url}/v1/balance/refund`, { method: 'POST', headers: { 'content-type': 'application/json', ...bearer(key) }, body: JSON.stringify(body) });
+  return { status: res.status, json: (await res.json()) as RefundJson };
+}
+
+/** A token naming the proxy, as one naming the mint behind it. */
+const direct = (token: string) => relabel(suite.mintUrl, token, { mint: suite.mintUrl });
+
+const swaps = () => proxy.calls.filter((c) => c === 'POST /v1/swap').length;
+
+/** A key of 20 sats that has paid for one answer, so its refund is not a whole set of proofs: it takes a swap. */
+async function spentKey(): Promise<{ key: string; hash: string; balance: number }> {
+  const { key, hash } = await fundedKey(suite.gw, proxy.url, 20);
+  expect((await chat(suite.gw, bearer(key), { max_tokens: 1 })).status).toBe(200);
+  const k = (await suite.gw.ledger.getKey(hash))!;
+  expect(k.balance % 1000).not.toBe(0);
+  return { key, hash, balance: k.balance };
+}
+
+/** The refund the key is owed, taken whole: the token is worth every sat of it at the mint, and only the sub-sat rest stays. */
+async function expectRefundedWhole(hash: string, balance: number, r: { status: number; json: RefundJson }): Promise<void> {
+  const owed = Math.floor(balance / 1000);
+  expect([r.status, r.json.sats]).toEqual([200, String(owed)]);
+  expect(await receive(suite.mintUrl, await direct(r.json.token!))).toBe(owed);
+  const k = (await suite.gw.ledger.getKey(hash))!;
+  expect([k.balance, k.reserved]).toEqual([balance - owed * 1000, 0]);
+  expect(await suite.gw.ledger.pendingOps()).toEqual([]);
+}
+
+describe('a mint that refuses a refund', () => {
+  it('leaves the key exactly as it was, and the refund is paid whole once the mint takes it', async () => {
+    const { key, hash, balance } = await spentKey();
+    const before = swaps();
+    proxy.faults.set('/v1/swap', { fail: 400, body: { detail: 'Transaction is not valid.', code: 11000 } });
+    const refused = await expectUntouched(suite.gw, hash, () => refund(key));
+    expect([refused.status, refused.json.error?.code]).toEqual([503, 'refund_unavailable']);
+    expect(swaps(), 'the refund reached the mint').toBe(before + 1);
+    expect(await suite.gw.ledger.pendingOps()).toEqual([]);
+
+    proxy.faults.clear();
+    await expectRefundedWhole(hash, balance, await refund(key));
+  });
+});
+
+describe('a mint that loses its answer', () => {
+  it('to a refund swap: the signatures are restored (NUT-09) and the refund is paid once, in full', async () => {
+    const { key, hash, balance } = await spentKey();
+    proxy.faults.set('/v1/swap', { drop: true });
+    const r = await refund(key);
+    expect(proxy.dropped).toContain('/v1/swap');
+    await expectRefundedWhole(hash, balance, r);
+    // The same refund asked again is the same token, not a second payout.
+    proxy.faults.clear();
+    const again = await refund(key);
+    expect([again.status, again.json.token]).toEqual([200, r.json.token]);
+  });
+
+  it('to a refund swap, with the mint unreachable for recovery too: pending until it answers, then paid once', async () => {
+    const { key, hash, balance } = await spentKey();
+    proxy.faults.set('/v1/swap', { drop: true });
+    proxy.faults.set('/v1/restore', { fail: 503, body: { detail: 'unavailable' } });
+    const open = await refund(key);
+    expect([open.status, open.json.error?.code]).toEqual([503, 'cashu_mint_unreachable']);
+    // The mint did the swap: the key is debited for the refund in flight, its inputs spent at the mint.
+    const pending = await suite.gw.ledger.pendingOps();
+    expect(pending.map((o) => o.kind)).toEqual(['refund']);
+    expect((await suite.gw.ledger.getKey(hash))!.balance).toBe(balance % 1000);
+    const inputs = pending[0]!.inputs;
+    const states = await (await wallet(suite.mintUrl)).checkProofsStates(inputs.map((p) => ({ secret: p.secret, id: p.id })));
+    expect(new Set(states.map((s) => s.state))).toEqual(new Set(['SPENT']));
+
+    proxy.faults.clear();
+    // Past the operation's lease the retry settles it from the mint's signatures.
+    await expectRefundedWhole(hash, balance, await refund(key));
+  });
+
+  it('to the swap of a paying token: the key is credited once, with all of it', async () => {
+    const token = await mintToken(proxy.url, 20);
+    const before = await suite.gw.ledger.totals();
+    proxy.faults.set('/v1/swap', { drop: true });
+    const res = await chat(suite.gw, bearer(token), { max_tokens: 1 });
+    expect(res.status).toBe(200);
+    expect(proxy.dropped).toContain('/v1/swap');
+    expect(await proofStates(suite.mintUrl, await direct(token))).toEqual(['SPENT', 'SPENT']);
+    const k = (await suite.gw.ledger.getKey(sha256Hex(token)))!;
+    const after = await suite.gw.ledger.totals();
+    expect(after.credited - before.credited).toBe(20_000);
+    expect([k.balance + k.totalSpent, k.reserved]).toEqual([20_000, 0]);
+    expect(after.charged - before.charged).toBe(k.totalSpent);
+  });
+});
+
+describe('a mint with no liquidity to pay a Lightning refund', () => {
+  it('leaves the key exactly as it was and the quote unpaid; once it can pay, the key pays exactly the invoice and the fee', async () => {
+    const { key, hash } = await fundedKey(suite.gw, proxy.url, 30);
+    proxy.faults.set('/v1/melt/bolt11', { fail: 400, body: { detail: 'Lightning payment failed: no route with enough liquidity.', code: 20004 } });
+    const failed = await expectUntouched(suite.gw, hash, () => refund(key, { invoice: externalInvoice(20) }));
+    expect([failed.status, failed.json.error?.code]).toEqual([502, 'payment_failed']);
+    const melt = (await suite.gw.ledger.latestMelt(hash))!;
+    expect(melt.state).toBe('failed');
+    expect((await (await wallet(suite.mintUrl)).checkMeltQuoteBolt11(melt.quote)).state).toBe('UNPAID');
+
+    proxy.faults.clear();
+    const paid = await refund(key, { invoice: externalInvoice(20) });
+    expect([paid.status, paid.json.state, paid.json.sats]).toEqual([200, 'paid', '20']);
+    const fee = Number(paid.json.fee_sats);
+    const k = (await suite.gw.ledger.getKey(hash))!;
+    expect([k.balance, k.reserved]).toEqual([30_000 - (20 + fee) * 1000, 0]);
+  });
+});
