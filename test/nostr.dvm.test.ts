@@ -173,13 +173,27 @@ describe('jobs', () => {
     const change = tag(res, 'cashu')![1]!;
     await expect((await wallet(mintUrl)).receive(change)).rejects.toThrow();
     expect(await spendLocked(change)).toBe(Math.floor((30_000 - charged) / 1000));
-    // Delivered by both relays, run once: a second job sent after it through the same two relays
-    // comes after it on each relay's subscription, so once that one has run, the first job's
-    // second delivery was seen too.
-    const sentinel = publish(jobRequest([['i', 'And now?', 'text'], ['param', 'max_tokens', '1'], ['cashu', await mintToken(mintUrl, 10)]]));
+    // Delivered by both relays at once: one result, one run of the upstream.
+    expect(upstream.requests.length - before).toBe(1);
+    expect((await pool.querySync(urls, { kinds: [6050], '#e': [req.id] })).length).toBe(1);
+  });
+
+  it('runs a job once when a second relay delivers it after it ran', async () => {
+    const [first, second] = urls;
+    const before = upstream.requests.length;
+    const req = publish(jobRequest([['i', 'Once only?', 'text'], ['param', 'max_tokens', '2'], ['cashu', await mintToken(mintUrl, 30)]]), [first!]);
+    await result(req.id);
+    await feedback(req.id, 'success');
+    // The same event, late, through the other relay; then a sentinel through that relay alone. The
+    // relay delivers them in order, and the sentinel has a token to redeem and an answer to wait
+    // for, where a second run of the job would be refused at once (its key holds only the rest
+    // under a sat): by the sentinel's success, a second run has left its error feedback, or its
+    // request at the upstream.
+    await Promise.allSettled(pool.publish([second!], req));
+    const sentinel = publish(jobRequest([['i', 'And now?', 'text'], ['param', 'max_tokens', '1'], ['cashu', await mintToken(mintUrl, 10)]]), [second!]);
     await result(sentinel.id);
     await feedback(sentinel.id, 'success');
-    expect(upstream.requests.slice(before).map((r) => (r.body.messages as Array<{ content: string }>)[0]!.content)).toEqual(['What is six times seven?', 'And now?']);
+    expect(upstream.requests.slice(before).map((r) => (r.body.messages as Array<{ content: string }>)[0]!.content)).toEqual(['Once only?', 'And now?']);
     const statuses = (await pool.querySync(urls, { kinds: [7000], '#e': [req.id] })).map((e) => tag(e, 'status')?.[1]);
     expect(statuses.sort()).toEqual(['processing', 'success']);
     expect((await pool.querySync(urls, { kinds: [6050], '#e': [req.id] })).length).toBe(1);
