@@ -1,86 +1,70 @@
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { FakeUpstream, HIDDEN_REASONING_TOKENS, INJECTED, REASONING_DELTAS, REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
-import { PRICES, expectMoneyConserved, msats, startGateway, type Gateway } from './support/gateway.ts';
-import { mintToken } from './support/cashu.ts';
+import { HIDDEN_REASONING_TOKENS, INJECTED, REASONING_DELTAS, REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
+import { PRICES, msats } from './support/gateway.ts';
+import { mintToken, proofStates } from './support/cashu.ts';
+import { expectUntouched, fundedKey, useGateway, waitFor } from './support/suite.ts';
 
 /**
  * What a hostile review found on the HTTP door: ways to get paid work nearly free, to make the
  * operator pay a provider for nothing, and to stall the process without paying.
  */
-const mintUrl = inject('mintUrl');
-const upstream = new FakeUpstream();
-let gw: Gateway;
 let logged = '';
 const UPSTREAM_KEY = 'sk-upstream-0123456789abcdefSECRET';
+const sink = new Writable({
+  write(chunk, _enc, cb) {
+    logged += chunk.toString();
+    cb();
+  },
+});
+const suite = useGateway({
+  env: { UPSTREAM_API_KEY: UPSTREAM_KEY },
+  // The served-model case bills a gpt-cheap request at gpt-test's price, and its row names the
+  // model asked for: gpt-test's price is the ceiling for both here.
+  prices: { ...PRICES, 'gpt-cheap': PRICES['gpt-test'] },
+  log: pino({ level: 'info' }, sink),
+  reset: () => {
+    upstream.modes.length = 0;
+    upstream.answerDelayMs = 0;
+    upstream.usageDelayMs = 0;
+    upstream.servedModel = undefined;
+  },
+});
+const { upstream, mintUrl } = suite;
 
 const price = PRICES['gpt-test'];
 
-async function newKey(sats: number): Promise<string> {
-  const token = await mintToken(mintUrl, sats);
-  const res = await fetch(`${gw.url}/v1/balance/create`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ initial_balance_token: token }),
-  });
-  return ((await res.json()) as { api_key: string }).api_key;
-}
-
-async function balanceOf(key: string): Promise<{ balance: number; reserved: number; total_spent: number }> {
-  const res = await fetch(`${gw.url}/v1/balance/info`, { headers: { authorization: `Bearer ${key}` } });
-  return (await res.json()) as { balance: number; reserved: number; total_spent: number };
+/** A fresh key holding `sats`: its API key, and its hash for the ledger. */
+async function newKey(sats: number): Promise<{ key: string; hash: string }> {
+  const { key, hash } = await fundedKey(suite.gw, mintUrl, sats);
+  return { key, hash };
 }
 
 /** Waits until nothing is reserved on the key any more (the request has settled), then returns what it spent. */
-async function settledSpend(key: string): Promise<number> {
-  const until = Date.now() + 10_000;
-  for (;;) {
-    const b = await balanceOf(key);
-    if (b.reserved === 0) return b.total_spent;
-    if (Date.now() > until) throw new Error(`still reserved: ${JSON.stringify(b)}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+async function settledSpend(hash: string): Promise<number> {
+  return waitFor(async () => {
+    const k = (await suite.gw.ledger.getKey(hash))!;
+    return k.reserved === 0 ? k.totalSpent : undefined;
+  }, `the request on key ${hash.slice(0, 8)} settling`, 10_000);
+}
+
+/** POSTs a chat completion with `body` as the API key's holder. */
+function post(key: string, body: string, init: RequestInit = {}): Promise<Response> {
+  return fetch(`${suite.gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` }, body, ...init });
 }
 
 function chatBody(extra: Record<string, unknown> = {}) {
   return JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'Think hard, then answer.' }], ...extra });
 }
 
-beforeAll(async () => {
-  await upstream.start();
-  const sink = new Writable({
-    write(chunk, _enc, cb) {
-      logged += chunk.toString();
-      cb();
-    },
-  });
-  gw = await startGateway(mintUrl, upstream, { UPSTREAM_API_KEY: UPSTREAM_KEY }, { log: pino({ level: 'info' }, sink) });
-});
-afterAll(async () => {
-  await gw?.close();
-  await upstream.stop();
-});
-afterEach(async () => {
-  upstream.modes.length = 0;
-  upstream.answerDelayMs = 0;
-  upstream.usageDelayMs = 0;
-  upstream.servedModel = undefined;
-  await expectMoneyConserved(gw);
-});
-
 describe('1. a client that leaves is billed for the work done', () => {
   it('a stream left after the answer and before the usage counts the reasoning it was sent', async () => {
-    const key = await newKey(200);
+    const { key, hash } = await newKey(200);
     upstream.modes.push('reasoning');
     upstream.usageDelayMs = 400;
     const ac = new AbortController();
-    const res = await fetch(`${gw.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
-      body: chatBody({ stream: true }),
-      signal: ac.signal,
-    });
+    const res = await post(key, chatBody({ stream: true }), { signal: ac.signal });
     const reader = res.body!.getReader();
     let text = '';
     // Read until the answer's last word has arrived, then leave before the usage chunk comes.
@@ -90,22 +74,17 @@ describe('1. a client that leaves is billed for the work done', () => {
       text += new TextDecoder().decode(value);
     }
     ac.abort();
-    const spent = await settledSpend(key);
+    const spent = await settledSpend(hash);
     // 400 deltas of " think" (one token each in any BPE tokenizer that has the word) were generated and sent.
     expect(spent).toBeGreaterThanOrEqual(REASONING_DELTAS * price.completion);
   });
 
   it('a stream whose usage already arrived is billed that usage, even though the client left before the end', async () => {
-    const key = await newKey(200);
+    const { key, hash } = await newKey(200);
     upstream.modes.push('reasoning');
     upstream.answerDelayMs = 400;
     const ac = new AbortController();
-    const res = await fetch(`${gw.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
-      body: chatBody({ stream: true }),
-      signal: ac.signal,
-    });
+    const res = await post(key, chatBody({ stream: true }), { signal: ac.signal });
     const reader = res.body!.getReader();
     let text = '';
     while (!text.includes('"finish_reason":"stop"')) {
@@ -121,20 +100,15 @@ describe('1. a client that leaves is billed for the work done', () => {
     const u = upstream.reported.at(-1)!;
     const expected = msats(u.prompt_tokens as number, price.prompt) + msats(u.completion_tokens as number, price.completion);
     expect(u.completion_tokens).toBe(REASONING_DELTAS + HIDDEN_REASONING_TOKENS + REPLY_WORDS.length);
-    expect(await settledSpend(key)).toBe(expected);
+    expect(await settledSpend(hash)).toBe(expected);
   });
 
   it('a non-streamed request left before the answer still pays for the answer the upstream made', async () => {
-    const key = await newKey(200);
+    const { key, hash } = await newKey(200);
     upstream.answerDelayMs = 400;
     const body = { model: 'gpt-test', messages: [{ role: 'user', content: 'A long question '.repeat(2000) }], max_tokens: 10 };
-    await fetch(`${gw.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
-      body: JSON.stringify(body),
-      signal: AbortSignal.timeout(200),
-    }).catch(() => undefined);
-    const spent = await settledSpend(key);
+    await post(key, JSON.stringify(body), { signal: AbortSignal.timeout(200) }).catch(() => undefined);
+    const spent = await settledSpend(hash);
     const prompt = upstreamPromptTokens(upstream.requests.at(-1)!.body);
     expect(spent).toBe(msats(prompt, price.prompt) + msats(REPLY_WORDS.length, price.completion));
   });
@@ -142,27 +116,17 @@ describe('1. a client that leaves is billed for the work done', () => {
 
 describe('2. no unpaid work before payment', () => {
   it('answers 413 for a prompt larger than the model could ever take, charging nothing', async () => {
-    const key = await newKey(50);
-    const before = await balanceOf(key);
-    const res = await fetch(`${gw.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
-      body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'x '.repeat(600_000) }] }),
-    });
+    const { key, hash } = await newKey(50);
+    const res = await expectUntouched(suite.gw, hash, () => post(key, JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'x '.repeat(600_000) }] })));
     expect(res.status).toBe(413);
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe('prompt_too_large');
-    expect(await balanceOf(key)).toEqual(before);
   });
 });
 
 describe('3. every limit the upstream honours is clamped', () => {
   it('holds both OpenAI fields and the aliases of llama.cpp, TGI and Ollama to the reserved limit', async () => {
-    const key = await newKey(100);
-    const res = await fetch(`${gw.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
-      body: chatBody({ max_tokens: 100_000, max_completion_tokens: 1, n_predict: -1, max_new_tokens: 50_000, options: { num_predict: -1, temperature: 0 } }),
-    });
+    const { key } = await newKey(100);
+    const res = await post(key, chatBody({ max_tokens: 100_000, max_completion_tokens: 1, n_predict: -1, max_new_tokens: 50_000, options: { num_predict: -1, temperature: 0 } }));
     expect(res.status).toBe(200);
     const sent = upstream.requests.at(-1)!.body;
     expect(sent.max_tokens).toBe(1);
@@ -174,10 +138,11 @@ describe('3. every limit the upstream honours is clamped', () => {
 });
 
 describe('4. media is counted by its type', () => {
-  it('reserves every image part, whatever keys it carries', async () => {
+  it('reserves every image part, whatever keys it carries: a 1-sat X-Cashu is refused, unspent, nothing booked', async () => {
     const image = { type: 'image_url', image_url: { url: 'data:image/png;base64,iVBORw0KGgo=' }, text: '' };
     const token = await mintToken(mintUrl, 1);
-    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+    const before = await suite.gw.ledger.totals();
+    const res = await fetch(`${suite.gw.url}/v1/chat/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', 'x-cashu': token },
       body: JSON.stringify({ model: 'gpt-test', max_tokens: 1, messages: [{ role: 'user', content: [{ type: 'text', text: 'Describe.' }, ...Array(50).fill(image)] }] }),
@@ -186,6 +151,8 @@ describe('4. media is counted by its type', () => {
     const required = ((await res.json()) as { error: { amount_required_msats: number } }).error.amount_required_msats;
     // A high-detail image is billed up to ~1,600 tokens by the providers we serve.
     expect(required).toBeGreaterThanOrEqual(50 * 1600 * price.prompt);
+    expect(await proofStates(mintUrl, token)).toEqual(['UNSPENT']);
+    expect(await suite.gw.ledger.totals()).toEqual(before);
   });
 });
 
@@ -201,48 +168,34 @@ describe('5. cost-bearing fields the gateway does not price are not forwarded', 
     ['route', 'fallback'],
   ] as const) {
     it(`refuses ${field} with 400 unpriced_parameter, charging nothing`, async () => {
-      const key = await newKey(50);
-      const before = await balanceOf(key);
+      const { key, hash } = await newKey(50);
       const calls = upstream.requests.length;
-      const res = await fetch(`${gw.url}/v1/chat/completions`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
-        body: chatBody({ [field]: value }),
-      });
+      const res = await expectUntouched(suite.gw, hash, () => post(key, chatBody({ [field]: value })));
       expect(res.status).toBe(400);
       const err = ((await res.json()) as { error: { code: string; param?: string } }).error;
       expect(err.code).toBe('unpriced_parameter');
       expect(err.param).toBe(field);
       expect(upstream.requests.length).toBe(calls);
-      expect(await balanceOf(key)).toEqual(before);
     });
   }
 
   it('bills at the higher price when the upstream says it served another model than the one priced', async () => {
-    const key = await newKey(100);
+    const { key, hash } = await newKey(100);
     upstream.servedModel = 'gpt-test';
-    const res = await fetch(`${gw.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
-      body: JSON.stringify({ model: 'gpt-cheap', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 10 }),
-    });
+    const res = await post(key, JSON.stringify({ model: 'gpt-cheap', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 10 }));
     expect(res.status).toBe(200);
     const u = upstream.reported.at(-1)!;
     const atTestPrice = msats(u.prompt_tokens as number, price.prompt) + msats(u.completion_tokens as number, price.completion);
-    expect(await settledSpend(key)).toBe(atTestPrice);
+    expect(await settledSpend(hash)).toBe(atTestPrice);
     expect(logged).toContain('served another model');
   });
 });
 
 describe('6. upstream error text never carries secrets', () => {
-  it('passes on no part of the operator key from a 500, to the client or the log', async () => {
-    const key = await newKey(50);
+  it('passes on no part of the operator key from a 500, to the client or the log, and charges nothing', async () => {
+    const { key, hash } = await newKey(50);
     upstream.modes.push('fail_500_echo_key');
-    const res = await fetch(`${gw.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
-      body: chatBody(),
-    });
+    const res = await expectUntouched(suite.gw, hash, () => post(key, chatBody()), { reached: true });
     expect(res.status).toBe(502);
     const text = await res.text();
     expect(upstream.authorizations.at(-1)).toBe(`Bearer ${UPSTREAM_KEY}`);
@@ -256,13 +209,9 @@ describe('6. upstream error text never carries secrets', () => {
 
 describe('also tried', () => {
   it('relays content that looks like SSE events as text, and bills the real usage', async () => {
-    const key = await newKey(100);
+    const { key, hash } = await newKey(100);
     upstream.modes.push('inject');
-    const res = await fetch(`${gw.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
-      body: chatBody({ stream: true }),
-    });
+    const res = await post(key, chatBody({ stream: true }));
     const events = (await res.text()).split('\n\n').filter((e) => e.startsWith('data: {'));
     const chunks = events.map((e) => JSON.parse(e.slice(6)) as { choices: Array<{ delta?: { content?: string } }>; usage?: { cost: { total_msats: number } } });
     const text = chunks.map((c) => c.choices[0]?.delta?.content ?? '').join('');
@@ -270,30 +219,22 @@ describe('also tried', () => {
     const u = upstream.reported.at(-1)!;
     const expected = msats(u.prompt_tokens as number, price.prompt) + msats(u.completion_tokens as number, price.completion);
     expect(chunks.at(-1)!.usage!.cost.total_msats).toBe(expected);
-    expect(await settledSpend(key)).toBe(expected);
+    expect(await settledSpend(hash)).toBe(expected);
   });
 
   it('refuses a 40 MB answer with a 502 and charges nothing', async () => {
-    const key = await newKey(100);
-    const before = await balanceOf(key);
+    const { key, hash } = await newKey(100);
     upstream.modes.push('huge');
-    const res = await fetch(`${gw.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
-      body: chatBody(),
-    });
+    const res = await expectUntouched(suite.gw, hash, () => post(key, chatBody()), { reached: true });
     expect(res.status).toBe(502);
-    expect((await balanceOf(key)).balance).toBe(before.balance);
   });
 
   it('answers a body that is not JSON, or not UTF-8, with a 400 and charges nothing', async () => {
-    const key = await newKey(100);
-    const before = await balanceOf(key);
+    const { key, hash } = await newKey(100);
     for (const body of [Buffer.from('{"model": "gpt-test", '), Buffer.from([0x7b, 0xff, 0xfe, 0x7d])]) {
-      const res = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` }, body });
+      const res = await expectUntouched(suite.gw, hash, () => fetch(`${suite.gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` }, body }));
       expect(res.status).toBe(400);
       expect(((await res.json()) as { error: { code: string } }).error.code).toBe('invalid_json');
     }
-    expect(await balanceOf(key)).toEqual(before);
   });
 });

@@ -3,6 +3,7 @@ import { FakeUpstream } from './upstream.ts';
 import { PRICES, expectDrained, expectMoneyConserved, startGateway, type Gateway, type Leftovers, type PriceTable } from './gateway.ts';
 import { mintToken } from './cashu.ts';
 import { sha256Hex } from '../../src/cashu/credential.ts';
+import type { Logger } from 'pino';
 
 export interface Suite {
   readonly mintUrl: string;
@@ -29,6 +30,8 @@ export function useGateway(
     /** Started before the gateway and stopped after it (a proxy in front of the mint, say). */
     before?: () => Promise<unknown>;
     after?: () => Promise<unknown>;
+    /** Where the gateway logs (silent unless given), for a test that reads the log. */
+    log?: Logger;
   } = {},
 ): Suite {
   const s = { mintUrl: inject('mintUrl'), upstream: opts.upstream ?? new FakeUpstream(), leftovers: {} } as Suite;
@@ -36,7 +39,7 @@ export function useGateway(
     await s.upstream.start();
     await opts.before?.();
     const env = typeof opts.env === 'function' ? await opts.env() : (opts.env ?? {});
-    s.gw = await startGateway(s.mintUrl, s.upstream, env);
+    s.gw = await startGateway(s.mintUrl, s.upstream, env, opts.log ? { log: opts.log } : {});
   });
   afterEach(async () => {
     opts.reset?.();
@@ -78,13 +81,15 @@ export async function fundedKey(gw: Pick<Gateway, 'url'>, mintUrl: string, sats:
 
 /**
  * What a refused or failed request must leave: the payer's key exactly as it was (balance,
- * nothing reserved, nothing spent, no request counted) and no msat charged anywhere.
+ * nothing reserved, nothing spent, no request counted) and no msat charged anywhere. `reached`:
+ * the request was reserved for and sent upstream before it failed, so it counts as one request.
  */
-export async function expectUntouched<T>(gw: Pick<Gateway, 'ledger'>, hash: string, fn: () => Promise<T>): Promise<T> {
+export async function expectUntouched<T>(gw: Pick<Gateway, 'ledger'>, hash: string, fn: () => Promise<T>, opts: { reached?: boolean } = {}): Promise<T> {
   const key = await gw.ledger.getKey(hash);
   const totals = await gw.ledger.totals();
   const out = await fn();
-  expect(await gw.ledger.getKey(hash), `key ${hash.slice(0, 8)}`).toEqual(key);
+  const expected = key && opts.reached ? { ...key, totalRequests: key.totalRequests + 1 } : key;
+  expect(await gw.ledger.getKey(hash), `key ${hash.slice(0, 8)}`).toEqual(expected);
   const after = await gw.ledger.totals();
   expect({ charged: after.charged, reserved: after.reserved, credited: after.credited }).toEqual({ charged: totals.charged, reserved: totals.reserved, credited: totals.credited });
   return out;
