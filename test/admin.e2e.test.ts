@@ -6,6 +6,7 @@ import { FakeUpstream } from './support/upstream.ts';
 import { expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
 import { mintToken, receive, wallet } from './support/cashu.ts';
 import { externalInvoice } from './support/invoice.ts';
+import { expectUntouched } from './support/suite.ts';
 
 const mintUrl = inject('mintUrl');
 const upstream = new FakeUpstream();
@@ -102,6 +103,24 @@ describe('NIP-98 authentication', () => {
       body: JSON.stringify({ prompt_msats_per_token: 0, completion_msats_per_token: 0 }),
     });
     expect(bodyMismatch.status).toBe(401);
+    const prices = await admin('GET', '/admin/prices');
+    expect(prices.json.models.find((m: { id: string }) => m.id === 'gpt-test')).toMatchObject({ prompt_msats_per_token: 100, completion_msats_per_token: 500 });
+  });
+
+  it('moves no money for a refused caller: a stranger, or an event signed for another method, can neither withdraw the earnings nor revoke a key', async () => {
+    const key = await newKey(20);
+    expect((await chat(key)).status).toBe(200);
+    const before = await gw.ledger.totals();
+    expect(before.charged - before.withdrawn - before.fees).toBeGreaterThan(0);
+    const url = `${gw.url}/admin/withdraw`;
+    const stranger = await admin('POST', '/admin/withdraw', { auth: nip98(url, 'POST', { sk: generateSecretKey() }) });
+    expect([stranger.status, stranger.json.error.code]).toEqual([403, 'forbidden']);
+    const revokeUrl = `${gw.url}/admin/keys/${key}/revoke`;
+    expect((await admin('POST', `/admin/keys/${key}/revoke`, { auth: nip98(revokeUrl, 'GET') })).status).toBe(401);
+    expect((await admin('POST', `/admin/keys/${key}/revoke`, { auth: nip98(revokeUrl, 'POST', { sk: generateSecretKey() }) })).status).toBe(403);
+    expect(await gw.ledger.totals()).toEqual(before);
+    expect((await gw.ledger.getKey(key.slice(3)))!.revoked).toBe(false);
+    expect((await chat(key)).status).toBe(200);
   });
 });
 
@@ -122,7 +141,8 @@ describe('the admin API', () => {
     expect(earnings.json.charged).toBeGreaterThanOrEqual(charged);
 
     expect((await admin('POST', `/admin/keys/${key}/revoke`)).json).toEqual({ api_key: key, revoked: true });
-    expect(await chat(key).then((r) => [r.status, r.json.error.code])).toEqual([401, 'key_revoked']);
+    const refused = await expectUntouched(gw, key.slice(3), () => chat(key));
+    expect([refused.status, refused.json.error.code]).toEqual([401, 'key_revoked']);
     // The holder's money is still theirs.
     const refund = await fetch(`${gw.url}/v1/balance/refund`, { method: 'POST', headers: { authorization: `Bearer ${key}` } });
     expect(refund.status).toBe(200);

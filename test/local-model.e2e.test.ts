@@ -5,6 +5,8 @@ import OpenAI from 'openai';
 import { getLlama, LlamaLogLevel, type LlamaModel } from 'node-llama-cpp';
 import { expectMoneyConserved, msats, startGateway, type Gateway } from './support/gateway.ts';
 import { mintToken } from './support/cashu.ts';
+import { expectUntouched } from './support/suite.ts';
+import { sha256Hex } from '../src/cashu/credential.ts';
 import { startGatewayProcess } from './support/process.ts';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -85,8 +87,10 @@ describe('announced and priced like any model', () => {
   });
 
   it('asks an unpaid request for payment, generating nothing', async () => {
+    const before = await gw.ledger.totals();
     const res = await chat({}, { messages: [{ role: 'user', content: 'hi' }] });
     expect(res.status).toBe(402);
+    expect(await gw.ledger.totals()).toEqual(before);
     expect(res.json.error.code).toBe('payment_required');
   });
 });
@@ -224,34 +228,39 @@ describe('what the model cannot do is refused, and nothing is charged', () => {
     const token = await mintToken(mintUrl, 100);
     const auth = { authorization: `Bearer ${token}` };
     await chat(auth, { max_tokens: 1, messages: [{ role: 'user', content: 'hi' }] });
-    const before = await info(token);
-    const tools = await chat(auth, {
+    // The model refuses what it cannot do once the request is held for: one request counted, nothing else.
+    const refused = (body: Record<string, unknown>, reached = true) => expectUntouched(gw, sha256Hex(token), () => chat(auth, body), { reached });
+    const tools = await refused({
       messages: [{ role: 'user', content: 'weather?' }],
       tools: [{ type: 'function', function: { name: 'weather', parameters: { type: 'object' } } }],
     });
     expect(tools.status).toBe(400);
     expect(tools.json.error.message).toContain('tool calls');
-    const image = await chat(auth, { messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'data:image/png;base64,AAAA' } }] }] });
+    const image = await refused({ messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'data:image/png;base64,AAAA' } }] }] });
     expect(image.status).toBe(400);
     expect(image.json.error.message).toContain('text only');
     // Short enough for the gateway's own bound (8 characters a token), too many tokens for the model.
-    const long = await chat(auth, { max_tokens: 4, messages: [{ role: 'user', content: 'a '.repeat(1200) }] });
+    const long = await refused({ max_tokens: 4, messages: [{ role: 'user', content: 'a '.repeat(1200) }] });
     expect(long.status).toBe(400);
     expect(long.json.error.message).toContain(`context of ${CONTEXT} tokens`);
     // Longer still: refused before the model is asked.
-    const huge = await chat(auth, { max_tokens: 4, messages: [{ role: 'user', content: 'a'.repeat(CONTEXT * 8 + 1) }] });
+    const huge = await refused({ max_tokens: 4, messages: [{ role: 'user', content: 'a'.repeat(CONTEXT * 8 + 1) }] }, false);
     expect(huge.status).toBe(413);
-    const after = await info(token);
-    expect([after.balance, after.reserved]).toEqual([before.balance, 0]);
   });
 
   it('refuses a request for several choices, and a forced JSON answer', async () => {
     const token = await mintToken(mintUrl, 100);
     const auth = { authorization: `Bearer ${token}` };
+    const before = await gw.ledger.totals();
     const n = await chat(auth, { n: 2, messages: [{ role: 'user', content: 'hi' }] });
     expect(n.status).toBe(400);
+    // The token became its key, whole: nothing of it was charged.
+    const key = (await gw.ledger.getKey(sha256Hex(token)))!;
+    expect([key.balance, key.reserved, key.totalSpent]).toEqual([100_000, 0, 0]);
+    const after = await gw.ledger.totals();
+    expect([after.credited - before.credited, after.charged - before.charged]).toEqual([100_000, 0]);
     expect(n.json.error.message).toContain('one choice');
-    const json = await chat(auth, { response_format: { type: 'json_object' }, messages: [{ role: 'user', content: 'hi' }] });
+    const json = await expectUntouched(gw, sha256Hex(token), () => chat(auth, { response_format: { type: 'json_object' }, messages: [{ role: 'user', content: 'hi' }] }), { reached: true });
     expect(json.status).toBe(400);
     expect(json.json.error.message).toContain('plain text');
   });

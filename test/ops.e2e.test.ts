@@ -4,6 +4,7 @@ import { connect } from 'node:net';
 import { FakeUpstream, REPLY_WORDS } from './support/upstream.ts';
 import { expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
 import { mintToken, proofStates } from './support/cashu.ts';
+import { expectUntouched } from './support/suite.ts';
 import { scrape, series } from './support/prometheus.ts';
 import { freePort } from './support/ports.ts';
 
@@ -60,7 +61,7 @@ describe('/metrics', () => {
     const charged = plain.json.usage.cost.total_msats + trailer.usage.cost.total_msats;
     expect(charged).toBeGreaterThan(2000);
     // Unknown models are counted, under one label.
-    expect((await chat(gw, { authorization: `Bearer ${token}` }, { model: 'no-such-model-xyz' })).status).toBe(404);
+    expect((await expectUntouched(gw, sha256(token), () => chat(gw, { authorization: `Bearer ${token}` }, { model: 'no-such-model-xyz' }))).status).toBe(404);
 
     const refund = await fetch(`${gw.url}/v1/balance/refund`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
     const refundedSats = Number(((await refund.json()) as { sats: string }).sats);
@@ -228,7 +229,7 @@ describe('rate limits', () => {
     const asKey = { authorization: `Bearer sk-${sha256(token)}` };
     expect((await chat(gw, asToken, { max_tokens: 1 })).status).toBe(200);
     expect((await chat(gw, asKey, { max_tokens: 1 })).status).toBe(200);
-    const third = await chat(gw, asToken, { max_tokens: 1 });
+    const third = await expectUntouched(gw, sha256(token), () => chat(gw, asToken, { max_tokens: 1 }));
     expect(third.status).toBe(429);
     expect(third.json.error.code).toBe('rate_limit_exceeded');
     expect(third.json.error.message).toContain('API key');
@@ -271,6 +272,7 @@ describe('request size and slow clients', () => {
 
   it('admits a header as large as a many-proof token, refuses larger ones, and limits the body', async () => {
     const gw = await gateway({ BODY_LIMIT_BYTES: '4096' });
+    const before = await gw.ledger.totals();
     // 48 KiB of token: not a valid one, but read in full and refused for what it is, not its size.
     const big = await chat(gw, { authorization: `Bearer cashuB${'A'.repeat(48 * 1024)}` });
     expect(big.status).toBe(400);
@@ -280,6 +282,7 @@ describe('request size and slow clients', () => {
     const body = await chat(gw, {}, { messages: [{ role: 'user', content: 'x'.repeat(5000) }] });
     expect(body.status).toBe(413);
     expect(body.json.error.code).toBe('request_too_large');
+    expect(await gw.ledger.totals()).toEqual(before);
   });
 
   it('cuts off a client that sends its request too slowly, but never a long response', async () => {
