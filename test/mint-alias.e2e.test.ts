@@ -1,7 +1,7 @@
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import { getTokenMetadata } from '@cashu/cashu-ts';
 import { FakeUpstream } from './support/upstream.ts';
-import { expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
+import { useGateway } from './support/suite.ts';
 import { CountingProxy } from './support/counting-proxy.ts';
 import { mintToken, proofStates, receive, relabel } from './support/cashu.ts';
 import { loadConfig, ConfigError } from '../src/config.ts';
@@ -13,25 +13,17 @@ import { loadConfig, ConfigError } from '../src/config.ts';
 const mintUrl = inject('mintUrl');
 const upstream = new FakeUpstream();
 const internal = new CountingProxy(mintUrl);
-let gw: Gateway;
 
 async function balanceOf(token: string) {
-  const res = await fetch(`${gw.url}/v1/balance/info`, { headers: { authorization: `Bearer ${token}` } });
+  const res = await fetch(`${suite.gw.url}/v1/balance/info`, { headers: { authorization: `Bearer ${token}` } });
   return { status: res.status, json: (await res.json()) as Record<string, any> };
 }
 
-beforeAll(async () => {
-  await upstream.start();
-  await internal.start();
-  gw = await startGateway(mintUrl, upstream, { CASHU_MINT_ALIASES: `${mintUrl}=${internal.url}` });
-});
-afterAll(async () => {
-  await gw?.close();
-  await internal.stop();
-  await upstream.stop();
-});
-afterEach(async () => {
-  await expectMoneyConserved(gw);
+const suite = useGateway({
+  upstream,
+  before: () => internal.start(),
+  env: () => ({ CASHU_MINT_ALIASES: `${mintUrl}=${internal.url}` }),
+  after: () => internal.stop(),
 });
 
 describe('CASHU_MINT_ALIASES: one trusted mint under the URL wallets use and the one the gateway reaches', () => {
@@ -42,7 +34,7 @@ describe('CASHU_MINT_ALIASES: one trusted mint under the URL wallets use and the
     expect(r.status).toBe(200);
     expect(r.json.balance).toBe(40_000);
     expect(internal.calls).toContain('POST /v1/swap');
-    const refund = await fetch(`${gw.url}/v1/balance/refund`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+    const refund = await fetch(`${suite.gw.url}/v1/balance/refund`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
     const body = (await refund.json()) as { token: string; sats: string };
     expect(body.sats).toBe('40');
     // Handed back to a wallet on the host, so it names the URL that wallet can reach.

@@ -1,8 +1,8 @@
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import { PaymentRequest, decodePaymentRequest, getDecodedToken, getEncodedToken } from '@cashu/cashu-ts';
 import { FakeUpstream } from './support/upstream.ts';
 import { CountingProxy } from './support/counting-proxy.ts';
-import { expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
+import { useGateway } from './support/suite.ts';
 import { asCashuA, mintToken, proofStates, receive, wallet } from './support/cashu.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
 
@@ -12,29 +12,21 @@ const realMint = inject('mintUrl');
 const upstream = new FakeUpstream();
 const proxy = new CountingProxy(realMint);
 let mintUrl: string;
-let gw: Gateway;
 const messages = [{ role: 'user', content: 'encodings' }];
 
 async function post(path: string, headers: Record<string, string>, body: unknown) {
-  const res = await fetch(`${gw.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
+  const res = await fetch(`${suite.gw.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
   return { status: res.status, headers: res.headers, json: (await res.json()) as Record<string, any> };
 }
 
 const padded = (s: string) => s + '='.repeat((4 - (s.length % 4)) % 4);
 const standard = (s: string) => s.replace(/-/g, '+').replace(/_/g, '/');
 
-beforeAll(async () => {
-  await upstream.start();
-  mintUrl = await proxy.start();
-  gw = await startGateway(mintUrl, upstream);
-});
-afterAll(async () => {
-  await gw?.close();
-  await proxy.stop();
-  await upstream.stop();
-});
-afterEach(async () => {
-  await expectMoneyConserved(gw);
+const suite = useGateway({
+  upstream,
+  before: async () => (mintUrl = await proxy.start()),
+  env: () => ({ CASHU_MINTS: mintUrl }),
+  after: () => proxy.stop(),
 });
 
 describe('tokens in every encoding', () => {
@@ -54,7 +46,7 @@ describe('tokens in every encoding', () => {
       expect([created.status, created.json]).toEqual([200, { api_key: `sk-${sha256Hex(token.replace(/^cashu:/, ''))}`, balance: 13_000 }]);
       const again = await post('/v1/balance/create', {}, { initial_balance_token: token });
       expect(again.json.balance).toBe(13_000);
-      expect((await gw.ledger.totals()).credited).toBeGreaterThanOrEqual(13_000);
+      expect((await suite.gw.ledger.totals()).credited).toBeGreaterThanOrEqual(13_000);
     });
   }
 
@@ -81,7 +73,7 @@ describe('keyset ids as the token writes them (NUT-02)', () => {
       expect([res.status, res.json.error.code]).toEqual([400, 'unknown_keyset']);
     }
     expect(proxy.calls.filter((c) => c.includes('/v1/swap'))).toEqual([]);
-    expect(await gw.ledger.getKey(sha256Hex(forged))).toBeUndefined();
+    expect(await suite.gw.ledger.getKey(sha256Hex(forged))).toBeUndefined();
     expect(new Set(await proofStates(mintUrl, good))).toEqual(new Set(['UNSPENT']));
   });
 
@@ -97,7 +89,7 @@ describe('keyset ids as the token writes them (NUT-02)', () => {
 
 describe('the 402 payment request', () => {
   it('gives X-Cashu as creqA and the body both creqA and creqB, all one request', async () => {
-    const before = await gw.ledger.totals();
+    const before = await suite.gw.ledger.totals();
     const res = await post('/v1/chat/completions', {}, { model: 'gpt-test', messages });
     expect([res.status, res.json.error.code]).toEqual([402, 'payment_required']);
     const { creqA, creqB } = res.json.error.payment_request as { creqA: string; creqB: string };
@@ -111,6 +103,6 @@ describe('the 402 payment request', () => {
     }
     expect(a.amount!.toNumber()).toBe(sats);
     expect(a.nut10?.kind).toBe('P2PK');
-    expect(await gw.ledger.totals()).toEqual(before);
+    expect(await suite.gw.ledger.totals()).toEqual(before);
   });
 });
