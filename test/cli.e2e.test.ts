@@ -9,6 +9,7 @@ import { startGatewayProcess } from './support/process.ts';
 import { mintToken, receive } from './support/cashu.ts';
 import { externalInvoice } from './support/invoice.ts';
 import { openLedger } from '../src/main.ts';
+import type { Billed } from './support/wire.ts';
 
 const mintUrl = inject('mintUrl');
 const upstream = new FakeUpstream();
@@ -31,7 +32,7 @@ async function earn(gw: { url: string }, token: string, n: number): Promise<numb
       body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'earn' }], max_tokens: 3 }),
     });
     expect(res.status).toBe(200);
-    charged += ((await res.json()) as any).usage.cost.total_msats as number;
+    charged += ((await res.json()) as Billed).usage.cost.total_msats;
   }
   return charged;
 }

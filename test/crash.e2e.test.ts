@@ -12,6 +12,7 @@ import { sha256Hex } from '../src/cashu/credential.ts';
 import type { Ledger } from '../src/ledger/ledger.ts';
 import { openLedger } from '../src/main.ts';
 import type { CrashStep } from '../src/cashu/crash.ts';
+import type { Billed } from './support/wire.ts';
 
 const mintUrl = inject('mintUrl');
 const upstream = new FakeUpstream();
@@ -110,7 +111,7 @@ describe('a crash at any step of a refund', () => {
       const token = await mintToken(mintUrl, 64);
       const setup = await startGatewayProcess(env);
       const res = await chat(setup, token);
-      const cost = ((await res.json()) as any).usage.cost.total_msats as number;
+      const cost = ((await res.json()) as Billed).usage.cost.total_msats;
       await setup.stop();
       const left = 64_000 - cost;
 

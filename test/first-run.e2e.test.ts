@@ -11,6 +11,7 @@ import { mintToken, proofStates } from './support/cashu.ts';
 import { freePort } from './support/ports.ts';
 import { CountingProxy } from './support/counting-proxy.ts';
 import { createLogger } from '../src/log.ts';
+import type { Billed } from './support/wire.ts';
 
 const mintUrl = inject('mintUrl');
 const UPSTREAM_KEY = 'sk-upstream-very-secret-key-1234';
@@ -58,7 +59,7 @@ describe('the operator log: a line per request, credits and refunds, never a sec
     const token = await mintToken(mintUrl, 50);
     const paid = await chat(gw.url, { authorization: `Bearer ${token}` });
     expect(paid.status).toBe(200);
-    const charged = (JSON.parse(paid.text) as any).usage.cost.total_msats as number;
+    const charged = (JSON.parse(paid.text) as Billed).usage.cost.total_msats;
     const key = `sk-${sha256(token)}`;
     const streamed = await chat(gw.url, { authorization: `Bearer ${key}` }, { stream: true });
     expect(streamed.status).toBe(200);

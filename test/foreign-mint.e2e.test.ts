@@ -13,6 +13,7 @@ import { sha256Hex } from '../src/cashu/credential.ts';
 import { openLedger } from '../src/main.ts';
 import type { Ledger } from '../src/ledger/ledger.ts';
 import type { CrashStep } from '../src/cashu/crash.ts';
+import type { Billed } from './support/wire.ts';
 
 // Two nutshell mints on loopback: the suite's (trusted) and a second one the gateway does not trust.
 const mintUrl = inject('mintUrl');
@@ -132,7 +133,7 @@ describe('a token from another mint, swapped over Lightning (FOREIGN_MINTS=swap)
       body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }], max_tokens: 5 }),
     });
     expect(res.status).toBe(200);
-    const cost = ((await res.json()) as any).usage.cost.total_msats as number;
+    const cost = ((await res.json()) as Billed).usage.cost.total_msats;
     const change = res.headers.get('x-cashu')!;
     // 60 sats: 58 minted here (a 2-sat reserve), less the request's cost.
     expect(await tokenValue(mintUrl, change)).toBe(Math.floor((58_000 - cost) / 1000));

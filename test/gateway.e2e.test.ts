@@ -6,6 +6,7 @@ import { FakeUpstream, REPLY_WORDS, upstreamPromptTokens } from './support/upstr
 import { PRICES, expectDrained, expectMoneyConserved, msats, startGateway, type Gateway } from './support/gateway.ts';
 import { expectUntouched } from './support/suite.ts';
 import { asCashuA, mintToken, proofStates, receive, relabel, tokenValue } from './support/cashu.ts';
+import type { BilledChunk, BilledUsage, WireError } from './support/wire.ts';
 
 const mintUrl = inject('mintUrl');
 const upstream = new FakeUpstream();
@@ -97,20 +98,20 @@ describe('a Cashu token as the API key', () => {
     expect(res.usage!.prompt_tokens).toBe(prompt);
     expect(res.usage!.completion_tokens).toBe(REPLY_WORDS.length);
     const c1 = expectedCost('gpt-test', prompt, REPLY_WORDS.length);
-    expect((res.usage as any).cost).toMatchObject({ input_msats: c1.input, output_msats: c1.output, total_msats: c1.total });
+    expect((res.usage as BilledUsage).cost).toMatchObject({ input_msats: c1.input, output_msats: c1.output, total_msats: c1.total });
 
     const stream = await oa.chat.completions.create({ model: 'gpt-test', messages, stream: true, max_tokens: 4 });
     let text = '';
-    let final: any;
+    let final: BilledChunk | undefined;
     for await (const chunk of stream) {
       text += chunk.choices[0]?.delta?.content ?? '';
-      if (chunk.usage) final = chunk;
+      if (chunk.usage) final = chunk as BilledChunk;
     }
     expect(text).toBe(REPLY_WORDS.slice(0, 4).join(' '));
     expect(upstream.requests.at(-1)!.body.stream_options).toEqual({ include_usage: true });
     const c2 = expectedCost('gpt-test', prompt, 4);
-    expect(final.choices).toEqual([]);
-    expect(final.usage.cost).toMatchObject({ input_msats: c2.input, output_msats: c2.output, total_msats: c2.total });
+    expect(final!.choices).toEqual([]);
+    expect(final!.usage.cost).toMatchObject({ input_msats: c2.input, output_msats: c2.output, total_msats: c2.total });
 
     const key = `sk-${sha256(token)}`;
     const bal = await info(key);
@@ -126,17 +127,17 @@ describe('a Cashu token as the API key', () => {
     const oa = client(token);
     const chat = await oa.chat.completions.create({ model: 'gpt-cheap', messages });
     const c1 = expectedCost('gpt-cheap', chat.usage!.prompt_tokens, chat.usage!.completion_tokens);
-    expect((chat.usage as any).cost.total_msats).toBe(c1.total);
+    expect((chat.usage as BilledUsage).cost.total_msats).toBe(c1.total);
 
     const comp = await oa.completions.create({ model: 'gpt-test', prompt: 'Say hi', max_tokens: 3 });
     expect(comp.choices[0]!.text).toBe('The answer is');
     const c2 = expectedCost('gpt-test', upstreamPromptTokens({ prompt: 'Say hi' }), 3);
-    expect((comp.usage as any).cost.total_msats).toBe(c2.total);
+    expect((comp.usage as BilledUsage).cost.total_msats).toBe(c2.total);
 
     const emb = await oa.embeddings.create({ model: 'text-embed', input: 'hello world' });
     expect(emb.data[0]!.embedding).toEqual([0.1, 0.2, 0.3]);
     const embCost = msats(upstreamPromptTokens({ input: 'hello world' }), 1);
-    expect((emb.usage as any).cost.total_msats).toBe(embCost);
+    expect((emb.usage as BilledUsage).cost.total_msats).toBe(embCost);
 
     expect((await info(token)).balance).toBe(100_000 - c1.total - c2.total - embCost);
   });
@@ -145,7 +146,7 @@ describe('a Cashu token as the API key', () => {
     const token = await mintToken(mintUrl, 64);
     const oa = client(token);
     const res = await oa.chat.completions.create({ model: 'gpt-cheap', messages });
-    const cost = (res.usage as any).cost.total_msats as number;
+    const cost = (res.usage as BilledUsage).cost.total_msats as number;
     const left = 64_000 - cost;
 
     const r1 = await post('/v1/balance/refund', { headers: { authorization: `Bearer ${token}` } });
@@ -162,11 +163,11 @@ describe('a Cashu token as the API key', () => {
   it('accepts a legacy cashuA token and an msat token, refunding msat to the msat', async () => {
     const a = await asCashuA(mintUrl, await mintToken(mintUrl, 30));
     const r = await client(a).chat.completions.create({ model: 'gpt-test', messages, max_tokens: 2 });
-    expect((await info(a)).balance).toBe(30_000 - (r.usage as any).cost.total_msats);
+    expect((await info(a)).balance).toBe(30_000 - (r.usage as BilledUsage).cost.total_msats);
 
     const m = await mintToken(mintUrl, 45_123, 'msat');
     const rm = await client(m).chat.completions.create({ model: 'gpt-cheap', messages });
-    const cost = (rm.usage as any).cost.total_msats as number;
+    const cost = (rm.usage as BilledUsage).cost.total_msats as number;
     const refund = await post('/v1/balance/refund', { headers: { authorization: `Bearer ${m}` } });
     expect(refund.json.msats).toBe(String(45_123 - cost));
     expect(await receive(mintUrl, refund.json.token)).toBe(45_123 - cost);
@@ -237,7 +238,7 @@ describe('X-Cashu: pay per request', () => {
     const { data, response } = await client('unused')
       .chat.completions.create({ model: 'gpt-test', messages }, { headers: { 'X-Cashu': token } })
       .withResponse();
-    const cost = (data.usage as any).cost.total_msats as number;
+    const cost = (data.usage as BilledUsage).cost.total_msats as number;
     const change = response.headers.get('x-cashu')!;
     expect(change).toMatch(/^cashuB/);
     expect(await tokenValue(mintUrl, change)).toBe(Math.floor((50_000 - cost) / 1000));
@@ -252,16 +253,16 @@ describe('X-Cashu: pay per request', () => {
       { model: 'gpt-test', messages, stream: true },
       { headers: { 'X-Cashu': token } },
     );
-    let final: any;
-    for await (const chunk of stream) if (chunk.usage) final = chunk;
-    const cost = final.usage.cost.total_msats as number;
+    let final: BilledChunk | undefined;
+    for await (const chunk of stream) if (chunk.usage) final = chunk as BilledChunk;
+    const cost = final!.usage.cost.total_msats as number;
     expect(cost).toBe(expectedCost('gpt-test', upstreamPromptTokens({ messages }), REPLY_WORDS.length).total);
-    expect(await tokenValue(mintUrl, final.x_cashu)).toBe(Math.floor((40_000 - cost) / 1000));
+    expect(await tokenValue(mintUrl, final!.x_cashu!)).toBe(Math.floor((40_000 - cost) / 1000));
 
     const again = await post('/v1/balance/refund', { headers: { 'x-cashu': token } });
     expect(again.status).toBe(200);
-    expect(again.json.token).toBe(final.x_cashu);
-    expect(await receive(mintUrl, final.x_cashu)).toBe(Math.floor((40_000 - cost) / 1000));
+    expect(again.json.token).toBe(final!.x_cashu!);
+    expect(await receive(mintUrl, final!.x_cashu!)).toBe(Math.floor((40_000 - cost) / 1000));
   });
 
   it('takes its own change back as payment', async () => {
@@ -273,7 +274,7 @@ describe('X-Cashu: pay per request', () => {
     const value = await tokenValue(mintUrl, change);
     expect(await tokenValue(mintUrl, second.headers.get('x-cashu')!)).toBe(Math.floor((value * 1000 - second.json.usage.cost.total_msats) / 1000));
     const third = await client(second.headers.get('x-cashu')!).chat.completions.create({ model: 'gpt-test', messages, max_tokens: 1 });
-    expect((third.usage as any).cost.total_msats).toBeGreaterThan(0);
+    expect((third.usage as BilledUsage).cost.total_msats).toBeGreaterThan(0);
   });
 
   it('refuses the same X-Cashu token once it has been used up', async () => {
@@ -352,7 +353,7 @@ describe('errors: a clear code and nothing charged', () => {
     expect([e4.status, e4.json.error.code]).toEqual([400, 'invalid_request']);
     const raw = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{' });
     expect(raw.status).toBe(400);
-    expect(((await raw.json()) as any).error.code).toBe('invalid_json');
+    expect(((await raw.json()) as WireError).error.code).toBe('invalid_json');
     expect(await proofStates(mintUrl, token)).toEqual(['UNSPENT', 'UNSPENT']);
   });
 
@@ -413,16 +414,16 @@ describe('errors: a clear code and nothing charged', () => {
     const token = await mintToken(mintUrl, 30);
     upstream.modes.push('no_usage');
     const res = await client(token).chat.completions.create({ model: 'gpt-test', messages });
-    const cost = (res.usage as any).cost;
+    const cost = (res.usage as BilledUsage).cost;
     expect(cost.input_msats).toBeGreaterThan(0);
     expect(cost.output_msats).toBe(msats(res.usage!.completion_tokens, 5));
     expect(res.usage!.completion_tokens).toBeGreaterThan(0);
     upstream.modes.push('no_usage');
     const stream = await client(token).chat.completions.create({ model: 'gpt-test', messages, stream: true });
-    let final: any;
-    for await (const chunk of stream) if (chunk.usage) final = chunk;
-    expect(final.usage.completion_tokens).toBe(res.usage!.completion_tokens);
-    expect(final.usage.cost.total_msats).toBe(cost.total_msats);
+    let final: BilledChunk | undefined;
+    for await (const chunk of stream) if (chunk.usage) final = chunk as BilledChunk;
+    expect(final!.usage.completion_tokens).toBe(res.usage!.completion_tokens);
+    expect(final!.usage.cost.total_msats).toBe(cost.total_msats);
     expect((await info(token)).balance).toBe(30_000 - 2 * cost.total_msats);
   });
 });

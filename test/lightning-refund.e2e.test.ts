@@ -1,6 +1,7 @@
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import { FakeUpstream } from './support/upstream.ts';
 import { expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
+import { useGateway } from './support/suite.ts';
 import { mintToken, wallet } from './support/cashu.ts';
 import { externalInvoice } from './support/invoice.ts';
 import { LnurlDouble } from './support/lnurl.ts';
@@ -9,11 +10,10 @@ import { startMint } from './support/mint.ts';
 const mintUrl = inject('mintUrl');
 const upstream = new FakeUpstream();
 const lnurl = new LnurlDouble();
-let gw: Gateway;
 
 const PEERS = { ALLOW_INSECURE_PEERS_FOR_TESTS_ONLY: 'true', PEER_TIMEOUT_MS: '1000', PEER_MAX_BYTES: '20000' };
 
-async function post(path: string, body: unknown, key?: string, g = gw) {
+async function post(path: string, body: unknown, key?: string, g: Gateway = suite.gw) {
   const res = await fetch(`${g.url}${path}`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
@@ -23,52 +23,40 @@ async function post(path: string, body: unknown, key?: string, g = gw) {
 }
 
 /** A fresh key holding `sats`. */
-async function funded(sats: number, g = gw, mint = mintUrl): Promise<string> {
+async function funded(sats: number, g: Gateway = suite.gw, mint = mintUrl): Promise<string> {
   const created = await post('/v1/balance/create', { initial_balance_token: await mintToken(mint, sats) }, undefined, g);
   expect(created.json.balance).toBe(sats * 1000);
   return created.json.api_key as string;
 }
 
-const balanceOf = async (key: string, g = gw) => {
+const balanceOf = async (key: string, g: Gateway = suite.gw) => {
   const k = (await g.ledger.getKey(key.slice(3)))!;
   return k.balance - k.reserved;
 };
 
-beforeAll(async () => {
-  await upstream.start();
-  await lnurl.start();
-  gw = await startGateway(mintUrl, upstream, PEERS);
-});
-afterAll(async () => {
-  await gw?.close();
-  await lnurl.stop();
-  await upstream.stop();
-});
-afterEach(async () => {
-  await expectMoneyConserved(gw);
-});
+const suite = useGateway({ upstream, env: PEERS, before: () => lnurl.start(), after: () => lnurl.stop() });
 
 describe('refunds to a Lightning address (LUD-16, LUD-06)', () => {
   it('pays the balance less the fee reserve, gives back the unused reserve, and a retry pays nothing more', async () => {
     const key = await funded(50);
-    const before = await gw.ledger.totals();
+    const before = await suite.gw.ledger.totals();
     const r = await post('/v1/balance/refund', { lightning_address: lnurl.address('alice') }, key);
     expect(r.status).toBe(200);
     // 50 sats held: the mint reserves 2 for a 48-sat payment, which costs FakeWallet 1.
     expect(r.json).toMatchObject({ lightning_address: lnurl.address('alice'), state: 'paid', sats: '48', fee_reserve_sats: '2', fee_sats: '1', balance: 1000 });
     expect(r.json.invoice).toMatch(/^lnbc480n1/);
-    const melt = (await gw.ledger.latestMelt(key.slice(3)))!;
+    const melt = (await suite.gw.ledger.latestMelt(key.slice(3)))!;
     expect(melt.id).toBe(r.json.refund_id);
     expect((await (await wallet(mintUrl)).checkMeltQuoteBolt11(melt.quote)).state).toBe('PAID');
     expect(await balanceOf(key)).toBe(1000);
-    const after = await gw.ledger.totals();
+    const after = await suite.gw.ledger.totals();
     expect(after.refunded - before.refunded).toBe(49_000);
 
     const callbacks = lnurl.hits.filter((h) => h === '/cb/alice').length;
     const again = await post('/v1/balance/refund', { lightning_address: lnurl.address('alice') }, key);
     expect(again.status).toBe(200);
     expect(again.json.refund_id).toBe(r.json.refund_id);
-    expect(await gw.ledger.totals()).toEqual(after);
+    expect(await suite.gw.ledger.totals()).toEqual(after);
     // Not even an invoice was asked for.
     expect(lnurl.hits.filter((h) => h === '/cb/alice').length).toBe(callbacks);
   });
@@ -98,12 +86,12 @@ describe('refunds to a Lightning address (LUD-16, LUD-06)', () => {
   ];
   it.each(hostile)('a server that is %s: 400 with reason %s, the balance whole', async (name, reason) => {
     const key = await funded(20);
-    const before = await gw.ledger.totals();
+    const before = await suite.gw.ledger.totals();
     const r = await post('/v1/balance/refund', { lightning_address: lnurl.address(name) }, key);
     expect([r.status, r.json.error.code, r.json.error.reason]).toEqual([400, 'lightning_address_unusable', reason]);
     expect(await balanceOf(key)).toBe(20_000);
-    expect(await gw.ledger.totals()).toEqual(before);
-    expect(await gw.ledger.latestMelt(key.slice(3))).toBeUndefined();
+    expect(await suite.gw.ledger.totals()).toEqual(before);
+    expect(await suite.gw.ledger.latestMelt(key.slice(3))).toBeUndefined();
   });
 
   it('a Lightning address on a private IP is never contacted', async () => {
@@ -124,16 +112,16 @@ describe('refunds to a Lightning invoice', () => {
     expect(r.status).toBe(200);
     expect(r.json).toMatchObject({ invoice, state: 'paid', sats: '10', fee_reserve_sats: '2', fee_sats: '1', balance: 9000 });
     expect(r.json.lightning_address).toBeUndefined();
-    const after = await gw.ledger.totals();
+    const after = await suite.gw.ledger.totals();
     const again = await post('/v1/balance/refund', { invoice }, key);
     expect([again.status, again.json.refund_id]).toEqual([200, r.json.refund_id]);
-    expect(await gw.ledger.totals()).toEqual(after);
+    expect(await suite.gw.ledger.totals()).toEqual(after);
     expect(await balanceOf(key)).toBe(9000);
   });
 
   it('refuses an invoice the balance cannot cover with the reserve, one without an amount, and garbage', async () => {
     const key = await funded(10);
-    const before = await gw.ledger.totals();
+    const before = await suite.gw.ledger.totals();
     // 9 sats plus the mint's 2-sat reserve is more than the 10 held.
     const big = await post('/v1/balance/refund', { invoice: externalInvoice(9) }, key);
     expect([big.status, big.json.error.code, big.json.error.needed_msats]).toEqual([400, 'balance_too_low', 11_000]);
@@ -141,7 +129,7 @@ describe('refunds to a Lightning invoice', () => {
     expect([open.status, open.json.error.code]).toEqual([400, 'invalid_invoice']);
     const junk = await post('/v1/balance/refund', { invoice: 'lnbc10u1notaninvoice' }, key);
     expect([junk.status, junk.json.error.code]).toEqual([400, 'invalid_invoice']);
-    expect(await gw.ledger.totals()).toEqual(before);
+    expect(await suite.gw.ledger.totals()).toEqual(before);
     expect(await balanceOf(key)).toBe(10_000);
   });
 });

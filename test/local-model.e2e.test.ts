@@ -11,6 +11,7 @@ import { startGatewayProcess } from './support/process.ts';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { BilledUsage } from './support/wire.ts';
 
 /**
  * The embedded model, for real: SmolLM2-135M-Instruct fetched by the project's own script, run
@@ -110,7 +111,7 @@ describe('paid requests, billed from the model’s own tokens', () => {
     expect(r.choices[0]!.message.content!.length).toBeGreaterThan(0);
     const prompt = promptTokens(turns);
     expect(r.usage).toMatchObject({ prompt_tokens: prompt, completion_tokens: 6, total_tokens: prompt + 6 });
-    expect((r.usage as any).cost.total_msats).toBe(cost(prompt, 6));
+    expect((r.usage as BilledUsage).cost.total_msats).toBe(cost(prompt, 6));
     expect((await info(token)).balance).toBe(100_000 - cost(prompt, 6));
   });
 
@@ -142,21 +143,21 @@ describe('paid requests, billed from the model’s own tokens', () => {
     });
     let text = '';
     let pieces = 0;
-    let usage: any;
+    let usage: BilledUsage | undefined;
     for await (const chunk of stream) {
       const delta = chunk.choices[0]?.delta?.content;
       if (delta) {
         text += delta;
         pieces++;
       }
-      if (chunk.usage) usage = chunk.usage;
+      if (chunk.usage) usage = chunk.usage as BilledUsage;
     }
     expect(pieces).toBeGreaterThan(1);
     // Eight tokens of greedy output read back as the same eight tokens.
     expect(vocab.tokenize(text, false).length).toBe(8);
     const prompt = promptTokens(turns);
     expect(usage).toMatchObject({ prompt_tokens: prompt, completion_tokens: 8 });
-    expect(usage.cost.total_msats).toBe(cost(prompt, 8));
+    expect(usage!.cost.total_msats).toBe(cost(prompt, 8));
     expect((await info(token)).balance).toBe(100_000 - cost(prompt, 8));
   });
 

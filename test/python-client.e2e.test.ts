@@ -7,6 +7,7 @@ import { join, resolve } from 'node:path';
 import { FakeUpstream, REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
 import { PRICES, expectMoneyConserved, msats, startGateway, type Gateway } from './support/gateway.ts';
 import { mintToken, receive } from './support/cashu.ts';
+import type { Billed } from './support/wire.ts';
 
 const mintUrl = inject('mintUrl');
 const upstream = new FakeUpstream();
@@ -119,10 +120,10 @@ describe('the nutshell wallet CLI', () => {
       body: JSON.stringify({ model: 'gpt-test', messages, max_tokens: 3 }),
     });
     expect(res.status).toBe(200);
-    const cost = ((await res.json()) as any).usage.cost.total_msats as number;
+    const cost = ((await res.json()) as Billed).usage.cost.total_msats;
     expect((await gw.ledger.getKey(sha256(token)))!.totalSpent).toBe(cost);
 
-    const refund = (await (await fetch(`${gw.url}/v1/balance/refund`, { method: 'POST', headers: { authorization: `Bearer ${token}` } })).json()) as any;
+    const refund = (await (await fetch(`${gw.url}/v1/balance/refund`, { method: 'POST', headers: { authorization: `Bearer ${token}` } })).json()) as { token: string; sats: string };
     const back = Math.floor((200_000 - cost) / 1000);
     expect(refund.sats).toBe(String(back));
     await cashu('receive', refund.token);

@@ -6,6 +6,7 @@ import { mintToken, proofStates, receive } from './support/cashu.ts';
 import { startMint, type RunningMint } from './support/mint.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
 import { waitFor } from './support/suite.ts';
+import type { Billed, ModelList } from './support/wire.ts';
 
 const mintUrl = inject('mintUrl');
 const upstream = new FakeUpstream();
@@ -103,7 +104,7 @@ describe('the mint is slow', () => {
         expect([r.status, await slow.ledger.getKey(hash)]).toEqual([503, undefined]);
         return undefined;
       }, 'the swap recovered past its lease');
-      const cost = ((await again.json()) as any).usage.cost.total_msats as number;
+      const cost = ((await again.json()) as Billed).usage.cost.total_msats;
       expect((await slow.ledger.getKey(sha256Hex(token)))!.balance).toBe(20_000 - cost);
       await expectMoneyConserved(slow);
     } finally {
@@ -279,7 +280,7 @@ describe('the README start command', () => {
       expect(out).toContain('gateway ready');
       const infoRes = (await (await fetch(`http://127.0.0.1:${port}/v1/info`)).json()) as Record<string, any>;
       expect(infoRes.mints).toEqual([mintUrl]);
-      const models = (await (await fetch(`http://127.0.0.1:${port}/v1/models`)).json()) as { data: any[] };
+      const models = (await (await fetch(`http://127.0.0.1:${port}/v1/models`)).json()) as ModelList;
       expect(models.data.map((m) => m.id)).toContain('gpt-test');
       expect(models.data.every((m) => m.sats_pricing.prompt > 0 && m.sats_pricing.completion > 0)).toBe(true);
 

@@ -8,6 +8,7 @@ import { expectDrained, expectMoneyConserved, msats, startGateway, type Gateway 
 import { mintToken } from './support/cashu.ts';
 import { freePort } from './support/ports.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
+import type { ModelList } from './support/wire.ts';
 
 const mintUrl = inject('mintUrl');
 const a = new FakeUpstream();
@@ -73,11 +74,11 @@ afterEach(async () => {
 
 describe('several upstreams from a config file', () => {
   it('prices models by their rules (USD at the configured rate, msats), times the margin', async () => {
-    const models = (await (await fetch(`${gw.url}/v1/models`)).json()) as { data: any[] };
+    const models = (await (await fetch(`${gw.url}/v1/models`)).json()) as ModelList;
     const byId = new Map(models.data.map((m) => [m.id, m]));
     expect([...byId.keys()].sort()).toEqual(['gpt-cheap', 'gpt-test', 'text-embed']);
-    expect(byId.get('gpt-test').msats_pricing).toMatchObject({ prompt_msats_per_token: 1.5, completion_msats_per_token: 3 });
-    expect(byId.get('gpt-cheap').msats_pricing).toMatchObject({ prompt_msats_per_token: 6, completion_msats_per_token: 12 });
+    expect(byId.get('gpt-test')!.msats_pricing).toMatchObject({ prompt_msats_per_token: 1.5, completion_msats_per_token: 3 });
+    expect(byId.get('gpt-cheap')!.msats_pricing).toMatchObject({ prompt_msats_per_token: 6, completion_msats_per_token: 12 });
     const res = await chat('gpt-test');
     const u = res.json.usage;
     expect(u.cost.total_msats).toBe(msats(u.prompt_tokens, 1.5) + msats(u.completion_tokens, 3));
@@ -138,8 +139,8 @@ describe('several upstreams from a config file', () => {
   it('lets MODEL_PRICES in the environment override the file, and rejects a bad file at start-up', async () => {
     const over = await startGateway(mintUrl, a, { UPSTREAMS_FILE: file, MODEL_PRICES: JSON.stringify({ 'gpt-test': { prompt: 9, completion: 9 } }) });
     try {
-      const models = (await (await fetch(`${over.url}/v1/models`)).json()) as { data: any[] };
-      expect(models.data.find((m) => m.id === 'gpt-test').msats_pricing).toMatchObject({ prompt_msats_per_token: 9, completion_msats_per_token: 9 });
+      const models = (await (await fetch(`${over.url}/v1/models`)).json()) as ModelList;
+      expect(models.data.find((m) => m.id === 'gpt-test')!.msats_pricing).toMatchObject({ prompt_msats_per_token: 9, completion_msats_per_token: 9 });
     } finally {
       await over.close();
     }
