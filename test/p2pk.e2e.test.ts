@@ -1,8 +1,9 @@
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { PaymentRequest, getDecodedToken, getEncodedToken, getPubKeyFromPrivKey } from '@cashu/cashu-ts';
 import { FakeUpstream } from './support/upstream.ts';
 import { CountingProxy } from './support/counting-proxy.ts';
-import { TEST_P2PK_PRIVKEY, expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
+import { TEST_P2PK_PRIVKEY, expectMoneyConserved, startGateway } from './support/gateway.ts';
+import { chat as sharedChat, useGateway } from './support/suite.ts';
 import { asCashuA, lockedToken, mintToken, proofStates, receive, relabel, wallet } from './support/cashu.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
 import { hasValidProofDleq, nativeDleq } from '../src/cashu/dleq.ts';
@@ -12,17 +13,12 @@ const realMint = inject('mintUrl');
 const upstream = new FakeUpstream();
 const proxy = new CountingProxy(realMint);
 let mintUrl: string;
-let gw: Gateway;
 const ourPubkey = Buffer.from(getPubKeyFromPrivKey(Buffer.from(TEST_P2PK_PRIVKEY, 'hex'))).toString('hex');
 const otherPubkey = Buffer.from(getPubKeyFromPrivKey(Buffer.alloc(32, 7))).toString('hex');
 const body = { model: 'gpt-test', messages: [{ role: 'user', content: 'locked' }], max_tokens: 2 };
 
 async function chat(headers: Record<string, string>) {
-  const res = await fetch(`${gw.url}/v1/chat/completions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...headers },
-    body: JSON.stringify(body),
-  });
+  const res = await sharedChat(suite.gw, headers, body);
   return { status: res.status, headers: res.headers, json: (await res.json()) as Record<string, any> };
 }
 
@@ -33,25 +29,20 @@ async function mintCallsDuring(fn: () => Promise<unknown>): Promise<string[]> {
   return [...proxy.calls];
 }
 
+const suite = useGateway({
+  upstream,
+  before: async () => (mintUrl = await proxy.start()),
+  env: () => ({ CASHU_MINTS: mintUrl }),
+  after: () => proxy.stop(),
+});
 beforeAll(async () => {
-  await upstream.start();
-  mintUrl = await proxy.start();
-  gw = await startGateway(mintUrl, upstream);
   // Load the gateway's view of the mint (info, keysets, keys) once, as any first request does.
   expect((await chat({ authorization: `Bearer ${await mintToken(mintUrl, 5)}` })).status).toBe(200);
-});
-afterAll(async () => {
-  await gw?.close();
-  await proxy.stop();
-  await upstream.stop();
-});
-afterEach(async () => {
-  await expectMoneyConserved(gw);
 });
 
 describe('ecash locked to the gateway key (NUT-11 + NUT-12)', () => {
   it('publishes the key in /v1/info and asks for it in the 402 payment request', async () => {
-    const info = (await (await fetch(`${gw.url}/v1/info`)).json()) as Record<string, any>;
+    const info = (await (await fetch(`${suite.gw.url}/v1/info`)).json()) as Record<string, any>;
     expect(info.p2pk_pubkey).toBe(ourPubkey);
     const res = await chat({});
     expect(res.status).toBe(402);
@@ -64,7 +55,7 @@ describe('ecash locked to the gateway key (NUT-11 + NUT-12)', () => {
     let res!: Awaited<ReturnType<typeof chat>>;
     expect(await mintCallsDuring(async () => (res = await chat({ authorization: `Bearer ${bearer}` })))).toEqual([]);
     expect(res.status).toBe(200);
-    expect((await gw.ledger.getKey(sha256Hex(bearer)))!.balance).toBe(16_000 - res.json.usage.cost.total_msats);
+    expect((await suite.gw.ledger.getKey(sha256Hex(bearer)))!.balance).toBe(16_000 - res.json.usage.cost.total_msats);
 
     const x = await lockedToken(mintUrl, 16, ourPubkey);
     const calls = await mintCallsDuring(async () => (res = await chat({ 'x-cashu': x })));
@@ -111,24 +102,24 @@ describe('ecash locked to the gateway key (NUT-11 + NUT-12)', () => {
     const res = await chat({ authorization: `Bearer ${t}` });
     expect([res.status, res.json.error.code]).toEqual([400, 'invalid_cashu_token']);
     expect(new Set(await proofStates(mintUrl, t))).toEqual(new Set(['UNSPENT']));
-    expect(await gw.ledger.getKey(sha256Hex(t))).toBeUndefined();
+    expect(await suite.gw.ledger.getKey(sha256Hex(t))).toBeUndefined();
   });
 
   it('redeems the proofs it took offline in the background, turning them into its own at the mint', async () => {
     const t = await lockedToken(mintUrl, 32, ourPubkey);
     expect((await chat({ authorization: `Bearer ${t}` })).status).toBe(200);
     expect(new Set(await proofStates(mintUrl, t))).toEqual(new Set(['UNSPENT']));
-    const swept = await gw.wallets.sweepLocked();
+    const swept = await suite.gw.wallets.sweepLocked();
     expect(swept).toBeGreaterThanOrEqual(1);
     // The locked proofs are spent now, and the gateway holds fresh proofs of the same value.
     expect(new Set(await proofStates(mintUrl, t))).toEqual(new Set(['SPENT']));
-    expect(await gw.wallets.sweepLocked()).toBe(0);
+    expect(await suite.gw.wallets.sweepLocked()).toBe(0);
   });
 
   it('never takes a swept proof offline again, even after a token carrying it failed at the mint', async () => {
     const t = await lockedToken(mintUrl, 8, ourPubkey);
     expect((await chat({ authorization: `Bearer ${t}` })).status).toBe(200);
-    expect(await gw.wallets.sweepLocked()).toBeGreaterThanOrEqual(1);
+    expect(await suite.gw.wallets.sweepLocked()).toBeGreaterThanOrEqual(1);
     const w = await wallet(mintUrl);
     const swept = getDecodedToken(t, w.keyChain.getAllKeysetIds()).proofs;
     // The swept proofs with a good one of the payer's own: refused before any mint call.
@@ -141,7 +132,7 @@ describe('ecash locked to the gateway key (NUT-11 + NUT-12)', () => {
     const alone = await asCashuA(mintUrl, getEncodedToken({ mint: mintUrl, unit: 'sat', proofs: swept }));
     const again = await chat({ 'x-cashu': alone });
     expect([again.status, again.json.error.code]).toEqual([400, 'cashu_token_already_spent']);
-    expect(await gw.ledger.getKey(sha256Hex(alone))).toBeUndefined();
+    expect(await suite.gw.ledger.getKey(sha256Hex(alone))).toBeUndefined();
     expect(new Set(await proofStates(mintUrl, own))).toEqual(new Set(['UNSPENT']));
   });
 
@@ -152,17 +143,17 @@ describe('ecash locked to the gateway key (NUT-11 + NUT-12)', () => {
     await (await wallet(mintUrl)).receive(gone, { privkey: TEST_P2PK_PRIVKEY });
     const kept = await lockedToken(mintUrl, 16, ourPubkey);
     // Earn at least what will be lost, so the books never show more costs than earnings.
-    for (let t = await gw.ledger.totals(); t.charged - t.withdrawn - t.fees < 1_000; t = await gw.ledger.totals()) {
+    for (let t = await suite.gw.ledger.totals(); t.charged - t.withdrawn - t.fees < 1_000; t = await suite.gw.ledger.totals()) {
       expect((await chat({ authorization: `Bearer ${kept}` })).status).toBe(200);
     }
-    const before = await gw.ledger.totals();
+    const before = await suite.gw.ledger.totals();
 
     // The batch holding both is refused; the spent proof is written off, the other put back.
-    expect(await gw.wallets.sweepLocked()).toBe(0);
-    expect((await gw.ledger.totals()).fees - before.fees).toBe(1_000);
-    expect(await gw.wallets.sweepLocked()).toBeGreaterThanOrEqual(1);
+    expect(await suite.gw.wallets.sweepLocked()).toBe(0);
+    expect((await suite.gw.ledger.totals()).fees - before.fees).toBe(1_000);
+    expect(await suite.gw.wallets.sweepLocked()).toBeGreaterThanOrEqual(1);
     expect(new Set(await proofStates(mintUrl, kept))).toEqual(new Set(['SPENT']));
-    expect(await gw.wallets.sweepLocked()).toBe(0);
+    expect(await suite.gw.wallets.sweepLocked()).toBe(0);
   });
 
   it('takes offline only proofs of the unit the token names: msat proofs labelled sat are not 1000x', async () => {
@@ -170,7 +161,7 @@ describe('ecash locked to the gateway key (NUT-11 + NUT-12)', () => {
     const labelled = await relabel(mintUrl, msat, { unit: 'sat' });
     const res = await chat({ authorization: `Bearer ${labelled}` });
     expect(res.status).toBe(400);
-    expect(await gw.ledger.getKey(sha256Hex(labelled))).toBeUndefined();
+    expect(await suite.gw.ledger.getKey(sha256Hex(labelled))).toBeUndefined();
     expect(new Set(await proofStates(mintUrl, msat))).toEqual(new Set(['UNSPENT']));
   });
 
