@@ -1,27 +1,27 @@
 import { writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import OpenAI from 'openai';
 import { FakeUpstream, REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
-import { expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
+import { useGateway } from './support/suite.ts';
 import { mintToken } from './support/cashu.ts';
 
 /** Prices for what providers bill: cache reads and writes, per-request and per-image fees. */
 const mintUrl = inject('mintUrl');
 const upstream = new FakeUpstream();
-let gw: Gateway;
 
 // msats per token, and per request / per image.
 const PRICE = { prompt: 4, completion: 10, cached_prompt: 0.4, cache_write: 5, request: 50, image: 300 };
 
-beforeAll(async () => {
-  await upstream.start();
-  const dir = mkdtempSync(join(tmpdir(), 'upstreams-'));
-  const file = join(dir, 'upstreams.yaml');
-  writeFileSync(
-    file,
-    `upstreams:
+const suite = useGateway({
+  upstream,
+  env: () => {
+    const dir = mkdtempSync(join(tmpdir(), 'upstreams-'));
+    const file = join(dir, 'upstreams.yaml');
+    writeFileSync(
+      file,
+      `upstreams:
   - name: priced
     base_url: ${upstream.url}
     models: [gpt-cached]
@@ -29,23 +29,19 @@ beforeAll(async () => {
     prices:
       gpt-cached: { prompt_msats: ${PRICE.prompt}, completion_msats: ${PRICE.completion}, cached_prompt_msats: ${PRICE.cached_prompt}, cache_write_msats: ${PRICE.cache_write}, request_msats: ${PRICE.request}, image_msats: ${PRICE.image} }
 `,
-  );
-  gw = await startGateway(mintUrl, upstream, { UPSTREAMS_FILE: file, MODEL_PRICES: '{}' });
-});
-afterAll(async () => {
-  await gw?.close();
-  await upstream.stop();
-});
-afterEach(async () => {
-  upstream.cachedTokens = 0;
-  await expectMoneyConserved(gw);
+    );
+    return { UPSTREAMS_FILE: file, MODEL_PRICES: '{}' };
+  },
+  reset: () => (upstream.cachedTokens = 0),
+  // Request and image fees and cache rates are beyond a per-token ceiling: the tests check each charge themselves.
+  prices: null,
 });
 
 const ceil = (tokens: number, msatsPerToken: number) => Math.ceil((tokens * Math.round(msatsPerToken * 1e6)) / 1e6);
 
 describe('a model priced for cached input, per request and per image', () => {
   it('bills cached prompt tokens at their price, to the msat, and shows every price in /v1/models', async () => {
-    const models = (await (await fetch(`${gw.url}/v1/models`)).json()) as { data: Array<Record<string, any>> };
+    const models = (await (await fetch(`${suite.gw.url}/v1/models`)).json()) as { data: Array<Record<string, any>> };
     const m = models.data.find((x) => x.id === 'gpt-cached')!;
     expect(m.msats_pricing).toEqual({
       prompt_msats_per_token: 4,
@@ -58,7 +54,7 @@ describe('a model priced for cached input, per request and per image', () => {
     expect(m.sats_pricing).toMatchObject({ prompt: 0.004, completion: 0.01, input_cache_read: 0.0004, input_cache_write: 0.005, request: 0.05, image: 0.3 });
 
     const token = await mintToken(mintUrl, 300);
-    const client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: token, maxRetries: 0 });
+    const client = new OpenAI({ baseURL: `${suite.gw.url}/v1`, apiKey: token, maxRetries: 0 });
     const messages = [{ role: 'user' as const, content: 'The same long system context as last time, then a question.' }];
     upstream.cachedTokens = 9;
     const res = await client.chat.completions.create({ model: 'gpt-cached', messages, max_tokens: 10 });
@@ -72,7 +68,7 @@ describe('a model priced for cached input, per request and per image', () => {
 
   it('adds the per-image fee for each image in the prompt', async () => {
     const token = await mintToken(mintUrl, 300);
-    const client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: token, maxRetries: 0 });
+    const client = new OpenAI({ baseURL: `${suite.gw.url}/v1`, apiKey: token, maxRetries: 0 });
     const image = { type: 'image_url' as const, image_url: { url: 'data:image/png;base64,iVBORw0KGgo=', detail: 'low' as const } };
     const res = await client.chat.completions.create({
       model: 'gpt-cached',
@@ -87,7 +83,7 @@ describe('a model priced for cached input, per request and per image', () => {
 
   it('lets through a cost-bearing parameter the operator allowed for this upstream', async () => {
     const token = await mintToken(mintUrl, 300);
-    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+    const res = await fetch(`${suite.gw.url}/v1/chat/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
       body: JSON.stringify({ model: 'gpt-cached', messages: [{ role: 'user', content: 'Search.' }], max_tokens: 5, plugins: [{ id: 'web' }] }),
