@@ -1,4 +1,4 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { PaymentRequest, getPubKeyFromPrivKey, getTokenMetadata } from '@cashu/cashu-ts';
@@ -7,10 +7,10 @@ import { TEST_P2PK_PRIVKEY, expectMoneyConserved, startGateway, type Gateway } f
 import { lockedToken, mintToken, receive } from './support/cashu.ts';
 import { startMint, type RunningMint } from './support/mint.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
+import { chat as sharedChat, useGateway } from './support/suite.ts';
 
 const upstream = new FakeUpstream();
 let feeMint: RunningMint;
-let gw: Gateway;
 const logLines: Array<Record<string, any>> = [];
 const ourPubkey = Buffer.from(getPubKeyFromPrivKey(Buffer.from(TEST_P2PK_PRIVKEY, 'hex'))).toString('hex');
 
@@ -31,7 +31,7 @@ async function freshGateway(): Promise<Gateway> {
   const g = await startGateway(
     feeMint.url,
     upstream,
-    { MODEL_PRICES: JSON.stringify({ 'gpt-test': { prompt: 200, completion: 900 } }) },
+    { MODEL_PRICES: JSON.stringify(FEE_PRICES) },
     { log: pino({ level: 'info' }, sink) },
   );
   extra.push(g);
@@ -39,27 +39,20 @@ async function freshGateway(): Promise<Gateway> {
 }
 const extra: Gateway[] = [];
 
-async function chat(headers: Record<string, string>, on: Gateway = gw) {
-  const res = await fetch(`${on.url}/v1/chat/completions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...headers },
-    body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'fees' }], max_tokens: 2 }),
-  });
+async function chat(headers: Record<string, string>, on: Gateway = suite.gw) {
+  const res = await sharedChat(on, headers, { messages: [{ role: 'user', content: 'fees' }], max_tokens: 2 });
   return { status: res.status, headers: res.headers, json: (await res.json()) as Record<string, any> };
 }
 
-beforeAll(async () => {
-  await upstream.start();
-  feeMint = await startMint({ inputFeePpk: 100 });
-  gw = await startGateway(feeMint.url, upstream, { MODEL_PRICES: JSON.stringify({ 'gpt-test': { prompt: 200, completion: 900 } }) });
-});
-afterAll(async () => {
-  await gw?.close();
-  await upstream.stop();
-  await feeMint?.stop();
+const FEE_PRICES = { 'gpt-test': { prompt: 200, completion: 900 } };
+const suite = useGateway({
+  upstream,
+  before: async () => (feeMint = await startMint({ inputFeePpk: 100 })),
+  env: () => ({ CASHU_MINTS: feeMint.url, MODEL_PRICES: JSON.stringify(FEE_PRICES) }),
+  prices: FEE_PRICES,
+  after: () => feeMint.stop(),
 });
 afterEach(async () => {
-  await expectMoneyConserved(gw);
   for (const g of extra.splice(0)) {
     await expectMoneyConserved(g);
     await g.close();
@@ -73,10 +66,10 @@ describe('a mint that charges input fees (100 ppk)', () => {
     const res = await chat({ authorization: `Bearer ${token}` });
     expect(res.status).toBe(200);
     const fee = Math.ceil((proofs * 100) / 1000);
-    const key = (await gw.ledger.getKey(sha256Hex(token)))!;
+    const key = (await suite.gw.ledger.getKey(sha256Hex(token)))!;
     expect(key.balance).toBe((100 - fee) * 1000 - res.json.usage.cost.total_msats);
 
-    const refund = await fetch(`${gw.url}/v1/balance/refund`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+    const refund = await fetch(`${suite.gw.url}/v1/balance/refund`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
     expect(refund.status).toBe(200);
     const body = (await refund.json()) as { token: string; sats: string };
     expect(Number(body.sats)).toBe(Math.floor(((100 - fee) * 1000 - res.json.usage.cost.total_msats) / 1000));
@@ -93,7 +86,7 @@ describe('a mint that charges input fees (100 ppk)', () => {
     expect(getTokenMetadata(change).amount.toNumber()).toBe(changeSats);
     expect(await receive(feeMint.url, change)).toBe(changeSats - redeemFee(change));
     // The fees the gateway's own swaps paid are on the books as the operator's cost.
-    expect((await gw.ledger.totals()).fees).toBeGreaterThan(0);
+    expect((await suite.gw.ledger.totals()).fees).toBeGreaterThan(0);
   });
 
   it('pays a P2PK-locked X-Cashu request its change, the swap allowing for the fee at the operator\'s cost', async () => {
