@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { REPLY_WORDS } from './support/upstream.ts';
 import { PRICES, msats } from './support/gateway.ts';
+import { mintToken } from './support/cashu.ts';
 import { bearer, chat as chatAs, fundedKey as funded, useGateway, waitFor } from './support/suite.ts';
 
 /**
@@ -61,6 +62,16 @@ describe('usage far beyond the reservation', () => {
     upstream.chunkDelayMs = 0;
     await (await streaming).text();
     expect((await suite.gw.ledger.getKey(hash))!.reserved).toBe(0);
+  });
+  it('charges an X-Cashu payer at most the token, with no change, whatever the usage says', async () => {
+    const token = await mintToken(suite.mintUrl, 2);
+    const before = await suite.gw.ledger.totals();
+    upstream.usageOverrides.push({ prompt_tokens: 100_000, completion_tokens: 100_000 });
+    const res = await chatAs(suite.gw, { 'x-cashu': token }, { max_tokens: 10 });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('x-cashu')).toBeNull();
+    const after = await suite.gw.ledger.totals();
+    expect([after.credited - before.credited, after.charged - before.charged, after.refunded - before.refunded]).toEqual([2000, 2000, 0]);
   });
 });
 
