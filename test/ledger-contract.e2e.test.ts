@@ -758,6 +758,23 @@ describe('history', () => {
     expect(await ledger.history('c', { limit: 10 })).toEqual([all[2]]);
     expect(await ledger.history('nobody', { limit: 10 })).toEqual([]);
   });
+
+  it('names the model a charge was billed at, when settle says it differs from the one reserved for', async () => {
+    await fund('p', [8]);
+    await ledger.createChildKeys('p', [child2('c')]);
+    expect(await ledger.reserve('p', 3_000, 'own', 'cheap')).toBe(true);
+    await ledger.settle('own', 2_500, { inputTokens: 10, outputTokens: 5, model: 'dear' });
+    expect(await ledger.reserve('c', 2_000, 'via-c', 'cheap')).toBe(true);
+    await ledger.settle('via-c', 1_000, { inputTokens: 1, outputTokens: 1, model: 'dear' });
+    expect(await ledger.reserve('p', 1_000, 'same', 'cheap')).toBe(true);
+    await ledger.settle('same', 500, { inputTokens: 1, outputTokens: 1 });
+    const charges = (await ledger.history('p', { limit: 10 })).filter((h) => h.kind === 'charge');
+    expect(charges.map((h) => [h.ref, h.model])).toEqual([
+      ['same', 'cheap'],
+      ['via-c', 'dear'],
+      ['own', 'dear'],
+    ]);
+  });
 });
 
 const child2 = (hash: string): NewChildKey => ({ hash, spendLimit: null, models: null, expiresAt: null });

@@ -20,9 +20,6 @@ const sink = new Writable({
 });
 const suite = useGateway({
   env: { UPSTREAM_API_KEY: UPSTREAM_KEY },
-  // The served-model case bills a gpt-cheap request at gpt-test's price, and its row names the
-  // model asked for: gpt-test's price is the ceiling for both here.
-  prices: { ...PRICES, 'gpt-cheap': PRICES['gpt-test'] },
   log: pino({ level: 'info' }, sink),
   reset: () => {
     upstream.modes.length = 0;

@@ -336,21 +336,22 @@ export class Engine {
   }
 
   /** What a usage costs on this job; at the higher price when the upstream says it served a pricier model. */
-  #cost(job: Job, usage: Usage, served: string | undefined): Cost {
+  #cost(job: Job, usage: Usage, served: string | undefined): { cost: Cost; billedAs?: string } {
     const cost = costOf(usage, job.model.price, job.images);
-    if (!served || served === job.model.id || served.startsWith(`${job.model.id}-`)) return cost;
+    if (!served || served === job.model.id || served.startsWith(`${job.model.id}-`)) return { cost };
     const other = this.#catalog.get(served);
     this.#log.warn({ priced: job.model.id, served }, 'the upstream served another model than the one priced');
-    if (!other) return cost;
+    if (!other) return { cost };
     const alt = costOf(usage, other.price, job.images);
-    return alt.totalMsats > cost.totalMsats ? alt : cost;
+    return alt.totalMsats > cost.totalMsats ? { cost: alt, billedAs: other.id } : { cost };
   }
 
   /** Settles the charge and, for a one-shot payer, pays the rest back as change. */
   async #settle(job: Job, hold: Hold | null, usage: Usage, metered?: Metered): Promise<Receipt> {
-    const cost = this.#cost(job, usage, metered?.model);
+    const { cost, billedAs } = this.#cost(job, usage, metered?.model);
     if (!hold) return { usage, cost, balance: 0 };
-    const s = await this.#ledger.settle(hold.reservationId, cost.totalMsats, { inputTokens: usage.promptTokens, outputTokens: usage.completionTokens });
+    // The key's history names the model the charge was priced at, so its rate explains the msats.
+    const s = await this.#ledger.settle(hold.reservationId, cost.totalMsats, { inputTokens: usage.promptTokens, outputTokens: usage.completionTokens, model: billedAs });
     hold.closed = true;
     if (s.chargedMsats < cost.totalMsats) this.#log.warn({ short: cost.totalMsats - s.chargedMsats }, 'charge exceeded what the key holds');
     const charged = chargedCost(cost, s.chargedMsats);

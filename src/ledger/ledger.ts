@@ -65,6 +65,8 @@ export interface HistoryRow {
 export interface SettledUsage {
   inputTokens: number;
   outputTokens: number;
+  /** The model the charge was priced at, when not the one reserved for (the upstream served another). */
+  model?: string | undefined;
 }
 
 /** A proof as the gateway stores it; amount is in the keyset's unit. */

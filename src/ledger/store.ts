@@ -169,7 +169,7 @@ const SETTLE_KEY = `WITH s AS (
   k AS (UPDATE keys SET balance = keys.balance - s.charged, reserved = keys.reserved - s.held, total_spent = keys.total_spent + s.charged
     FROM s WHERE keys.hash = s.key_hash),
   r AS (UPDATE reservations SET state = CASE WHEN s.charged > 0 THEN 'charged' ELSE 'released' END, charged = s.charged,
-      input_tokens = $3, output_tokens = $4
+      input_tokens = $3, output_tokens = $4, model = COALESCE($7, reservations.model)
     FROM s WHERE reservations.id = $1),
   e AS (INSERT INTO entries (key_hash, kind, msats, ref, created_at, via) SELECT s.key_hash, 'charge', s.charged, $1, $5, NULL FROM s WHERE s.charged > 0),
   t AS (UPDATE totals SET charged = totals.charged + s.charged, balance = totals.balance - s.charged FROM s WHERE totals.shard = $6 AND s.charged > 0)
@@ -402,7 +402,7 @@ export class SqlLedger implements Ledger {
       // A balance key's settle in one statement: its locks are held for one round trip, not
       // across the client's turns, so requests on one key do not queue behind each other.
       const shard = Math.floor(Math.random() * SHARDS);
-      const row = await this.#one(SETTLE_KEY, [reservationId, chargeMsats, usage?.inputTokens ?? null, usage?.outputTokens ?? null, now, shard]);
+      const row = await this.#one(SETTLE_KEY, [reservationId, chargeMsats, usage?.inputTokens ?? null, usage?.outputTokens ?? null, now, shard, usage?.model ?? null]);
       if (row) {
         const [charged, balance, reserved] = [row.charged as number, row.balance as number, row.reserved as number];
         return { chargedMsats: charged, balance: balance - charged, reserved: reserved - (row.held as number) };
@@ -436,8 +436,8 @@ export class SqlLedger implements Ledger {
       p.add(
         [`UPDATE keys SET balance = balance - $1, reserved = reserved - $2, total_spent = total_spent + $1 WHERE hash = $3`, [charged, held, keyHash]],
         [
-          'UPDATE reservations SET state = $1, charged = $2, input_tokens = $3, output_tokens = $4 WHERE id = $5',
-          [charged > 0 ? 'charged' : 'released', charged, usage?.inputTokens ?? null, usage?.outputTokens ?? null, reservationId],
+          'UPDATE reservations SET state = $1, charged = $2, input_tokens = $3, output_tokens = $4, model = COALESCE($6, model) WHERE id = $5',
+          [charged > 0 ? 'charged' : 'released', charged, usage?.inputTokens ?? null, usage?.outputTokens ?? null, reservationId, usage?.model ?? null],
         ],
       );
       if (charged > 0) p.entry(keyHash, 'charge', charged, reservationId, child ? (child.hash as string) : null);
