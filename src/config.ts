@@ -100,6 +100,10 @@ const schema = z.object({
   /** The most a foreign swap may cost, in percent of the token; FOREIGN_MINT_MIN_FEE_SATS is allowed whatever the percent. */
   FOREIGN_MINT_MAX_FEE_PERCENT: z.coerce.number().min(0).max(100).default(3),
   FOREIGN_MINT_MIN_FEE_SATS: z.coerce.number().int().min(0).default(5),
+  /** Swaps from one foreign mint (by host name) in flight or left pending at once; more tokens from it wait. */
+  FOREIGN_MINT_MAX_PENDING_SWAPS: z.coerce.number().int().positive().default(10),
+  /** How long past its expiry a trusted mint's unpaid invoice is still waited for before its swap is abandoned. */
+  FOREIGN_SWAP_EXPIRY_MARGIN_SECONDS: z.coerce.number().int().min(0).default(60),
   /** How long a peer (a foreign mint) that failed is not contacted again. */
   PEER_FAILURE_COOLDOWN_SECONDS: z.coerce.number().int().min(0).default(60),
   DATA_DIR: z.string().min(1).default('./data'),

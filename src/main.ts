@@ -50,6 +50,9 @@ export async function createGateway(cfg: Config, opts: { log?: Logger } = {}) {
       maxFeePercent: cfg.FOREIGN_MINT_MAX_FEE_PERCENT,
       minFeeSats: cfg.FOREIGN_MINT_MIN_FEE_SATS,
       cooldownMs: cfg.PEER_FAILURE_COOLDOWN_SECONDS * 1000,
+      maxPending: cfg.FOREIGN_MINT_MAX_PENDING_SWAPS,
+      expiryMarginMs: cfg.FOREIGN_SWAP_EXPIRY_MARGIN_SECONDS * 1000,
+      recoveryBudgetMs: 3 * cfg.PEER_TIMEOUT_MS,
     });
   }
   const upstreams = loadUpstreams(cfg);

@@ -84,10 +84,10 @@ describe('cashu-gateway doctor', () => {
   });
 
   it('shows whether tokens from other mints are swapped, and at what fee at most', async () => {
-    const r = await cli({ ...good, FOREIGN_MINTS: 'swap', FOREIGN_MINT_MAX_FEE_PERCENT: '2', FOREIGN_MINT_MIN_FEE_SATS: '4', PEER_FAILURE_COOLDOWN_SECONDS: '30' }, 'doctor');
+    const r = await cli({ ...good, FOREIGN_MINTS: 'swap', FOREIGN_MINT_MAX_FEE_PERCENT: '2', FOREIGN_MINT_MIN_FEE_SATS: '4', PEER_FAILURE_COOLDOWN_SECONDS: '30', FOREIGN_MINT_MAX_PENDING_SWAPS: '7' }, 'doctor');
     expect(row(r.stdout, 'tokens from other mints').slice(1)).toEqual([
       'ok',
-      'swapped over Lightning into the first trusted mint (FOREIGN_MINTS=swap), fee at most 2 % or 4 sats; a failed mint rests 30 s',
+      'swapped over Lightning into the first trusted mint (FOREIGN_MINTS=swap), fee at most 2 % or 4 sats; a failed mint rests 30 s; at most 7 swaps pending per mint',
     ]);
     expect(r.status).toBe(0);
   });

@@ -39,7 +39,11 @@ export type CashuCode =
   /** The swap from a token's own mint would cost more than the cap, or than the token. */
   | 'foreign_mint_fee_too_high'
   /** The Lightning swap from a token's own mint is still in flight: the same token again settles it. */
-  | 'foreign_swap_pending';
+  | 'foreign_swap_pending'
+  /** As many swaps from the token's mint are pending as are allowed at once: the same token again later. */
+  | 'foreign_mint_busy'
+  /** The trusted mint's invoice for the swap expired unpaid: nothing was credited. */
+  | 'foreign_swap_expired';
 
 export class CashuError extends Error {
   readonly code: CashuCode;

@@ -31,6 +31,11 @@ interface ForeignJournal {
   meltQuote: string;
   /** The mint quote at the trusted mint (op.mint) whose invoice the melt pays. */
   mintQuote: string;
+  /**
+   * When that quote expires (unix seconds), as the trusted mint said on creating it: nutshell
+   * says so only then. Absent in swaps journaled before it was kept.
+   */
+  mintQuoteExpiry?: number | null;
   amount: number;
   /** The token's proofs, the foreign mint's, never ours: kept to ask the foreign mint their state (NUT-07). */
   proofs: StoredProof[];
@@ -42,6 +47,20 @@ export interface ForeignRules {
   maxFeePercent: number;
   minFeeSats: number;
   cooldownMs: number;
+  /** Swaps from one mint's host in flight or pending at once. */
+  maxPending: number;
+  /** How long past its expiry the trusted mint's unpaid invoice is still waited for. */
+  expiryMarginMs: number;
+  /** How long one recovery pass spends on foreign swaps, after the gateway's own operations. */
+  recoveryBudgetMs: number;
+}
+
+/** A swap journaled and ready for its melt. */
+interface Begun {
+  opId: string;
+  journal: ForeignJournal;
+  foreign: Wallet;
+  proofs: Proof[];
 }
 
 /** How often the mint quote is re-read before leaving it to recovery, once the melt is paid. */
@@ -50,6 +69,8 @@ const MINT_WAIT_MS = 10_000;
 const FAILED_MAX = 1000;
 /** Melt quotes asked for until the fee reserve fits in the token. */
 const QUOTE_ATTEMPTS = 3;
+/** Foreign swaps settled in one recovery pass at most; the rest wait for the next. */
+const RECOVER_PER_PASS = 50;
 
 /**
  * cashu-ts's request function for a mint a stranger named: every call goes through the peer rules
@@ -97,6 +118,24 @@ function inFlight(retryAfterSec: number): CashuError {
   });
 }
 
+function busy(mint: string, retryAfterSec: number): CashuError {
+  return new CashuError('foreign_mint_busy', `As many swaps from the mint ${mint} are in flight as are allowed at once. Your token was not spent; send it again later.`, {
+    retryAfter: retryAfterSec,
+  });
+}
+
+const expired = () =>
+  new CashuError('foreign_swap_expired', "Your token's mint did not pay the Lightning invoice before it expired, so nothing was credited. Ask your mint what became of the token.");
+
+/** Swaps are bounded per host: a stranger's ports and paths are free, each a different "mint". */
+function hostOf(mint: string): string {
+  try {
+    return new URL(mint).hostname;
+  } catch {
+    return mint;
+  }
+}
+
 function sum(proofs: Array<{ amount: number }>): number {
   return proofs.reduce((s, p) => s + p.amount, 0);
 }
@@ -118,6 +157,8 @@ export class ForeignSwaps implements ForeignIntake {
   /** Mints that failed, and why, until when: a stranger's dead or hostile mint is not asked again at once. */
   readonly #failed = new Map<string, { until: number; error: PeerError }>();
   readonly #leaseMs: number;
+  /** Swaps being started, by host, not yet journaled: counted against the bound with the journaled ones. */
+  readonly #starting = new Map<string, number>();
 
   constructor(deps: { ledger: Ledger; wallets: CashuWallets; peers: PeerFetch; log: Logger; leaseMs: number }, rules: ForeignRules) {
     this.#ledger = deps.ledger;
@@ -183,6 +224,70 @@ export class ForeignSwaps implements ForeignIntake {
     if (cooling && cooling.until > Date.now()) throw unusable(info.mint, cooling.error, Math.ceil((cooling.until - Date.now()) / 1000));
     this.#failed.delete(info.mint);
 
+    const host = hostOf(info.mint);
+    const starting = this.#starting.get(host) ?? 0;
+    if (starting + (await this.#pendingAt(host)) >= this.#rules.maxPending) {
+      this.#log.info({ mint: info.mint, max: this.#rules.maxPending }, 'foreign mint at its bound of pending swaps');
+      throw busy(info.mint, Math.ceil(this.#leaseMs / 1000));
+    }
+    this.#starting.set(host, starting + 1);
+    let begun: Begun | { token: TokenRow };
+    try {
+      begun = await this.#begin(info, keyHash);
+    } finally {
+      const n = this.#starting.get(host)! - 1;
+      if (n > 0) this.#starting.set(host, n);
+      else this.#starting.delete(host);
+    }
+    if ('token' in begun) return this.#existing(info, keyHash, begun.token, retry);
+    const { opId, journal, foreign, proofs } = begun;
+
+    let paid = false;
+    try {
+      crashPoint('foreign:before-melt');
+      paid = (await foreign.mint.meltBolt11({ quote: journal.meltQuote, inputs: proofs })).state === 'PAID';
+      crashPoint('foreign:after-melt');
+    } catch (e) {
+      if (isMintOperationError(e)) {
+        // A refusal is final unless the quote says otherwise: the proofs may have been spent meanwhile.
+        this.#log.info({ mint: info.mint, code: e.code, err: e.message }, 'the foreign mint refused the melt');
+        const outcome = await this.#settle((await this.#ledger.getOp(opId))!, true, foreign);
+        if (outcome === 'expired') throw expired();
+        if (outcome === 'failed') {
+          const states = await foreign.checkProofsStates(proofs).catch(() => []);
+          if (states.some((s) => s.state === 'SPENT')) throw spent();
+          throw new CashuError('invalid_cashu_token', `The mint refused the token: ${e.message}`);
+        }
+      } else {
+        // Sent, with its answer lost or refused by the peer rules: the melt may have happened.
+        this.#log.warn({ op: opId, err: (e as Error).message }, 'foreign melt failed without an answer');
+      }
+    }
+    for (const until = Date.now() + MINT_WAIT_MS; ; ) {
+      // Paid: only the trusted mint's quote is left to read. Otherwise both quotes say what happened.
+      const outcome = paid ? await this.#finish((await this.#ledger.getOp(opId))!, journal) : await this.#settle((await this.#ledger.getOp(opId))!, false, foreign);
+      if (outcome === 'done') break;
+      if (outcome === 'expired') throw expired();
+      if (outcome === 'failed') throw spent();
+      if (Date.now() > until) {
+        await this.#ledger.touchOp(opId);
+        throw inFlight(Math.ceil(this.#leaseMs / 1000));
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const row = (await this.#ledger.getToken(info.hash))!;
+    this.#log.info({ mint: this.#wallets.mints[0], from: info.mint, unit: info.unit, msats: row.msats, fee_msats: info.msats - (row.msats ?? 0), key: keyHash.slice(0, 8) }, 'credited a token from another mint');
+    return (await this.#ledger.getKey(keyHash))!;
+  }
+
+  /** Swaps journaled and still pending from mints at `host`. */
+  async #pendingAt(host: string): Promise<number> {
+    const ops = await this.#ledger.pendingOps();
+    return ops.filter((o) => o.kind === 'foreign' && hostOf((o.outputs as ForeignJournal[])[0]!.foreignMint) === host).length;
+  }
+
+  /** Quotes both sides and journals the swap; or the redemption someone else journaled first. */
+  async #begin(info: TokenInfo, keyHash: string): Promise<Begun | { token: TokenRow }> {
     const target = this.#wallets.mints[0]!;
     const unit = info.unit;
     const foreign = await this.#foreignWallet(info.mint, unit);
@@ -201,7 +306,7 @@ export class ForeignSwaps implements ForeignIntake {
 
     // The fee reserve is only known for an invoice, and the invoice's amount depends on it.
     let reserve = 0;
-    let picked: { amount: number; mintQuote: string; meltQuote: string } | undefined;
+    let picked: { amount: number; mintQuote: string; mintQuoteExpiry: number | null; meltQuote: string } | undefined;
     let needed = 0;
     for (let attempt = 0; attempt < QUOTE_ATTEMPTS && !picked; attempt++) {
       const amount = total - inputFee - reserve;
@@ -216,7 +321,7 @@ export class ForeignSwaps implements ForeignIntake {
       }
       const fee = melt.fee_reserve.toNumber();
       needed = amount + fee + inputFee;
-      if (needed <= total) picked = { amount, mintQuote: mq.quote, meltQuote: melt.quote };
+      if (needed <= total) picked = { amount, mintQuote: mq.quote, mintQuoteExpiry: mq.expiry, meltQuote: melt.quote };
       else reserve = Math.max(fee, reserve + 1);
     }
     const per = MSATS_PER[unit];
@@ -238,6 +343,7 @@ export class ForeignSwaps implements ForeignIntake {
       foreignMint: info.mint,
       meltQuote: picked.meltQuote,
       mintQuote: picked.mintQuote,
+      mintQuoteExpiry: picked.mintQuoteExpiry,
       amount: picked.amount,
       proofs: stored,
       outputs: preview.outputData.map((o) => OutputData.serialize(o as OutputData)),
@@ -245,42 +351,8 @@ export class ForeignSwaps implements ForeignIntake {
     const opId = randomUUID();
     const started = await this.#ledger.startRedemption({ kind: 'foreign', tokenHash: info.hash, keyHash, opId, mint: target, unit, inputs: [], outputs: [journal] });
     if ('replayed' in started) throw spent();
-    if (!started.started) return this.#existing(info, keyHash, started.token, retry);
-
-    let paid = false;
-    try {
-      crashPoint('foreign:before-melt');
-      paid = (await foreign.mint.meltBolt11({ quote: picked.meltQuote, inputs: proofs })).state === 'PAID';
-      crashPoint('foreign:after-melt');
-    } catch (e) {
-      if (isMintOperationError(e)) {
-        // A refusal is final unless the quote says otherwise: the proofs may have been spent meanwhile.
-        this.#log.info({ mint: info.mint, code: e.code, err: e.message }, 'the foreign mint refused the melt');
-        const outcome = await this.recover((await this.#ledger.getOp(opId))!, true);
-        if (outcome === 'failed') {
-          const states = await foreign.checkProofsStates(proofs).catch(() => []);
-          if (states.some((s) => s.state === 'SPENT')) throw spent();
-          throw new CashuError('invalid_cashu_token', `The mint refused the token: ${e.message}`);
-        }
-      } else {
-        // Sent, with its answer lost or refused by the peer rules: the melt may have happened.
-        this.#log.warn({ op: opId, err: (e as Error).message }, 'foreign melt failed without an answer');
-      }
-    }
-    for (const until = Date.now() + MINT_WAIT_MS; ; ) {
-      // Paid: only the trusted mint's quote is left to read. Otherwise both quotes say what happened.
-      const outcome = paid ? await this.#finish((await this.#ledger.getOp(opId))!, journal) : await this.recover((await this.#ledger.getOp(opId))!, false);
-      if (outcome === 'done') break;
-      if (outcome === 'failed') throw spent();
-      if (Date.now() > until) {
-        await this.#ledger.touchOp(opId);
-        throw inFlight(Math.ceil(this.#leaseMs / 1000));
-      }
-      await new Promise((r) => setTimeout(r, 200));
-    }
-    const row = (await this.#ledger.getToken(info.hash))!;
-    this.#log.info({ mint: target, from: info.mint, unit, msats: row.msats, fee_msats: info.msats - (row.msats ?? 0), key: keyHash.slice(0, 8) }, 'credited a token from another mint');
-    return (await this.#ledger.getKey(keyHash))!;
+    if (!started.started) return { token: started.token };
+    return { opId, journal, foreign, proofs };
   }
 
   async #existing(info: TokenInfo, keyHash: string, known: TokenRow, retry: boolean): Promise<KeyRow> {
@@ -307,37 +379,85 @@ export class ForeignSwaps implements ForeignIntake {
   }
 
   /**
+   * Foreign swaps left pending, settled after the gateway's own operations and within their own
+   * bound (a time budget and a count), so that strangers' mints cannot hold up the recovery of
+   * honest users' operations. The least recently looked at go first: a pass cut short leaves the
+   * others for the next, and a mint in its cooldown is not asked at all.
+   */
+  async recoverAll(ops: MintOp[]): Promise<void> {
+    const until = Date.now() + this.#rules.recoveryBudgetMs;
+    const queue = ops.filter((o) => o.kind === 'foreign').sort((a, b) => a.updatedAt - b.updatedAt);
+    for (const [i, op] of queue.entries()) {
+      if (i >= RECOVER_PER_PASS || Date.now() > until) {
+        this.#log.info({ left: queue.length - i }, 'foreign swaps left for the next recovery pass');
+        return;
+      }
+      const outcome = await this.recover(op, true);
+      if (outcome === 'pending') await this.#ledger.touchOp(op.id);
+      this.#log.info({ op: op.id, kind: op.kind, outcome }, 'recovered journaled mint operation');
+    }
+  }
+
+  async recover(op: MintOp, abandonIfUnspent: boolean): Promise<'done' | 'failed' | 'pending'> {
+    const outcome = await this.#settle(op, abandonIfUnspent);
+    return outcome === 'expired' ? 'failed' : outcome;
+  }
+
+  /**
    * What became of a journaled swap. The foreign melt quote first: unpaid with the token's proofs
    * unspent means nothing left the token (abandoned, once nobody may still be sending the melt).
-   * Paid, or a foreign mint that cannot tell, defers to the trusted mint's quote: paid means the
-   * money arrived, and the journaled outputs are minted (or restored, if that already happened).
+   * Anything else (paid, pending, a foreign mint that cannot tell or is resting) defers to the
+   * trusted mint's quote, the one mint we trust: paid means the money arrived, and the journaled
+   * outputs are minted (or restored, if that already happened); unpaid past its expiry (and a
+   * margin for clocks) means no payment can arrive any more, whatever the foreign mint says, and
+   * the swap is abandoned ('expired'), booking nothing.
    */
-  async recover(op: MintOp, abandonIfUnspent: boolean): Promise<'done' | 'failed' | 'pending'> {
+  async #settle(op: MintOp, abandonIfUnspent: boolean, loaded?: Wallet): Promise<'done' | 'failed' | 'pending' | 'expired'> {
     if (op.state !== 'pending') return op.state;
     const j = (op.outputs as ForeignJournal[])[0]!;
     try {
-      let melt: string | undefined;
-      let foreign: Wallet | undefined;
-      try {
-        foreign = new Wallet(new Mint(j.foreignMint, { customRequest: this.#request }), { unit: op.unit });
-        await foreign.loadMint();
-        melt = (await foreign.checkMeltQuoteBolt11(j.meltQuote)).state;
-      } catch (e) {
-        this.#log.warn({ op: op.id, mint: j.foreignMint, err: (e as Error).message }, 'foreign mint cannot say what became of a melt');
+      const cooling = this.#failed.get(j.foreignMint);
+      if (!cooling || cooling.until <= Date.now()) {
+        const unpaid = await this.#meltUnpaid(op, j, loaded);
+        if (unpaid) {
+          const states = await this.#ask(j.foreignMint, () => unpaid.checkProofsStates(j.proofs.map((p) => ({ secret: p.secret, id: p.id }))));
+          if (states.some((s) => s.state === 'PENDING')) return 'pending';
+          // Spent while our melt is unpaid: the holder spent them elsewhere. Unspent: not yet, or never.
+          if (!states.some((s) => s.state === 'SPENT') && !abandonIfUnspent) return 'pending';
+          await this.#ledger.abandonRedemption(op.tokenHash!, op.id);
+          return 'failed';
+        }
       }
-      if (melt === 'PENDING') return 'pending';
-      if (melt === 'UNPAID' && foreign) {
-        const states = await foreign.checkProofsStates(j.proofs.map((p) => ({ secret: p.secret, id: p.id })));
-        if (states.some((s) => s.state === 'PENDING')) return 'pending';
-        // Spent while our melt is unpaid: the holder spent them elsewhere. Unspent: not yet, or never.
-        if (!states.some((s) => s.state === 'SPENT') && !abandonIfUnspent) return 'pending';
+      const here = await this.#wallets.wallet(op.mint, op.unit);
+      const quote = await here.checkMintQuoteBolt11(j.mintQuote);
+      if (quote.state !== 'UNPAID') return await this.#finish(op, j);
+      const expiry = j.mintQuoteExpiry ?? quote.expiry;
+      if (expiry != null && Date.now() > expiry * 1000 + this.#rules.expiryMarginMs) {
         await this.#ledger.abandonRedemption(op.tokenHash!, op.id);
-        return 'failed';
+        this.#log.warn({ op: op.id, mint: j.foreignMint }, 'foreign swap abandoned: the invoice expired unpaid');
+        return 'expired';
       }
-      return await this.#finish(op, j);
+      return 'pending';
     } catch (e) {
       this.#log.warn({ op: op.id, err: (e as Error).message }, 'foreign swap still unresolved');
       return 'pending';
+    }
+  }
+
+  /**
+   * The foreign wallet when its mint says the melt quote is unpaid; undefined for any other
+   * answer, or none. The quote is asked of the bare mint, one call; its keys are loaded only when
+   * the proofs must be asked about (`loaded`: the wallet the swap began with, if still in hand).
+   */
+  async #meltUnpaid(op: MintOp, j: ForeignJournal, loaded?: Wallet): Promise<Wallet | undefined> {
+    try {
+      const mint = loaded?.mint ?? new Mint(j.foreignMint, { customRequest: this.#request });
+      const melt = await this.#ask(j.foreignMint, () => mint.checkMeltQuoteBolt11(j.meltQuote));
+      if (melt.state !== 'UNPAID') return undefined;
+      return loaded ?? (await this.#foreignWallet(j.foreignMint, op.unit));
+    } catch (e) {
+      this.#log.warn({ op: op.id, mint: j.foreignMint, err: (e as Error).message }, 'foreign mint cannot say what became of a melt');
+      return undefined;
     }
   }
 

@@ -58,6 +58,7 @@ export class Journal {
   readonly leaseMs: number;
   /** Settles the Lightning swaps of tokens from other mints (foreign.ts), when they are accepted. */
   foreign: ForeignIntake | undefined;
+  #recovering: Promise<void> | undefined;
 
   constructor(ledger: Ledger, log: Logger, mints: Mints, leaseMs: number) {
     this.#ledger = ledger;
@@ -102,13 +103,24 @@ export class Journal {
     throw await this.stillOpen(op.id);
   }
 
-  /** Resolves every journaled operation left unfinished by a crash (ops whose lease has run out). */
-  async recoverAll(): Promise<void> {
-    for (const op of await this.#ledger.pendingOps()) {
-      if (Date.now() - op.updatedAt < this.leaseMs) continue;
+  /**
+   * Resolves every journaled operation left unfinished by a crash (ops whose lease has run out):
+   * the gateway's own first, then swaps from strangers' mints, which may stall, under their own bound.
+   */
+  recoverAll(): Promise<void> {
+    // One pass at a time: a pass slowed by strangers' mints must not be joined by the next timer's.
+    this.#recovering ??= this.#recoverPass().finally(() => (this.#recovering = undefined));
+    return this.#recovering;
+  }
+
+  async #recoverPass(): Promise<void> {
+    const due = (await this.#ledger.pendingOps()).filter((op) => Date.now() - op.updatedAt >= this.leaseMs);
+    for (const op of due) {
+      if (op.kind === 'foreign') continue;
       const outcome = await this.recover(op.id, true);
       this.#log.info({ op: op.id, kind: op.kind, outcome }, 'recovered journaled mint operation');
     }
+    await this.foreign?.recoverAll(due.filter((op) => op.kind === 'foreign'));
   }
 
   /**

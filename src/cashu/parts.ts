@@ -9,6 +9,8 @@ import type { TokenInfo } from './token.ts';
 export interface ForeignIntake {
   redeem(info: TokenInfo, keyHash: string): Promise<KeyRow>;
   recover(op: MintOp, abandonIfUnspent: boolean): Promise<'done' | 'failed' | 'pending'>;
+  /** Settles the foreign swaps among `ops` within its own bound, after the gateway's own. */
+  recoverAll(ops: MintOp[]): Promise<void>;
 }
 
 /** What every flow of the wallet (receive, refund, sweep, melt) works with. */

@@ -87,6 +87,7 @@ const CASHU_STATUS: Record<CashuCode, number> = {
   lightning_address_unusable: 400,
   foreign_mint_unusable: 400,
   foreign_mint_fee_too_high: 400,
+  foreign_swap_expired: 400,
   invalid_api_key: 401,
   request_in_progress: 425,
   mint_quote_failed: 502,
@@ -96,6 +97,7 @@ const CASHU_STATUS: Record<CashuCode, number> = {
   refund_unavailable: 503,
   withdraw_unavailable: 503,
   foreign_swap_pending: 503,
+  foreign_mint_busy: 503,
 };
 
 /** An error someone meant (the door's, the engine's, the wallet's), as opposed to a bug. */

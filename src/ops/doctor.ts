@@ -184,13 +184,15 @@ export async function checkDatabase(url: string, open: (url: string) => Promise<
  * without the URL clients call, so without PUBLIC_URL none is published and this says so.
  */
 /** Whether tokens from untrusted mints are taken, and at what most. */
-export function checkForeignMints(cfg: Pick<Config, 'FOREIGN_MINTS' | 'FOREIGN_MINT_MAX_FEE_PERCENT' | 'FOREIGN_MINT_MIN_FEE_SATS' | 'PEER_FAILURE_COOLDOWN_SECONDS'>): Check {
+export function checkForeignMints(
+  cfg: Pick<Config, 'FOREIGN_MINTS' | 'FOREIGN_MINT_MAX_FEE_PERCENT' | 'FOREIGN_MINT_MIN_FEE_SATS' | 'PEER_FAILURE_COOLDOWN_SECONDS' | 'FOREIGN_MINT_MAX_PENDING_SWAPS'>,
+): Check {
   const name = 'tokens from other mints';
   if (cfg.FOREIGN_MINTS === 'refuse') return { name, status: 'ok', detail: 'refused (FOREIGN_MINTS=refuse): only CASHU_MINTS are accepted' };
   return {
     name,
     status: 'ok',
-    detail: `swapped over Lightning into the first trusted mint (FOREIGN_MINTS=swap), fee at most ${cfg.FOREIGN_MINT_MAX_FEE_PERCENT} % or ${cfg.FOREIGN_MINT_MIN_FEE_SATS} sats; a failed mint rests ${cfg.PEER_FAILURE_COOLDOWN_SECONDS} s`,
+    detail: `swapped over Lightning into the first trusted mint (FOREIGN_MINTS=swap), fee at most ${cfg.FOREIGN_MINT_MAX_FEE_PERCENT} % or ${cfg.FOREIGN_MINT_MIN_FEE_SATS} sats; a failed mint rests ${cfg.PEER_FAILURE_COOLDOWN_SECONDS} s; at most ${cfg.FOREIGN_MINT_MAX_PENDING_SWAPS} swaps pending per mint`,
   };
 }
 

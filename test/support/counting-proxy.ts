@@ -23,6 +23,10 @@ export class CountingProxy {
   readonly faults = new Map<string, Fault>();
   /** Calls the mint answered whose answer a `drop` fault threw away, by path. */
   readonly dropped: string[] = [];
+  /** Runs before a request is passed on: a test looks at the world as the mint is asked. */
+  onRequest: ((method: string, path: string) => Promise<void>) | undefined;
+  /** Rewrites the mint's JSON answers (2xx only) before they are passed back: a mint that lies. */
+  rewrite: ((method: string, path: string, json: Record<string, unknown>) => Record<string, unknown>) | undefined;
   #server: Server | undefined;
 
   readonly target: string;
@@ -48,9 +52,11 @@ export class CountingProxy {
         res.end(s);
         return;
       }
+      await this.onRequest?.(req.method ?? 'GET', req.url ?? '');
+      const rewrite = this.rewrite;
       const up = request(
         { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: { ...req.headers, host: target.host } },
-        (r) => {
+        async (r) => {
           if (fault) {
             // The mint has done the work; read its whole answer so nothing of it is left in flight, then lose it.
             r.resume();
@@ -60,8 +66,16 @@ export class CountingProxy {
             });
             return;
           }
-          res.writeHead(r.statusCode ?? 502, r.headers);
-          r.pipe(res);
+          const status = r.statusCode ?? 502;
+          if (!rewrite || status >= 300) {
+            res.writeHead(status, r.headers);
+            r.pipe(res);
+            return;
+          }
+          const chunks: Buffer[] = [];
+          for await (const c of r) chunks.push(c as Buffer);
+          const text = JSON.stringify(rewrite(req.method ?? 'GET', req.url ?? '', JSON.parse(Buffer.concat(chunks).toString('utf8'))));
+          res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }).end(text);
         },
       );
       up.on('error', () => res.destroy());
