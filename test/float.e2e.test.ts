@@ -66,8 +66,8 @@ describe('the change float: a P2PK-locked X-Cashu request never waits on the min
         expect(await floatFull(gw)).toBe(true);
       }
       expect(gw.wallets.changeSwaps).toBe(0);
-      // The refills redeemed locked proofs among others: the funding token is spent at the mint.
-      expect(new Set(await proofStates(mintUrl, funding))).toEqual(new Set(['SPENT']));
+      // The refills took locked proofs first, redeeming them: some of the funding token is spent.
+      expect(await proofStates(mintUrl, funding)).toContain('SPENT');
       await expectMoneyConserved(gw);
     } finally {
       await gw.close();
