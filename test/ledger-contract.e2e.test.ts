@@ -230,6 +230,29 @@ describe('offline (locked) proofs and sweeps', () => {
     await ledger.abandonSweep('sw3');
   });
 
+  it('refills the float from locked proofs and unspent ones above it; abandoned, each goes back as it was', async () => {
+    await fund('k', [256, 64, 2]);
+    const locked = [proof(8, true), proof(1, true)];
+    expect(await ledger.acceptLocked({ tokenHash: 'off', keyHash: 'k', mint: MINT, unit: 'sat', proofs: locked, creditMsats: 9_000 })).toBe('accepted');
+    // The 64 and the 2 are the float itself (above 128 only the 256 is spare); the fewest proofs.
+    const big = await ledger.startRefill({ opId: 'rf1', mint: MINT, unit: 'sat', amount: 9, above: 128 });
+    expect(amounts(big)).toEqual([256]);
+    const small = await ledger.startRefill({ opId: 'rf2', mint: MINT, unit: 'sat', amount: 9, above: 128 });
+    expect(secrets(small)).toEqual(secrets(locked));
+    expect(await ledger.startRefill({ opId: 'rf3', mint: MINT, unit: 'sat', amount: 1, above: 128 })).toEqual([]);
+    expect((await ledger.pendingOps()).map((o) => `${o.id} ${o.kind}`).sort()).toEqual(['rf1 sweep', 'rf2 sweep']);
+    await ledger.abandonSweep('rf1');
+    await ledger.abandonSweep('rf2');
+    expect(await ledger.unspentCounts(MINT, 'sat')).toEqual(new Map([[256, 1], [64, 1], [2, 1]]));
+    expect(secrets(await ledger.startSweep({ opId: 'sw', mint: MINT, unit: 'sat', limit: 10 }))).toEqual(secrets(locked));
+    const again = await ledger.startRefill({ opId: 'rf4', mint: MINT, unit: 'sat', amount: 100, above: 128 });
+    await ledger.finishSweep('rf4', [proof(128), proof(64), proof(32), proof(32)]);
+    expect(await ledger.unspentCounts(MINT, 'sat')).toEqual(new Map([[128, 1], [64, 2], [32, 2], [2, 1]]));
+    expect(amounts(again)).toEqual([256]);
+    expect(await ledger.totals()).toMatchObject({ fees: 0, balances: 331_000 });
+    await ledger.abandonSweep('sw');
+  });
+
   it('puts a proof back as it was stored, locked or not, whatever its secret looks like', async () => {
     // The ledger is told which proofs are locked (acceptLocked); it never reads their secrets.
     const plain = { ...proof(4), secret: `["P2PK",{"nonce":"${++n}","data":"02aa"}]` };

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { KeyRow, Ledger, MintOp } from '../ledger/ledger.ts';
+import type { KeyRow, Ledger, MintOp, Unit } from '../ledger/ledger.ts';
 import type { Journal } from './journal.ts';
 import type { Mints } from './mints.ts';
 import type { P2pkKey } from './p2pk.ts';
@@ -23,4 +23,8 @@ export interface Parts {
   p2pk: P2pkKey;
   /** Proofs of each small denomination to keep on hand, so change needs no swap (0: no float). */
   changeFloat: number;
+  /** Tops up the change float soon, off the request path (float.ts). */
+  refill: (mint: string, unit: Unit) => void;
+  /** Change that the float could not pay and a swap on the request path did. */
+  changeSwapped: () => void;
 }

@@ -28,9 +28,9 @@ export class Receive {
   /** x-only keys other doors lock ecash to: a redemption without that door's key refuses such proofs. */
   readonly #doorLocks = new Set<string>();
   /** Called when locked proofs were taken offline, so they are redeemed soon. */
-  readonly #tookLocked: () => void;
+  readonly #tookLocked: (mint: string, unit: Unit) => void;
 
-  constructor(parts: Parts, opts: { locktimeMarginSec: number; tookLocked: () => void }) {
+  constructor(parts: Parts, opts: { locktimeMarginSec: number; tookLocked: (mint: string, unit: Unit) => void }) {
     this.#p = parts;
     this.#locktimeMarginSec = opts.locktimeMarginSec;
     this.#tookLocked = opts.tookLocked;
@@ -170,7 +170,7 @@ export class Receive {
     if (outcome === 'replayed') throw alreadySpent();
     if (outcome === 'accepted') {
       log.info({ mint: info.mint, unit: info.unit, msats, key: keyHash.slice(0, 8), locked: true }, 'credited a token');
-      this.#tookLocked();
+      this.#tookLocked(info.mint, info.unit);
     }
     const t = (await ledger.getToken(info.hash))!;
     return this.#fromExisting(info, keyHash, t.keyHash, t.opId, t.state, retry);

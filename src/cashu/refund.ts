@@ -57,7 +57,8 @@ export async function refund(p: Parts, keyHash: string, retry: boolean, lockTo?:
           extra = more;
           continue;
         }
-        const paid = await payRefund(p, r.refund, r.inputs, lockTo);
+        const paid = await payRefund(p, r.refund, r.inputs, lockTo, !retry);
+        p.refill(paid.mint, paid.unit);
         p.log.info({ mint: paid.mint, unit: paid.unit, msats: paid.msats, key: keyHash.slice(0, 8), state: paid.state }, retry ? 'refunded a balance' : 'paid change');
         return paid;
       }
@@ -152,7 +153,7 @@ async function swapCost(p: Parts, refund: RefundRow, inputs: StoredProof[], feeF
   return undefined;
 }
 
-async function payRefund(p: Parts, refund: RefundRow, inputs: StoredProof[], lockTo?: string): Promise<RefundRow> {
+async function payRefund(p: Parts, refund: RefundRow, inputs: StoredProof[], lockTo?: string, change = false): Promise<RefundRow> {
   const { ledger, log, mints, journal } = p;
   const { mint, unit, amount, opId } = refund;
   crashPoint('refund:after-debit');
@@ -164,6 +165,8 @@ async function payRefund(p: Parts, refund: RefundRow, inputs: StoredProof[], loc
     crashPoint('refund:after-commit');
     return done;
   }
+  // Change locked to its owner always needs new outputs; unlocked change swapped is the float run short.
+  if (change && !lockTo) p.changeSwapped();
   let wallet: Wallet;
   try {
     wallet = await mints.wallet(mint, unit);

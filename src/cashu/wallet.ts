@@ -9,6 +9,7 @@ import { Receive } from './receive.ts';
 import { Sweep } from './sweep.ts';
 import { refund, unlockedCover, withdraw } from './refund.ts';
 import { melt } from './melt.ts';
+import { ChangeFloat } from './float.ts';
 import type { ForeignIntake, Parts } from './parts.ts';
 
 export type { ForeignIntake } from './parts.ts';
@@ -21,6 +22,8 @@ export class CashuWallets {
   readonly #parts: Parts;
   readonly #receive: Receive;
   readonly #sweep: Sweep;
+  readonly #float: ChangeFloat;
+  #changeSwaps = 0;
   /** Trusted mints, primary first: the order refunds are paid from. */
   readonly mints: readonly string[];
   /** Every URL a token may name, to the trusted mint it stands for. */
@@ -32,15 +35,27 @@ export class CashuWallets {
     mints: readonly string[],
     ledger: Ledger,
     log: Logger,
-    opts: { mintTimeoutMs: number; p2pk: P2pkKey; locktimeMarginSec: number; changeFloat?: number; sweepDelayMs?: number; aliases?: Readonly<Record<string, string>> },
+    opts: {
+      mintTimeoutMs: number; p2pk: P2pkKey; locktimeMarginSec: number; changeFloat?: number; sweepDelayMs?: number; refillDelayMs?: number;
+      aliases?: Readonly<Record<string, string>>;
+    },
   ) {
     const changeFloat = opts.changeFloat ?? 0;
     const known = new Mints(mints, log, { ...(opts.aliases && { aliases: opts.aliases }), changeFloat });
     // An unfinished op belongs to its starter for twice the mint timeout: its own call has surely ended.
     const journal = new Journal(ledger, log, known, 2 * opts.mintTimeoutMs);
-    this.#parts = { ledger, log, mints: known, journal, p2pk: opts.p2pk, changeFloat };
+    this.#parts = {
+      ledger, log, mints: known, journal, p2pk: opts.p2pk, changeFloat,
+      refill: (mint, unit) => this.#float.soon(mint, unit),
+      changeSwapped: () => void this.#changeSwaps++,
+    };
     this.#sweep = new Sweep(this.#parts, opts.sweepDelayMs ?? 0);
-    this.#receive = new Receive(this.#parts, { locktimeMarginSec: opts.locktimeMarginSec, tookLocked: () => this.#sweep.soon() });
+    this.#float = new ChangeFloat(this.#parts, opts.refillDelayMs ?? 200);
+    const tookLocked = (mint: string, unit: Unit) => {
+      this.#sweep.soon();
+      this.#float.soon(mint, unit);
+    };
+    this.#receive = new Receive(this.#parts, { locktimeMarginSec: opts.locktimeMarginSec, tookLocked });
     this.mints = mints;
     this.names = known.names;
     this.p2pk = opts.p2pk;
@@ -60,9 +75,14 @@ export class CashuWallets {
     return this.#parts.journal.awaitOp(opId);
   }
 
-  /** Cancels the sweep scheduled for locked proofs and waits for one already running. */
-  stop(): Promise<void> {
-    return this.#sweep.stop();
+  /** Change paid by a swap on the request path because the float could not pay it (since start). */
+  get changeSwaps(): number {
+    return this.#changeSwaps;
+  }
+
+  /** Cancels the sweep and float refill scheduled and waits for those already running. */
+  async stop(): Promise<void> {
+    await Promise.all([this.#sweep.stop(), this.#float.stop()]);
   }
 
   /**

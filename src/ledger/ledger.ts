@@ -247,6 +247,12 @@ export interface Ledger {
     proofs: StoredProof[];
     creditMsats: number;
   }): Promise<'accepted' | 'known' | 'replayed'>;
+  /**
+   * Sets aside the fewest proofs worth at least `amount` among the locked ones we hold and the
+   * unspent ones larger than `above` (locked first), to swap into the change float; opened as a
+   * sweep. Empty if they cannot cover it.
+   */
+  startRefill(r: { opId: string; mint: string; unit: Unit; amount: number; above: number }): Promise<StoredProof[]>;
   /** Sets aside up to `limit` locked proofs of one mint and unit for redemption with our key. */
   startSweep(r: { opId: string; mint: string; unit: Unit; limit: number }): Promise<StoredProof[]>;
   finishSweep(opId: string, proofs: StoredProof[]): Promise<void>;

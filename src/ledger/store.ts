@@ -353,6 +353,32 @@ export class SqlLedger implements Ledger {
     });
   }
 
+  async startRefill(r: { opId: string; mint: string; unit: Unit; amount: number; above: number }): Promise<StoredProof[]> {
+    const now = Date.now();
+    return this.#db.transaction(async (tx) => {
+      await this.#lock(tx, `payout ${r.mint} ${r.unit}`);
+      // Locked proofs of any size (the float is made of unlocked ones), and unspent ones above it.
+      const spare = `mint = $1 AND unit = $2 AND (state = 'locked' OR (${UNSPENT} AND amount > $3))`;
+      const counts = (await tx.query(`SELECT amount, COUNT(*) AS n FROM proofs WHERE ${spare} GROUP BY amount`, [r.mint, r.unit, r.above]))
+        .rows.map((row) => [row.amount as number, row.n as number] as const);
+      const plan = pickPlan(counts, r.amount, true);
+      if (!plan) return [];
+      const picked: StoredProof[] = [];
+      for (const [denomination, n] of plan) {
+        // Locked proofs first: they are only as good as the lock until redeemed.
+        const { rows } = await tx.query(
+          `SELECT * FROM proofs WHERE ${spare} AND amount = $4 ORDER BY state = 'locked' DESC LIMIT $5${this.#d.forUpdate()}`,
+          [r.mint, r.unit, r.above, denomination, n],
+        );
+        if (rows.length !== n) throw new Error(`proofs of ${denomination} at ${r.mint} changed while picked`);
+        picked.push(...rows.map(proofRow));
+      }
+      await tx.query(INSERT_OP, [r.opId, 'sweep', r.mint, r.unit, '', null, JSON.stringify(picked), null, now]);
+      await this.#setProofs(tx, 'pending', r.opId, picked.map((p) => p.secret));
+      return picked;
+    });
+  }
+
   async finishSweep(opId: string, proofs: StoredProof[]): Promise<void> {
     const now = Date.now();
     await this.#db.transaction(async (tx) => {
@@ -367,7 +393,8 @@ export class SqlLedger implements Ledger {
   async abandonSweep(opId: string): Promise<void> {
     await this.#db.transaction(async (tx) => {
       if (!(await this.#endOp(tx, opId, 'failed', Date.now()))) return;
-      await tx.query(`UPDATE proofs SET state = 'locked', op_id = NULL WHERE op_id = $1 AND state = 'pending'`, [opId]);
+      // A refill's inputs may be unlocked: each goes back to what it was.
+      await tx.query(`UPDATE proofs SET state = ${RELEASED}, op_id = NULL WHERE op_id = $1 AND state = 'pending'`, [opId]);
     });
   }
 

@@ -1,0 +1,112 @@
+import { randomUUID } from 'node:crypto';
+import type { SwapPreview, Wallet } from '@cashu/cashu-ts';
+import type { Unit } from '../ledger/ledger.ts';
+import { CashuError } from './errors.ts';
+import { nativeOutputsSplit } from './dleq.ts';
+import { journaled, sum, toProof, toStored } from './proofs.ts';
+import type { Parts } from './parts.ts';
+
+/**
+ * The largest denomination the float keeps: with 1, 2, 4 … 128 any change up to 255 sats adds up
+ * from stored proofs (a token of 8 proofs), and larger change takes larger proofs first.
+ */
+export const FLOAT_TOP = 128;
+
+/**
+ * The change float: `changeFloat` unlocked proofs of each of 1, 2, 4 … FLOAT_TOP at each mint,
+ * so change after a request (a P2PK-locked one above all, which asks the mint nothing to be taken)
+ * is handed over as stored proofs, with no swap. Whenever change was paid, or locked proofs
+ * arrived, the float is topped up a moment later off the request path, by a journaled swap of
+ * the gateway's larger proofs (locked ones first, which that swap also redeems). No request ever
+ * waits for it.
+ */
+export class ChangeFloat {
+  readonly #p: Parts;
+  readonly #delayMs: number;
+  readonly #timers = new Map<string, NodeJS.Timeout>();
+  readonly #running = new Map<string, Promise<void>>();
+  readonly #again = new Set<string>();
+  #stopped = false;
+
+  constructor(parts: Parts, delayMs: number) {
+    this.#p = parts;
+    this.#delayMs = delayMs;
+  }
+
+  /**
+   * Tops up the float of one mint and unit soon, batching whatever else drains it meanwhile. The
+   * short delay keeps the refill's own mint call clear of the request that asked for it.
+   */
+  soon(mint: string, unit: Unit): void {
+    if (this.#p.changeFloat <= 0 || this.#stopped) return;
+    const at = `${unit} ${mint}`;
+    if (this.#timers.has(at)) return;
+    if (this.#running.has(at)) {
+      this.#again.add(at);
+      return;
+    }
+    const timer = setTimeout(() => {
+      this.#timers.delete(at);
+      const run = this.#refill(mint, unit)
+        .catch((e: Error) => this.#p.log.error({ mint, err: e.message }, 'change float refill failed'))
+        .finally(() => {
+          this.#running.delete(at);
+          if (this.#again.delete(at)) this.soon(mint, unit);
+        });
+      this.#running.set(at, run);
+    }, this.#delayMs);
+    timer.unref();
+    this.#timers.set(at, timer);
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    for (const t of this.#timers.values()) clearTimeout(t);
+    this.#timers.clear();
+    await Promise.all(this.#running.values());
+  }
+
+  async #refill(mint: string, unit: Unit): Promise<void> {
+    const { ledger, log, mints, journal, p2pk, changeFloat } = this.#p;
+    if (mints.isDown(mint)) return;
+    const wallet = await mints.wallet(mint, unit);
+    const keyset = wallet.keyChain.getCheapestKeyset();
+    const counts = await ledger.unspentCounts(mint, unit);
+    const wanted: number[] = [];
+    for (const d of Object.keys(keyset.keys).map(Number).sort((a, b) => a - b)) {
+      if (d > FLOAT_TOP) break;
+      for (let n = counts.get(d) ?? 0; n < changeFloat; n++) wanted.push(d);
+    }
+    if (wanted.length === 0) return;
+    const opId = randomUUID();
+    const inputs = await ledger.startRefill({ opId, mint, unit, amount: wanted.reduce((a, b) => a + b, 0), above: FLOAT_TOP });
+    if (inputs.length === 0) return;
+    let preview: SwapPreview;
+    try {
+      // What the inputs keep after the fee: the smallest missing proofs first, the rest as usual.
+      let kept = sum(inputs) - wallet.getFeesForProofs(inputs.map(toProof)).toNumber();
+      const split: number[] = [];
+      for (const d of wanted) {
+        if (d > kept) break;
+        split.push(d);
+        kept -= d;
+      }
+      preview = await wallet.prepareSwapToReceive(inputs.map(toProof), undefined, nativeOutputsSplit(split));
+    } catch (e) {
+      await ledger.abandonSweep(opId);
+      log.warn({ mint, err: (e as Error).message }, 'change float not refilled this time');
+      return;
+    }
+    await ledger.journalOutputs(opId, journaled(preview.keepOutputs), inputs);
+    try {
+      await journal.send({ id: opId, kind: 'sweep', mint }, () => wallet.completeSwap(preview, p2pk.privkey), {
+        answer: ({ keep }) => ledger.finishSweep(opId, keep.map(toStored)),
+        done: async () => undefined,
+        failed: () => undefined,
+      });
+    } catch (e) {
+      // The mint is down, or the swap may still land: recovery settles it; the next change asks again.
+      if (!(e instanceof CashuError)) throw e;
+    }
+  }
+}

@@ -1,0 +1,95 @@
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { getPubKeyFromPrivKey } from '@cashu/cashu-ts';
+import { FakeUpstream } from './support/upstream.ts';
+import { CountingProxy } from './support/counting-proxy.ts';
+import { TEST_P2PK_PRIVKEY, expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
+import { lockedToken, proofStates, receive } from './support/cashu.ts';
+
+const realMint = inject('mintUrl');
+const upstream = new FakeUpstream();
+const proxy = new CountingProxy(realMint);
+let mintUrl: string;
+const ourPubkey = Buffer.from(getPubKeyFromPrivKey(Buffer.from(TEST_P2PK_PRIVKEY, 'hex'))).toString('hex');
+const body = { model: 'gpt-test', messages: [{ role: 'user', content: 'float' }], max_tokens: 2 };
+/** The float the gateways below keep: this many proofs of each of 1, 2, 4 … 128 sats. */
+const FLOAT = 3;
+const DENOMINATIONS = [1, 2, 4, 8, 16, 32, 64, 128];
+
+async function chat(gw: Gateway, headers: Record<string, string>) {
+  const res = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
+  return { status: res.status, headers: res.headers, json: (await res.json()) as Record<string, any> };
+}
+
+/** Polls (with a deadline) until the float is full again and no mint operation is in flight. */
+async function floatFull(gw: Gateway): Promise<boolean> {
+  const full = async () => {
+    const counts = await gw.ledger.unspentCounts(mintUrl, 'sat');
+    return DENOMINATIONS.every((d) => (counts.get(d) ?? 0) >= FLOAT) && (await gw.ledger.pendingOps()).length === 0;
+  };
+  for (const until = Date.now() + 15_000; Date.now() < until; await new Promise((r) => setTimeout(r, 50))) {
+    if (await full()) return true;
+  }
+  return full();
+}
+
+beforeAll(async () => {
+  await upstream.start();
+  mintUrl = await proxy.start();
+});
+afterAll(async () => {
+  await proxy.stop();
+  await upstream.stop();
+});
+
+describe('the change float: a P2PK-locked X-Cashu request never waits on the mint', () => {
+  it('pays change from stored proofs, no mint call on the request path, and refills the float in the background', async () => {
+    const gw = await startGateway(mintUrl, upstream, { CHANGE_FLOAT_PROOFS: String(FLOAT) });
+    try {
+      // An unpaid request loads the gateway's view of the mint; a balance funded with locked
+      // ecash is what the float is first made from (the periodic sweep is off here).
+      expect((await chat(gw, {})).status).toBe(402);
+      const funding = await lockedToken(mintUrl, 1500, ourPubkey);
+      expect((await chat(gw, { authorization: `Bearer ${funding}` })).status).toBe(200);
+      expect(await floatFull(gw)).toBe(true);
+
+      for (const amount of [255, 100, 37, 64, 21, 129, 255]) {
+        const token = await lockedToken(mintUrl, amount, ourPubkey);
+        proxy.reset();
+        const res = await chat(gw, { 'x-cashu': token });
+        const calls = [...proxy.calls];
+        expect(res.status).toBe(200);
+        expect(calls, `mint calls on the request path (${amount} sats)`).toEqual([]);
+        const owed = Math.floor((amount * 1000 - res.json.usage.cost.total_msats) / 1000);
+        expect(owed).toBeGreaterThan(0);
+        expect(await receive(mintUrl, res.headers.get('x-cashu')!)).toBe(owed);
+        // The float is topped up afterwards, off the request path, from the gateway's own proofs.
+        expect(await floatFull(gw)).toBe(true);
+      }
+      expect(gw.wallets.changeSwaps).toBe(0);
+      // The refills took locked proofs first, redeeming them: some of the funding token is spent.
+      expect(await proofStates(mintUrl, funding)).toContain('SPENT');
+      await expectMoneyConserved(gw);
+    } finally {
+      await gw.close();
+    }
+  });
+
+  it('swaps on the request path only when the float cannot pay the change, and counts it', async () => {
+    const gw = await startGateway(mintUrl, upstream, { CHANGE_FLOAT_PROOFS: String(FLOAT) });
+    try {
+      expect((await chat(gw, {})).status).toBe(402);
+      // Nothing stored yet but the locked proofs of this very token: change needs a swap.
+      const token = await lockedToken(mintUrl, 100, ourPubkey);
+      proxy.reset();
+      const res = await chat(gw, { 'x-cashu': token });
+      expect(res.status).toBe(200);
+      expect(proxy.calls).toEqual(['POST /v1/swap']);
+      expect(gw.wallets.changeSwaps).toBe(1);
+      expect(await receive(mintUrl, res.headers.get('x-cashu')!)).toBe(Math.floor((100_000 - res.json.usage.cost.total_msats) / 1000));
+      for (const until = Date.now() + 10_000; Date.now() < until && (await gw.ledger.pendingOps()).length > 0; ) await new Promise((r) => setTimeout(r, 50));
+      await expectMoneyConserved(gw);
+    } finally {
+      await gw.close();
+    }
+  });
+});
