@@ -20,7 +20,7 @@ export default {
   ],
   // TypeScript 7 has no JavaScript API for Stryker to rewrite a tsconfig with, and the sandbox
   // does not type check (vitest strips types), so tsconfig files stay out of it.
-  ignorePatterns: ['dist', 'data', 'bench', 'reports', '.ci', '.cache', '.venv', '.venv-relay', '.test-data', 'tsconfig*.json'],
+  ignorePatterns: ['dist', 'data', 'bench', 'reports', '.ci', '.cache', '.venv', '.venv-relay', '.venv-nostr-sdk', '.wallet', 'models', '.test-data', 'tsconfig*.json'],
   reporters: ['clear-text', 'progress', 'json'],
   jsonReporter: { fileName: 'reports/mutation/mutation.json' },
   clearTextReporter: { allowColor: false, logTests: false },
