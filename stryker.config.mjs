@@ -14,7 +14,7 @@ export default {
     'src/formats/openai.ts',
     'src/formats/prompt.ts',
     // pickPlan, swapFee and meltFee; the rest of the file is types and the Ledger interface.
-    'src/ledger/ledger.ts:360-404',
+    'src/ledger/ledger.ts:361-412',
     // isLocked: the rest of p2pk.ts reads keys from disk or is reached only through a live mint.
     'src/cashu/p2pk.ts:70-72',
   ],

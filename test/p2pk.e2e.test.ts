@@ -197,19 +197,22 @@ describe('ecash locked to the gateway key (NUT-11 + NUT-12)', () => {
   });
 });
 
+/** One paid chat with an X-Cashu token: the change it sent back, and what it cost. */
+async function payXCashu(url: string, token: string): Promise<{ change: string; cost: number }> {
+  const res = await fetch(`${url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-cashu': token },
+    body: JSON.stringify(body),
+  });
+  const json = (await res.json()) as { usage: { cost: { total_msats: number } } };
+  expect(res.status).toBe(200);
+  return { change: res.headers.get('x-cashu')!, cost: json.usage.cost.total_msats };
+}
+
 describe('a float of change (CHANGE_FLOAT_PROOFS) topped up by redeeming locked proofs', () => {
   it('pays X-Cashu change from stored proofs: no mint call on the request path once the float is up', async () => {
     const floated = await startGateway(mintUrl, upstream, { CHANGE_FLOAT_PROOFS: '4', P2PK_REDEEM_INTERVAL_SECONDS: '3600' });
-    const pay = async (token: string) => {
-      const res = await fetch(`${floated.url}/v1/chat/completions`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', 'x-cashu': token },
-        body: JSON.stringify(body),
-      });
-      const json = (await res.json()) as Record<string, any>;
-      expect(res.status).toBe(200);
-      return { change: res.headers.get('x-cashu')!, cost: json.usage.cost.total_msats as number };
-    };
+    const pay = (token: string) => payXCashu(floated.url, token);
     const lockedLeft = async () => (await floated.ledger.heldProofs(mintUrl, 'sat')).filter((p) => p.secret.startsWith('["P2PK"')).length;
     try {
       // A balance funded with locked ecash: about a second later the gateway redeems the locked
@@ -230,7 +233,7 @@ describe('a float of change (CHANGE_FLOAT_PROOFS) topped up by redeeming locked 
 
       // Now change adds up from stored proofs: the request asks the mint nothing.
       const token = await lockedToken(mintUrl, 64, ourPubkey);
-      let second!: Awaited<ReturnType<typeof pay>>;
+      let second!: Awaited<ReturnType<typeof payXCashu>>;
       expect(await mintCallsDuring(async () => (second = await pay(token)))).toEqual([]);
       expect(await receive(mintUrl, second.change)).toBe(Math.floor((64_000 - second.cost) / 1000));
       // The second token's locked proofs are swept a moment after they arrived: while that sweep
@@ -247,16 +250,7 @@ describe('a float of change (CHANGE_FLOAT_PROOFS) topped up by redeeming locked 
 describe('an unlocked X-Cashu token', () => {
   it('asks the mint once, the swap that redeems it: the change adds up from what that swap returned', async () => {
     const fresh = await startGateway(mintUrl, upstream);
-    const pay = async (token: string) => {
-      const res = await fetch(`${fresh.url}/v1/chat/completions`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', 'x-cashu': token },
-        body: JSON.stringify(body),
-      });
-      const json = (await res.json()) as Record<string, any>;
-      expect(res.status).toBe(200);
-      return { change: res.headers.get('x-cashu')!, cost: json.usage.cost.total_msats as number };
-    };
+    const pay = (token: string) => payXCashu(fresh.url, token);
     try {
       // An unpaid request loads the gateway's view of the mint (info, keysets, keys) and stores nothing.
       const unpaid = await fetch(`${fresh.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });

@@ -30,6 +30,21 @@ describe('pickPlan for a swap (fewest proofs, exact or not)', () => {
     expect(fewest([[8, 2]], 17)).toBeUndefined();
     expect(fewest([[8, 2]], 0)).toStrictEqual({});
   });
+
+  it('on a tie in proofs, keeps the exact plan: nothing to give back', () => {
+    // 24: 16 + 8 exactly (two proofs), or 16 × 2 (two proofs, 8 over).
+    expect(fewest([[16, 2], [8, 1]], 24)).toStrictEqual({ 16: 1, 8: 1 });
+  });
+
+  it('on a tie between inexact plans, keeps the first found: the larger proof', () => {
+    // 19 with no 1s or 2s: 16 + 8 and 16 + 4 are both two proofs; the search meets 16 + 8 first.
+    expect(fewest([[16, 1], [8, 5], [4, 5]], 19)).toStrictEqual({ 16: 1, 8: 1 });
+  });
+
+  it('when nothing adds up exactly, takes the fewest that cover it, not the greedy run plus one', () => {
+    // 25 from 16, 16, 8: greedy 16 + 8 leaves 1 and would add a 16 (three proofs); 16 × 2 is two.
+    expect(fewest([[16, 2], [8, 1]], 25)).toStrictEqual({ 16: 2 });
+  });
 });
 
 describe('pickPlan', () => {
