@@ -127,11 +127,10 @@ export async function runBench(o: BenchOptions): Promise<void> {
         mintCalls: a.mintCalls,
         mintCallsPerRequest: a.ok + a.non2xx ? a.mintCalls / (a.ok + a.non2xx) : 0,
         mintCallsByPath: a.mintCallsByPath,
-        // A response that took at least the mint's delay waited on the mint (at 1 connection
-        // nothing else makes it wait); one that took twice as long, on two round trips.
-        ...(mintDelayMs > 0 && (id === 'd' || id === 'e')
-          ? { waitedOnMint: a.latencies.filter((x) => x >= mintDelayMs).length, waitedTwice: a.latencies.filter((x) => x >= 2 * mintDelayMs).length }
-          : {}),
+        // Against the same row's median with the mint on loopback (a swap takes tens of ms even
+        // there): a response slower by half a delay or more waited on the mint once, by one and
+        // a half delays or more, twice. At 1 connection nothing else makes it wait.
+        ...(mintDelayMs > 0 && (id === 'd' || id === 'e') ? waits(a.latencies, acc.get(`${engine} 0 ${mode} ${id}`)?.latencies, mintDelayMs) : {}),
         peakRssMb: a.peakRssMb,
         cpuMsPerRequest: a.ok ? a.cpuMs / a.ok : 0,
       });
@@ -302,6 +301,14 @@ async function quiesce(pids: number[]): Promise<void> {
     await new Promise((r) => setTimeout(r, 500));
     if (cpuMs(pids) - before < 25) return;
   }
+}
+
+function waits(latencies: number[], loopback: number[] | undefined, delay: number): { waitedOnMint: number; waitedTwice: number } {
+  const base = loopback?.length ? percentile(sortedCopy(loopback), 50) : 0;
+  return {
+    waitedOnMint: latencies.filter((x) => x - base >= delay / 2).length,
+    waitedTwice: latencies.filter((x) => x - base >= 1.5 * delay).length,
+  };
 }
 
 /** The next pre-minted token; running out is the bench's own miscount, never a gateway's refusal. */

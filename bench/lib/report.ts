@@ -373,7 +373,7 @@ export function renderMarkdown(all: AnyResults[]): string {
         `rows d and e ${latest.options.sseXcashuStreams} streams at once, one per connection, once (each X-Cashu stream spends a pre-minted token). ` +
         `Gateway RSS after start-up, before load: ${(latest.gateways ?? (latest.gateway ? [{ engine: 'sqlite' as EngineId, ...latest.gateway }] : [])).map((g) => `${f0(g.idleRssMb)} MB (${ENGINE_NAME[g.engine]})`).join(', ') || '–'}.` +
         (latest.options.shipped
-          ? ` The gateway runs as \`npm start\` runs it (the built \`dist/\`), with default settings apart from the upstream, the mint, the prices, the ledger's URL and the rate limits the README tells load testers to turn off; rows d and e run once per mint delay (${(latest.options.mintDelays as number[]).map((d) => `${d} ms`).join(', ')}): every call to the mint held that long. "Waited on the mint" counts the responses at 1 connection that took at least one delay, and at least two.`
+          ? ` The gateway runs as \`npm start\` runs it (the built \`dist/\`), with default settings apart from the upstream, the mint, the prices, the ledger's URL and the rate limits the README tells load testers to turn off; rows d and e run once per mint delay (${(latest.options.mintDelays as number[]).map((d) => `${d} ms`).join(', ')}): every call to the mint held that long. "Waited on the mint" counts the responses at 1 connection slower than the same row's median with the mint on loopback by at least half a delay (once), and by at least one and a half (twice). Runs before 2026-12-02 17:00 UTC counted against zero instead, which at +50 ms took a swap's own ~70 ms for a second wait.`
           : ''),
       '',
       ...mainTable(latest),
