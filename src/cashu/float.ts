@@ -59,6 +59,14 @@ export class ChangeFloat {
     this.#timers.set(at, timer);
   }
 
+  /** Resolves once no refill is scheduled or running: the wallet's background work has settled. */
+  async idle(): Promise<void> {
+    while (this.#timers.size || this.#running.size) {
+      if (this.#running.size) await Promise.all(this.#running.values());
+      else await new Promise((r) => setTimeout(r, this.#delayMs));
+    }
+  }
+
   async stop(): Promise<void> {
     this.#stopped = true;
     for (const t of this.#timers.values()) clearTimeout(t);

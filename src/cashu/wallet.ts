@@ -80,6 +80,11 @@ export class CashuWallets {
     return this.#changeSwaps;
   }
 
+  /** Resolves once the change float has no refill scheduled or running (it runs on its own, after payouts). */
+  idle(): Promise<void> {
+    return this.#float.idle();
+  }
+
   /** Cancels the sweep and float refill scheduled and waits for those already running. */
   async stop(): Promise<void> {
     await Promise.all([this.#sweep.stop(), this.#float.stop()]);
