@@ -1,37 +1,34 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
-import { FakeUpstream, REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
+import { REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
 import { ANTHROPIC_KEY, FakeAnthropic, TOOL_INPUT } from './support/anthropic-upstream.ts';
-import { expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
 import { mintToken, tokenValue } from './support/cashu.ts';
+import { useGateway } from './support/suite.ts';
+import { sha256Hex } from '../src/cashu/credential.ts';
+import type { WireCost } from './support/wire.ts';
 
 /**
  * Anthropic Messages (Claude Code, the Anthropic SDKs) paid with Cashu: served natively by an
  * Anthropic upstream and translated to a chat-completions upstream, priced to the cached token.
  */
-const mintUrl = inject('mintUrl');
-const chatUpstream = new FakeUpstream();
 const claude = new FakeAnthropic();
-let gw: Gateway;
 
 // msats per token.
 const CLAUDE = { prompt: 3, completion: 15, cached: 0.3, write: 3.75 };
 const GPT = { prompt: 2, completion: 5 };
 
-const ceil = (tokens: number, msatsPerToken: number) => Math.ceil((tokens * Math.round(msatsPerToken * 1e6)) / 1e6);
-const anthropic = (apiKey: string) => new Anthropic({ baseURL: gw.url, apiKey, maxRetries: 0 });
-
-beforeAll(async () => {
-  await chatUpstream.start();
-  await claude.start();
-  const file = join(mkdtempSync(join(tmpdir(), 'agents-')), 'upstreams.yaml');
-  writeFileSync(
-    file,
-    `upstreams:
+const suite = useGateway({
+  before: () => claude.start(),
+  after: () => claude.stop(),
+  env: () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'agents-')), 'upstreams.yaml');
+    writeFileSync(
+      file,
+      `upstreams:
   - name: claude
     kind: anthropic
     base_url: ${claude.url}
@@ -40,24 +37,26 @@ beforeAll(async () => {
     prices:
       claude-test: { prompt_msats: ${CLAUDE.prompt}, completion_msats: ${CLAUDE.completion}, cached_prompt_msats: ${CLAUDE.cached}, cache_write_msats: ${CLAUDE.write} }
   - name: chat
-    base_url: ${chatUpstream.url}
+    base_url: ${suite.upstream.url}
     models: [gpt-test]
     prices:
       gpt-test: { prompt_msats: ${GPT.prompt}, completion_msats: ${GPT.completion} }
 `,
-  );
-  gw = await startGateway(mintUrl, chatUpstream, { UPSTREAMS_FILE: file, MODEL_PRICES: '{}' });
+    );
+    return { UPSTREAMS_FILE: file, MODEL_PRICES: '{}' };
+  },
+  reset: () => {
+    claude.cache = { read: 0, write: 0 };
+    claude.modes.length = 0;
+  },
+  prices: { 'claude-test': CLAUDE, 'gpt-test': GPT },
 });
-afterAll(async () => {
-  await gw?.close();
-  await chatUpstream.stop();
-  await claude.stop();
-});
-afterEach(async () => {
-  claude.cache = { read: 0, write: 0 };
-  claude.modes.length = 0;
-  await expectMoneyConserved(gw);
-});
+const { mintUrl, upstream: chatUpstream } = suite;
+
+/** The charge the gateway adds to a usage object the SDKs type without it. */
+type Costed = { cost: WireCost };
+const ceil = (tokens: number, msatsPerToken: number) => Math.ceil((tokens * Math.round(msatsPerToken * 1e6)) / 1e6);
+const anthropic = (apiKey: string) => new Anthropic({ baseURL: suite.gw.url, apiKey, maxRetries: 0 });
 
 describe('POST /v1/messages to an Anthropic upstream', () => {
   it('answers the official SDK paid with a Cashu token, billing cache reads and writes to the msat', async () => {
@@ -79,8 +78,8 @@ describe('POST /v1/messages to an Anthropic upstream', () => {
     expect(msg.usage).toMatchObject({ input_tokens: prompt - 52, cache_read_input_tokens: 40, cache_creation_input_tokens: 12, output_tokens: REPLY_WORDS.length });
     const input = ceil(prompt - 52, CLAUDE.prompt) + ceil(40, CLAUDE.cached) + ceil(12, CLAUDE.write);
     const output = ceil(REPLY_WORDS.length, CLAUDE.completion);
-    expect((msg.usage as unknown as { cost: Record<string, number> }).cost).toMatchObject({ input_msats: input, output_msats: output, total_msats: input + output });
-    const key = await gw.ledger.getKey((await import('../src/cashu/credential.ts')).sha256Hex(token));
+    expect((msg.usage as unknown as Costed).cost).toMatchObject({ input_msats: input, output_msats: output, total_msats: input + output });
+    const key = await suite.gw.ledger.getKey(sha256Hex(token));
     expect(key!.totalSpent).toBe(input + output);
   });
 
@@ -92,7 +91,7 @@ describe('POST /v1/messages to an Anthropic upstream', () => {
     stream.on('text', (t) => (text += t));
     stream.on('streamEvent', (e) => {
       // The SDK keeps only Anthropic's own usage fields in its snapshot; the charge rides in the raw event.
-      if (e.type === 'message_delta') charged = (e.usage as unknown as { cost: { total_msats: number } }).cost.total_msats;
+      if (e.type === 'message_delta') charged = (e.usage as unknown as Costed).cost.total_msats;
     });
     const final = await stream.finalMessage();
     expect(text).toBe(REPLY_WORDS.join(' '));
@@ -106,7 +105,7 @@ describe('POST /v1/messages to an Anthropic upstream', () => {
   it('passes tool use through, and returns an X-Cashu payer its change in the header', async () => {
     const token = await mintToken(mintUrl, 200);
     claude.modes.push('tool');
-    const { data, response } = await new Anthropic({ baseURL: gw.url, apiKey: 'unused', maxRetries: 0, defaultHeaders: { 'x-cashu': token } }).messages
+    const { data, response } = await new Anthropic({ baseURL: suite.gw.url, apiKey: 'unused', maxRetries: 0, defaultHeaders: { 'x-cashu': token } }).messages
       .create({
         model: 'claude-test',
         max_tokens: 64,
@@ -116,7 +115,7 @@ describe('POST /v1/messages to an Anthropic upstream', () => {
       .withResponse();
     expect(data.stop_reason).toBe('tool_use');
     expect(data.content.find((b) => b.type === 'tool_use')).toMatchObject({ name: 'get_weather', input: TOOL_INPUT });
-    const cost = (data.usage as unknown as { cost: { total_msats: number } }).cost.total_msats;
+    const cost = (data.usage as unknown as Costed).cost.total_msats;
     const change = response.headers.get('x-cashu')!;
     expect(await tokenValue(mintUrl, change)).toBe(Math.floor((200_000 - cost) / 1000));
   });
@@ -127,7 +126,7 @@ describe('POST /v1/messages to an Anthropic upstream', () => {
     // Eight words, each a token in any BPE tokenizer, plus the turn's framing.
     expect(counted.input_tokens).toBeGreaterThanOrEqual(8);
     expect(counted.input_tokens).toBeLessThan(30);
-    const res = await fetch(`${gw.url}/v1/messages/count_tokens`, {
+    const res = await fetch(`${suite.gw.url}/v1/messages/count_tokens`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ model: 'claude-test', messages: [{ role: 'user', content: 'hi' }] }),
@@ -137,7 +136,7 @@ describe('POST /v1/messages to an Anthropic upstream', () => {
   });
 
   it('answers errors in Anthropic shape with our stable codes', async () => {
-    const res = await fetch(`${gw.url}/v1/messages`, {
+    const res = await fetch(`${suite.gw.url}/v1/messages`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ model: 'claude-test', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] }),
@@ -155,7 +154,7 @@ describe('POST /v1/messages to an Anthropic upstream', () => {
 describe('what Claude Code sends', () => {
   it('passes free betas on, drops the rest, and takes system turns inside messages', async () => {
     const token = await mintToken(mintUrl, 200);
-    const client = new Anthropic({ baseURL: gw.url, apiKey: token, maxRetries: 0, defaultHeaders: { 'anthropic-beta': 'context-management-2025-06-27, context-1m-2025-08-07' } });
+    const client = new Anthropic({ baseURL: suite.gw.url, apiKey: token, maxRetries: 0, defaultHeaders: { 'anthropic-beta': 'context-management-2025-06-27, context-1m-2025-08-07' } });
     const msg = await client.messages.create({
       model: 'claude-test',
       max_tokens: 20,
@@ -187,7 +186,7 @@ describe('what Claude Code sends', () => {
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(Anthropic.BadRequestError);
     expect(((err as InstanceType<typeof Anthropic.BadRequestError>).error as { error: { code: string } }).error.code).toBe('unpriced_parameter');
-    expect(await gw.ledger.getKey((await import('../src/cashu/credential.ts')).sha256Hex(token))).toBeUndefined();
+    expect(await suite.gw.ledger.getKey(sha256Hex(token))).toBeUndefined();
   });
 });
 
@@ -208,18 +207,18 @@ describe('translated between Messages and chat completions', () => {
       { role: 'user', content: [{ type: 'text', text: 'Describe.' }, { type: 'image_url', image_url: { url: 'data:image/png;base64,iVBORw0KGgo=' } }] },
     ]);
     const total = ceil(upstreamPromptTokens(sent.body), GPT.prompt) + ceil(REPLY_WORDS.length, GPT.completion);
-    expect((msg.usage as unknown as { cost: { total_msats: number } }).cost.total_msats).toBe(total);
+    expect((msg.usage as unknown as Costed).cost.total_msats).toBe(total);
   });
 
   it('serves an OpenAI chat client from an Anthropic upstream, streaming', async () => {
     const token = await mintToken(mintUrl, 200);
-    const client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: token, maxRetries: 0 });
+    const client = new OpenAI({ baseURL: `${suite.gw.url}/v1`, apiKey: token, maxRetries: 0 });
     const stream = await client.chat.completions.create({ model: 'claude-test', max_tokens: 30, stream: true, messages: [{ role: 'user', content: 'Hi' }] });
     let text = '';
     let cost: number | undefined;
     for await (const chunk of stream) {
       text += chunk.choices[0]?.delta?.content ?? '';
-      const u = chunk.usage as unknown as { cost?: { total_msats: number } } | undefined;
+      const u = chunk.usage as unknown as Partial<Costed> | undefined;
       if (u?.cost) cost = u.cost.total_msats;
     }
     expect(text).toBe(REPLY_WORDS.join(' '));
