@@ -1,36 +1,32 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import OpenAI, { APIError } from 'openai';
-import { FakeUpstream, REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
+import { REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
 import { FakeResponsesUpstream } from './support/responses-upstream.ts';
-import { expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
 import { mintToken, tokenValue } from './support/cashu.ts';
+import { useGateway } from './support/suite.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
+import type { WireCost } from './support/wire.ts';
 
 /**
  * The OpenAI Responses API (Codex, the newer OpenAI SDKs) paid with Cashu: served natively by a
  * Responses upstream and translated to a chat-completions upstream, priced to the cached token.
  */
-const mintUrl = inject('mintUrl');
-const chatUpstream = new FakeUpstream();
 const resp = new FakeResponsesUpstream();
-let gw: Gateway;
 
 const RESP = { prompt: 2, completion: 8, cached: 0.5 };
 const GPT = { prompt: 2, completion: 5 };
-const ceil = (tokens: number, msatsPerToken: number) => Math.ceil((tokens * Math.round(msatsPerToken * 1e6)) / 1e6);
-const client = (apiKey: string, headers: Record<string, string> = {}) => new OpenAI({ baseURL: `${gw.url}/v1`, apiKey, maxRetries: 0, defaultHeaders: headers });
-type Costed = { cost: { total_msats: number; input_msats: number; output_msats: number } };
 
-beforeAll(async () => {
-  await chatUpstream.start();
-  await resp.start();
-  const file = join(mkdtempSync(join(tmpdir(), 'agents-')), 'upstreams.yaml');
-  writeFileSync(
-    file,
-    `upstreams:
+const suite = useGateway({
+  before: () => resp.start(),
+  after: () => resp.stop(),
+  env: () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'agents-')), 'upstreams.yaml');
+    writeFileSync(
+      file,
+      `upstreams:
   - name: responses
     kind: openai-responses
     base_url: ${resp.url}
@@ -38,23 +34,25 @@ beforeAll(async () => {
     prices:
       gpt-resp: { prompt_msats: ${RESP.prompt}, completion_msats: ${RESP.completion}, cached_prompt_msats: ${RESP.cached} }
   - name: chat
-    base_url: ${chatUpstream.url}
+    base_url: ${suite.upstream.url}
     models: [gpt-test]
     prices:
       gpt-test: { prompt_msats: ${GPT.prompt}, completion_msats: ${GPT.completion} }
 `,
-  );
-  gw = await startGateway(mintUrl, chatUpstream, { UPSTREAMS_FILE: file, MODEL_PRICES: '{}' });
+    );
+    return { UPSTREAMS_FILE: file, MODEL_PRICES: '{}' };
+  },
+  reset: () => {
+    resp.cachedTokens = 0;
+  },
+  prices: { 'gpt-resp': RESP, 'gpt-test': GPT },
 });
-afterAll(async () => {
-  await gw?.close();
-  await chatUpstream.stop();
-  await resp.stop();
-});
-afterEach(async () => {
-  resp.cachedTokens = 0;
-  await expectMoneyConserved(gw);
-});
+const { mintUrl, upstream: chatUpstream } = suite;
+
+const ceil = (tokens: number, msatsPerToken: number) => Math.ceil((tokens * Math.round(msatsPerToken * 1e6)) / 1e6);
+const client = (apiKey: string, headers: Record<string, string> = {}) => new OpenAI({ baseURL: `${suite.gw.url}/v1`, apiKey, maxRetries: 0, defaultHeaders: headers });
+/** The charge the gateway adds to a usage object the SDK types without it. */
+type Costed = { cost: WireCost };
 
 describe('POST /v1/responses to a Responses upstream', () => {
   it('answers responses.create, storing nothing upstream, and bills cached input to the msat', async () => {
@@ -70,7 +68,7 @@ describe('POST /v1/responses to a Responses upstream', () => {
     const input = ceil(u.input_tokens - 20, RESP.prompt) + ceil(20, RESP.cached);
     const output = ceil(u.output_tokens, RESP.completion);
     expect((u as unknown as Costed).cost).toMatchObject({ input_msats: input, output_msats: output, total_msats: input + output });
-    expect((await gw.ledger.getKey(sha256Hex(token)))!.totalSpent).toBe(input + output);
+    expect((await suite.gw.ledger.getKey(sha256Hex(token)))!.totalSpent).toBe(input + output);
   });
 
   it('streams to responses.stream, the completed event carrying the usage and the charge', async () => {
@@ -91,7 +89,7 @@ describe('POST /v1/responses to a Responses upstream', () => {
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(APIError);
     expect([(err as APIError).status, (err as APIError).code]).toEqual([400, 'stateful_not_supported']);
-    expect(await gw.ledger.getKey(sha256Hex(token))).toBeUndefined();
+    expect(await suite.gw.ledger.getKey(sha256Hex(token))).toBeUndefined();
   });
 });
 
