@@ -3,28 +3,26 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
-import { FakeUpstream, REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
 import { ANTHROPIC_KEY, FakeAnthropic } from './support/anthropic-upstream.ts';
 import { FakeResponsesUpstream, responsesInputTokens } from './support/responses-upstream.ts';
-import { expectMoneyConserved, msats, startGateway, type Gateway } from './support/gateway.ts';
+import { msats } from './support/gateway.ts';
 import { mintToken } from './support/cashu.ts';
+import { useGateway } from './support/suite.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
 
 /**
  * The real agent CLIs, run as a user runs them against the gateway, each paying with a Cashu
  * token where its API key goes. Only the model behind the gateway is a double.
  */
-const mintUrl = inject('mintUrl');
 const CLIS = resolve('.cache/agent-clis/node_modules/.bin');
 const claude = new FakeAnthropic();
 const responses = new FakeResponsesUpstream();
-const chatUpstream = new FakeUpstream();
 // msats per token, as an operator would price a Claude model and an OpenAI one.
 const PRICE = { prompt: 3, completion: 15 };
 const GPT = { prompt: 2, completion: 8 };
 const UPSTREAM_OPENAI_KEY = 'sk-upstream-responses-key';
-let gw: Gateway;
 
 /** Answers every proxied request or tunnel with 403 and remembers where it was going: the outside world, refused. */
 class Outside {
@@ -84,16 +82,26 @@ function run(bin: string, args: string[], env: Record<string, string>, home = mk
   });
 }
 
-beforeAll(async () => {
+// The CLIs are installed (or found in the cache) before the gateway's own start, under their own deadline.
+beforeAll(() => {
   execFileSync('bash', [resolve('scripts/setup-agent-clis.sh')], { stdio: ['ignore', 'inherit', 'inherit'] });
-  await outside.start();
-  await chatUpstream.start();
-  await claude.start();
-  await responses.start();
-  const file = join(mkdtempSync(join(tmpdir(), 'agent-clis-')), 'upstreams.yaml');
-  writeFileSync(
-    file,
-    `upstreams:
+}, 300_000);
+const suite = useGateway({
+  before: async () => {
+    await outside.start();
+    await claude.start();
+    await responses.start();
+  },
+  after: async () => {
+    await claude.stop();
+    await responses.stop();
+    await outside.stop();
+  },
+  env: () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'agent-clis-')), 'upstreams.yaml');
+    writeFileSync(
+      file,
+      `upstreams:
   - name: claude
     kind: anthropic
     base_url: ${claude.url}
@@ -109,25 +117,18 @@ beforeAll(async () => {
     prices:
       gpt-resp: { prompt_msats: ${GPT.prompt}, completion_msats: ${GPT.completion} }
 `,
-  );
-  gw = await startGateway(mintUrl, chatUpstream, { UPSTREAMS_FILE: file, MODEL_PRICES: '{}' });
-}, 300_000);
-afterAll(async () => {
-  await gw?.close();
-  await claude.stop();
-  await responses.stop();
-  await chatUpstream.stop();
-  await outside.stop();
+    );
+    return { UPSTREAMS_FILE: file, MODEL_PRICES: '{}' };
+  },
+  prices: { 'claude-test': PRICE, 'gpt-resp': GPT },
 });
-afterEach(async () => {
-  await expectMoneyConserved(gw);
-});
+const { mintUrl } = suite;
 
 describe('Claude Code (@anthropic-ai/claude-code)', () => {
   it('completes a one-shot task paid with a Cashu token as its API key, the token charged what the answers cost', async () => {
     const token = await mintToken(mintUrl, 1000);
     const r = await run('claude', ['-p', 'What is six times seven?'], {
-      ANTHROPIC_BASE_URL: gw.url,
+      ANTHROPIC_BASE_URL: suite.gw.url,
       ANTHROPIC_API_KEY: token,
       ANTHROPIC_MODEL: 'claude-test',
       ANTHROPIC_DEFAULT_HAIKU_MODEL: 'claude-test',
@@ -161,7 +162,7 @@ describe('Claude Code (@anthropic-ai/claude-code)', () => {
 
     // Charged to the msat what the double reported: its prompt count and the ten words, per answer.
     const cost = sent.reduce((s, q) => s + msats(upstreamPromptTokens(q.body), PRICE.prompt) + msats(REPLY_WORDS.length, PRICE.completion), 0);
-    const key = await gw.ledger.getKey(sha256Hex(token));
+    const key = await suite.gw.ledger.getKey(sha256Hex(token));
     expect(key!.totalSpent).toBe(cost);
     expect(key!.balance).toBe(1000 * 1000 - cost);
   });
@@ -192,7 +193,7 @@ plugins = false
 
 [model_providers.cashu]
 name = "Cashu gateway"
-base_url = "${gw.url}/v1"
+base_url = "${suite.gw.url}/v1"
 env_key = "CASHU_TOKEN"
 wire_api = "responses"
 `,
@@ -215,7 +216,7 @@ wire_api = "responses"
     expect((main.body.tools as Array<{ name?: string }>).map((t) => t.name)).toContain('exec_command');
 
     const cost = responses.requests.reduce((s, q) => s + msats(responsesInputTokens(q.body), GPT.prompt) + msats(REPLY_WORDS.length, GPT.completion), 0);
-    const key = await gw.ledger.getKey(sha256Hex(token));
+    const key = await suite.gw.ledger.getKey(sha256Hex(token));
     expect(key!.totalSpent).toBe(cost);
     expect(key!.balance).toBe(1000 * 1000 - cost);
   });
