@@ -1,12 +1,15 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { resolve } from 'node:path';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Agent, fetch as probeFetch } from 'undici';
 import { PRICES, testDatabaseUrl } from './support/gateway.ts';
 import { startGatewayProcess, type GatewayProcess } from './support/process.ts';
 import { mintToken } from './support/cashu.ts';
 import { stopProcess } from './support/ports.ts';
+import { expectDatabaseDrained } from './support/suite.ts';
 
 /**
  * No unpaid work before payment, measured as an operator would see it: the gateway in its own
@@ -18,6 +21,7 @@ let upstream: ChildProcess;
 // The prober's own connection, never queued behind a big upload on a shared one.
 const probe = new Agent({ connections: 1 });
 let gw: GatewayProcess;
+let env: Record<string, string>;
 
 // Random-looking symbols: the slowest text for a BPE tokenizer.
 const symbols = (n: number) => Array.from({ length: n }, (_, i) => String.fromCharCode(33 + ((i * 7919) % 90))).join('');
@@ -25,19 +29,26 @@ const symbols = (n: number) => Array.from({ length: n }, (_, i) => String.fromCh
 beforeAll(async () => {
   upstream = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', resolve('test/support/upstream-main.ts')], { stdio: ['ignore', 'pipe', 'inherit'] });
   const [line] = (await once(upstream.stdout!, 'data')) as [Buffer];
-  gw = await startGatewayProcess({
+  // On a file, not in memory, so the money can be drained from here once the process has stopped.
+  let db = await testDatabaseUrl();
+  if (db === ':memory:') db = `sqlite:${join(mkdtempSync(join(tmpdir(), 'gw-stall-')), 'gateway.db')}`;
+  env = {
     UPSTREAM_BASE_URL: line.toString().trim(),
     CASHU_MINTS: mintUrl,
-    DATABASE_URL: await testDatabaseUrl(),
+    DATABASE_URL: db,
     MODEL_PRICES: JSON.stringify(PRICES),
     MODELS_REFRESH_SECONDS: '0',
     P2PK_REDEEM_INTERVAL_SECONDS: '0',
-    DATA_DIR: resolve('.test-data', `stall-${process.pid}`),
-  });
+  };
+  gw = await startGatewayProcess({ ...env, DATA_DIR: resolve('.test-data', `stall-${process.pid}`) });
 });
 afterAll(async () => {
-  await gw?.stop();
-  if (upstream) await stopProcess(upstream);
+  try {
+    await gw?.stop();
+    if (gw) await expectDatabaseDrained(mintUrl, env);
+  } finally {
+    if (upstream) await stopProcess(upstream);
+  }
 });
 
 /**

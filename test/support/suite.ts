@@ -108,3 +108,17 @@ export async function waitFor<T>(probe: () => Promise<T | undefined | false> | T
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+/**
+ * The end of a file whose gateways ran as child processes: once they have stopped, one more
+ * gateway in this process on the database they used (`env` names it and the upstream), drained
+ * as useGateway drains its own.
+ */
+export async function expectDatabaseDrained(mintUrl: string, env: Record<string, string>, prices: PriceTable | null = PRICES): Promise<void> {
+  const gw = await startGateway(mintUrl, null, env);
+  try {
+    await expectDrained(gw, prices ? { prices } : {});
+  } finally {
+    await gw.close();
+  }
+}
