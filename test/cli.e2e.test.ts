@@ -9,11 +9,14 @@ import { startGatewayProcess } from './support/process.ts';
 import { mintToken, receive } from './support/cashu.ts';
 import { externalInvoice } from './support/invoice.ts';
 import { openLedger } from '../src/main.ts';
+import { expectDatabaseDrained } from './support/suite.ts';
 import type { Billed } from './support/wire.ts';
 
 const mintUrl = inject('mintUrl');
 const upstream = new FakeUpstream();
 let env: Record<string, string>;
+const DEAR = { 'gpt-test': { prompt: 100, completion: 500 } };
+const DEARER = { 'gpt-test': { prompt: 1000, completion: 1000 } };
 
 function cli(...args: string[]) {
   return spawnSync(process.execPath, ['--disable-warning=ExperimentalWarning', resolve('src/cli.ts'), ...args], {
@@ -46,11 +49,17 @@ beforeAll(async () => {
     CASHU_MINTS: mintUrl,
     DATABASE_URL: db,
     // Dear enough that a few requests earn whole sats.
-    MODEL_PRICES: JSON.stringify({ 'gpt-test': { prompt: 100, completion: 500 } }),
+    MODEL_PRICES: JSON.stringify(DEAR),
   };
 });
 afterAll(async () => {
-  await upstream.stop();
+  try {
+    // The gateways have stopped: what their keys still hold and any earnings left, drained from
+    // here. The dearer table bounds every charge; those made at DEAR were held to it already.
+    await expectDatabaseDrained(mintUrl, env, DEARER);
+  } finally {
+    await upstream.stop();
+  }
 });
 
 describe('the CLI', () => {
@@ -100,10 +109,12 @@ describe('the CLI', () => {
     expect(again.status).toBe(0);
     expect(again.stdout).toBe('');
     expect(again.stderr).toContain('nothing to withdraw');
+    // Drained here, against this test's own prices, before the next one charges at dearer ones.
+    await expectDatabaseDrained(mintUrl, env, DEAR);
   });
 
   it('pays a Lightning invoice from the earnings with withdraw --invoice', async () => {
-    const gw = await startGatewayProcess({ ...env, MODEL_PRICES: JSON.stringify({ 'gpt-test': { prompt: 1000, completion: 1000 } }) });
+    const gw = await startGatewayProcess({ ...env, MODEL_PRICES: JSON.stringify(DEARER) });
     try {
       await earn(gw, await mintToken(mintUrl, 100), 3);
     } finally {
