@@ -291,7 +291,7 @@ describe('off the event loop', () => {
     const elu = performance.eventLoopUtilization(start);
     expect([a.status, b.status]).toEqual([200, 200]);
     expect([a.json.usage.completion_tokens, b.json.usage.completion_tokens]).toEqual([48, 48]);
-    expect(a.json.choices[0].message.content).toBe(b.json.choices[0].message.content);
+    expect(a.json.choices[0]!.message.content).toBe(b.json.choices[0]!.message.content);
     // A generation on the event loop would keep it busy the whole time (utilization near 1).
     expect(elu.utilization).toBeLessThan(0.5);
   });
