@@ -2,8 +2,10 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { getPubKeyFromPrivKey } from '@cashu/cashu-ts';
 import { FakeUpstream } from './support/upstream.ts';
 import { CountingProxy } from './support/counting-proxy.ts';
-import { TEST_P2PK_PRIVKEY, expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
+import { PRICES, TEST_P2PK_PRIVKEY, expectDrained, startGateway, type Gateway } from './support/gateway.ts';
 import { lockedToken, proofStates, receive } from './support/cashu.ts';
+import { chat as post, waitFor } from './support/suite.ts';
+import type { Billed } from './support/wire.ts';
 
 const realMint = inject('mintUrl');
 const upstream = new FakeUpstream();
@@ -16,8 +18,8 @@ const FLOAT = 3;
 const DENOMINATIONS = [1, 2, 4, 8, 16, 32, 64, 128];
 
 async function chat(gw: Gateway, headers: Record<string, string>) {
-  const res = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
-  return { status: res.status, headers: res.headers, json: (await res.json()) as Record<string, any> };
+  const res = await post(gw, headers, body);
+  return { status: res.status, headers: res.headers, json: (await res.json()) as Billed };
 }
 
 /** Polls (with a deadline) until the float is full again and no mint operation is in flight. */
@@ -68,7 +70,8 @@ describe('the change float: a P2PK-locked X-Cashu request never waits on the min
       expect(gw.wallets.changeSwaps).toBe(0);
       // The refills took locked proofs first, redeeming them: some of the funding token is spent.
       expect(await proofStates(mintUrl, funding)).toContain('SPENT');
-      await expectMoneyConserved(gw);
+      // What the float holds is the operator's and the payers' money like any other: all of it out.
+      await expectDrained(gw, { prices: PRICES });
     } finally {
       await gw.close();
     }
@@ -86,8 +89,8 @@ describe('the change float: a P2PK-locked X-Cashu request never waits on the min
       expect(proxy.calls).toEqual(['POST /v1/swap']);
       expect(gw.wallets.changeSwaps).toBe(1);
       expect(await receive(mintUrl, res.headers.get('x-cashu')!)).toBe(Math.floor((100_000 - res.json.usage.cost.total_msats) / 1000));
-      for (const until = Date.now() + 10_000; Date.now() < until && (await gw.ledger.pendingOps()).length > 0; ) await new Promise((r) => setTimeout(r, 50));
-      await expectMoneyConserved(gw);
+      await waitFor(async () => (await gw.ledger.pendingOps()).length === 0, 'the float refilled after the swap', 10_000);
+      await expectDrained(gw, { prices: PRICES });
     } finally {
       await gw.close();
     }
