@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { finalizeEvent, generateSecretKey, getPublicKey } from 'nostr-tools/pure';
 import { FakeUpstream } from './support/upstream.ts';
-import { expectMoneyConserved, startGateway, testDatabaseUrl, type Gateway } from './support/gateway.ts';
+import { PRICES, expectDrained, expectMoneyConserved, startGateway, testDatabaseUrl, type Gateway } from './support/gateway.ts';
+import type { WireError } from './support/wire.ts';
 
 /**
  * Guards that protect money must hold for every gateway on one ledger, and across a restart:
@@ -25,19 +26,29 @@ async function sharedDatabase(): Promise<string> {
 
 const env = () => ({ DATABASE_URL: databaseUrl, PUBLIC_URL, ADMIN_NPUBS: getPublicKey(adminSk) });
 
-async function call(gw: Gateway, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
+/** The answers read below: an invoice made, an invoice's status, the door's error. */
+interface Invoice {
+  invoice_id: string;
+}
+interface InvoiceStatus {
+  status: string;
+  api_key: string;
+  balance: number;
+}
+
+async function call<T>(gw: Gateway, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
   const res = await fetch(`${gw.url}${path}`, {
     method,
     headers: { ...(body ? { 'content-type': 'application/json' } : {}), ...headers },
     body: body ? JSON.stringify(body) : undefined,
   });
-  return { status: res.status, json: (await res.json()) as Record<string, any> };
+  return { status: res.status, json: (await res.json()) as T };
 }
 
 async function paid(gw: Gateway, invoiceId: string) {
   const until = Date.now() + 10_000;
   for (;;) {
-    const s = await call(gw, 'GET', `/v1/balance/lightning/invoice/${invoiceId}/status`);
+    const s = await call<InvoiceStatus>(gw, 'GET', `/v1/balance/lightning/invoice/${invoiceId}/status`);
     if (s.json.status === 'paid') return s.json;
     if (Date.now() > until) throw new Error(`invoice never paid: ${JSON.stringify(s.json)}`);
     await new Promise((r) => setTimeout(r, 50));
@@ -59,9 +70,14 @@ beforeAll(async () => {
   b = await startGateway(mintUrl, upstream, env());
 });
 afterAll(async () => {
-  await a?.close();
-  await b?.close();
-  await upstream.stop();
+  try {
+    // One ledger under both instances: with the first gone, the second drains all of it.
+    await a?.close();
+    if (b) await expectDrained(b, { prices: PRICES });
+  } finally {
+    await b?.close();
+    await upstream.stop();
+  }
 });
 afterEach(async () => {
   await expectMoneyConserved(b);
@@ -69,9 +85,9 @@ afterEach(async () => {
 
 describe('Lightning top-ups', () => {
   it('credit the key the invoice was made for, whichever instance sees it paid, after a restart too', async () => {
-    const first = await call(a, 'POST', '/v1/balance/lightning/invoice', { amount_sats: 5 });
+    const first = await call<Invoice>(a, 'POST', '/v1/balance/lightning/invoice', { amount_sats: 5 });
     const { api_key } = await paid(a, first.json.invoice_id);
-    const top = await call(a, 'POST', '/v1/balance/lightning/invoice', { amount_sats: 7, purpose: 'topup' }, { authorization: `Bearer ${api_key}` });
+    const top = await call<Invoice>(a, 'POST', '/v1/balance/lightning/invoice', { amount_sats: 7, purpose: 'topup' }, { authorization: `Bearer ${api_key}` });
     expect(top.status).toBe(200);
     // The instance that made the invoice goes away before anyone asks about it.
     await a.close();
@@ -90,7 +106,7 @@ describe('NIP-98 admin requests', () => {
     const auth = nip98('/admin/earnings', 'GET');
     const first = await call(a, 'GET', '/admin/earnings', undefined, { authorization: auth });
     expect(first.status).toBe(200);
-    const replay = await call(b, 'GET', '/admin/earnings', undefined, { authorization: auth });
+    const replay = await call<WireError>(b, 'GET', '/admin/earnings', undefined, { authorization: auth });
     expect([replay.status, replay.json.error.message]).toEqual([401, 'NIP-98 authorization failed: this event was used already.']);
   });
 
@@ -104,7 +120,7 @@ describe('NIP-98 admin requests', () => {
       };
       const local = await call(open, 'GET', path, undefined, { authorization: sign(new URL(open.url).host) });
       expect(local.status).toBe(200);
-      const remote = await call(open, 'GET', path, undefined, { authorization: sign('other.example'), 'x-forwarded-host': 'other.example', 'x-forwarded-for': '203.0.113.9' });
+      const remote = await call<WireError>(open, 'GET', path, undefined, { authorization: sign('other.example'), 'x-forwarded-host': 'other.example', 'x-forwarded-for': '203.0.113.9' });
       expect([remote.status, remote.json.error.code]).toEqual([403, 'public_url_required']);
     } finally {
       await open.close();
