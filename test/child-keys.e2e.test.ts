@@ -1,97 +1,138 @@
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
-import { FakeUpstream } from './support/upstream.ts';
-import { expectMoneyConserved, startGateway, testDatabaseUrl, type Gateway } from './support/gateway.ts';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startGateway, testDatabaseUrl, type Gateway } from './support/gateway.ts';
 import { mintToken, proofStates, receive } from './support/cashu.ts';
+import { useGateway } from './support/suite.ts';
+import type { Billed, WireError } from './support/wire.ts';
 
-const mintUrl = inject('mintUrl');
 const onPostgres = process.env.TEST_LEDGER === 'postgres';
-const upstream = new FakeUpstream();
+let db: string;
+const suite = useGateway({
+  env: async () => ({ DATABASE_URL: (db = await testDatabaseUrl()) }),
+  reset: () => {
+    suite.upstream.answerDelayMs = 0;
+  },
+});
+const { mintUrl, upstream } = suite;
 const gateways: Gateway[] = [];
-let gw: Gateway;
 
-type Json = Record<string, any>;
+// On PostgreSQL a second gateway process shares the database: a child's limit holds across both.
+// It closes before the suite's own gateway drains the ledger they share.
+beforeAll(async () => {
+  gateways.push(suite.gw);
+  if (onPostgres) gateways.push(await startGateway(mintUrl, upstream, { DATABASE_URL: db }));
+});
+afterAll(async () => {
+  for (const g of gateways.slice(1)) await g.close();
+});
 
-async function call(method: string, path: string, key: string | undefined, body?: unknown, at = gw) {
+/** The answers read below, as the balance door writes them. */
+interface Created {
+  api_key: string;
+}
+interface ChildKeysMade {
+  count: number;
+  cost_msats: number;
+  parent_balance: number;
+  balance_limit: number | null;
+  models: string[] | null;
+  api_keys: string[];
+}
+interface ListedChild {
+  api_key: string;
+  total_spent: number;
+  total_requests: number;
+  revoked: boolean;
+  balance_limit: number | null;
+}
+interface Info {
+  api_key: string;
+  is_child: boolean;
+  balance: number;
+  total_spent: number;
+  balance_limit?: number | null;
+  child_keys?: ListedChild[];
+}
+interface Refunded {
+  token: string;
+}
+interface HistoryRow {
+  type: 'credit' | 'charge' | 'refund';
+  msats: number;
+  request_id: string | null;
+  model?: string | null;
+  child_key?: string | null;
+}
+interface History {
+  transactions: HistoryRow[];
+  next_cursor: string | null;
+}
+/** A chat answer that may be either, as a burst of requests against a limit gets. */
+type Either = Partial<Billed> & Partial<WireError>;
+
+async function call<T = WireError>(method: string, path: string, key: string | undefined, body?: unknown, at = suite.gw) {
   const headers: Record<string, string> = {};
   if (key) headers.authorization = `Bearer ${key}`;
   if (body !== undefined) headers['content-type'] = 'application/json';
   const res = await fetch(`${at.url}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  return { status: res.status, json: (await res.json()) as Json };
+  return { status: res.status, json: (await res.json()) as T };
 }
 
-const chat = (key: string, model = 'gpt-test', at = gw) =>
-  call('POST', '/v1/chat/completions', key, { model, messages: [{ role: 'user', content: 'child' }], max_tokens: 2 }, at);
+const chat = <T = Billed>(key: string, model = 'gpt-test', at = suite.gw) =>
+  call<T>('POST', '/v1/chat/completions', key, { model, messages: [{ role: 'user', content: 'child' }], max_tokens: 2 }, at);
 
 async function parentKey(sats: number): Promise<string> {
-  const r = await call('POST', '/v1/balance/create', undefined, { initial_balance_token: await mintToken(mintUrl, sats) });
+  const r = await call<Created>('POST', '/v1/balance/create', undefined, { initial_balance_token: await mintToken(mintUrl, sats) });
   expect(r.status).toBe(200);
-  return r.json.api_key as string;
+  return r.json.api_key;
 }
 
-async function childKey(parent: string, body: Json = {}): Promise<string> {
-  const r = await call('POST', '/v1/balance/child-key', parent, body);
+async function childKey(parent: string, body: Record<string, unknown> = {}): Promise<string> {
+  const r = await call<ChildKeysMade>('POST', '/v1/balance/child-key', parent, body);
   expect(r.status, JSON.stringify(r.json)).toBe(200);
-  return r.json.api_keys[0] as string;
+  return r.json.api_keys[0]!;
 }
 
-const ledgerKey = (sk: string) => gw.ledger.getKey(sk.slice(3));
-const ledgerChild = (sk: string) => gw.ledger.getChildKey(sk.slice(3));
+const ledgerKey = (sk: string) => suite.gw.ledger.getKey(sk.slice(3));
+const ledgerChild = (sk: string) => suite.gw.ledger.getChildKey(sk.slice(3));
 
 /** Refunds the parent to the mint, so each test ends holding nothing for it. */
 async function refundAll(parent: string): Promise<number> {
-  const r = await call('POST', '/v1/balance/refund', parent);
+  const r = await call<Refunded>('POST', '/v1/balance/refund', parent);
   expect(r.status, JSON.stringify(r.json)).toBe(200);
-  return receive(mintUrl, r.json.token as string);
+  return receive(mintUrl, r.json.token);
 }
-
-beforeAll(async () => {
-  await upstream.start();
-  const db = await testDatabaseUrl();
-  gateways.push(await startGateway(mintUrl, upstream, { DATABASE_URL: db }));
-  // On PostgreSQL a second gateway process shares the database: a child's limit holds across both.
-  if (onPostgres) gateways.push(await startGateway(mintUrl, upstream, { DATABASE_URL: db }));
-  gw = gateways[0]!;
-});
-afterAll(async () => {
-  for (const g of gateways) await g.close();
-  await upstream.stop();
-});
-afterEach(async () => {
-  upstream.answerDelayMs = 0;
-  await expectMoneyConserved(gw);
-});
 
 describe('child keys', () => {
   it('spend the parent\'s balance under their limit, only on the models allowed, and the parent sees each one\'s spend', async () => {
     const parent = await parentKey(100);
-    const made = await call('POST', '/v1/balance/child-key', parent, { count: 2, balance_limit: 40_000, models: ['gpt-test'], validity_date: Math.floor(Date.now() / 1000) + 3600 });
+    const made = await call<ChildKeysMade>('POST', '/v1/balance/child-key', parent, { count: 2, balance_limit: 40_000, models: ['gpt-test'], validity_date: Math.floor(Date.now() / 1000) + 3600 });
     expect(made.status).toBe(200);
     expect(made.json).toMatchObject({ count: 2, cost_msats: 0, parent_balance: 100_000, balance_limit: 40_000, models: ['gpt-test'] });
-    const [a, b] = made.json.api_keys as string[];
+    const [a, b] = made.json.api_keys;
     expect(a).toMatch(/^sk-[0-9a-f]{64}$/);
     expect(a).not.toBe(b);
 
     const paid = await chat(a!);
     expect(paid.status, JSON.stringify(paid.json)).toBe(200);
-    const cost = paid.json.usage.cost.total_msats as number;
+    const cost = paid.json.usage.cost.total_msats;
     expect(cost).toBeGreaterThan(0);
     expect(await ledgerKey(parent)).toMatchObject({ balance: 100_000 - cost, reserved: 0, totalSpent: cost });
     expect(await ledgerChild(a!)).toMatchObject({ spent: cost, reserved: 0, totalRequests: 1 });
 
     // Another model than those allowed: refused before anything is held or charged.
-    const other = await chat(a!, 'gpt-cheap');
+    const other = await chat<WireError>(a!, 'gpt-cheap');
     expect(other.status).toBe(403);
     expect(other.json.error.code).toBe('model_not_allowed');
     expect((await ledgerKey(parent))!.balance).toBe(100_000 - cost);
 
-    const info = await call('GET', '/v1/balance/info', a);
+    const info = await call<Info>('GET', '/v1/balance/info', a);
     expect(info.json).toMatchObject({ api_key: a, is_child: true, total_spent: cost, balance: 40_000 - cost, balance_limit: 40_000 });
     expect(JSON.stringify(info.json)).not.toContain(parent.slice(3));
 
-    const list = await call('GET', '/v1/balance/child-key', parent);
-    const byKey = new Map((list.json.child_keys as Json[]).map((c) => [c.api_key, [c.total_spent, c.total_requests, c.revoked, c.balance_limit]]));
+    const list = await call<{ child_keys: ListedChild[] }>('GET', '/v1/balance/child-key', parent);
+    const byKey = new Map(list.json.child_keys.map((c) => [c.api_key, [c.total_spent, c.total_requests, c.revoked, c.balance_limit]]));
     expect(byKey).toEqual(new Map([[a, [cost, 1, false, 40_000]], [b, [0, 0, false, 40_000]]]));
-    const parentInfo = await call('GET', '/v1/balance/info', parent);
+    const parentInfo = await call<Info>('GET', '/v1/balance/info', parent);
     expect(parentInfo.json).toMatchObject({ is_child: false, balance: 100_000 - cost });
     expect(parentInfo.json.child_keys).toHaveLength(2);
 
@@ -139,7 +180,7 @@ describe('child keys', () => {
     const parent = await parentKey(200);
     // The price of one request, as a 402 for a child whose limit cannot cover it says.
     const probe = await childKey(parent, { balance_limit: 1 });
-    const refused = await chat(probe);
+    const refused = await chat<WireError>(probe);
     expect([refused.status, refused.json.error.code]).toEqual([402, 'balance_limit_exceeded']);
     const hold = refused.json.error.amount_required_msats as number;
     expect(hold).toBeGreaterThan(1);
@@ -147,18 +188,18 @@ describe('child keys', () => {
     const limit = Math.floor(hold * 3.5);
     const child = await childKey(parent, { balance_limit: limit });
     upstream.answerDelayMs = 50;
-    const results = await Promise.all(Array.from({ length: 40 }, (_, i) => chat(child, 'gpt-test', gateways[i % gateways.length])));
+    const results = await Promise.all(Array.from({ length: 40 }, (_, i) => chat<Either>(child, 'gpt-test', gateways[i % gateways.length])));
     const ok = results.filter((r) => r.status === 200);
     const over = results.filter((r) => r.status === 402);
     expect(ok.length + over.length).toBe(40);
-    expect(over.every((r) => r.json.error.code === 'balance_limit_exceeded')).toBe(true);
+    expect(over.every((r) => r.json.error?.code === 'balance_limit_exceeded')).toBe(true);
     expect(ok.length).toBeGreaterThanOrEqual(3);
-    const charged = ok.reduce((s, r) => s + (r.json.usage.cost.total_msats as number), 0);
+    const charged = ok.reduce((s, r) => s + r.json.usage!.cost.total_msats, 0);
     expect(charged).toBeLessThanOrEqual(limit);
     expect(await ledgerChild(child)).toMatchObject({ spent: charged, reserved: 0 });
     expect(await ledgerKey(parent)).toMatchObject({ balance: 200_000 - charged, reserved: 0, totalSpent: charged });
-    const history = await call('GET', '/v1/balance/history?limit=200', child);
-    expect(history.json.transactions.reduce((s: number, t: Json) => s + t.msats, 0)).toBe(charged);
+    const history = await call<History>('GET', '/v1/balance/history?limit=200', child);
+    expect(history.json.transactions.reduce((s, t) => s + t.msats, 0)).toBe(charged);
     expect(history.json.transactions).toHaveLength(ok.length);
     expect(await refundAll(parent)).toBe(Math.floor((200_000 - charged) / 1000));
   });
@@ -171,13 +212,13 @@ describe('child keys', () => {
     const deadline = Date.now() + 10_000;
     while (!(await ledgerChild(child))!.reserved && Date.now() < deadline) await new Promise((r) => setImmediate(r));
     expect((await ledgerChild(child))!.reserved).toBeGreaterThan(0);
-    const revoked = await call('POST', '/v1/balance/child-key/revoke', parent, { child_key: child });
+    const revoked = await call<{ api_key: string; revoked: boolean }>('POST', '/v1/balance/child-key/revoke', parent, { child_key: child });
     expect(revoked.json).toMatchObject({ api_key: child, revoked: true });
-    const after = await chat(child);
+    const after = await chat<WireError>(child);
     expect([after.status, after.json.error.code]).toEqual([401, 'key_revoked']);
     const done = await inFlight;
     expect(done.status).toBe(200);
-    const cost = done.json.usage.cost.total_msats as number;
+    const cost = done.json.usage.cost.total_msats;
     expect(await ledgerChild(child)).toMatchObject({ spent: cost, reserved: 0 });
     expect(await ledgerKey(parent)).toMatchObject({ balance: 50_000 - cost, reserved: 0 });
     expect(await refundAll(parent)).toBe(Math.floor((50_000 - cost) / 1000));
@@ -191,7 +232,7 @@ describe('child keys', () => {
     expect((await chat(child)).status).toBe(200);
     // The clock is what is tested here: wait for the date itself, not for the balance to run out.
     while (Date.now() < validUntil * 1000) await new Promise((r) => setTimeout(r, validUntil * 1000 - Date.now()));
-    const r = await chat(child);
+    const r = await chat<WireError>(child);
     expect([r.status, r.json.error.code]).toEqual([403, 'key_expired']);
     const spent = (await ledgerChild(child))!.spent;
     expect(await ledgerKey(parent)).toMatchObject({ balance: 20_000 - spent, reserved: 0 });
@@ -202,8 +243,8 @@ describe('child keys', () => {
 describe('usage history', () => {
   it('lists credits, charges and refunds from the ledger, newest first, in pages', async () => {
     const token = await mintToken(mintUrl, 30);
-    const created = await call('POST', '/v1/balance/create', undefined, { initial_balance_token: token });
-    const parent = created.json.api_key as string;
+    const created = await call<Created>('POST', '/v1/balance/create', undefined, { initial_balance_token: token });
+    const parent = created.json.api_key;
     await call('POST', '/v1/balance/topup', parent, { cashu_token: await mintToken(mintUrl, 10) });
     const one = await chat(parent);
     const child = await childKey(parent);
@@ -211,9 +252,9 @@ describe('usage history', () => {
     expect([one.status, two.status]).toEqual([200, 200]);
     const refunded = await refundAll(parent);
 
-    const h = await call('GET', '/v1/balance/history', parent);
+    const h = await call<History>('GET', '/v1/balance/history', parent);
     expect(h.status).toBe(200);
-    const rows = h.json.transactions as Json[];
+    const rows = h.json.transactions;
     expect(rows.map((t) => [t.type, t.msats])).toEqual([
       ['refund', refunded * 1000],
       ['charge', two.json.usage.cost.total_msats],
@@ -229,16 +270,16 @@ describe('usage history', () => {
     expect(JSON.stringify(h.json)).not.toContain(parent.slice(3));
     expect(h.json.next_cursor).toBeNull();
 
-    const paged: Json[] = [];
+    const paged: HistoryRow[] = [];
     let cursor: string | null = null;
     do {
-      const page = await call('GET', `/v1/balance/history?limit=2${cursor ? `&before=${cursor}` : ''}`, parent);
-      paged.push(...(page.json.transactions as Json[]));
-      cursor = page.json.next_cursor as string | null;
+      const page: { json: History } = await call<History>('GET', `/v1/balance/history?limit=2${cursor ? `&before=${cursor}` : ''}`, parent);
+      paged.push(...page.json.transactions);
+      cursor = page.json.next_cursor;
     } while (cursor);
     expect(paged).toEqual(rows);
 
-    const mine = await call('GET', '/v1/balance/history', child);
+    const mine = await call<History>('GET', '/v1/balance/history', child);
     expect(mine.json.transactions).toEqual([rows[1]]);
     const bad = await call('GET', '/v1/balance/history?limit=0', parent);
     expect([bad.status, bad.json.error.code]).toEqual([400, 'invalid_request']);
