@@ -1,10 +1,10 @@
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createServer, type Server } from 'node:http';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FakeUpstream } from './support/upstream.ts';
-import { expectLedgerConserved, expectMoneyConserved, startGateway, testDatabaseUrl, type Gateway } from './support/gateway.ts';
+import { PRICES, expectDrained, expectLedgerConserved, startGateway, testDatabaseUrl } from './support/gateway.ts';
+import { useGateway, waitFor } from './support/suite.ts';
 import { mintToken, proofStates, receive, relabel, tokenValue, wallet } from './support/cashu.ts';
 import { startMint, type RunningMint } from './support/mint.ts';
 import { CountingProxy } from './support/counting-proxy.ts';
@@ -13,23 +13,46 @@ import { sha256Hex } from '../src/cashu/credential.ts';
 import { openLedger } from '../src/main.ts';
 import type { Ledger } from '../src/ledger/ledger.ts';
 import type { CrashStep } from '../src/cashu/crash.ts';
-import type { Billed } from './support/wire.ts';
+import type { Billed, WireError } from './support/wire.ts';
 
 // Two nutshell mints on loopback: the suite's (trusted) and a second one the gateway does not trust.
-const mintUrl = inject('mintUrl');
-const upstream = new FakeUpstream();
 let foreign: RunningMint;
 /** The untrusted mint behind a proxy that can hold a path back: a slow mint, or a lost answer. */
 let proxy: CountingProxy;
-let gw: Gateway;
 vi.setConfig({ testTimeout: 60_000 });
 
 const PEERS = { ALLOW_INSECURE_PEERS_FOR_TESTS_ONLY: 'true', PEER_TIMEOUT_MS: '1000', PEER_MAX_BYTES: '20000' };
 const SWAP = { ...PEERS, FOREIGN_MINTS: 'swap', PEER_FAILURE_COOLDOWN_SECONDS: '60' };
 
-async function post(path: string, body: unknown, headers: Record<string, string> = {}, g: { url: string } = gw) {
+// The gateway trusts the suite's mint alone: everything the drain at the end takes out is
+// redeemed there (a swap's unused fee reserve stays at the foreign mint, as the melt's own fee).
+const suite = useGateway({
+  env: SWAP,
+  before: async () => {
+    // Its own key: the same keysets at both mints would let either mistake the other's proofs for its own.
+    foreign = await startMint({ env: { MINT_PRIVATE_KEY: 'FOREIGN_TEST_PRIVATE_KEY' } });
+    proxy = new CountingProxy(foreign.url);
+    await proxy.start();
+  },
+  reset: () => proxy.delays.clear(),
+  after: async () => {
+    await proxy?.stop();
+    await foreign?.stop();
+  },
+});
+const { mintUrl, upstream } = suite;
+
+/** The answers read below: a key credited (made or topped up), its refund, or the door's error. */
+interface Credited {
+  api_key: string;
+  balance: number;
+  foreign_mint_fee_msats: number;
+  token: string;
+}
+
+async function post<T = Credited>(path: string, body: unknown, headers: Record<string, string> = {}, g: { url: string } = suite.gw) {
   const res = await fetch(`${g.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
-  return { status: res.status, headers: res.headers, json: (await res.json()) as Record<string, any> };
+  return { status: res.status, headers: res.headers, json: (await res.json()) as T };
 }
 
 /** A token of the untrusted mint, naming it at `as` (by default the proxy in front of it). */
@@ -54,39 +77,20 @@ async function hostile(answer: (res: import('node:http').ServerResponse) => void
   return { url, hits: () => hits, stop: () => new Promise((r) => { server.closeAllConnections(); server.close(() => r()); }) };
 }
 
-beforeAll(async () => {
-  await upstream.start();
-  // Its own key: the same keysets at both mints would let either mistake the other's proofs for its own.
-  foreign = await startMint({ env: { MINT_PRIVATE_KEY: 'FOREIGN_TEST_PRIVATE_KEY' } });
-  proxy = new CountingProxy(foreign.url);
-  await proxy.start();
-  gw = await startGateway(mintUrl, upstream, SWAP);
-});
-afterAll(async () => {
-  await gw?.close();
-  await proxy?.stop();
-  await foreign?.stop();
-  await upstream.stop();
-});
-afterEach(async () => {
-  proxy.delays.clear();
-  await expectMoneyConserved(gw);
-});
-
 describe('a token from another mint, swapped over Lightning (FOREIGN_MINTS=swap)', () => {
   it('is melted at its own mint to pay a mint quote at the trusted one; the fee is shown and the key holds the rest', async () => {
     const token = await foreignToken(100);
-    const before = await gw.ledger.totals();
+    const before = await suite.gw.ledger.totals();
     const r = await post('/v1/balance/create', { initial_balance_token: token });
     expect(r.status).toBe(200);
     // nutshell reserves max(2 sats, 1 %) for a Lightning payment: 98 sats are minted here, 2 pay the foreign mint.
     expect(r.json).toMatchObject({ balance: 98_000, foreign_mint_fee_msats: 2000 });
     expect(r.json.api_key).toBe(`sk-${sha256Hex(token)}`);
     expect(await foreignStates(token)).toEqual(['SPENT']);
-    const after = await gw.ledger.totals();
+    const after = await suite.gw.ledger.totals();
     expect(after.credited - before.credited).toBe(98_000);
     // The melt quote at the foreign mint is paid, and the op that journaled it is done.
-    const op = (await gw.ledger.getOp((await gw.ledger.getToken(sha256Hex(token)))!.opId))!;
+    const op = (await suite.gw.ledger.getOp((await suite.gw.ledger.getToken(sha256Hex(token)))!.opId))!;
     expect([op.kind, op.state, op.mint]).toEqual(['foreign', 'done', mintUrl]);
     const journal = (op.outputs as Array<{ meltQuote: string; mintQuote: string }>)[0]!;
     expect((await (await wallet(foreign.url)).checkMeltQuoteBolt11(journal.meltQuote)).state).toBe('PAID');
@@ -97,7 +101,7 @@ describe('a token from another mint, swapped over Lightning (FOREIGN_MINTS=swap)
     const again = await post('/v1/balance/create', { initial_balance_token: token });
     expect([again.status, again.json.api_key, again.json.balance]).toEqual([200, r.json.api_key, 98_000]);
     expect(proxy.calls).toEqual([]);
-    expect(await gw.ledger.totals()).toEqual(after);
+    expect(await suite.gw.ledger.totals()).toEqual(after);
 
     // What the key holds is the trusted mint's ecash: its refund is redeemable there.
     const refund = await post('/v1/balance/refund', {}, { authorization: `Bearer ${r.json.api_key}` });
@@ -107,12 +111,12 @@ describe('a token from another mint, swapped over Lightning (FOREIGN_MINTS=swap)
 
   it('presented twice at once: one swap, one credit, the same key for both', async () => {
     const token = await foreignToken(20);
-    const before = await gw.ledger.totals();
+    const before = await suite.gw.ledger.totals();
     proxy.reset();
     const [a, b] = await Promise.all([0, 1].map(() => post('/v1/balance/create', { initial_balance_token: token })));
     expect([a!.status, b!.status, a!.json.api_key, a!.json.balance]).toEqual([200, 200, b!.json.api_key, 18_000]);
     expect(proxy.calls.filter((c) => c === 'POST /v1/melt/bolt11')).toHaveLength(1);
-    expect((await gw.ledger.totals()).credited - before.credited).toBe(18_000);
+    expect((await suite.gw.ledger.totals()).credited - before.credited).toBe(18_000);
   });
 
   it('tops up a key, saying what the swap cost', async () => {
@@ -121,13 +125,13 @@ describe('a token from another mint, swapped over Lightning (FOREIGN_MINTS=swap)
     expect(r.status).toBe(200);
     // 300 sats: the reserve is 1 % of 297, rounded up to 3 sats.
     expect(r.json).toEqual({ msats: 297_000, foreign_mint_fee_msats: 3000 });
-    const key = (await gw.ledger.getKey(created.json.api_key.slice(3)))!;
+    const key = (await suite.gw.ledger.getKey(created.json.api_key.slice(3)))!;
     expect(key.balance).toBe(307_000);
   });
 
   it('pays for one request with X-Cashu; the change comes back as the trusted mint\'s ecash', async () => {
     const token = await foreignToken(60);
-    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+    const res = await fetch(`${suite.gw.url}/v1/chat/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', 'x-cashu': token },
       body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }], max_tokens: 5 }),
@@ -145,7 +149,7 @@ describe('a token from another mint, swapped over Lightning (FOREIGN_MINTS=swap)
     const strict = await startGateway(mintUrl, upstream, { ...SWAP, FOREIGN_MINT_MAX_FEE_PERCENT: '1', FOREIGN_MINT_MIN_FEE_SATS: '1' });
     try {
       const token = await foreignToken(50);
-      const r = await post('/v1/balance/create', { initial_balance_token: token }, {}, strict);
+      const r = await post<WireError>('/v1/balance/create', { initial_balance_token: token }, {}, strict);
       expect([r.status, r.json.error.code, r.json.error.foreign_mint_fee_msats, r.json.error.max_fee_msats]).toEqual([400, 'foreign_mint_fee_too_high', 2000, 1000]);
       expect(await foreignStates(token)).toEqual(['UNSPENT']);
       expect((await strict.ledger.totals()).credited).toBe(0);
@@ -153,7 +157,8 @@ describe('a token from another mint, swapped over Lightning (FOREIGN_MINTS=swap)
       // Under the cap (1 % of 300 sats is 3, the swap's fee) the same gateway takes one.
       const ok = await post('/v1/balance/create', { initial_balance_token: await foreignToken(300) }, {}, strict);
       expect([ok.status, ok.json.foreign_mint_fee_msats]).toEqual([200, 3000]);
-      await expectMoneyConserved(strict);
+      // Its own ledger, which took a swap: drained too, at the trusted mint.
+      await expectDrained(strict, { prices: PRICES });
     } finally {
       await strict.close();
     }
@@ -164,7 +169,7 @@ describe('a token from another mint, swapped over Lightning (FOREIGN_MINTS=swap)
     try {
       proxy.reset();
       const token = await foreignToken(10);
-      const r = await post('/v1/balance/create', { initial_balance_token: token }, {}, plain);
+      const r = await post<WireError>('/v1/balance/create', { initial_balance_token: token }, {}, plain);
       expect([r.status, r.json.error.code]).toEqual([400, 'untrusted_mint']);
       expect(proxy.calls).toEqual([]);
     } finally {
@@ -175,7 +180,7 @@ describe('a token from another mint, swapped over Lightning (FOREIGN_MINTS=swap)
 
 describe('a hostile mint named in a token: refused, the token unspent, nothing credited', () => {
   it('a mint on a private address, or over plain http elsewhere, is never contacted', async () => {
-    const before = await gw.ledger.totals();
+    const before = await suite.gw.ledger.totals();
     for (const [mint, reason] of [
       ['https://10.0.0.1/mint', 'private_address'],
       ['https://192.168.1.1', 'private_address'],
@@ -184,11 +189,11 @@ describe('a hostile mint named in a token: refused, the token unspent, nothing c
       ['http://mint.example.com', 'insecure_url'],
     ] as const) {
       const token = await foreignToken(10, mint);
-      const r = await post('/v1/balance/create', { initial_balance_token: token });
+      const r = await post<WireError>('/v1/balance/create', { initial_balance_token: token });
       expect([mint, r.status, r.json.error.code, r.json.error.reason]).toEqual([mint, 400, 'foreign_mint_unusable', reason]);
       expect(await foreignStates(token)).toEqual(['UNSPENT']);
     }
-    expect(await gw.ledger.totals()).toEqual(before);
+    expect(await suite.gw.ledger.totals()).toEqual(before);
   });
 
   const cases: Array<[name: string, reason: string, answer: (res: import('node:http').ServerResponse) => void]> = [
@@ -200,18 +205,18 @@ describe('a hostile mint named in a token: refused, the token unspent, nothing c
   it.each(cases)('a mint that %s: reason %s, and it is not asked again during the cooldown', async (_name, reason, answer) => {
     const peer = await hostile(answer);
     try {
-      const before = await gw.ledger.totals();
+      const before = await suite.gw.ledger.totals();
       const token = await foreignToken(10, peer.url);
-      const r = await post('/v1/balance/create', { initial_balance_token: token });
+      const r = await post<WireError>('/v1/balance/create', { initial_balance_token: token });
       expect([r.status, r.json.error.code, r.json.error.reason]).toEqual([400, 'foreign_mint_unusable', reason]);
       // Asked one thing: its info, which failed.
       expect(peer.hits()).toBe(1);
-      const again = await post('/v1/balance/create', { initial_balance_token: await foreignToken(10, peer.url) });
+      const again = await post<WireError>('/v1/balance/create', { initial_balance_token: await foreignToken(10, peer.url) });
       expect([again.status, again.json.error.reason]).toEqual([400, reason]);
       expect(Number(again.headers.get('retry-after'))).toBeGreaterThan(0);
       expect(peer.hits()).toBe(1);
       expect(await foreignStates(token)).toEqual(['UNSPENT']);
-      expect(await gw.ledger.totals()).toEqual(before);
+      expect(await suite.gw.ledger.totals()).toEqual(before);
     } finally {
       await peer.stop();
     }
@@ -223,7 +228,7 @@ describe('a hostile mint named in a token: refused, the token unspent, nothing c
     try {
       slow.delays.set('/v1/keysets', 3000);
       const token = await foreignToken(10, slow.url);
-      const r = await post('/v1/balance/create', { initial_balance_token: token });
+      const r = await post<WireError>('/v1/balance/create', { initial_balance_token: token });
       expect([r.status, r.json.error.code, r.json.error.reason]).toEqual([400, 'foreign_mint_unusable', 'timeout']);
       expect(await foreignStates(token)).toEqual(['UNSPENT']);
     } finally {
@@ -235,7 +240,7 @@ describe('a hostile mint named in a token: refused, the token unspent, nothing c
     const msat = await mintToken(foreign.url, 4000, 'msat');
     const token = await relabel(foreign.url, msat, { mint: proxy.url, unit: 'sat' });
     proxy.reset();
-    const r = await post('/v1/balance/create', { initial_balance_token: token });
+    const r = await post<WireError>('/v1/balance/create', { initial_balance_token: token });
     expect([r.status, r.json.error.code]).toEqual([400, 'invalid_cashu_token']);
     expect(proxy.calls.some((c) => c.includes('quote'))).toBe(false);
     expect([...new Set(await proofStates(foreign.url, msat))]).toEqual(['UNSPENT']);
@@ -244,11 +249,11 @@ describe('a hostile mint named in a token: refused, the token unspent, nothing c
   it('a token already spent at its mint is refused as spent, nothing credited', async () => {
     const token = await foreignToken(20);
     await receive(foreign.url, await relabel(foreign.url, token, { mint: foreign.url }));
-    const before = await gw.ledger.totals();
-    const r = await post('/v1/balance/create', { initial_balance_token: token });
+    const before = await suite.gw.ledger.totals();
+    const r = await post<WireError>('/v1/balance/create', { initial_balance_token: token });
     expect([r.status, r.json.error.code]).toEqual([400, 'cashu_token_already_spent']);
-    expect(await gw.ledger.totals()).toEqual(before);
-    expect(await gw.ledger.getToken(sha256Hex(token))).toBeUndefined();
+    expect(await suite.gw.ledger.totals()).toEqual(before);
+    expect(await suite.gw.ledger.getToken(sha256Hex(token))).toBeUndefined();
   });
 });
 
@@ -266,18 +271,31 @@ describe('a swap whose melt answer is lost', () => {
 describe('a crash during a swap', () => {
   let ledger: Ledger;
   let env: Record<string, string>;
+  /** Recovery leaves an operation to its owner for two mint timeouts. */
   const LEASE_MS = 1000;
 
   beforeAll(async () => {
     let db = await testDatabaseUrl();
     if (db === ':memory:') db = `sqlite:${join(mkdtempSync(join(tmpdir(), 'gw-foreign-')), 'gateway.db')}`;
-    env = { ...SWAP, UPSTREAM_BASE_URL: upstream.url, CASHU_MINTS: mintUrl, DATABASE_URL: db, MINT_TIMEOUT_MS: String(LEASE_MS / 2), MODEL_PRICES: JSON.stringify({ 'gpt-test': { prompt: 2, completion: 5 } }) };
+    env = { ...SWAP, UPSTREAM_BASE_URL: upstream.url, CASHU_MINTS: mintUrl, DATABASE_URL: db, MINT_TIMEOUT_MS: String(LEASE_MS / 2), MODEL_PRICES: JSON.stringify(PRICES) };
     const first = await startGatewayProcess(env);
     await first.stop();
     ledger = await openLedger(db);
   });
   afterAll(async () => {
-    await ledger?.close();
+    try {
+      // The processes are gone; one in-process gateway on their database drains what they took.
+      if (env) {
+        const g = await startGateway(mintUrl, upstream, env);
+        try {
+          await expectDrained(g, { prices: PRICES });
+        } finally {
+          await g.close();
+        }
+      }
+    } finally {
+      await ledger?.close();
+    }
   });
 
   async function crashDuring(step: CrashStep, token: string): Promise<void> {
@@ -292,10 +310,10 @@ describe('a crash during a swap', () => {
   }
 
   async function restart(): Promise<GatewayProcess> {
-    await new Promise((r) => setTimeout(r, LEASE_MS + 100));
+    // Recovery at start-up takes only operations whose lease has run out: wait for that state.
+    await waitFor(async () => (await ledger.pendingOps()).every((o) => Date.now() - o.updatedAt >= LEASE_MS), 'the crashed swap\'s lease run out');
     const g = await startGatewayProcess(env);
-    for (const until = Date.now() + 30_000; (await ledger.pendingOps()).length > 0 && Date.now() < until; ) await new Promise((r) => setTimeout(r, 50));
-    expect(await ledger.pendingOps()).toEqual([]);
+    await waitFor(async () => (await ledger.pendingOps()).length === 0, 'the crashed swap recovered', 30_000);
     return g;
   }
 
