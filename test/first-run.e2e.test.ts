@@ -1,4 +1,4 @@
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
 import { createServer, type Server } from 'node:net';
 import { readFileSync } from 'node:fs';
@@ -6,7 +6,8 @@ import { resolve } from 'node:path';
 import { Writable } from 'node:stream';
 import { createHash } from 'node:crypto';
 import { FakeUpstream } from './support/upstream.ts';
-import { expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
+import { PRICES, expectDrained, expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
+import { useGateway } from './support/suite.ts';
 import { mintToken, proofStates } from './support/cashu.ts';
 import { freePort } from './support/ports.ts';
 import { CountingProxy } from './support/counting-proxy.ts';
@@ -17,6 +18,18 @@ const mintUrl = inject('mintUrl');
 const UPSTREAM_KEY = 'sk-upstream-very-secret-key-1234';
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 
+/** A line of the gateway's log, as far as these tests read it. */
+interface LogLine {
+  level: number;
+  msg: string;
+  route?: string;
+  msats?: number;
+  ms?: number;
+  reqId?: string;
+  payment?: string;
+  [field: string]: unknown;
+}
+
 /** The gateway's log as an operator's collector gets it: JSON lines, redacted, at info. */
 function captured() {
   const raw: string[] = [];
@@ -26,7 +39,7 @@ function captured() {
       done();
     },
   });
-  const lines = () => raw.map((l) => JSON.parse(l) as Record<string, any>);
+  const lines = () => raw.map((l) => JSON.parse(l) as LogLine);
   return { log: createLogger('info', sink), raw, lines };
 }
 
@@ -42,34 +55,23 @@ async function chat(url: string, headers: Record<string, string>, body: Record<s
 describe('the operator log: a line per request, credits and refunds, never a secret', () => {
   const upstream = new FakeUpstream();
   const out = captured();
-  let gw: Gateway;
-  beforeAll(async () => {
-    await upstream.start();
-    gw = await startGateway(mintUrl, upstream, { LOG_LEVEL: 'info', UPSTREAM_API_KEY: UPSTREAM_KEY }, { log: out.log });
-  });
-  afterAll(async () => {
-    await gw?.close();
-    await upstream.stop();
-  });
-  afterEach(async () => {
-    await expectMoneyConserved(gw);
-  });
+  const s = useGateway({ upstream, env: { LOG_LEVEL: 'info', UPSTREAM_API_KEY: UPSTREAM_KEY }, log: out.log });
 
   it('logs what paid requests, a credit, a stream, an X-Cashu payment and a refund did', async () => {
     const token = await mintToken(mintUrl, 50);
-    const paid = await chat(gw.url, { authorization: `Bearer ${token}` });
+    const paid = await chat(s.gw.url, { authorization: `Bearer ${token}` });
     expect(paid.status).toBe(200);
     const charged = (JSON.parse(paid.text) as Billed).usage.cost.total_msats;
     const key = `sk-${sha256(token)}`;
-    const streamed = await chat(gw.url, { authorization: `Bearer ${key}` }, { stream: true });
+    const streamed = await chat(s.gw.url, { authorization: `Bearer ${key}` }, { stream: true });
     expect(streamed.status).toBe(200);
     const oneShot = await mintToken(mintUrl, 20);
-    const x = await chat(gw.url, { 'x-cashu': oneShot });
+    const x = await chat(s.gw.url, { 'x-cashu': oneShot });
     expect(x.status).toBe(200);
-    const refund = await fetch(`${gw.url}/v1/balance/refund`, { method: 'POST', headers: { authorization: `Bearer ${key}` } });
+    const refund = await fetch(`${s.gw.url}/v1/balance/refund`, { method: 'POST', headers: { authorization: `Bearer ${key}` } });
     expect(refund.status).toBe(200);
     const refundToken = ((await refund.json()) as { token: string }).token;
-    expect((await chat(gw.url, {})).status).toBe(402);
+    expect((await chat(s.gw.url, {})).status).toBe(402);
 
     const lines = out.lines();
     const requests = lines.filter((l) => l.msg === 'request' && l.route === '/v1/chat/completions');
@@ -105,7 +107,7 @@ describe('the operator log: a line per request, credits and refunds, never a sec
       expect((await chat(other.url, { authorization: `Bearer ${token}` })).status).toBe(200);
       expect(quiet.lines().filter((l) => l.msg === 'request')).toEqual([]);
       expect(quiet.lines().filter((l) => l.msg === 'credited a token')).toHaveLength(1);
-      await expectMoneyConserved(other);
+      await expectDrained(other, { prices: PRICES });
     } finally {
       await other.close();
     }
@@ -113,13 +115,13 @@ describe('the operator log: a line per request, credits and refunds, never a sec
 
   it('answers routes with a trailing slash as without, as Routstr does', async () => {
     for (const path of ['/v1/models/', '/v1/info/', '/health/', '/v1/models']) {
-      const res = await fetch(`${gw.url}${path}`);
+      const res = await fetch(`${s.gw.url}${path}`);
       expect(res.status, path).toBe(200);
       await res.body?.cancel();
     }
     const token = await mintToken(mintUrl, 10);
-    expect((await chat(gw.url, { authorization: `Bearer ${token}` }, {}, '/v1/chat/completions/')).status).toBe(200);
-    const info = await fetch(`${gw.url}/v1/balance/info/`, { headers: { authorization: `Bearer ${token}` } });
+    expect((await chat(s.gw.url, { authorization: `Bearer ${token}` }, {}, '/v1/chat/completions/')).status).toBe(200);
+    const info = await fetch(`${s.gw.url}/v1/balance/info/`, { headers: { authorization: `Bearer ${token}` } });
     expect(info.status).toBe(200);
     await info.body?.cancel();
   });
@@ -201,7 +203,7 @@ describe('a mint that goes away and comes back', () => {
         [40, 'mint unreachable', mintUrl],
         [30, 'mint reachable again', mintUrl],
       ]);
-      await expectMoneyConserved(gw);
+      await expectDrained(gw, { prices: PRICES });
     } finally {
       await gw.close();
       await proxy.stop();

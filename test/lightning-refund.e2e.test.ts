@@ -1,7 +1,7 @@
 import { describe, expect, inject, it } from 'vitest';
 import { FakeUpstream } from './support/upstream.ts';
 import { expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
-import { useGateway } from './support/suite.ts';
+import { useGateway, waitFor } from './support/suite.ts';
 import { mintToken, wallet } from './support/cashu.ts';
 import { externalInvoice } from './support/invoice.ts';
 import { LnurlDouble } from './support/lnurl.ts';
@@ -174,11 +174,10 @@ describe('a refund to Lightning whose payment stays in flight', () => {
       await mint.stop();
       mint = await startMint({ port: Number(new URL(mint.url).port), dir: mint.dir });
       // Past the op's lease (twice MINT_TIMEOUT_MS), recovery may settle it.
-      for (const until = Date.now() + 10_000; ; ) {
+      await waitFor(async () => {
         await g.wallets.recoverAll();
-        if ((await g.ledger.latestMelt(key.slice(3)))!.state !== 'pending' || Date.now() > until) break;
-        await new Promise((res) => setTimeout(res, 200));
-      }
+        return (await g.ledger.latestMelt(key.slice(3)))!.state !== 'pending';
+      }, 'the melt settled past its lease', 10_000);
       const melt = (await g.ledger.latestMelt(key.slice(3)))!;
       expect([melt.state, melt.amount]).toEqual(['paid', 28]);
       expect(await balanceOf(key, g)).toBe((2 - melt.fee!) * 1000);

@@ -15,6 +15,7 @@ import { freePort } from './support/ports.ts';
 import { Requester, tag } from './support/requester.ts';
 import { nostrDoorKeys } from '../src/nostr/door-keys.ts';
 import type { Totals } from '../src/ledger/ledger.ts';
+import { waitFor } from './support/suite.ts';
 
 /**
  * The Nostr door's money, to the msat: what each job is charged, what comes back as change, where
@@ -403,11 +404,7 @@ describe('a result no relay takes', () => {
       const t0 = await g.ledger.totals();
       // Published until the gateway's subscription is up (a relay keeps it either way).
       await me.publish(job, [pow.url]);
-      const deadline = Date.now() + 45_000;
-      while (!(await g.ledger.getNote('nostr-undelivered', job.id))) {
-        if (Date.now() > deadline) throw new Error('the undelivered result was not kept');
-        await new Promise((r) => setTimeout(r, 200));
-      }
+      await waitFor(() => g.ledger.getNote('nostr-undelivered', job.id), 'the undelivered result kept', 45_000);
       const charge = chargeOf(upstream.requests.at(-1)!.body);
       const change = Math.floor((20_000 - charge) / 1000);
       // Charged, and the change is out of the gateway's books, but held in the kept result.

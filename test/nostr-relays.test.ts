@@ -12,6 +12,7 @@ import { SilentAuthRelay } from './support/relay-double.ts';
 import { prepareForeignRelays, requestWithNostrSdk, startNostrRsRelay, startNostrSdkRelay } from './support/relay-rust.ts';
 import { startGatewayProcess } from './support/process.ts';
 import { openLedger } from '../src/main.ts';
+import { waitFor as eventually } from './support/suite.ts';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -38,17 +39,6 @@ async function gateway(env: Record<string, string>): Promise<Gateway> {
   const gw = await startGateway(mintUrl, upstream, { NSEC: Buffer.from(generateSecretKey()).toString('hex'), DVM_DEFAULT_MODEL: 'gpt-test', ...env });
   gateways.push(gw);
   return gw;
-}
-
-/** Polls until `probe` returns something, or fails after `ms`. */
-async function eventually<T>(probe: () => Promise<T | undefined> | T | undefined, what: string, ms = 20_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 function query(urls: string[], filter: Filter): Promise<Event[]> {

@@ -2,11 +2,12 @@ import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vi
 import { createHash } from 'node:crypto';
 import { connect } from 'node:net';
 import { FakeUpstream, REPLY_WORDS } from './support/upstream.ts';
-import { expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
+import { PRICES, expectDrained, expectMoneyConserved, startGateway, type Gateway, type PriceTable } from './support/gateway.ts';
 import { mintToken, proofStates } from './support/cashu.ts';
 import { expectUntouched } from './support/suite.ts';
 import { scrape, series } from './support/prometheus.ts';
 import { freePort } from './support/ports.ts';
+import type { Billed, BilledChunk, WireError } from './support/wire.ts';
 
 const mintUrl = inject('mintUrl');
 const upstream = new FakeUpstream();
@@ -15,10 +16,11 @@ const messages = [{ role: 'user', content: 'Count the sheep.' }];
 /** Dear enough that a few requests earn whole sats to withdraw. */
 const DEAR = JSON.stringify({ 'gpt-test': { prompt: 100, completion: 500 } });
 
-const started: Gateway[] = [];
+/** Every gateway a test started, with the prices it ran at: each is drained at the end of the file. */
+const started: Array<{ gw: Gateway; prices: PriceTable }> = [];
 async function gateway(env: Record<string, string> = {}): Promise<Gateway> {
   const gw = await startGateway(mintUrl, upstream, env);
-  started.push(gw);
+  started.push({ gw, prices: env.MODEL_PRICES ? (JSON.parse(env.MODEL_PRICES) as PriceTable) : PRICES });
   return gw;
 }
 
@@ -28,15 +30,19 @@ async function chat(gw: Gateway, headers: Record<string, string>, body: Record<s
     headers: { 'content-type': 'application/json', ...headers },
     body: JSON.stringify({ model: 'gpt-test', messages, ...body }),
   });
-  return { status: res.status, headers: res.headers, json: (await res.json()) as Record<string, any> };
+  return { status: res.status, headers: res.headers, json: (await res.json()) as Partial<Billed & WireError> };
 }
 
 beforeAll(async () => {
   await upstream.start();
 });
 afterAll(async () => {
-  for (const gw of started) await gw.close().catch(() => {});
-  await upstream.stop();
+  try {
+    for (const { gw, prices } of started) await expectDrained(gw, { prices });
+  } finally {
+    for (const { gw } of started) await gw.close().catch(() => {});
+    await upstream.stop();
+  }
 });
 afterEach(() => {
   upstream.modes.length = 0;
@@ -57,8 +63,8 @@ describe('/metrics', () => {
       body: JSON.stringify({ model: 'gpt-test', messages, max_tokens: 2, stream: true }),
     });
     const sse = await res.text();
-    const trailer = JSON.parse(sse.split('\n\n').filter((e) => e.includes('"usage"')).at(-1)!.slice('data: '.length));
-    const charged = plain.json.usage.cost.total_msats + trailer.usage.cost.total_msats;
+    const trailer = JSON.parse(sse.split('\n\n').filter((e) => e.includes('"usage"')).at(-1)!.slice('data: '.length)) as BilledChunk;
+    const charged = plain.json.usage!.cost.total_msats + trailer.usage.cost.total_msats;
     expect(charged).toBeGreaterThan(2000);
     // Unknown models are counted, under one label.
     expect((await expectUntouched(gw, sha256(token), () => chat(gw, { authorization: `Bearer ${token}` }, { model: 'no-such-model-xyz' }))).status).toBe(404);
@@ -169,7 +175,7 @@ describe('/health and /ready', () => {
     const token = await mintToken(mintUrl, 10);
     const paid = await chat(gw, { authorization: `Bearer ${token}` }, { max_tokens: 1 });
     expect(paid.status).toBe(200);
-    const charged = paid.json.usage.cost.total_msats as number;
+    const charged = paid.json.usage!.cost.total_msats;
     expect(series(await scrape(gw.url), 'gateway_charged_msats_total')).toBe(charged);
     await gw.ledger.close();
     const ready = await fetch(`${gw.url}/ready`);
@@ -189,8 +195,8 @@ describe('/health and /ready', () => {
     expect(series(m, 'gateway_http_requests_total', { method: 'POST', route: '/v1/chat/completions', model: '', status: '500' })).toBe(1);
     // The money counters keep their last values rather than drop to 0 (which would read as a reset).
     expect(series(m, 'gateway_charged_msats_total')).toBe(charged);
-    // The test's own close would close the ledger a second time.
-    started.splice(started.indexOf(gw), 1);
+    // The test's own close would close the ledger a second time; a closed ledger cannot be drained.
+    started.splice(started.findIndex((s) => s.gw === gw), 1);
     gw.catalog.stop();
     await gw.app.close();
   });
@@ -231,8 +237,8 @@ describe('rate limits', () => {
     expect((await chat(gw, asKey, { max_tokens: 1 })).status).toBe(200);
     const third = await expectUntouched(gw, sha256(token), () => chat(gw, asToken, { max_tokens: 1 }));
     expect(third.status).toBe(429);
-    expect(third.json.error.code).toBe('rate_limit_exceeded');
-    expect(third.json.error.message).toContain('API key');
+    expect(third.json.error!.code).toBe('rate_limit_exceeded');
+    expect(third.json.error!.message).toContain('API key');
     expect(Number(third.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
     // Another payer is not affected.
     const other = await mintToken(mintUrl, 20);
@@ -276,12 +282,12 @@ describe('request size and slow clients', () => {
     // 48 KiB of token: not a valid one, but read in full and refused for what it is, not its size.
     const big = await chat(gw, { authorization: `Bearer cashuB${'A'.repeat(48 * 1024)}` });
     expect(big.status).toBe(400);
-    expect(big.json.error.code).toBe('invalid_cashu_token');
+    expect(big.json.error!.code).toBe('invalid_cashu_token');
     const tooBig = await raw(gw.url, [`GET /v1/info HTTP/1.1\r\nhost: x\r\nx-pad: ${'A'.repeat(70 * 1024)}\r\n\r\n`]);
     expect(tooBig).toMatch(/^HTTP\/1\.1 431 /);
     const body = await chat(gw, {}, { messages: [{ role: 'user', content: 'x'.repeat(5000) }] });
     expect(body.status).toBe(413);
-    expect(body.json.error.code).toBe('request_too_large');
+    expect(body.json.error!.code).toBe('request_too_large');
     expect(await gw.ledger.totals()).toEqual(before);
   });
 
@@ -307,7 +313,7 @@ describe('request size and slow clients', () => {
     const words = text
       .split('\n\n')
       .filter((e) => e.startsWith('data: {'))
-      .map((e) => JSON.parse(e.slice(6)).choices[0]?.delta?.content ?? '')
+      .map((e) => (JSON.parse(e.slice(6)) as BilledChunk).choices[0]?.delta?.content ?? '')
       .join('');
     expect(words).toBe(REPLY_WORDS.join(' '));
     await expectMoneyConserved(gw);

@@ -1,27 +1,42 @@
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import OpenAI from 'openai';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { FakeUpstream, REPLY_WORDS } from './support/upstream.ts';
-import { expectMoneyConserved, msats, startGateway, type Gateway } from './support/gateway.ts';
+import { PRICES, expectDrained, msats, startGateway, testDatabaseUrl } from './support/gateway.ts';
 import { mintToken, proofStates, receive } from './support/cashu.ts';
 import { startMint, type RunningMint } from './support/mint.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
-import { waitFor } from './support/suite.ts';
-import type { Billed, ModelList } from './support/wire.ts';
+import { expectDatabaseDrained, useGateway, waitFor } from './support/suite.ts';
+import type { Billed, ModelList, WireError } from './support/wire.ts';
 
 const mintUrl = inject('mintUrl');
 const upstream = new FakeUpstream();
 let second: RunningMint;
-let gw: Gateway;
+const s = useGateway({
+  upstream,
+  before: async () => (second = await startMint()),
+  env: () => ({ CASHU_MINTS: `${mintUrl},${second.url}`, MINT_TIMEOUT_MS: '3000' }),
+  reset: () => (upstream.modes.length = 0),
+  after: async () => second?.stop(),
+});
 
 const messages = [{ role: 'user' as const, content: 'Tell me a story.' }];
 
+/** What GET /v1/balance/info says of a key, as far as these tests read it. */
+interface KeyInfo {
+  balance: number;
+  reserved: number;
+}
+
 async function info(apiKey: string) {
-  const res = await fetch(`${gw.url}/v1/balance/info`, { headers: { authorization: `Bearer ${apiKey}` } });
-  return (await res.json()) as Record<string, any>;
+  const res = await fetch(`${s.gw.url}/v1/balance/info`, { headers: { authorization: `Bearer ${apiKey}` } });
+  return (await res.json()) as KeyInfo;
 }
 
 async function chat(headers: Record<string, string>, body: Record<string, unknown> = {}) {
-  const res = await fetch(`${gw.url}/v1/chat/completions`, {
+  const res = await fetch(`${s.gw.url}/v1/chat/completions`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...headers },
     body: JSON.stringify({ model: 'gpt-test', messages, ...body }),
@@ -29,20 +44,6 @@ async function chat(headers: Record<string, string>, body: Record<string, unknow
   return { status: res.status, headers: res.headers, text: await res.text() };
 }
 
-beforeAll(async () => {
-  await upstream.start();
-  second = await startMint();
-  gw = await startGateway(mintUrl, upstream, { CASHU_MINTS: `${mintUrl},${second.url}`, MINT_TIMEOUT_MS: '3000' });
-});
-afterAll(async () => {
-  await gw?.close();
-  await upstream.stop();
-  await second?.stop();
-});
-afterEach(async () => {
-  upstream.modes.length = 0;
-  if (second.proc.exitCode === null) await expectMoneyConserved(gw);
-});
 
 describe('the mint is unreachable', () => {
   it('answers 503 with Retry-After, leaves the token spendable, and redeems it once the mint is back', async () => {
@@ -51,7 +52,7 @@ describe('the mint is unreachable', () => {
     expect((await chat({ authorization: `Bearer ${warm}` }, { max_tokens: 1 })).status).toBe(200);
 
     const token = await mintToken(second.url, 20);
-    const before = await gw.ledger.totals();
+    const before = await s.gw.ledger.totals();
     await second.stop();
     for (const headers of [{ authorization: `Bearer ${token}` }, { 'x-cashu': token }] as Record<string, string>[]) {
       const res = await chat(headers, { max_tokens: 1 });
@@ -59,7 +60,7 @@ describe('the mint is unreachable', () => {
       expect(JSON.parse(res.text).error.code).toBe('cashu_mint_unreachable');
       expect(res.headers.get('retry-after')).toBeTruthy();
     }
-    expect(await gw.ledger.totals()).toEqual(before);
+    expect(await s.gw.ledger.totals()).toEqual(before);
 
     second = await startMint({ port: Number(new URL(second.url).port), dir: second.dir });
     expect(await proofStates(second.url, token)).toEqual(['UNSPENT', 'UNSPENT']);
@@ -67,7 +68,7 @@ describe('the mint is unreachable', () => {
     expect(ok.status).toBe(200);
     const cost = JSON.parse(ok.text).usage.cost.total_msats as number;
     expect((await info(token)).balance).toBe(20_000 - cost);
-    expect((await gw.ledger.totals()).credited - before.credited).toBe(20_000);
+    expect((await s.gw.ledger.totals()).credited - before.credited).toBe(20_000);
   });
 });
 
@@ -106,7 +107,7 @@ describe('the mint is slow', () => {
       }, 'the swap recovered past its lease');
       const cost = ((await again.json()) as Billed).usage.cost.total_msats;
       expect((await slow.ledger.getKey(sha256Hex(token)))!.balance).toBe(20_000 - cost);
-      await expectMoneyConserved(slow);
+      await expectDrained(slow, { prices: PRICES });
     } finally {
       await slow.close();
       await proxy.stop();
@@ -117,7 +118,7 @@ describe('the mint is slow', () => {
 describe('streams that end early', () => {
   it('bills a client that disconnects for what it was sent, and stops the upstream', async () => {
     const token = await mintToken(mintUrl, 100);
-    const oa = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: token, maxRetries: 0 });
+    const oa = new OpenAI({ baseURL: `${s.gw.url}/v1`, apiKey: token, maxRetries: 0 });
     await oa.chat.completions.create({ model: 'gpt-test', messages, max_tokens: 1 });
     const start = (await info(token)).balance;
 
@@ -187,10 +188,10 @@ describe('the upstream fails', () => {
         headers: { 'content-type': 'application/json', 'x-cashu': x },
         body: JSON.stringify({ model: 'gpt-test', messages, max_tokens: 2 }),
       });
-      const json = (await res.json()) as Record<string, any>;
+      const json = (await res.json()) as WireError & { error: { refund_token: string } };
       expect([res.status, json.error.code]).toEqual([502, 'upstream_error']);
       expect(await receive(mintUrl, json.error.refund_token)).toBe(20);
-      await expectMoneyConserved(slow);
+      await expectDrained(slow, { prices: PRICES });
     } finally {
       await slow.close();
     }
@@ -208,7 +209,7 @@ describe('the upstream fails', () => {
       expect(res.status).toBe(502);
       const key = (await refused.ledger.getKey(sha256Hex(own)))!;
       expect([key.balance, key.reserved]).toEqual([20_000, 0]);
-      await expectMoneyConserved(refused);
+      await expectDrained(refused, { prices: PRICES });
     } finally {
       await refused.close();
     }
@@ -249,7 +250,7 @@ describe('the upstream fails', () => {
       await new Promise((r) => setTimeout(r, 20));
     }
     expect((await info(token)).reserved).toBeGreaterThan(0);
-    const early = await fetch(`${gw.url}/v1/balance/refund`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+    const early = await fetch(`${s.gw.url}/v1/balance/refund`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
     expect(early.status).toBe(425);
     expect(early.headers.get('retry-after')).toBe('2');
     const done = await pending;
@@ -264,8 +265,14 @@ describe('the README start command', () => {
     const { spawn } = await import('node:child_process');
     const { freePort } = await import('./support/ports.ts');
     const port = await freePort();
+    // A database that outlives the process, so what it took in is drained once it has stopped.
+    let db = await testDatabaseUrl();
+    if (db === ':memory:') db = `sqlite:${join(mkdtempSync(join(tmpdir(), 'gw-start-')), 'gateway.db')}`;
     const proc = spawn('npm', ['start', '--silent'], {
-      env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', UPSTREAM_BASE_URL: upstream.url, CASHU_MINTS: mintUrl, DATABASE_URL: ':memory:', LOG_LEVEL: 'trace', UPSTREAM_API_KEY: 'sk-upstream-secret' },
+      env: {
+        ...process.env, PORT: String(port), HOST: '127.0.0.1', UPSTREAM_BASE_URL: upstream.url, CASHU_MINTS: mintUrl, DATABASE_URL: db,
+        MODEL_PRICES: JSON.stringify(PRICES), LOG_LEVEL: 'trace', UPSTREAM_API_KEY: 'sk-upstream-secret',
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
       // Its own process group: npm runs the gateway as a child, which must stop with it.
       detached: true,
@@ -278,7 +285,7 @@ describe('the README start command', () => {
       // npm start compiles first: on a busy machine that alone can take a while.
       for (const until = Date.now() + 60_000; !out.includes('gateway ready') && Date.now() < until; ) await new Promise((r) => setTimeout(r, 100));
       expect(out).toContain('gateway ready');
-      const infoRes = (await (await fetch(`http://127.0.0.1:${port}/v1/info`)).json()) as Record<string, any>;
+      const infoRes = (await (await fetch(`http://127.0.0.1:${port}/v1/info`)).json()) as { mints: string[] };
       expect(infoRes.mints).toEqual([mintUrl]);
       const models = (await (await fetch(`http://127.0.0.1:${port}/v1/models`)).json()) as ModelList;
       expect(models.data.map((m) => m.id)).toContain('gpt-test');
@@ -328,5 +335,16 @@ describe('the README start command', () => {
       process.kill(-proc.pid!, 'SIGTERM');
       await exited;
     }
+    // npm may exit before the gateway it started: the group is empty once that has stopped too.
+    const groupAlive = () => {
+      try {
+        process.kill(-proc.pid!, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    await waitFor(() => !groupAlive(), 'the gateway process stopped');
+    await expectDatabaseDrained(mintUrl, { DATABASE_URL: db });
   }, 120_000);
 });

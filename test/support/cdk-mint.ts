@@ -1,13 +1,11 @@
 import { execFile, spawn } from 'node:child_process';
-import { mkdtempSync, openSync, writeFileSync } from 'node:fs';
-import { homedir, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { openSync } from 'node:fs';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { freePort, stopProcess } from './ports.ts';
+import { stopProcess } from './ports.ts';
 import type { RunningMint } from './mint.ts';
+import { daemonHome, setupOnce } from './setup-once.ts';
 
-const ROOT = resolve(import.meta.dirname, '..', '..');
-const BIN = join(process.env.CARGO_HOME ?? join(homedir(), '.cargo'), 'bin', 'cdk-mintd');
 // BIP39's well-known test phrase: a test mint's keys need not be secret, only valid.
 const MNEMONIC = 'abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about';
 
@@ -15,11 +13,8 @@ const MNEMONIC = 'abandon abandon abandon abandon abandon abandon abandon abando
  * Builds cdk-mintd if this machine has not yet (10 to 30 minutes on 2 cores the first time, a
  * no-op after), without blocking the test worker: for a beforeAll with a timeout to match.
  */
-export async function prepareCdkMintd(): Promise<void> {
-  const code = await new Promise<number | null>((done) => {
-    spawn('bash', [join(ROOT, 'scripts', 'setup-cdk-mintd.sh')], { stdio: ['ignore', 'inherit', 'inherit'] }).once('exit', done);
-  });
-  if (code !== 0) throw new Error('scripts/setup-cdk-mintd.sh failed (see the message above)');
+export function prepareCdkMintd(): Promise<string> {
+  return setupOnce('setup-cdk-mintd.sh', 'cdk-mintd');
 }
 
 /**
@@ -28,15 +23,8 @@ export async function prepareCdkMintd(): Promise<void> {
  * `config init` (0.18's model), then the daemon starts. A new mint gets NUT-02 v2 keysets.
  */
 export async function startCdkMint(opts: { inputFeePpk?: number } = {}): Promise<RunningMint> {
-  await prepareCdkMintd();
-  const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'cdk-mintd-'));
-  const url = `http://127.0.0.1:${port}`;
-  const config = join(dir, 'config.toml');
-  writeFileSync(
-    config,
-    `[info]
-url = "${url}"
+  const { bin, port, dir, config } = await daemonHome('setup-cdk-mintd.sh', 'cdk-mintd', ({ port }) => `[info]
+url = "http://127.0.0.1:${port}"
 listen_host = "127.0.0.1"
 listen_port = ${port}
 mnemonic = "env:CDK_MINTD_MNEMONIC"
@@ -65,14 +53,14 @@ reserve_fee_min = 1
 min_delay_time = 0
 max_delay_time = 0
 custom_payment_methods = []
-`,
-  );
+`);
+  const url = `http://127.0.0.1:${port}`;
   const env = { PATH: process.env.PATH ?? '', HOME: dir, CDK_MINTD_MNEMONIC: MNEMONIC, RUST_LOG: 'warn' };
-  await promisify(execFile)(BIN, ['--work-dir', dir, 'config', 'init', '--new-mint', '--file', config], { env }).catch((e: { stderr?: string; message: string }) => {
+  await promisify(execFile)(bin, ['--work-dir', dir, 'config', 'init', '--new-mint', '--file', config], { env }).catch((e: { stderr?: string; message: string }) => {
     throw new Error(`cdk-mintd config init failed: ${e.stderr ?? e.message}`);
   });
   const log = openSync(join(dir, 'mint.log'), 'a');
-  const proc = spawn(BIN, ['--work-dir', dir], { cwd: dir, stdio: ['ignore', log, log], env });
+  const proc = spawn(bin, ['--work-dir', dir], { cwd: dir, stdio: ['ignore', log, log], env });
   const deadline = Date.now() + 60_000;
   for (;;) {
     if (proc.exitCode !== null) throw new Error(`cdk-mintd exited with ${proc.exitCode}; see ${join(dir, 'mint.log')}`);

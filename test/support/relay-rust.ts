@@ -1,18 +1,12 @@
-import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { homedir, tmpdir } from 'node:os';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { freePort, stopProcess } from './ports.ts';
 import type { RunningRelay } from './relay.ts';
+import { daemonHome, setupOnce } from './setup-once.ts';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const SDK_PYTHON = join(ROOT, '.venv-nostr-sdk', 'bin', 'python');
-
-function setup(script: string, what: string): void {
-  const r = spawnSync('bash', [join(ROOT, 'scripts', script)], { stdio: ['ignore', 'inherit', 'inherit'] });
-  if (r.status !== 0) throw new Error(`could not install ${what} (see the message above)`);
-}
 
 /**
  * Installs rust-nostr's bindings and builds nostr-rs-relay if this machine has neither yet
@@ -20,12 +14,8 @@ function setup(script: string, what: string): void {
  * beforeAll with a timeout to match.
  */
 export async function prepareForeignRelays(): Promise<void> {
-  for (const script of ['setup-nostr-sdk.sh', 'setup-nostr-rs-relay.sh']) {
-    const code = await new Promise<number | null>((done) => {
-      spawn('bash', [join(ROOT, 'scripts', script)], { stdio: ['ignore', 'inherit', 'inherit'] }).once('exit', done);
-    });
-    if (code !== 0) throw new Error(`scripts/${script} failed (see the message above)`);
-  }
+  await setupOnce('setup-nostr-sdk.sh', SDK_PYTHON);
+  await setupOnce('setup-nostr-rs-relay.sh', 'nostr-rs-relay');
 }
 
 /** Resolves once `ready` returns true for the process's output, or fails when it exits first. */
@@ -71,13 +61,7 @@ async function waitHttp(port: number, proc: ChildProcess, what: string): Promise
  * good AUTH with no OK at all.
  */
 export async function startNostrRsRelay(opts: { nip42?: boolean } = {}): Promise<RunningRelay> {
-  setup('setup-nostr-rs-relay.sh', 'nostr-rs-relay');
-  const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'nostr-rs-relay-'));
-  const config = join(dir, 'config.toml');
-  writeFileSync(
-    config,
-    `[info]
+  const { bin, port, dir, config } = await daemonHome('setup-nostr-rs-relay.sh', 'nostr-rs-relay', ({ port, dir }) => `[info]
 relay_url = "ws://127.0.0.1:${port}/"
 name = "test nostr-rs-relay"
 [database]
@@ -92,9 +76,7 @@ messages_per_sec = 10000
 subscriptions_per_min = 10000
 [authorization]
 nip42_auth = ${opts.nip42 ? 'true' : 'false'}
-`,
-  );
-  const bin = join(process.env.CARGO_HOME ?? join(homedir(), '.cargo'), 'bin', 'nostr-rs-relay');
+`);
   const proc = spawn(bin, ['--config', config, '--db', dir], { stdio: 'ignore', env: { ...process.env, RUST_LOG: 'warn' } });
   await waitHttp(port, proc, 'nostr-rs-relay');
   return { url: `ws://127.0.0.1:${port}`, proc, stop: () => stopProcess(proc) };
@@ -102,12 +84,12 @@ nip42_auth = ${opts.nip42 ? 'true' : 'false'}
 
 /** rust-nostr's relay (PyPI nostr-sdk), demanding NIP-42 AUTH and/or a NIP-13 minimum if asked. */
 export async function startNostrSdkRelay(opts: { auth?: 'read' | 'write' | 'both'; pow?: number } = {}): Promise<RunningRelay> {
-  setup('setup-nostr-sdk.sh', 'nostr-sdk');
+  const python = await setupOnce('setup-nostr-sdk.sh', SDK_PYTHON);
   const port = await freePort();
   const args = [join(ROOT, 'test', 'python', 'nostr_sdk_relay.py'), '--port', String(port)];
   if (opts.auth) args.push('--auth', opts.auth);
   if (opts.pow) args.push('--pow', String(opts.pow));
-  const proc = spawn(SDK_PYTHON, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(python, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   await waitReady(proc, 'the nostr-sdk relay', (out) => out.includes('ready ws://'));
   return { url: `ws://127.0.0.1:${port}`, proc, stop: () => stopProcess(proc) };
 }
@@ -129,7 +111,7 @@ export async function requestWithNostrSdk(args: {
   scheme?: 'nip44' | 'nip04';
   pow?: number;
 }): Promise<SdkJobResult> {
-  setup('setup-nostr-sdk.sh', 'nostr-sdk');
+  const python = await setupOnce('setup-nostr-sdk.sh', SDK_PYTHON);
   const argv = [
     join(ROOT, 'test', 'python', 'nostr_sdk_requester.py'),
     '--relay', args.relay,
@@ -142,7 +124,7 @@ export async function requestWithNostrSdk(args: {
     '--pow', String(args.pow ?? 0),
   ];
   try {
-    const { stdout } = await promisify(execFile)(SDK_PYTHON, argv, { timeout: 60_000 });
+    const { stdout } = await promisify(execFile)(python, argv, { timeout: 60_000 });
     return JSON.parse(stdout.trim().split('\n').at(-1)!) as SdkJobResult;
   } catch (e) {
     const err = e as { stdout?: string; stderr?: string; message: string };

@@ -66,6 +66,11 @@ export class FakeUpstream {
   answerDelayMs = 0;
   /** Delay in a stream between its last choice chunk and its usage chunk. */
   usageDelayMs = 0;
+  /**
+   * Set: a stream's usage chunk is followed by a chunk marked `"past_usage":true`, which the
+   * gateway passes on; a client that sees it knows the gateway has read the usage before it.
+   */
+  markPastUsage = false;
   /** The model the upstream says it served, when set (else the one asked for). */
   servedModel: string | undefined;
   /** Usage objects to report instead of the real count, one per request, in order (hostile or broken upstreams). */
@@ -209,6 +214,7 @@ export class FakeUpstream {
     if (closed) return;
     const opts = body.stream_options as { include_usage?: boolean } | undefined;
     if (opts?.include_usage && mode !== 'no_usage') send({ id, object: chat ? 'chat.completion.chunk' : 'text_completion', created: 1700000000, model, choices: [], usage: usage(words.length) });
+    if (this.markPastUsage) send({ id, object: chat ? 'chat.completion.chunk' : 'text_completion', created: 1700000000, model, choices: [], past_usage: true });
     if (this.answerDelayMs) await new Promise((r) => setTimeout(r, this.answerDelayMs));
     if (closed) return;
     res.end('data: [DONE]\n\n');
