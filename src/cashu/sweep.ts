@@ -3,7 +3,7 @@ import type { SwapPreview, Wallet } from '@cashu/cashu-ts';
 import type { StoredProof, Unit } from '../ledger/ledger.ts';
 import { CashuError } from './errors.ts';
 import { nativeOutputs } from './dleq.ts';
-import { journaled, proofsWeHave, toProof, toStored } from './proofs.ts';
+import { journaled, proofsWeHave, toInput, toStored } from './proofs.ts';
 import type { Parts } from './parts.ts';
 
 /**
@@ -82,7 +82,7 @@ export class Sweep {
     try {
       wallet = await mints.wallet(mint, unit);
       const have = await proofsWeHave(ledger, mint, unit, this.#p.changeFloat);
-      preview = await wallet.prepareSwapToReceive(inputs.map(toProof), have && { proofsWeHave: have }, nativeOutputs);
+      preview = await wallet.prepareSwapToReceive(inputs.map(toInput), have && { proofsWeHave: have }, nativeOutputs);
     } catch (e) {
       await ledger.abandonSweep(opId);
       log.warn({ mint, err: (e as Error).message }, 'locked proofs not redeemed this time');
