@@ -63,8 +63,12 @@ export async function createGateway(cfg: Config, opts: { log?: Logger } = {}) {
   const app = buildApp({ cfg, log, ledger, wallets, catalog, engine, npub: id?.npub });
   await catalog.refresh();
   catalog.start();
-  // Unfinished swaps from a previous run are settled with the mint before new ones start.
-  void wallets.recoverAll().catch((e: Error) => log.error({ err: e.message }, 'recovery failed'));
+  // Unfinished swaps from a previous run are settled with the mint before new ones start; then the
+  // change float is topped up from what the gateway holds.
+  void wallets
+    .recoverAll()
+    .then(() => wallets.fillFloats())
+    .catch((e: Error) => log.error({ err: e.message }, 'recovery failed'));
   // Reservations belong to a live process; those of a crashed one are released, charging nothing.
   const staleMs = cfg.INSTANCE_STALE_SECONDS * 1000;
   await ledger.heartbeat();

@@ -3,7 +3,7 @@ import type { SwapPreview, Wallet } from '@cashu/cashu-ts';
 import type { Unit } from '../ledger/ledger.ts';
 import { CashuError } from './errors.ts';
 import { nativeOutputsSplit } from './dleq.ts';
-import { journaled, sum, toProof, toStored } from './proofs.ts';
+import { journaled, sum, toInput, toProof, toStored } from './proofs.ts';
 import type { Parts } from './parts.ts';
 
 /**
@@ -11,6 +11,9 @@ import type { Parts } from './parts.ts';
  * from stored proofs (a token of 8 proofs), and larger change takes larger proofs first.
  */
 export const FLOAT_TOP = 128;
+
+/** The float grows to at most this many proofs of a denomination when payouts outrun its refills. */
+export const FLOAT_MAX = 64;
 
 /**
  * The change float: `changeFloat` unlocked proofs of each of 1, 2, 4 … FLOAT_TOP at each mint,
@@ -26,6 +29,8 @@ export class ChangeFloat {
   readonly #timers = new Map<string, NodeJS.Timeout>();
   readonly #running = new Map<string, Promise<void>>();
   readonly #again = new Set<string>();
+  /** Proofs of each denomination to keep, by mint and unit, once the configured float ran short. */
+  readonly #target = new Map<string, number>();
   #stopped = false;
 
   constructor(parts: Parts, delayMs: number) {
@@ -59,6 +64,26 @@ export class ChangeFloat {
     this.#timers.set(at, timer);
   }
 
+  /**
+   * Change had to be swapped on the request path: payouts drained the float faster than its
+   * refills (each a mint round trip away) filled it. Keeping twice as many of each denomination
+   * from now on lets the float cover as many payouts as arrive during a refill, whatever the
+   * mint's latency, up to FLOAT_MAX.
+   */
+  short(mint: string, unit: Unit): void {
+    const base = this.#p.changeFloat;
+    if (base <= 0) return;
+    const at = `${unit} ${mint}`;
+    const now = this.#target.get(at) ?? base;
+    this.#target.set(at, Math.min(Math.max(base, FLOAT_MAX), now * 2));
+    this.soon(mint, unit);
+  }
+
+  /** How many of each denomination the float of a mint and unit keeps now. */
+  target(mint: string, unit: Unit): number {
+    return this.#target.get(`${unit} ${mint}`) ?? this.#p.changeFloat;
+  }
+
   /** Resolves once no refill is scheduled or running: the wallet's background work has settled. */
   async idle(): Promise<void> {
     while (this.#timers.size || this.#running.size) {
@@ -75,15 +100,16 @@ export class ChangeFloat {
   }
 
   async #refill(mint: string, unit: Unit): Promise<void> {
-    const { ledger, log, mints, journal, p2pk, changeFloat } = this.#p;
+    const { ledger, log, mints, journal, p2pk } = this.#p;
     if (mints.isDown(mint)) return;
+    const target = this.target(mint, unit);
     const wallet = await mints.wallet(mint, unit);
     const keyset = wallet.keyChain.getCheapestKeyset();
     const counts = await ledger.unspentCounts(mint, unit);
     const wanted: number[] = [];
     for (const d of Object.keys(keyset.keys).map(Number).sort((a, b) => a - b)) {
       if (d > FLOAT_TOP) break;
-      for (let n = counts.get(d) ?? 0; n < changeFloat; n++) wanted.push(d);
+      for (let n = counts.get(d) ?? 0; n < target; n++) wanted.push(d);
     }
     if (wanted.length === 0) return;
     const opId = randomUUID();
@@ -99,7 +125,7 @@ export class ChangeFloat {
         split.push(d);
         kept -= d;
       }
-      preview = await wallet.prepareSwapToReceive(inputs.map(toProof), undefined, nativeOutputsSplit(split));
+      preview = await wallet.prepareSwapToReceive(inputs.map(toInput), undefined, nativeOutputsSplit(split));
     } catch (e) {
       await ledger.abandonSweep(opId);
       log.warn({ mint, err: (e as Error).message }, 'change float not refilled this time');

@@ -26,5 +26,5 @@ export interface Parts {
   /** Tops up the change float soon, off the request path (float.ts). */
   refill: (mint: string, unit: Unit) => void;
   /** Change that the float could not pay and a swap on the request path did. */
-  changeSwapped: () => void;
+  changeSwapped: (mint: string, unit: Unit) => void;
 }

@@ -166,7 +166,7 @@ async function payRefund(p: Parts, refund: RefundRow, inputs: StoredProof[], loc
     return done;
   }
   // Change locked to its owner always needs new outputs; unlocked change swapped is the float run short.
-  if (change && !lockTo) p.changeSwapped();
+  if (change && !lockTo) p.changeSwapped(mint, unit);
   let wallet: Wallet;
   try {
     wallet = await mints.wallet(mint, unit);

@@ -47,7 +47,10 @@ export class CashuWallets {
     this.#parts = {
       ledger, log, mints: known, journal, p2pk: opts.p2pk, changeFloat,
       refill: (mint, unit) => this.#float.soon(mint, unit),
-      changeSwapped: () => void this.#changeSwaps++,
+      changeSwapped: (mint, unit) => {
+        this.#changeSwaps++;
+        this.#float.short(mint, unit);
+      },
     };
     this.#sweep = new Sweep(this.#parts, opts.sweepDelayMs ?? 0);
     this.#float = new ChangeFloat(this.#parts, opts.refillDelayMs ?? 200);
@@ -78,6 +81,23 @@ export class CashuWallets {
   /** Change paid by a swap on the request path because the float could not pay it (since start). */
   get changeSwaps(): number {
     return this.#changeSwaps;
+  }
+
+  /** How many proofs of each small denomination the change float of a mint and unit keeps now. */
+  floatTarget(mint: string, unit: Unit): number {
+    return this.#float.target(mint, unit);
+  }
+
+  /**
+   * Tops up the change float of every mint and unit the gateway holds proofs of, off the request
+   * path: a restarted gateway's first locked requests are then paid their change without a swap.
+   */
+  async fillFloats(): Promise<void> {
+    for (const mint of this.mints) {
+      for (const unit of ['sat', 'msat'] as const) {
+        if ((await this.#parts.ledger.unspentCounts(mint, unit, true)).size > 0) this.#float.soon(mint, unit);
+      }
+    }
   }
 
   /** Resolves once the change float has no refill scheduled or running (it runs on its own, after payouts). */

@@ -1,0 +1,104 @@
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { getPubKeyFromPrivKey } from '@cashu/cashu-ts';
+import { FakeUpstream } from './support/upstream.ts';
+import { CountingProxy } from './support/counting-proxy.ts';
+import { TEST_P2PK_PRIVKEY, expectDrained, expectMoneyConserved, startGateway, testDatabaseUrl, type Gateway } from './support/gateway.ts';
+import { lockedToken, receive } from './support/cashu.ts';
+import { chat, waitFor } from './support/suite.ts';
+
+const realMint = inject('mintUrl');
+const upstream = new FakeUpstream();
+const proxy = new CountingProxy(realMint);
+let mintUrl: string;
+const ourPubkey = Buffer.from(getPubKeyFromPrivKey(Buffer.from(TEST_P2PK_PRIVKEY, 'hex'))).toString('hex');
+const DENOMINATIONS = [1, 2, 4, 8, 16, 32, 64, 128];
+const dir = mkdtempSync(join(tmpdir(), 'float-growth-'));
+
+/** The float holds `n` of each small denomination and no mint operation is in flight. */
+async function floatHolds(gw: Gateway, n: number): Promise<boolean> {
+  const counts = await gw.ledger.unspentCounts(mintUrl, 'sat');
+  return DENOMINATIONS.every((d) => (counts.get(d) ?? 0) >= n) && (await gw.ledger.pendingOps()).length === 0;
+}
+
+/**
+ * A locked X-Cashu request of `sats`: its change, checked at the mint against what it was owed,
+ * and the mint calls made while the request ran.
+ */
+async function lockedRequest(gw: Gateway, sats: number): Promise<string[]> {
+  const token = await lockedToken(mintUrl, sats, ourPubkey);
+  const before = proxy.calls.length;
+  const res = await chat(gw, { 'x-cashu': token }, { max_tokens: 2 });
+  const calls = proxy.calls.slice(before);
+  expect(res.status).toBe(200);
+  const cost = ((await res.json()) as { usage: { cost: { total_msats: number } } }).usage.cost.total_msats;
+  const owed = Math.floor((sats * 1000 - cost) / 1000);
+  expect(await receive(mintUrl, res.headers.get('x-cashu')!)).toBe(owed);
+  return calls;
+}
+
+beforeAll(async () => {
+  await upstream.start();
+  mintUrl = await proxy.start();
+});
+afterAll(async () => {
+  await proxy.stop();
+  await upstream.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('the change float keeps up with payouts and a restart', () => {
+  it('grows when payouts outrun its refills, so the same burst later needs no swap', async () => {
+    const gw = await startGateway(mintUrl, upstream, { CHANGE_FLOAT_PROOFS: '1' });
+    try {
+      expect((await chat(gw, {})).status).toBe(402);
+      // Locked funding is what the float's refills are made from.
+      expect((await chat(gw, { authorization: `Bearer ${await lockedToken(mintUrl, 6000, ourPubkey)}` })).status).toBe(200);
+      await waitFor(() => floatHolds(gw, 1), 'a float of one of each');
+      expect(gw.wallets.floatTarget(mintUrl, 'sat')).toBe(1);
+
+      // Three payouts of 254 sats at once: a float of one of each cannot pay them all.
+      await Promise.all([255, 255, 255].map((s) => lockedRequest(gw, s)));
+      const swaps = gw.wallets.changeSwaps;
+      expect(swaps).toBeGreaterThan(0);
+      // Each time it ran short the float doubled.
+      const target = gw.wallets.floatTarget(mintUrl, 'sat');
+      expect(target).toBe(2 ** swaps);
+      await waitFor(() => floatHolds(gw, target), `a float of ${target} of each`);
+
+      // Two payouts at once, which the float of one could not pay: both paid from it now.
+      await Promise.all([255, 255].map((s) => lockedRequest(gw, s)));
+      expect(gw.wallets.changeSwaps, 'change swapped on the request path').toBe(swaps);
+      await expectMoneyConserved(gw);
+      await expectDrained(gw);
+    } finally {
+      await gw.close();
+    }
+  });
+
+  it('is topped up at start from the proofs a restarted gateway holds, before any request', async () => {
+    const db = process.env.TEST_LEDGER === 'postgres' ? await testDatabaseUrl() : `sqlite:${join(dir, 'ledger.db')}`;
+    const first = await startGateway(mintUrl, upstream, { DATABASE_URL: db, CHANGE_FLOAT_PROOFS: '0' });
+    try {
+      expect((await chat(first, {})).status).toBe(402);
+      expect((await chat(first, { authorization: `Bearer ${await lockedToken(mintUrl, 1500, ourPubkey)}` })).status).toBe(200);
+      await expectMoneyConserved(first);
+    } finally {
+      await first.close();
+    }
+    proxy.reset();
+    const gw = await startGateway(mintUrl, upstream, { DATABASE_URL: db, CHANGE_FLOAT_PROOFS: '2' });
+    try {
+      await waitFor(() => floatHolds(gw, 2), 'a float of two of each, filled at start');
+      expect(proxy.calls).toContain('POST /v1/swap');
+      expect(await lockedRequest(gw, 200), 'mint calls on the request path').toEqual([]);
+      expect(gw.wallets.changeSwaps).toBe(0);
+      await expectMoneyConserved(gw);
+      await expectDrained(gw);
+    } finally {
+      await gw.close();
+    }
+  });
+});
