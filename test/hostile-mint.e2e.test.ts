@@ -106,6 +106,21 @@ describe('a mint that loses its answer', () => {
     await expectRefundedWhole(hash, balance, await refund(key));
   });
 
+  it('busy (a lock it could not get): 503 cashu_mint_busy with Retry-After, the token unspent and taken on the retry', async () => {
+    const token = await mintToken(proxy.url, 20);
+    // nutshell's own answer when it cannot lock the proofs: code 0, like malformed input.
+    proxy.faults.set('/v1/swap', { fail: 400, body: { detail: 'failed to acquire database lock on proofs_pending', code: 0 } });
+    const res = await expectUntouched(suite.gw, sha256Hex(token), () => chat(suite.gw, { 'x-cashu': token }, { max_tokens: 1 }));
+    expect([res.status, res.headers.get('retry-after')]).toEqual([503, '1']);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('cashu_mint_busy');
+    expect(await proofStates(suite.mintUrl, await direct(token))).toEqual(['UNSPENT', 'UNSPENT']);
+    expect(await suite.gw.ledger.pendingOps()).toEqual([]);
+    proxy.faults.clear();
+    const again = await chat(suite.gw, { 'x-cashu': token }, { max_tokens: 1 });
+    expect(again.status).toBe(200);
+    expect(await receive(suite.mintUrl, await direct(again.headers.get('x-cashu')!))).toBeGreaterThan(0);
+  });
+
   it('to the swap of a paying token: the key is credited once, with all of it', async () => {
     const token = await mintToken(proxy.url, 20);
     const before = await suite.gw.ledger.totals();

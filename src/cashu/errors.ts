@@ -18,6 +18,8 @@ export type CashuCode =
   | 'cashu_token_already_spent'
   /** No answer from the mint; nothing was spent. Worth retrying after `retryAfter`. */
   | 'cashu_mint_unreachable'
+  /** The mint said it was too busy to take the token (a lock it could not get); nothing was spent. */
+  | 'cashu_mint_busy'
   /** A refund named a key the ledger does not hold. */
   | 'invalid_api_key'
   /** A refund came while a request on the key was running. */
@@ -62,6 +64,19 @@ export class CashuError extends Error {
 
 export function mintUnreachable(retryAfterSec = 5): CashuError {
   return new CashuError('cashu_mint_unreachable', 'The Cashu mint could not be reached; your token was not spent. Try again shortly.', { retryAfter: retryAfterSec });
+}
+
+/**
+ * Whether a refusal is the mint being busy, not the token being bad: nutshell answers a swap it
+ * could not lock the proofs for (under load, on SQLite) with code 0, the code of malformed input
+ * too, so only its words tell the two apart.
+ */
+export function busyRefusal(message: string): boolean {
+  return /database (lock|is locked)|could not obtain lock|try again/i.test(message);
+}
+
+export function mintBusy(): CashuError {
+  return new CashuError('cashu_mint_busy', 'The Cashu mint was too busy to take the token; it was not spent. Try again shortly.', { retryAfter: 1 });
 }
 
 export function alreadySpent(): CashuError {

@@ -3,7 +3,7 @@ import type { Proof, SwapPreview, Token, Wallet } from '@cashu/cashu-ts';
 import { MSATS_PER, type KeyRow, type Unit } from '../ledger/ledger.ts';
 import type { TokenInfo } from './token.ts';
 import { tokenHashOfQuote } from './credential.ts';
-import { CashuError, alreadySpent, invalidToken, mintUnreachable } from './errors.ts';
+import { CashuError, alreadySpent, busyRefusal, invalidToken, mintBusy, mintUnreachable } from './errors.ts';
 import { lockedTo, spendableOnlyByUs, type P2pkKey } from './p2pk.ts';
 import { crashPoint } from './crash.ts';
 import { decodeWithKeysets } from './keysets.ts';
@@ -114,7 +114,11 @@ export class Receive {
         log.info({ mint: info.mint, unit: info.unit, msats, key: keyHash.slice(0, 8) }, 'credited a token');
         return key;
       },
-      refused: (e) => (e.code === SPENT || e.code === PENDING ? alreadySpent() : new CashuError('invalid_cashu_token', `The mint refused the token: ${e.message}`)),
+      refused: (e) => {
+        if (e.code === SPENT || e.code === PENDING) return alreadySpent();
+        if (busyRefusal(e.message)) return mintBusy();
+        return new CashuError('invalid_cashu_token', `The mint refused the token: ${e.message}`);
+      },
       done: async () => (await ledger.getKey(keyHash))!,
       failed: () => {
         throw alreadySpent();

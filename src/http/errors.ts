@@ -94,6 +94,7 @@ const CASHU_STATUS: Record<CashuCode, number> = {
   withdraw_failed: 502,
   payment_failed: 502,
   cashu_mint_unreachable: 503,
+  cashu_mint_busy: 503,
   refund_unavailable: 503,
   withdraw_unavailable: 503,
   foreign_swap_pending: 503,
