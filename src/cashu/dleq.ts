@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import {
+  Amount,
   OutputData,
   hasValidDleq,
   hashToCurve,
@@ -19,6 +20,7 @@ interface Secp256k1 {
   publicKeyNegate(key: Uint8Array, compressed?: boolean): Uint8Array;
   publicKeyTweakMul(key: Uint8Array, tweak: Uint8Array, compressed?: boolean): Uint8Array;
   publicKeyConvert(key: Uint8Array, compressed?: boolean): Uint8Array;
+  privateKeyVerify(seckey: Uint8Array): boolean;
 }
 
 /**
@@ -37,6 +39,31 @@ export const nativeDleq = native !== undefined;
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 const bytes = (h: string) => Uint8Array.from(Buffer.from(h, 'hex'));
+
+const DOMAIN = Buffer.from('Secp256k1_HashToCurve_Cashu_');
+
+/**
+ * NUT-00 hash_to_curve, the point whose x is the first hash of (the secret's hash, a counter) that
+ * lies on the curve: libsecp256k1 decompresses each candidate, where cashu-ts takes a square root
+ * in pure JavaScript for every proof checked and every output made.
+ */
+export function hashToCurveBytes(secret: Uint8Array): Uint8Array {
+  if (!native) return hashToCurve(secret).toBytes(true);
+  const msg = createHash('sha256').update(DOMAIN).update(secret).digest();
+  const counter = Buffer.alloc(4);
+  const candidate = Buffer.alloc(33);
+  candidate[0] = 2;
+  for (let i = 0; i < 2 ** 16; i++) {
+    counter.writeUInt32LE(i);
+    createHash('sha256').update(msg).update(counter).digest().copy(candidate, 1);
+    try {
+      return native.publicKeyConvert(candidate, true);
+    } catch {
+      // Not an x on the curve: the next counter.
+    }
+  }
+  throw new Error('No valid point found');
+}
 
 /** NUT-12: with R1 = sG - eA and R2 = sB' - eC', e must equal hash(R1, R2, A, C'). */
 function dleqHolds(lib: Secp256k1, A: Uint8Array, B: Uint8Array, C: Uint8Array, e: Uint8Array, s: Uint8Array, eHex: string): boolean {
@@ -58,7 +85,7 @@ export function hasValidProofDleq(proof: Proof, keyset: HasKeysetKeys): boolean 
   try {
     const A = bytes(key);
     const r = bytes(d.r);
-    const Y = hashToCurve(new TextEncoder().encode(proof.secret)).toBytes(true);
+    const Y = hashToCurveBytes(new TextEncoder().encode(proof.secret));
     const B = native.publicKeyCombine([Y, native.publicKeyCreate(r)]);
     const C = native.publicKeyCombine([bytes(proof.C), native.publicKeyTweakMul(A, r)]);
     return dleqHolds(native, A, B, C, bytes(d.e), bytes(d.s), d.e);
@@ -101,8 +128,19 @@ export class NativeOutputData extends OutputData {
   }
 }
 
-const randomOutput: OutputDataFactory = (amount: AmountLike, keys: HasKeysetKeys) =>
-  NativeOutputData.from(OutputData.createSingleRandomData(amount, keys.id));
+/**
+ * A random output (NUT-00: a random secret, B_ = Y + rG) blinded by libsecp256k1; cashu-ts makes
+ * the same in pure JavaScript, a hash to the curve and a multiplication per output, which a swap
+ * of 64 outputs paid for on the event loop.
+ */
+const randomOutput: OutputDataFactory = (amount: AmountLike, keys: HasKeysetKeys) => {
+  if (!native) return NativeOutputData.from(OutputData.createSingleRandomData(amount, keys.id));
+  const secret = new TextEncoder().encode(randomBytes(32).toString('hex'));
+  let r = randomBytes(32);
+  while (!native.privateKeyVerify(r)) r = randomBytes(32);
+  const B_ = native.publicKeyCombine([hashToCurveBytes(secret), native.publicKeyCreate(r)]);
+  return new NativeOutputData({ amount: Amount.from(amount), B_: hex(B_), id: keys.id }, BigInt(`0x${hex(r)}`), secret);
+};
 
 /** Random outputs, their signatures handled natively. */
 export const nativeOutputs: OutputType = { type: 'factory', factory: randomOutput };
