@@ -5,6 +5,7 @@ import { CashuError } from './errors.ts';
 import { nativeOutputsSplit } from './dleq.ts';
 import { journaled, sum, toInput, toProof, toStored } from './proofs.ts';
 import type { Parts } from './parts.ts';
+import { completeOurSwap } from './schnorr.ts';
 
 /**
  * The largest denomination the float keeps: with 1, 2, 4 … 128 any change up to 255 sats adds up
@@ -133,7 +134,7 @@ export class ChangeFloat {
     }
     await ledger.journalOutputs(opId, journaled(preview.keepOutputs), inputs);
     try {
-      await journal.send({ id: opId, kind: 'sweep', mint }, () => wallet.completeSwap(preview, p2pk.privkey), {
+      await journal.send({ id: opId, kind: 'sweep', mint }, () => completeOurSwap(wallet, preview, p2pk), {
         answer: ({ keep }) => ledger.finishSweep(opId, keep.map(toStored)),
         done: async () => undefined,
         failed: () => undefined,

@@ -45,11 +45,10 @@ export function lockedTo(proof: Pick<Proof, 'secret'>): string | undefined {
 }
 
 /**
- * Whether a proof can be taken without asking the mint: locked (NUT-11) to exactly our key, with
- * no other key, refund path or signature scheme that would let anyone else spend it before we
- * redeem it, any locktime far enough away, and a valid DLEQ (NUT-12) proving the mint signed it.
+ * Whether a proof is locked (NUT-11) to exactly our key, with no other key, refund path or
+ * signature scheme that would let anyone else spend it, and no locktime before `notBefore`.
  */
-export function spendableOnlyByUs(proof: Proof, keyset: HasKeysetKeys, ourPubkey: string, notBefore: number): boolean {
+export function lockedOnlyTo(proof: Pick<Proof, 'secret'>, ourPubkey: string, notBefore = 0): boolean {
   const secret = p2pk(proof.secret);
   if (!secret) return false;
   const { data, tags } = secret;
@@ -63,7 +62,15 @@ export function spendableOnlyByUs(proof: Proof, keyset: HasKeysetKeys, ourPubkey
     if (name === 'locktime' && typeof value === 'string' && /^\d+$/.test(value) && Number(value) >= notBefore && rest.length === 0) continue;
     return false;
   }
-  return hasValidProofDleq(proof, keyset);
+  return true;
+}
+
+/**
+ * Whether a proof can be taken without asking the mint: locked to our key alone, any locktime far
+ * enough away, and a valid DLEQ (NUT-12) proving the mint signed it.
+ */
+export function spendableOnlyByUs(proof: Proof, keyset: HasKeysetKeys, ourPubkey: string, notBefore: number): boolean {
+  return lockedOnlyTo(proof, ourPubkey, notBefore) && hasValidProofDleq(proof, keyset);
 }
 
 /** Proofs locked to the gateway's key (taken offline) carry a NUT-10 P2PK secret; ours never do. */

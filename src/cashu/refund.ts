@@ -7,6 +7,7 @@ import { crashPoint } from './crash.ts';
 import { nativeLockedOutputs, nativeOutputs } from './dleq.ts';
 import { journaled, proofsWeHave, sum, toProof, toStored } from './proofs.ts';
 import type { Parts } from './parts.ts';
+import { completeOurSwap } from './schnorr.ts';
 
 /**
  * Pays out a key's refundable balance as a token (whole sats for a sat key; the msat remainder
@@ -194,7 +195,7 @@ async function payRefund(p: Parts, refund: RefundRow, inputs: StoredProof[], loc
   await ledger.journalOutputs(opId, [...journaled(preview.sendOutputs, true), ...journaled(preview.keepOutputs)], preview.inputs.map(toStored));
   const swap = async () => {
     crashPoint('refund:before-swap');
-    const proofs = await wallet.completeSwap(preview, p.p2pk.privkey);
+    const proofs = await completeOurSwap(wallet, preview, p.p2pk);
     crashPoint('refund:after-swap');
     return proofs;
   };

@@ -5,6 +5,7 @@ import { CashuError } from './errors.ts';
 import { nativeOutputs } from './dleq.ts';
 import { journaled, proofsWeHave, toInput, toStored } from './proofs.ts';
 import type { Parts } from './parts.ts';
+import { completeOurSwap } from './schnorr.ts';
 
 /**
  * Redeems the locked proofs taken offline, with our key: until then they are only as good as the
@@ -92,7 +93,7 @@ export class Sweep {
     try {
       // A refusal is final: recovery marks the inputs the mint says are spent, so the next sweep
       // does not pick them again, and puts the others back.
-      return await journal.send({ id: opId, kind: 'sweep', mint }, () => wallet.completeSwap(preview, p2pk.privkey), {
+      return await journal.send({ id: opId, kind: 'sweep', mint }, () => completeOurSwap(wallet, preview, p2pk), {
         answer: async ({ keep }) => {
           await ledger.finishSweep(opId, keep.map(toStored));
           return true;
