@@ -7,21 +7,14 @@ import { FakeUpstream } from './support/upstream.ts';
 import { CountingProxy } from './support/counting-proxy.ts';
 import { TEST_P2PK_PRIVKEY, expectDrained, expectMoneyConserved, startGateway, testDatabaseUrl, type Gateway } from './support/gateway.ts';
 import { lockedToken, receive } from './support/cashu.ts';
-import { chat, waitFor } from './support/suite.ts';
+import { chat, floatHolds, waitFor } from './support/suite.ts';
 
 const realMint = inject('mintUrl');
 const upstream = new FakeUpstream();
 const proxy = new CountingProxy(realMint);
 let mintUrl: string;
 const ourPubkey = Buffer.from(getPubKeyFromPrivKey(Buffer.from(TEST_P2PK_PRIVKEY, 'hex'))).toString('hex');
-const DENOMINATIONS = [1, 2, 4, 8, 16, 32, 64, 128];
 const dir = mkdtempSync(join(tmpdir(), 'float-growth-'));
-
-/** The float holds `n` of each small denomination and no mint operation is in flight. */
-async function floatHolds(gw: Gateway, n: number): Promise<boolean> {
-  const counts = await gw.ledger.unspentCounts(mintUrl, 'sat');
-  return DENOMINATIONS.every((d) => (counts.get(d) ?? 0) >= n) && (await gw.ledger.pendingOps()).length === 0;
-}
 
 /**
  * A locked X-Cashu request of `sats`: its change, checked at the mint against what it was owed,
@@ -56,7 +49,7 @@ describe('the change float keeps up with payouts and a restart', () => {
       expect((await chat(gw, {})).status).toBe(402);
       // Locked funding is what the float's refills are made from.
       expect((await chat(gw, { authorization: `Bearer ${await lockedToken(mintUrl, 6000, ourPubkey)}` })).status).toBe(200);
-      await waitFor(() => floatHolds(gw, 1), 'a float of one of each');
+      await waitFor(() => floatHolds(gw, mintUrl, 1), 'a float of one of each');
       expect(gw.wallets.floatTarget(mintUrl, 'sat')).toBe(1);
 
       // Three payouts of 254 sats at once: a float of one of each cannot pay them all.
@@ -66,7 +59,7 @@ describe('the change float keeps up with payouts and a restart', () => {
       // Each time it ran short the float doubled.
       const target = gw.wallets.floatTarget(mintUrl, 'sat');
       expect(target).toBe(2 ** swaps);
-      await waitFor(() => floatHolds(gw, target), `a float of ${target} of each`);
+      await waitFor(() => floatHolds(gw, mintUrl, target), `a float of ${target} of each`);
 
       // Two payouts at once, which the float of one could not pay: both paid from it now.
       await Promise.all([255, 255].map((s) => lockedRequest(gw, s)));
@@ -91,7 +84,7 @@ describe('the change float keeps up with payouts and a restart', () => {
     proxy.reset();
     const gw = await startGateway(mintUrl, upstream, { DATABASE_URL: db, CHANGE_FLOAT_PROOFS: '2' });
     try {
-      await waitFor(() => floatHolds(gw, 2), 'a float of two of each, filled at start');
+      await waitFor(() => floatHolds(gw, mintUrl, 2), 'a float of two of each, filled at start');
       expect(proxy.calls).toContain('POST /v1/swap');
       expect(await lockedRequest(gw, 200), 'mint calls on the request path').toEqual([]);
       expect(gw.wallets.changeSwaps).toBe(0);

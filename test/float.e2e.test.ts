@@ -4,7 +4,7 @@ import { FakeUpstream } from './support/upstream.ts';
 import { CountingProxy } from './support/counting-proxy.ts';
 import { PRICES, TEST_P2PK_PRIVKEY, expectDrained, startGateway, type Gateway } from './support/gateway.ts';
 import { lockedToken, proofStates, receive } from './support/cashu.ts';
-import { chat as post, waitFor } from './support/suite.ts';
+import { chat as post, floatHolds, waitFor } from './support/suite.ts';
 import type { Billed } from './support/wire.ts';
 
 const realMint = inject('mintUrl');
@@ -15,23 +15,10 @@ const ourPubkey = Buffer.from(getPubKeyFromPrivKey(Buffer.from(TEST_P2PK_PRIVKEY
 const body = { model: 'gpt-test', messages: [{ role: 'user', content: 'float' }], max_tokens: 2 };
 /** The float the gateways below keep: this many proofs of each of 1, 2, 4 … 128 sats. */
 const FLOAT = 3;
-const DENOMINATIONS = [1, 2, 4, 8, 16, 32, 64, 128];
 
 async function chat(gw: Gateway, headers: Record<string, string>) {
   const res = await post(gw, headers, body);
   return { status: res.status, headers: res.headers, json: (await res.json()) as Billed };
-}
-
-/** Polls (with a deadline) until the float is full again and no mint operation is in flight. */
-async function floatFull(gw: Gateway): Promise<boolean> {
-  const full = async () => {
-    const counts = await gw.ledger.unspentCounts(mintUrl, 'sat');
-    return DENOMINATIONS.every((d) => (counts.get(d) ?? 0) >= FLOAT) && (await gw.ledger.pendingOps()).length === 0;
-  };
-  for (const until = Date.now() + 15_000; Date.now() < until; await new Promise((r) => setTimeout(r, 50))) {
-    if (await full()) return true;
-  }
-  return full();
 }
 
 beforeAll(async () => {
@@ -52,7 +39,7 @@ describe('the change float: a P2PK-locked X-Cashu request never waits on the min
       expect((await chat(gw, {})).status).toBe(402);
       const funding = await lockedToken(mintUrl, 1500, ourPubkey);
       expect((await chat(gw, { authorization: `Bearer ${funding}` })).status).toBe(200);
-      expect(await floatFull(gw)).toBe(true);
+      await waitFor(() => floatHolds(gw, mintUrl, FLOAT), 'the float full again');
 
       for (const amount of [255, 100, 37, 64, 21, 129, 255]) {
         const token = await lockedToken(mintUrl, amount, ourPubkey);
@@ -65,7 +52,7 @@ describe('the change float: a P2PK-locked X-Cashu request never waits on the min
         expect(owed).toBeGreaterThan(0);
         expect(await receive(mintUrl, res.headers.get('x-cashu')!)).toBe(owed);
         // The float is topped up afterwards, off the request path, from the gateway's own proofs.
-        expect(await floatFull(gw)).toBe(true);
+        await waitFor(() => floatHolds(gw, mintUrl, FLOAT), 'the float full again');
       }
       expect(gw.wallets.changeSwaps).toBe(0);
       // The refills took locked proofs first, redeeming them: some of the funding token is spent.

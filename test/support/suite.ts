@@ -95,6 +95,12 @@ export async function expectUntouched<T>(gw: Pick<Gateway, 'ledger'>, hash: stri
   return out;
 }
 
+/** The change float holds `n` proofs of each of 1, 2, 4 … 128 sats at `mintUrl`, and no mint operation is in flight. */
+export async function floatHolds(gw: Pick<Gateway, 'ledger'>, mintUrl: string, n: number): Promise<boolean> {
+  const counts = await gw.ledger.unspentCounts(mintUrl, 'sat');
+  return [1, 2, 4, 8, 16, 32, 64, 128].every((d) => (counts.get(d) ?? 0) >= n) && (await gw.ledger.pendingOps()).length === 0;
+}
+
 /**
  * Polls `probe` until it gives something other than undefined or false, or fails naming `what`
  * after `ms`: the wait is for a state, never for a guessed time.
