@@ -176,6 +176,17 @@ describe('child keys', () => {
     expect(await refundAll(stranger)).toBe(1);
   });
 
+  it('a parent never has more than 1,000 children, even when its creates race', async () => {
+    const parent = await parentKey(3);
+    for (let i = 0; i < 19; i++) expect((await call<ChildKeysMade>('POST', '/v1/balance/child-key', parent, { count: 50 })).status).toBe(200);
+    // Room for 50 more: four calls of 50 at once, and only one may be made.
+    const raced = await Promise.all(Array.from({ length: 4 }, () => call<ChildKeysMade & WireError>('POST', '/v1/balance/child-key', parent, { count: 50 })));
+    expect(raced.map((r) => r.status).sort()).toEqual([200, 400, 400, 400]);
+    expect(raced.filter((r) => r.status === 400).map((r) => r.json.error.code)).toEqual(['too_many_child_keys', 'too_many_child_keys', 'too_many_child_keys']);
+    expect(await suite.gw.ledger.listChildKeys(parent.slice(3))).toHaveLength(1000);
+    expect(await refundAll(parent)).toBe(3);
+  });
+
   it(`concurrent requests through one child never spend past its limit, to the msat${onPostgres ? ', across two instances' : ''}`, async () => {
     const parent = await parentKey(200);
     // The price of one request, as a 402 for a child whose limit cannot cover it says.

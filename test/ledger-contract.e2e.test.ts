@@ -659,6 +659,18 @@ describe('child keys', () => {
     expect(await ledger.getChildKey('c4')).toBeUndefined();
   });
 
+  it('are never more than the limit a parent may have, however many calls come at once', async () => {
+    await fund('p', [8]);
+    expect(await ledger.createChildKeys('p', [child('a', 1), child('b', 1)], 3)).toHaveLength(2);
+    expect(await ledger.createChildKeys('p', [child('c', 1), child('d', 1)], 3)).toBe('too_many');
+    expect((await ledger.listChildKeys('p')).map((c) => c.hash)).toEqual(['a', 'b']);
+    // Eight calls of one child each, at once, with room for three more: exactly three are made.
+    const results = await Promise.all(Array.from({ length: 8 }, (_, i) => ledger.createChildKeys('p', [child(`x${i}`, 1)], 5)));
+    expect(results.filter((r) => Array.isArray(r))).toHaveLength(3);
+    expect(results.filter((r) => r === 'too_many')).toHaveLength(5);
+    expect(await ledger.listChildKeys('p')).toHaveLength(5);
+  });
+
   it('spend the parent\'s balance within their limit; an overrun is capped at what the limit leaves', async () => {
     await fund('p', [8, 2]);
     await ledger.createChildKeys('p', [child('c', 6_000)]);

@@ -106,13 +106,12 @@ export function childKeyRoutes(app: FastifyInstance, deps: { ledger: Ledger }): 
     const { count, balance_limit, validity_date, models } = parsed.data;
     const expiresAt = validity_date == null ? null : validity_date * 1000;
     if (expiresAt !== null && expiresAt <= Date.now()) throw new HttpError(400, 'invalid_request', 'validity_date is in the past.');
-    if ((await ledger.listChildKeys(parent.hash)).length + count > MAX_CHILDREN) {
-      throw new HttpError(400, 'too_many_child_keys', `A key may have at most ${MAX_CHILDREN} child keys.`);
-    }
     const made = await ledger.createChildKeys(
       parent.hash,
       Array.from({ length: count }, () => ({ hash: randomBytes(32).toString('hex'), spendLimit: balance_limit ?? null, models: models ?? null, expiresAt })),
+      MAX_CHILDREN,
     );
+    if (made === 'too_many') throw new HttpError(400, 'too_many_child_keys', `A key may have at most ${MAX_CHILDREN} child keys.`);
     if (!made) throw new HttpError(401, 'key_revoked', 'This API key has been revoked.');
     const free = parent.balance - parent.reserved;
     return {

@@ -269,8 +269,12 @@ export interface Ledger {
    */
   settle(reservationId: string, chargeMsats: number, usage?: SettledUsage): Promise<Settlement>;
 
-  /** Creates child keys of a live balance key; false if the parent is not one. */
-  createChildKeys(parentHash: string, children: NewChildKey[]): Promise<ChildKeyRow[] | undefined>;
+  /**
+   * Creates child keys of a live balance key; undefined if the parent is not one, 'too_many' (and
+   * nothing made) if the parent would then have more than `max` children. Concurrent calls for
+   * one parent are counted one after another.
+   */
+  createChildKeys(parentHash: string, children: NewChildKey[], max?: number): Promise<ChildKeyRow[] | undefined | 'too_many'>;
   getChildKey(hash: string): Promise<ChildKeyRow | undefined>;
   /** A parent's children, oldest first. */
   listChildKeys(parentHash: string): Promise<ChildKeyRow[]>;

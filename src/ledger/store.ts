@@ -514,12 +514,15 @@ export class SqlLedger implements Ledger {
     return released;
   }
 
-  async createChildKeys(parentHash: string, children: NewChildKey[]): Promise<ChildKeyRow[] | undefined> {
+  async createChildKeys(parentHash: string, children: NewChildKey[], max = Infinity): Promise<ChildKeyRow[] | undefined | 'too_many'> {
     const now = Date.now();
     return this.#db.transaction(async (tx) => {
       // A child's parent is a live balance key; a child key is not one, so it has no children.
-      const parent = await this.#one('SELECT revoked FROM keys WHERE hash = $1', [parentHash], tx);
+      // Its row is locked, so the count below is not raced by another call for the same parent.
+      const parent = await this.#one(`SELECT revoked FROM keys WHERE hash = $1${this.#d.forUpdate()}`, [parentHash], tx);
       if (!parent || parent.revoked) return undefined;
+      const had = Number((await this.#one('SELECT COUNT(*) AS n FROM child_keys WHERE parent_hash = $1', [parentHash], tx))!.n);
+      if (had + children.length > max) return 'too_many';
       const made: ChildKeyRow[] = [];
       for (const c of children) {
         const row = await this.#one(
