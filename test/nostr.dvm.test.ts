@@ -6,7 +6,7 @@ import * as nip04 from 'nostr-tools/nip04';
 import * as nip44 from 'nostr-tools/nip44';
 import { getTokenMetadata } from '@cashu/cashu-ts';
 import { FakeUpstream, REPLY_WORDS } from './support/upstream.ts';
-import { expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
+import { PRICES, expectDrained, expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
 import { startRelay, type RunningRelay } from './support/relay.ts';
 import { mintProofs, mintToken, wallet } from './support/cashu.ts';
 import { nostrDoorKeys } from '../src/nostr/door-keys.ts';
@@ -93,10 +93,14 @@ beforeAll(async () => {
   await announced(gatewayPubkey);
 });
 afterAll(async () => {
-  pool.destroy();
-  await gw?.close();
-  for (const r of relays) await r.stop();
-  await upstream.stop();
+  try {
+    if (gw) await expectDrained(gw, { prices: PRICES });
+  } finally {
+    pool.destroy();
+    await gw?.close();
+    for (const r of relays) await r.stop();
+    await upstream.stop();
+  }
 });
 afterEach(async () => {
   upstream.modes.length = 0;
@@ -280,7 +284,7 @@ describe('jobs', () => {
       const res = await result(req.id);
       expect(res.content).toBe(REPLY_WORDS.join(' '));
       expect(await spendLocked(tag(res, 'cashu')![1]!)).toBe(Math.floor((sats * 1000 - Number(tag(res, 'amount')![1])) / 1000));
-      await expectMoneyConserved(slowQuotes);
+      await expectDrained(slowQuotes, { prices: PRICES });
     } finally {
       await slowQuotes.close();
     }
@@ -323,6 +327,7 @@ describe('jobs', () => {
       expect((await free.ledger.totals()).charged).toBe(0);
       const second = job('free again?');
       await feedback(second.id, 'payment-required');
+      await expectDrained(free, { prices: PRICES });
     } finally {
       await free.close();
     }
@@ -358,6 +363,7 @@ describe('a relay that is down', () => {
         body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'still here?' }], max_tokens: 1 }),
       });
       expect(chat.status).toBe(200);
+      await expectDrained(down, { prices: PRICES });
     } finally {
       await down.close();
     }
@@ -372,14 +378,12 @@ describe('a relay that demands proof of work', () => {
     const mined = await startGateway(mintUrl, upstream, { RELAYS: pow.url, NSEC: Buffer.from(generateSecretKey()).toString('hex'), NOSTR_POW_BITS: '12' });
     try {
       const target = mined.nostr!.id.pubkey;
-      let handler: Event | undefined;
-      for (let i = 0; i < 40 && !handler; i++) {
-        [handler] = await pool.querySync([pow.url], { kinds: [31990], authors: [target] });
-        if (!handler) await new Promise((r) => setTimeout(r, 100));
-      }
-      const nonce = handler!.tags.find((t) => t[0] === 'nonce')!;
+      const handler = await waitUntil(async () => (await pool.querySync([pow.url], { kinds: [31990], authors: [target] }))[0], 'the mined 31990 on the relay');
+      const nonce = handler.tags.find((t) => t[0] === 'nonce')!;
       expect(Number(nonce[2])).toBeGreaterThanOrEqual(12);
-      expect(BigInt(`0x${handler!.id}`) >> 244n).toBe(0n);
+      expect(BigInt(`0x${handler.id}`) >> 244n).toBe(0n);
+      // Nothing here took money; the drain says so at the mint.
+      await expectDrained(mined, { prices: PRICES });
     } finally {
       await mined.close();
       await pow.stop();
