@@ -6,13 +6,12 @@ import { minePow } from 'nostr-tools/nip13';
 import * as nip04 from 'nostr-tools/nip04';
 import { getTokenMetadata } from '@cashu/cashu-ts';
 import { FakeUpstream, REPLY_WORDS } from './support/upstream.ts';
-import { expectLedgerConserved, expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
+import { PRICES, expectDrained, expectMoneyConserved, startGateway, testDatabaseUrl, type Gateway } from './support/gateway.ts';
 import { startRelay, type RunningRelay } from './support/relay.ts';
 import { SilentAuthRelay } from './support/relay-double.ts';
 import { prepareForeignRelays, requestWithNostrSdk, startNostrRsRelay, startNostrSdkRelay } from './support/relay-rust.ts';
 import { startGatewayProcess } from './support/process.ts';
-import { openLedger } from '../src/main.ts';
-import { waitFor as eventually } from './support/suite.ts';
+import { expectDatabaseDrained, waitFor as eventually } from './support/suite.ts';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -66,11 +65,16 @@ beforeAll(async () => {
   await upstream.start();
 }, 30 * 60_000);
 afterAll(async () => {
-  pool.destroy();
-  for (const gw of gateways) await gw.close();
-  for (const r of relays) await r.stop();
-  for (const d of doubles) await d.stop();
-  await upstream.stop();
+  try {
+    // Every gateway here took money for a job (or could have): each drained at the mint.
+    for (const gw of gateways) await expectDrained(gw, { prices: PRICES });
+  } finally {
+    pool.destroy();
+    for (const gw of gateways) await gw.close();
+    for (const r of relays) await r.stop();
+    for (const d of doubles) await d.stop();
+    await upstream.stop();
+  }
 });
 afterEach(async () => {
   for (const gw of gateways) await expectMoneyConserved(gw);
@@ -117,13 +121,16 @@ describe('nostr-rs-relay 0.8.12 with nip42_auth, which never OKs an AUTH', () =>
     const rs = await startNostrRsRelay({ nip42: true });
     const good = await startRelay();
     relays.push(rs, good);
-    const db = `sqlite:${join(mkdtempSync(join(tmpdir(), 'gw-rs-relay-')), 'gateway.db')}`;
+    // A process needs a ledger it can reach: a file for SQLite, this project's database for PostgreSQL.
+    const own = await testDatabaseUrl();
+    const db = own === ':memory:' ? `sqlite:${join(mkdtempSync(join(tmpdir(), 'gw-rs-relay-')), 'gateway.db')}` : own;
+    const prices = { 'gpt-test': { prompt: 2, completion: 5 } };
     const nsec = generateSecretKey();
     const proc = await startGatewayProcess({
       UPSTREAM_BASE_URL: upstream.url,
       CASHU_MINTS: mintUrl,
       DATABASE_URL: db,
-      MODEL_PRICES: JSON.stringify({ 'gpt-test': { prompt: 2, completion: 5 } }),
+      MODEL_PRICES: JSON.stringify(prices),
       RELAYS: `${rs.url},${good.url}`,
       NSEC: Buffer.from(nsec).toString('hex'),
       PUBLIC_URL: 'https://gateway.example',
@@ -145,7 +152,9 @@ describe('nostr-rs-relay 0.8.12 with nip42_auth, which never OKs an AUTH', () =>
       const res = await waitFor([rs.url], { kinds: [6050], '#e': [req.id] });
       expect(res.content).toBe(REPLY_WORDS.slice(0, 2).join(' '));
       // nostr-tools gives up on an unanswered AUTH after 4.4 s; the process must outlive that
-      // (today it dies then), answering HTTP all along.
+      // (it once died then), answering HTTP all along. A window, not a sentinel: this relay
+      // challenges but refuses nothing, so the gateway logs nothing (at debug neither) and the
+      // relay shows nothing of that moment; only time passing can show nothing went wrong in it.
       while (Date.now() - started < 10_000) {
         expect(proc.proc.exitCode).toBeNull();
         expect((await fetch(`${proc.url}/v1/info`)).status).toBe(200);
@@ -155,12 +164,8 @@ describe('nostr-rs-relay 0.8.12 with nip42_auth, which never OKs an AUTH', () =>
     } finally {
       await proc.stop();
     }
-    const ledger = await openLedger(db);
-    try {
-      await expectLedgerConserved(ledger, [mintUrl]);
-    } finally {
-      await ledger.close();
-    }
+    // The process has stopped: its ledger, drained through a gateway of our own on it.
+    await expectDatabaseDrained(mintUrl, { DATABASE_URL: db, MODEL_PRICES: JSON.stringify(prices) }, prices);
   });
 });
 
