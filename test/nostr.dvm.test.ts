@@ -300,12 +300,13 @@ describe('jobs', () => {
     raw.send(JSON.stringify(['EVENT', forged]));
     expect(JSON.parse(String(((await stored) as MessageEvent).data))).toEqual(['OK', forged.id, true, '']);
     raw.close();
-    await expect(waitFor({ kinds: [7000, 6050], '#e': [forged.id] }, () => true, 1500)).rejects.toThrow();
-    expect(upstream.requests.length).toBe(before);
 
-    const big = publish(jobRequest([['i', 'x'.repeat(40_000), 'text'], ['cashu', await mintToken(mintUrl, 30)]]));
+    // A job sent after it through the same relay reaches the gateway after it; once that one is
+    // answered, the forged event had been read, and nothing answered it or asked the upstream.
+    const big = publish(jobRequest([['i', 'x'.repeat(40_000), 'text'], ['cashu', await mintToken(mintUrl, 30)]]), [urls[1]!]);
     const error = await feedback(big.id, 'error');
     expect(tag(error, 'status')![2]).toMatch(/32000 characters/);
+    expect(await pool.querySync(urls, { kinds: [7000, 6050], '#e': [forged.id] })).toEqual([]);
     expect(upstream.requests.length).toBe(before);
   });
 
