@@ -1,5 +1,5 @@
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { Server } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { apiPath, json as jsonBody, readBody, ScriptedUpstream } from './scripted-upstream.ts';
 import { REPLY_WORDS, upstreamPromptTokens } from './upstream.ts';
 
 /**
@@ -21,35 +21,12 @@ export const ANTHROPIC_KEY = 'sk-ant-upstream-test-key';
 export const TOOL_INPUT = { city: 'Paris', unit: 'celsius' };
 export const THINKING = 'The user wants the answer; it is forty two.';
 
-export class FakeAnthropic {
-  url = '';
-  readonly requests: AnthropicRecorded[] = [];
-  readonly modes: AnthropicMode[] = [];
+export class FakeAnthropic extends ScriptedUpstream<AnthropicMode, AnthropicRecorded> {
   /** What the next answers report as read from and written to the prompt cache. */
   cache = { read: 0, write: 0 };
-  /** Streams the client closed before their end. */
-  closedEarly = 0;
-  #server: Server | undefined;
-
-  async start(): Promise<string> {
-    this.#server = createServer((req, res) => void this.#handle(req, res));
-    await new Promise<void>((r) => this.#server!.listen(0, '127.0.0.1', r));
-    const { port } = this.#server.address() as { port: number };
-    this.url = `http://127.0.0.1:${port}/v1`;
-    return this.url;
-  }
-
-  stop(): Promise<void> {
-    return new Promise((r) => {
-      this.#server?.closeAllConnections();
-      this.#server?.close(() => r());
-    });
-  }
-
-  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const path = (req.url ?? '').replace(/^\/v1/, '').split('?')[0]!;
-    let raw = '';
-    for await (const c of req) raw += c;
+  protected async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = apiPath(req);
+    const raw = await readBody(req);
     const header = (name: string) => {
       const v = req.headers[name];
       return Array.isArray(v) ? v[0] : v;
@@ -77,7 +54,7 @@ export class FakeAnthropic {
     if (path === '/messages/count_tokens') return json(res, 200, { input_tokens: upstreamPromptTokens(body) });
     if (path !== '/messages') return error(res, 404, 'not_found_error', 'Not Found');
     if (typeof body.max_tokens !== 'number') return error(res, 400, 'invalid_request_error', 'max_tokens: Field required');
-    const mode = this.modes.shift() ?? 'ok';
+    const mode = this.nextMode();
     if (mode === 'stall') return;
     if (mode === 'fail_400') return error(res, 400, 'invalid_request_error', 'messages.0.content: Input should be a valid list');
     if (mode === 'fail_429') return error(res, 429, 'rate_limit_error', 'Number of request tokens has exceeded your per-minute rate limit');
@@ -104,13 +81,7 @@ export class FakeAnthropic {
       });
     }
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'request-id': 'req_test' });
-    let closed = false;
-    res.on('close', () => {
-      if (!res.writableFinished) {
-        closed = true;
-        this.closedEarly++;
-      }
-    });
+    const closed = this.watchClose(res);
     const send = (name: string, data: Record<string, unknown>) => res.write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`);
     send('message_start', {
       type: 'message_start',
@@ -118,7 +89,7 @@ export class FakeAnthropic {
     });
     let sent = 0;
     for (const [index, block] of plan.blocks.entries()) {
-      if (closed) return;
+      if (closed()) return;
       if (block.type === 'text') {
         send('content_block_start', { type: 'content_block_start', index, content_block: { type: 'text', text: '' } });
         if (index === 0) send('ping', { type: 'ping' });
@@ -211,9 +182,7 @@ function pieces(text: string): string[] {
 }
 
 function json(res: ServerResponse, status: number, body: unknown): void {
-  const s = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(s), 'request-id': 'req_test' });
-  res.end(s);
+  jsonBody(res, status, body, { 'request-id': 'req_test' });
 }
 
 function error(res: ServerResponse, status: number, type: string, message: string): void {

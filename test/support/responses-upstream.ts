@@ -1,4 +1,5 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { apiPath, json, readBody, ScriptedUpstream } from './scripted-upstream.ts';
 import { REPLY_WORDS } from './upstream.ts';
 
 /**
@@ -37,11 +38,7 @@ const ERRORS: Record<string, [number, Obj]> = {
   fail_429: [429, { message: 'Rate limit reached for gpt-test in organization org-test on tokens per min (TPM): Limit 30000, Used 30000, Requested 20.', type: 'tokens', param: null, code: 'rate_limit_exceeded' }],
 };
 
-export class FakeResponsesUpstream {
-  url = '';
-  readonly requests: Recorded[] = [];
-  /** Modes for the next requests, in order; afterwards 'ok'. */
-  readonly modes: ResponsesMode[] = [];
+export class FakeResponsesUpstream extends ScriptedUpstream<ResponsesMode, Recorded> {
   /** Replies for the next requests, in order; afterwards the ten REPLY_WORDS. */
   readonly replies: ScriptedReply[] = [];
   /** Of each prompt, the tokens reported as read from the cache (at most the prompt). */
@@ -53,36 +50,17 @@ export class FakeResponsesUpstream {
   /** Stored responses: their id → the tokens a continuation carries over. */
   readonly stored = new Map<string, { tokens: number }>();
   #count = 0;
-  #server: Server | undefined;
-
-  async start(): Promise<string> {
-    this.#server = createServer((req, res) => void this.#handle(req, res));
-    await new Promise<void>((r) => this.#server!.listen(0, '127.0.0.1', r));
-    const { port } = this.#server.address() as { port: number };
-    this.url = `http://127.0.0.1:${port}/v1`;
-    return this.url;
-  }
-
-  stop(): Promise<void> {
-    return new Promise((r) => {
-      this.#server?.closeAllConnections();
-      this.#server?.close(() => r());
-    });
-  }
-
-  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const path = (req.url ?? '').replace(/^\/v1/, '');
+  protected async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = apiPath(req);
     if (req.method === 'GET' && path === '/models') {
       return json(res, 200, { object: 'list', data: [{ id: 'gpt-test', object: 'model', created: 1700000000, owned_by: 'test' }] });
     }
-    let raw = '';
-    for await (const c of req) raw += c;
-    const body = JSON.parse(raw || '{}') as Obj;
+    const body = JSON.parse((await readBody(req)) || '{}') as Obj;
     this.requests.push({ path, body, headers: req.headers });
     if (req.method !== 'POST' || path !== '/responses') {
       return apiError(res, 404, { message: `Invalid URL (${req.method} /v1${path})`, type: 'invalid_request_error', param: null, code: null });
     }
-    const mode = this.modes.shift() ?? 'ok';
+    const mode = this.nextMode();
     if (mode === 'stall') return;
     const scripted = ERRORS[mode];
     if (scripted) return apiError(res, scripted[0], scripted[1]);
@@ -252,12 +230,6 @@ function answerFor(body: Obj, carried: number, n: number, reply: ScriptedReply, 
   });
   const final = (): Obj => response(incomplete ? 'incomplete' : 'completed');
   return { id, items, kept, inputTokens, outputTokens, response: (s: string, output?: Obj[]) => (s === 'completed' ? final() : response(s, output)), final };
-}
-
-function json(res: ServerResponse, status: number, body: unknown): void {
-  const s = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(s) });
-  res.end(s);
 }
 
 function apiError(res: ServerResponse, status: number, error: Obj): void {

@@ -1,4 +1,5 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { apiPath, json, readBody, ScriptedUpstream } from './scripted-upstream.ts';
 
 /**
  * The one test double: an OpenAI-compatible upstream that answers like the real API (usage,
@@ -50,14 +51,8 @@ export function replyWords(body: Record<string, unknown>): string[] {
   return REPLY_WORDS.slice(0, Math.min(max ?? REPLY_WORDS.length, REPLY_WORDS.length));
 }
 
-export class FakeUpstream {
-  url = '';
-  readonly requests: Recorded[] = [];
-  /** Modes for the next requests, in order; afterwards 'ok'. */
-  readonly modes: Mode[] = [];
+export class FakeUpstream extends ScriptedUpstream<Mode, Recorded> {
   chunkDelayMs = 0;
-  /** Streams the client closed before their end. */
-  closedEarly = 0;
   /** Content words the last stream wrote before it ended or its client left: what the model "generated". */
   wordsWritten = 0;
   /** Requests whose connection was closed unanswered ('drop'). */
@@ -81,26 +76,8 @@ export class FakeUpstream {
   readonly reported: Array<Record<string, unknown>> = [];
   /** The authorization header of each request, to check what key the gateway sends. */
   readonly authorizations: Array<string | undefined> = [];
-  #server: Server | undefined;
-
-  /** `at`: a given port, to stand for an upstream that comes back where it was. */
-  async start(at = 0): Promise<string> {
-    this.#server = createServer((req, res) => void this.#handle(req, res));
-    await new Promise<void>((r) => this.#server!.listen(at, '127.0.0.1', r));
-    const { port } = this.#server.address() as { port: number };
-    this.url = `http://127.0.0.1:${port}/v1`;
-    return this.url;
-  }
-
-  stop(): Promise<void> {
-    return new Promise((r) => {
-      this.#server?.closeAllConnections();
-      this.#server?.close(() => r());
-    });
-  }
-
-  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const path = (req.url ?? '').replace(/^\/v1/, '');
+  protected async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = apiPath(req);
     if (req.method === 'GET' && path === '/models') {
       return json(res, 200, {
         object: 'list',
@@ -115,12 +92,10 @@ export class FakeUpstream {
       req.socket.destroy();
       return;
     }
-    let raw = '';
-    for await (const c of req) raw += c;
-    const body = JSON.parse(raw || '{}') as Record<string, unknown>;
+    const body = JSON.parse((await readBody(req)) || '{}') as Record<string, unknown>;
     this.requests.push({ path, body });
     this.authorizations.push(req.headers.authorization);
-    const mode = this.modes.shift() ?? 'ok';
+    const mode = this.nextMode();
     // Accept the request and never answer, until the caller gives up.
     if (mode === 'stall') return;
     if (mode === 'fail_500') return json(res, 500, { error: { message: 'upstream exploded', type: 'server_error' } });
@@ -179,13 +154,7 @@ export class FakeUpstream {
       return json(res, 200, out);
     }
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
-    let closed = false;
-    res.on('close', () => {
-      if (!res.writableFinished) {
-        closed = true;
-        this.closedEarly++;
-      }
-    });
+    const closed = this.watchClose(res);
     const send = (obj: unknown) => res.write(`data: ${JSON.stringify(obj)}\n\n`);
     const chunk = (delta: Record<string, unknown>, finish: string | null = null) =>
       chat
@@ -198,7 +167,7 @@ export class FakeUpstream {
       for (let i = 0; i < REASONING_DELTAS; i++) send(chunk({ reasoning_content: REASONING_DELTA }));
     }
     for (let i = 0; i < words.length; i++) {
-      if (closed) return;
+      if (closed()) return;
       if (delay) await new Promise((r) => setTimeout(r, delay));
       send(chunk({ content: (i ? ' ' : '') + words[i] }));
       this.wordsWritten++;
@@ -211,18 +180,12 @@ export class FakeUpstream {
     }
     send(chunk({}, 'stop'));
     if (this.usageDelayMs) await new Promise((r) => setTimeout(r, this.usageDelayMs));
-    if (closed) return;
+    if (closed()) return;
     const opts = body.stream_options as { include_usage?: boolean } | undefined;
     if (opts?.include_usage && mode !== 'no_usage') send({ id, object: chat ? 'chat.completion.chunk' : 'text_completion', created: 1700000000, model, choices: [], usage: usage(words.length) });
     if (this.markPastUsage) send({ id, object: chat ? 'chat.completion.chunk' : 'text_completion', created: 1700000000, model, choices: [], past_usage: true });
     if (this.answerDelayMs) await new Promise((r) => setTimeout(r, this.answerDelayMs));
-    if (closed) return;
+    if (closed()) return;
     res.end('data: [DONE]\n\n');
   }
-}
-
-function json(res: ServerResponse, status: number, body: unknown): void {
-  const s = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(s) });
-  res.end(s);
 }
