@@ -10,6 +10,7 @@ import { FakeResponsesUpstream, responsesInputTokens } from './support/responses
 import { msats } from './support/gateway.ts';
 import { mintToken } from './support/cashu.ts';
 import { useGateway } from './support/suite.ts';
+import { upstreamsEnv } from './support/upstreams-file.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
 
 /**
@@ -97,29 +98,11 @@ const suite = useGateway({
     await responses.stop();
     await outside.stop();
   },
-  env: () => {
-    const file = join(mkdtempSync(join(tmpdir(), 'agent-clis-')), 'upstreams.yaml');
-    writeFileSync(
-      file,
-      `upstreams:
-  - name: claude
-    kind: anthropic
-    base_url: ${claude.url}
-    api_key: ${ANTHROPIC_KEY}
-    models: [claude-test]
-    prices:
-      claude-test: { prompt_msats: ${PRICE.prompt}, completion_msats: ${PRICE.completion} }
-  - name: openai
-    kind: openai-responses
-    base_url: ${responses.url}
-    api_key: ${UPSTREAM_OPENAI_KEY}
-    models: [gpt-resp]
-    prices:
-      gpt-resp: { prompt_msats: ${GPT.prompt}, completion_msats: ${GPT.completion} }
-`,
-    );
-    return { UPSTREAMS_FILE: file, MODEL_PRICES: '{}' };
-  },
+  env: () =>
+    upstreamsEnv([
+      { name: 'claude', kind: 'anthropic', base_url: claude.url, api_key: ANTHROPIC_KEY, models: ['claude-test'], prices: { 'claude-test': PRICE } },
+      { name: 'openai', kind: 'openai-responses', base_url: responses.url, api_key: UPSTREAM_OPENAI_KEY, models: ['gpt-resp'], prices: { 'gpt-resp': GPT } },
+    ]),
   prices: { 'claude-test': PRICE, 'gpt-resp': GPT },
 });
 const { mintUrl } = suite;

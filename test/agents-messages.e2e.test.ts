@@ -1,6 +1,3 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
@@ -8,6 +5,7 @@ import { REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
 import { ANTHROPIC_KEY, FakeAnthropic, TOOL_INPUT } from './support/anthropic-upstream.ts';
 import { mintToken, tokenValue } from './support/cashu.ts';
 import { useGateway } from './support/suite.ts';
+import { upstreamsEnv } from './support/upstreams-file.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
 import type { WireCost } from './support/wire.ts';
 
@@ -24,27 +22,11 @@ const GPT = { prompt: 2, completion: 5 };
 const suite = useGateway({
   before: () => claude.start(),
   after: () => claude.stop(),
-  env: () => {
-    const file = join(mkdtempSync(join(tmpdir(), 'agents-')), 'upstreams.yaml');
-    writeFileSync(
-      file,
-      `upstreams:
-  - name: claude
-    kind: anthropic
-    base_url: ${claude.url}
-    api_key: ${ANTHROPIC_KEY}
-    models: [claude-test]
-    prices:
-      claude-test: { prompt_msats: ${CLAUDE.prompt}, completion_msats: ${CLAUDE.completion}, cached_prompt_msats: ${CLAUDE.cached}, cache_write_msats: ${CLAUDE.write} }
-  - name: chat
-    base_url: ${suite.upstream.url}
-    models: [gpt-test]
-    prices:
-      gpt-test: { prompt_msats: ${GPT.prompt}, completion_msats: ${GPT.completion} }
-`,
-    );
-    return { UPSTREAMS_FILE: file, MODEL_PRICES: '{}' };
-  },
+  env: () =>
+    upstreamsEnv([
+      { name: 'claude', kind: 'anthropic', base_url: claude.url, api_key: ANTHROPIC_KEY, models: ['claude-test'], prices: { 'claude-test': CLAUDE } },
+      { name: 'chat', base_url: suite.upstream.url, models: ['gpt-test'], prices: { 'gpt-test': GPT } },
+    ]),
   reset: () => {
     claude.cache = { read: 0, write: 0 };
     claude.modes.length = 0;

@@ -1,12 +1,10 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import OpenAI, { APIError } from 'openai';
 import { REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
 import { FakeResponsesUpstream } from './support/responses-upstream.ts';
 import { mintToken, tokenValue } from './support/cashu.ts';
 import { useGateway } from './support/suite.ts';
+import { upstreamsEnv } from './support/upstreams-file.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
 import type { WireCost } from './support/wire.ts';
 
@@ -22,26 +20,11 @@ const GPT = { prompt: 2, completion: 5 };
 const suite = useGateway({
   before: () => resp.start(),
   after: () => resp.stop(),
-  env: () => {
-    const file = join(mkdtempSync(join(tmpdir(), 'agents-')), 'upstreams.yaml');
-    writeFileSync(
-      file,
-      `upstreams:
-  - name: responses
-    kind: openai-responses
-    base_url: ${resp.url}
-    models: [gpt-resp]
-    prices:
-      gpt-resp: { prompt_msats: ${RESP.prompt}, completion_msats: ${RESP.completion}, cached_prompt_msats: ${RESP.cached} }
-  - name: chat
-    base_url: ${suite.upstream.url}
-    models: [gpt-test]
-    prices:
-      gpt-test: { prompt_msats: ${GPT.prompt}, completion_msats: ${GPT.completion} }
-`,
-    );
-    return { UPSTREAMS_FILE: file, MODEL_PRICES: '{}' };
-  },
+  env: () =>
+    upstreamsEnv([
+      { name: 'responses', kind: 'openai-responses', base_url: resp.url, models: ['gpt-resp'], prices: { 'gpt-resp': RESP } },
+      { name: 'chat', base_url: suite.upstream.url, models: ['gpt-test'], prices: { 'gpt-test': GPT } },
+    ]),
   reset: () => {
     resp.cachedTokens = 0;
   },

@@ -1,10 +1,8 @@
-import { writeFileSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { describe, expect, inject, it } from 'vitest';
 import OpenAI from 'openai';
 import { FakeUpstream, REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
 import { useGateway } from './support/suite.ts';
+import { upstreamsEnv } from './support/upstreams-file.ts';
 import { mintToken } from './support/cashu.ts';
 
 /** Prices for what providers bill: cache reads and writes, per-request and per-image fees. */
@@ -12,26 +10,11 @@ const mintUrl = inject('mintUrl');
 const upstream = new FakeUpstream();
 
 // msats per token, and per request / per image.
-const PRICE = { prompt: 4, completion: 10, cached_prompt: 0.4, cache_write: 5, request: 50, image: 300 };
+const PRICE = { prompt: 4, completion: 10, cached: 0.4, write: 5, request: 50, image: 300 };
 
 const suite = useGateway({
   upstream,
-  env: () => {
-    const dir = mkdtempSync(join(tmpdir(), 'upstreams-'));
-    const file = join(dir, 'upstreams.yaml');
-    writeFileSync(
-      file,
-      `upstreams:
-  - name: priced
-    base_url: ${upstream.url}
-    models: [gpt-cached]
-    allow_parameters: [plugins]
-    prices:
-      gpt-cached: { prompt_msats: ${PRICE.prompt}, completion_msats: ${PRICE.completion}, cached_prompt_msats: ${PRICE.cached_prompt}, cache_write_msats: ${PRICE.cache_write}, request_msats: ${PRICE.request}, image_msats: ${PRICE.image} }
-`,
-    );
-    return { UPSTREAMS_FILE: file, MODEL_PRICES: '{}' };
-  },
+  env: () => upstreamsEnv([{ name: 'priced', base_url: upstream.url, models: ['gpt-cached'], allow_parameters: ['plugins'], prices: { 'gpt-cached': PRICE } }]),
   reset: () => (upstream.cachedTokens = 0),
   // Request and image fees and cache rates are beyond a per-token ceiling: the tests check each charge themselves.
   prices: null,
@@ -61,7 +44,7 @@ describe('a model priced for cached input, per request and per image', () => {
     const prompt = upstreamPromptTokens(upstream.requests.at(-1)!.body);
     expect(res.usage).toMatchObject({ prompt_tokens: prompt, prompt_tokens_details: { cached_tokens: 9 } });
     // Hand-computed from the usage the upstream reported: 9 cached, the rest plain, plus the request fee.
-    const input = ceil(prompt - 9, PRICE.prompt) + ceil(9, PRICE.cached_prompt);
+    const input = ceil(prompt - 9, PRICE.prompt) + ceil(9, PRICE.cached);
     const output = ceil(REPLY_WORDS.length, PRICE.completion);
     expect((res.usage as unknown as { cost: Record<string, number> }).cost).toEqual({ base_msats: 50, input_msats: input, output_msats: output, total_msats: input + output + 50 });
   });

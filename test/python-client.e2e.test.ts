@@ -1,7 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
@@ -9,6 +9,7 @@ import { PRICES, expectDrained, msats, startGateway } from './support/gateway.ts
 import { ANTHROPIC_KEY, FakeAnthropic } from './support/anthropic-upstream.ts';
 import { mintToken, receive } from './support/cashu.ts';
 import { useGateway } from './support/suite.ts';
+import { upstreamsEnv } from './support/upstreams-file.ts';
 import type { Billed, BilledUsage } from './support/wire.ts';
 
 // The Python clients' virtualenv is built (or found) before the gateway starts.
@@ -146,9 +147,8 @@ describe('the official anthropic Python package', () => {
   it('pays /v1/messages with a Cashu token and with X-Cashu, streaming and not, billed to the msat', async () => {
     const claude = new FakeAnthropic();
     await claude.start();
-    const file = join(mkdtempSync(join(tmpdir(), 'py-anthropic-')), 'upstreams.yaml');
-    writeFileSync(file, `upstreams:\n  - name: claude\n    kind: anthropic\n    base_url: ${claude.url}\n    api_key: ${ANTHROPIC_KEY}\n    models: [claude-test]\n    prices:\n      claude-test: { prompt_msats: 3, completion_msats: 15 }\n`);
-    const agw = await startGateway(mintUrl, upstream, { UPSTREAMS_FILE: file, MODEL_PRICES: '{}' });
+    const env = upstreamsEnv([{ name: 'claude', kind: 'anthropic', base_url: claude.url, api_key: ANTHROPIC_KEY, models: ['claude-test'], prices: { 'claude-test': { prompt: 3, completion: 15 } } }]);
+    const agw = await startGateway(mintUrl, upstream, env);
     try {
       const token = await mintToken(mintUrl, 100);
       const xToken = await mintToken(mintUrl, 20);
