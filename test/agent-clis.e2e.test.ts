@@ -10,7 +10,6 @@ import { FakeResponsesUpstream, responsesInputTokens } from './support/responses
 import { msats } from './support/gateway.ts';
 import { mintToken } from './support/cashu.ts';
 import { useGateway } from './support/suite.ts';
-import { upstreamsEnv } from './support/upstreams-file.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
 
 /**
@@ -88,22 +87,11 @@ beforeAll(() => {
   execFileSync('bash', [resolve('scripts/setup-agent-clis.sh')], { stdio: ['ignore', 'inherit', 'inherit'] });
 }, 300_000);
 const suite = useGateway({
-  before: async () => {
-    await outside.start();
-    await claude.start();
-    await responses.start();
-  },
-  after: async () => {
-    await claude.stop();
-    await responses.stop();
-    await outside.stop();
-  },
-  env: () =>
-    upstreamsEnv([
-      { name: 'claude', kind: 'anthropic', base_url: claude.url, api_key: ANTHROPIC_KEY, models: ['claude-test'], prices: { 'claude-test': PRICE } },
-      { name: 'openai', kind: 'openai-responses', base_url: responses.url, api_key: UPSTREAM_OPENAI_KEY, models: ['gpt-resp'], prices: { 'gpt-resp': GPT } },
-    ]),
-  prices: { 'claude-test': PRICE, 'gpt-resp': GPT },
+  doubles: [outside, claude, responses],
+  upstreams: [
+    { name: 'claude', kind: 'anthropic', upstream: claude, api_key: ANTHROPIC_KEY, models: ['claude-test'], prices: { 'claude-test': PRICE } },
+    { name: 'openai', kind: 'openai-responses', upstream: responses, api_key: UPSTREAM_OPENAI_KEY, models: ['gpt-resp'], prices: { 'gpt-resp': GPT } },
+  ],
 });
 const { mintUrl } = suite;
 

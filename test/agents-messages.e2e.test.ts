@@ -1,11 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
-import { REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
+import { FakeUpstream, REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
 import { ANTHROPIC_KEY, FakeAnthropic, TOOL_INPUT } from './support/anthropic-upstream.ts';
 import { mintToken, tokenValue } from './support/cashu.ts';
 import { useGateway } from './support/suite.ts';
-import { upstreamsEnv } from './support/upstreams-file.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
 import type { WireCost } from './support/wire.ts';
 
@@ -13,6 +12,7 @@ import type { WireCost } from './support/wire.ts';
  * Anthropic Messages (Claude Code, the Anthropic SDKs) paid with Cashu: served natively by an
  * Anthropic upstream and translated to a chat-completions upstream, priced to the cached token.
  */
+const chatUpstream = new FakeUpstream();
 const claude = new FakeAnthropic();
 
 // msats per token.
@@ -20,20 +20,18 @@ const CLAUDE = { prompt: 3, completion: 15, cached: 0.3, write: 3.75 };
 const GPT = { prompt: 2, completion: 5 };
 
 const suite = useGateway({
-  before: () => claude.start(),
-  after: () => claude.stop(),
-  env: () =>
-    upstreamsEnv([
-      { name: 'claude', kind: 'anthropic', base_url: claude.url, api_key: ANTHROPIC_KEY, models: ['claude-test'], prices: { 'claude-test': CLAUDE } },
-      { name: 'chat', base_url: suite.upstream.url, models: ['gpt-test'], prices: { 'gpt-test': GPT } },
-    ]),
+  upstream: chatUpstream,
+  doubles: [claude],
+  upstreams: [
+    { name: 'claude', kind: 'anthropic', upstream: claude, api_key: ANTHROPIC_KEY, models: ['claude-test'], prices: { 'claude-test': CLAUDE } },
+    { name: 'chat', upstream: chatUpstream, models: ['gpt-test'], prices: { 'gpt-test': GPT } },
+  ],
   reset: () => {
     claude.cache = { read: 0, write: 0 };
     claude.modes.length = 0;
   },
-  prices: { 'claude-test': CLAUDE, 'gpt-test': GPT },
 });
-const { mintUrl, upstream: chatUpstream } = suite;
+const { mintUrl } = suite;
 
 /** The charge the gateway adds to a usage object the SDKs type without it. */
 type Costed = { cost: WireCost };

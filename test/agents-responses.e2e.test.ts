@@ -1,10 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import OpenAI, { APIError } from 'openai';
-import { REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
+import { FakeUpstream, REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
 import { FakeResponsesUpstream } from './support/responses-upstream.ts';
 import { mintToken, tokenValue } from './support/cashu.ts';
 import { useGateway } from './support/suite.ts';
-import { upstreamsEnv } from './support/upstreams-file.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
 import type { WireCost } from './support/wire.ts';
 
@@ -12,25 +11,24 @@ import type { WireCost } from './support/wire.ts';
  * The OpenAI Responses API (Codex, the newer OpenAI SDKs) paid with Cashu: served natively by a
  * Responses upstream and translated to a chat-completions upstream, priced to the cached token.
  */
+const chatUpstream = new FakeUpstream();
 const resp = new FakeResponsesUpstream();
 
 const RESP = { prompt: 2, completion: 8, cached: 0.5 };
 const GPT = { prompt: 2, completion: 5 };
 
 const suite = useGateway({
-  before: () => resp.start(),
-  after: () => resp.stop(),
-  env: () =>
-    upstreamsEnv([
-      { name: 'responses', kind: 'openai-responses', base_url: resp.url, models: ['gpt-resp'], prices: { 'gpt-resp': RESP } },
-      { name: 'chat', base_url: suite.upstream.url, models: ['gpt-test'], prices: { 'gpt-test': GPT } },
-    ]),
+  upstream: chatUpstream,
+  doubles: [resp],
+  upstreams: [
+    { name: 'responses', kind: 'openai-responses', upstream: resp, models: ['gpt-resp'], prices: { 'gpt-resp': RESP } },
+    { name: 'chat', upstream: chatUpstream, models: ['gpt-test'], prices: { 'gpt-test': GPT } },
+  ],
   reset: () => {
     resp.cachedTokens = 0;
   },
-  prices: { 'gpt-resp': RESP, 'gpt-test': GPT },
 });
-const { mintUrl, upstream: chatUpstream } = suite;
+const { mintUrl } = suite;
 
 const ceil = (tokens: number, msatsPerToken: number) => Math.ceil((tokens * Math.round(msatsPerToken * 1e6)) / 1e6);
 const client = (apiKey: string, headers: Record<string, string> = {}) => new OpenAI({ baseURL: `${suite.gw.url}/v1`, apiKey, maxRetries: 0, defaultHeaders: headers });

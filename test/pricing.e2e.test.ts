@@ -2,7 +2,6 @@ import { describe, expect, inject, it } from 'vitest';
 import OpenAI from 'openai';
 import { FakeUpstream, REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
 import { useGateway } from './support/suite.ts';
-import { upstreamsEnv } from './support/upstreams-file.ts';
 import { mintToken } from './support/cashu.ts';
 
 /** Prices for what providers bill: cache reads and writes, per-request and per-image fees. */
@@ -14,7 +13,7 @@ const PRICE = { prompt: 4, completion: 10, cached: 0.4, write: 5, request: 50, i
 
 const suite = useGateway({
   upstream,
-  env: () => upstreamsEnv([{ name: 'priced', base_url: upstream.url, models: ['gpt-cached'], allow_parameters: ['plugins'], prices: { 'gpt-cached': PRICE } }]),
+  upstreams: [{ name: 'priced', upstream, models: ['gpt-cached'], allow_parameters: ['plugins'], prices: { 'gpt-cached': PRICE } }],
   reset: () => (upstream.cachedTokens = 0),
   // Request and image fees and cache rates are beyond a per-token ceiling: the tests check each charge themselves.
   prices: null,

@@ -147,7 +147,7 @@ describe('the official anthropic Python package', () => {
   it('pays /v1/messages with a Cashu token and with X-Cashu, streaming and not, billed to the msat', async () => {
     const claude = new FakeAnthropic();
     await claude.start();
-    const env = upstreamsEnv([{ name: 'claude', kind: 'anthropic', base_url: claude.url, api_key: ANTHROPIC_KEY, models: ['claude-test'], prices: { 'claude-test': { prompt: 3, completion: 15 } } }]);
+    const env = upstreamsEnv([{ name: 'claude', kind: 'anthropic', upstream: claude, api_key: ANTHROPIC_KEY, models: ['claude-test'], prices: { 'claude-test': { prompt: 3, completion: 15 } } }]);
     const agw = await startGateway(mintUrl, upstream, env);
     try {
       const token = await mintToken(mintUrl, 100);

@@ -2,6 +2,7 @@ import { afterAll, afterEach, beforeAll, expect, inject } from 'vitest';
 import { FakeUpstream } from './upstream.ts';
 import { PRICES, expectDrained, expectMoneyConserved, startGateway, type Gateway, type Leftovers, type PriceTable } from './gateway.ts';
 import { mintToken } from './cashu.ts';
+import { upstreamsEnv, type UpstreamEntry } from './upstreams-file.ts';
 import { sha256Hex } from '../../src/cashu/credential.ts';
 import type { Logger } from 'pino';
 
@@ -18,7 +19,7 @@ export interface Suite {
  * One gateway in front of one FakeUpstream for a whole file, with the money checked after every
  * test (conserved, nothing reserved or pending) and drained at the end (every key refunded, the
  * earnings withdrawn, all of it redeemed at the mint). `prices`: the table charges are checked
- * against at the end (PRICES unless the file prices models otherwise; null: none).
+ * against at the end (PRICES, or the prices of `upstreams` when given; null: none).
  */
 export function useGateway(
   opts: {
@@ -30,6 +31,10 @@ export function useGateway(
     /** Started before the gateway and stopped after it (a proxy in front of the mint, say). */
     before?: () => Promise<unknown>;
     after?: () => Promise<unknown>;
+    /** Other servers the gateway talks to (more upstream doubles), started in order before it and stopped after it. */
+    doubles?: Array<{ start(): Promise<unknown>; stop(): Promise<unknown> }>;
+    /** The upstreams the gateway is served by alone, written to its UPSTREAMS_FILE once the doubles run. */
+    upstreams?: UpstreamEntry[];
     /** Where the gateway logs (silent unless given), for a test that reads the log. */
     log?: Logger;
   } = {},
@@ -37,8 +42,10 @@ export function useGateway(
   const s = { mintUrl: inject('mintUrl'), upstream: opts.upstream ?? new FakeUpstream(), leftovers: {} } as Suite;
   beforeAll(async () => {
     await s.upstream.start();
+    for (const d of opts.doubles ?? []) await d.start();
     await opts.before?.();
-    const env = typeof opts.env === 'function' ? await opts.env() : (opts.env ?? {});
+    const own = typeof opts.env === 'function' ? await opts.env() : (opts.env ?? {});
+    const env = opts.upstreams ? { ...upstreamsEnv(opts.upstreams), ...own } : own;
     s.gw = await startGateway(s.mintUrl, s.upstream, env, opts.log ? { log: opts.log } : {});
   });
   afterEach(async () => {
@@ -49,15 +56,20 @@ export function useGateway(
   });
   afterAll(async () => {
     try {
-      const prices = opts.prices === undefined ? PRICES : opts.prices;
+      const prices = opts.prices === undefined ? (opts.upstreams ? priceTable(opts.upstreams) : PRICES) : opts.prices;
       if (s.gw) await expectDrained(s.gw, prices ? { prices } : {});
     } finally {
       await s.gw?.close();
       await opts.after?.();
+      for (const d of [...(opts.doubles ?? [])].reverse()) await d.stop();
       await s.upstream.stop();
     }
   });
   return s;
+}
+
+function priceTable(upstreams: UpstreamEntry[]): PriceTable {
+  return Object.assign({}, ...upstreams.map((u) => u.prices)) as PriceTable;
 }
 
 /** A chat completion as a client sends it: `model` gpt-test, one user message, anything in `body` on top. */

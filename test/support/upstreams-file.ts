@@ -12,11 +12,12 @@ export interface MsatPrices {
   image?: number;
 }
 
-/** One entry of an UPSTREAMS_FILE, its prices in msats (the README's settings). */
+/** One entry of an UPSTREAMS_FILE (the README's settings), served by a double, its prices in msats. */
 export interface UpstreamEntry {
   name: string;
   kind?: 'openai' | 'openai-responses' | 'anthropic';
-  base_url: string;
+  /** The double behind it: its url is read when the file is written, once it runs. */
+  upstream: { readonly url: string };
   api_key?: string;
   models?: string[];
   allow_parameters?: string[];
@@ -29,8 +30,9 @@ export interface UpstreamEntry {
  */
 export function upstreamsEnv(upstreams: UpstreamEntry[]): { UPSTREAMS_FILE: string; MODEL_PRICES: string } {
   const file = join(mkdtempSync(join(tmpdir(), 'upstreams-')), 'upstreams.yaml');
-  const entries = upstreams.map((u) => ({
+  const entries = upstreams.map(({ upstream, ...u }) => ({
     ...u,
+    base_url: upstream.url,
     prices: Object.fromEntries(Object.entries(u.prices).map(([model, p]) => [model, rule(p)])),
   }));
   writeFileSync(file, JSON.stringify({ upstreams: entries }, null, 2));
