@@ -47,6 +47,16 @@ const bill = (over: Partial<Bill> = {}): Bill => ({
   requestId: 'req_42',
   ...over,
 });
+/** The Responses usage object that `bill()` writes, with its cost. */
+const BILLED_USAGE = {
+  input_tokens: 2006,
+  input_tokens_details: { cached_tokens: 1920, cache_write_tokens: 0 },
+  output_tokens: 300,
+  output_tokens_details: { reasoning_tokens: 192 },
+  total_tokens: 2306,
+  cost: { base_msats: 0, input_msats: 120, output_msats: 450, total_msats: 570 },
+  cost_sats: 0.57,
+};
 
 describe('parseResponses', () => {
   it('validates a string input and collects what the engine prices', () => {
@@ -488,15 +498,7 @@ describe('Responses answer ↔ chat', () => {
   it('writes the charge into a whole Response as the streamed one carries it', () => {
     const body = codec.responseFromChat({ id: 'chatcmpl-1', created: 1, model: 'm', choices: [{ index: 0, message: { role: 'assistant', content: 'hi' }, finish_reason: 'stop' }] });
     billResponse(body, bill({ change: 'cashuBchange' }));
-    expect(body.usage).toEqual({
-      input_tokens: 2006,
-      input_tokens_details: { cached_tokens: 1920, cache_write_tokens: 0 },
-      output_tokens: 300,
-      output_tokens_details: { reasoning_tokens: 192 },
-      total_tokens: 2306,
-      cost: { base_msats: 0, input_msats: 120, output_msats: 450, total_msats: 570 },
-      cost_sats: 0.57,
-    });
+    expect(body.usage).toEqual(BILLED_USAGE);
     expect(body.x_cashu).toBe('cashuBchange');
     const unpaid = codec.responseFromChat({ id: 'chatcmpl-2', model: 'm', choices: [] });
     billResponse(unpaid, bill());
@@ -659,15 +661,7 @@ describe('chat chunks → Responses stream', () => {
       { id: 'msg_Ab12', type: 'message', status: 'completed', role: 'assistant', content: [{ type: 'output_text', text: 'Checking.', annotations: [], logprobs: [] }] },
       { id: 'fc_call_9', type: 'function_call', status: 'completed', arguments: '{"city":"Paris"}', call_id: 'call_9', name: 'get_weather' },
     ]);
-    expect(final.usage).toEqual({
-      input_tokens: 2006,
-      input_tokens_details: { cached_tokens: 1920, cache_write_tokens: 0 },
-      output_tokens: 300,
-      output_tokens_details: { reasoning_tokens: 192 },
-      total_tokens: 2306,
-      cost: { base_msats: 0, input_msats: 120, output_msats: 450, total_msats: 570 },
-      cost_sats: 0.57,
-    });
+    expect(final.usage).toEqual(BILLED_USAGE);
   });
 
   it('ends a reply cut at the limit with response.incomplete', () => {

@@ -56,24 +56,25 @@ describe('messagesUsageBody', () => {
 });
 
 describe("chatUsageOf: chat's usage, as a codec meets it", () => {
-  it('reads the counts and the details, the cache writes under their Anthropic name', () => {
+  it.each([
+    {
+      name: 'reads the counts and the details, the cache writes under their Anthropic name',
+      reported: { prompt: 130, completion: 40, cached: 100, reasoning: 12, writes: 20 },
+      read: { promptTokens: 130, completionTokens: 40, cachedTokens: 100, cacheWriteTokens: 20, reasoningTokens: 12 },
+    },
+    {
+      name: 'holds cache reads to the prompt, writes to what the reads left, reasoning to the completion',
+      reported: { prompt: 50, completion: 10, cached: 45, reasoning: 11, writes: 20 },
+      read: { promptTokens: 50, completionTokens: 10, cachedTokens: 45, cacheWriteTokens: 5, reasoningTokens: 10 },
+    },
+  ])('$name', ({ reported: r, read }) => {
     expect(chatUsageOf({
-      prompt_tokens: 130,
-      completion_tokens: 40,
-      prompt_tokens_details: { cached_tokens: 100 },
-      completion_tokens_details: { reasoning_tokens: 12 },
-      cache_creation_input_tokens: 20,
-    })).toStrictEqual({ promptTokens: 130, completionTokens: 40, cachedTokens: 100, cacheWriteTokens: 20, reasoningTokens: 12 });
-  });
-
-  it('holds cache reads to the prompt, writes to what the reads left, reasoning to the completion', () => {
-    expect(chatUsageOf({
-      prompt_tokens: 50,
-      completion_tokens: 10,
-      prompt_tokens_details: { cached_tokens: 45 },
-      completion_tokens_details: { reasoning_tokens: 11 },
-      cache_creation_input_tokens: 20,
-    })).toStrictEqual({ promptTokens: 50, completionTokens: 10, cachedTokens: 45, cacheWriteTokens: 5, reasoningTokens: 10 });
+      prompt_tokens: r.prompt,
+      completion_tokens: r.completion,
+      prompt_tokens_details: { cached_tokens: r.cached },
+      completion_tokens_details: { reasoning_tokens: r.reasoning },
+      cache_creation_input_tokens: r.writes,
+    })).toStrictEqual(read);
   });
 
   it('needs a prompt count, and believes no count an upstream could not mean', () => {

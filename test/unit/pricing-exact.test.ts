@@ -20,46 +20,42 @@ const full: Price = {
 };
 
 describe('costOf: each part at its own rate, each rounded up', () => {
-  it('bills plain, cached and cache-written input, images, output and the request fee separately', () => {
-    // 100 prompt tokens: 30 cached, 20 written, 50 plain; 10 completion tokens; 3 images.
-    // input = 50×2 + 30×0.5 + 20×2.5 + ⌈3×3.333333⌉ = 100 + 15 + 50 + 10 = 175
-    // output = 10×5 = 50; request = ⌈1.5⌉ = 2; total = 227
-    expect(costOf({ promptTokens: 100, completionTokens: 10, cachedTokens: 30, cacheWriteTokens: 20 }, full, 3)).toStrictEqual({
-      inputMsats: 175,
-      outputMsats: 50,
-      totalMsats: 227,
-      requestMsats: 2,
-    });
-  });
-
-  it('rounds up each part on its own, and an exact product is not rounded up', () => {
-    // 3 cached at 0.5 = 1.5 → 2; 1 written at 2.5 → 3; 1 plain at 2 = 2 (exact, stays 2); 1 image 3.333333 → 4.
-    // input = 2 + 2 + 3 + 4 = 11; output 1×5 = 5; request 2; total 18.
-    expect(costOf({ promptTokens: 5, completionTokens: 1, cachedTokens: 3, cacheWriteTokens: 1 }, full, 1)).toStrictEqual({
-      inputMsats: 11,
-      outputMsats: 5,
-      totalMsats: 18,
-      requestMsats: 2,
-    });
-  });
-
-  it('bills cache reads and writes at the prompt rate when the model has no rate for them', () => {
-    // 100 prompt tokens, 30 cached + 20 written + 50 plain, all at 2: 200; 10 completion at 5: 50.
-    expect(costOf({ promptTokens: 100, completionTokens: 10, cachedTokens: 30, cacheWriteTokens: 20 }, plain)).toStrictEqual({
-      inputMsats: 200,
-      outputMsats: 50,
-      totalMsats: 250,
-    });
-  });
-
-  it('never counts more cached tokens than the prompt has', () => {
-    // 150 cached of a 100-token prompt: 100 cached at 0.5 = 50, nothing plain, nothing written.
-    expect(costOf({ promptTokens: 100, completionTokens: 0, cachedTokens: 150, cacheWriteTokens: 20 }, full)).toStrictEqual({
-      inputMsats: 50,
-      outputMsats: 0,
-      totalMsats: 52,
-      requestMsats: 2,
-    });
+  it.each([
+    {
+      name: 'bills plain, cached and cache-written input, images, output and the request fee separately',
+      // 100 prompt tokens: 30 cached, 20 written, 50 plain; 10 completion tokens; 3 images.
+      // input = 50×2 + 30×0.5 + 20×2.5 + ⌈3×3.333333⌉ = 100 + 15 + 50 + 10 = 175
+      // output = 10×5 = 50; request = ⌈1.5⌉ = 2; total = 227
+      usage: { promptTokens: 100, completionTokens: 10, cachedTokens: 30, cacheWriteTokens: 20 },
+      price: full,
+      images: 3,
+      cost: { inputMsats: 175, outputMsats: 50, totalMsats: 227, requestMsats: 2 },
+    },
+    {
+      name: 'rounds up each part on its own, and an exact product is not rounded up',
+      // 3 cached at 0.5 = 1.5 → 2; 1 written at 2.5 → 3; 1 plain at 2 = 2 (exact, stays 2); 1 image 3.333333 → 4.
+      // input = 2 + 2 + 3 + 4 = 11; output 1×5 = 5; request 2; total 18.
+      usage: { promptTokens: 5, completionTokens: 1, cachedTokens: 3, cacheWriteTokens: 1 },
+      price: full,
+      images: 1,
+      cost: { inputMsats: 11, outputMsats: 5, totalMsats: 18, requestMsats: 2 },
+    },
+    {
+      name: 'bills cache reads and writes at the prompt rate when the model has no rate for them',
+      // 100 prompt tokens, 30 cached + 20 written + 50 plain, all at 2: 200; 10 completion at 5: 50.
+      usage: { promptTokens: 100, completionTokens: 10, cachedTokens: 30, cacheWriteTokens: 20 },
+      price: plain,
+      cost: { inputMsats: 200, outputMsats: 50, totalMsats: 250 },
+    },
+    {
+      name: 'never counts more cached tokens than the prompt has',
+      // 150 cached of a 100-token prompt: 100 cached at 0.5 = 50, nothing plain, nothing written.
+      usage: { promptTokens: 100, completionTokens: 0, cachedTokens: 150, cacheWriteTokens: 20 },
+      price: full,
+      cost: { inputMsats: 50, outputMsats: 0, totalMsats: 52, requestMsats: 2 },
+    },
+  ])('$name', ({ usage, price, images, cost }) => {
+    expect(costOf(usage, price, images)).toStrictEqual(cost);
   });
 
   it('never counts more cache writes than the uncached rest of the prompt', () => {
@@ -144,62 +140,57 @@ describe('reservationFor: the most a request can cost', () => {
 });
 
 describe('msatsPricing', () => {
-  it('gives every rate and fee in msats', () => {
-    expect(msatsPricing(full)).toStrictEqual({
-      prompt_msats_per_token: 2,
-      completion_msats_per_token: 5,
-      cached_prompt_msats_per_token: 0.5,
-      cache_write_msats_per_token: 2.5,
-      request_msats: 1.5,
-      image_msats: 3.333333,
-    });
-  });
-
-  it('gives cache reads and writes at the prompt rate, and no fees, when the model has none', () => {
-    expect(msatsPricing(plain)).toStrictEqual({
-      prompt_msats_per_token: 2,
-      completion_msats_per_token: 5,
-      cached_prompt_msats_per_token: 2,
-      cache_write_msats_per_token: 2,
-      request_msats: 0,
-      image_msats: 0,
+  it.each([
+    {
+      name: 'gives every rate and fee in msats',
+      price: full,
+      msats: { prompt: 2, completion: 5, cached: 0.5, write: 2.5, request: 1.5, image: 3.333333 },
+    },
+    {
+      name: 'gives cache reads and writes at the prompt rate, and no fees, when the model has none',
+      price: plain,
+      msats: { prompt: 2, completion: 5, cached: 2, write: 2, request: 0, image: 0 },
+    },
+  ])('$name', ({ price, msats: m }) => {
+    expect(msatsPricing(price)).toStrictEqual({
+      prompt_msats_per_token: m.prompt,
+      completion_msats_per_token: m.completion,
+      cached_prompt_msats_per_token: m.cached,
+      cache_write_msats_per_token: m.write,
+      request_msats: m.request,
+      image_msats: m.image,
     });
   });
 });
 
 describe('satsPricing (RIP-05)', () => {
-  it('gives sats per token and fee, and the worst cases in sats', () => {
-    // max prompt: 8000 × 2 = 16000 msats; max completion: 1000 × 5 = 5000 msats;
-    // max cost: (8000 − 1000) × 2 + 1000 × 5 + request 2 = 19002 msats.
-    expect(satsPricing(full)).toStrictEqual({
+  // Both: max prompt 8000 × 2 = 16000 msats; max completion 1000 × 5 = 5000 msats.
+  it.each([
+    {
+      name: 'gives sats per token and fee, and the worst cases in sats',
+      // max cost: (8000 − 1000) × 2 + 1000 × 5 + request 2 = 19002 msats.
+      price: full,
+      own: { request: 0.0015, image: 0.003333333, input_cache_read: 0.0005, input_cache_write: 0.0025, max_cost: 19.002 },
+    },
+    {
+      name: 'falls back to the prompt rate for the cache and to no fees',
+      // max cost: 7000 × 2 + 1000 × 5 = 19000 msats.
+      price: plain,
+      own: { request: 0, image: 0, input_cache_read: 0.002, input_cache_write: 0.002, max_cost: 19 },
+    },
+  ])('$name', ({ price, own }) => {
+    expect(satsPricing(price)).toStrictEqual({
       prompt: 0.002,
       completion: 0.005,
-      request: 0.0015,
-      image: 0.003333333,
+      request: own.request,
+      image: own.image,
       web_search: 0,
       internal_reasoning: 0.005,
-      input_cache_read: 0.0005,
-      input_cache_write: 0.0025,
+      input_cache_read: own.input_cache_read,
+      input_cache_write: own.input_cache_write,
       max_prompt_cost: 16,
       max_completion_cost: 5,
-      max_cost: 19.002,
-    });
-  });
-
-  it('falls back to the prompt rate for the cache and to no fees', () => {
-    // max cost: 7000 × 2 + 1000 × 5 = 19000 msats.
-    expect(satsPricing(plain)).toStrictEqual({
-      prompt: 0.002,
-      completion: 0.005,
-      request: 0,
-      image: 0,
-      web_search: 0,
-      internal_reasoning: 0.005,
-      input_cache_read: 0.002,
-      input_cache_write: 0.002,
-      max_prompt_cost: 16,
-      max_completion_cost: 5,
-      max_cost: 19,
+      max_cost: own.max_cost,
     });
   });
 
