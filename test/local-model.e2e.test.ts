@@ -6,7 +6,7 @@ import type Anthropic from '@anthropic-ai/sdk';
 import { getLlama, LlamaLogLevel, type LlamaModel } from 'node-llama-cpp';
 import { expectDrained, expectMoneyConserved, msats, startGateway, type Gateway } from './support/gateway.ts';
 import { mintToken } from './support/cashu.ts';
-import { expectUntouched, waitFor } from './support/suite.ts';
+import { expectUntouched, leaveMidStream, waitFor } from './support/suite.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
 import { startGatewayProcess } from './support/process.ts';
 import { mkdtempSync } from 'node:fs';
@@ -69,6 +69,10 @@ function promptTokens(turns: Array<[role: string, text: string]>): number {
   return n + vocab.tokenize('<|im_start|>assistant\n', true).length;
 }
 
+type Turn = [role: 'system' | 'user', text: string];
+/** A request for the model at temperature 0 (the same reply every time), the turns as the SDK sends them. */
+const ask = (turns: Turn[], max_tokens: number) => ({ model: MODEL, temperature: 0, max_tokens, messages: turns.map(([role, content]) => ({ role, content })) });
+
 const cost = (prompt: number, completion: number) => msats(prompt, PRICE.prompt) + msats(completion, PRICE.completion);
 
 async function info(apiKey: string): Promise<{ balance: number; reserved: number }> {
@@ -109,13 +113,8 @@ describe('announced and priced like any model', () => {
 describe('paid requests, billed from the model’s own tokens', () => {
   it('answers a whole request and charges its real usage to the msat', async () => {
     const token = await mintToken(mintUrl, 100);
-    const turns: Array<[string, string]> = [['system', system], ['user', count]];
-    const r = await client(token).chat.completions.create({
-      model: MODEL,
-      temperature: 0,
-      max_tokens: 6,
-      messages: turns.map(([role, content]) => ({ role: role as 'system' | 'user', content })),
-    });
+    const turns: Turn[] = [['system', system], ['user', count]];
+    const r = await client(token).chat.completions.create(ask(turns, 6));
     expect(r.model).toBe(MODEL);
     expect(r.choices[0]!.finish_reason).toBe('length');
     expect(r.choices[0]!.message.content!.length).toBeGreaterThan(0);
@@ -127,13 +126,8 @@ describe('paid requests, billed from the model’s own tokens', () => {
 
   it('says the answer stopped, not that it ran out, when the model ends it before max_tokens', async () => {
     const token = await mintToken(mintUrl, 100);
-    const turns: Array<[string, string]> = [['system', system], ['user', 'Hi']];
-    const r = await client(token).chat.completions.create({
-      model: MODEL,
-      temperature: 0,
-      max_tokens: 60,
-      messages: turns.map(([role, content]) => ({ role: role as 'system' | 'user', content })),
-    });
+    const turns: Turn[] = [['system', system], ['user', 'Hi']];
+    const r = await client(token).chat.completions.create(ask(turns, 60));
     const used = r.usage!.completion_tokens;
     // SmolLM2 greets back in a short sentence and closes its turn well before 60 tokens.
     expect(used).toBeLessThan(60);
@@ -143,14 +137,8 @@ describe('paid requests, billed from the model’s own tokens', () => {
 
   it('streams, and the closing usage is the model’s count of what it sent', async () => {
     const token = await mintToken(mintUrl, 100);
-    const turns: Array<[string, string]> = [['system', system], ['user', count]];
-    const stream = await client(token).chat.completions.create({
-      model: MODEL,
-      temperature: 0,
-      max_tokens: 8,
-      stream: true,
-      messages: turns.map(([role, content]) => ({ role: role as 'system' | 'user', content })),
-    });
+    const turns: Turn[] = [['system', system], ['user', count]];
+    const stream = await client(token).chat.completions.create({ ...ask(turns, 8), stream: true });
     let text = '';
     let pieces = 0;
     let usage: BilledUsage | undefined;
@@ -173,21 +161,8 @@ describe('paid requests, billed from the model’s own tokens', () => {
 
   it('stops generating when the client leaves mid-stream, and bills only the tokens generated', async () => {
     const token = await mintToken(mintUrl, 100);
-    const turns: Array<[string, string]> = [['user', 'Write a long story about a lighthouse keeper.']];
-    const ac = new AbortController();
-    const stream = await client(token).chat.completions.create(
-      { model: MODEL, temperature: 0, max_tokens: 300, stream: true, messages: [{ role: 'user', content: turns[0]![1] }] },
-      { signal: ac.signal },
-    );
-    let received = 0;
-    try {
-      for await (const chunk of stream) {
-        if (chunk.choices[0]?.delta?.content) received++;
-        if (received === 3) ac.abort();
-      }
-    } catch {
-      /* aborted */
-    }
+    const turns: Turn[] = [['user', 'Write a long story about a lighthouse keeper.']];
+    await leaveMidStream((signal) => client(token).chat.completions.create({ ...ask(turns, 300), stream: true }, { signal }));
     // The request settles once generation has stopped: wait for that state, not for a time.
     const after = await waitFor(async () => {
       const i = await info(token);

@@ -8,7 +8,7 @@ import { PRICES, expectDrained, msats, startGateway, testDatabaseUrl } from './s
 import { mintToken, proofStates, receive } from './support/cashu.ts';
 import { startMint, type RunningMint } from './support/mint.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
-import { expectDatabaseDrained, useGateway, waitFor } from './support/suite.ts';
+import { expectDatabaseDrained, leaveMidStream, useGateway, waitFor } from './support/suite.ts';
 import type { Billed, ModelList, WireError } from './support/wire.ts';
 
 const mintUrl = inject('mintUrl');
@@ -123,23 +123,13 @@ describe('streams that end early', () => {
     const start = (await info(token)).balance;
 
     upstream.modes.push('slow');
-    const ac = new AbortController();
-    const stream = await oa.chat.completions.create({ model: 'gpt-test', messages, stream: true }, { signal: ac.signal });
-    let received = 0;
-    try {
-      for await (const chunk of stream) {
-        if (chunk.choices[0]?.delta?.content) received++;
-        if (received === 3) ac.abort();
-      }
-    } catch {
-      /* aborted */
-    }
-    for (let i = 0; i < 50; i++) {
-      if (upstream.closedEarly === 1 && (await info(token)).reserved === 0) break;
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await leaveMidStream((signal) => oa.chat.completions.create({ model: 'gpt-test', messages, stream: true }, { signal }));
+    // The request settles once the upstream is stopped: wait for that state, not for a time.
+    const after = await waitFor(async () => {
+      const i = await info(token);
+      return upstream.closedEarly === 1 && i.reserved === 0 && i;
+    }, 'the left stream settling');
     expect(upstream.closedEarly).toBe(1);
-    const after = await info(token);
     expect(after.reserved).toBe(0);
     const charged = start - after.balance;
     // "Tell me a story." is 5 tokens (Tell, ␣me, ␣a, ␣story, .), plus 3 for the message and 3 for

@@ -113,6 +113,29 @@ export async function floatHolds(gw: Pick<Gateway, 'ledger'>, mintUrl: string, n
   return [1, 2, 4, 8, 16, 32, 64, 128].every((d) => (counts.get(d) ?? 0) >= n) && (await gw.ledger.pendingOps()).length === 0;
 }
 
+/** A chat chunk as the OpenAI SDK yields it, as far as a reader of its text needs. */
+interface ContentChunk {
+  choices: Array<{ delta?: { content?: string | null } }>;
+}
+
+/**
+ * A client that leaves mid-stream: opens the stream with the signal it is given, reads until
+ * `pieces` pieces of content have come, then aborts.
+ */
+export async function leaveMidStream(open: (signal: AbortSignal) => Promise<AsyncIterable<ContentChunk>>, pieces = 3): Promise<void> {
+  const ac = new AbortController();
+  const stream = await open(ac.signal);
+  let received = 0;
+  try {
+    for await (const chunk of stream) {
+      if (chunk.choices[0]?.delta?.content) received++;
+      if (received === pieces) ac.abort();
+    }
+  } catch {
+    /* aborted */
+  }
+}
+
 /**
  * Polls `probe` until it gives something other than undefined or false, or fails naming `what`
  * after `ms`: the wait is for a state, never for a guessed time.
