@@ -1,11 +1,9 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { FakeUpstream } from './support/upstream.ts';
-import { expectLedgerConserved, testDatabaseUrl } from './support/gateway.ts';
-import { startGatewayProcess } from './support/process.ts';
+import { expectLedgerConserved } from './support/gateway.ts';
+import { processEnv, startGatewayProcess } from './support/process.ts';
 import { mintToken, receive } from './support/cashu.ts';
 import { externalInvoice } from './support/invoice.ts';
 import { openLedger } from '../src/main.ts';
@@ -42,15 +40,8 @@ async function earn(gw: { url: string }, token: string, n: number): Promise<numb
 
 beforeAll(async () => {
   await upstream.start();
-  let db = await testDatabaseUrl();
-  if (db === ':memory:') db = `sqlite:${join(mkdtempSync(join(tmpdir(), 'gw-cli-')), 'gateway.db')}`;
-  env = {
-    UPSTREAM_BASE_URL: upstream.url,
-    CASHU_MINTS: mintUrl,
-    DATABASE_URL: db,
-    // Dear enough that a few requests earn whole sats.
-    MODEL_PRICES: JSON.stringify(DEAR),
-  };
+  // Dear enough that a few requests earn whole sats.
+  env = await processEnv(mintUrl, upstream.url, DEAR);
 });
 afterAll(async () => {
   try {

@@ -1,11 +1,9 @@
 import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { FakeUpstream } from './support/upstream.ts';
-import { expectLedgerConserved, testDatabaseUrl } from './support/gateway.ts';
-import { startGatewayProcess, type GatewayProcess } from './support/process.ts';
+import { expectLedgerConserved } from './support/gateway.ts';
+import { processEnv, startGatewayProcess, type GatewayProcess } from './support/process.ts';
 import { mintToken, proofStates, receive, wallet } from './support/cashu.ts';
 import { externalInvoice } from './support/invoice.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
@@ -66,22 +64,16 @@ async function restart(): Promise<GatewayProcess> {
 
 beforeAll(async () => {
   await upstream.start();
-  let db = await testDatabaseUrl();
-  if (db === ':memory:') db = `sqlite:${join(mkdtempSync(join(tmpdir(), 'gw-crash-')), 'gateway.db')}`;
-  env = {
-    UPSTREAM_BASE_URL: upstream.url,
-    CASHU_MINTS: mintUrl,
-    DATABASE_URL: db,
+  env = await processEnv(mintUrl, upstream.url, CRASH_PRICES, {
     MINT_TIMEOUT_MS: String(MINT_TIMEOUT_MS),
-    MODEL_PRICES: JSON.stringify(CRASH_PRICES),
     // No change float: its refills, timed by each process, could leave held proofs that pay a
     // refund exactly, with no swap at all, and the refund's swap steps would never be reached.
     CHANGE_FLOAT_PROOFS: '0',
-  };
+  });
   // The gateway creates its schema; open the ledger alongside it afterwards.
   const first = await startGatewayProcess(env);
   await first.stop();
-  ledger = await openLedger(db);
+  ledger = await openLedger(env.DATABASE_URL!);
 });
 afterAll(async () => {
   // Every process has stopped: what the crashes and recoveries left is drained to the msat.

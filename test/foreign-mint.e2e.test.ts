@@ -1,14 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createServer, type Server } from 'node:http';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { PRICES, expectDrained, expectLedgerConserved, startGateway, testDatabaseUrl } from './support/gateway.ts';
+import { PRICES, expectDrained, expectLedgerConserved, startGateway } from './support/gateway.ts';
 import { useGateway, waitFor } from './support/suite.ts';
 import { mintToken, proofStates, receive, relabel, tokenValue, wallet } from './support/cashu.ts';
 import { startMint, type RunningMint } from './support/mint.ts';
 import { CountingProxy } from './support/counting-proxy.ts';
-import { startGatewayProcess, type GatewayProcess } from './support/process.ts';
+import { processEnv, startGatewayProcess, type GatewayProcess } from './support/process.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
 import { openLedger } from '../src/main.ts';
 import type { Ledger } from '../src/ledger/ledger.ts';
@@ -275,12 +272,10 @@ describe('a crash during a swap', () => {
   const LEASE_MS = 1000;
 
   beforeAll(async () => {
-    let db = await testDatabaseUrl();
-    if (db === ':memory:') db = `sqlite:${join(mkdtempSync(join(tmpdir(), 'gw-foreign-')), 'gateway.db')}`;
-    env = { ...SWAP, UPSTREAM_BASE_URL: upstream.url, CASHU_MINTS: mintUrl, DATABASE_URL: db, MINT_TIMEOUT_MS: String(LEASE_MS / 2), MODEL_PRICES: JSON.stringify(PRICES) };
+    env = await processEnv(mintUrl, upstream.url, PRICES, { ...SWAP, MINT_TIMEOUT_MS: String(LEASE_MS / 2) });
     const first = await startGatewayProcess(env);
     await first.stop();
-    ledger = await openLedger(db);
+    ledger = await openLedger(env.DATABASE_URL!);
   });
   afterAll(async () => {
     try {

@@ -1,12 +1,9 @@
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { openLedger } from '../src/main.ts';
 import { OPERATOR, type Ledger, type NewChildKey, type StoredProof, type Totals } from '../src/ledger/ledger.ts';
-import { testDatabaseUrl } from './support/gateway.ts';
+import { durableDatabaseUrl } from './support/gateway.ts';
 
 /**
  * The Ledger's contract, run on whichever engine this project tests: no mint and no HTTP, proofs
@@ -22,10 +19,6 @@ let ledger: Ledger;
 const handles: Ledger[] = [];
 let n = 0;
 
-async function freshUrl(): Promise<string> {
-  const u = await testDatabaseUrl();
-  return u === ':memory:' ? `sqlite:${join(mkdtempSync(join(tmpdir(), 'ledger-')), 'ledger.db')}` : u;
-}
 
 /** Another handle on the same database: another gateway process, or this one restarted. */
 async function open(): Promise<Ledger> {
@@ -66,7 +59,7 @@ async function summed(): Promise<Totals> {
 }
 
 beforeEach(async () => {
-  url = await freshUrl();
+  url = await durableDatabaseUrl();
   ledger = await open();
 });
 

@@ -1,10 +1,7 @@
 import { describe, expect, inject, it } from 'vitest';
 import OpenAI from 'openai';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { FakeUpstream, REPLY_WORDS } from './support/upstream.ts';
-import { PRICES, expectDrained, msats, startGateway, testDatabaseUrl } from './support/gateway.ts';
+import { PRICES, expectDrained, msats, startGateway, durableDatabaseUrl } from './support/gateway.ts';
 import { mintToken, proofStates, receive } from './support/cashu.ts';
 import { startMint, type RunningMint } from './support/mint.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
@@ -256,8 +253,7 @@ describe('the README start command', () => {
     const { freePort } = await import('./support/ports.ts');
     const port = await freePort();
     // A database that outlives the process, so what it took in is drained once it has stopped.
-    let db = await testDatabaseUrl();
-    if (db === ':memory:') db = `sqlite:${join(mkdtempSync(join(tmpdir(), 'gw-start-')), 'gateway.db')}`;
+    const db = await durableDatabaseUrl();
     const proc = spawn('npm', ['start', '--silent'], {
       env: {
         ...process.env, PORT: String(port), HOST: '127.0.0.1', UPSTREAM_BASE_URL: upstream.url, CASHU_MINTS: mintUrl, DATABASE_URL: db,

@@ -1,10 +1,7 @@
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { finalizeEvent, generateSecretKey, getPublicKey } from 'nostr-tools/pure';
 import { FakeUpstream } from './support/upstream.ts';
-import { PRICES, expectDrained, expectMoneyConserved, startGateway, testDatabaseUrl, type Gateway } from './support/gateway.ts';
+import { PRICES, expectDrained, expectMoneyConserved, startGateway, durableDatabaseUrl, type Gateway } from './support/gateway.ts';
 import type { WireError } from './support/wire.ts';
 
 /**
@@ -19,10 +16,6 @@ let databaseUrl: string;
 let a: Gateway;
 let b: Gateway;
 
-async function sharedDatabase(): Promise<string> {
-  const url = await testDatabaseUrl();
-  return url === ':memory:' ? `sqlite:${join(mkdtempSync(join(tmpdir(), 'guards-')), 'ledger.db')}` : url;
-}
 
 const env = () => ({ DATABASE_URL: databaseUrl, PUBLIC_URL, ADMIN_NPUBS: getPublicKey(adminSk) });
 
@@ -65,7 +58,7 @@ function nip98(path: string, method: string): string {
 
 beforeAll(async () => {
   await upstream.start();
-  databaseUrl = await sharedDatabase();
+  databaseUrl = await durableDatabaseUrl();
   a = await startGateway(mintUrl, upstream, env());
   b = await startGateway(mintUrl, upstream, env());
 });

@@ -1,12 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Agent, fetch as probeFetch } from 'undici';
-import { PRICES, testDatabaseUrl } from './support/gateway.ts';
-import { startGatewayProcess, type GatewayProcess } from './support/process.ts';
+import { PRICES } from './support/gateway.ts';
+import { processEnv, startGatewayProcess, type GatewayProcess } from './support/process.ts';
 import { mintToken } from './support/cashu.ts';
 import { stopProcess } from './support/ports.ts';
 import { expectDatabaseDrained } from './support/suite.ts';
@@ -30,16 +28,7 @@ beforeAll(async () => {
   upstream = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', resolve('test/support/upstream-main.ts')], { stdio: ['ignore', 'pipe', 'inherit'] });
   const [line] = (await once(upstream.stdout!, 'data')) as [Buffer];
   // On a file, not in memory, so the money can be drained from here once the process has stopped.
-  let db = await testDatabaseUrl();
-  if (db === ':memory:') db = `sqlite:${join(mkdtempSync(join(tmpdir(), 'gw-stall-')), 'gateway.db')}`;
-  env = {
-    UPSTREAM_BASE_URL: line.toString().trim(),
-    CASHU_MINTS: mintUrl,
-    DATABASE_URL: db,
-    MODEL_PRICES: JSON.stringify(PRICES),
-    MODELS_REFRESH_SECONDS: '0',
-    P2PK_REDEEM_INTERVAL_SECONDS: '0',
-  };
+  env = await processEnv(mintUrl, line.toString().trim(), PRICES, { MODELS_REFRESH_SECONDS: '0', P2PK_REDEEM_INTERVAL_SECONDS: '0' });
   gw = await startGatewayProcess({ ...env, DATA_DIR: resolve('.test-data', `stall-${process.pid}`) });
 });
 afterAll(async () => {

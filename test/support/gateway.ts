@@ -1,3 +1,6 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { expect, inject } from 'vitest';
 import { freshDatabase } from './postgres.ts';
 import { createGateway } from '../../src/main.ts';
@@ -23,6 +26,15 @@ export type Gateway = Awaited<ReturnType<typeof createGateway>> & { url: string 
 /** The ledger this test project runs on: in-memory SQLite, or a fresh PostgreSQL database. */
 export async function testDatabaseUrl(): Promise<string> {
   return process.env.TEST_LEDGER === 'postgres' ? freshDatabase(inject('postgresUrl')) : ':memory:';
+}
+
+/**
+ * A database that outlives one connection, for child processes, a restart or a second gateway:
+ * the fresh PostgreSQL one, or a new SQLite file where the other would be in memory.
+ */
+export async function durableDatabaseUrl(): Promise<string> {
+  const url = await testDatabaseUrl();
+  return url === ':memory:' ? `sqlite:${join(mkdtempSync(join(tmpdir(), 'gw-')), 'gateway.db')}` : url;
 }
 
 /** `upstream` null: no HTTP upstream at all (the embedded model's tests). */

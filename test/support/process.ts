@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
 import { freePort } from './ports.ts';
+import { durableDatabaseUrl, type PriceTable } from './gateway.ts';
 
 export interface GatewayProcess {
   url: string;
@@ -8,6 +9,14 @@ export interface GatewayProcess {
   output: () => string;
   exited: Promise<number | null>;
   stop(): Promise<void>;
+}
+
+/**
+ * The settings of a gateway run as its own process against the test mint and `upstreamUrl`, on a
+ * database that outlives it, so that what it took in can be drained from here once it has stopped.
+ */
+export async function processEnv(mintUrl: string, upstreamUrl: string, prices: PriceTable, extra: Record<string, string> = {}): Promise<Record<string, string>> {
+  return { UPSTREAM_BASE_URL: upstreamUrl, CASHU_MINTS: mintUrl, DATABASE_URL: await durableDatabaseUrl(), MODEL_PRICES: JSON.stringify(prices), ...extra };
 }
 
 /** Runs the gateway as its own process, as an operator would, and waits until it is ready. */
