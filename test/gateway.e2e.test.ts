@@ -1,19 +1,18 @@
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import OpenAI, { APIError } from 'openai';
 import { PaymentRequest } from '@cashu/cashu-ts';
 import { createHash } from 'node:crypto';
-import { FakeUpstream, REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
-import { PRICES, expectDrained, expectMoneyConserved, msats, startGateway, type Gateway } from './support/gateway.ts';
-import { expectUntouched } from './support/suite.ts';
+import { REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
+import { PRICES, msats } from './support/gateway.ts';
+import { expectUntouched, useGateway } from './support/suite.ts';
 import { asCashuA, mintToken, proofStates, receive, relabel, tokenValue } from './support/cashu.ts';
 import type { BilledChunk, BilledUsage, WireError } from './support/wire.ts';
 
-const mintUrl = inject('mintUrl');
-const upstream = new FakeUpstream();
-let gw: Gateway;
+const suite = useGateway();
+const { mintUrl, upstream } = suite;
 
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
-const client = (apiKey: string) => new OpenAI({ baseURL: `${gw.url}/v1`, apiKey, maxRetries: 0 });
+const client = (apiKey: string) => new OpenAI({ baseURL: `${suite.gw.url}/v1`, apiKey, maxRetries: 0 });
 const messages = [{ role: 'user' as const, content: 'What is six times seven?' }];
 
 function expectedCost(model: keyof typeof PRICES, prompt: number, completion: number) {
@@ -34,7 +33,7 @@ async function apiError(p: Promise<unknown>): Promise<APIError> {
 }
 
 async function post(path: string, init: { headers?: Record<string, string>; body?: unknown } = {}) {
-  const res = await fetch(`${gw.url}${path}`, {
+  const res = await fetch(`${suite.gw.url}${path}`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...init.headers },
     body: JSON.stringify(init.body ?? {}),
@@ -43,29 +42,13 @@ async function post(path: string, init: { headers?: Record<string, string>; body
 }
 
 async function info(apiKey: string) {
-  const res = await fetch(`${gw.url}/v1/balance/info`, { headers: { authorization: `Bearer ${apiKey}` } });
+  const res = await fetch(`${suite.gw.url}/v1/balance/info`, { headers: { authorization: `Bearer ${apiKey}` } });
   return (await res.json()) as Record<string, any>;
 }
 
-beforeAll(async () => {
-  await upstream.start();
-  gw = await startGateway(mintUrl, upstream);
-});
-afterAll(async () => {
-  try {
-    if (gw) await expectDrained(gw, { prices: PRICES });
-  } finally {
-    await gw?.close();
-    await upstream.stop();
-  }
-});
-afterEach(async () => {
-  await expectMoneyConserved(gw);
-});
-
 describe('discovery', () => {
   it('lists the upstream models with Routstr sats_pricing, defaulting unpriced models to a non-zero price', async () => {
-    const models = (await (await fetch(`${gw.url}/v1/models`)).json()) as { data: Record<string, any>[] };
+    const models = (await (await fetch(`${suite.gw.url}/v1/models`)).json()) as { data: Record<string, any>[] };
     const byId = new Map(models.data.map((m) => [m.id, m]));
     expect([...byId.keys()].sort()).toEqual(['gpt-cheap', 'gpt-test', 'text-embed']);
     expect(byId.get('gpt-test')!.sats_pricing.prompt).toBeCloseTo(0.002, 12);
@@ -79,7 +62,7 @@ describe('discovery', () => {
   });
 
   it('describes itself at /v1/info', async () => {
-    const body = (await (await fetch(`${gw.url}/v1/info`)).json()) as Record<string, any>;
+    const body = (await (await fetch(`${suite.gw.url}/v1/info`)).json()) as Record<string, any>;
     expect(body.mints).toEqual([mintUrl]);
     expect(body.units).toEqual(['sat', 'msat']);
     expect(body.payment_methods).toContain('cashu');
@@ -176,13 +159,13 @@ describe('a Cashu token as the API key', () => {
 
   it('credits a token presented many times at once exactly once', async () => {
     const token = await mintToken(mintUrl, 200);
-    const before = await gw.ledger.totals();
+    const before = await suite.gw.ledger.totals();
     const oa = client(token);
     const results = await Promise.allSettled(
       Array.from({ length: 12 }, () => oa.chat.completions.create({ model: 'gpt-test', messages, max_tokens: 1 })),
     );
     expect(results.every((r) => r.status === 'fulfilled')).toBe(true);
-    const after = await gw.ledger.totals();
+    const after = await suite.gw.ledger.totals();
     expect(after.credited - before.credited).toBe(200_000);
     const spent = results.reduce((s, r) => s + ((r as PromiseFulfilledResult<any>).value.usage.cost.total_msats as number), 0);
     expect((await info(token)).balance).toBe(200_000 - spent);
@@ -196,7 +179,7 @@ describe('balance endpoints', () => {
     expect(created.status).toBe(200);
     expect(created.json).toEqual({ api_key: `sk-${sha256(token)}`, balance: 12_000 });
     // Routstr's GET form with the token in the query returns the same key, credited once.
-    const again = await fetch(`${gw.url}/v1/balance/create?initial_balance_token=${encodeURIComponent(token)}`);
+    const again = await fetch(`${suite.gw.url}/v1/balance/create?initial_balance_token=${encodeURIComponent(token)}`);
     expect(await again.json()).toEqual(created.json);
 
     const top = await mintToken(mintUrl, 3_500, 'msat');
@@ -227,7 +210,7 @@ describe('balance endpoints', () => {
     expect(await receive(mintUrl, r.json.token)).toBe(1);
     const none = await post('/v1/balance/refund', { headers: { authorization: `Bearer sk-${'1'.repeat(64)}` } });
     expect([none.status, none.json.error.code]).toEqual([401, 'invalid_api_key']);
-    const res = await fetch(`${gw.url}/v1/balance/info`);
+    const res = await fetch(`${suite.gw.url}/v1/balance/info`);
     expect(res.status).toBe(401);
   });
 });
@@ -293,7 +276,7 @@ describe('X-Cashu: pay per request', () => {
     const opts = { headers: { 'X-Cashu': big } };
     const { response } = await oa.chat.completions.create({ model: 'gpt-test', messages }, opts).withResponse();
     await receive(mintUrl, response.headers.get('x-cashu')!);
-    const second = await expectUntouched(gw, sha256(big), () => apiError(oa.chat.completions.create({ model: 'gpt-test', messages }, opts)));
+    const second = await expectUntouched(suite.gw, sha256(big), () => apiError(oa.chat.completions.create({ model: 'gpt-test', messages }, opts)));
     expect(second.status).toBe(402);
     expect(second.code).toBe('insufficient_balance');
   });
@@ -301,7 +284,7 @@ describe('X-Cashu: pay per request', () => {
 
 describe('errors: a clear code and nothing charged', () => {
   it('answers a request with no payment with 402 and a NUT-18 payment request', async () => {
-    const before = await gw.ledger.totals();
+    const before = await suite.gw.ledger.totals();
     const res = await post('/v1/chat/completions', { body: { model: 'gpt-test', messages } });
     expect(res.status).toBe(402);
     expect(res.json.error.code).toBe('payment_required');
@@ -309,11 +292,11 @@ describe('errors: a clear code and nothing charged', () => {
     expect(pr.unit).toBe('sat');
     expect(pr.mints).toEqual([mintUrl]);
     expect(pr.amount!.toNumber()).toBe(Math.ceil(res.json.error.amount_required_msats / 1000));
-    expect(await gw.ledger.totals()).toEqual(before);
+    expect(await suite.gw.ledger.totals()).toEqual(before);
   });
 
   it('gives each bad token its code and leaves the token with its owner', async () => {
-    const before = await gw.ledger.totals();
+    const before = await suite.gw.ledger.totals();
     const good = await mintToken(mintUrl, 10);
     const cases: Array<[string, number, string]> = [
       [await relabel(mintUrl, good, { mint: 'http://127.0.0.1:9/evil' }), 400, 'untrusted_mint'],
@@ -327,18 +310,18 @@ describe('errors: a clear code and nothing charged', () => {
       }
     }
     expect(await proofStates(mintUrl, good)).toEqual(['UNSPENT', 'UNSPENT']);
-    expect(await gw.ledger.totals()).toEqual(before);
+    expect(await suite.gw.ledger.totals()).toEqual(before);
   });
 
   it('refuses a token already spent elsewhere', async () => {
     const token = await mintToken(mintUrl, 8);
     await receive(mintUrl, token);
-    const before = await gw.ledger.totals();
+    const before = await suite.gw.ledger.totals();
     const err = await apiError(client(token).chat.completions.create({ model: 'gpt-test', messages, max_tokens: 1 }));
     expect([err.status, err.code]).toEqual([400, 'cashu_token_already_spent']);
     const x = await post('/v1/chat/completions', { headers: { 'x-cashu': token }, body: { model: 'gpt-test', messages, max_tokens: 1 } });
     expect([x.status, x.json.error.code]).toEqual([400, 'cashu_token_already_spent']);
-    expect(await gw.ledger.totals()).toEqual(before);
+    expect(await suite.gw.ledger.totals()).toEqual(before);
   });
 
   it('rejects unknown keys, unknown models and malformed bodies', async () => {
@@ -351,7 +334,7 @@ describe('errors: a clear code and nothing charged', () => {
     expect([e3.status, e3.code]).toEqual([404, 'model_not_found']);
     const e4 = await post('/v1/chat/completions', { headers: { authorization: `Bearer ${token}` }, body: { model: 'gpt-test' } });
     expect([e4.status, e4.json.error.code]).toEqual([400, 'invalid_request']);
-    const raw = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{' });
+    const raw = await fetch(`${suite.gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{' });
     expect(raw.status).toBe(400);
     expect(((await raw.json()) as WireError).error.code).toBe('invalid_json');
     expect(await proofStates(mintUrl, token)).toEqual(['UNSPENT', 'UNSPENT']);
@@ -379,7 +362,7 @@ describe('errors: a clear code and nothing charged', () => {
     expect(res.json.error.refund_token).toBe(res.headers.get('x-cashu'));
     expect(await receive(mintUrl, res.json.error.refund_token)).toBe(25);
     // All 25 sats went back: the one-shot key is empty, nothing charged, nothing held.
-    const k = (await gw.ledger.getKey(sha256(x)))!;
+    const k = (await suite.gw.ledger.getKey(sha256(x)))!;
     expect([k.balance, k.reserved, k.totalSpent]).toEqual([0, 0, 0]);
   });
 
@@ -397,10 +380,10 @@ describe('errors: a clear code and nothing charged', () => {
     // 40 sats covers one choice of 1000 tokens at 5 msats, not eight of them.
     const one = { model: 'gpt-test', messages, max_tokens: 1000 };
     expect((await post('/v1/chat/completions', { headers: { authorization: `Bearer ${token}` }, body: one })).status).toBe(200);
-    const eight = await expectUntouched(gw, sha256(token), () => post('/v1/chat/completions', { headers: { authorization: `Bearer ${token}` }, body: { ...one, n: 8 } }));
+    const eight = await expectUntouched(suite.gw, sha256(token), () => post('/v1/chat/completions', { headers: { authorization: `Bearer ${token}` }, body: { ...one, n: 8 } }));
     expect([eight.status, eight.json.error.code]).toEqual([402, 'insufficient_balance']);
     const tools = [{ type: 'function', function: { name: 'f', description: 'x '.repeat(20_000), parameters: {} } }];
-    const withTools = await expectUntouched(gw, sha256(token), () =>
+    const withTools = await expectUntouched(suite.gw, sha256(token), () =>
       post('/v1/chat/completions', {
         headers: { authorization: `Bearer ${token}` },
         body: { ...one, max_tokens: 1, tools },
