@@ -7,7 +7,7 @@ import { processEnv, startGatewayProcess } from './support/process.ts';
 import { mintToken, receive } from './support/cashu.ts';
 import { externalInvoice } from './support/invoice.ts';
 import { openLedger } from '../src/main.ts';
-import { expectDatabaseDrained } from './support/suite.ts';
+import { bearer, chat, expectDatabaseDrained } from './support/suite.ts';
 import type { Billed } from './support/wire.ts';
 
 const mintUrl = inject('mintUrl');
@@ -27,11 +27,7 @@ function cli(...args: string[]) {
 async function earn(gw: { url: string }, token: string, n: number): Promise<number> {
   let charged = 0;
   for (let i = 0; i < n; i++) {
-    const res = await fetch(`${gw.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-      body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'earn' }], max_tokens: 3 }),
-    });
+    const res = await chat(gw, bearer(token), { messages: [{ role: 'user', content: 'earn' }], max_tokens: 3 });
     expect(res.status).toBe(200);
     charged += ((await res.json()) as Billed).usage.cost.total_msats;
   }

@@ -22,15 +22,20 @@ const { upstream } = suite;
 const fundedKey = (sats: number) => funded(suite.gw, suite.mintUrl, sats);
 const chat = (key: string) => chatAs(suite.gw, bearer(key), { max_tokens: 10 });
 
+/** A slow stream on `key`, once it has reached the upstream (its usage is decided) and holds its reservation. */
+async function holdingStream(key: string, hash: string): Promise<{ streaming: Promise<Response>; held: number }> {
+  upstream.chunkDelayMs = 30;
+  const asked = upstream.requests.length;
+  const streaming = chatAs(suite.gw, bearer(key), { messages: [{ role: 'user', content: 'Tell me slowly.' }], max_tokens: 10, stream: true });
+  const held = await waitFor(async () => (upstream.requests.length > asked && (await suite.gw.ledger.getKey(hash))!.reserved) || undefined, 'the stream holding its reservation');
+  return { streaming, held };
+}
+
 describe('usage far beyond the reservation', () => {
   it('charges at most the reservation plus the free balance, and leaves a concurrent reservation whole', async () => {
     const { key, hash } = await fundedKey(20);
     // A stream that holds its reservation while the other request settles.
-    upstream.chunkDelayMs = 30;
-    const asked = upstream.requests.length;
-    const streaming = chatAs(suite.gw, bearer(key), { messages: [{ role: 'user', content: 'Tell me slowly.' }], max_tokens: 10, stream: true });
-    // Until the stream has reached the upstream (so its usage is already decided) and holds its reservation.
-    const held = await waitFor(async () => (upstream.requests.length > asked && (await suite.gw.ledger.getKey(hash))!.reserved) || undefined, 'the stream holding its reservation');
+    const { streaming, held } = await holdingStream(key, hash);
     upstream.usageOverrides.push({ prompt_tokens: 100_000, completion_tokens: 100_000 });
     const before = (await suite.gw.ledger.getKey(hash))!;
     const res = await chat(key);
@@ -47,10 +52,7 @@ describe('usage far beyond the reservation', () => {
 
   it('charges a cost beyond the reservation in full, to the msat, when the free balance covers it', async () => {
     const { key, hash } = await fundedKey(50);
-    upstream.chunkDelayMs = 30;
-    const asked = upstream.requests.length;
-    const streaming = chatAs(suite.gw, bearer(key), { messages: [{ role: 'user', content: 'Tell me slowly.' }], max_tokens: 10, stream: true });
-    const held = await waitFor(async () => (upstream.requests.length > asked && (await suite.gw.ledger.getKey(hash))!.reserved) || undefined, 'the stream holding its reservation');
+    const { streaming, held } = await holdingStream(key, hash);
     // Ten times the completion the request was allowed, and a prompt far longer than "Hi".
     upstream.usageOverrides.push({ prompt_tokens: 100, completion_tokens: 100 });
     const cost = msats(100, price.prompt) + msats(100, price.completion);

@@ -5,7 +5,7 @@ import { useGateway, waitFor } from './support/suite.ts';
 import { mintToken, wallet } from './support/cashu.ts';
 import { externalInvoice } from './support/invoice.ts';
 import { LnurlDouble } from './support/lnurl.ts';
-import { startMint } from './support/mint.ts';
+import { startMint, startMintAgain } from './support/mint.ts';
 
 const mintUrl = inject('mintUrl');
 const upstream = new FakeUpstream();
@@ -136,7 +136,7 @@ describe('refunds to a Lightning invoice', () => {
 
 describe('a refund to Lightning the mint cannot pay', () => {
   it('answers 502 payment_failed and the balance is whole again', async () => {
-    const failing = await startMint({ env: { FAKEWALLET_PAY_INVOICE_STATE: 'FAILED', FAKEWALLET_PAYMENT_STATE: 'FAILED' } });
+    const failing = await startMint({ lightning: 'fails' });
     const g = await startGateway(failing.url, upstream, PEERS);
     try {
       const key = await funded(30, g, failing.url);
@@ -156,8 +156,7 @@ describe('a refund to Lightning the mint cannot pay', () => {
 
 describe('a refund to Lightning whose payment stays in flight', () => {
   it('is answered as pending, not paid again on retry, and settled from the quote once the node settles', async () => {
-    const stalled = { FAKEWALLET_PAY_INVOICE_STATE: 'PENDING', FAKEWALLET_PAYMENT_STATE: 'PENDING' };
-    let mint = await startMint({ env: stalled });
+    let mint = await startMint({ lightning: 'stalls' });
     const g = await startGateway(mint.url, upstream, { ...PEERS, MINT_TIMEOUT_MS: '500' });
     try {
       const key = await funded(30, g, mint.url);
@@ -172,7 +171,7 @@ describe('a refund to Lightning whose payment stays in flight', () => {
       expect(viaInvoice.json.refund_id).toBe(r.json.refund_id);
 
       await mint.stop();
-      mint = await startMint({ port: Number(new URL(mint.url).port), dir: mint.dir });
+      mint = await startMintAgain(mint);
       // Past the op's lease (twice MINT_TIMEOUT_MS), recovery may settle it.
       await waitFor(async () => {
         await g.wallets.recoverAll();

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { waitFor } from './support/suite.ts';
+import { bearer, chat, waitFor } from './support/suite.ts';
 import { FakeUpstream } from './support/upstream.ts';
 import { expectDrained, startGateway, type Gateway } from './support/gateway.ts';
-import { startMint, type RunningMint } from './support/mint.ts';
+import { startMint, startMintAgain, type RunningMint } from './support/mint.ts';
 import { mintToken, wallet } from './support/cashu.ts';
 import { externalInvoice } from './support/invoice.ts';
 import type { Totals } from '../src/ledger/ledger.ts';
@@ -28,11 +28,7 @@ async function earning(mint: RunningMint, sats: number): Promise<Gateway> {
   for (;;) {
     const t = await gw.ledger.totals();
     if (t.charged - t.withdrawn - t.fees >= sats * 1000) return gw;
-    const res = await fetch(`${gw.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-      body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'earn' }], max_tokens: 3 }),
-    });
+    const res = await chat(gw, bearer(token), { messages: [{ role: 'user', content: 'earn' }], max_tokens: 3 });
     expect(res.status).toBe(200);
   }
 }
@@ -41,7 +37,7 @@ const earnings = (t: Totals) => t.charged - t.withdrawn - t.fees;
 
 describe('withdrawing to a Lightning invoice the mint cannot pay', () => {
   it('refuses with 502 payment_failed, and the booking and the proofs are back as they were', async () => {
-    const mint = await startMint({ env: { FAKEWALLET_PAY_INVOICE_STATE: 'FAILED', FAKEWALLET_PAYMENT_STATE: 'FAILED' } });
+    const mint = await startMint({ lightning: 'fails' });
     const gw = await earning(mint, 10);
     try {
       const before = await gw.ledger.totals();
@@ -62,8 +58,7 @@ describe('withdrawing to a Lightning invoice the mint cannot pay', () => {
 
 describe('withdrawing to a Lightning invoice whose payment stays in flight', () => {
   it('keeps the amount and reserve booked until the mint settles, then books the fee it really took', async () => {
-    const stalled = { FAKEWALLET_PAY_INVOICE_STATE: 'PENDING', FAKEWALLET_PAYMENT_STATE: 'PENDING' };
-    let mint = await startMint({ env: stalled });
+    let mint = await startMint({ lightning: 'stalls' });
     const gw = await earning(mint, 10);
     try {
       const before = await gw.ledger.totals();
@@ -75,7 +70,7 @@ describe('withdrawing to a Lightning invoice whose payment stays in flight', () 
 
       // The node settles the payment; the next recovery pass books it from the mint's answer.
       await mint.stop();
-      mint = await startMint({ port: Number(new URL(mint.url).port), dir: mint.dir });
+      mint = await startMintAgain(mint);
       // Recovery leaves an operation alone while its owner may still hold it (a lease of a few
       // mint timeouts), so passes are run until one books it; meanwhile it stays pending.
       const melt = await waitFor(async () => {

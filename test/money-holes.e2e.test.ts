@@ -52,6 +52,18 @@ function post(key: string, body: string, init: RequestInit = {}): Promise<Respon
   return fetch(`${suite.gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` }, body, ...init });
 }
 
+/** Reads a stream until its text holds `marker` (or it ends), and leaves the rest unread. */
+async function readUntil(res: Response, marker: string): Promise<string> {
+  const reader = res.body!.getReader();
+  let text = '';
+  while (!text.includes(marker)) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += new TextDecoder().decode(value);
+  }
+  return text;
+}
+
 function chatBody(extra: Record<string, unknown> = {}) {
   return JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'Think hard, then answer.' }], ...extra });
 }
@@ -63,14 +75,8 @@ describe('1. a client that leaves is billed for the work done', () => {
     upstream.usageDelayMs = 400;
     const ac = new AbortController();
     const res = await post(key, chatBody({ stream: true }), { signal: ac.signal });
-    const reader = res.body!.getReader();
-    let text = '';
     // Read until the answer's last word has arrived, then leave before the usage chunk comes.
-    while (!text.includes('"finish_reason":"stop"')) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      text += new TextDecoder().decode(value);
-    }
+    await readUntil(res, '"finish_reason":"stop"');
     ac.abort();
     const spent = await settledSpend(hash);
     // 400 deltas of " think" (one token each in any BPE tokenizer that has the word) were generated and sent.
@@ -84,15 +90,9 @@ describe('1. a client that leaves is billed for the work done', () => {
     upstream.markPastUsage = true;
     const ac = new AbortController();
     const res = await post(key, chatBody({ stream: true }), { signal: ac.signal });
-    const reader = res.body!.getReader();
-    let text = '';
     // The gateway holds the usage chunk back, but passes on the one after it: once that is here,
     // the gateway has read the usage (the stream is read in order), and [DONE] is still to come.
-    while (!text.includes('"past_usage":true')) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      text += new TextDecoder().decode(value);
-    }
+    const text = await readUntil(res, '"past_usage":true');
     expect(text).not.toContain('[DONE]');
     ac.abort();
     const u = upstream.reported.at(-1)!;

@@ -4,7 +4,7 @@ import { connect } from 'node:net';
 import { FakeUpstream, REPLY_WORDS } from './support/upstream.ts';
 import { PRICES, expectDrained, expectMoneyConserved, startGateway, type Gateway, type PriceTable } from './support/gateway.ts';
 import { mintToken, proofStates } from './support/cashu.ts';
-import { expectUntouched } from './support/suite.ts';
+import { bearer, chat as send, expectUntouched } from './support/suite.ts';
 import { scrape, series } from './support/prometheus.ts';
 import { freePort } from './support/ports.ts';
 import type { Billed, BilledChunk, WireError } from './support/wire.ts';
@@ -24,12 +24,9 @@ async function gateway(env: Record<string, string> = {}): Promise<Gateway> {
   return gw;
 }
 
+/** A chat completion of `messages`, its answer read. */
 async function chat(gw: Gateway, headers: Record<string, string>, body: Record<string, unknown> = {}) {
-  const res = await fetch(`${gw.url}/v1/chat/completions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...headers },
-    body: JSON.stringify({ model: 'gpt-test', messages, ...body }),
-  });
+  const res = await send(gw, headers, { messages, ...body });
   return { status: res.status, headers: res.headers, json: (await res.json()) as Partial<Billed & WireError> };
 }
 
@@ -57,11 +54,7 @@ describe('/metrics', () => {
 
     const plain = await chat(gw, { authorization: `Bearer ${token}` }, { max_tokens: 3 });
     expect(plain.status).toBe(200);
-    const res = await fetch(`${gw.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer sk-${sha256(token)}` },
-      body: JSON.stringify({ model: 'gpt-test', messages, max_tokens: 2, stream: true }),
-    });
+    const res = await send(gw, bearer(`sk-${sha256(token)}`), { messages, max_tokens: 2, stream: true });
     const sse = await res.text();
     const trailer = JSON.parse(sse.split('\n\n').filter((e) => e.includes('"usage"')).at(-1)!.slice('data: '.length)) as BilledChunk;
     const charged = plain.json.usage!.cost.total_msats + trailer.usage.cost.total_msats;
@@ -111,11 +104,7 @@ describe('/metrics', () => {
     const gw = await gateway();
     const token = await mintToken(mintUrl, 30);
     upstream.chunkDelayMs = 100;
-    const res = await fetch(`${gw.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-      body: JSON.stringify({ model: 'gpt-test', messages, stream: true }),
-    });
+    const res = await send(gw, bearer(token), { messages, stream: true });
     const reader = res.body!.getReader();
     await reader.read();
     expect(series(await scrape(gw.url), 'gateway_open_streams')).toBe(1);
@@ -303,11 +292,7 @@ describe('request size and slow clients', () => {
     // A stream that lasts several times REQUEST_TIMEOUT_MS runs to its end.
     const token = await mintToken(mintUrl, 30);
     upstream.chunkDelayMs = 250;
-    const res = await fetch(`${gw.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-      body: JSON.stringify({ model: 'gpt-test', messages, stream: true }),
-    });
+    const res = await send(gw, bearer(token), { messages, stream: true });
     const text = await res.text();
     expect(text).toContain('[DONE]');
     const words = text

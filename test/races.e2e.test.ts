@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { startGateway, testDatabaseUrl, type Gateway } from './support/gateway.ts';
 import { mintToken, receive } from './support/cashu.ts';
-import { chat as post, useGateway } from './support/suite.ts';
+import { chat as post, fundedKey, useGateway } from './support/suite.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
 import type { Billed, WireError } from './support/wire.ts';
 
@@ -58,13 +58,7 @@ describe(`races${onPostgres ? ' across two instances' : ''}`, () => {
   });
 
   it('never overdraws a small balance under 100 concurrent requests', async () => {
-    const token = await mintToken(mintUrl, 1);
-    const created = await fetch(`${gateways[0]!.url}/v1/balance/create`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ initial_balance_token: token }),
-    });
-    const { api_key } = (await created.json()) as { api_key: string };
+    const { key: api_key } = await fundedKey(gateways[0]!, mintUrl, 1);
     const results = await Promise.all(
       Array.from({ length: 100 }, (_, i) => chat(gateways[i % gateways.length]!, { authorization: `Bearer ${api_key}` })),
     );
@@ -99,12 +93,7 @@ describe(`races${onPostgres ? ' across two instances' : ''}`, () => {
 
   it('loses nothing when refunds race top-ups and requests on one key', async () => {
     const gw0 = gateways[0]!;
-    const created = await fetch(`${gw0.url}/v1/balance/create`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ initial_balance_token: await mintToken(mintUrl, 10) }),
-    });
-    const { api_key } = (await created.json()) as { api_key: string };
+    const { key: api_key } = await fundedKey(gw0, mintUrl, 10);
     const topups = await Promise.all(Array.from({ length: 8 }, () => mintToken(mintUrl, 5)));
     const auth = { authorization: `Bearer ${api_key}` };
     const ops = [
@@ -145,12 +134,7 @@ describe(`races${onPostgres ? ' across two instances' : ''}`, () => {
 
   it('credits a token once when it tops up one key while being used as a key itself', async () => {
     const gw0 = gateways[0]!;
-    const created = await fetch(`${gw0.url}/v1/balance/create`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ initial_balance_token: await mintToken(mintUrl, 2) }),
-    });
-    const { api_key } = (await created.json()) as { api_key: string };
+    const { key: api_key } = await fundedKey(gw0, mintUrl, 2);
     const token = await mintToken(mintUrl, 30);
     const before = await gw0.ledger.totals();
     const [topup, asKey, asX] = await Promise.all([

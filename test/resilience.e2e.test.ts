@@ -3,7 +3,7 @@ import OpenAI from 'openai';
 import { FakeUpstream, REPLY_WORDS } from './support/upstream.ts';
 import { PRICES, expectDrained, msats, startGateway, durableDatabaseUrl } from './support/gateway.ts';
 import { mintToken, proofStates, receive } from './support/cashu.ts';
-import { startMint, type RunningMint } from './support/mint.ts';
+import { startMint, startMintAgain, type RunningMint } from './support/mint.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
 import { expectDatabaseDrained, leaveMidStream, useGateway, waitFor } from './support/suite.ts';
 import type { Billed, ModelList, WireError } from './support/wire.ts';
@@ -59,7 +59,7 @@ describe('the mint is unreachable', () => {
     }
     expect(await s.gw.ledger.totals()).toEqual(before);
 
-    second = await startMint({ port: Number(new URL(second.url).port), dir: second.dir });
+    second = await startMintAgain(second);
     expect(await proofStates(second.url, token)).toEqual(['UNSPENT', 'UNSPENT']);
     const ok = await chat({ authorization: `Bearer ${token}` }, { max_tokens: 1 });
     expect(ok.status).toBe(200);

@@ -19,9 +19,15 @@ export function ensureNutshell(): string {
   return join(ROOT, '.venv', 'bin', 'mint');
 }
 
-/** Starts nutshell with its FakeWallet backend (sat and msat keysets) on a free loopback port. */
+/** What the FakeWallet node does with every payment the mint makes: refuse it, or leave it in flight. */
+const LIGHTNING = { fails: 'FAILED', stalls: 'PENDING' } as const;
+
+/**
+ * Starts nutshell with its FakeWallet backend (sat and msat keysets) on a free loopback port.
+ * `lightning`: a node that fails or stalls the mint's payments, as real nodes sometimes do.
+ */
 export async function startMint(
-  opts: { port?: number; dir?: string; inputFeePpk?: number; env?: Record<string, string> } = {},
+  opts: { port?: number; dir?: string; inputFeePpk?: number; lightning?: keyof typeof LIGHTNING; env?: Record<string, string> } = {},
 ): Promise<RunningMint> {
   const bin = ensureNutshell();
   const port = opts.port ?? (await freePort());
@@ -46,6 +52,7 @@ export async function startMint(
       MINT_RATE_LIMIT: 'FALSE',
       TOR: 'FALSE',
       DEBUG: 'FALSE',
+      ...(opts.lightning ? { FAKEWALLET_PAY_INVOICE_STATE: LIGHTNING[opts.lightning], FAKEWALLET_PAYMENT_STATE: LIGHTNING[opts.lightning] } : {}),
       ...opts.env,
     },
   });
@@ -68,4 +75,12 @@ export async function startMint(
     proc,
     stop: () => stopProcess(proc),
   };
+}
+
+/**
+ * A stopped mint started again where it was (its port, its database) with an honest node: a mint
+ * back from an outage, or one whose node has settled the payments it held.
+ */
+export function startMintAgain(mint: RunningMint): Promise<RunningMint> {
+  return startMint({ port: Number(new URL(mint.url).port), dir: mint.dir });
 }
