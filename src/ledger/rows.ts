@@ -3,6 +3,9 @@ import type { ChildKeyRow, HistoryRow, KeyRow, MeltRow, MintOp, RefundRow, Store
 /** Rows as both engines return them: snake_case columns, integers as numbers. */
 export type Row = Record<string, unknown>;
 
+/** A nullable column, null when unset (or not selected, which leaves it out of the row). */
+const orNull = <T>(v: unknown): T | null => (v ?? null) as T | null;
+
 export const keyRow = (r: Row): KeyRow => ({
   hash: r.hash as string,
   balance: r.balance as number,
@@ -23,7 +26,7 @@ export const refundRow = (r: Row): RefundRow => ({
   amount: r.amount as number,
   unit: r.unit as Unit,
   mint: r.mint as string,
-  token: (r.token as string | null) ?? null,
+  token: orNull<string>(r.token),
   state: r.state as RefundRow['state'],
 });
 
@@ -42,7 +45,7 @@ export const opRow = (r: Row): MintOp => ({
   unit: r.unit as Unit,
   state: r.state as MintOp['state'],
   keyHash: r.key_hash as string,
-  tokenHash: (r.token_hash as string | null) ?? null,
+  tokenHash: orNull<string>(r.token_hash),
   inputs: JSON.parse(r.inputs as string) as StoredProof[],
   outputs: r.outputs ? (JSON.parse(r.outputs as string) as unknown[]) : null,
   updatedAt: r.updated_at as number,
@@ -53,7 +56,7 @@ export const tokenRow = (r: Row): TokenRow => ({
   keyHash: r.key_hash as string,
   opId: r.op_id as string,
   state: r.state as TokenRow['state'],
-  msats: (r.msats as number | null) ?? null,
+  msats: orNull<number>(r.msats),
 });
 
 export const meltRow = (r: Row): MeltRow => ({
@@ -65,22 +68,20 @@ export const meltRow = (r: Row): MeltRow => ({
   request: r.request as string,
   amount: r.amount as number,
   feeReserve: r.fee_reserve as number,
-  fee: (r.fee as number | null) ?? null,
-  preimage: (r.preimage as string | null) ?? null,
+  fee: orNull<number>(r.fee),
+  preimage: orNull<string>(r.preimage),
   state: r.state as MeltRow['state'],
 });
-
-const orNull = (v: unknown): number | null => (v === null || v === undefined ? null : (v as number));
 
 export const childKeyRow = (r: Row): ChildKeyRow => ({
   hash: r.hash as string,
   parentHash: r.parent_hash as string,
-  spendLimit: orNull(r.spend_limit),
+  spendLimit: orNull<number>(r.spend_limit),
   spent: r.spent as number,
   reserved: r.reserved as number,
   models: r.models ? (JSON.parse(r.models as string) as string[]) : null,
-  expiresAt: orNull(r.expires_at),
-  revokedAt: orNull(r.revoked_at),
+  expiresAt: orNull<number>(r.expires_at),
+  revokedAt: orNull<number>(r.revoked_at),
   totalRequests: r.total_requests as number,
   createdAt: r.created_at as number,
 });
@@ -91,8 +92,8 @@ export const historyRow = (r: Row): HistoryRow => ({
   msats: r.msats as number,
   createdAt: r.created_at as number,
   ref: r.ref as string,
-  via: (r.via as string | null) ?? null,
-  model: (r.model as string | null) ?? null,
-  inputTokens: orNull(r.input_tokens),
-  outputTokens: orNull(r.output_tokens),
+  via: orNull<string>(r.via),
+  model: orNull<string>(r.model),
+  inputTokens: orNull<number>(r.input_tokens),
+  outputTokens: orNull<number>(r.output_tokens),
 });

@@ -131,22 +131,27 @@ export async function checkMint(mint: string, timeoutMs: number): Promise<Check[
     const fee = fees.some((f) => f > 0) ? `, input fee ${fees.join('/')} ppk` : '';
     checks.push({ name, status: 'ok', detail: `${about}; keysets: ${units.join(', ')}${fee}` });
   }
-  const supported = (n: string) => info.nuts?.[n]?.supported === true && info.nuts?.[n]?.disabled !== true;
-  const p2pk = supported('11') && supported('12');
-  checks.push({
-    name: `  NUT-11/12 (P2PK, DLEQ)`,
-    status: p2pk ? 'ok' : 'warn',
-    detail: p2pk ? 'supported: ecash locked to the gateway key is taken without a mint call' : `not advertised (NUT-11: ${supported('11') ? 'yes' : 'no'}, NUT-12: ${supported('12') ? 'yes' : 'no'})`,
-    fix: p2pk ? undefined : 'Locked (zero round-trip) payments will not work with this mint; plain tokens still do. Prefer a mint that supports NUT-11 and NUT-12.',
-  });
-  const recovery = supported('7') && supported('9');
-  checks.push({
-    name: `  NUT-07/09 (state, restore)`,
-    status: recovery ? 'ok' : 'warn',
-    detail: recovery ? 'supported: interrupted swaps can be settled after a crash' : `not advertised (NUT-07: ${supported('7') ? 'yes' : 'no'}, NUT-09: ${supported('9') ? 'yes' : 'no'})`,
-    fix: recovery ? undefined : 'Without proof-state checks and restore, a swap interrupted by a crash cannot be settled automatically. Prefer a mint that supports both.',
-  });
+  checks.push(
+    nutPair(info, ['11', '12'], 'P2PK, DLEQ', 'ecash locked to the gateway key is taken without a mint call',
+      'Locked (zero round-trip) payments will not work with this mint; plain tokens still do. Prefer a mint that supports NUT-11 and NUT-12.'),
+    nutPair(info, ['7', '9'], 'state, restore', 'interrupted swaps can be settled after a crash',
+      'Without proof-state checks and restore, a swap interrupted by a crash cannot be settled automatically. Prefer a mint that supports both.'),
+  );
   return checks;
+}
+
+/** Two NUTs a feature needs together: ok when the mint advertises both (and disables neither), else a warning. */
+function nutPair(info: MintInfo, nuts: [string, string], feature: string, works: string, fix: string): Check {
+  const supported = (n: string) => info.nuts?.[n]?.supported === true && info.nuts?.[n]?.disabled !== true;
+  const nut = (n: string) => `NUT-${n.padStart(2, '0')}`;
+  const [a, b] = nuts;
+  const ok = supported(a) && supported(b);
+  return {
+    name: `  ${nut(a)}/${b.padStart(2, '0')} (${feature})`,
+    status: ok ? 'ok' : 'warn',
+    detail: ok ? `supported: ${works}` : `not advertised (${nut(a)}: ${supported(a) ? 'yes' : 'no'}, ${nut(b)}: ${supported(b) ? 'yes' : 'no'})`,
+    fix: ok ? undefined : fix,
+  };
 }
 
 export async function checkDatabase(url: string, open: (url: string) => Promise<Ledger>): Promise<Check> {
