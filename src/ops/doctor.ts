@@ -131,27 +131,19 @@ export async function checkMint(mint: string, timeoutMs: number): Promise<Check[
     const fee = fees.some((f) => f > 0) ? `, input fee ${fees.join('/')} ppk` : '';
     checks.push({ name, status: 'ok', detail: `${about}; keysets: ${units.join(', ')}${fee}` });
   }
-  checks.push(
-    nutPair(info, ['11', '12'], 'P2PK, DLEQ', 'ecash locked to the gateway key is taken without a mint call',
-      'Locked (zero round-trip) payments will not work with this mint; plain tokens still do. Prefer a mint that supports NUT-11 and NUT-12.'),
-    nutPair(info, ['7', '9'], 'state, restore', 'interrupted swaps can be settled after a crash',
-      'Without proof-state checks and restore, a swap interrupted by a crash cannot be settled automatically. Prefer a mint that supports both.'),
-  );
-  return checks;
-}
-
-/** Two NUTs a feature needs together: ok when the mint advertises both (and disables neither), else a warning. */
-function nutPair(info: MintInfo, nuts: [string, string], feature: string, works: string, fix: string): Check {
   const supported = (n: string) => info.nuts?.[n]?.supported === true && info.nuts?.[n]?.disabled !== true;
   const nut = (n: string) => `NUT-${n.padStart(2, '0')}`;
-  const [a, b] = nuts;
-  const ok = supported(a) && supported(b);
-  return {
-    name: `  ${nut(a)}/${b.padStart(2, '0')} (${feature})`,
-    status: ok ? 'ok' : 'warn',
-    detail: ok ? `supported: ${works}` : `not advertised (${nut(a)}: ${supported(a) ? 'yes' : 'no'}, ${nut(b)}: ${supported(b) ? 'yes' : 'no'})`,
-    fix: ok ? undefined : fix,
+  // Two NUTs a feature needs together: ok when the mint advertises both, else a warning saying which.
+  const pair = (a: string, b: string, feature: string, works: string, fix: string): Check => {
+    const ok = supported(a) && supported(b);
+    const says = (n: string) => `${nut(n)}: ${supported(n) ? 'yes' : 'no'}`;
+    return { name: `  ${nut(a)}/${b.padStart(2, '0')} (${feature})`, status: ok ? 'ok' : 'warn', detail: ok ? `supported: ${works}` : `not advertised (${says(a)}, ${says(b)})`, fix: ok ? undefined : fix };
   };
+  checks.push(
+    pair('11', '12', 'P2PK, DLEQ', 'ecash locked to the gateway key is taken without a mint call', 'Locked (zero round-trip) payments will not work with this mint; plain tokens still do. Prefer a mint that supports NUT-11 and NUT-12.'),
+    pair('7', '9', 'state, restore', 'interrupted swaps can be settled after a crash', 'Without proof-state checks and restore, a swap interrupted by a crash cannot be settled automatically. Prefer a mint that supports both.'),
+  );
+  return checks;
 }
 
 export async function checkDatabase(url: string, open: (url: string) => Promise<Ledger>): Promise<Check> {
