@@ -1,12 +1,9 @@
 #!/usr/bin/env node
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { setGlobalRequestOptions } from '@cashu/cashu-ts';
-import { CashuWallets } from './cashu/wallet.ts';
-import { loadP2pkKey } from './cashu/p2pk.ts';
 import { ConfigError, loadConfig } from './config.ts';
 import { createLogger } from './log.ts';
-import { configOrExit, openLedger, serve } from './main.ts';
+import { configOrExit, openLedger, serve, walletsFor } from './main.ts';
 import { checkAnnouncements, checkDatabase, checkForeignMints, checkMint, checkRelay, checkUpstreams, report, type Check } from './ops/doctor.ts';
 import { listModels, modelsTable } from './ops/models.ts';
 import { VERSION } from './version.ts';
@@ -138,15 +135,9 @@ async function doctor(): Promise<number> {
 async function withdraw(invoice: string | undefined): Promise<number> {
   const cfg = configOrExit();
   const log = createLogger(cfg.LOG_LEVEL === 'info' ? 'warn' : cfg.LOG_LEVEL);
-  setGlobalRequestOptions({ requestTimeout: cfg.MINT_TIMEOUT_MS });
   const ledger = await openLedger(cfg.DATABASE_URL);
   try {
-    const wallets = new CashuWallets(cfg.CASHU_MINTS, ledger, log, {
-      aliases: cfg.CASHU_MINT_ALIASES,
-      mintTimeoutMs: cfg.MINT_TIMEOUT_MS,
-      p2pk: loadP2pkKey(cfg.CASHU_P2PK_PRIVKEY, cfg.DATA_DIR),
-      locktimeMarginSec: cfg.P2PK_LOCKTIME_MARGIN_SECONDS,
-    });
+    const wallets = walletsFor(cfg, ledger, log, false);
     // An earlier withdrawal cut short is settled first, so its earnings are counted right.
     await wallets.recoverAll();
     if (invoice) {

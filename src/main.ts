@@ -26,21 +26,31 @@ export async function openLedger(url: string): Promise<Ledger> {
   return SqlLedger.open(new SqliteDriver(url === ':memory:' ? url : url.slice('sqlite:'.length)), SQLITE_MIGRATIONS);
 }
 
-/** Wires the rooms together; the caller listens and closes. */
-export async function createGateway(cfg: Config, opts: { log?: Logger } = {}) {
-  const log = opts.log ?? createLogger(cfg.LOG_LEVEL);
+/**
+ * The wallets over `ledger`, as configured. `serving`: for a gateway that answers requests (its
+ * change float, its batched sweeps), not for a one-off command.
+ */
+export function walletsFor(cfg: Config, ledger: Ledger, log: Logger, serving: boolean): CashuWallets {
   // A mint that hangs must not hold a request (or a refund) forever.
   setGlobalRequestOptions({ requestTimeout: cfg.MINT_TIMEOUT_MS });
-  const ledger = await openLedger(cfg.DATABASE_URL);
-  const wallets = new CashuWallets(cfg.CASHU_MINTS, ledger, log, {
+  return new CashuWallets(cfg.CASHU_MINTS, ledger, log, {
     aliases: cfg.CASHU_MINT_ALIASES,
     mintTimeoutMs: cfg.MINT_TIMEOUT_MS,
     p2pk: loadP2pkKey(cfg.CASHU_P2PK_PRIVKEY, cfg.DATA_DIR),
     locktimeMarginSec: cfg.P2PK_LOCKTIME_MARGIN_SECONDS,
-    changeFloat: cfg.CHANGE_FLOAT_PROOFS,
-    // With sweeping on, locked proofs are redeemed about a second after they arrive, in batches.
-    sweepDelayMs: cfg.P2PK_REDEEM_INTERVAL_SECONDS > 0 ? 1000 : 0,
+    ...(serving && {
+      changeFloat: cfg.CHANGE_FLOAT_PROOFS,
+      // With sweeping on, locked proofs are redeemed about a second after they arrive, in batches.
+      sweepDelayMs: cfg.P2PK_REDEEM_INTERVAL_SECONDS > 0 ? 1000 : 0,
+    }),
   });
+}
+
+/** Wires the rooms together; the caller listens and closes. */
+export async function createGateway(cfg: Config, opts: { log?: Logger } = {}) {
+  const log = opts.log ?? createLogger(cfg.LOG_LEVEL);
+  const ledger = await openLedger(cfg.DATABASE_URL);
+  const wallets = walletsFor(cfg, ledger, log, true);
   // A mint named inside a stranger's token is a peer like a Lightning address's server.
   const mintPeers = cfg.FOREIGN_MINTS === 'swap'
     ? new PeerFetch({ timeoutMs: cfg.PEER_TIMEOUT_MS, maxBytes: cfg.PEER_MAX_BYTES, allowLoopback: cfg.ALLOW_INSECURE_PEERS_FOR_TESTS_ONLY })
