@@ -1,24 +1,23 @@
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { FakeUpstream, REPLY_WORDS } from './support/upstream.ts';
-import { expectDrained, expectMoneyConserved, msats, startGateway, type Gateway } from './support/gateway.ts';
+import { msats, startGateway } from './support/gateway.ts';
+import { useGateway } from './support/suite.ts';
 import { mintToken } from './support/cashu.ts';
 import { freePort } from './support/ports.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
 import type { ModelList } from './support/wire.ts';
 
-const mintUrl = inject('mintUrl');
 const a = new FakeUpstream();
 const b = new FakeUpstream();
-let gw: Gateway;
 let file: string;
 
 async function chat(model: string) {
   const token = await mintToken(mintUrl, 40);
-  const res = await fetch(`${gw.url}/v1/chat/completions`, {
+  const res = await fetch(`${suite.gw.url}/v1/chat/completions`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
     body: JSON.stringify({ model, messages: [{ role: 'user', content: 'route me' }], max_tokens: 3 }),
@@ -28,19 +27,20 @@ async function chat(model: string) {
 
 /** A failed request's payer: its 40 sats whole, nothing held, nothing spent. */
 async function expectWhole(hash: string) {
-  const k = (await gw.ledger.getKey(hash))!;
+  const k = (await suite.gw.ledger.getKey(hash))!;
   expect([k.balance, k.reserved, k.totalSpent]).toEqual([40_000, 0, 0]);
 }
 
-beforeAll(async () => {
-  await a.start();
-  await b.start();
-  file = join(mkdtempSync(join(tmpdir(), 'upstreams-')), 'upstreams.yaml');
-  // gpt-test is served by a, then b; b alone serves its other models. At 100,000 USD per BTC a
-  // USD is 1,000,000 msats, and the margin makes everything 1.5 times dearer.
-  writeFileSync(
-    file,
-    `usd_per_btc: 100000
+const suite = useGateway({
+  upstream: a,
+  doubles: [b],
+  env: () => {
+    file = join(mkdtempSync(join(tmpdir(), 'upstreams-')), 'upstreams.yaml');
+    // gpt-test is served by a, then b; b alone serves its other models. At 100,000 USD per BTC a
+    // USD is 1,000,000 msats, and the margin makes everything 1.5 times dearer.
+    writeFileSync(
+      file,
+      `usd_per_btc: 100000
 margin: 1.5
 upstreams:
   - name: a
@@ -54,27 +54,20 @@ upstreams:
     prices:
       "*": { prompt_msats: 4, completion_msats: 8 }
 `,
-  );
-  gw = await startGateway(mintUrl, a, { UPSTREAMS_FILE: file, MODEL_PRICES: '{}' });
+    );
+    return { UPSTREAMS_FILE: file, MODEL_PRICES: '{}' };
+  },
+  reset: () => {
+    a.modes.length = 0;
+    b.modes.length = 0;
+  },
+  prices: { 'gpt-test': { prompt: 1.5, completion: 3 }, 'gpt-cheap': { prompt: 6, completion: 12 } },
 });
-afterAll(async () => {
-  try {
-    if (gw) await expectDrained(gw, { prices: { 'gpt-test': { prompt: 1.5, completion: 3 }, 'gpt-cheap': { prompt: 6, completion: 12 } } });
-  } finally {
-    await gw?.close();
-  }
-  await a.stop();
-  await b.stop();
-});
-afterEach(async () => {
-  a.modes.length = 0;
-  b.modes.length = 0;
-  await expectMoneyConserved(gw);
-});
+const { mintUrl } = suite;
 
 describe('several upstreams from a config file', () => {
   it('prices models by their rules (USD at the configured rate, msats), times the margin', async () => {
-    const models = (await (await fetch(`${gw.url}/v1/models`)).json()) as ModelList;
+    const models = (await (await fetch(`${suite.gw.url}/v1/models`)).json()) as ModelList;
     const byId = new Map(models.data.map((m) => [m.id, m]));
     expect([...byId.keys()].sort()).toEqual(['gpt-cheap', 'gpt-test', 'text-embed']);
     expect(byId.get('gpt-test')!.msats_pricing).toMatchObject({ prompt_msats_per_token: 1.5, completion_msats_per_token: 3 });
