@@ -5,7 +5,7 @@ import * as nip19 from 'nostr-tools/nip19';
 import { FakeUpstream } from './support/upstream.ts';
 import { mintToken, receive, wallet } from './support/cashu.ts';
 import { externalInvoice } from './support/invoice.ts';
-import { expectUntouched, useGateway } from './support/suite.ts';
+import { bearer, chat as send, expectUntouched, useGateway } from './support/suite.ts';
 import type { ModelList } from './support/wire.ts';
 import type { keyView } from '../src/http/balance.ts';
 
@@ -37,11 +37,7 @@ async function admin(method: string, path: string, opts: { auth?: string; body?:
 }
 
 async function chat(key: string) {
-  const res = await fetch(`${suite.gw.url}/v1/chat/completions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
-    body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'admin test' }], max_tokens: 3 }),
-  });
+  const res = await send(suite.gw, bearer(key), { messages: [{ role: 'user', content: 'admin test' }], max_tokens: 3 });
   return { status: res.status, json: (await res.json()) as Record<string, any> };
 }
 

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createServer, type Server } from 'node:http';
-import { bearer, expectUntouched, fundedKey, useGateway } from './support/suite.ts';
+import { bearer, chat, expectUntouched, fundedKey, useGateway } from './support/suite.ts';
 import { mintToken, receive, wallet } from './support/cashu.ts';
 import { externalInvoice } from './support/invoice.ts';
 import { LnurlDouble } from './support/lnurl.ts';
@@ -124,11 +124,7 @@ describe('a child key against its parent', () => {
     const { parent, child, childHash } = await family(40, 5_000);
     const before = await s.gw.ledger.getChildKey(childHash);
     await expectUntouched(s.gw, parent.hash, async () => {
-      const r = await fetch(`${s.gw.url}/v1/chat/completions`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', 'x-cashu': child, authorization: `Bearer ${child}` },
-        body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 2 }),
-      });
+      const r = await chat(s.gw, { 'x-cashu': child, authorization: `Bearer ${child}` }, { messages: [{ role: 'user', content: 'Hi' }], max_tokens: 2 });
       expect(r.status).toBe(400);
       expect(((await r.json()) as Json).error.code).toBe('invalid_cashu_token');
       const refund = await call('POST', '/v1/balance/refund', { 'x-cashu': child });

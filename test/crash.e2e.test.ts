@@ -11,7 +11,7 @@ import type { Ledger } from '../src/ledger/ledger.ts';
 import { openLedger } from '../src/main.ts';
 import type { CrashStep } from '../src/cashu/crash.ts';
 import type { Billed } from './support/wire.ts';
-import { expectDatabaseDrained, waitFor } from './support/suite.ts';
+import { bearer, chat as send, expectDatabaseDrained, waitFor } from './support/suite.ts';
 
 const mintUrl = inject('mintUrl');
 const upstream = new FakeUpstream();
@@ -29,11 +29,7 @@ let env: Record<string, string>;
 let ledger: Ledger;
 
 const chat = (gw: GatewayProcess, token: string, model = 'gpt-test') =>
-  fetch(`${gw.url}/v1/chat/completions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-    body: JSON.stringify({ model, messages: [{ role: 'user', content: 'crash test' }], max_tokens: 3 }),
-  });
+  send(gw, bearer(token), { model, messages: [{ role: 'user', content: 'crash test' }], max_tokens: 3 });
 const refund = (gw: GatewayProcess, token: string) =>
   fetch(`${gw.url}/v1/balance/refund`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
 
@@ -153,11 +149,7 @@ describe('a crash in the middle of a stream', () => {
     const before = (await ledger.getKey(sha256Hex(token)))!;
 
     upstream.modes.push('slow');
-    const streaming = fetch(`${gw.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-      body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'crash test' }], stream: true }),
-    }).then((r) => r.text()).catch(() => 'cut');
+    const streaming = send(gw, bearer(token), { messages: [{ role: 'user', content: 'crash test' }], stream: true }).then((r) => r.text()).catch(() => 'cut');
     await waitFor(async () => (await ledger.getKey(sha256Hex(token)))!.reserved > 0, 'the stream reserved').catch(() => undefined);
     expect((await ledger.getKey(sha256Hex(token)))!.reserved).toBeGreaterThan(0);
     gw.proc.kill('SIGKILL');

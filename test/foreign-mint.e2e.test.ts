@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createServer, type Server } from 'node:http';
 import { PRICES, expectDrained, expectLedgerConserved, startGateway } from './support/gateway.ts';
-import { useGateway, waitFor } from './support/suite.ts';
+import { chat, useGateway, waitFor } from './support/suite.ts';
 import { mintToken, proofStates, receive, relabel, tokenValue, wallet } from './support/cashu.ts';
 import { startMint, type RunningMint } from './support/mint.ts';
 import { CountingProxy } from './support/counting-proxy.ts';
@@ -128,11 +128,7 @@ describe('a token from another mint, swapped over Lightning (FOREIGN_MINTS=swap)
 
   it('pays for one request with X-Cashu; the change comes back as the trusted mint\'s ecash', async () => {
     const token = await foreignToken(60);
-    const res = await fetch(`${suite.gw.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', 'x-cashu': token },
-      body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }], max_tokens: 5 }),
-    });
+    const res = await chat(suite.gw, { 'x-cashu': token }, { messages: [{ role: 'user', content: 'hi' }], max_tokens: 5 });
     expect(res.status).toBe(200);
     const cost = ((await res.json()) as Billed).usage.cost.total_msats;
     const change = res.headers.get('x-cashu')!;

@@ -6,7 +6,7 @@ import type Anthropic from '@anthropic-ai/sdk';
 import { getLlama, LlamaLogLevel, type LlamaModel } from 'node-llama-cpp';
 import { expectDrained, expectMoneyConserved, msats, startGateway, type Gateway } from './support/gateway.ts';
 import { mintToken } from './support/cashu.ts';
-import { expectUntouched, leaveMidStream, waitFor } from './support/suite.ts';
+import { chat as send, expectUntouched, leaveMidStream, waitFor } from './support/suite.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
 import { startGatewayProcess } from './support/process.ts';
 import { mkdtempSync } from 'node:fs';
@@ -83,11 +83,7 @@ async function info(apiKey: string): Promise<{ balance: number; reserved: number
 type Answer = OpenAI.ChatCompletion & { usage: BilledUsage } & WireError;
 
 async function chat(headers: Record<string, string>, body: Record<string, unknown>) {
-  const res = await fetch(`${gw.url}/v1/chat/completions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...headers },
-    body: JSON.stringify({ model: MODEL, ...body }),
-  });
+  const res = await send(gw, headers, { model: MODEL, ...body });
   return { status: res.status, json: (await res.json()) as Answer };
 }
 

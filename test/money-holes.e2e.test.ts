@@ -4,7 +4,7 @@ import { pino } from 'pino';
 import { HIDDEN_REASONING_TOKENS, INJECTED, REASONING_DELTAS, REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
 import { PRICES, msats } from './support/gateway.ts';
 import { mintToken, proofStates } from './support/cashu.ts';
-import { expectUntouched, fundedKey, useGateway, waitFor } from './support/suite.ts';
+import { chat, expectUntouched, fundedKey, useGateway, waitFor } from './support/suite.ts';
 
 /**
  * What a hostile review found on the HTTP door: ways to get paid work nearly free, to make the
@@ -140,11 +140,7 @@ describe('4. media is counted by its type', () => {
     const image = { type: 'image_url', image_url: { url: 'data:image/png;base64,iVBORw0KGgo=' }, text: '' };
     const token = await mintToken(mintUrl, 1);
     const before = await suite.gw.ledger.totals();
-    const res = await fetch(`${suite.gw.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', 'x-cashu': token },
-      body: JSON.stringify({ model: 'gpt-test', max_tokens: 1, messages: [{ role: 'user', content: [{ type: 'text', text: 'Describe.' }, ...Array(50).fill(image)] }] }),
-    });
+    const res = await chat(suite.gw, { 'x-cashu': token }, { max_tokens: 1, messages: [{ role: 'user', content: [{ type: 'text', text: 'Describe.' }, ...Array(50).fill(image)] }] });
     expect(res.status).toBe(402);
     const required = ((await res.json()) as { error: { amount_required_msats: number } }).error.amount_required_msats;
     // A high-detail image is billed up to ~1,600 tokens by the providers we serve.

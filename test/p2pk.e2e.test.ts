@@ -3,7 +3,7 @@ import { PaymentRequest, getDecodedToken, getEncodedToken, getPubKeyFromPrivKey 
 import { FakeUpstream } from './support/upstream.ts';
 import { CountingProxy } from './support/counting-proxy.ts';
 import { TEST_P2PK_PRIVKEY, expectMoneyConserved, startGateway } from './support/gateway.ts';
-import { chat as sharedChat, useGateway } from './support/suite.ts';
+import { bearer, chat as sharedChat, useGateway } from './support/suite.ts';
 import { asCashuA, lockedToken, mintToken, proofStates, receive, relabel, wallet } from './support/cashu.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
 import { hasValidProofDleq, nativeDleq } from '../src/cashu/dleq.ts';
@@ -199,11 +199,7 @@ describe('ecash locked to the gateway key (NUT-11 + NUT-12)', () => {
 
 /** One paid chat with an X-Cashu token: the change it sent back, and what it cost. */
 async function payXCashu(url: string, token: string): Promise<{ change: string; cost: number }> {
-  const res = await fetch(`${url}/v1/chat/completions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', 'x-cashu': token },
-    body: JSON.stringify(body),
-  });
+  const res = await sharedChat({ url }, { 'x-cashu': token }, body);
   const json = (await res.json()) as { usage: { cost: { total_msats: number } } };
   expect(res.status).toBe(200);
   return { change: res.headers.get('x-cashu')!, cost: json.usage.cost.total_msats };
@@ -218,11 +214,7 @@ describe('a float of change (CHANGE_FLOAT_PROOFS) topped up by redeeming locked 
       // A balance funded with locked ecash: about a second later the gateway redeems the locked
       // proofs, keeping small denominations first.
       const funding = await lockedToken(mintUrl, 128, ourPubkey);
-      const funded = await fetch(`${floated.url}/v1/chat/completions`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${funding}` },
-        body: JSON.stringify(body),
-      });
+      const funded = await sharedChat(floated, bearer(funding), body);
       expect(funded.status).toBe(200);
       const swept = async () => (await lockedLeft()) === 0 && (await floated.ledger.pendingOps()).length === 0;
       for (let i = 0; i < 100 && !(await swept()); i++) await new Promise((r) => setTimeout(r, 50));

@@ -1,7 +1,7 @@
 import { describe, expect, inject, it } from 'vitest';
 import OpenAI from 'openai';
 import { FakeUpstream, REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
-import { useGateway } from './support/suite.ts';
+import { bearer, chat, useGateway } from './support/suite.ts';
 import { mintToken } from './support/cashu.ts';
 
 /** Prices for what providers bill: cache reads and writes, per-request and per-image fees. */
@@ -65,11 +65,7 @@ describe('a model priced for cached input, per request and per image', () => {
 
   it('lets through a cost-bearing parameter the operator allowed for this upstream', async () => {
     const token = await mintToken(mintUrl, 300);
-    const res = await fetch(`${suite.gw.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-      body: JSON.stringify({ model: 'gpt-cached', messages: [{ role: 'user', content: 'Search.' }], max_tokens: 5, plugins: [{ id: 'web' }] }),
-    });
+    const res = await chat(suite.gw, bearer(token), { model: 'gpt-cached', messages: [{ role: 'user', content: 'Search.' }], max_tokens: 5, plugins: [{ id: 'web' }] });
     expect(res.status).toBe(200);
     expect(upstream.requests.at(-1)!.body.plugins).toEqual([{ id: 'web' }]);
   });

@@ -8,7 +8,7 @@ import { REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
 import { PRICES, expectDrained, msats, startGateway } from './support/gateway.ts';
 import { ANTHROPIC_KEY, FakeAnthropic } from './support/anthropic-upstream.ts';
 import { mintToken, receive } from './support/cashu.ts';
-import { useGateway } from './support/suite.ts';
+import { bearer, chat, useGateway } from './support/suite.ts';
 import { upstreamsEnv } from './support/upstreams-file.ts';
 import type { Billed, BilledUsage } from './support/wire.ts';
 
@@ -126,11 +126,7 @@ describe('the nutshell wallet CLI', () => {
     expect(await cashu('balance')).toContain('Balance: 300 sat');
     const token = /cashu[AB][A-Za-z0-9_=-]+/.exec(await cashu('send', '200'))![0];
 
-    const res = await fetch(`${suite.gw.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ model: 'gpt-test', messages, max_tokens: 3 }),
-    });
+    const res = await chat(suite.gw, bearer(token), { messages, max_tokens: 3 });
     expect(res.status).toBe(200);
     const cost = ((await res.json()) as Billed).usage.cost.total_msats;
     expect((await suite.gw.ledger.getKey(sha256(token)))!.totalSpent).toBe(cost);

@@ -5,7 +5,7 @@ import { PRICES, expectDrained, msats, startGateway, durableDatabaseUrl } from '
 import { mintToken, proofStates, receive } from './support/cashu.ts';
 import { startMint, startMintAgain, type RunningMint } from './support/mint.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
-import { expectDatabaseDrained, leaveMidStream, useGateway, waitFor } from './support/suite.ts';
+import { bearer, chat as send, expectDatabaseDrained, leaveMidStream, useGateway, waitFor } from './support/suite.ts';
 import type { Billed, ModelList, WireError } from './support/wire.ts';
 
 const mintUrl = inject('mintUrl');
@@ -33,11 +33,7 @@ async function info(apiKey: string) {
 }
 
 async function chat(headers: Record<string, string>, body: Record<string, unknown> = {}) {
-  const res = await fetch(`${s.gw.url}/v1/chat/completions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...headers },
-    body: JSON.stringify({ model: 'gpt-test', messages, ...body }),
-  });
+  const res = await send(s.gw, headers, { messages, ...body });
   return { status: res.status, headers: res.headers, text: await res.text() };
 }
 
@@ -77,12 +73,7 @@ describe('the mint is slow', () => {
     const slow = await startGateway(slowMint, upstream, { MINT_TIMEOUT_MS: '500' });
     try {
       const warm = await mintToken(slowMint, 5);
-      const call = (t: string) =>
-        fetch(`${slow.url}/v1/chat/completions`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json', authorization: `Bearer ${t}` },
-          body: JSON.stringify({ model: 'gpt-test', messages, max_tokens: 1 }),
-        });
+      const call = (t: string) => send(slow, bearer(t), { messages, max_tokens: 1 });
       expect((await call(warm)).status).toBe(200);
 
       const token = await mintToken(slowMint, 20);
@@ -170,11 +161,7 @@ describe('the upstream fails', () => {
     try {
       upstream.modes.push('stall');
       const x = await mintToken(mintUrl, 20);
-      const res = await fetch(`${slow.url}/v1/chat/completions`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', 'x-cashu': x },
-        body: JSON.stringify({ model: 'gpt-test', messages, max_tokens: 2 }),
-      });
+      const res = await send(slow, { 'x-cashu': x }, { messages, max_tokens: 2 });
       const json = (await res.json()) as WireError & { error: { refund_token: string } };
       expect([res.status, json.error.code]).toEqual([502, 'upstream_error']);
       expect(await receive(mintUrl, json.error.refund_token)).toBe(20);
@@ -188,11 +175,7 @@ describe('the upstream fails', () => {
     const refused = await startGateway(mintUrl, upstream, { UPSTREAM_BASE_URL: closed, MODELS: 'gpt-test' });
     try {
       const own = await mintToken(mintUrl, 20);
-      const res = await fetch(`${refused.url}/v1/chat/completions`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${own}` },
-        body: JSON.stringify({ model: 'gpt-test', messages, max_tokens: 2 }),
-      });
+      const res = await send(refused, bearer(own), { messages, max_tokens: 2 });
       expect(res.status).toBe(502);
       const key = (await refused.ledger.getKey(sha256Hex(own)))!;
       expect([key.balance, key.reserved]).toEqual([20_000, 0]);

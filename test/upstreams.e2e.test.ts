@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { FakeUpstream, REPLY_WORDS } from './support/upstream.ts';
 import { msats, startGateway } from './support/gateway.ts';
-import { useGateway } from './support/suite.ts';
+import { bearer, chat as send, useGateway } from './support/suite.ts';
 import { mintToken } from './support/cashu.ts';
 import { freePort } from './support/ports.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
@@ -17,11 +17,7 @@ let file: string;
 
 async function chat(model: string) {
   const token = await mintToken(mintUrl, 40);
-  const res = await fetch(`${suite.gw.url}/v1/chat/completions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-    body: JSON.stringify({ model, messages: [{ role: 'user', content: 'route me' }], max_tokens: 3 }),
-  });
+  const res = await send(suite.gw, bearer(token), { model, messages: [{ role: 'user', content: 'route me' }], max_tokens: 3 });
   return { status: res.status, json: (await res.json()) as Record<string, any>, hash: sha256Hex(token) };
 }
 
@@ -118,11 +114,7 @@ describe('several upstreams from a config file', () => {
     );
     const other = await startGateway(mintUrl, a, { UPSTREAMS_FILE: dead });
     try {
-      const res = await fetch(`${other.url}/v1/chat/completions`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${await mintToken(mintUrl, 40)}` },
-        body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'anyone?' }], max_tokens: 1 }),
-      });
+      const res = await send(other, bearer(await mintToken(mintUrl, 40)), { messages: [{ role: 'user', content: 'anyone?' }], max_tokens: 1 });
       expect(res.status).toBe(200);
     } finally {
       await other.close();
