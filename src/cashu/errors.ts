@@ -72,7 +72,7 @@ export function mintUnreachable(retryAfterSec = 5): CashuError {
  * too, so only its words tell the two apart.
  */
 export function busyRefusal(message: string): boolean {
-  return /database (lock|is locked)|could not obtain lock|try again/i.test(message);
+  return /database (lock|is locked)|could not obtain lock/i.test(message);
 }
 
 export function mintBusy(): CashuError {
