@@ -70,10 +70,14 @@ export function lockedOnlyTo(proof: Pick<Proof, 'secret'>, ourPubkey: string, no
  * enough away, and a valid DLEQ (NUT-12) proving the mint signed it.
  */
 export function spendableOnlyByUs(proof: Proof, keyset: HasKeysetKeys, ourPubkey: string, notBefore: number): boolean {
-  return lockedOnlyTo(proof, ourPubkey, notBefore) && hasValidProofDleq(proof, keyset);
+  // Written as isLocked() reads it, so every later step (sweep, signing, payouts) knows it is locked.
+  return isLocked(proof) && lockedOnlyTo(proof, ourPubkey, notBefore) && hasValidProofDleq(proof, keyset);
 }
 
-/** Proofs locked to the gateway's key (taken offline) carry a NUT-10 P2PK secret; ours never do. */
+/**
+ * Proofs locked to the gateway's key (taken offline) carry a NUT-10 P2PK secret, written as
+ * spendableOnlyByUs() requires (no space before the kind); ours never do.
+ */
 export function isLocked(p: Pick<Proof, 'secret'>): boolean {
   return p.secret.startsWith('["P2PK"');
 }

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Proof, SwapPreview, Wallet } from '@cashu/cashu-ts';
-import { lockedOnlyTo, type P2pkKey } from './p2pk.ts';
+import { isLocked, lockedOnlyTo, type P2pkKey } from './p2pk.ts';
 
 /**
  * BIP-340 signatures in libsecp256k1 (compiled to WebAssembly by tiny-secp256k1): about 0.2 ms
@@ -20,8 +20,9 @@ export function signOurInputs(preview: SwapPreview, key: P2pkKey): { preview: Sw
   const priv = Buffer.from(key.privkey, 'hex');
   let rest = false;
   const inputs = preview.inputs.map((p): Proof => {
-    if (!p.secret.startsWith('["P2PK"')) return p;
-    if (p.witness || !lockedOnlyTo(p, key.pubkey)) {
+    // Any NUT-10 secret (JSON, however it is spaced) that is not plainly ours goes to cashu-ts.
+    if (!p.secret.trimStart().startsWith('[')) return p;
+    if (!isLocked(p) || p.witness || !lockedOnlyTo(p, key.pubkey)) {
       rest = true;
       return p;
     }

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { isLocked } from '../../src/cashu/p2pk.ts';
+import { isLocked, lockedOnlyTo, spendableOnlyByUs } from '../../src/cashu/p2pk.ts';
+import { Amount } from '@cashu/cashu-ts';
 
 describe('isLocked', () => {
   it('tells a NUT-10 P2PK secret from a plain one', () => {
@@ -7,5 +8,16 @@ describe('isLocked', () => {
     expect(isLocked({ secret: '9f2c4e' })).toBe(false);
     expect(isLocked({ secret: '["HTLC",{"nonce":"ab","data":"02cd"}]' })).toBe(false);
     expect(isLocked({ secret: 'x["P2PK"' })).toBe(false);
+  });
+});
+
+describe('spendableOnlyByUs', () => {
+  it('takes offline only a secret written as isLocked reads it: a spaced one would be stored locked but treated as plain later', () => {
+    const ours = `02${'cd'.repeat(32)}`;
+    const spaced = ` [ "P2PK" ,{"nonce":"ab","data":"${ours}","tags":[]}]`;
+    expect(lockedOnlyTo({ secret: spaced }, ours)).toBe(true);
+    expect(isLocked({ secret: spaced })).toBe(false);
+    const proof = { id: '00abcdef01234567', amount: Amount.from(1), secret: spaced, C: `02${'ab'.repeat(32)}` };
+    expect(spendableOnlyByUs(proof, { id: '00abcdef01234567', keys: {} } as never, ours, 0)).toBe(false);
   });
 });
