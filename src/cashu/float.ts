@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { SwapPreview, Wallet } from '@cashu/cashu-ts';
-import type { Unit } from '../ledger/ledger.ts';
+import type { StoredProof, Unit } from '../ledger/ledger.ts';
 import { CashuError } from './errors.ts';
 import { nativeOutputsSplit } from './dleq.ts';
 import { journaled, sum, toInput, toProof, toStored } from './proofs.ts';
@@ -103,18 +103,23 @@ export class ChangeFloat {
   async #refill(mint: string, unit: Unit): Promise<void> {
     const { ledger, log, mints, journal, p2pk } = this.#p;
     if (mints.isDown(mint)) return;
-    const target = this.target(mint, unit);
     const wallet = await mints.wallet(mint, unit);
     const keyset = wallet.keyChain.getCheapestKeyset();
     const counts = await ledger.unspentCounts(mint, unit);
-    const wanted: number[] = [];
-    for (const d of Object.keys(keyset.keys).map(Number).sort((a, b) => a - b)) {
-      if (d > FLOAT_TOP) break;
-      for (let n = counts.get(d) ?? 0; n < target; n++) wanted.push(d);
-    }
-    if (wanted.length === 0) return;
     const opId = randomUUID();
-    const inputs = await ledger.startRefill({ opId, mint, unit, amount: wanted.reduce((a, b) => a + b, 0), above: FLOAT_TOP });
+    let wanted: number[] = [];
+    let inputs: StoredProof[] = [];
+    // A grown float the spare proofs cannot fill is filled to the configured size at least.
+    for (const target of new Set([this.target(mint, unit), this.#p.changeFloat])) {
+      wanted = [];
+      for (const d of Object.keys(keyset.keys).map(Number).sort((a, b) => a - b)) {
+        if (d > FLOAT_TOP) break;
+        for (let n = counts.get(d) ?? 0; n < target; n++) wanted.push(d);
+      }
+      if (wanted.length === 0) return;
+      inputs = await ledger.startRefill({ opId, mint, unit, amount: wanted.reduce((a, b) => a + b, 0), above: FLOAT_TOP });
+      if (inputs.length > 0) break;
+    }
     if (inputs.length === 0) return;
     let preview: SwapPreview;
     try {
