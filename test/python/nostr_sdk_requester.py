@@ -66,16 +66,37 @@ async def main() -> None:
     else:
         content = nip04_encrypt(keys.secret_key(), service, secret_tags)
     tags = [Tag.parse(["p", service.to_hex()]), Tag.parse(["encrypted"])]
-    event = EventBuilder(Kind(5050), content).tags(tags).finalize(keys)
-    # NIP-13 by hand: try nonces until the id has the leading zero bits the relay demands.
     nonce = 0
-    while a.pow and leading_zero_bits(event.id().to_hex()) < a.pow:
-        nonce += 1
-        event = EventBuilder(Kind(5050), content).tags([*tags, Tag.pow(nonce, a.pow)]).finalize(keys)
-    sent = await client.send_event(event)
+
+    def mined():
+        # NIP-13 by hand: try nonces until the id has the leading zero bits the relay demands. The
+        # count goes on across calls, so a job sent again is never the one refused.
+        nonlocal nonce
+        if not a.pow:
+            return EventBuilder(Kind(5050), content).tags(tags).finalize(keys)
+        while True:
+            nonce += 1
+            event = EventBuilder(Kind(5050), content).tags([*tags, Tag.pow(nonce, a.pow)]).finalize(keys)
+            if leading_zero_bits(event.id().to_hex()) >= a.pow:
+                return event
+
+    # Once in CI the relay answered "pow: required a difficulty >= 8" to a job mined to 8 bits (not
+    # seen again in hundreds of local runs): a client facing a strict relay sends a freshly mined job
+    # again, as this one does, and every refusal is kept in the output.
+    refusals = []
+    for _ in range(3):
+        event = mined()
+        sent = await client.send_event(event)
+        if sent.success:
+            break
+        refusals.append({"id": event.id().to_hex(), "bits": leading_zero_bits(event.id().to_hex()), "failed": {str(k): v for k, v in sent.failed.items()}})
+        if not all(str(v).startswith("pow:") for v in sent.failed.values()):
+            break
     if not sent.success:
-        print(json.dumps({"error": "no relay accepted the job", "failed": {str(k): v for k, v in sent.failed.items()}}), flush=True)
+        print(json.dumps({"error": "no relay accepted the job", "refusals": refusals}), flush=True)
         sys.exit(2)
+    if refusals:
+        print(json.dumps({"note": "the relay refused a mined job before taking one", "refusals": refusals}), file=sys.stderr, flush=True)
     request_id = sent.id
 
     deadline = asyncio.get_running_loop().time() + a.timeout
