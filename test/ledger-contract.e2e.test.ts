@@ -852,3 +852,32 @@ describe('running totals', () => {
     await ledger.abandonSweep('sw2');
   });
 });
+
+describe('a newer gateway migrating the database beneath a running one', () => {
+  it('adds columns to tables this one reads whole (SELECT *), and its reads and writes go on', async () => {
+    await fund('p', [8]);
+    await ledger.createChildKeys('p', [child2('c')]);
+    // Each read and write several times at once, so that more than one connection has run it.
+    const spend = (ids: string[]) => Promise.all(ids.map(async (id) => {
+      expect(await ledger.reserve('c', 1_000, id)).toBe(true);
+      return (await ledger.settle(id, 1_000)).chargedMsats;
+    }));
+    const reads = () => Promise.all(Array.from({ length: 4 }, async () => [(await ledger.getKey('p'))!.balance, (await ledger.getChildKey('c'))!.spent]));
+    expect(await spend(['r1', 'r2'])).toEqual([1_000, 1_000]);
+    expect(await reads()).toEqual(Array(4).fill([8_000 - 2_000, 2_000]));
+    const added = ['ALTER TABLE keys ADD COLUMN note TEXT', 'ALTER TABLE child_keys ADD COLUMN note TEXT'];
+    if (url.startsWith('sqlite:')) {
+      const db = new DatabaseSync(url.slice('sqlite:'.length));
+      for (const s of added) db.exec(s);
+      db.close();
+    } else {
+      const c = new pg.Client({ connectionString: url });
+      await c.connect();
+      for (const s of added) await c.query(s);
+      await c.end();
+    }
+    expect(await reads()).toEqual(Array(4).fill([8_000 - 2_000, 2_000]));
+    expect(await spend(['r3', 'r4'])).toEqual([1_000, 1_000]);
+    expect(await reads()).toEqual(Array(4).fill([8_000 - 4_000, 4_000]));
+  });
+});

@@ -124,9 +124,37 @@ function oneStatement(statements: readonly Statement[]): Statement {
   return [parts.length ? `WITH ${parts.map((s, i) => `b${i} AS (${s})`).join(', ')} ${last}` : last, params];
 }
 
-function sql(q: pg.Pool | pg.PoolClient): Sql {
+// The ledger's statements are a fixed set: prepared once per connection (by name), PostgreSQL parses
+// and plans each once instead of on every request. Texts past the cap (none today) go unnamed.
+const NAMED_MAX = 512;
+const names = new Map<string, string>();
+let named = 0;
+function nameOf(text: string): string | undefined {
+  let name = names.get(text);
+  if (name === undefined && names.size < NAMED_MAX) names.set(text, (name = `l${named++}`));
+  return name;
+}
+
+/**
+ * A newer gateway's migration widened a table this one reads whole (SELECT *): PostgreSQL refuses
+ * the statement prepared before it. Prepared again under a new name, it reads the new shape.
+ */
+function stalePlan(e: unknown): boolean {
+  return (e as { code?: string }).code === '0A000' && /cached plan/.test((e as Error).message);
+}
+
+function sql(q: pg.Pool | pg.PoolClient, inTransaction: boolean): Sql {
   const query = async (text: string, params: readonly unknown[] = []): Promise<Result> => {
-    const r = await q.query(text, params as unknown[]);
+    let r: pg.QueryResult;
+    try {
+      r = await q.query({ name: nameOf(text), text, values: params as unknown[] });
+    } catch (e) {
+      if (!stalePlan(e)) throw e;
+      names.delete(text);
+      // The transaction is aborted: transaction() runs it again.
+      if (inTransaction) throw e;
+      r = await q.query({ name: nameOf(text), text, values: params as unknown[] });
+    }
     return { rows: r.rows as Row[], count: r.rowCount ?? 0 };
   };
   return {
@@ -149,7 +177,7 @@ export class PostgresDriver implements Driver {
 
   constructor(url: string) {
     this.#pool = new pg.Pool({ connectionString: url, max: 20 });
-    this.#sql = sql(this.#pool);
+    this.#sql = sql(this.#pool, false);
   }
 
   query(text: string, params?: readonly unknown[]): Promise<Result> {
@@ -166,17 +194,20 @@ export class PostgresDriver implements Driver {
 
   /** Row locks, not grouping, keep PostgreSQL's transactions apart: each runs on its own. */
   async transaction<T>(fn: (tx: Sql) => Promise<T>): Promise<T> {
-    const c = await this.#pool.connect();
-    try {
-      await c.query('BEGIN');
-      const out = await fn(sql(c));
-      await c.query('COMMIT');
-      return out;
-    } catch (e) {
-      await c.query('ROLLBACK').catch(() => {});
-      throw e;
-    } finally {
-      c.release();
+    for (let attempt = 1; ; attempt++) {
+      const c = await this.#pool.connect();
+      try {
+        await c.query('BEGIN');
+        const out = await fn(sql(c, true));
+        await c.query('COMMIT');
+        return out;
+      } catch (e) {
+        await c.query('ROLLBACK').catch(() => {});
+        // Rolled back whole, so it may run again, each time with one more statement prepared anew.
+        if (!(stalePlan(e) && attempt < 8)) throw e;
+      } finally {
+        c.release();
+      }
     }
   }
 
