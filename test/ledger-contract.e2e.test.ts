@@ -223,6 +223,24 @@ describe('offline (locked) proofs and sweeps', () => {
     await ledger.abandonSweep('sw3');
   });
 
+  it('writes off a held proof the mint refuses: booked as a fee once, never swept or paid out again', async () => {
+    await earn(3_000, [2, 1]);
+    const locked = [proof(2, true), proof(1, true)];
+    expect(await ledger.acceptLocked({ tokenHash: 'off', keyHash: 'k', mint: MINT, unit: 'sat', proofs: locked, creditMsats: 3_000 })).toBe('accepted');
+    expect(await ledger.writeOffRefused([locked[0]!.secret, 'unknown'])).toBe(2_000);
+    expect(await ledger.writeOffRefused([locked[0]!.secret])).toBe(0);
+    expect((await ledger.totals()).fees).toBe(2_000);
+    expect(secrets(await ledger.startSweep({ opId: 'sw', mint: MINT, unit: 'sat', limit: 10 }))).toEqual([locked[1]!.secret]);
+    // Not while an operation holds it: only proofs at rest are written off.
+    expect(await ledger.writeOffRefused([locked[1]!.secret])).toBe(0);
+    await ledger.abandonSweep('sw');
+    // Our own unspent proofs too (the earner's 2 and 1), and then nothing of the 2 is left to pay with.
+    const own = (await ledger.heldProofs(MINT, 'sat')).filter((p) => !p.secret.startsWith('["P2PK"'));
+    expect(await ledger.writeOffRefused(own.filter((p) => p.amount === 2).map((p) => p.secret))).toBe(2_000);
+    expect((await ledger.heldProofs(MINT, 'sat')).map((p) => p.amount).sort()).toEqual([1, 1]);
+    expect((await ledger.totals()).fees).toBe(4_000);
+  });
+
   it('refills the float from locked proofs and unspent ones above it; abandoned, each goes back as it was', async () => {
     await fund('k', [256, 64, 2]);
     const locked = [proof(8, true), proof(1, true)];

@@ -7,6 +7,7 @@ import { bearer, chat as sharedChat, useGateway } from './support/suite.ts';
 import { asCashuA, lockedToken, mintToken, proofStates, receive, relabel, wallet } from './support/cashu.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
 import { hasValidProofDleq, nativeDleq } from '../src/cashu/dleq.ts';
+import { toStored } from '../src/cashu/proofs.ts';
 import { Amount, hasValidDleq, type Proof } from '@cashu/cashu-ts';
 
 const realMint = inject('mintUrl');
@@ -148,12 +149,38 @@ describe('ecash locked to the gateway key (NUT-11 + NUT-12)', () => {
     }
     const before = await suite.gw.ledger.totals();
 
-    // The batch holding both is refused; the spent proof is written off, the other put back.
-    expect(await suite.gw.wallets.sweepLocked()).toBe(0);
-    expect((await suite.gw.ledger.totals()).fees - before.fees).toBe(1_000);
+    // The batch holding both is refused; the spent proof is written off, and the same sweep
+    // redeems the others.
     expect(await suite.gw.wallets.sweepLocked()).toBeGreaterThanOrEqual(1);
+    expect((await suite.gw.ledger.totals()).fees - before.fees).toBe(1_000);
     expect(new Set(await proofStates(mintUrl, kept))).toEqual(new Set(['SPENT']));
     expect(await suite.gw.wallets.sweepLocked()).toBe(0);
+  });
+
+  it('sets aside a locked proof the mint refuses though unspent, and sweeps every other one past it', async () => {
+    // Stored locked by a gateway that took it offline wrongly (as a hole found in review once
+    // did): locked to someone else, so the mint refuses every swap holding it, our key's or not.
+    const w = await wallet(mintUrl);
+    const foreignLocked = await lockedToken(mintUrl, 2, otherPubkey);
+    const planted = getDecodedToken(foreignLocked, w.keyChain.getAllKeysetIds()).proofs.map(toStored);
+    expect(await suite.gw.ledger.acceptLocked({ tokenHash: sha256Hex(foreignLocked), keyHash: 'planted', mint: mintUrl, unit: 'sat', proofs: planted, creditMsats: 2_000 })).toBe('accepted');
+    // Good locked proofs on either side of it in the sweep's order (oldest first).
+    const early = await lockedToken(mintUrl, 8, ourPubkey);
+    const late = await lockedToken(mintUrl, 8, ourPubkey);
+    for (const t of [early, late]) expect((await chat({ authorization: `Bearer ${t}` })).status).toBe(200);
+    for (let t = await suite.gw.ledger.totals(); t.charged - t.withdrawn - t.fees < 2_000; t = await suite.gw.ledger.totals()) {
+      expect((await chat({ authorization: `Bearer ${late}` })).status).toBe(200);
+    }
+    const before = await suite.gw.ledger.totals();
+
+    expect(await suite.gw.wallets.sweepLocked()).toBeGreaterThanOrEqual(2);
+    for (const t of [early, late]) expect(new Set(await proofStates(mintUrl, t))).toEqual(new Set(['SPENT']));
+    // Written off to the msat, and still unspent at the mint: nobody took it, it is just not ours.
+    expect((await suite.gw.ledger.totals()).fees - before.fees).toBe(2_000);
+    expect(new Set(await proofStates(mintUrl, foreignLocked))).toEqual(new Set(['UNSPENT']));
+    expect(await suite.gw.ledger.heldProofs(mintUrl, 'sat')).not.toContainEqual(expect.objectContaining({ secret: planted[0]!.secret }));
+    // And never tried again.
+    expect(await mintCallsDuring(async () => expect(await suite.gw.wallets.sweepLocked()).toBe(0))).toEqual([]);
   });
 
   it('takes offline only proofs of the unit the token names: msat proofs labelled sat are not 1000x', async () => {

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import type { SwapPreview, Wallet } from '@cashu/cashu-ts';
+import { isMintOperationError, type SwapPreview, type Wallet } from '@cashu/cashu-ts';
 import type { StoredProof, Unit } from '../ledger/ledger.ts';
-import { CashuError } from './errors.ts';
+import { CashuError, busyRefusal } from './errors.ts';
 import { nativeOutputs } from './dleq.ts';
 import { journaled, proofsWeHave, toInput, toStored } from './proofs.ts';
 import type { Parts } from './parts.ts';
@@ -32,22 +32,36 @@ export class Sweep {
     await this.#running;
   }
 
-  /** Sweeps every trusted mint and unit, in batches; returns how many proofs were redeemed. */
+  /**
+   * Sweeps every trusted mint and unit, in batches; returns how many proofs were redeemed. A batch
+   * the mint refuses is halved until the proof it will not take is alone, which is then written
+   * off: one bad proof must not hold back the others until their locktime (when their payers may
+   * take them back).
+   */
   async all(batch = 100): Promise<number> {
     let swept = 0;
     for (const mint of this.#p.mints.urls) {
       for (const unit of ['sat', 'msat'] as const) {
-        for (;;) {
+        for (let limit = batch; ;) {
           const opId = randomUUID();
-          const inputs = await this.#p.ledger.startSweep({ opId, mint, unit, limit: batch });
+          const inputs = await this.#p.ledger.startSweep({ opId, mint, unit, limit });
           if (inputs.length === 0) break;
-          // One mint or unit failing must not stop the others from being swept.
-          if (!(await this.#batch(opId, mint, unit, inputs))) break;
-          swept += inputs.length;
+          const outcome = await this.#batch(opId, mint, unit, inputs);
+          if (outcome === 'swept') swept += inputs.length;
+          else if (outcome === 'refused' && inputs.length > 1) limit = Math.ceil(inputs.length / 2);
+          else if (outcome === 'refused') await this.#writeOff(mint, inputs[0]!);
+          // The mint is down or busy: one mint or unit failing must not stop the others.
+          else break;
         }
       }
     }
     return swept;
+  }
+
+  async #writeOff(mint: string, proof: StoredProof): Promise<void> {
+    const lost = await this.#p.ledger.writeOffRefused([proof.secret]);
+    // Its secret stays out of the log: the row, state 'refused', is there to be looked at.
+    this.#p.log.error({ mint, keyset: proof.id, amount: proof.amount, lostMsats: lost }, 'the mint refuses a locked proof it says is unspent: written off');
   }
 
   /**
@@ -75,8 +89,11 @@ export class Sweep {
     this.#timer.unref();
   }
 
-  /** Whether the batch was redeemed; if not, it is back among the locked, or left to recovery. */
-  async #batch(opId: string, mint: string, unit: Unit, inputs: StoredProof[]): Promise<boolean> {
+  /**
+   * Whether the batch was redeemed, refused by the mint (spent inputs among it are then booked as
+   * such, the others back among the locked), or neither for now (left to the next sweep or to recovery).
+   */
+  async #batch(opId: string, mint: string, unit: Unit, inputs: StoredProof[]): Promise<'swept' | 'refused' | 'failed'> {
     const { ledger, log, mints, journal, p2pk } = this.#p;
     let wallet: Wallet;
     let preview: SwapPreview;
@@ -87,7 +104,7 @@ export class Sweep {
     } catch (e) {
       await ledger.abandonSweep(opId);
       log.warn({ mint, err: (e as Error).message }, 'locked proofs not redeemed this time');
-      return false;
+      return 'failed';
     }
     await ledger.journalOutputs(opId, journaled(preview.keepOutputs), inputs);
     try {
@@ -96,15 +113,23 @@ export class Sweep {
       return await journal.send({ id: opId, kind: 'sweep', mint }, () => completeOurSwap(wallet, preview, p2pk), {
         answer: async ({ keep }) => {
           await ledger.finishSweep(opId, keep.map(toStored));
-          return true;
+          return 'swept' as const;
         },
-        done: async () => true,
-        failed: () => false,
+        done: async () => 'swept' as const,
+        failed: (e) => (refusedInputs(e) ? 'refused' : 'failed'),
       });
     } catch (e) {
       // The mint is down, or the swap may still land: the next sweep, or recovery, settles it.
-      if (e instanceof CashuError) return false;
+      if (e instanceof CashuError) return 'failed';
       throw e;
     }
   }
+}
+
+/**
+ * A refusal that may be about an input: not the mint being busy, nor about our own outputs or
+ * the swap's balance (NUT errors 10002 and 11002), which halving the inputs would not cure.
+ */
+function refusedInputs(e: unknown): boolean {
+  return isMintOperationError(e) && !busyRefusal(e.message) && e.code !== 10002 && e.code !== 11002;
 }

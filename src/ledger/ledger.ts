@@ -335,6 +335,12 @@ export interface Ledger {
    * released, and their value is booked as an operator cost (`fee`) in the same transaction.
    */
   markSpent(secrets: string[]): Promise<void>;
+  /**
+   * Held proofs the mint will not take from us though it says they are unspent (a secret it
+   * refuses whatever we sign): set aside for good as `refused`, their value booked as an operator
+   * cost (`fee`) in the same transaction, so no sweep picks them again. Returns the msats written off.
+   */
+  writeOffRefused(secrets: string[]): Promise<number>;
   getOp(id: string): Promise<MintOp | undefined>;
   /** Proofs the gateway holds: unspent ones and locked ones not yet redeemed. */
   heldProofs(mint: string, unit: Unit): Promise<StoredProof[]>;

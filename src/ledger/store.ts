@@ -835,14 +835,24 @@ export class SqlLedger implements Ledger {
   }
 
   async markSpent(secrets: string[]): Promise<void> {
+    await this.#writeOff(secrets, `state = 'pending'`, 'spent', 'spent-elsewhere');
+  }
+
+  async writeOffRefused(secrets: string[]): Promise<number> {
+    return this.#writeOff(secrets, HELD, 'refused', 'refused-by-mint');
+  }
+
+  /** Proofs that are gone for us, their value booked as an operator cost in the same transaction. */
+  async #writeOff(secrets: string[], from: string, to: string, ref: string): Promise<number> {
     const now = Date.now();
-    await this.#db.transaction(async (tx) => {
+    return this.#db.transaction(async (tx) => {
       const { rows } = await tx.query(
-        `UPDATE proofs SET state = 'spent' WHERE ${this.#d.anyOf('secret', 1)} AND state = 'pending' RETURNING amount, unit`,
+        `UPDATE proofs SET state = '${to}' WHERE ${this.#d.anyOf('secret', 1)} AND ${from} RETURNING amount, unit`,
         [this.#d.array(secrets)],
       );
       const lost = rows.reduce((sum, r) => sum + (r.amount as number) * MSATS_PER[r.unit as Unit], 0);
-      if (lost > 0) await tx.batch(new Postings(now).entry(OPERATOR, 'fee', lost, 'spent-elsewhere').statements());
+      if (lost > 0) await tx.batch(new Postings(now).entry(OPERATOR, 'fee', lost, ref).statements());
+      return lost;
     });
   }
 
