@@ -202,6 +202,9 @@ describe('offline (locked) proofs and sweeps', () => {
     const locked = [proof(4, true), proof(2, true), proof(1, true)];
     expect(await ledger.acceptLocked({ tokenHash: 'off', keyHash: 'k', mint: MINT, unit: 'sat', proofs: locked, creditMsats: 7_000 })).toBe('accepted');
     expect(await ledger.startSweep({ opId: 'other-mint', mint: 'http://other', unit: 'sat', limit: 10 })).toEqual([]);
+    // Passing over proofs the sweep suspects.
+    expect(secrets(await ledger.startSweep({ opId: 'sw0', mint: MINT, unit: 'sat', limit: 10, except: [locked[0]!.secret, locked[2]!.secret] }))).toEqual([locked[1]!.secret]);
+    await ledger.abandonSweep('sw0');
     const first = await ledger.startSweep({ opId: 'sw1', mint: MINT, unit: 'sat', limit: 2 });
     expect(first).toHaveLength(2);
     const second = await ledger.startSweep({ opId: 'sw2', mint: MINT, unit: 'sat', limit: 10 });

@@ -183,6 +183,26 @@ describe('ecash locked to the gateway key (NUT-11 + NUT-12)', () => {
     expect(await mintCallsDuring(async () => expect(await suite.gw.wallets.sweepLocked()).toBe(0))).toEqual([]);
   });
 
+  it('writes nothing off while the mint refuses every swap, whatever it names, and sweeps once it takes them', async () => {
+    const tokens = [await lockedToken(mintUrl, 4, ourPubkey), await lockedToken(mintUrl, 2, ourPubkey), await lockedToken(mintUrl, 1, ourPubkey)];
+    for (const t of tokens) expect((await chat({ authorization: `Bearer ${t}` })).status).toBe(200);
+    const before = await suite.gw.ledger.totals();
+    // A generic refusal (nutshell's 11000 and code 0, cdk's internal error), a rotated keyset, the mint busy.
+    for (const body of [{ detail: 'Transaction is not valid.', code: 11000 }, { detail: 'internal error', code: 0 }, { detail: 'Internal Error', code: 50000 }, { detail: 'keyset is inactive', code: 12002 }, { detail: 'database is locked', code: 0 }]) {
+      proxy.faults.set('/v1/swap', { fail: 400, body });
+      try {
+        expect(await suite.gw.wallets.sweepLocked()).toBe(0);
+      } finally {
+        proxy.faults.delete('/v1/swap');
+      }
+      expect((await suite.gw.ledger.totals()).fees, JSON.stringify(body)).toBe(before.fees);
+      for (const t of tokens) expect(new Set(await proofStates(mintUrl, t))).toEqual(new Set(['UNSPENT']));
+    }
+    expect(await suite.gw.wallets.sweepLocked()).toBeGreaterThanOrEqual(3);
+    for (const t of tokens) expect(new Set(await proofStates(mintUrl, t))).toEqual(new Set(['SPENT']));
+    expect((await suite.gw.ledger.totals()).fees).toBe(before.fees);
+  });
+
   it('takes offline only proofs of the unit the token names: msat proofs labelled sat are not 1000x', async () => {
     const msat = await lockedToken(mintUrl, 64, ourPubkey, { unit: 'msat' });
     const labelled = await relabel(mintUrl, msat, { unit: 'sat' });

@@ -34,24 +34,36 @@ export class Sweep {
 
   /**
    * Sweeps every trusted mint and unit, in batches; returns how many proofs were redeemed. A batch
-   * the mint refuses is halved until the proof it will not take is alone, which is then written
-   * off: one bad proof must not hold back the others until their locktime (when their payers may
-   * take them back).
+   * the mint refuses is halved until one proof is refused alone; the sweep goes on without it,
+   * and only if the mint then takes a swap of the others is that proof written off: one bad proof
+   * must not hold back the others until their locktime (when their payers may take them back),
+   * and a mint refusing everything must not have good proofs written off.
    */
   async all(batch = 100): Promise<number> {
     let swept = 0;
     for (const mint of this.#p.mints.urls) {
       for (const unit of ['sat', 'msat'] as const) {
+        let suspect: StoredProof | undefined;
         for (let limit = batch; ;) {
           const opId = randomUUID();
-          const inputs = await this.#p.ledger.startSweep({ opId, mint, unit, limit });
+          const inputs = await this.#p.ledger.startSweep({ opId, mint, unit, limit, except: suspect && [suspect.secret] });
           if (inputs.length === 0) break;
           const outcome = await this.#batch(opId, mint, unit, inputs);
-          if (outcome === 'swept') swept += inputs.length;
-          else if (outcome === 'refused' && inputs.length > 1) limit = Math.ceil(inputs.length / 2);
-          else if (outcome === 'refused') await this.#writeOff(mint, inputs[0]!);
-          // The mint is down or busy: one mint or unit failing must not stop the others.
-          else break;
+          if (outcome === 'swept') {
+            swept += inputs.length;
+            if (suspect) await this.#writeOff(mint, suspect);
+            suspect = undefined;
+            limit = batch;
+          } else if (outcome === 'refused' && !suspect && inputs.length > 1) {
+            limit = Math.ceil(inputs.length / 2);
+          } else if (outcome === 'refused' && !suspect) {
+            suspect = inputs[0];
+            limit = batch;
+          } else {
+            // Down, busy, or refusing without the suspect too (nothing to do with one proof):
+            // one mint or unit failing must not stop the others.
+            break;
+          }
         }
       }
     }
@@ -61,7 +73,7 @@ export class Sweep {
   async #writeOff(mint: string, proof: StoredProof): Promise<void> {
     const lost = await this.#p.ledger.writeOffRefused([proof.secret]);
     // Its secret stays out of the log: the row, state 'refused', is there to be looked at.
-    this.#p.log.error({ mint, keyset: proof.id, amount: proof.amount, lostMsats: lost }, 'the mint refuses a locked proof it says is unspent: written off');
+    if (lost > 0) this.#p.log.error({ mint, keyset: proof.id, amount: proof.amount, lostMsats: lost }, 'the mint refuses a locked proof it says is unspent, and takes the others: written off');
   }
 
   /**
@@ -116,7 +128,15 @@ export class Sweep {
           return 'swept' as const;
         },
         done: async () => 'swept' as const,
-        failed: (e) => (refusedInputs(e) ? 'refused' : 'failed'),
+        failed: async (e) => {
+          if (!isMintOperationError(e) || busyRefusal(e.message)) return 'failed' as const;
+          // Our view of its keysets is out of date (rotated): no input's fault.
+          if (KEYSET_CODES.has(e.code)) {
+            await mints.reloaded(mint, unit);
+            return 'failed' as const;
+          }
+          return 'refused' as const;
+        },
       });
     } catch (e) {
       // The mint is down, or the swap may still land: the next sweep, or recovery, settles it.
@@ -126,10 +146,5 @@ export class Sweep {
   }
 }
 
-/**
- * A refusal that may be about an input: not the mint being busy, nor about our own outputs or
- * the swap's balance (NUT errors 10002 and 11002), which halving the inputs would not cure.
- */
-function refusedInputs(e: unknown): boolean {
-  return isMintOperationError(e) && !busyRefusal(e.message) && e.code !== 10002 && e.code !== 11002;
-}
+/** NUT errors "keyset is not known" and "keyset is inactive". */
+const KEYSET_CODES = new Set([12001, 12002]);

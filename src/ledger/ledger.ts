@@ -253,8 +253,11 @@ export interface Ledger {
    * sweep. Empty if they cannot cover it.
    */
   startRefill(r: { opId: string; mint: string; unit: Unit; amount: number; above: number }): Promise<StoredProof[]>;
-  /** Sets aside up to `limit` locked proofs of one mint and unit for redemption with our key. */
-  startSweep(r: { opId: string; mint: string; unit: Unit; limit: number }): Promise<StoredProof[]>;
+  /**
+   * Sets aside up to `limit` locked proofs of one mint and unit (oldest first, none of the
+   * secrets `except`) for redemption with our key.
+   */
+  startSweep(r: { opId: string; mint: string; unit: Unit; limit: number; except?: string[] }): Promise<StoredProof[]>;
   finishSweep(opId: string, proofs: StoredProof[]): Promise<void>;
   abandonSweep(opId: string): Promise<void>;
 

@@ -336,14 +336,15 @@ export class SqlLedger implements Ledger {
     }
   }
 
-  async startSweep(r: { opId: string; mint: string; unit: Unit; limit: number }): Promise<StoredProof[]> {
+  async startSweep(r: { opId: string; mint: string; unit: Unit; limit: number; except?: string[] }): Promise<StoredProof[]> {
     const now = Date.now();
     return this.#db.transaction(async (tx) => {
       // Payouts may be counting these locked proofs: take turns with them.
       await this.#lock(tx, `payout ${r.mint} ${r.unit}`);
       const rows = await tx.query(
-        `SELECT * FROM proofs WHERE mint = $1 AND unit = $2 AND state = 'locked' ORDER BY created_at LIMIT $3${this.#d.forUpdate(undefined, true)}`,
-        [r.mint, r.unit, r.limit],
+        `SELECT * FROM proofs WHERE mint = $1 AND unit = $2 AND state = 'locked' AND NOT (${this.#d.anyOf('secret', 4)})
+         ORDER BY created_at LIMIT $3${this.#d.forUpdate(undefined, true)}`,
+        [r.mint, r.unit, r.limit, this.#d.array(r.except ?? [])],
       );
       const proofs = rows.rows.map(proofRow);
       if (proofs.length === 0) return proofs;
