@@ -27,6 +27,20 @@ async function open(): Promise<Ledger> {
   return l;
 }
 
+/** Statements run on the database beside the ledger, as an operator or another gateway would. */
+async function runSql(statements: string[]): Promise<void> {
+  if (url.startsWith('sqlite:')) {
+    const db = new DatabaseSync(url.slice('sqlite:'.length));
+    for (const s of statements) db.exec(s);
+    db.close();
+  } else {
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    for (const s of statements) await c.query(s);
+    await c.end();
+  }
+}
+
 /** What totals() must say, summed the slow way from the rows it stands for. */
 async function summed(): Promise<Totals> {
   const entries = 'SELECT kind, COALESCE(SUM(msats), 0) AS msats FROM entries GROUP BY kind';
@@ -852,16 +866,7 @@ describe('running totals', () => {
       'ALTER TABLE proofs DROP COLUMN locked',
       'UPDATE schema_version SET version = 5',
     ];
-    if (url.startsWith('sqlite:')) {
-      const db = new DatabaseSync(url.slice('sqlite:'.length));
-      for (const s of undo) db.exec(s);
-      db.close();
-    } else {
-      const c = new pg.Client({ connectionString: url });
-      await c.connect();
-      for (const s of undo) await c.query(s);
-      await c.end();
-    }
+    await runSql(undo);
     ledger = await open();
     expect(await ledger.totals()).toEqual(before);
     expect(before).toMatchObject({ credited: 21_000, charged: 3_000, balances: 16_000, reserved: 2_000 });
@@ -887,16 +892,7 @@ describe('a newer gateway migrating the database beneath a running one', () => {
     expect(await spend(['r1', 'r2'])).toEqual([1_000, 1_000]);
     expect(await reads()).toEqual(Array(4).fill([8_000 - 2_000, 2_000]));
     const added = ['ALTER TABLE keys ADD COLUMN note TEXT', 'ALTER TABLE child_keys ADD COLUMN note TEXT'];
-    if (url.startsWith('sqlite:')) {
-      const db = new DatabaseSync(url.slice('sqlite:'.length));
-      for (const s of added) db.exec(s);
-      db.close();
-    } else {
-      const c = new pg.Client({ connectionString: url });
-      await c.connect();
-      for (const s of added) await c.query(s);
-      await c.end();
-    }
+    await runSql(added);
     expect(await reads()).toEqual(Array(4).fill([8_000 - 2_000, 2_000]));
     expect(await spend(['r3', 'r4'])).toEqual([1_000, 1_000]);
     expect(await reads()).toEqual(Array(4).fill([8_000 - 4_000, 4_000]));
