@@ -1,6 +1,6 @@
-// cl100k: about 40 MB less resident than o200k. Counts only size reservations and bill replies
-// that come without usage; reservations are padded for tokenizer differences anyway.
-import { countTokens } from 'gpt-tokenizer/encoding/cl100k_base';
+// cl100k: counts only size reservations and bill replies that come without usage;
+// reservations are padded for tokenizer differences anyway.
+import { countTokens } from './cl100k.ts';
 
 /**
  * What a media part is reserved at, by its type, before the upstream reports what it billed:
@@ -22,7 +22,6 @@ export function mediaTokens(kind: 'image' | 'file' | 'audio', opts: { detail?: s
  * one token of accuracy.
  */
 const SLICE = 1024;
-const ANY_SPECIAL = { disallowedSpecial: new Set<string>() };
 
 /** Text up to this long is counted in one go: a few ms even for the slowest text. */
 const SYNC_CHARS = 4096;
@@ -38,7 +37,7 @@ export async function countPieces(pieces: readonly string[]): Promise<number> {
   let since = performance.now();
   for (const piece of pieces) {
     for (let i = 0; i < piece.length; i += SLICE) {
-      n += countTokens(piece.length <= SLICE ? piece : piece.slice(i, i + SLICE), ANY_SPECIAL);
+      n += countTokens(piece.length <= SLICE ? piece : piece.slice(i, i + SLICE));
       if (performance.now() - since > SLICE_BUDGET_MS) {
         await new Promise<void>((r) => setImmediate(r));
         since = performance.now();

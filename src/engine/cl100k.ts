@@ -1,0 +1,172 @@
+/**
+ * Counts cl100k_base tokens with the vocabulary in typed arrays, read straight from the
+ * `.tiktoken` file that gpt-tokenizer ships. Importing gpt-tokenizer's own encoder instead parses
+ * a 1 MB array literal: about 20 MB of resident memory for as long as the process lives, most of
+ * it V8 heap grown while parsing. Here the vocabulary is a byte table and an open-addressing hash,
+ * about 2 MB outside the heap, built without allocating a string a token.
+ *
+ * Only counting is needed (reservations, and replies that come without usage), and special tokens
+ * count as the text they are: that is how a prompt reaches the upstream.
+ */
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+
+/** tiktoken's cl100k split, without the possessive quantifiers JavaScript lacks (same pieces). */
+const SPLIT = /'(?:[sdmtSDMT]|[lL][lL]|[vV][eE]|[rR][eE])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s+$|\s*[\r\n]|\s+(?!\S)|\s/gu;
+
+interface Vocabulary {
+  bytes: Uint8Array;
+  /** Token r is bytes[start[r], start[r + 1]). */
+  start: Uint32Array;
+  /** Rank + 1 at each slot, 0 for empty; the index is the FNV-1a hash of the token's bytes. */
+  slots: Int32Array;
+  mask: number;
+}
+
+const B64 = new Int8Array(128).fill(-1);
+for (const [i, c] of [...'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'].entries()) B64[c.charCodeAt(0)] = i;
+
+function hash(buf: Uint8Array, from: number, to: number): number {
+  let h = 0x811c9dc5;
+  for (let i = from; i < to; i++) h = Math.imul(h ^ buf[i]!, 0x01000193);
+  return h >>> 0;
+}
+
+/** Reads `base64 rank` lines; the ranks are the line numbers, which the file's order guarantees. */
+function load(file: Buffer): Vocabulary {
+  let lines = 0;
+  for (let i = 0; i < file.length; i++) if (file[i] === 10) lines++;
+  const bytes = new Uint8Array(file.length);
+  const start = new Uint32Array(lines + 1);
+  let out = 0;
+  let rank = 0;
+  for (let i = 0; i < file.length && rank < lines; rank++) {
+    start[rank] = out;
+    let acc = 0;
+    let bits = 0;
+    for (; file[i] !== 32; i++) {
+      const v = B64[file[i]!]!;
+      if (v < 0) continue; // '=' padding
+      acc = (acc << 6) | v;
+      bits += 6;
+      if (bits >= 8) {
+        bits -= 8;
+        bytes[out++] = (acc >> bits) & 0xff;
+      }
+    }
+    while (file[i] !== 10) i++;
+    i++;
+  }
+  start[rank] = out;
+  let size = 1;
+  while (size < rank * 2.5) size <<= 1;
+  const slots = new Int32Array(size);
+  const mask = size - 1;
+  for (let r = 0; r < rank; r++) {
+    let s = hash(bytes, start[r]!, start[r + 1]!) & mask;
+    while (slots[s] !== 0) s = (s + 1) & mask;
+    slots[s] = r + 1;
+  }
+  return { bytes: bytes.slice(0, out), start, slots, mask };
+}
+
+const vocabulary = load(readFileSync(createRequire(import.meta.url).resolve('gpt-tokenizer/data/cl100k_base.tiktoken')));
+
+/** The rank of buf[from, to) as one token, or -1. */
+function rankOf(buf: Uint8Array, from: number, to: number): number {
+  const { bytes, start, slots, mask } = vocabulary;
+  const n = to - from;
+  for (let s = hash(buf, from, to) & mask; slots[s] !== 0; s = (s + 1) & mask) {
+    const r = slots[s]! - 1;
+    const at = start[r]!;
+    if (start[r + 1]! - at !== n) continue;
+    let i = 0;
+    while (i < n && bytes[at + i] === buf[from + i]) i++;
+    if (i === n) return r;
+  }
+  return -1;
+}
+
+let scratch = new Uint8Array(4096);
+let parts = new Int32Array(4097);
+let ranks = new Float64Array(4097);
+
+/** UTF-8 of `s` into the scratch buffer, a lone surrogate as U+FFFD (as TextEncoder writes it). */
+function utf8(s: string): number {
+  if (scratch.length < s.length * 3) scratch = new Uint8Array(s.length * 3);
+  const b = scratch;
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    let c = s.charCodeAt(i);
+    if (c < 0x80) {
+      b[n++] = c;
+      continue;
+    }
+    if (c < 0x800) {
+      b[n++] = 0xc0 | (c >> 6);
+      b[n++] = 0x80 | (c & 0x3f);
+      continue;
+    }
+    if (c >= 0xd800 && c <= 0xdfff) {
+      const d = i + 1 < s.length ? s.charCodeAt(i + 1) : 0;
+      if (c <= 0xdbff && d >= 0xdc00 && d <= 0xdfff) {
+        c = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
+        i++;
+        b[n++] = 0xf0 | (c >> 18);
+        b[n++] = 0x80 | ((c >> 12) & 0x3f);
+        b[n++] = 0x80 | ((c >> 6) & 0x3f);
+        b[n++] = 0x80 | (c & 0x3f);
+        continue;
+      }
+      c = 0xfffd;
+    }
+    b[n++] = 0xe0 | (c >> 12);
+    b[n++] = 0x80 | ((c >> 6) & 0x3f);
+    b[n++] = 0x80 | (c & 0x3f);
+  }
+  return n;
+}
+
+/** tiktoken's byte-pair merge, counting the parts left: the lowest-ranked adjacent pair first, leftmost on a tie. */
+function mergedParts(n: number): number {
+  if (parts.length < n + 1) {
+    parts = new Int32Array(n + 1);
+    ranks = new Float64Array(n + 1);
+  }
+  const b = scratch;
+  let m = n + 1; // boundaries
+  for (let i = 0; i < m; i++) parts[i] = i;
+  const pairRank = (i: number): number => {
+    if (i + 2 >= m) return Infinity;
+    const r = rankOf(b, parts[i]!, parts[i + 2]!);
+    return r < 0 ? Infinity : r;
+  };
+  for (let i = 0; i < m - 2; i++) ranks[i] = pairRank(i);
+  while (m > 2) {
+    let best = Infinity;
+    let at = -1;
+    for (let i = 0; i < m - 2; i++) {
+      if (ranks[i]! < best) {
+        best = ranks[i]!;
+        at = i;
+      }
+    }
+    if (at < 0) break;
+    parts.copyWithin(at + 1, at + 2, m);
+    ranks.copyWithin(at + 1, at + 2, m - 2);
+    m--;
+    ranks[at] = pairRank(at);
+    if (at > 0) ranks[at - 1] = pairRank(at - 1);
+  }
+  return m - 1;
+}
+
+/** How many cl100k_base tokens `text` is. */
+export function countTokens(text: string): number {
+  let count = 0;
+  for (const [piece] of text.matchAll(SPLIT)) {
+    const n = utf8(piece);
+    count += rankOf(scratch, 0, n) >= 0 ? 1 : mergedParts(n);
+  }
+  return count;
+}
