@@ -26,22 +26,32 @@ export function loadP2pkKey(configured: string | undefined, dataDir: string): P2
   return fromPriv(privkey);
 }
 
-/** A NUT-11 P2PK secret's body: its key (`data`) and tags; undefined for any other secret. */
-function p2pk(secret: string): { data?: unknown; tags?: unknown } | undefined {
+/**
+ * A NUT-11 P2PK secret's body: its key (`data`) and tags; undefined for any other secret, and for
+ * one not in NUT-10's exact shape. A mint that cannot parse a secret as NUT-10 (no nonce, a third
+ * element, a key that is not a point) treats it as a plain secret anyone holding it can spend.
+ */
+function p2pk(secret: string): { data: string; tags: unknown[] } | undefined {
   let parsed: unknown;
   try {
     parsed = JSON.parse(secret);
   } catch {
     return undefined;
   }
-  if (!Array.isArray(parsed) || parsed[0] !== 'P2PK' || !parsed[1] || typeof parsed[1] !== 'object') return undefined;
-  return parsed[1] as { data?: unknown; tags?: unknown };
+  if (!Array.isArray(parsed) || parsed.length !== 2 || parsed[0] !== 'P2PK') return undefined;
+  const body = parsed[1] as Record<string, unknown> | null;
+  if (!body || typeof body !== 'object' || Array.isArray(body)) return undefined;
+  if (Object.keys(body).some((k) => k !== 'nonce' && k !== 'data' && k !== 'tags')) return undefined;
+  const { nonce, data, tags = [] } = body;
+  if (typeof nonce !== 'string' || nonce === '') return undefined;
+  if (typeof data !== 'string' || !/^0[23][0-9a-fA-F]{64}$/.test(data)) return undefined;
+  if (!Array.isArray(tags) || !tags.every((t) => Array.isArray(t) && t.every((v) => typeof v === 'string'))) return undefined;
+  return { data, tags };
 }
 
 /** The x-only key (hex, lower case) a NUT-11 P2PK proof is locked to; undefined for any other proof. */
 export function lockedTo(proof: Pick<Proof, 'secret'>): string | undefined {
-  const data = p2pk(proof.secret)?.data;
-  return typeof data === 'string' && data.length === 66 ? data.slice(2).toLowerCase() : undefined;
+  return p2pk(proof.secret)?.data.slice(2).toLowerCase();
 }
 
 /**
@@ -52,11 +62,10 @@ export function lockedOnlyTo(proof: Pick<Proof, 'secret'>, ourPubkey: string, no
   const secret = p2pk(proof.secret);
   if (!secret) return false;
   const { data, tags } = secret;
-  // Keys are compared by x-coordinate, as NUT-11 does.
-  if (typeof data !== 'string' || data.length !== 66 || data.slice(2).toLowerCase() !== ourPubkey.slice(2)) return false;
-  for (const tag of (tags ?? []) as unknown[]) {
-    if (!Array.isArray(tag)) return false;
-    const [name, value, ...rest] = tag as unknown[];
+  // Keys are compared by x-coordinate, as NUT-11 does; p2pk() has checked the prefix is 02 or 03.
+  if (data.slice(2).toLowerCase() !== ourPubkey.slice(2)) return false;
+  for (const tag of tags as string[][]) {
+    const [name, value, ...rest] = tag;
     if (name === 'sigflag' && value === 'SIG_INPUTS' && rest.length === 0) continue;
     if (name === 'n_sigs' && value === '1' && rest.length === 0) continue;
     if (name === 'locktime' && typeof value === 'string' && /^\d+$/.test(value) && Number(value) >= notBefore && rest.length === 0) continue;

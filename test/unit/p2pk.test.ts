@@ -21,3 +21,21 @@ describe('spendableOnlyByUs', () => {
     expect(spendableOnlyByUs(proof, { id: '00abcdef01234567', keys: {} } as never, ours, 0)).toBe(false);
   });
 });
+
+describe('lockedOnlyTo', () => {
+  const ours = `02${'cd'.repeat(32)}`;
+  const secret = (s: unknown) => ({ secret: JSON.stringify(s) });
+  it("takes only NUT-10's exact shape, which the mint reads the same way", () => {
+    expect(lockedOnlyTo(secret(['P2PK', { nonce: 'ab', data: ours }]), ours)).toBe(true);
+    expect(lockedOnlyTo(secret(['P2PK', { nonce: 'ab', data: `03${'cd'.repeat(32)}`, tags: [['sigflag', 'SIG_INPUTS']] }]), ours)).toBe(true);
+    // Each of these a mint reads as a plain secret (or a key it cannot parse), spendable by its payer.
+    expect(lockedOnlyTo(secret(['P2PK', { data: ours }]), ours)).toBe(false);
+    expect(lockedOnlyTo(secret(['P2PK', { nonce: 'ab', data: ours }, 0]), ours)).toBe(false);
+    expect(lockedOnlyTo(secret(['P2PK', { nonce: 1, data: ours }]), ours)).toBe(false);
+    expect(lockedOnlyTo(secret(['P2PK', { nonce: 'ab', data: `05${'cd'.repeat(32)}` }]), ours)).toBe(false);
+    expect(lockedOnlyTo(secret(['P2PK', { nonce: 'ab', data: `02${'cd'.repeat(32)}00` }]), ours)).toBe(false);
+    expect(lockedOnlyTo(secret(['P2PK', { nonce: 'ab', data: ours, extra: 1 }]), ours)).toBe(false);
+    expect(lockedOnlyTo(secret(['P2PK', { nonce: 'ab', data: ours, tags: 5 }]), ours)).toBe(false);
+    expect(lockedOnlyTo(secret(['P2PK', { nonce: 'ab', data: ours, tags: [['locktime', 5]] }]), ours)).toBe(false);
+  });
+});

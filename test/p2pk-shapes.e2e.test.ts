@@ -1,0 +1,66 @@
+import { afterAll, beforeAll, expect, inject, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { Amount, OutputData, blindMessage, getEncodedToken, getPubKeyFromPrivKey, type Keyset, type Proof } from '@cashu/cashu-ts';
+import { FakeUpstream } from './support/upstream.ts';
+import { TEST_P2PK_PRIVKEY, startGateway, type Gateway } from './support/gateway.ts';
+import { mintProofs, wallet } from './support/cashu.ts';
+
+// A secret that looks locked to the gateway but that the mint reads as a plain one (nutshell's
+// NUT-10 parse fails and it falls back): taken offline, its payer could spend it again at once.
+const mintUrl = inject('mintUrl');
+const upstream = new FakeUpstream();
+let gw: Gateway;
+const ours = Buffer.from(getPubKeyFromPrivKey(Buffer.from(TEST_P2PK_PRIVKEY, 'hex'))).toString('hex');
+
+beforeAll(async () => {
+  await upstream.start();
+  gw = await startGateway(mintUrl, upstream, {});
+});
+afterAll(async () => {
+  await gw?.close();
+  await upstream.stop();
+});
+
+/** Proofs of `amount` whose secrets are `shape` written as JSON, signed by the mint with their DLEQ. */
+async function proofsWithSecret(amount: number, shape: (nonce: string) => unknown[]): Promise<Proof[]> {
+  const w = await wallet(mintUrl);
+  const factory = (a: number | Amount, keyset: Keyset) => {
+    const bytes = new TextEncoder().encode(JSON.stringify(shape(randomBytes(16).toString('hex'))));
+    const { B_, r } = blindMessage(bytes);
+    return new OutputData({ amount: Amount.from(a), B_: B_.toHex(true), id: keyset.id } as never, r, bytes);
+  };
+  return (await w.ops.send(amount, await mintProofs(mintUrl, amount)).asFactory(factory as never).run()).send;
+}
+
+/** The payer spends the proofs at the mint with no signature at all. */
+async function swapWithoutWitness(proofs: Proof[]): Promise<number> {
+  const keyset = (await wallet(mintUrl)).keyChain.getCheapestKeyset();
+  const outputs = OutputData.createRandomData(proofs.reduce((s, p) => s + Number(p.amount), 0), keyset);
+  const res = await fetch(`${mintUrl}/v1/swap`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({
+      inputs: proofs.map((p) => ({ id: p.id, amount: Number(p.amount), secret: p.secret, C: p.C })),
+      outputs: outputs.map((o) => ({ ...o.blindedMessage, amount: Number(o.blindedMessage.amount) })),
+    }),
+  });
+  return res.status;
+}
+
+for (const [name, shape] of [
+  ['no nonce', () => ['P2PK', { data: ours }]],
+  ['a third element', (n: string) => ['P2PK', { nonce: n, data: ours }, 0]],
+] as const) {
+  it(`a P2PK secret with ${name} is redeemed at the mint before it is credited, so its payer cannot spend it again`, async () => {
+    const proofs = await proofsWithSecret(64, shape);
+    const res = await fetch(`${gw.url}/v1/balance/create`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ initial_balance_token: getEncodedToken({ mint: mintUrl, unit: 'sat', proofs }) }),
+    });
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as { balance: number }).balance).toBe(64_000);
+    // Credited only after the gateway's own swap took them: the payer's comes too late.
+    expect(await swapWithoutWitness(proofs)).toBe(400);
+  });
+}
