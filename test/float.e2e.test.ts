@@ -134,38 +134,6 @@ describe('the change float keeps up with payouts and a restart', () => {
     }
   });
 
-  it('refills to its configured size when it grew past what the gateway holds', async () => {
-    // No sweeps: the float's own refills alone, which a sweep (topping up the float too) would blur.
-    const gw = await startGateway(mintUrl, upstream, { CHANGE_FLOAT_PROOFS: '1', P2PK_REDEEM_INTERVAL_SECONDS: '0' });
-    try {
-      expect((await post(gw, {})).status).toBe(402);
-      // Just enough for a float of one of each (255 sats), and nothing spare above it.
-      expect((await post(gw, { authorization: `Bearer ${await lockedToken(mintUrl, 300, ourPubkey)}` })).status).toBe(200);
-      await waitFor(() => floatHolds(gw, mintUrl, 1), 'a float of one of each');
-      await Promise.all([255, 255, 255].map((s) => lockedRequest(gw, s)));
-      await gw.wallets.idle();
-      const target = gw.wallets.floatTarget(mintUrl, 'sat');
-      expect(target).toBeGreaterThan(1);
-      // One more payout takes the float's 2 to 128. Refilling the grown float would take more than
-      // the gateway holds beside it (about a payer's locked 255 sats): it is filled to one of each
-      // instead, not left empty.
-      await lockedRequest(gw, 255);
-      await gw.wallets.idle();
-      expect(await floatHolds(gw, mintUrl, 1), 'the float refilled to one of each').toBe(true);
-      const counts = await gw.ledger.unspentCounts(mintUrl, 'sat');
-      const shortfall = [1, 2, 4, 8, 16, 32, 64, 128].reduce((s, d) => s + Math.max(0, target - (counts.get(d) ?? 0)) * d, 0);
-      const spare = (await gw.ledger.heldProofs(mintUrl, 'sat')).filter((p) => p.secret.startsWith('["P2PK"') || p.amount > 128).reduce((s, p) => s + p.amount, 0);
-      expect(spare).toBeLessThan(shortfall);
-      const swaps = gw.wallets.changeSwaps;
-      expect(await lockedRequest(gw, 255), 'mint calls on the request path').toEqual([]);
-      expect(gw.wallets.changeSwaps).toBe(swaps);
-      await expectMoneyConserved(gw);
-      await expectDrained(gw);
-    } finally {
-      await gw.close();
-    }
-  });
-
   it('is topped up at start from the proofs a restarted gateway holds, before any request', async () => {
     const db = process.env.TEST_LEDGER === 'postgres' ? await testDatabaseUrl() : `sqlite:${join(dir, 'ledger.db')}`;
     const first = await startGateway(mintUrl, upstream, { DATABASE_URL: db, CHANGE_FLOAT_PROOFS: '0' });
