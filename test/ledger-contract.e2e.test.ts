@@ -219,6 +219,10 @@ describe('offline (locked) proofs and sweeps', () => {
     // Passing over proofs the sweep suspects.
     expect(secrets(await ledger.startSweep({ opId: 'sw0', mint: MINT, unit: 'sat', limit: 10, except: [locked[0]!.secret, locked[2]!.secret] }))).toEqual([locked[1]!.secret]);
     await ledger.abandonSweep('sw0');
+    // Or only the ones named (one proof retried alone), never one not locked.
+    expect(secrets(await ledger.startSweep({ opId: 'sw0b', mint: MINT, unit: 'sat', limit: 10, only: [locked[2]!.secret, 'unknown'] }))).toEqual([locked[2]!.secret]);
+    expect(await ledger.startSweep({ opId: 'sw0c', mint: MINT, unit: 'sat', limit: 10, only: [locked[2]!.secret] })).toEqual([]);
+    await ledger.abandonSweep('sw0b');
     const first = await ledger.startSweep({ opId: 'sw1', mint: MINT, unit: 'sat', limit: 2 });
     expect(first).toHaveLength(2);
     const second = await ledger.startSweep({ opId: 'sw2', mint: MINT, unit: 'sat', limit: 10 });

@@ -183,6 +183,47 @@ describe('ecash locked to the gateway key (NUT-11 + NUT-12)', () => {
     expect(await mintCallsDuring(async () => expect(await suite.gw.wallets.sweepLocked()).toBe(0))).toEqual([]);
   });
 
+  it('sets aside any number of refused proofs: two planted among good ones stop nothing, both written off', async () => {
+    const w = await wallet(mintUrl);
+    const plant = async (sats: number) => {
+      const t = await lockedToken(mintUrl, sats, otherPubkey);
+      const proofs = getDecodedToken(t, w.keyChain.getAllKeysetIds()).proofs.map(toStored);
+      expect(await suite.gw.ledger.acceptLocked({ tokenHash: sha256Hex(t), keyHash: 'planted', mint: mintUrl, unit: 'sat', proofs, creditMsats: sats * 1000 })).toBe('accepted');
+      return t;
+    };
+    // In the sweep's order: bad, good, bad, good.
+    const planted = [await plant(2)];
+    const good = [await lockedToken(mintUrl, 8, ourPubkey)];
+    expect((await chat({ authorization: `Bearer ${good[0]}` })).status).toBe(200);
+    planted.push(await plant(1));
+    good.push(await lockedToken(mintUrl, 16, ourPubkey));
+    for (let t = await suite.gw.ledger.totals(); t.charged - t.withdrawn - t.fees < 3_000; t = await suite.gw.ledger.totals()) {
+      expect((await chat({ authorization: `Bearer ${good[1]}` })).status).toBe(200);
+    }
+    const before = await suite.gw.ledger.totals();
+
+    expect(await suite.gw.wallets.sweepLocked()).toBeGreaterThanOrEqual(2);
+    for (const t of good) expect(new Set(await proofStates(mintUrl, t))).toEqual(new Set(['SPENT']));
+    expect((await suite.gw.ledger.totals()).fees - before.fees).toBe(3_000);
+    for (const t of planted) expect(new Set(await proofStates(mintUrl, t))).toEqual(new Set(['UNSPENT']));
+    expect(await mintCallsDuring(async () => expect(await suite.gw.wallets.sweepLocked()).toBe(0))).toEqual([]);
+  });
+
+  it('writes off no good proof the mint refused once: it is tried alone again, and redeemed', async () => {
+    const tokens = [await lockedToken(mintUrl, 4, ourPubkey), await lockedToken(mintUrl, 1, ourPubkey)];
+    for (const t of tokens) expect((await chat({ authorization: `Bearer ${t}` })).status).toBe(200);
+    const before = await suite.gw.ledger.totals();
+    // The batch of both refused, then the oldest alone: a suspect; the other is taken.
+    proxy.faults.set('/v1/swap', { fail: 400, body: { detail: 'Transaction is not valid.', code: 11000 }, times: 2 });
+    try {
+      expect(await suite.gw.wallets.sweepLocked()).toBe(2);
+    } finally {
+      proxy.faults.delete('/v1/swap');
+    }
+    expect((await suite.gw.ledger.totals()).fees).toBe(before.fees);
+    for (const t of tokens) expect(new Set(await proofStates(mintUrl, t))).toEqual(new Set(['SPENT']));
+  });
+
   it('writes nothing off while the mint refuses every swap, whatever it names, and sweeps once it takes them', async () => {
     const tokens = [await lockedToken(mintUrl, 4, ourPubkey), await lockedToken(mintUrl, 2, ourPubkey), await lockedToken(mintUrl, 1, ourPubkey)];
     for (const t of tokens) expect((await chat({ authorization: `Bearer ${t}` })).status).toBe(200);

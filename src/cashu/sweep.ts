@@ -18,6 +18,8 @@ export class Sweep {
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<void> | undefined;
   #again = false;
+  /** Locked proofs the mint refused alone, by unit and mint, kept across sweeps until settled. */
+  readonly #suspects = new Map<string, Map<string, StoredProof>>();
 
   constructor(parts: Parts, delayMs: number) {
     this.#p = parts;
@@ -34,39 +36,74 @@ export class Sweep {
 
   /**
    * Sweeps every trusted mint and unit, in batches; returns how many proofs were redeemed. A batch
-   * the mint refuses is halved until one proof is refused alone; the sweep goes on without it,
-   * and only if the mint then takes a swap of the others is that proof written off: one bad proof
-   * must not hold back the others until their locktime (when their payers may take them back),
-   * and a mint refusing everything must not have good proofs written off.
+   * the mint refuses is halved until one proof is refused alone: that proof becomes a suspect, and
+   * the sweep goes on without it, so that no number of bad proofs holds back the others until
+   * their locktime (when their payers may take them back). Suspects are then tried alone again,
+   * and one is written off only if the mint refuses it a second time while taking other swaps:
+   * a mint refusing everything, or refusing once by mistake, must not have good proofs written off.
    */
   async all(batch = 100): Promise<number> {
     let swept = 0;
     for (const mint of this.#p.mints.urls) {
-      for (const unit of ['sat', 'msat'] as const) {
-        let suspect: StoredProof | undefined;
-        for (let limit = batch; ;) {
-          const opId = randomUUID();
-          const inputs = await this.#p.ledger.startSweep({ opId, mint, unit, limit, except: suspect && [suspect.secret] });
-          if (inputs.length === 0) break;
-          const outcome = await this.#batch(opId, mint, unit, inputs);
-          if (outcome === 'swept') {
-            swept += inputs.length;
-            if (suspect) await this.#writeOff(mint, suspect);
-            suspect = undefined;
-            limit = batch;
-          } else if (outcome === 'refused' && !suspect && inputs.length > 1) {
-            limit = Math.ceil(inputs.length / 2);
-          } else if (outcome === 'refused' && !suspect) {
-            suspect = inputs[0];
-            limit = batch;
-          } else {
-            // Down, busy, or refusing without the suspect too (nothing to do with one proof):
-            // one mint or unit failing must not stop the others.
-            break;
-          }
+      for (const unit of ['sat', 'msat'] as const) swept += await this.#sweep(mint, unit, batch);
+    }
+    return swept;
+  }
+
+  async #sweep(mint: string, unit: Unit, batch: number): Promise<number> {
+    const at = `${unit} ${mint}`;
+    const suspects = this.#suspects.get(at) ?? new Map<string, StoredProof>();
+    let swept = 0;
+    let taken = false;
+    let ended: 'empty' | 'failed' | 'budget' = 'budget';
+    for (let limit = batch, swaps = 0; swaps < MAX_SWAPS; swaps++) {
+      const opId = randomUUID();
+      const inputs = await this.#p.ledger.startSweep({ opId, mint, unit, limit, except: [...suspects.keys()] });
+      if (inputs.length === 0) {
+        ended = 'empty';
+        break;
+      }
+      const outcome = await this.#batch(opId, mint, unit, inputs);
+      if (outcome === 'swept') {
+        swept += inputs.length;
+        taken = true;
+        limit = batch;
+      } else if (outcome === 'failed') {
+        // Down or busy: one mint or unit failing must not stop the others.
+        ended = 'failed';
+        break;
+      } else if (inputs.length > 1) {
+        limit = Math.ceil(inputs.length / 2);
+      } else {
+        suspects.set(inputs[0]!.secret, inputs[0]!);
+        limit = batch;
+      }
+    }
+    // Only once everything else is settled: out of budget, or with the mint down, they wait.
+    if (ended === 'empty') {
+      let tries = 0;
+      for (const [secret, proof] of [...suspects]) {
+        if (tries++ >= MAX_RETRIES) break;
+        const opId = randomUUID();
+        const inputs = await this.#p.ledger.startSweep({ opId, mint, unit, limit: 1, only: [secret] });
+        suspects.delete(secret);
+        // No longer locked: spent by a float refill, written off, or swept by another process.
+        if (inputs.length === 0) continue;
+        const outcome = await this.#batch(opId, mint, unit, inputs);
+        if (outcome === 'swept') {
+          swept += 1;
+          taken = true;
+        } else if (outcome === 'refused' && taken) {
+          await this.#writeOff(mint, proof);
+        } else {
+          // Kept, at the back of the queue, for the next sweep.
+          suspects.set(secret, proof);
+          if (outcome === 'failed') break;
         }
       }
     }
+    if (suspects.size > 0) this.#suspects.set(at, suspects);
+    else this.#suspects.delete(at);
     return swept;
   }
 
@@ -145,6 +182,11 @@ export class Sweep {
     }
   }
 }
+
+/** Swaps one sweep makes at one mint and unit before it leaves the rest to the next sweep. */
+const MAX_SWAPS = 64;
+/** Suspects one sweep tries again alone at one mint and unit. */
+const MAX_RETRIES = 16;
 
 /** NUT errors "keyset is not known" and "keyset is inactive". */
 const KEYSET_CODES = new Set([12001, 12002]);

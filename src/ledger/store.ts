@@ -336,15 +336,16 @@ export class SqlLedger implements Ledger {
     }
   }
 
-  async startSweep(r: { opId: string; mint: string; unit: Unit; limit: number; except?: string[] }): Promise<StoredProof[]> {
+  async startSweep(r: { opId: string; mint: string; unit: Unit; limit: number; except?: string[]; only?: string[] }): Promise<StoredProof[]> {
     const now = Date.now();
     return this.#db.transaction(async (tx) => {
       // Payouts may be counting these locked proofs: take turns with them.
       await this.#lock(tx, `payout ${r.mint} ${r.unit}`);
+      const only = r.only ? ` AND ${this.#d.anyOf('secret', 5)}` : '';
       const rows = await tx.query(
-        `SELECT * FROM proofs WHERE mint = $1 AND unit = $2 AND state = 'locked' AND NOT (${this.#d.anyOf('secret', 4)})
+        `SELECT * FROM proofs WHERE mint = $1 AND unit = $2 AND state = 'locked' AND NOT (${this.#d.anyOf('secret', 4)})${only}
          ORDER BY created_at LIMIT $3${this.#d.forUpdate(undefined, true)}`,
-        [r.mint, r.unit, r.limit, this.#d.array(r.except ?? [])],
+        [r.mint, r.unit, r.limit, this.#d.array(r.except ?? []), ...(r.only ? [this.#d.array(r.only)] : [])],
       );
       const proofs = rows.rows.map(proofRow);
       if (proofs.length === 0) return proofs;

@@ -2,10 +2,10 @@ import { createServer, request, type Server } from 'node:http';
 
 /**
  * How the proxy misbehaves on one path. `fail`: answers with this status and body, and the mint
- * never sees the call (a mint that refuses). `drop`: forwards the call, lets the mint act on it,
+ * never sees the call (a mint that refuses), the first `times` calls only if given. `drop`: forwards the call, lets the mint act on it,
  * then closes the connection instead of answering (an answer lost on the way back).
  */
-export type Fault = { fail: number; body: unknown } | { drop: true };
+export type Fault = { fail: number; body: unknown; times?: number } | { drop: true };
 
 /**
  * Sits in front of the real mint and counts every HTTP call made to it, so tests (and the
@@ -47,6 +47,7 @@ export class CountingProxy {
       const path = (req.url ?? '').split('?')[0]!;
       const fault = this.faults.get(path);
       if (fault && 'fail' in fault) {
+        if (fault.times !== undefined && --fault.times <= 0) this.faults.delete(path);
         const s = JSON.stringify(fault.body);
         res.writeHead(fault.fail, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(s) });
         res.end(s);
