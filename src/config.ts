@@ -102,6 +102,8 @@ const schema = z.object({
   FOREIGN_MINT_MIN_FEE_SATS: z.coerce.number().int().min(0).default(5),
   /** Swaps from one foreign mint (by host name) in flight or left pending at once; more tokens from it wait. */
   FOREIGN_MINT_MAX_PENDING_SWAPS: z.coerce.number().int().positive().default(10),
+  /** Swaps from all foreign mints together in flight or left pending at once: a stranger has as many host names as they like. */
+  FOREIGN_MINT_MAX_PENDING_SWAPS_TOTAL: z.coerce.number().int().positive().default(50),
   /** How long past its expiry a trusted mint's unpaid invoice is still waited for before its swap is abandoned. */
   FOREIGN_SWAP_EXPIRY_MARGIN_SECONDS: z.coerce.number().int().min(0).default(60),
   /** How long a peer (a foreign mint) that failed is not contacted again. */

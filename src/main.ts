@@ -61,6 +61,7 @@ export async function createGateway(cfg: Config, opts: { log?: Logger } = {}) {
       minFeeSats: cfg.FOREIGN_MINT_MIN_FEE_SATS,
       cooldownMs: cfg.PEER_FAILURE_COOLDOWN_SECONDS * 1000,
       maxPending: cfg.FOREIGN_MINT_MAX_PENDING_SWAPS,
+      maxPendingTotal: cfg.FOREIGN_MINT_MAX_PENDING_SWAPS_TOTAL,
       expiryMarginMs: cfg.FOREIGN_SWAP_EXPIRY_MARGIN_SECONDS * 1000,
       recoveryBudgetMs: 3 * cfg.PEER_TIMEOUT_MS,
     });

@@ -45,6 +45,7 @@ const suite = useGateway({
     PEER_TIMEOUT_MS: '2000',
     MINT_TIMEOUT_MS: String(MINT_TIMEOUT_MS),
     FOREIGN_MINT_MAX_PENDING_SWAPS: String(MAX_PENDING),
+    FOREIGN_MINT_MAX_PENDING_SWAPS_TOTAL: String(MAX_PENDING + 1),
     FOREIGN_SWAP_EXPIRY_MARGIN_SECONDS: '1',
   }),
   after: async () => {
@@ -138,6 +139,36 @@ describe('a foreign mint that answers its melt PENDING forever', () => {
     for (const t of tokens) expect([...new Set(await proofStates(foreign.url, await relabel(foreign.url, t, { mint: foreign.url })))]).toEqual(['SPENT']);
     const after = await gw.ledger.totals();
     expect(after.credited - before.credited).toBe(10_000);
+  });
+  it('is bounded in all as well as per host name: another name for the same mint gets no more than the total', async () => {
+    const { gw } = suite;
+    const before = await gw.ledger.totals();
+    // The same liar under a second host name, as a stranger's own domains would be.
+    const alias = liar.url.replace('127.0.0.1', 'localhost');
+    const token = async (at: string) => relabel(foreign.url, await mintToken(foreign.url, 20), { mint: at });
+    const first = [await token(liar.url), await token(liar.url), await token(alias)];
+    for (const r of await Promise.all(first.map((t) => post('/v1/balance/create', { initial_balance_token: t })))) {
+      expect([r.status, r.json.error?.code]).toEqual([503, 'foreign_swap_pending']);
+    }
+    expect(await foreignOps()).toHaveLength(MAX_PENDING + 1);
+
+    // Its host name has one swap pending, under its own bound; all of them together are at theirs.
+    const quotes = () => liar.calls.filter((c) => c === 'POST /v1/melt/quote/bolt11').length;
+    const quoted = quotes();
+    const fourth = await token(alias);
+    const refused = await post('/v1/balance/create', { initial_balance_token: fourth });
+    expect([refused.status, refused.json.error?.code]).toEqual([503, 'foreign_mint_busy']);
+    expect(refused.json.error?.message).toContain('other mints than its own');
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(quotes()).toBe(quoted);
+    expect(await gw.ledger.getToken(sha256Hex(fourth))).toBeUndefined();
+    expect(await foreignOps()).toHaveLength(MAX_PENDING + 1);
+
+    await waitFor(async () => {
+      await gw.wallets.recoverAll();
+      return (await foreignOps()).length === 0;
+    }, 'the swaps abandoned', 60_000);
+    expect(await gw.ledger.totals()).toEqual(before);
   });
   it('that stops answering is asked once per recovery pass, not once per swap, and its swaps still end at the invoice\'s expiry', async () => {
     const { gw } = suite;

@@ -49,6 +49,8 @@ export interface ForeignRules {
   cooldownMs: number;
   /** Swaps from one mint's host in flight or pending at once. */
   maxPending: number;
+  /** Swaps from all other mints in flight or pending at once: host names are free to a stranger too. */
+  maxPendingTotal: number;
   /** How long past its expiry the trusted mint's unpaid invoice is still waited for. */
   expiryMarginMs: number;
   /** How long one recovery pass spends on foreign swaps, after the gateway's own operations. */
@@ -118,8 +120,9 @@ function inFlight(retryAfterSec: number): CashuError {
   });
 }
 
-function busy(mint: string, retryAfterSec: number): CashuError {
-  return new CashuError('foreign_mint_busy', `As many swaps from the mint ${mint} are in flight as are allowed at once. Your token was not spent; send it again later.`, {
+function busy(mint: string, retryAfterSec: number, all = false): CashuError {
+  const which = all ? 'other mints than its own' : `the mint ${mint}`;
+  return new CashuError('foreign_mint_busy', `As many swaps from ${which} are in flight as are allowed at once. Your token was not spent; send it again later.`, {
     retryAfter: retryAfterSec,
   });
 }
@@ -159,6 +162,7 @@ export class ForeignSwaps implements ForeignIntake {
   readonly #leaseMs: number;
   /** Swaps being started, by host, not yet journaled: counted against the bound with the journaled ones. */
   readonly #starting = new Map<string, number>();
+  #startingTotal = 0;
 
   constructor(deps: { ledger: Ledger; wallets: CashuWallets; peers: PeerFetch; log: Logger; leaseMs: number }, rules: ForeignRules) {
     this.#ledger = deps.ledger;
@@ -226,15 +230,23 @@ export class ForeignSwaps implements ForeignIntake {
 
     const host = hostOf(info.mint);
     const starting = this.#starting.get(host) ?? 0;
-    if (starting + (await this.#pendingAt(host)) >= this.#rules.maxPending) {
+    const pending = await this.#pendingHosts();
+    const here = pending.filter((h) => h === host).length;
+    if (starting + here >= this.#rules.maxPending) {
       this.#log.info({ mint: info.mint, max: this.#rules.maxPending }, 'foreign mint at its bound of pending swaps');
       throw busy(info.mint, Math.ceil(this.#leaseMs / 1000));
     }
+    if (this.#startingTotal + pending.length >= this.#rules.maxPendingTotal) {
+      this.#log.info({ mint: info.mint, max: this.#rules.maxPendingTotal }, 'foreign mints at their bound of pending swaps in all');
+      throw busy(info.mint, Math.ceil(this.#leaseMs / 1000), true);
+    }
     this.#starting.set(host, starting + 1);
+    this.#startingTotal++;
     let begun: Begun | { token: TokenRow };
     try {
       begun = await this.#begin(info, keyHash);
     } finally {
+      this.#startingTotal--;
       const n = this.#starting.get(host)! - 1;
       if (n > 0) this.#starting.set(host, n);
       else this.#starting.delete(host);
@@ -280,10 +292,10 @@ export class ForeignSwaps implements ForeignIntake {
     return (await this.#ledger.getKey(keyHash))!;
   }
 
-  /** Swaps journaled and still pending from mints at `host`. */
-  async #pendingAt(host: string): Promise<number> {
+  /** The host of each swap journaled and still pending. */
+  async #pendingHosts(): Promise<string[]> {
     const ops = await this.#ledger.pendingOps();
-    return ops.filter((o) => o.kind === 'foreign' && hostOf((o.outputs as ForeignJournal[])[0]!.foreignMint) === host).length;
+    return ops.filter((o) => o.kind === 'foreign').map((o) => hostOf((o.outputs as ForeignJournal[])[0]!.foreignMint));
   }
 
   /** Quotes both sides and journals the swap; or the redemption someone else journaled first. */
