@@ -72,3 +72,19 @@ for (const [name, shape] of [
     }
   });
 }
+
+it('a P2PK secret longer than a mint takes is not credited offline: the mint would refuse it for good', async () => {
+  // nutshell refuses inputs whose secret is over 1,024 characters (`mint_max_secret_length`),
+  // yet signs outputs for them, since it only sees them blinded.
+  const proofs = await proofsWithSecret(64, (n) => ['P2PK', { nonce: n.repeat(40), data: ours }]);
+  expect(proofs[0]!.secret.length).toBeGreaterThan(1024);
+  const before = (await gw.ledger.totals()).credited;
+  const res = await fetch(`${gw.url}/v1/balance/create`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ initial_balance_token: getEncodedToken({ mint: mintUrl, unit: 'sat', proofs }) }),
+  });
+  const body = (await res.json()) as { error?: { code?: string } };
+  expect([res.status, body.error?.code]).toEqual([400, 'invalid_cashu_token']);
+  expect((await gw.ledger.totals()).credited).toBe(before);
+});

@@ -26,12 +26,18 @@ export function loadP2pkKey(configured: string | undefined, dataDir: string): P2
   return fromPriv(privkey);
 }
 
+/** The longest secret taken offline; a longer one is swapped, for its mint to say whether it takes it. */
+const MAX_SECRET_LENGTH = 512;
+
 /**
  * A NUT-11 P2PK secret's body: its key (`data`) and tags; undefined for any other secret, and for
  * one not in NUT-10's exact shape. A mint that cannot parse a secret as NUT-10 (no nonce, a third
  * element, a key that is not a point) treats it as a plain secret anyone holding it can spend.
  */
 function p2pk(secret: string): { data: string; tags: unknown[] } | undefined {
+  // A mint refuses for good an input whose secret is longer than it takes (nutshell: 1,024
+  // characters by default, and configurable), though it signs one blinded: well below it.
+  if (secret.length > MAX_SECRET_LENGTH) return undefined;
   let parsed: unknown;
   try {
     parsed = JSON.parse(secret);

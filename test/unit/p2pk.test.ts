@@ -38,4 +38,11 @@ describe('lockedOnlyTo', () => {
     expect(lockedOnlyTo(secret(['P2PK', { nonce: 'ab', data: ours, tags: 5 }]), ours)).toBe(false);
     expect(lockedOnlyTo(secret(['P2PK', { nonce: 'ab', data: ours, tags: [['locktime', 5]] }]), ours)).toBe(false);
   });
+
+  it('takes no secret longer than a mint may take: 512 characters at most', () => {
+    const sized = (n: number) => secret(['P2PK', { nonce: 'a'.repeat(n - secret(['P2PK', { nonce: '', data: ours }]).secret.length), data: ours }]);
+    expect(sized(512).secret.length).toBe(512);
+    expect(lockedOnlyTo(sized(512), ours)).toBe(true);
+    expect(lockedOnlyTo(sized(513), ours)).toBe(false);
+  });
 });
