@@ -42,6 +42,7 @@ export function walletsFor(cfg: Config, ledger: Ledger, log: Logger, serving: bo
       changeFloat: cfg.CHANGE_FLOAT_PROOFS,
       // With sweeping on, locked proofs are redeemed about a second after they arrive, in batches.
       sweepDelayMs: cfg.P2PK_REDEEM_INTERVAL_SECONDS > 0 ? 1000 : 0,
+      writeOffAfterMs: cfg.P2PK_WRITE_OFF_AFTER_SECONDS * 1000,
     }),
   });
 }

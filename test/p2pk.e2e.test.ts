@@ -16,6 +16,9 @@ const proxy = new CountingProxy(realMint);
 let mintUrl: string;
 const ourPubkey = Buffer.from(getPubKeyFromPrivKey(Buffer.from(TEST_P2PK_PRIVKEY, 'hex'))).toString('hex');
 const otherPubkey = Buffer.from(getPubKeyFromPrivKey(Buffer.alloc(32, 7))).toString('hex');
+/** How long the mint must go on refusing a proof alone before it is written off, here. */
+const WRITE_OFF_AFTER_MS = 1000;
+const writeOffAge = () => new Promise((r) => setTimeout(r, WRITE_OFF_AFTER_MS + 100));
 const body = { model: 'gpt-test', messages: [{ role: 'user', content: 'locked' }], max_tokens: 2 };
 
 async function chat(headers: Record<string, string>) {
@@ -33,7 +36,7 @@ async function mintCallsDuring(fn: () => Promise<unknown>): Promise<string[]> {
 const suite = useGateway({
   upstream,
   before: async () => (mintUrl = await proxy.start()),
-  env: () => ({ CASHU_MINTS: mintUrl }),
+  env: () => ({ CASHU_MINTS: mintUrl, P2PK_WRITE_OFF_AFTER_SECONDS: String(WRITE_OFF_AFTER_MS / 1000) }),
   after: () => proxy.stop(),
 });
 beforeAll(async () => {
@@ -175,6 +178,10 @@ describe('ecash locked to the gateway key (NUT-11 + NUT-12)', () => {
 
     expect(await suite.gw.wallets.sweepLocked()).toBeGreaterThanOrEqual(2);
     for (const t of [early, late]) expect(new Set(await proofStates(mintUrl, t))).toEqual(new Set(['SPENT']));
+    // Refused alone twice at once is no proof yet: the mint may be failing for a while.
+    expect((await suite.gw.ledger.totals()).fees).toBe(before.fees);
+    await writeOffAge();
+    expect(await suite.gw.wallets.sweepLocked()).toBe(0);
     // Written off to the msat, and still unspent at the mint: nobody took it, it is just not ours.
     expect((await suite.gw.ledger.totals()).fees - before.fees).toBe(2_000);
     expect(new Set(await proofStates(mintUrl, foreignLocked))).toEqual(new Set(['UNSPENT']));
@@ -204,6 +211,8 @@ describe('ecash locked to the gateway key (NUT-11 + NUT-12)', () => {
 
     expect(await suite.gw.wallets.sweepLocked()).toBeGreaterThanOrEqual(2);
     for (const t of good) expect(new Set(await proofStates(mintUrl, t))).toEqual(new Set(['SPENT']));
+    await writeOffAge();
+    expect(await suite.gw.wallets.sweepLocked()).toBe(0);
     expect((await suite.gw.ledger.totals()).fees - before.fees).toBe(3_000);
     for (const t of planted) expect(new Set(await proofStates(mintUrl, t))).toEqual(new Set(['UNSPENT']));
     expect(await mintCallsDuring(async () => expect(await suite.gw.wallets.sweepLocked()).toBe(0))).toEqual([]);
@@ -224,12 +233,35 @@ describe('ecash locked to the gateway key (NUT-11 + NUT-12)', () => {
     for (const t of tokens) expect(new Set(await proofStates(mintUrl, t))).toEqual(new Set(['SPENT']));
   });
 
+  it('writes off no good proof the mint refuses for a while after taking a swap: it has taken nothing since', async () => {
+    const tokens = [await lockedToken(mintUrl, 4, ourPubkey), await lockedToken(mintUrl, 2, ourPubkey), await lockedToken(mintUrl, 1, ourPubkey)];
+    for (const t of tokens) expect((await chat({ authorization: `Bearer ${t}` })).status).toBe(200);
+    const before = await suite.gw.ledger.totals();
+    // The first swap is taken; every one after it is refused with code 0, as a mint whose disk is
+    // full answers (it can still read).
+    proxy.onRequest = async (_method, path) => {
+      if (path === '/v1/swap') proxy.faults.set('/v1/swap', { fail: 400, body: { detail: 'internal error', code: 0 } });
+    };
+    try {
+      expect(await suite.gw.wallets.sweepLocked(2)).toBe(2);
+      await writeOffAge();
+      expect(await suite.gw.wallets.sweepLocked(2)).toBe(0);
+    } finally {
+      proxy.onRequest = undefined;
+      proxy.faults.delete('/v1/swap');
+    }
+    expect((await suite.gw.ledger.totals()).fees).toBe(before.fees);
+    expect(await suite.gw.wallets.sweepLocked()).toBe(1);
+    for (const t of tokens) expect(new Set(await proofStates(mintUrl, t))).toEqual(new Set(['SPENT']));
+    expect((await suite.gw.ledger.totals()).fees).toBe(before.fees);
+  });
+
   it('writes nothing off while the mint refuses every swap, whatever it names, and sweeps once it takes them', async () => {
     const tokens = [await lockedToken(mintUrl, 4, ourPubkey), await lockedToken(mintUrl, 2, ourPubkey), await lockedToken(mintUrl, 1, ourPubkey)];
     for (const t of tokens) expect((await chat({ authorization: `Bearer ${t}` })).status).toBe(200);
     const before = await suite.gw.ledger.totals();
     // A generic refusal (nutshell's 11000 and code 0, cdk's internal error), a rotated keyset, the mint busy.
-    for (const body of [{ detail: 'Transaction is not valid.', code: 11000 }, { detail: 'internal error', code: 0 }, { detail: 'Internal Error', code: 50000 }, { detail: 'keyset is inactive', code: 12002 }, { detail: 'database is locked', code: 0 }]) {
+    for (const body of [{ detail: 'Transaction is not valid.', code: 11000 }, { detail: 'internal error', code: 0 }, { detail: 'Internal Error', code: 50000 }, { detail: 'keyset is inactive', code: 12002 }, { detail: 'keyset id inactive.', code: 11000 }, { detail: 'database is locked', code: 0 }]) {
       proxy.faults.set('/v1/swap', { fail: 400, body });
       try {
         expect(await suite.gw.wallets.sweepLocked()).toBe(0);

@@ -19,11 +19,15 @@ export class Sweep {
   #running: Promise<void> | undefined;
   #again = false;
   /** Locked proofs the mint refused alone, by unit and mint, kept across sweeps until settled. */
-  readonly #suspects = new Map<string, Map<string, StoredProof>>();
+  readonly #suspects = new Map<string, Map<string, Suspect>>();
+  /** When the mint last took a sweep's swap, by unit and mint. */
+  readonly #taken = new Map<string, number>();
+  readonly #writeOffAfterMs: number;
 
-  constructor(parts: Parts, delayMs: number) {
+  constructor(parts: Parts, delayMs: number, writeOffAfterMs: number) {
     this.#p = parts;
     this.#delayMs = delayMs;
+    this.#writeOffAfterMs = writeOffAfterMs;
   }
 
   /** Cancels the sweep scheduled for locked proofs and waits for one already running. */
@@ -38,9 +42,10 @@ export class Sweep {
    * Sweeps every trusted mint and unit, in batches; returns how many proofs were redeemed. A batch
    * the mint refuses is halved until one proof is refused alone: that proof becomes a suspect, and
    * the sweep goes on without it, so that no number of bad proofs holds back the others until
-   * their locktime (when their payers may take them back). Suspects are then tried alone again,
-   * and one is written off only if the mint refuses it a second time while taking other swaps:
-   * a mint refusing everything, or refusing once by mistake, must not have good proofs written off.
+   * their locktime (when their payers may take them back). Suspects are tried alone again in
+   * every sweep, and one is written off only if the mint still refuses it `writeOffAfterMs` after
+   * it first did, having taken other swaps since: a mint refusing everything, or refusing for a
+   * while by mistake (a full disk answers code 0 to every swap), must not have good proofs written off.
    */
   async all(batch = 100): Promise<number> {
     let swept = 0;
@@ -52,9 +57,10 @@ export class Sweep {
 
   async #sweep(mint: string, unit: Unit, batch: number): Promise<number> {
     const at = `${unit} ${mint}`;
-    const suspects = this.#suspects.get(at) ?? new Map<string, StoredProof>();
+    // Shared with a sweep running beside this one (the periodic one and the one soon after arrivals).
+    const suspects = this.#suspects.get(at) ?? new Map<string, Suspect>();
+    this.#suspects.set(at, suspects);
     let swept = 0;
-    let taken = false;
     let ended: 'empty' | 'failed' | 'budget' = 'budget';
     for (let limit = batch, swaps = 0; swaps < MAX_SWAPS; swaps++) {
       const opId = randomUUID();
@@ -66,7 +72,7 @@ export class Sweep {
       const outcome = await this.#batch(opId, mint, unit, inputs);
       if (outcome === 'swept') {
         swept += inputs.length;
-        taken = true;
+        this.#taken.set(at, Date.now());
         limit = batch;
       } else if (outcome === 'failed') {
         // Down or busy: one mint or unit failing must not stop the others.
@@ -75,35 +81,41 @@ export class Sweep {
       } else if (inputs.length > 1) {
         limit = Math.ceil(inputs.length / 2);
       } else {
-        suspects.set(inputs[0]!.secret, inputs[0]!);
+        suspects.set(inputs[0]!.secret, { proof: inputs[0]!, since: Date.now() });
         limit = batch;
       }
     }
     // Only once everything else is settled: out of budget, or with the mint down, they wait.
-    if (ended === 'empty') {
-      let tries = 0;
-      for (const [secret, proof] of [...suspects]) {
-        if (tries++ >= MAX_RETRIES) break;
-        const opId = randomUUID();
-        const inputs = await this.#p.ledger.startSweep({ opId, mint, unit, limit: 1, only: [secret] });
-        suspects.delete(secret);
-        // No longer locked: spent by a float refill, written off, or swept by another process.
-        if (inputs.length === 0) continue;
-        const outcome = await this.#batch(opId, mint, unit, inputs);
-        if (outcome === 'swept') {
-          swept += 1;
-          taken = true;
-        } else if (outcome === 'refused' && taken) {
-          await this.#writeOff(mint, proof);
-        } else {
-          // Kept, at the back of the queue, for the next sweep.
-          suspects.set(secret, proof);
-          if (outcome === 'failed') break;
-        }
+    if (ended === 'empty') swept += await this.#retry(mint, unit, suspects);
+    if (suspects.size === 0 && this.#suspects.get(at) === suspects) this.#suspects.delete(at);
+    return swept;
+  }
+
+  /** Tries suspects alone again, oldest first; writes off those refused long enough. */
+  async #retry(mint: string, unit: Unit, suspects: Map<string, Suspect>): Promise<number> {
+    const at = `${unit} ${mint}`;
+    let swept = 0;
+    let tries = 0;
+    for (const [secret, suspect] of [...suspects]) {
+      if (tries++ >= MAX_RETRIES) break;
+      const opId = randomUUID();
+      const inputs = await this.#p.ledger.startSweep({ opId, mint, unit, limit: 1, only: [secret] });
+      suspects.delete(secret);
+      // No longer locked: spent by a float refill, written off, or swept beside this sweep.
+      if (inputs.length === 0) continue;
+      const outcome = await this.#batch(opId, mint, unit, inputs);
+      const now = Date.now();
+      if (outcome === 'swept') {
+        swept += 1;
+        this.#taken.set(at, now);
+      } else if (outcome === 'refused' && now - suspect.since >= this.#writeOffAfterMs && (this.#taken.get(at) ?? 0) > suspect.since) {
+        await this.#writeOff(mint, suspect.proof);
+      } else {
+        // Kept, at the back of the queue, for the next sweep.
+        suspects.set(secret, suspect);
+        if (outcome === 'failed') break;
       }
     }
-    if (suspects.size > 0) this.#suspects.set(at, suspects);
-    else this.#suspects.delete(at);
     return swept;
   }
 
@@ -167,8 +179,9 @@ export class Sweep {
         done: async () => 'swept' as const,
         failed: async (e) => {
           if (!isMintOperationError(e) || busyRefusal(e.message)) return 'failed' as const;
-          // Our view of its keysets is out of date (rotated): no input's fault.
-          if (KEYSET_CODES.has(e.code)) {
+          // Our view of its keysets is out of date (rotated): no input's fault. nutshell says so
+          // for our outputs with its generic code.
+          if (KEYSET_CODES.has(e.code) || /keyset id (unknown|inactive)/i.test(e.message)) {
             await mints.reloaded(mint, unit);
             return 'failed' as const;
           }
@@ -181,6 +194,12 @@ export class Sweep {
       throw e;
     }
   }
+}
+
+/** A locked proof the mint refused alone, and when it first did. */
+interface Suspect {
+  proof: StoredProof;
+  since: number;
 }
 
 /** Swaps one sweep makes at one mint and unit before it leaves the rest to the next sweep. */

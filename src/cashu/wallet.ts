@@ -36,7 +36,7 @@ export class CashuWallets {
     ledger: Ledger,
     log: Logger,
     opts: {
-      mintTimeoutMs: number; p2pk: P2pkKey; locktimeMarginSec: number; changeFloat?: number; sweepDelayMs?: number; refillDelayMs?: number;
+      mintTimeoutMs: number; p2pk: P2pkKey; locktimeMarginSec: number; changeFloat?: number; sweepDelayMs?: number; refillDelayMs?: number; writeOffAfterMs?: number;
       aliases?: Readonly<Record<string, string>>;
     },
   ) {
@@ -52,7 +52,7 @@ export class CashuWallets {
         this.#float.short(mint, unit);
       },
     };
-    this.#sweep = new Sweep(this.#parts, opts.sweepDelayMs ?? 0);
+    this.#sweep = new Sweep(this.#parts, opts.sweepDelayMs ?? 0, opts.writeOffAfterMs ?? 600_000);
     this.#float = new ChangeFloat(this.#parts, opts.refillDelayMs ?? 200);
     const tookLocked = (mint: string, unit: Unit) => {
       this.#sweep.soon();
