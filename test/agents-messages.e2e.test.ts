@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 import { FakeUpstream, REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
-import { ANTHROPIC_KEY, FakeAnthropic, TOOL_INPUT } from './support/anthropic-upstream.ts';
+import { ANTHROPIC_KEY, FakeAnthropic, THINKING, TOOL_INPUT } from './support/anthropic-upstream.ts';
 import { mintToken, tokenValue } from './support/cashu.ts';
 import { useGateway } from './support/suite.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
@@ -29,6 +29,8 @@ const suite = useGateway({
   reset: () => {
     claude.cache = { read: 0, write: 0 };
     claude.modes.length = 0;
+    claude.finalDelayMs = 0;
+    claude.summarizedThinkingTokens = 0;
   },
 });
 const { mintUrl } = suite;
@@ -205,5 +207,84 @@ describe('translated between Messages and chat completions', () => {
     const sent = claude.requests.at(-1)!;
     expect(sent.body).toMatchObject({ model: 'claude-test', max_tokens: 30, messages: [{ role: 'user', content: [{ type: 'text', text: 'Hi' }] }] });
     expect(cost).toBe(ceil(upstreamPromptTokens(sent.body), CLAUDE.prompt) + ceil(REPLY_WORDS.length, CLAUDE.completion));
+  });
+});
+
+/** POSTs a Messages request as the holder of `key`. */
+function postMessages(key: string, body: Record<string, unknown>, signal?: AbortSignal): Promise<Response> {
+  return fetch(`${suite.gw.url}/v1/messages`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-api-key': key, 'anthropic-version': '2023-06-01' },
+    body: JSON.stringify(body),
+    ...(signal && { signal }),
+  });
+}
+
+/** Reads a stream until its text holds `marker`, and leaves the rest unread. */
+async function readUntil(res: Response, marker: string): Promise<void> {
+  const reader = res.body!.getReader();
+  let text = '';
+  while (!text.includes(marker)) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`the stream ended before ${marker}`);
+    text += new TextDecoder().decode(value);
+  }
+}
+
+/** What a key spent once nothing is reserved on it any more. */
+async function settledSpend(token: string): Promise<number> {
+  for (let i = 0; i < 100; i++) {
+    const key = (await suite.gw.ledger.getKey(sha256Hex(token)))!;
+    if (key.reserved === 0) return key.totalSpent;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error('the request never settled');
+}
+
+describe('a client that leaves a Messages stream before its final usage', () => {
+  const ask = { model: 'claude-test', max_tokens: 64, stream: true, messages: [{ role: 'user', content: 'Answer, then stop.' }] };
+
+  it('pays at least for the text it was sent, not the one output token message_start reports', async () => {
+    const token = await mintToken(mintUrl, 200);
+    claude.finalDelayMs = 400;
+    const ac = new AbortController();
+    await readUntil(await postMessages(token, ask, ac.signal), '"type":"content_block_stop"');
+    ac.abort();
+    const spent = await settledSpend(token);
+    const prompt = upstreamPromptTokens(claude.requests.at(-1)!.body);
+    expect(spent).toBeGreaterThanOrEqual(ceil(prompt, CLAUDE.prompt) + ceil(REPLY_WORDS.length, CLAUDE.completion));
+  });
+
+  it('while the model thinks more than it streams, the upstream is read to its end and its whole usage billed', async () => {
+    const token = await mintToken(mintUrl, 200);
+    claude.modes.push('thinking');
+    claude.summarizedThinkingTokens = 1_000;
+    claude.finalDelayMs = 400;
+    const early = claude.closedEarly;
+    const ac = new AbortController();
+    // The thinking block (index 0) and the text (index 1) are in: leave before the usage.
+    await readUntil(await postMessages(token, ask, ac.signal), '"type":"content_block_stop","index":1');
+    ac.abort();
+    const spent = await settledSpend(token);
+    const prompt = upstreamPromptTokens(claude.requests.at(-1)!.body);
+    const output = REPLY_WORDS.length + THINKING.split(' ').length + 1_000;
+    expect(spent).toBe(ceil(prompt, CLAUDE.prompt) + ceil(output, CLAUDE.completion));
+    expect(claude.closedEarly).toBe(early);
+  });
+});
+
+describe('a whole answer the gateway cannot pass on', () => {
+  it('a tool call the length limit cut is refused with 502, and the work the upstream did is paid', async () => {
+    const token = await mintToken(mintUrl, 200);
+    chatUpstream.modes.push('cut_tool_call');
+    const res = await postMessages(token, {
+      model: 'gpt-test', max_tokens: 5, messages: [{ role: 'user', content: 'Weather in Paris? '.repeat(50) }],
+      tools: [{ name: 'get_weather', input_schema: { type: 'object', properties: { city: { type: 'string' } } } }],
+      tool_choice: { type: 'tool', name: 'get_weather' },
+    });
+    expect(res.status).toBe(502);
+    expect(((await res.json()) as { error: { type: string; message: string } }).error.message).toContain('tool call');
+    const u = chatUpstream.reported.at(-1)!;
+    expect(await settledSpend(token)).toBe(ceil(u.prompt_tokens as number, GPT.prompt) + ceil(u.completion_tokens as number, GPT.completion));
   });
 });

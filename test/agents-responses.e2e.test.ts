@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import OpenAI, { APIError } from 'openai';
 import { FakeUpstream, REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
-import { FakeResponsesUpstream } from './support/responses-upstream.ts';
+import { FakeResponsesUpstream, responsesInputTokens } from './support/responses-upstream.ts';
 import { mintToken, tokenValue } from './support/cashu.ts';
 import { useGateway } from './support/suite.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
@@ -26,6 +26,8 @@ const suite = useGateway({
   ],
   reset: () => {
     resp.cachedTokens = 0;
+    resp.reasoningTokens = 0;
+    resp.finalDelayMs = 0;
   },
 });
 const { mintUrl } = suite;
@@ -106,5 +108,39 @@ describe('translated between Responses and chat completions', () => {
     expect(sent.body.stream).toBe(true);
     const total = ceil(upstreamPromptTokens(sent.body), GPT.prompt) + ceil(REPLY_WORDS.length, GPT.completion);
     expect((final.usage as unknown as Costed).cost.total_msats).toBe(total);
+  });
+});
+
+describe('a client that leaves a Responses stream before its final usage', () => {
+  it('while the model reasons unseen, the upstream is read to its end and the reasoning billed', async () => {
+    const token = await mintToken(mintUrl, 500);
+    resp.replies.push({ summary: 'Thinking about it.', text: REPLY_WORDS.join(' ') });
+    resp.reasoningTokens = 3_000;
+    resp.finalDelayMs = 400;
+    const early = resp.closedEarly;
+    const ac = new AbortController();
+    const res = await fetch(`${suite.gw.url}/v1/responses`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      body: JSON.stringify({ model: 'gpt-resp', input: 'Think, then answer.', stream: true, max_output_tokens: 4_000 }),
+      signal: ac.signal,
+    });
+    // The whole answer is in; leave before response.completed, which alone reports the reasoning.
+    const reader = res.body!.getReader();
+    for (let text = ''; !text.includes('response.output_text.done'); ) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error('the stream ended early');
+      text += new TextDecoder().decode(value);
+    }
+    ac.abort();
+    let spent: number | undefined;
+    for (let i = 0; i < 100 && spent === undefined; i++) {
+      const key = (await suite.gw.ledger.getKey(sha256Hex(token)))!;
+      if (key.reserved === 0) spent = key.totalSpent;
+      else await new Promise((r) => setTimeout(r, 50));
+    }
+    const input = responsesInputTokens(resp.requests.at(-1)!.body);
+    expect(spent).toBe(ceil(input, RESP.prompt) + ceil(3_000 + REPLY_WORDS.length, RESP.completion));
+    expect(resp.closedEarly).toBe(early);
   });
 });

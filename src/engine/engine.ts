@@ -9,7 +9,7 @@ import { SseSplitter, eventData, eventName } from '../upstream/sse.ts';
 import type { UpstreamClient, UpstreamResponse } from '../upstream/client.ts';
 import type { Catalog, ModelEntry } from './catalog.ts';
 import { EngineError, type EngineCode } from './errors.ts';
-import type { Bill, ClientHeaders, Estimate, Exchange, Metered, ParsedRequest, WireError, WireFormat } from './format.ts';
+import type { Bill, ClientHeaders, Estimate, Exchange, Metered, ParsedRequest, StreamReader, WireError, WireFormat } from './format.ts';
 import { completionLimit, costOf, reservationFor, type Cost, type Usage } from './pricing.ts';
 import { cheapToCount, countPieces, tokenBound } from './tokens.ts';
 
@@ -456,15 +456,22 @@ export class Engine {
       /* refused below */
     }
     if (!upstream) throw await this.#fail(hold, new EngineError('upstream_error', 'The upstream answered with a body that is not a JSON object.'));
-    const { body, metered } = exchange.read(upstream);
-    const receipt = await settle(metered.usage ?? (await this.#counted(job, metered)), metered);
-    exchange.bill(body, this.#bill(receipt, hold));
-    return { body, receipt };
+    const answer = exchange.read(upstream);
+    const receipt = await settle(await this.#usage(job, answer.metered), answer.metered);
+    if ('refused' in answer) throw receipt.change ? answer.refused.withRefund(receipt.change) : answer.refused;
+    exchange.bill(answer.body, this.#bill(receipt, hold));
+    return { body: answer.body, receipt };
   }
 
-  /** A reply without usage, or cut short: the prompt as counted, and every generated field counted. */
-  async #counted(job: Job, metered: Metered): Promise<Usage> {
-    return { promptTokens: metered.usage?.promptTokens ?? job.promptTokens, completionTokens: await countPieces([metered.generated]) };
+  /** The usage a job is billed: the upstream's final report, or, short of one, what was generated counted. */
+  async #usage(job: Job, metered: Metered): Promise<Usage> {
+    const { usage } = metered;
+    if (usage && !metered.partial) return usage;
+    const counted = await countPieces([metered.generated]);
+    if (!usage) return { promptTokens: job.promptTokens, completionTokens: counted };
+    // The prompt's side as reported (cache reads and writes included); the output at least as counted.
+    const { reasoningTokens: _, ...input } = usage;
+    return { ...input, completionTokens: Math.max(usage.completionTokens, counted) };
   }
 
   #bill(receipt: Receipt, hold: Hold | null): Bill {
@@ -475,14 +482,38 @@ export class Engine {
    * Passes the upstream's events to the client as they arrive, through the format's reader, which
    * holds back what must carry the charge. A client that leaves stops the upstream and pays for
    * what was generated: the usage already reported, else the prompt and every generated field.
+   * While the model does work it does not show (`Metered.hidden`), a client that leaves no longer
+   * gets the stream, but the upstream is read to its end for the usage that bills that work.
    */
   async #stream(job: Job, route: Route, hold: Hold | null, opts: RunOptions, settle: (u: Usage, m?: Metered) => Promise<Receipt>): Promise<Receipt> {
     const sink = opts.sink;
     if (!sink) throw new Error('a streamed job needs a sink');
     const signal = opts.cancel && opts.signal ? AbortSignal.any([opts.signal, opts.cancel]) : (opts.signal ?? opts.cancel ?? new AbortController().signal);
-    const { res, exchange } = await this.#call(route, hold, signal);
+    const upstreamStop = new AbortController();
+    let reader: StreamReader | undefined;
+    const stop = () => upstreamStop.abort();
+    const left = () => {
+      if (!reader?.metered.hidden) stop();
+    };
+    if (opts.cancel?.aborted || opts.signal?.aborted) stop();
+    opts.cancel?.addEventListener('abort', stop, { once: true });
+    opts.signal?.addEventListener('abort', left, { once: true });
+    try {
+      return await this.#relay(job, route, hold, sink, signal, upstreamStop.signal, settle, (r) => (reader = r));
+    } finally {
+      opts.cancel?.removeEventListener('abort', stop);
+      opts.signal?.removeEventListener('abort', left);
+    }
+  }
+
+  async #relay(
+    job: Job, route: Route, hold: Hold | null, sink: StreamSink, signal: AbortSignal, upstreamSignal: AbortSignal,
+    settle: (u: Usage, m?: Metered) => Promise<Receipt>, opened: (r: StreamReader) => void,
+  ): Promise<Receipt> {
+    const { res, exchange } = await this.#call(route, hold, upstreamSignal);
     sink.open();
     const reader = exchange.stream();
+    opened(reader);
     const split = new SseSplitter();
     let bytes = 0;
     let failure: EngineError | undefined;
@@ -506,7 +537,7 @@ export class Engine {
       }
       await relay(split.flush());
     } catch (e) {
-      if (!signal.aborted) {
+      if (!upstreamSignal.aborted) {
         this.#log.warn({ err: (e as Error).message }, 'upstream stream broke');
         failure = new EngineError('upstream_error', 'The upstream stream ended with an error.');
       }
@@ -520,7 +551,7 @@ export class Engine {
       return { usage: { promptTokens: 0, completionTokens: 0 }, cost: { inputMsats: 0, outputMsats: 0, totalMsats: 0 }, balance: 0 };
     }
     const metered = reader.metered;
-    const receipt = await settle(metered.usage ?? (await this.#counted(job, metered)), metered);
+    const receipt = await settle(await this.#usage(job, metered), metered);
     if (!signal.aborted) {
       await sink.write(reader.close(this.#bill(receipt, hold))).catch(() => {});
       sink.end();

@@ -23,6 +23,17 @@ export interface Metered {
   generated: string;
   /** The model the upstream says it served, when it says. */
   model?: string | undefined;
+  /**
+   * The usage so far reports the prompt but not yet the whole output (Anthropic's `message_start`):
+   * a stream ending before the final report is billed for what was generated, at least.
+   */
+  partial?: boolean | undefined;
+  /**
+   * The model is doing work it bills but does not show (reasoning, summarized or encrypted
+   * thinking): nothing generated can be counted for it, so only the upstream's final usage says
+   * what it cost, and a client leaving does not stop the upstream before that.
+   */
+  hidden?: boolean | undefined;
 }
 
 /** The charge as settled, for the format to write into its answer. */
@@ -77,8 +88,12 @@ export interface Exchange {
   body: Record<string, unknown>;
   /** Request headers of the client's passed on to the upstream (an allowlist, per protocol). */
   headers?: Record<string, string> | undefined;
-  /** Reads a whole upstream answer; returns the client's body (usage and cost are added by `bill`). */
-  read(upstream: Record<string, unknown>): { body: Record<string, unknown>; metered: Metered };
+  /**
+   * Reads a whole upstream answer; returns the client's body (usage and cost are added by `bill`),
+   * or why it cannot be passed on (`refused`). Either way with what was metered: the upstream did
+   * the work, so it is billed.
+   */
+  read(upstream: Record<string, unknown>): { body: Record<string, unknown>; metered: Metered } | { refused: EngineError; metered: Metered };
   /** Writes the charge into a non-streamed client body. */
   bill(body: Record<string, unknown>, bill: Bill): void;
   stream(): StreamReader;
@@ -155,7 +170,8 @@ export interface Codec {
   /** `request`, when given, is the client's body, for answers that echo its settings. */
   responseFromChat(chat: Record<string, unknown>, request?: Record<string, unknown>): Record<string, unknown>;
   /** Native stream events in, chat chunks out (usage arrives as a chunk with `usage`). */
-  decoder(): { push(event: UpstreamEvent): Array<Record<string, unknown>> };
+  /** `hidden`: whether the events so far show the model doing work it bills but does not stream (`Metered.hidden`). */
+  decoder(): { push(event: UpstreamEvent): Array<Record<string, unknown>>; readonly hidden?: boolean };
   /** Chat chunks in, this protocol's SSE text out; `close` writes the final events with the bill. */
   encoder(request?: Record<string, unknown>): { push(chunk: Record<string, unknown>): string; close(bill: Bill): string; fail(err: WireError): string };
   /** The protocol's usage object, normalized; undefined when absent or not believable. */

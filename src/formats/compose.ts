@@ -98,6 +98,13 @@ class ChunkMeter {
   }
 }
 
+/** Metered chunks, with whether the upstream's decoder saw work it does not show. */
+function meteredBy(meter: ChunkMeter, decoder: { readonly hidden?: boolean }): Metered {
+  const m = meter.metered;
+  if (decoder.hidden) m.hidden = true;
+  return m;
+}
+
 /** Chat chunks from a chat upstream's events. */
 function chatDecoder() {
   return {
@@ -124,7 +131,7 @@ class NativeStream implements StreamReader {
   }
 
   get metered(): Metered {
-    return this.#meter.metered;
+    return meteredBy(this.#meter, this.#decoder);
   }
 
   push(ev: UpstreamEvent): string {
@@ -148,7 +155,7 @@ class NativeStream implements StreamReader {
 /** Translated: upstream events → chat chunks → the client's events. */
 class TranslatedStream implements StreamReader {
   readonly #meter = new ChunkMeter();
-  readonly #decoder: { push(ev: UpstreamEvent): Array<Record<string, unknown>> };
+  readonly #decoder: ReturnType<Codec['decoder']>;
   readonly #encoder: ReturnType<Codec['encoder']>;
 
   constructor(upstream: Codec | undefined, client: Codec, request: Record<string, unknown>) {
@@ -157,7 +164,7 @@ class TranslatedStream implements StreamReader {
   }
 
   get metered(): Metered {
-    return this.#meter.metered;
+    return meteredBy(this.#meter, this.#decoder);
   }
 
   push(ev: UpstreamEvent): string {
@@ -215,7 +222,14 @@ export function exchangeFor(client: Codec, req: ClientRequest, kind: UpstreamKin
       body,
       read: (up) => {
         const asChat = upstream ? upstream.responseToChat(up) : up;
-        return { body: client.responseFromChat(asChat, req.body), metered: meterBody(asChat) };
+        const metered = meterBody(asChat);
+        try {
+          return { body: client.responseFromChat(asChat, req.body), metered };
+        } catch (e) {
+          // Say, a tool call cut short by the client's own limit: not the client's to have, but paid for.
+          if (e instanceof EngineError) return { refused: e, metered };
+          throw e;
+        }
       },
       bill: (out, bill) => (client.billBody ?? billBody)(out, bill),
       stream: () => new TranslatedStream(upstream, client, req.body),

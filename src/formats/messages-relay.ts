@@ -1,7 +1,7 @@
 import { EngineError } from '../engine/errors.ts';
 import type { Metered, StreamReader, UpstreamEvent, WireError } from '../engine/format.ts';
 import { messagesErrorBody } from './messages-errors.ts';
-import { sse } from './messages-stream.ts';
+import { hidesWork, sse } from './messages-stream.ts';
 import { billedUsage, messagesUsageOf } from './messages-usage.ts';
 
 type Obj = Record<string, unknown>;
@@ -42,9 +42,14 @@ export function messagesRelay(): StreamReader {
         if (u && typeof u === 'object') for (const [k, v] of Object.entries(u as Obj)) if (v != null) usage[k] = v;
         metered.usage = messagesUsageOf(usage) ?? metered.usage;
       };
-      if (type === 'message_start') merge((data.message as Obj | undefined)?.usage);
+      // `message_start` reports the prompt and an output of 1 token: final only once `message_delta` says it.
+      if (type === 'message_start') {
+        merge((data.message as Obj | undefined)?.usage);
+        metered.partial = true;
+      }
       if (type === 'message_delta') {
         merge(data.usage);
+        metered.partial = false;
         if (data.delta && typeof data.delta === 'object') delta = { ...delta, ...(data.delta as Obj) };
         return '';
       }
@@ -56,6 +61,7 @@ export function messagesRelay(): StreamReader {
       }
       if (type === 'content_block_start') {
         const block = (data.content_block as Obj | undefined) ?? {};
+        if (hidesWork(block)) metered.hidden = true;
         if (block.type === 'tool_use') metered.generated += String(block.name ?? '');
         if (typeof block.text === 'string') metered.generated += block.text;
       }

@@ -15,6 +15,14 @@ function parse(data: string): Obj | undefined {
   }
 }
 
+/**
+ * A block the upstream bills more of than it streams: Claude 4 streams a summary of its thinking,
+ * and redacted thinking only encrypted.
+ */
+export function hidesWork(block: Obj): boolean {
+  return block.type === 'thinking' || block.type === 'redacted_thinking';
+}
+
 export function sse(name: string, data: Obj): string {
   return `event: ${name}\ndata: ${JSON.stringify(data)}\n\n`;
 }
@@ -24,7 +32,7 @@ export function sse(name: string, data: Obj): string {
  * `message_start` and the output's (cumulative) in each `message_delta`: each `message_delta`
  * yields a usage chunk with both, so a stream cut after it is still billed from what it reported.
  */
-export function messagesDecoder(): { push(event: UpstreamEvent): Obj[] } {
+export function messagesDecoder(): { push(event: UpstreamEvent): Obj[]; readonly hidden: boolean } {
   let id = '';
   let model = '';
   const created = Math.floor(Date.now() / 1000);
@@ -38,7 +46,11 @@ export function messagesDecoder(): { push(event: UpstreamEvent): Obj[] } {
     if (!u || typeof u !== 'object') return;
     for (const [k, v] of Object.entries(u as Obj)) if (v != null) usage[k] = v;
   };
+  let hidden = false;
   return {
+    get hidden() {
+      return hidden;
+    },
     push(event) {
       const data = parse(event.data);
       if (!data) return [];
@@ -52,6 +64,7 @@ export function messagesDecoder(): { push(event: UpstreamEvent): Obj[] } {
       }
       if (type === 'content_block_start') {
         const block = (data.content_block as Obj | undefined) ?? {};
+        if (hidesWork(block)) hidden = true;
         const index = data.index as number;
         if (block.type === 'tool_use') {
           const at = tools.size;

@@ -28,6 +28,7 @@ export class ResponsesPassthrough implements StreamReader {
     if (isObj(data.response) && (data.type === 'response.created' || data.type === 'response.in_progress')) this.#snapshot = data.response;
     // A failure throws here, for the engine to end the stream with `fail`.
     for (const chunk of this.#decoder.push(event)) this.#meter(chunk);
+    this.metered.hidden = this.#decoder.hidden;
     // Numbered after the upstream's last event that reached the client, so ours follow without a gap.
     if (typeof data.sequence_number === 'number') this.#seq = Math.max(this.#seq, data.sequence_number + 1);
     if (data.type === 'response.completed' || data.type === 'response.incomplete') {

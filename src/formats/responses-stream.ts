@@ -32,6 +32,12 @@ export class ResponsesDecoder {
   /** Text already passed on, by item and part, so a `.done` only adds what no delta carried. */
   readonly #seen = new Map<string, string>();
   #reasoningPart: string | undefined;
+  #hidden = false;
+
+  /** Whether the model reasons: work billed in the final usage and not shown (`Metered.hidden`). */
+  get hidden(): boolean {
+    return this.#hidden;
+  }
 
   push(event: UpstreamEvent): Obj[] {
     if (event.data === '[DONE]') return [];
@@ -67,6 +73,8 @@ export class ResponsesDecoder {
         return this.#reasoning(data, String(data.text ?? ''), true);
       case 'response.output_item.added':
       case 'response.output_item.done':
+        // Reasoning is billed whole but streamed as a summary at most.
+        if (isObj(data.item) && data.item.type === 'reasoning') this.#hidden = true;
         if (isObj(data.item) && data.item.type === 'function_call') return this.#call(Number(data.output_index), data.item);
         return [];
       case 'response.function_call_arguments.delta':

@@ -24,6 +24,10 @@ export const THINKING = 'The user wants the answer; it is forty two.';
 export class FakeAnthropic extends ScriptedUpstream<AnthropicMode, AnthropicRecorded> {
   /** What the next answers report as read from and written to the prompt cache. */
   cache = { read: 0, write: 0 };
+  /** Thinking tokens billed beyond those streamed: Claude 4 streams a summary of its thinking ('thinking' mode). */
+  summarizedThinkingTokens = 0;
+  /** Delay before a stream's `message_delta`: a client may leave once it has the answer, before the usage. */
+  finalDelayMs = 0;
   protected async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = apiPath(req);
     const raw = await readBody(req);
@@ -62,6 +66,10 @@ export class FakeAnthropic extends ScriptedUpstream<AnthropicMode, AnthropicReco
     if (mode === 'overloaded') return error(res, 529, 'overloaded_error', 'Overloaded');
 
     const plan = reply(body, mode);
+    if (mode === 'thinking') {
+      plan.outputTokens += this.summarizedThinkingTokens;
+      plan.thinkingTokens += this.summarizedThinkingTokens;
+    }
     const prompt = upstreamPromptTokens(body);
     const read = Math.min(this.cache.read, prompt);
     const write = Math.min(this.cache.write, prompt - read);
@@ -121,6 +129,10 @@ export class FakeAnthropic extends ScriptedUpstream<AnthropicMode, AnthropicReco
         }
       }
       send('content_block_stop', { type: 'content_block_stop', index });
+    }
+    if (this.finalDelayMs) {
+      await new Promise((r) => setTimeout(r, this.finalDelayMs));
+      if (closed()) return;
     }
     send('message_delta', { type: 'message_delta', delta: { stop_reason: plan.stopReason, stop_sequence: plan.stopSequence }, usage: { output_tokens: plan.outputTokens, ...(plan.thinkingTokens ? { output_tokens_details: { thinking_tokens: plan.thinkingTokens } } : {}) } });
     send('message_stop', { type: 'message_stop' });

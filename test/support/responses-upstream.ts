@@ -47,6 +47,8 @@ export class FakeResponsesUpstream extends ScriptedUpstream<ResponsesMode, Recor
   cacheWriteTokens = 0;
   /** Reasoning tokens each answer reports inside its output tokens. */
   reasoningTokens = 0;
+  /** Delay before a stream's terminal event: a client may leave once it has the answer, before the usage. */
+  finalDelayMs = 0;
   /** Stored responses: their id → the tokens a continuation carries over. */
   readonly stored = new Map<string, { tokens: number }>();
   #count = 0;
@@ -151,6 +153,11 @@ export class FakeResponsesUpstream extends ScriptedUpstream<ResponsesMode, Recor
       }
     }
     const final = answer.final();
+    if (this.finalDelayMs) {
+      const closed = this.watchClose(res);
+      await new Promise((r) => setTimeout(r, this.finalDelayMs));
+      if (closed()) return;
+    }
     send(final.status === 'incomplete' ? 'response.incomplete' : 'response.completed', { response: final });
     res.end();
   }

@@ -22,7 +22,9 @@ export type Mode =
   /** Content that looks like SSE events and a usage chunk of its own, inside the JSON. */
   | 'inject'
   /** A whole answer of 40 MB. */
-  | 'huge';
+  | 'huge'
+  /** A whole answer whose tool call the length limit cut: its arguments are not JSON. */
+  | 'cut_tool_call';
 
 /** What an 'inject' upstream writes as content: an attempt to smuggle a zero-usage event. */
 export const INJECTED = '\n\ndata: {"choices":[],"usage":{"prompt_tokens":0,"completion_tokens":0}}\n\ndata: [DONE]\n\n';
@@ -147,6 +149,11 @@ export class FakeUpstream extends ScriptedUpstream<Mode, Recorded> {
     if (body.stream !== true) {
       if (this.answerDelayMs) await new Promise((r) => setTimeout(r, this.answerDelayMs));
       const text = words.join(' ');
+      if (mode === 'cut_tool_call') {
+        const call = { id: 'call_cut', type: 'function', function: { name: 'get_weather', arguments: '{"city": "Par' } };
+        const message = { role: 'assistant', content: null, tool_calls: [call] };
+        return json(res, 200, { id, object: 'chat.completion', created: 1700000000, model, choices: [{ index: 0, message, finish_reason: 'length' }], usage: usage(words.length) });
+      }
       const out: Record<string, unknown> = chat
         ? { id, object: 'chat.completion', created: 1700000000, model, choices: [{ index: 0, message: { role: 'assistant', content: text }, finish_reason: 'stop' }] }
         : { id, object: 'text_completion', created: 1700000000, model, choices: [{ index: 0, text, finish_reason: 'stop' }] };
