@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { EngineError } from '../engine/errors.ts';
-import type { Bill, Codec, Exchange, Metered, ParsedRequest, StreamReader, UpstreamEvent, UpstreamKind, WireError, WireFormat } from '../engine/format.ts';
+import type { Bill, Codec, Estimate, Exchange, Metered, ParsedRequest, StreamReader, UpstreamEvent, UpstreamKind, WireError, WireFormat } from '../engine/format.ts';
 import { billedUsage, generatedOf, limitOpenAI, meterBody, openaiUsage, safeParse } from './openai.ts';
 import { exchangeFor } from './compose.ts';
 import { PER_MESSAGE, PER_REPLY, PromptParts } from './prompt.ts';
@@ -173,7 +173,8 @@ function parser(kind: Kind) {
       body.stream_options = { ...(opts && typeof opts === 'object' ? opts : {}), include_usage: true };
     }
     const n = Math.max((body.n as number | null | undefined) ?? 1, kind === 'completion' ? ((body.best_of as number | null | undefined) ?? 1) : 1);
-    const estimate = { text: parts.text, extraTokens: parts.extraTokens, requestedCompletionTokens: requested, choices: n, images: parts.images };
+    const estimate: Estimate = { text: parts.text, extraTokens: parts.extraTokens, requestedCompletionTokens: requested, choices: n, images: parts.images };
+    if (parts.wholeContext) estimate.wholeContext = true;
     return {
       model: body.model as string,
       stream,

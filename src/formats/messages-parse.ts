@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { EngineError } from '../engine/errors.ts';
 import type { Estimate } from '../engine/format.ts';
 import { mediaTokens } from '../engine/tokens.ts';
+import { unseenFile } from './prompt.ts';
 
 /**
  * A client's Anthropic Messages request, validated, and what the engine prices before sending it.
@@ -147,6 +148,8 @@ function estimateOf(body: Record<string, unknown>): Estimate {
           const bytes = typeof source.data === 'string' ? source.data.length : undefined;
           estimate.extraTokens += mediaTokens('file', { bytes });
           estimate.images++;
+          // A document by URL or file id is billed at its full size, which cannot be known here.
+          if (unseenFile(b)) estimate.wholeContext = true;
         }
         for (const k of ['title', 'context'] as const) if (typeof b[k] === 'string') estimate.text.push(b[k]);
       } else if (b.type === 'tool_use') estimate.text.push(String(b.name), JSON.stringify(b.input ?? {}));

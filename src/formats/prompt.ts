@@ -4,11 +4,33 @@ import { mediaTokens } from '../engine/tokens.ts';
 export const PER_MESSAGE = 3;
 export const PER_REPLY = 3;
 
+/** Bytes given in the request itself: a data: URL, or bare base64 (which has no colon). */
+function inline(data: unknown): boolean {
+  return typeof data === 'string' && (data.startsWith('data:') || !data.includes(':'));
+}
+
+/**
+ * Whether a file or document part names bytes the request does not hold: a file id, a URL, or a
+ * URL where the bytes belong (OpenRouter fetches one in `file_data`). The upstream reads and bills
+ * the whole file, which may be any size, so nothing here can bound it. Looked for on the part,
+ * its `file` (chat) and its `source` (Anthropic). Images are not asked: their cost is bounded by
+ * the provider's scaling, wherever their bytes are.
+ */
+export function unseenFile(part: Record<string, unknown>): boolean {
+  return [part, part.file, part.source].some((o) => {
+    if (!o || typeof o !== 'object') return false;
+    const f = o as Record<string, unknown>;
+    return f.file_id != null || f.file_url != null || f.url != null || (f.file_data != null && !inline(f.file_data));
+  });
+}
+
 /** What a prompt is made of, for the engine to count: text pieces and tokens the text does not show. */
 export class PromptParts {
   readonly text: string[] = [];
   extraTokens = 0;
   images = 0;
+  /** A part names a file the gateway cannot see (`unseenFile`): the engine reserves the whole context. */
+  wholeContext = false;
 
   addText(s: unknown): void {
     if (typeof s === 'string' && s.length > 0) this.text.push(s);
@@ -49,6 +71,7 @@ export class PromptParts {
         case 'input_file':
         case 'document':
           this.extraTokens += mediaTokens('file', { bytes: JSON.stringify(p).length });
+          if (unseenFile(p)) this.wholeContext = true;
           break;
         default:
           // A part of a type we do not know is counted as the text it is.

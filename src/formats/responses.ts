@@ -4,6 +4,7 @@ import type { Bill, Codec, Estimate, WireError, WireFormat } from '../engine/for
 import { codecFormat, registerCodec, type ClientRequest } from './compose.ts';
 import { ResponsesPassthrough } from './responses-native.ts';
 import { mediaTokens } from '../engine/tokens.ts';
+import { unseenFile } from './prompt.ts';
 import { clientRunTool, requestFromChat, requestToChat } from './responses-request.ts';
 import { billUsage, responseFromChat, responseToChat, usageOf } from './responses-response.ts';
 import { ResponsesDecoder, ResponsesEncoder } from './responses-stream.ts';
@@ -159,6 +160,7 @@ function estimate(body: Obj, items: unknown[]): Estimate {
   const text: string[] = [];
   let extraTokens = PER_REPLY;
   let images = 0;
+  let wholeContext = false;
   const parts = (content: unknown) => {
     if (typeof content === 'string') return void text.push(content);
     if (!Array.isArray(content)) return;
@@ -171,6 +173,8 @@ function estimate(body: Obj, items: unknown[]): Estimate {
       } else if (p.type === 'input_file') {
         images++;
         extraTokens += mediaTokens('file', { bytes: typeof p.file_data === 'string' ? p.file_data.length : undefined });
+        // A file by URL or id is billed at its full size, which cannot be known here.
+        if (unseenFile(p)) wholeContext = true;
       }
     }
   };
@@ -202,6 +206,7 @@ function estimate(body: Obj, items: unknown[]): Estimate {
     requestedCompletionTokens: typeof body.max_output_tokens === 'number' ? body.max_output_tokens : undefined,
     choices: 1,
     images,
+    ...(wholeContext ? { wholeContext } : {}),
   };
 }
 

@@ -165,6 +165,23 @@ describe('parseMessages', () => {
     expect(estimate.extraTokens).toBe(3 + 2 * 3 + mediaTokens('image'));
   });
 
+  it('reserves a document it cannot see (by URL or file id) as filling the context; an image stays an image', () => {
+    const estimate = (block: Obj) => parseMessages({ model: 'm', max_tokens: 1, messages: [{ role: 'user', content: [{ type: 'text', text: 'Read.' }, block] }] }).estimate;
+    const unseen: Obj[] = [
+      { type: 'document', source: { type: 'url', url: 'https://example.com/big.pdf' } },
+      { type: 'document', source: { type: 'file', file_id: 'file_011CNha8iCJcU1wXNR6q4V8w' } },
+      { type: 'tool_result', tool_use_id: 't', content: [{ type: 'document', source: { type: 'url', url: 'https://example.com/big.pdf' } }] },
+    ];
+    for (const block of unseen) expect(estimate(block).wholeContext, JSON.stringify(block)).toBe(true);
+    // Inline bytes are counted; Anthropic scales an image to at most about 1,600 tokens wherever it is.
+    const seen: Obj[] = [
+      { type: 'document', source: { type: 'base64', media_type: 'application/pdf', data: 'JVBERi0xLjQK' } },
+      { type: 'image', source: { type: 'url', url: 'https://example.com/a.png' } },
+      { type: 'image', source: { type: 'file', file_id: 'file_011' } },
+    ];
+    for (const block of seen) expect(estimate(block).wholeContext, JSON.stringify(block)).toBeFalsy();
+  });
+
   it('refuses a body without max_tokens, naming the field', () => {
     const err = refusal(() => parseMessages({ model: 'claude-test', messages: [{ role: 'user', content: 'hi' }] }));
     expect(err.status).toBe(400);

@@ -117,6 +117,26 @@ describe('parseResponses', () => {
     expect(parseResponses({ model: 'm', input: 'x', tools: own }).body.tools).toEqual(own);
   });
 
+  it('reserves a file whose bytes it cannot see (by URL or file id) as filling the context', () => {
+    const user = (part: Obj) => [{ role: 'user', content: [{ type: 'input_text', text: 'Summarise.' }, part] }];
+    const unseen: Obj[] = [
+      { type: 'input_file', file_url: 'https://example.com/big.pdf' },
+      { type: 'input_file', file_id: 'file-abc' },
+      // A URL where the bytes belong: a chat upstream such as OpenRouter fetches it.
+      { type: 'input_file', filename: 'a.pdf', file_data: 'https://example.com/big.pdf' },
+    ];
+    for (const part of unseen) expect(parseResponses({ model: 'm', input: user(part) }).estimate.wholeContext, JSON.stringify(part)).toBe(true);
+    const output = [{ type: 'function_call_output', call_id: 'c', output: [{ type: 'input_file', file_url: 'https://example.com/a.pdf' }] }];
+    expect(parseResponses({ model: 'm', input: output }).estimate.wholeContext).toBe(true);
+    // Inline bytes are counted; an image costs what the provider scales it to, wherever it is.
+    const seen: Obj[] = [
+      { type: 'input_file', filename: 'a.pdf', file_data: 'data:application/pdf;base64,JVBERi0xLjQK' },
+      { type: 'input_image', image_url: 'https://example.com/a.png', detail: 'high' },
+      { type: 'input_image', file_id: 'file-img' },
+    ];
+    for (const part of seen) expect(parseResponses({ model: 'm', input: user(part) }).estimate.wholeContext, JSON.stringify(part)).toBeFalsy();
+  });
+
   it('marks a request continuing a stored response: its prompt cannot be counted here', () => {
     const p = parseResponses({ model: 'm', previous_response_id: 'resp_1', input: 'and then?' });
     expect(p.storedPrompt).toBe(true);

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { PromptParts } from '../../src/formats/prompt.ts';
+import { chatFormat } from '../../src/formats/chat.ts';
 
 // What a prompt is made of decides what it is reserved at: each media part by its type, at the
 // allowance written out here by hand (image 85 low / 1600, audio 6000, file 3000 a started 3 KB).
@@ -87,6 +88,33 @@ describe('PromptParts', () => {
     expect(parts([doc(2 * 3072 - 29)]).extraTokens).toBe(6000);
     expect(parts([doc(2 * 3072 - 28)]).extraTokens).toBe(9000);
     expect(parts([{ type: 'file', file: { file_id: 'f' } }, { type: 'input_file', file_id: 'f' }]).extraTokens).toBe(6000);
+  });
+
+  it('marks a file it cannot see (by id or URL) as filling the context; inline bytes and images by URL are counted', () => {
+    const whole = (part: unknown) => {
+      const p = new PromptParts();
+      p.addContent([part]);
+      return p.wholeContext;
+    };
+    for (const part of [
+      { type: 'file', file: { file_id: 'file-abc' } },
+      { type: 'file', file: { filename: 'a.pdf', file_data: 'https://example.com/big.pdf' } },
+      { type: 'input_file', file_url: 'https://example.com/big.pdf' },
+      { type: 'input_file', file_id: 'file-abc' },
+      { type: 'document', source: { type: 'url', url: 'https://example.com/big.pdf' } },
+    ]) expect(whole(part), JSON.stringify(part)).toBe(true);
+    for (const part of [
+      { type: 'file', file: { filename: 'a.pdf', file_data: 'data:application/pdf;base64,JVBERi0xLjQK' } },
+      { type: 'file', file: { filename: 'a.pdf', file_data: 'JVBERi0xLjQK' } },
+      { type: 'image_url', image_url: { url: 'https://example.com/a.png' } },
+    ]) expect(whole(part), JSON.stringify(part)).toBe(false);
+  });
+
+  it('has the chat door reserve a file it cannot see, in any message, as filling the context', () => {
+    const estimate = (messages: unknown[]) => chatFormat.parse({ model: 'm', messages }).estimate;
+    expect(estimate([{ role: 'user', content: [{ type: 'text', text: 'Read.' }, { type: 'file', file: { file_id: 'file-abc' } }] }]).wholeContext).toBe(true);
+    expect(estimate([{ role: 'tool', tool_call_id: 'c', content: [{ type: 'file', file: { file_id: 'file-abc' } }] }]).wholeContext).toBe(true);
+    expect(estimate([{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'https://example.com/a.png' } }] }]).wholeContext).toBeFalsy();
   });
 
   it('counts a part of a type it does not know, or no part at all, as the JSON it is', () => {
