@@ -154,8 +154,14 @@ function estimateOf(body: Record<string, unknown>): Estimate {
         for (const k of ['title', 'context'] as const) if (typeof b[k] === 'string') estimate.text.push(b[k]);
       } else if (b.type === 'tool_use') estimate.text.push(String(b.name), JSON.stringify(b.input ?? {}));
       else if (b.type === 'tool_result') blocks(b.content);
-      else if (b.type === 'thinking' && typeof b.thinking === 'string') estimate.text.push(b.thinking);
-      else if (b.type !== 'redacted_thinking') estimate.text.push(JSON.stringify(b));
+      else if (b.type === 'thinking' && typeof b.thinking === 'string') {
+        // The signature goes back to the upstream with the thought, and is billed as input.
+        estimate.text.push(b.thinking);
+        if (typeof b.signature === 'string') estimate.text.push(b.signature);
+      } else if (b.type === 'redacted_thinking') {
+        // Encrypted thinking is billed as the thinking it hides; its text bounds that from above.
+        if (typeof b.data === 'string') estimate.text.push(b.data);
+      } else estimate.text.push(JSON.stringify(b));
     }
   };
   blocks(body.system);

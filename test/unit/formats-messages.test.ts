@@ -182,6 +182,19 @@ describe('parseMessages', () => {
     for (const block of seen) expect(estimate(block).wholeContext, JSON.stringify(block)).toBeFalsy();
   });
 
+  it('counts thinking signatures and redacted thinking, which go back to the upstream as input', () => {
+    const signature = 'EqQBCkgIARABGAIiQL'.repeat(20);
+    const data = 'EmwKAhgBEgy3va3pzix'.repeat(20);
+    const { estimate } = parseMessages({
+      model: 'm', max_tokens: 1,
+      messages: [
+        { role: 'user', content: 'Think.' },
+        { role: 'assistant', content: [{ type: 'thinking', thinking: 'a thought', signature }, { type: 'redacted_thinking', data }] },
+      ],
+    });
+    expect(estimate.text).toEqual(['Think.', 'a thought', signature, data]);
+  });
+
   it('refuses a body without max_tokens, naming the field', () => {
     const err = refusal(() => parseMessages({ model: 'claude-test', messages: [{ role: 'user', content: 'hi' }] }));
     expect(err.status).toBe(400);
