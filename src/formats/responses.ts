@@ -121,8 +121,9 @@ export interface ParsedResponses {
   body: Obj;
   /**
    * The prompt holds what this request cannot show: a stored response (`previous_response_id`),
-   * a conversation or a stored prompt. Only a native upstream can serve it, and the engine cannot
-   * count it: it must reserve as if the prompt filled the model's context.
+   * a conversation, a stored prompt or a stored item (`item_reference`). Only a native upstream
+   * can serve it, and the engine cannot count it: it must reserve as if the prompt filled the
+   * model's context.
    */
   storedPrompt: boolean;
 }
@@ -138,7 +139,8 @@ export function parseResponses(raw: unknown): ParsedResponses {
     const r = schema.safeParse(item);
     if (!r.success) throw invalid(r.error, ['input', i]);
   });
-  const storedPrompt = body.previous_response_id != null || body.conversation != null || body.prompt != null;
+  const referenced = items.some((item) => isObj(item) && item.type === 'item_reference');
+  const storedPrompt = body.previous_response_id != null || body.conversation != null || body.prompt != null || referenced;
   if (body.input == null && !storedPrompt) {
     throw new EngineError('invalid_request', "Invalid request body: 'input': required unless the request continues a stored response");
   }
@@ -149,7 +151,11 @@ export function parseResponses(raw: unknown): ParsedResponses {
       );
     }
   });
-  return { model: body.model as string, stream: body.stream === true, estimate: estimate(body, items), body, storedPrompt };
+  const counted = estimate(body, items);
+  // The engine prices the reservation from this estimate, before an upstream (and its guard) is
+  // chosen: state stored upstream must be marked here. Where it is refused, nothing is reserved.
+  const whole = counted.wholeContext === true || storedPrompt || STATEFUL.some((f) => body[f] != null);
+  return { model: body.model as string, stream: body.stream === true, estimate: whole ? { ...counted, wholeContext: true } : counted, body, storedPrompt };
 }
 
 /** Chat's framing, which the Responses API's counts follow: per item and per reply. */
@@ -216,24 +222,31 @@ registerCodec(responsesCodec);
 const STATEFUL = ['previous_response_id', 'conversation', 'background', 'prompt'] as const;
 
 /**
- * On a Responses upstream every payer shares the operator's account: a stored response is
- * readable (and continuable) by anyone who learns its id. So nothing is stored and no stored
- * state is read unless the operator allows it for that upstream (`allow_parameters`), and then
- * the whole context is reserved, since a stored prompt cannot be counted here.
+ * On a Responses upstream every payer shares the operator's account: a stored response (or an
+ * item of one, by `item_reference`) is readable by anyone who learns its id. So nothing is stored
+ * and no stored state is read unless the operator allows it for that upstream (`allow_parameters`,
+ * `item_reference` by that name), and then the whole context is reserved (marked by
+ * `parseResponses`), since a stored prompt cannot be counted here. A chat upstream refuses them
+ * all in the translation (`requestToChat`).
  */
 function guardState(req: ClientRequest, kind: string, allowed: ReadonlySet<string>): EngineError | ClientRequest {
   if (kind !== 'openai-responses') return req;
   const body = { ...req.body };
   for (const f of STATEFUL) {
-    if (body[f] != null && !allowed.has(f)) {
-      return new EngineError('stateful_not_supported', `'${f}' would read or keep a response stored under the gateway's account, which other payers share; send the whole conversation in 'input' instead.`, {
-        extra: { param: f },
-      });
-    }
+    if (body[f] != null && !allowed.has(f)) return refuseStored(`'${f}'`, f);
+  }
+  if (!allowed.has('item_reference') && Array.isArray(body.input)) {
+    const i = body.input.findIndex((item) => isObj(item) && item.type === 'item_reference');
+    if (i >= 0) return refuseStored(`The item_reference 'input.${i}'`, `input.${i}`);
   }
   if (!allowed.has('store')) body.store = false;
-  const whole = STATEFUL.some((f) => body[f] != null);
-  return { ...req, body, estimate: whole ? { ...req.estimate, wholeContext: true } : req.estimate };
+  return { ...req, body };
+}
+
+function refuseStored(what: string, param: string): EngineError {
+  return new EngineError('stateful_not_supported', `${what} would read or keep a response stored under the gateway's account, which other payers share; send the whole conversation in 'input' instead.`, {
+    extra: { param },
+  });
 }
 
 /** `POST /v1/responses`, for Codex and the newer OpenAI SDKs. */

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EngineError } from '../../src/engine/errors.ts';
 import { HttpError, httpError } from '../../src/http/errors.ts';
 import type { Bill } from '../../src/engine/format.ts';
-import { billResponse, errorBody, parseResponses, responsesCodec as codec } from '../../src/formats/responses.ts';
+import { billResponse, errorBody, parseResponses, responsesCodec as codec, responsesFormat } from '../../src/formats/responses.ts';
 import { responseFromChat } from '../../src/formats/responses-response.ts';
 import { ResponsesEncoder } from '../../src/formats/responses-stream.ts';
 import { meterResponse, ResponsesPassthrough } from '../../src/formats/responses-native.ts';
@@ -141,6 +141,37 @@ describe('parseResponses', () => {
     const p = parseResponses({ model: 'm', previous_response_id: 'resp_1', input: 'and then?' });
     expect(p.storedPrompt).toBe(true);
     expect(parseResponses({ model: 'm', previous_response_id: 'resp_1' }).storedPrompt).toBe(true);
+    // The engine prices the reservation from the parsed estimate, before any upstream is chosen.
+    expect(p.estimate.wholeContext).toBe(true);
+    expect(parseResponses({ model: 'm', input: 'hi', conversation: 'conv_1' }).estimate.wholeContext).toBe(true);
+    expect(parseResponses({ model: 'm', input: 'hi' }).estimate.wholeContext).toBeFalsy();
+  });
+
+  it('marks a stored item referenced in the input (item_reference) as a stored prompt', () => {
+    const p = parseResponses({ model: 'm', input: [{ role: 'user', content: 'again:' }, { type: 'item_reference', id: 'msg_1' }] });
+    expect(p.storedPrompt).toBe(true);
+    expect(p.estimate.wholeContext).toBe(true);
+  });
+});
+
+describe('stored state on a Responses upstream', () => {
+  const LIMITS = { maxCompletionTokens: 64 };
+  const exchange = (body: Obj, allowed: string[] = []) => responsesFormat.parse(body).exchange('openai-responses', { ...LIMITS, allowed: new Set(allowed) });
+  const referencing = { model: 'm', input: [{ role: 'user', content: 'again:' }, { type: 'item_reference', id: 'msg_somebody_elses' }] };
+
+  it('refuses an item_reference (another payer\'s stored item is readable by id) as it does previous_response_id', () => {
+    const x = exchange(referencing);
+    expect(x).toBeInstanceOf(EngineError);
+    expect(httpError(x as EngineError)).toMatchObject({ status: 400, code: 'stateful_not_supported', extra: { param: 'input.1' } });
+    expect(httpError(exchange({ model: 'm', input: 'hi', previous_response_id: 'resp_1' }) as EngineError)).toMatchObject({ status: 400, code: 'stateful_not_supported' });
+  });
+
+  it('passes one on where the operator allows it, and refuses it on a chat upstream, which stores nothing', () => {
+    const x = exchange(referencing, ['item_reference']);
+    expect(x).not.toBeInstanceOf(EngineError);
+    expect((x as { body: Obj }).body.input).toEqual(referencing.input);
+    const chat = responsesFormat.parse(referencing).exchange('openai', { ...LIMITS, allowed: new Set(['item_reference']) });
+    expect(httpError(chat as EngineError)).toMatchObject({ status: 400, code: 'stateful_not_supported' });
   });
 });
 
