@@ -178,14 +178,16 @@ export class Engine {
       images: estimate.images,
       maxMsats: reservationFor(promptTokens, maxCompletion, model.price, estimate.choices, estimate.images),
     });
+    // A prompt partly stored upstream (or a file fetched by it) cannot be counted here: reserve
+    // as if it filled the context. A stranger is named the same price, or the token they then
+    // send would be refused as too small.
+    const prompt = (counted: number) => (estimate.wholeContext ? Math.max(counted, model.price.contextLength - maxCompletion) : counted);
     if (payer.kind === 'none') {
       // Nobody has offered to pay: name the price from a bound unless counting is nearly free.
-      const bound = price(estimate.extraTokens + (cheapToCount(estimate.text) ? await countPieces(estimate.text) : tokenBound(estimate.text)));
+      const bound = price(prompt(estimate.extraTokens + (cheapToCount(estimate.text) ? await countPieces(estimate.text) : tokenBound(estimate.text))));
       throw await this.paymentRequired(bound.maxMsats, 'payment_required', 'Payment required: send a Cashu token as the API key or in the X-Cashu header.');
     }
-    const counted = estimate.extraTokens + (await countPieces(estimate.text));
-    // A prompt partly stored upstream cannot be counted here: reserve as if it filled the context.
-    return price(estimate.wholeContext ? Math.max(counted, model.price.contextLength - maxCompletion) : counted);
+    return price(prompt(estimate.extraTokens + (await countPieces(estimate.text))));
   }
 
   /**
