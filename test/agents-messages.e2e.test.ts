@@ -3,7 +3,7 @@ import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 import { FakeUpstream, REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
 import { ANTHROPIC_KEY, FakeAnthropic, THINKING, TOOL_INPUT } from './support/anthropic-upstream.ts';
-import { mintToken, tokenValue } from './support/cashu.ts';
+import { mintToken, proofStates, tokenValue } from './support/cashu.ts';
 import { useGateway } from './support/suite.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
 import type { WireCost } from './support/wire.ts';
@@ -39,6 +39,31 @@ const { mintUrl } = suite;
 type Costed = { cost: WireCost };
 const ceil = (tokens: number, msatsPerToken: number) => Math.ceil((tokens * Math.round(msatsPerToken * 1e6)) / 1e6);
 const anthropic = (apiKey: string) => new Anthropic({ baseURL: suite.gw.url, apiKey, maxRetries: 0 });
+
+describe('a document the gateway cannot see is reserved as filling the context', () => {
+  it('a PDF by URL, which Anthropic fetches and bills whole: a token worth a page is refused unspent, in Anthropic\'s shape', async () => {
+    const models = (await (await fetch(`${suite.gw.url}/v1/models`)).json()) as { data: Array<{ id: string; context_length: number }> };
+    const ctx = models.data.find((m) => m.id === 'claude-test')!.context_length;
+    // 30 sats covered the one page the document was reserved at before.
+    const token = await mintToken(mintUrl, 30);
+    const sent = claude.requests.length;
+    const res = await fetch(`${suite.gw.url}/v1/messages`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-cashu': token, 'anthropic-version': '2023-06-01' },
+      body: JSON.stringify({
+        model: 'claude-test',
+        max_tokens: 64,
+        messages: [{ role: 'user', content: [{ type: 'document', source: { type: 'url', url: 'https://example.com/250k-tokens.pdf' } }, { type: 'text', text: 'Summarise.' }] }],
+      }),
+    });
+    const json = (await res.json()) as { type: string; error: { type: string; amount_required_msats?: number } };
+    expect(res.status).toBe(402);
+    expect(json.type).toBe('error');
+    expect(json.error.amount_required_msats).toBeGreaterThanOrEqual(ceil(ctx - 64, CLAUDE.prompt) + ceil(64, CLAUDE.completion));
+    expect(new Set(await proofStates(mintUrl, token))).toEqual(new Set(['UNSPENT']));
+    expect(claude.requests.length).toBe(sent);
+  });
+});
 
 describe('POST /v1/messages to an Anthropic upstream', () => {
   it('answers the official SDK paid with a Cashu token, billing cache reads and writes to the msat', async () => {

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import OpenAI, { APIError } from 'openai';
 import { FakeUpstream, REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
 import { FakeResponsesUpstream, responsesInputTokens } from './support/responses-upstream.ts';
-import { mintToken, tokenValue } from './support/cashu.ts';
+import { mintToken, proofStates, tokenValue } from './support/cashu.ts';
 import { useGateway } from './support/suite.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
 import type { WireCost } from './support/wire.ts';
@@ -73,6 +73,51 @@ describe('POST /v1/responses to a Responses upstream', () => {
     expect(err).toBeInstanceOf(APIError);
     expect([(err as APIError).status, (err as APIError).code]).toEqual([400, 'stateful_not_supported']);
     expect(await suite.gw.ledger.getKey(sha256Hex(token))).toBeUndefined();
+  });
+});
+
+describe('what the gateway cannot count is reserved as filling the context', () => {
+  const post = (body: unknown, headers: Record<string, string> = {}) =>
+    fetch(`${suite.gw.url}/v1/responses`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
+  /** The least a whole-context reservation of gpt-resp costs with 64 output tokens. */
+  async function wholeContextMsats(): Promise<number> {
+    const models = (await (await fetch(`${suite.gw.url}/v1/models`)).json()) as { data: Array<{ id: string; context_length: number }> };
+    const ctx = models.data.find((m) => m.id === 'gpt-resp')!.context_length;
+    return ceil(ctx - 64, RESP.prompt) + ceil(64, RESP.completion);
+  }
+
+  it('a file by URL, which the upstream fetches and bills whole: a token worth a page is refused unspent', async () => {
+    const body = {
+      model: 'gpt-resp',
+      input: [{ role: 'user', content: [{ type: 'input_text', text: 'Summarise.' }, { type: 'input_file', file_url: 'https://example.com/250k-tokens.pdf' }] }],
+      max_output_tokens: 64,
+    };
+    const whole = await wholeContextMsats();
+    const sent = resp.requests.length;
+    // A stranger is named the whole price, not a page's.
+    const unpaid = await post(body);
+    expect(unpaid.status).toBe(402);
+    expect(((await unpaid.json()) as { error: { amount_required_msats: number } }).error.amount_required_msats).toBeGreaterThanOrEqual(whole);
+    // 20 sats covered the one page the file was reserved at before.
+    const token = await mintToken(mintUrl, 20);
+    const res = await post(body, { 'x-cashu': token });
+    const json = (await res.json()) as { error: { code: string; amount_required_msats: number } };
+    expect([res.status, json.error?.code]).toEqual([402, 'insufficient_balance']);
+    expect(json.error.amount_required_msats).toBeGreaterThanOrEqual(whole);
+    expect(new Set(await proofStates(mintUrl, token))).toEqual(new Set(['UNSPENT']));
+    expect(resp.requests.length).toBe(sent);
+  });
+
+  it('an item_reference (a stored item another payer could read) is refused with a 400, charging nothing', async () => {
+    const token = await mintToken(mintUrl, 200);
+    const sent = resp.requests.length;
+    const err = await client(token)
+      .responses.create({ model: 'gpt-resp', input: [{ role: 'user', content: 'Again:' }, { type: 'item_reference', id: 'msg_somebody_elses' }], max_output_tokens: 64 })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(APIError);
+    expect([(err as APIError).status, (err as APIError).code, (err as APIError).param]).toEqual([400, 'stateful_not_supported', 'input.1']);
+    expect(await suite.gw.ledger.getKey(sha256Hex(token))).toBeUndefined();
+    expect(resp.requests.length).toBe(sent);
   });
 });
 
