@@ -4,6 +4,7 @@ import type { Bill, Codec, Estimate, Exchange, Metered, ParsedRequest, StreamRea
 import { billedUsage, generatedOf, limitOpenAI, meterBody, openaiUsage, safeParse } from './openai.ts';
 import { exchangeFor } from './compose.ts';
 import { PER_MESSAGE, PER_REPLY, PromptParts } from './prompt.ts';
+import { refuseUnpriced } from './unpriced.ts';
 
 /** OpenAI chat completions, legacy completions and embeddings: the formats the gateway began with. */
 
@@ -28,28 +29,6 @@ export function invalid(issues: z.core.$ZodIssue[]): EngineError {
   const issue = issues[0]!;
   const where = issue.path.length ? `'${issue.path.join('.')}': ` : '';
   return new EngineError('invalid_request', `Invalid request body: ${where}${issue.message}`);
-}
-
-/**
- * Fields that make an upstream do work (or charge) the gateway does not price: fallback model
- * lists, web search and other plugins, routing, predicted outputs, forced output lengths, extra
- * candidates. They are refused unless the operator allows them for an upstream.
- */
-export const UNPRICED: Record<Kind, readonly string[]> = {
-  chat: ['models', 'route', 'plugins', 'web_search_options', 'prediction', 'min_tokens', 'ignore_eos', 'best_of', 'audio', 'transforms'],
-  completion: ['models', 'route', 'plugins', 'min_tokens', 'ignore_eos', 'transforms'],
-  embedding: ['models', 'route'],
-};
-
-function refuseUnpriced(kind: Kind, body: Record<string, unknown>, allowed: ReadonlySet<string>): EngineError | undefined {
-  for (const f of UNPRICED[kind]) {
-    if (body[f] != null && !allowed.has(f)) {
-      return new EngineError('unpriced_parameter', `The parameter '${f}' makes the upstream do work this gateway does not price; it is not accepted here.`, {
-        extra: { param: f },
-      });
-    }
-  }
-  return undefined;
 }
 
 const PATH: Record<Kind, string> = { chat: '/chat/completions', completion: '/completions', embedding: '/embeddings' };

@@ -14,6 +14,7 @@ import {
   messagesResponseToChat,
 } from './messages-translate.ts';
 import { messagesUsageOf } from './messages-usage.ts';
+import { refuseUnpriced } from './unpriced.ts';
 
 export { countTokensEstimate, parseMessages, type ParsedMessages } from './messages-parse.ts';
 export { billMessage } from './messages-usage.ts';
@@ -84,8 +85,14 @@ function forwardBetas(headers: ClientHeaders): Record<string, string> | undefine
 /** Anthropic's own tools that run on its platform and are billed per use, which no price here covers. */
 const SERVER_TOOL = /^(web_search|web_fetch|code_execution|tool_search)/;
 
-/** On an Anthropic upstream, server-side tools and containers cost per use: refused unless the operator allows them. */
+/**
+ * Unpriced parameters (the priority tier, US-only inference, fast mode, MCP servers, containers)
+ * on every upstream kind, as the chat door does; then, on an Anthropic upstream, server-side
+ * tools, which cost per use: refused unless the operator allows them.
+ */
 function guardServerTools(req: ClientRequest, kind: string, allowed: ReadonlySet<string>): EngineError | ClientRequest {
+  const unpriced = refuseUnpriced('messages', req.body, allowed);
+  if (unpriced) return unpriced;
   if (kind !== 'anthropic') return req;
   const tools = (req.body.tools as Array<{ type?: unknown }> | undefined) ?? [];
   for (const [i, t] of tools.entries()) {
@@ -95,11 +102,6 @@ function guardServerTools(req: ClientRequest, kind: string, allowed: ReadonlySet
       return new EngineError('unpriced_parameter', `'tools.${i}': the '${type}' tool runs on the provider's platform and is billed per use, which this gateway does not price.`, {
         extra: { param: `tools.${i}` },
       });
-    }
-  }
-  for (const f of ['mcp_servers', 'container'] as const) {
-    if (req.body[f] != null && !allowed.has(f)) {
-      return new EngineError('unpriced_parameter', `'${f}' makes the upstream do work this gateway does not price.`, { extra: { param: f } });
     }
   }
   return req;

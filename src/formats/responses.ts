@@ -9,6 +9,7 @@ import { clientRunTool, requestFromChat, requestToChat } from './responses-reque
 import { billUsage, responseFromChat, responseToChat, usageOf } from './responses-response.ts';
 import { ResponsesDecoder, ResponsesEncoder } from './responses-stream.ts';
 import { isObj, type Obj } from './responses-shared.ts';
+import { refuseUnpriced } from './unpriced.ts';
 
 /**
  * The OpenAI Responses API (`POST /v1/responses`), the protocol of Codex and the newer OpenAI
@@ -249,5 +250,13 @@ function refuseStored(what: string, param: string): EngineError {
   });
 }
 
+/**
+ * Unpriced parameters first, on every upstream kind as the chat door does: a native upstream gets
+ * the body untouched, and `service_tier` is carried into a chat translation.
+ */
+function guard(req: ClientRequest, kind: string, allowed: ReadonlySet<string>): EngineError | ClientRequest {
+  return refuseUnpriced('responses', req.body, allowed) ?? guardState(req, kind, allowed);
+}
+
 /** `POST /v1/responses`, for Codex and the newer OpenAI SDKs. */
-export const responsesFormat: WireFormat = codecFormat({ name: 'responses', codec: responsesCodec, parse: parseResponses, errorBody, guard: guardState });
+export const responsesFormat: WireFormat = codecFormat({ name: 'responses', codec: responsesCodec, parse: parseResponses, errorBody, guard });
