@@ -90,6 +90,39 @@ describe('POST /v1/messages to an Anthropic upstream', () => {
     expect(key!.totalSpent).toBe(input + output);
   });
 
+  for (const stream of [false, true]) {
+    it(`bills writes to the 1-hour cache at twice the prompt price, reserving for them (${stream ? 'streamed' : 'whole'})`, async () => {
+      const body = {
+        model: 'claude-test',
+        max_tokens: 64,
+        stream,
+        messages: [{ role: 'user', content: [
+          { type: 'text', text: 'The same long context. '.repeat(1500), cache_control: { type: 'ephemeral', ttl: '1h' } },
+          { type: 'text', text: 'What is six times seven?' },
+        ] }],
+      };
+      // A token that covers the worst case of 5-minute writes but not of 1-hour ones is refused.
+      const prompt = upstreamPromptTokens(body);
+      claude.cache = { read: 0, write: prompt - 20 };
+      const post = (token: string) => fetch(`${suite.gw.url}/v1/messages`, { method: 'POST', headers: { 'x-api-key': token, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      const short = await mintToken(mintUrl, Math.ceil((prompt * 1.1 * CLAUDE.write + 64 * CLAUDE.completion) / 1000) + 2);
+      expect((await post(short)).status).toBe(402);
+      const token = await mintToken(mintUrl, 200);
+      const res = await post(token);
+      expect(res.status).toBe(200);
+      const text = await res.text();
+      // What the double reported for what it was sent: the writes, and the rest plain.
+      const sent = upstreamPromptTokens(claude.requests.at(-1)!.body);
+      const written = Math.min(prompt - 20, sent);
+      // Anthropic bills a 1-hour write at 2x base input (6 msats here), not the 5-minute 1.25x.
+      const input = ceil(sent - written, CLAUDE.prompt) + ceil(written, 2 * CLAUDE.prompt);
+      const output = ceil(REPLY_WORDS.length, CLAUDE.completion);
+      expect(text).toContain(`"total_msats":${input + output}`);
+      const key = await suite.gw.ledger.getKey(sha256Hex(token));
+      expect(key!.totalSpent).toBe(input + output);
+    });
+  }
+
   it('streams to the SDK, the final message_delta carrying the usage and the charge', async () => {
     const token = await mintToken(mintUrl, 200);
     const stream = anthropic(token).messages.stream({ model: 'claude-test', max_tokens: 64, messages: [{ role: 'user', content: 'Count.' }] });

@@ -176,7 +176,7 @@ export class Engine {
       promptTokens,
       maxCompletion,
       images: estimate.images,
-      maxMsats: reservationFor(promptTokens, maxCompletion, model.price, estimate.choices, estimate.images),
+      maxMsats: reservationFor(promptTokens, maxCompletion, model.price, estimate.choices, estimate.images, estimate.longCacheWrites),
     });
     // A prompt partly stored upstream (or a file fetched by it) cannot be counted here: reserve
     // as if it filled the context. A stranger is named the same price, or the token they then

@@ -116,6 +116,8 @@ export interface Estimate {
   images: number;
   /** The prompt includes what the upstream stores (an earlier response): reserve the whole context. */
   wholeContext?: boolean | undefined;
+  /** The prompt asks for Anthropic's 1-hour cache (`ttl: "1h"`): reserve its writes at that rate. */
+  longCacheWrites?: boolean | undefined;
 }
 
 export interface ExchangeLimits {

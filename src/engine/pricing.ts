@@ -15,6 +15,8 @@ export interface Usage {
   cachedTokens?: number | undefined;
   /** Of the prompt: tokens written to the provider's cache. */
   cacheWriteTokens?: number | undefined;
+  /** Of the cache writes: those to Anthropic's 1-hour cache, billed above 5-minute ones. */
+  cacheWrite1hTokens?: number | undefined;
   /** Of the completion: reasoning tokens. */
   reasoningTokens?: number | undefined;
 }
@@ -36,17 +38,28 @@ function ceilMul(tokens: number, rate: number): number {
 }
 
 /**
+ * The rate of a write to the 1-hour cache. Anthropic bills it at 2x base input, where a 5-minute
+ * write is 1.25x (the configured `cache_write`): so twice the prompt price, as the provider derives
+ * it, and never less than a 5-minute write.
+ */
+export function cacheWrite1hRate(price: PriceRate): number {
+  return Math.max(2 * price.promptRate, price.cacheWriteRate ?? price.promptRate);
+}
+
+/**
  * What a usage costs: uncached input at the prompt rate, cache reads and writes at their own
- * rates, output (reasoning included) at the completion rate, plus the per-request and per-image
- * fees. Each part is rounded up to a whole msat.
+ * rates (1-hour writes at `cacheWrite1hRate`), output (reasoning included) at the completion rate,
+ * plus the per-request and per-image fees. Each part is rounded up to a whole msat.
  */
 export function costOf(usage: Usage, price: Price, images = 0): Cost {
   const cached = Math.min(usage.cachedTokens ?? 0, usage.promptTokens);
   const written = Math.min(usage.cacheWriteTokens ?? 0, usage.promptTokens - cached);
+  const long = Math.min(usage.cacheWrite1hTokens ?? 0, written);
   const plain = usage.promptTokens - cached - written;
   let inputMsats = ceilMul(plain, price.promptRate);
   if (cached) inputMsats += ceilMul(cached, price.cachedRate ?? price.promptRate);
-  if (written) inputMsats += ceilMul(written, price.cacheWriteRate ?? price.promptRate);
+  if (written > long) inputMsats += ceilMul(written - long, price.cacheWriteRate ?? price.promptRate);
+  if (long) inputMsats += ceilMul(long, cacheWrite1hRate(price));
   if (images && price.imageFee) inputMsats += ceilMul(images, price.imageFee);
   const outputMsats = ceilMul(usage.completionTokens, price.completionRate);
   const requestMsats = price.requestFee ? ceilMul(1, price.requestFee) : 0;
@@ -70,13 +83,17 @@ export function completionLimit(requested: number | undefined, price: Price): nu
 
 /**
  * The most a request can cost: its padded prompt plus every completion token it may ask for, for
- * each of the `choices` it asks for.
+ * each of the `choices` it asks for. `longCache`: it asks for the 1-hour cache (`longCacheWrites`).
  */
-export function reservationFor(promptTokens: number, maxCompletion: number, price: Price, choices = 1, images = 0): number {
-  // The worst case writes the whole prompt to the cache, when that costs more than reading it plainly.
+export function reservationFor(promptTokens: number, maxCompletion: number, price: Price, choices = 1, images = 0, longCache = false): number {
+  // The worst case writes the whole prompt to the cache, when that costs more than reading it
+  // plainly: to the 1-hour cache when the request asks for it anywhere.
   const prompt = promptAllowance(promptTokens);
-  const writes = (price.cacheWriteRate ?? 0) > price.promptRate ? prompt : 0;
-  return costOf({ promptTokens: prompt, cacheWriteTokens: writes, completionTokens: maxCompletion * choices }, price, images).totalMsats;
+  const writeRate = longCache ? cacheWrite1hRate(price) : (price.cacheWriteRate ?? 0);
+  const writes = writeRate > price.promptRate ? prompt : 0;
+  const usage: Usage = { promptTokens: prompt, cacheWriteTokens: writes, completionTokens: maxCompletion * choices };
+  if (longCache) usage.cacheWrite1hTokens = writes;
+  return costOf(usage, price, images).totalMsats;
 }
 
 /** Our exact prices, in msats: per token, per request and per image. */

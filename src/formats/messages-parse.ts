@@ -176,6 +176,19 @@ function estimateOf(body: Record<string, unknown>): Estimate {
   return estimate;
 }
 
+/**
+ * Whether any cache breakpoint (a block's, a tool's, or the request's own for automatic caching)
+ * asks for a TTL other than the 5-minute default: a 1-hour write bills 2x base input, not 1.25x.
+ */
+function asksLongCache(v: unknown): boolean {
+  if (Array.isArray(v)) return v.some(asksLongCache);
+  if (!v || typeof v !== 'object') return false;
+  const o = v as Record<string, unknown>;
+  const ttl = (o.cache_control as Record<string, unknown> | null | undefined)?.ttl;
+  if (ttl != null && ttl !== '5m') return true;
+  return Object.values(o).some(asksLongCache);
+}
+
 export interface ParsedMessages {
   model: string;
   stream: boolean;
@@ -189,6 +202,7 @@ export function parseMessages(raw: unknown): ParsedMessages {
   const estimate = estimateOf(body);
   // `max_tokens` bounds everything the model writes, thinking included (its budget is below it).
   estimate.requestedCompletionTokens = body.max_tokens as number;
+  if (asksLongCache(body)) estimate.longCacheWrites = true;
   return { model: body.model as string, stream: body.stream === true, estimate, body };
 }
 

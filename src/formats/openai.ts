@@ -1,5 +1,6 @@
 import type { Bill, Metered } from '../engine/format.ts';
 import type { Usage } from '../engine/pricing.ts';
+import { cacheWritesOf } from './messages-usage.ts';
 
 /** What every OpenAI-shaped usage and error carries; shared by chat, completions and embeddings. */
 
@@ -29,8 +30,11 @@ export function openaiUsage(u: unknown): Usage | undefined {
   const pd = (o.prompt_tokens_details ?? o.input_tokens_details) as Record<string, unknown> | undefined;
   const cd = (o.completion_tokens_details ?? o.output_tokens_details) as Record<string, unknown> | undefined;
   if (believable(pd?.cached_tokens) && pd.cached_tokens > 0) usage.cachedTokens = Math.min(Math.ceil(pd.cached_tokens), usage.promptTokens);
-  if (believable(o.cache_creation_input_tokens) && o.cache_creation_input_tokens > 0) {
-    usage.cacheWriteTokens = Math.min(Math.ceil(o.cache_creation_input_tokens), usage.promptTokens - (usage.cachedTokens ?? 0));
+  // Anthropic's names, which its translation to chat keeps: the writes, split by TTL.
+  const writes = cacheWritesOf(o);
+  if (writes && writes.write > 0) {
+    usage.cacheWriteTokens = Math.min(writes.write, usage.promptTokens - (usage.cachedTokens ?? 0));
+    if (writes.long && usage.cacheWriteTokens) usage.cacheWrite1hTokens = Math.min(writes.long, usage.cacheWriteTokens);
   }
   if (believable(cd?.reasoning_tokens) && cd.reasoning_tokens > 0) usage.reasoningTokens = Math.min(Math.ceil(cd.reasoning_tokens), usage.completionTokens);
   return usage;

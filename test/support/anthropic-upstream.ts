@@ -73,9 +73,12 @@ export class FakeAnthropic extends ScriptedUpstream<AnthropicMode, AnthropicReco
     const prompt = upstreamPromptTokens(body);
     const read = Math.min(this.cache.read, prompt);
     const write = Math.min(this.cache.write, prompt - read);
+    // As the API does, the writes go to the cache the request's breakpoints name, split by TTL.
+    const long = raw.includes('"ttl":"1h"');
     const usage = (output: number): Record<string, unknown> => ({
       input_tokens: prompt - read - write,
       cache_creation_input_tokens: write,
+      ...(long ? { cache_creation: { ephemeral_5m_input_tokens: 0, ephemeral_1h_input_tokens: write } } : {}),
       cache_read_input_tokens: read,
       output_tokens: output,
       ...(plan.thinkingTokens ? { output_tokens_details: { thinking_tokens: plan.thinkingTokens } } : {}),

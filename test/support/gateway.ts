@@ -119,7 +119,15 @@ export async function expectLedgerConserved(ledger: Ledger, mints: readonly stri
 }
 
 /** Prices a charge may be checked against: msats per token, by model. */
-export type PriceTable = Record<string, { prompt: number; completion: number }>;
+export type PriceTable = Record<string, { prompt: number; completion: number; write?: number }>;
+
+/**
+ * The dearest an input token of `price` can be: a cache write, when the model prices them, up to a
+ * write to Anthropic's 1-hour cache at twice the prompt price (src/engine/pricing.ts).
+ */
+function dearestInput(price: PriceTable[string]): number {
+  return price.write === undefined ? price.prompt : Math.max(price.prompt, price.write, 2 * price.prompt);
+}
 
 /**
  * The end of a file: every key is refunded and the operator's earnings withdrawn, each token
@@ -178,7 +186,7 @@ async function expectKeyMatchesEntries(ledger: Ledger, k: Awaited<ReturnType<Led
     spent += e.msats;
     const price = e.model ? prices?.[e.model] : undefined;
     if (price && e.inputTokens !== null && e.outputTokens !== null) {
-      const cost = msats(e.inputTokens, price.prompt) + msats(e.outputTokens, price.completion);
+      const cost = msats(e.inputTokens, dearestInput(price)) + msats(e.outputTokens, price.completion);
       expect(e.msats, `charge ${e.ref} for ${e.inputTokens}+${e.outputTokens} tokens of ${e.model}`).toBeLessThanOrEqual(cost);
     }
   }

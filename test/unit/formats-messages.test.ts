@@ -106,6 +106,20 @@ const BILL: Bill = {
 };
 
 describe('parseMessages', () => {
+  it('marks a request that asks for the 1-hour cache anywhere, which costs more to write', () => {
+    const base = { model: 'claude-test', max_tokens: 8, messages: [{ role: 'user', content: 'Hi' }] };
+    const long = { type: 'ephemeral', ttl: '1h' };
+    expect(parseMessages(base).estimate.longCacheWrites).toBeFalsy();
+    expect(parseMessages({ ...base, system: [{ type: 'text', text: 'S', cache_control: { type: 'ephemeral', ttl: '5m' } }] }).estimate.longCacheWrites).toBeFalsy();
+    for (const body of [
+      { ...base, system: [{ type: 'text', text: 'S', cache_control: long }] },
+      { ...base, messages: [{ role: 'user', content: [{ type: 'text', text: 'Hi', cache_control: long }] }] },
+      { ...base, tools: [{ ...WEATHER_TOOL, cache_control: long }] },
+      // Automatic caching: one breakpoint for the whole request.
+      { ...base, cache_control: long },
+    ]) expect(parseMessages(body).estimate.longCacheWrites, JSON.stringify(body)).toBe(true);
+  });
+
   it('collects every text piece, per-turn framing, media by type and the output limit', () => {
     const pdf = 'JVBERi0xLjQK'.repeat(700); // 8,400 base64 characters: three 3 KB pages
     const parsed = parseMessages({

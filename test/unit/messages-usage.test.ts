@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { chatUsageBody, chatUsageOf, messagesUsageBody, messagesUsageOf } from '../../src/formats/messages-usage.ts';
+import { openaiUsage } from '../../src/formats/openai.ts';
 
 // Usage an upstream reports is untrusted; every expectation is written out by hand.
 
@@ -102,5 +103,29 @@ describe('chatUsageBody', () => {
   it('carries an Anthropic usage through chat and back unchanged', () => {
     const anthropic = { input_tokens: 10, output_tokens: 4, cache_creation_input_tokens: 20, cache_read_input_tokens: 100 };
     expect(messagesUsageBody(chatUsageOf(chatUsageBody(messagesUsageOf(anthropic)!))!)).toStrictEqual(anthropic);
+  });
+});
+
+describe('1-hour cache writes, which Anthropic bills at 2x base input (5-minute ones at 1.25x)', () => {
+  const split = { input_tokens: 10, output_tokens: 4, cache_read_input_tokens: 0, cache_creation_input_tokens: 10_030, cache_creation: { ephemeral_5m_input_tokens: 30, ephemeral_1h_input_tokens: 10_000 } };
+
+  it('reads cache_creation by TTL when it is there', () => {
+    expect(messagesUsageOf(split)).toStrictEqual({ promptTokens: 10_040, completionTokens: 4, cacheWriteTokens: 10_030, cacheWrite1hTokens: 10_000 });
+  });
+
+  it('falls back to cache_creation_input_tokens, all at the 5-minute rate, when it is not', () => {
+    expect(messagesUsageOf({ input_tokens: 10, output_tokens: 4, cache_creation_input_tokens: 20 })).toStrictEqual({ promptTokens: 30, completionTokens: 4, cacheWriteTokens: 20 });
+  });
+
+  it('believes neither the sum below its parts nor the parts beyond any count an upstream could mean', () => {
+    expect(messagesUsageOf({ input_tokens: 0, output_tokens: 1, cache_creation: { ephemeral_1h_input_tokens: 50 } })).toStrictEqual({ promptTokens: 50, completionTokens: 1, cacheWriteTokens: 50, cacheWrite1hTokens: 50 });
+    expect(messagesUsageOf({ input_tokens: 0, output_tokens: 1, cache_creation: { ephemeral_1h_input_tokens: -5 } })).toBeUndefined();
+  });
+
+  it('keeps the split through chat (the pivot every translation and the meter read) and back', () => {
+    const usage = messagesUsageOf(split)!;
+    expect(chatUsageOf(chatUsageBody(usage))).toStrictEqual(usage);
+    expect(openaiUsage(chatUsageBody(usage))).toStrictEqual(usage);
+    expect(messagesUsageOf(messagesUsageBody(usage))).toStrictEqual(usage);
   });
 });

@@ -40,6 +40,29 @@ describe('reservationFor and completionLimit', () => {
   });
 });
 
+describe('1-hour cache writes', () => {
+  // Anthropic's rates: 5-minute writes at 1.25x base input, 1-hour writes at 2x.
+  const claude: Price = { ...price(3, 15), cacheWriteRate: 3_750_000 };
+
+  it('bill at twice the prompt price, 5-minute writes at the cache-write price', () => {
+    // The reviewer's case: 10,000 tokens to the 1-hour cache.
+    expect(costOf({ promptTokens: 10_000, completionTokens: 0, cacheWriteTokens: 10_000, cacheWrite1hTokens: 10_000 }, claude).totalMsats).toBe(60_000);
+    expect(costOf({ promptTokens: 10_000, completionTokens: 0, cacheWriteTokens: 10_000 }, claude).totalMsats).toBe(37_500);
+    expect(costOf({ promptTokens: 100, completionTokens: 0, cacheWriteTokens: 30, cacheWrite1hTokens: 10 }, claude).inputMsats).toBe(70 * 3 + 20 * 3.75 + 10 * 6);
+  });
+
+  it('never cost less than a 5-minute write', () => {
+    expect(costOf({ promptTokens: 10, completionTokens: 0, cacheWriteTokens: 10, cacheWrite1hTokens: 10 }, { ...price(3, 15), cacheWriteRate: 9_000_000 }).inputMsats).toBe(90);
+  });
+
+  it('are reserved for, the whole prompt at the 1-hour rate, when the request asks for the 1-hour cache', () => {
+    expect(reservationFor(100, 0, claude)).toBe(Math.ceil(118 * 3.75));
+    expect(reservationFor(100, 0, claude, 1, 0, true)).toBe(118 * 6);
+    // Even for a model whose cache writes are priced as plain input.
+    expect(reservationFor(100, 0, price(3, 15), 1, 0, true)).toBe(118 * 6);
+  });
+});
+
 describe('satsPricing', () => {
   it('gives sats per token and worst-case costs in sats', () => {
     const s = satsPricing(price(2, 5));
