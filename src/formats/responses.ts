@@ -155,7 +155,7 @@ export function parseResponses(raw: unknown): ParsedResponses {
   const counted = estimate(body, items);
   // The engine prices the reservation from this estimate, before an upstream (and its guard) is
   // chosen: state stored upstream must be marked here. Where it is refused, nothing is reserved.
-  const whole = counted.wholeContext === true || storedPrompt || STATEFUL.some((f) => body[f] != null);
+  const whole = counted.wholeContext === true || storedPrompt || STATEFUL.some((f) => asksState(body[f]));
   return { model: body.model as string, stream: body.stream === true, estimate: whole ? { ...counted, wholeContext: true } : counted, body, storedPrompt };
 }
 
@@ -222,6 +222,11 @@ registerCodec(responsesCodec);
 /** Fields that make the upstream keep or read state under the operator's account. */
 const STATEFUL = ['previous_response_id', 'conversation', 'background', 'prompt'] as const;
 
+/** A stateful field given, and not as its default (`background: false` asks for nothing). */
+function asksState(v: unknown): boolean {
+  return v != null && v !== false;
+}
+
 /**
  * On a Responses upstream every payer shares the operator's account: a stored response (or an
  * item of one, by `item_reference`) is readable by anyone who learns its id. So nothing is stored
@@ -234,7 +239,7 @@ function guardState(req: ClientRequest, kind: string, allowed: ReadonlySet<strin
   if (kind !== 'openai-responses') return req;
   const body = { ...req.body };
   for (const f of STATEFUL) {
-    if (body[f] != null && !allowed.has(f)) return refuseStored(`'${f}'`, f);
+    if (asksState(body[f]) && !allowed.has(f)) return refuseStored(`'${f}'`, f);
   }
   if (!allowed.has('item_reference') && Array.isArray(body.input)) {
     const i = body.input.findIndex((item) => isObj(item) && item.type === 'item_reference');

@@ -166,6 +166,13 @@ describe('stored state on a Responses upstream', () => {
     expect(httpError(exchange({ model: 'm', input: 'hi', previous_response_id: 'resp_1' }) as EngineError)).toMatchObject({ status: 400, code: 'stateful_not_supported' });
   });
 
+  it('takes background: false, the default, as asking for nothing stored, and reserves as usual', () => {
+    const parsed = responsesFormat.parse({ model: 'm', input: 'hi', background: false });
+    expect(parsed.estimate.wholeContext).toBeUndefined();
+    expect(exchange({ model: 'm', input: 'hi', background: false })).not.toBeInstanceOf(EngineError);
+    expect(httpError(exchange({ model: 'm', input: 'hi', background: true }) as EngineError)).toMatchObject({ status: 400, code: 'stateful_not_supported' });
+  });
+
   it('passes one on where the operator allows it, and refuses it on a chat upstream, which stores nothing', () => {
     const x = exchange(referencing, ['item_reference']);
     expect(x).not.toBeInstanceOf(EngineError);
