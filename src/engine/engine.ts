@@ -484,8 +484,9 @@ export class Engine {
    * Passes the upstream's events to the client as they arrive, through the format's reader, which
    * holds back what must carry the charge. A client that leaves stops the upstream and pays for
    * what was generated: the usage already reported, else the prompt and every generated field.
-   * While the model does work it does not show (`Metered.hidden`), a client that leaves no longer
-   * gets the stream, but the upstream is read to its end for the usage that bills that work.
+   * While the model does work it does not show (`Metered.hidden`), or once only the usage is to
+   * come (`Metered.finished`), a client that leaves no longer gets the stream, but the upstream
+   * is read to its end for the usage that bills that work.
    */
   async #stream(job: Job, route: Route, hold: Hold | null, opts: RunOptions, settle: (u: Usage, m?: Metered) => Promise<Receipt>): Promise<Receipt> {
     const sink = opts.sink;
@@ -495,7 +496,8 @@ export class Engine {
     let reader: StreamReader | undefined;
     const stop = () => upstreamStop.abort();
     const left = () => {
-      if (!reader?.metered.hidden) stop();
+      const m = reader?.metered;
+      if (!m?.hidden && !m?.finished) stop();
     };
     if (opts.cancel?.aborted || opts.signal?.aborted) stop();
     opts.cancel?.addEventListener('abort', stop, { once: true });

@@ -34,6 +34,12 @@ export interface Metered {
    * what it cost, and a client leaving does not stop the upstream before that.
    */
   hidden?: boolean | undefined;
+  /**
+   * The answer is complete and only its usage is still to come: the upstream has nothing left to
+   * generate, so a client leaving now does not stop it before the usage arrives (it may bill
+   * reasoning a chat upstream never shows).
+   */
+  finished?: boolean | undefined;
 }
 
 /** The charge as settled, for the format to write into its answer. */

@@ -33,6 +33,8 @@ export function invalid(issues: z.core.$ZodIssue[]): EngineError {
 
 const PATH: Record<Kind, string> = { chat: '/chat/completions', completion: '/completions', embedding: '/embeddings' };
 
+const FINISHED = /"finish_reason":\s*"/;
+
 /** The chat stream as it passes through: events forwarded untouched, the usage chunk and `[DONE]` held for the bill. */
 class OpenAIStream implements StreamReader {
   readonly #kind: Kind;
@@ -41,6 +43,7 @@ class OpenAIStream implements StreamReader {
   #usage: Record<string, unknown> | undefined;
   #last: Record<string, unknown> | undefined;
   #first: Record<string, unknown> | undefined;
+  #finished = false;
 
   constructor(kind: Kind) {
     this.#kind = kind;
@@ -52,6 +55,7 @@ class OpenAIStream implements StreamReader {
     return {
       usage: openaiUsage(this.#usage),
       model: typeof head.model === 'string' ? head.model : undefined,
+      finished: this.#finished,
       get generated() {
         let s = '';
         for (const d of sent) s += generatedOf(safeParse(d)?.choices, 'delta');
@@ -68,6 +72,9 @@ class OpenAIStream implements StreamReader {
   push(ev: UpstreamEvent): string {
     const data = ev.data;
     if (data === '[DONE]') return '';
+    // A choice's finish_reason: the answer is complete, its usage still to come. Not parsed for it;
+    // inside a string the quotes would be escaped.
+    if (!this.#finished && FINISHED.test(data)) this.#finished = true;
     // Only a chunk that mentions usage is parsed on the way through.
     if (data.includes('"usage"')) {
       const chunk = safeParse(data);

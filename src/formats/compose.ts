@@ -85,16 +85,18 @@ class ChunkMeter {
   #usage: Usage | undefined;
   #model: string | undefined;
   #generated = '';
+  #finished = false;
 
   add(chunk: Record<string, unknown>): void {
     const u = openaiUsage(chunk.usage);
     if (u) this.#usage = u;
+    if (Array.isArray(chunk.choices) && chunk.choices.some((c) => (c as { finish_reason?: unknown } | null)?.finish_reason)) this.#finished = true;
     if (typeof chunk.model === 'string' && chunk.model) this.#model ??= chunk.model;
     this.#generated += generatedOf(chunk.choices, 'delta');
   }
 
   get metered(): Metered {
-    return { usage: this.#usage, model: this.#model, generated: this.#generated };
+    return { usage: this.#usage, model: this.#model, generated: this.#generated, finished: this.#finished };
   }
 }
 
