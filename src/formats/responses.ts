@@ -172,9 +172,8 @@ function estimate(body: Obj, items: unknown[]): Estimate {
     if (typeof content === 'string') return void text.push(content);
     if (!Array.isArray(content)) return;
     for (const p of content as Obj[]) {
-      if (typeof p.text === 'string') text.push(p.text);
-      else if (typeof p.refusal === 'string') text.push(p.refusal);
-      else if (p.type === 'input_image') {
+      // By type first: a media part with a `text` key of its own is still media, billed as such.
+      if (p.type === 'input_image') {
         images++;
         extraTokens += mediaTokens('image', { detail: typeof p.detail === 'string' ? p.detail : undefined });
       } else if (p.type === 'input_file') {
@@ -183,6 +182,8 @@ function estimate(body: Obj, items: unknown[]): Estimate {
         // A file by URL or id is billed at its full size, which cannot be known here.
         if (unseenFile(p)) wholeContext = true;
       }
+      if (typeof p.text === 'string') text.push(p.text);
+      else if (typeof p.refusal === 'string') text.push(p.refusal);
     }
   };
   if (typeof body.instructions === 'string') {

@@ -137,6 +137,16 @@ describe('parseResponses', () => {
     for (const part of seen) expect(parseResponses({ model: 'm', input: user(part) }).estimate.wholeContext, JSON.stringify(part)).toBeFalsy();
   });
 
+  it('counts a media part by its type, whatever text key it carries: an empty text does not make a file free', () => {
+    const user = (part: Obj) => [{ role: 'user', content: [part] }];
+    const file = { type: 'input_file', file_url: 'https://example.com/big.pdf', text: '' };
+    expect(parseResponses({ model: 'm', input: user(file) }).estimate.wholeContext).toBe(true);
+    const plain = parseResponses({ model: 'm', input: user({ type: 'input_image', image_url: 'https://example.com/a.png', detail: 'high' }) }).estimate;
+    const texted = parseResponses({ model: 'm', input: user({ type: 'input_image', image_url: 'https://example.com/a.png', detail: 'high', text: '' }) }).estimate;
+    expect([texted.images, texted.extraTokens]).toEqual([plain.images, plain.extraTokens]);
+    expect(plain.images).toBe(1);
+  });
+
   it('marks a request continuing a stored response: its prompt cannot be counted here', () => {
     const p = parseResponses({ model: 'm', previous_response_id: 'resp_1', input: 'and then?' });
     expect(p.storedPrompt).toBe(true);
