@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { connect } from 'node:net';
 import OpenAI, { APIError } from 'openai';
 import { FakeUpstream, REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
 import { FakeResponsesUpstream, responsesInputTokens } from './support/responses-upstream.ts';
@@ -187,5 +188,37 @@ describe('a client that leaves a Responses stream before its final usage', () =>
     const input = responsesInputTokens(resp.requests.at(-1)!.body);
     expect(spent).toBe(ceil(input, RESP.prompt) + ceil(3_000 + REPLY_WORDS.length, RESP.completion));
     expect(resp.closedEarly).toBe(early);
+  });
+
+  it('a client that stops reading and then hangs up still pays the whole usage: leaving is not an upstream failure', async () => {
+    const token = await mintToken(mintUrl, 500);
+    // Long enough that the gateway waits for the client's socket to drain.
+    const words = Array.from({ length: 1_000 }, (_, i) => `${i}${'w'.repeat(3_000)}`);
+    resp.replies.push({ summary: 'Thinking about it.', text: words.join(' ') });
+    resp.reasoningTokens = 1_000;
+    const body = JSON.stringify({ model: 'gpt-resp', input: 'Think, then write a lot.', stream: true, max_output_tokens: 4_000 });
+    const url = new URL(suite.gw.url);
+    const socket = connect(Number(url.port), url.hostname);
+    socket.write(`POST /v1/responses HTTP/1.1\r\nhost: ${url.host}\r\nauthorization: Bearer ${token}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    let read = 0;
+    await new Promise<void>((resolve) => {
+      socket.on('data', (c: Buffer) => {
+        read += c.length;
+        if (read > 300_000) {
+          socket.pause();
+          resolve();
+        }
+      });
+    });
+    await new Promise((r) => setTimeout(r, 1_500));
+    socket.destroy();
+    let spent: number | undefined;
+    for (let i = 0; i < 200 && spent === undefined; i++) {
+      const key = (await suite.gw.ledger.getKey(sha256Hex(token)))!;
+      if (key.reserved === 0) spent = key.totalSpent;
+      else await new Promise((r) => setTimeout(r, 50));
+    }
+    const input = responsesInputTokens(resp.requests.at(-1)!.body);
+    expect(spent).toBe(ceil(input, RESP.prompt) + ceil(1_000 + words.length, RESP.completion));
   });
 });

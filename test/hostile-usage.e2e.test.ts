@@ -97,6 +97,18 @@ describe('usage no upstream could mean', () => {
     });
   }
 
+  it('is counted at most up to the limit the upstream was held to, whatever the tokenizer makes of the text', async () => {
+    const { key, hash } = await fundedKey(50);
+    // An answer of SSE-looking text (tens of tokens to cl100k) with usage not to be believed, on a 2-token limit.
+    upstream.modes.push('inject');
+    upstream.usageOverrides.push({ prompt_tokens: -1, completion_tokens: -1 });
+    const res = await chatAs(suite.gw, bearer(key), { max_tokens: 2 });
+    expect(res.status).toBe(200);
+    const spent = (await suite.gw.ledger.getKey(hash))!.totalSpent;
+    expect(spent).toBeGreaterThanOrEqual(msats(2, price.completion) + msats(1, price.prompt));
+    expect(spent).toBeLessThanOrEqual(msats(2, price.completion) + msats(20, price.prompt));
+  });
+
   it('is read under the input_tokens / output_tokens names some upstreams use', async () => {
     const { key, hash } = await fundedKey(50);
     upstream.usageOverrides.push({ input_tokens: 40, output_tokens: 7 });

@@ -469,7 +469,8 @@ export class Engine {
   async #usage(job: Job, metered: Metered): Promise<Usage> {
     const { usage } = metered;
     if (usage && !metered.partial) return usage;
-    const counted = await countPieces([metered.generated]);
+    // No upstream generates past the limit it was held to, whatever our tokenizer makes of the text.
+    const counted = Math.min(await countPieces([metered.generated]), job.maxCompletion * Math.max(1, job.request.estimate.choices));
     if (!usage) return { promptTokens: job.promptTokens, completionTokens: counted };
     // The prompt's side as reported (cache reads and writes included); the output at least as counted.
     const { reasoningTokens: _, ...input } = usage;
@@ -527,7 +528,13 @@ export class Engine {
         const data = eventData(raw);
         if (data !== undefined) out += reader.push({ name: eventName(raw), data, raw });
       }
-      if (out && !signal.aborted) await sink.write(out);
+      if (!out || signal.aborted) return;
+      try {
+        await sink.write(out);
+      } catch (e) {
+        // The client went while this write waited (it had stopped reading): it left, nothing broke.
+        if (!signal.aborted) throw e;
+      }
     };
     try {
       for await (const chunk of res.body) {
@@ -541,7 +548,8 @@ export class Engine {
       }
       await relay(split.flush());
     } catch (e) {
-      if (!upstreamSignal.aborted) {
+      // A client that left pays for what was generated, even if the upstream then broke.
+      if (!upstreamSignal.aborted && !signal.aborted) {
         this.#log.warn({ err: (e as Error).message }, 'upstream stream broke');
         failure = new EngineError('upstream_error', 'The upstream stream ended with an error.');
       }
