@@ -4,7 +4,7 @@ import OpenAI from 'openai';
 import { FakeUpstream, REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
 import { ANTHROPIC_KEY, FakeAnthropic, THINKING, TOOL_INPUT } from './support/anthropic-upstream.ts';
 import { mintToken, proofStates, tokenValue } from './support/cashu.ts';
-import { useGateway } from './support/suite.ts';
+import { settledSpend as settled, useGateway } from './support/suite.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
 import type { WireCost } from './support/wire.ts';
 
@@ -289,15 +289,8 @@ async function readUntil(res: Response, marker: string): Promise<void> {
   }
 }
 
-/** What a key spent once nothing is reserved on it any more. */
-async function settledSpend(token: string): Promise<number> {
-  for (let i = 0; i < 100; i++) {
-    const key = (await suite.gw.ledger.getKey(sha256Hex(token)))!;
-    if (key.reserved === 0) return key.totalSpent;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error('the request never settled');
-}
+/** What the key of a token used as the API key spent, once its request settled. */
+const settledSpend = (token: string) => settled(suite.gw, sha256Hex(token));
 
 describe('a client that leaves a Messages stream before its final usage', () => {
   const ask = { model: 'claude-test', max_tokens: 64, stream: true, messages: [{ role: 'user', content: 'Answer, then stop.' }] };

@@ -4,7 +4,7 @@ import OpenAI, { APIError } from 'openai';
 import { FakeUpstream, REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
 import { FakeResponsesUpstream, responsesInputTokens } from './support/responses-upstream.ts';
 import { mintToken, proofStates, tokenValue } from './support/cashu.ts';
-import { useGateway } from './support/suite.ts';
+import { settledSpend, useGateway } from './support/suite.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
 import type { WireCost } from './support/wire.ts';
 
@@ -179,12 +179,7 @@ describe('a client that leaves a Responses stream before its final usage', () =>
       text += new TextDecoder().decode(value);
     }
     ac.abort();
-    let spent: number | undefined;
-    for (let i = 0; i < 100 && spent === undefined; i++) {
-      const key = (await suite.gw.ledger.getKey(sha256Hex(token)))!;
-      if (key.reserved === 0) spent = key.totalSpent;
-      else await new Promise((r) => setTimeout(r, 50));
-    }
+    const spent = await settledSpend(suite.gw, sha256Hex(token));
     const input = responsesInputTokens(resp.requests.at(-1)!.body);
     expect(spent).toBe(ceil(input, RESP.prompt) + ceil(3_000 + REPLY_WORDS.length, RESP.completion));
     expect(resp.closedEarly).toBe(early);
@@ -212,12 +207,7 @@ describe('a client that leaves a Responses stream before its final usage', () =>
     });
     await new Promise((r) => setTimeout(r, 1_500));
     socket.destroy();
-    let spent: number | undefined;
-    for (let i = 0; i < 200 && spent === undefined; i++) {
-      const key = (await suite.gw.ledger.getKey(sha256Hex(token)))!;
-      if (key.reserved === 0) spent = key.totalSpent;
-      else await new Promise((r) => setTimeout(r, 50));
-    }
+    const spent = await settledSpend(suite.gw, sha256Hex(token));
     const input = responsesInputTokens(resp.requests.at(-1)!.body);
     expect(spent).toBe(ceil(input, RESP.prompt) + ceil(1_000 + words.length, RESP.completion));
   });

@@ -4,7 +4,7 @@ import { pino } from 'pino';
 import { HIDDEN_REASONING_TOKENS, INJECTED, REASONING_DELTAS, REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
 import { PRICES, msats } from './support/gateway.ts';
 import { mintToken, proofStates } from './support/cashu.ts';
-import { chat, expectUntouched, fundedKey, useGateway, waitFor } from './support/suite.ts';
+import { chat, expectUntouched, fundedKey, settledSpend as settled, useGateway } from './support/suite.ts';
 
 /**
  * What a hostile review found on the HTTP door: ways to get paid work nearly free, to make the
@@ -39,13 +39,7 @@ async function newKey(sats: number): Promise<{ key: string; hash: string }> {
   return { key, hash };
 }
 
-/** Waits until nothing is reserved on the key any more (the request has settled), then returns what it spent. */
-async function settledSpend(hash: string): Promise<number> {
-  return waitFor(async () => {
-    const k = (await suite.gw.ledger.getKey(hash))!;
-    return k.reserved === 0 ? k.totalSpent : undefined;
-  }, `the request on key ${hash.slice(0, 8)} settling`, 10_000);
-}
+const settledSpend = (hash: string) => settled(suite.gw, hash);
 
 /** POSTs a chat completion with `body` as the API key's holder. */
 function post(key: string, body: string, init: RequestInit = {}): Promise<Response> {

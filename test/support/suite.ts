@@ -150,6 +150,14 @@ export async function waitFor<T>(probe: () => Promise<T | undefined | false> | T
   }
 }
 
+/** Waits until nothing is reserved on the key any more (its request has settled), then returns what it spent. */
+export function settledSpend(gw: Pick<Gateway, 'ledger'>, hash: string): Promise<number> {
+  return waitFor(async () => {
+    const k = (await gw.ledger.getKey(hash))!;
+    return k.reserved === 0 ? k.totalSpent : undefined;
+  }, `the request on key ${hash.slice(0, 8)} settling`, 10_000);
+}
+
 /**
  * The end of a file whose gateways ran as child processes: once they have stopped, one more
  * gateway in this process on the database they used (`env` names it and the upstream), drained
