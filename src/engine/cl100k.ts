@@ -88,8 +88,12 @@ function rankOf(buf: Uint8Array, from: number, to: number): number {
 }
 
 let scratch = new Uint8Array(4096);
-let parts = new Int32Array(4097);
-let ranks = new Float64Array(4097);
+/** Per byte offset that starts a part: the next part's start, the previous one's, and the pair's rank. */
+let next = new Int32Array(4097);
+let prev = new Int32Array(4097);
+let pairs = new Float64Array(4097);
+/** A binary min-heap of rank * 2^32 + start: the lowest rank first, the leftmost on a tie. */
+let heap = new Float64Array(4097);
 
 /** UTF-8 of `s` into the scratch buffer, a lone surrogate as U+FFFD (as TextEncoder writes it). */
 function utf8(s: string): number {
@@ -127,38 +131,80 @@ function utf8(s: string): number {
   return n;
 }
 
-/** tiktoken's byte-pair merge, counting the parts left: the lowest-ranked adjacent pair first, leftmost on a tie. */
+const SHIFT = 2 ** 32;
+
+/**
+ * tiktoken's byte-pair merge, counting the parts left: the lowest-ranked adjacent pair first,
+ * leftmost on a tie. Scanning for that pair after each merge is quadratic in the piece's length,
+ * and a stranger chooses the piece (a long run of letters), so pairs wait in a heap instead.
+ * An entry is stale once its part is merged away or its pair's rank changed; a pair only ever
+ * grows, and a longer pair is another token with another rank, so comparing ranks tells.
+ */
 function mergedParts(n: number): number {
-  if (parts.length < n + 1) {
-    parts = new Int32Array(n + 1);
-    ranks = new Float64Array(n + 1);
+  if (next.length < n + 1) {
+    next = new Int32Array(n + 1);
+    prev = new Int32Array(n + 1);
+    pairs = new Float64Array(n + 1);
+    heap = new Float64Array(n + 1);
   }
   const b = scratch;
-  let m = n + 1; // boundaries
-  for (let i = 0; i < m; i++) parts[i] = i;
-  const pairRank = (i: number): number => {
-    if (i + 2 >= m) return Infinity;
-    const r = rankOf(b, parts[i]!, parts[i + 2]!);
-    return r < 0 ? Infinity : r;
-  };
-  for (let i = 0; i < m - 2; i++) ranks[i] = pairRank(i);
-  while (m > 2) {
-    let best = Infinity;
-    let at = -1;
-    for (let i = 0; i < m - 2; i++) {
-      if (ranks[i]! < best) {
-        best = ranks[i]!;
-        at = i;
-      }
+  let size = 0;
+  const push = (key: number): void => {
+    let i = size++;
+    while (i > 0) {
+      const up = (i - 1) >> 1;
+      if (heap[up]! <= key) break;
+      heap[i] = heap[up]!;
+      i = up;
     }
-    if (at < 0) break;
-    parts.copyWithin(at + 1, at + 2, m);
-    ranks.copyWithin(at + 1, at + 2, m - 2);
-    m--;
-    ranks[at] = pairRank(at);
-    if (at > 0) ranks[at - 1] = pairRank(at - 1);
+    heap[i] = key;
+  };
+  const pop = (): number => {
+    const top = heap[0]!;
+    const last = heap[--size]!;
+    let i = 0;
+    for (;;) {
+      let c = 2 * i + 1;
+      if (c >= size) break;
+      if (c + 1 < size && heap[c + 1]! < heap[c]!) c++;
+      if (heap[c]! >= last) break;
+      heap[i] = heap[c]!;
+      i = c;
+    }
+    heap[i] = last;
+    return top;
+  };
+  /** Ranks the pair of parts starting at `at`; Infinity when there is none or it is no token. */
+  const rank = (at: number): void => {
+    const mid = next[at]!;
+    const end = mid < n ? next[mid]! : -1;
+    const r = end < 0 ? -1 : rankOf(b, at, end);
+    pairs[at] = r < 0 ? Infinity : r;
+    if (r >= 0) push(r * SHIFT + at);
+  };
+  for (let i = 0; i < n; i++) {
+    next[i] = i + 1;
+    prev[i] = i - 1;
   }
-  return m - 1;
+  for (let i = 0; i < n - 1; i++) rank(i);
+  pairs[n - 1] = Infinity;
+  let count = n;
+  while (size > 0) {
+    const key = pop();
+    const at = key % SHIFT;
+    const r = (key - at) / SHIFT;
+    if (pairs[at] !== r) continue;
+    // Merge the part at `at` with the next one.
+    const gone = next[at]!;
+    const after = next[gone]!;
+    next[at] = after;
+    if (after < n) prev[after] = at;
+    pairs[gone] = -1;
+    count--;
+    rank(at);
+    if (prev[at]! >= 0) rank(prev[at]!);
+  }
+  return count;
 }
 
 /** How many cl100k_base tokens `text` is. */

@@ -17,9 +17,8 @@ export function mediaTokens(kind: 'image' | 'file' | 'audio', opts: { detail?: s
 }
 
 /**
- * BPE is quadratic in the length of a run without whitespace, so an unpaid request could stall
- * the process with one long run. Counting fixed slices keeps it linear; each cut costs at most
- * one token of accuracy.
+ * Counting fixed slices bounds the work between two yields (a run without whitespace costs
+ * n log n in its length); each cut costs at most one token of accuracy.
  */
 const SLICE = 1024;
 

@@ -52,6 +52,9 @@ describe('cl100k token counts', () => {
     const next = () => (s = (s * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
     // Any UTF-16 unit at all, lone surrogates included.
     for (let k = 0; k < 300; k++) texts.push(Array.from({ length: 1 + Math.floor(next() * 200) }, () => String.fromCharCode(Math.floor(next() * 0x10000))).join(''));
+    // Runs without a break, longer than the counter's first buffers: the merge's worst case.
+    const letters = (from: number, span: number, n: number) => Array.from({ length: n }, () => String.fromCharCode(from + Math.floor(next() * span))).join('');
+    texts.push('x'.repeat(5000), '가'.repeat(2000), letters(0xac00, 11172, 3000), letters(0x61, 26, 6000), letters(0x430, 32, 4000), 'ab'.repeat(3000));
     const differ = texts.filter((t) => countTokens(t) !== encode(t, { disallowedSpecial: new Set() }).length);
     expect(differ).toEqual([]);
   });
