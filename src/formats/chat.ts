@@ -3,7 +3,7 @@ import { EngineError } from '../engine/errors.ts';
 import type { Bill, Codec, Estimate, Exchange, Metered, ParsedRequest, StreamReader, UpstreamEvent, UpstreamKind, WireError, WireFormat } from '../engine/format.ts';
 import { billedUsage, generatedOf, limitOpenAI, meterBody, openaiUsage, safeParse } from './openai.ts';
 import { exchangeFor } from './compose.ts';
-import { PER_MESSAGE, PER_REPLY, PromptParts } from './prompt.ts';
+import { asksLongCache, PER_MESSAGE, PER_REPLY, PromptParts } from './prompt.ts';
 import { refuseUnpriced } from './unpriced.ts';
 
 /** OpenAI chat completions, legacy completions and embeddings: the formats the gateway began with. */
@@ -161,6 +161,8 @@ function parser(kind: Kind) {
     const n = Math.max((body.n as number | null | undefined) ?? 1, kind === 'completion' ? ((body.best_of as number | null | undefined) ?? 1) : 1);
     const estimate: Estimate = { text: parts.text, extraTokens: parts.extraTokens, requestedCompletionTokens: requested, choices: n, images: parts.images };
     if (parts.wholeContext) estimate.wholeContext = true;
+    // Breakpoints pass through to an upstream that caches (OpenRouter to Anthropic), which bills them.
+    if (kind === 'chat' && asksLongCache(body.messages)) estimate.longCacheWrites = true;
     return {
       model: body.model as string,
       stream,

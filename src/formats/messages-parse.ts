@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { EngineError } from '../engine/errors.ts';
 import type { Estimate } from '../engine/format.ts';
 import { mediaTokens } from '../engine/tokens.ts';
-import { unseenFile } from './prompt.ts';
+import { asksLongCache, unseenFile } from './prompt.ts';
 
 /**
  * A client's Anthropic Messages request, validated, and what the engine prices before sending it.
@@ -174,19 +174,6 @@ function estimateOf(body: Record<string, unknown>): Estimate {
     for (const t of body.tools) estimate.text.push(JSON.stringify(t));
   }
   return estimate;
-}
-
-/**
- * Whether any cache breakpoint (a block's, a tool's, or the request's own for automatic caching)
- * asks for a TTL other than the 5-minute default: a 1-hour write bills 2x base input, not 1.25x.
- */
-function asksLongCache(v: unknown): boolean {
-  if (Array.isArray(v)) return v.some(asksLongCache);
-  if (!v || typeof v !== 'object') return false;
-  const o = v as Record<string, unknown>;
-  const ttl = (o.cache_control as Record<string, unknown> | null | undefined)?.ttl;
-  if (ttl != null && ttl !== '5m') return true;
-  return Object.values(o).some(asksLongCache);
 }
 
 export interface ParsedMessages {

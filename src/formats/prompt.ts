@@ -24,6 +24,28 @@ export function unseenFile(part: Record<string, unknown>): boolean {
   });
 }
 
+/**
+ * Whether any cache breakpoint (a block's, a tool's, or the request's own for automatic caching)
+ * asks for a TTL other than the 5-minute default: a 1-hour write bills 2x base input, not 1.25x.
+ * Walked without recursion: the body's depth is the client's to choose.
+ */
+export function asksLongCache(body: unknown): boolean {
+  const todo: unknown[] = [body];
+  while (todo.length) {
+    const v = todo.pop();
+    if (!v || typeof v !== 'object') continue;
+    if (Array.isArray(v)) {
+      for (const x of v) todo.push(x);
+      continue;
+    }
+    const o = v as Record<string, unknown>;
+    const ttl = (o.cache_control as Record<string, unknown> | null | undefined)?.ttl;
+    if (ttl != null && ttl !== '5m') return true;
+    for (const x of Object.values(o)) todo.push(x);
+  }
+  return false;
+}
+
 /** What a prompt is made of, for the engine to count: text pieces and tokens the text does not show. */
 export class PromptParts {
   readonly text: string[] = [];

@@ -120,6 +120,12 @@ describe('parseMessages', () => {
     ]) expect(parseMessages(body).estimate.longCacheWrites, JSON.stringify(body)).toBe(true);
   });
 
+  it('walks a body nested deeper than the stack for cache breakpoints without throwing', () => {
+    const deep = JSON.parse('['.repeat(200_000) + ']'.repeat(200_000)) as unknown;
+    const base = { model: 'claude-test', max_tokens: 8, messages: [{ role: 'user', content: 'Hi' }] };
+    expect(parseMessages({ ...base, metadata_extra: deep }).estimate.longCacheWrites).toBeFalsy();
+  });
+
   it('collects every text piece, per-turn framing, media by type and the output limit', () => {
     const pdf = 'JVBERi0xLjQK'.repeat(700); // 8,400 base64 characters: three 3 KB pages
     const parsed = parseMessages({

@@ -117,6 +117,16 @@ describe('PromptParts', () => {
     expect(estimate([{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'https://example.com/a.png' } }] }]).wholeContext).toBeFalsy();
   });
 
+  it('has the chat door reserve for 1-hour cache writes a passed-through breakpoint asks for', () => {
+    const estimate = (body: Record<string, unknown>) => chatFormat.parse({ model: 'm', ...body }).estimate;
+    const part = (ttl?: string) => ({ type: 'text', text: 'Context.', cache_control: { type: 'ephemeral', ...(ttl ? { ttl } : {}) } });
+    expect(estimate({ messages: [{ role: 'user', content: 'Hi' }] }).longCacheWrites).toBeFalsy();
+    expect(estimate({ messages: [{ role: 'user', content: [part()] }] }).longCacheWrites).toBeFalsy();
+    expect(estimate({ messages: [{ role: 'user', content: [part('5m')] }] }).longCacheWrites).toBeFalsy();
+    expect(estimate({ messages: [{ role: 'system', content: [part('1h')] }, { role: 'user', content: 'Hi' }] }).longCacheWrites).toBe(true);
+    expect(estimate({ messages: [{ role: 'user', content: [{ type: 'text', text: 'Q' }, part('1h')] }] }).longCacheWrites).toBe(true);
+  });
+
   it('counts a part of a type it does not know, or no part at all, as the JSON it is', () => {
     expect(parts([{ type: 'weird', x: 1 }, { text: 'no type' }, null, 'str', 7]).text).toStrictEqual([
       '{"type":"weird","x":1}',
