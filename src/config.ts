@@ -22,6 +22,8 @@ const modelPrice = z.strictObject({
   image: rate.optional(),
   max_completion_tokens: z.number().int().positive().optional(),
   context_length: z.number().int().positive().optional(),
+  /** The most one image may bill, in prompt tokens (default: by the model's id, else 1,600). */
+  image_tokens: z.number().int().positive().optional(),
 });
 
 const csv = (s: string) =>

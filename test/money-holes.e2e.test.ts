@@ -19,7 +19,11 @@ const sink = new Writable({
   },
 });
 const suite = useGateway({
-  env: { UPSTREAM_API_KEY: UPSTREAM_KEY },
+  env: {
+    UPSTREAM_API_KEY: UPSTREAM_KEY,
+    // Models that bill an image far above the usual allowance: one known by its id, one the operator sets.
+    MODEL_PRICES: JSON.stringify({ ...PRICES, 'openai/gpt-4o-mini': { prompt: 1, completion: 1 }, 'vision-x': { prompt: 1, completion: 1, image_tokens: 9000 } }),
+  },
   log: pino({ level: 'info' }, sink),
   reset: () => {
     upstream.modes.length = 0;
@@ -144,6 +148,26 @@ describe('4. media is counted by its type', () => {
     expect(await proofStates(mintUrl, token)).toEqual(['UNSPENT']);
     expect(await suite.gw.ledger.totals()).toEqual(before);
   });
+});
+
+describe('4b. an image is reserved at what its model may bill for it', () => {
+  for (const [model, perImage] of [['openai/gpt-4o-mini', 2833 + 5667 * 8], ['vision-x', 9000], ['gpt-test', 1600]] as const) {
+    it(`names ${perImage} tokens an image for ${model}: a token short of that is refused, unspent, nothing booked`, async () => {
+      const image = { type: 'image_url', image_url: { url: 'https://example.com/a.png', detail: 'high' } };
+      const body = { model, max_tokens: 1, messages: [{ role: 'user', content: [{ type: 'text', text: 'Describe.' }, image, image] }] };
+      const token = await mintToken(mintUrl, 2);
+      const before = await suite.gw.ledger.totals();
+      const res = await chat(suite.gw, { 'x-cashu': token }, body);
+      expect(res.status).toBe(402);
+      const required = ((await res.json()) as { error: { amount_required_msats: number } }).error.amount_required_msats;
+      const rate = model === 'gpt-test' ? price.prompt : 1;
+      expect(required).toBeGreaterThanOrEqual(2 * perImage * rate);
+      // Not much above it either: the two images are most of the price.
+      expect(required).toBeLessThan(2 * perImage * rate * 1.1 + 200 * rate);
+      expect(await proofStates(mintUrl, token)).toEqual(['UNSPENT']);
+      expect(await suite.gw.ledger.totals()).toEqual(before);
+    });
+  }
 });
 
 describe('5. cost-bearing fields the gateway does not price are not forwarded', () => {

@@ -3,6 +3,7 @@ import type { Config } from '../config.ts';
 import type { UpstreamClient, UpstreamModel } from '../upstream/client.ts';
 import type { NamedUpstream } from '../upstream/upstreams.ts';
 import type { Price } from './pricing.ts';
+import { imageTokensFor } from './tokens.ts';
 
 export interface ModelEntry {
   id: string;
@@ -66,6 +67,7 @@ export class Catalog {
       imageFee: p ? p.image : rule?.imageFee,
       maxCompletionTokens: p?.max_completion_tokens ?? this.#cfg.DEFAULT_MAX_COMPLETION_TOKENS,
       contextLength: p?.context_length ?? this.#cfg.DEFAULT_CONTEXT_LENGTH,
+      imageTokens: p?.image_tokens ?? imageTokensFor(id),
     };
   }
 

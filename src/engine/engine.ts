@@ -11,7 +11,7 @@ import type { Catalog, ModelEntry } from './catalog.ts';
 import { EngineError, type EngineCode } from './errors.ts';
 import type { Bill, ClientHeaders, Estimate, Exchange, Metered, ParsedRequest, StreamReader, WireError, WireFormat } from './format.ts';
 import { completionLimit, costOf, reservationFor, type Cost, type Usage } from './pricing.ts';
-import { cheapToCount, countPieces, tokenBound } from './tokens.ts';
+import { cheapToCount, countPieces, IMAGE_TOKENS, tokenBound } from './tokens.ts';
 
 /** The refusals that name a price. */
 type PaymentCode = Extract<EngineCode, 'payment_required' | 'insufficient_balance' | 'balance_limit_exceeded'>;
@@ -181,7 +181,9 @@ export class Engine {
     // A prompt partly stored upstream (or a file fetched by it) cannot be counted here: reserve
     // as if it filled the context. A stranger is named the same price, or the token they then
     // send would be refused as too small.
-    const prompt = (counted: number) => (estimate.wholeContext ? Math.max(counted, model.price.contextLength - maxCompletion) : counted);
+    // Images were allowed IMAGE_TOKENS each (85 at low detail); some models bill one far more.
+    const images = estimate.images * Math.max(0, (model.price.imageTokens ?? IMAGE_TOKENS) - IMAGE_TOKENS);
+    const prompt = (counted: number) => (estimate.wholeContext ? Math.max(counted + images, model.price.contextLength - maxCompletion) : counted + images);
     if (payer.kind === 'none') {
       // Nobody has offered to pay: name the price from a bound unless counting is nearly free.
       const bound = price(prompt(estimate.extraTokens + (cheapToCount(estimate.text) ? await countPieces(estimate.text) : tokenBound(estimate.text))));

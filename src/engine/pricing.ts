@@ -4,6 +4,8 @@ import type { PriceRate } from '../upstream/upstreams.ts';
 export interface Price extends PriceRate {
   maxCompletionTokens: number;
   contextLength: number;
+  /** The most one image may bill, in prompt tokens (tokens.ts `imageTokensFor`). */
+  imageTokens?: number | undefined;
 }
 
 export interface Usage {

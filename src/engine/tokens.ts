@@ -2,6 +2,32 @@
 // reservations are padded for tokenizer differences anyway.
 import { countTokens } from './cl100k.ts';
 
+/** What a high-detail image is reserved at when its model bills images like most. */
+export const IMAGE_TOKENS = 1600;
+
+/**
+ * Models known to bill an image far above IMAGE_TOKENS, by a pattern of their id (an upstream's
+ * prefix such as `openai/` allowed), with the most one image can bill:
+ * - gpt-4o-mini: 2,833 base + 5,667 a 512-px tile, up to 8 tiles (768×2048 after scaling).
+ * - OpenAI's patch-billed minis and nanos (gpt-4.1-mini/nano, o4-mini, gpt-5-mini/nano): 1,536
+ *   patches at most, times 1.62 (mini), 1.72 (o4-mini) or 2.46 (nano).
+ * - Llama vision models as Together bills them: up to 2×2 tiles of 1,601.
+ * An operator sets any other model's with `image_tokens` in MODEL_PRICES.
+ */
+const DEAR_IMAGES: ReadonlyArray<readonly [RegExp, number]> = [
+  [/gpt-4o-mini/, 2833 + 5667 * 8],
+  [/nano/, Math.ceil(1536 * 2.46)],
+  [/o4-mini/, Math.ceil(1536 * 1.72)],
+  [/gpt-(4\.1|5[.\d]*)-mini/, Math.ceil(1536 * 1.62)],
+  [/llama.*vision|vision.*llama/i, 4 * 1601],
+];
+
+/** The most one image in a prompt may bill at this model. */
+export function imageTokensFor(modelId: string): number {
+  for (const [pattern, tokens] of DEAR_IMAGES) if (pattern.test(modelId)) return tokens;
+  return IMAGE_TOKENS;
+}
+
 /**
  * What a media part is reserved at, by its type, before the upstream reports what it billed:
  * - image: OpenAI bills a low-detail image 85 tokens and a high-detail one up to 1,105 (85 + 170 a
@@ -11,7 +37,7 @@ import { countTokens } from './cl100k.ts';
  * - audio: OpenAI bills input audio at 10 tokens a second; a part counts as 10 minutes at most.
  */
 export function mediaTokens(kind: 'image' | 'file' | 'audio', opts: { detail?: string | undefined; bytes?: number | undefined } = {}): number {
-  if (kind === 'image') return opts.detail === 'low' ? 85 : 1600;
+  if (kind === 'image') return opts.detail === 'low' ? 85 : IMAGE_TOKENS;
   if (kind === 'audio') return 6000;
   return 3000 * Math.max(1, Math.ceil((opts.bytes ?? 0) / 3072));
 }

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { completionLimit, costOf, reservationFor, satsPricing, type Price } from '../../src/engine/pricing.ts';
 import { pickPlan } from '../../src/ledger/ledger.ts';
+import { imageTokensFor } from '../../src/engine/tokens.ts';
 
 const price = (prompt: number, completion: number): Price => ({
   promptRate: Math.round(prompt * 1e6),
@@ -60,6 +61,18 @@ describe('1-hour cache writes', () => {
     expect(reservationFor(100, 0, claude, 1, 0, true)).toBe(118 * 6);
     // Even for a model whose cache writes are priced as plain input.
     expect(reservationFor(100, 0, price(3, 15), 1, 0, true)).toBe(118 * 6);
+  });
+});
+
+describe('imageTokensFor', () => {
+  it('knows the models that bill an image far above 1,600 tokens, with or without a prefix or date', () => {
+    const cases: Array<[string, number]> = [
+      ['gpt-4o-mini', 48169], ['openai/gpt-4o-mini-2024-07-18', 48169], ['gpt-4.1-nano', 3779], ['openai/gpt-5-nano', 3779],
+      ['o4-mini', 2642], ['gpt-4.1-mini', 2489], ['gpt-5-mini', 2489], ['gpt-5.1-mini', 2489],
+      ['meta-llama/Llama-3.2-90B-Vision-Instruct-Turbo', 6404],
+      ['gpt-4o', 1600], ['gpt-4.1', 1600], ['claude-sonnet-4-5', 1600], ['o3', 1600], ['gpt-test', 1600],
+    ];
+    expect(cases.map(([id]) => [id, imageTokensFor(id)])).toEqual(cases);
   });
 });
 
