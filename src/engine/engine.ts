@@ -113,12 +113,22 @@ const CHARS_PER_CONTEXT_TOKEN = 8;
 const MAX_ANSWER_BYTES = 32 * 1024 * 1024;
 /** Largest stream relayed from an upstream; past it the stream is cut and what was generated is billed. */
 const MAX_STREAM_BYTES = 64 * 1024 * 1024;
+/**
+ * How long a key found to be a live balance key is admitted without reading it again. The
+ * reservation checks the key for itself (it holds nothing on a revoked or missing key), so a key
+ * revoked meanwhile is refused as before, only after its body is read.
+ */
+const ADMITTED_MS = 2000;
+/** Keys remembered as admitted, at most; only keys that exist get in. */
+const ADMITTED_MAX = 4096;
 
 export class Engine {
   readonly #ledger: Ledger;
   readonly #wallets: CashuWallets;
   readonly #catalog: Catalog;
   readonly #log: Logger;
+  /** Balance keys admitted lately, with when that stops counting: one read a request less. */
+  readonly #admitted = new Map<string, number>();
 
   constructor(deps: { ledger: Ledger; wallets: CashuWallets; catalog: Catalog; log: Logger }) {
     this.#ledger = deps.ledger;
@@ -245,9 +255,15 @@ export class Engine {
 
   /** Whether the key is a balance key (else a live child key); refuses any other. */
   async #admitKey(keyHash: string): Promise<boolean> {
+    const now = Date.now();
+    if ((this.#admitted.get(keyHash) ?? 0) > now) return true;
     const key = await this.#ledger.getKey(keyHash);
     if (key?.revoked) throw new EngineError('key_revoked', 'This API key has been revoked; its balance can still be refunded.');
-    if (key) return true;
+    if (key) {
+      if (this.#admitted.size >= ADMITTED_MAX) this.#admitted.clear();
+      this.#admitted.set(keyHash, now + ADMITTED_MS);
+      return true;
+    }
     const child = await this.#ledger.getChildKey(keyHash);
     if (!child) throw new EngineError('invalid_api_key', 'Invalid API key.');
     refuseDeadChild(child);
