@@ -135,12 +135,15 @@ function parser(kind: Kind) {
       for (const m of body.messages as Array<Record<string, unknown>>) {
         parts.extraTokens += PER_MESSAGE;
         parts.addContent(m.content);
-        if (typeof m.name === 'string') {
-          parts.addText(m.name);
-          parts.extraTokens += 1;
+        if (typeof m.name === 'string') parts.extraTokens += 1;
+        // Every other field of a message is prompt too, whatever its name: tool calls, a name, and
+        // what upstreams read back from an earlier turn (DeepSeek's and vLLM's `reasoning_content`,
+        // OpenRouter's `reasoning`, a `refusal`, which a Responses upstream gets as the turn's text).
+        for (const [k, v] of Object.entries(m)) {
+          if (k === 'role' || k === 'content') continue;
+          if (typeof v === 'string') parts.addText(v);
+          else parts.addJson(v);
         }
-        if (m.tool_calls != null) parts.addJson(m.tool_calls);
-        if (m.function_call != null) parts.addJson(m.function_call);
       }
       // Tool and format definitions are prompt too.
       for (const extra of [body.tools, body.functions, body.response_format]) parts.addJson(extra);

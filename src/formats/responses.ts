@@ -201,7 +201,10 @@ function estimate(body: Obj, items: unknown[]): Estimate {
     else if (type === 'function_call') text.push(String(raw.name), String(raw.arguments));
     else if (type === 'function_call_output') parts(raw.output);
     else if (type === 'reasoning') {
+      // Its summary and its reasoning text (`reasoning_text` parts, which vLLM's gpt-oss reads
+      // back as the model's earlier thoughts) are both prompt to a Responses upstream.
       parts(raw.summary);
+      parts(raw.content);
       // Encrypted reasoning is billed as the reasoning it hides: about 3 bytes of it per 4 of base64.
       if (typeof raw.encrypted_content === 'string') extraTokens += Math.ceil((raw.encrypted_content.length * 3) / 16);
     } else text.push(JSON.stringify(raw));
