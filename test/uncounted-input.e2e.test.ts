@@ -129,3 +129,20 @@ describe('Responses input items: a reasoning item is counted whole', () => {
     expect(await settledSpend(suite.gw, hash)).toBe(cost);
   });
 });
+
+describe('a whole answer too large to pass on', () => {
+  it('is refused with a 502 and charged the usage it reports (read past the text that looks like one), the rest refunded', async () => {
+    const token = await mintToken(mintUrl, 200);
+    chatUpstream.modes.push('huge_usage');
+    // Eight choices of 4,000 tokens, each token with its 20 likeliest alternatives: over 32 MB.
+    const res = await post('/v1/chat/completions', { 'x-cashu': token }, { model: 'gpt-test', n: 8, max_tokens: 4000, logprobs: true, top_logprobs: 20, messages: [{ role: 'user', content: 'Hi' }] });
+    expect(res.status).toBe(502);
+    const u = chatUpstream.reported.at(-1)!;
+    expect(u.completion_tokens).toBe(32_000);
+    const cost = msats(u.prompt_tokens as number, CHAT.prompt) + msats(u.completion_tokens as number, CHAT.completion);
+    expect(await settledSpend(suite.gw, sha256Hex(token))).toBe(cost);
+    const refund = res.headers.get('x-cashu')!;
+    expect(await tokenValue(mintUrl, refund)).toBe(Math.floor((200_000 - cost) / 1000));
+    expect((await proofStates(mintUrl, refund)).every((s) => s === 'UNSPENT')).toBe(true);
+  });
+});

@@ -6,6 +6,7 @@ import { paying, type Credential } from '../cashu/credential.ts';
 import { inspectToken, type TokenInfo } from '../cashu/token.ts';
 import type { ChildKeyRow, KeyRow, Ledger } from '../ledger/ledger.ts';
 import { SseSplitter, eventData, eventName } from '../upstream/sse.ts';
+import { TopLevelField } from '../upstream/top-field.ts';
 import type { UpstreamClient, UpstreamResponse } from '../upstream/client.ts';
 import type { Catalog, ModelEntry } from './catalog.ts';
 import { EngineError, type EngineCode } from './errors.ts';
@@ -469,18 +470,43 @@ export class Engine {
   ): Promise<Outcome> {
     const { res, exchange } = await this.#call(route, hold, cancel);
     let upstream: Record<string, unknown> | undefined;
+    let whole: Awaited<ReturnType<typeof readAnswer>> | undefined;
     try {
-      const parsed = JSON.parse(await readText(res.body, MAX_ANSWER_BYTES)) as unknown;
+      whole = await readAnswer(res.body, MAX_ANSWER_BYTES);
+      const parsed = whole.text === undefined ? undefined : (JSON.parse(whole.text) as unknown);
       if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) upstream = parsed as Record<string, unknown>;
     } catch {
       /* refused below */
     }
+    if (whole && whole.text === undefined) throw await this.#tooLarge(job, exchange, hold, whole.usage, settle);
     if (!upstream) throw await this.#fail(hold, new EngineError('upstream_error', 'The upstream answered with a body that is not a JSON object.'));
     const answer = exchange.read(upstream);
     const receipt = await settle(await this.#usage(job, answer.metered), answer.metered);
     if ('refused' in answer) throw receipt.change ? answer.refused.withRefund(receipt.change) : answer.refused;
     exchange.bill(answer.body, this.#bill(receipt, hold));
     return { body: answer.body, receipt };
+  }
+
+  /**
+   * A whole answer too large to pass on is refused with a 502; but the upstream made it, and
+   * billed it, so the usage it reports (read from the top of the body as it went by) is charged,
+   * as for any answer the gateway cannot pass on. Without one, nothing is.
+   */
+  async #tooLarge(
+    job: Job, exchange: Exchange, hold: Hold | null, usage: Record<string, unknown> | undefined, settle: (u: Usage, m?: Metered) => Promise<Receipt>,
+  ): Promise<EngineError> {
+    const err = new EngineError('upstream_error', `The upstream's answer is larger than ${MAX_ANSWER_BYTES} bytes, which the gateway does not pass on.`);
+    let metered: Metered | undefined;
+    try {
+      // The exchange reads the usage in its upstream's own terms; the rest of the answer is gone.
+      metered = usage ? exchange.read({ usage }).metered : undefined;
+    } catch {
+      metered = undefined;
+    }
+    if (!metered?.usage) return this.#fail(hold, err);
+    this.#log.warn({ bytes: MAX_ANSWER_BYTES }, 'upstream answer too large to pass on; its usage is charged');
+    const receipt = await settle(await this.#usage(job, { ...metered, generated: '' }));
+    return receipt.change ? err.withRefund(receipt.change) : err;
   }
 
   /** The usage a job is billed: the upstream's final report, or, short of one, what was generated counted. */
@@ -597,6 +623,23 @@ function refuseOversized(estimate: Estimate, model: ModelEntry): void {
   if (chars > model.price.contextLength * CHARS_PER_CONTEXT_TOKEN) {
     throw new EngineError('prompt_too_large', `The prompt is larger than model '${model.id}' can take (${model.price.contextLength} tokens).`);
   }
+}
+
+/**
+ * Reads a whole answer up to `max` bytes. A larger one is read to its end all the same, keeping
+ * only its top-level `usage` (`text` undefined): what it cost is still to be billed.
+ */
+async function readAnswer(body: UpstreamResponse['body'], max: number): Promise<{ text: string; usage?: undefined } | { text?: undefined; usage: Record<string, unknown> | undefined }> {
+  const chunks: Buffer[] = [];
+  const field = new TopLevelField('usage');
+  let n = 0;
+  for await (const c of body) {
+    n += (c as Buffer).length;
+    field.push(c as Buffer);
+    if (n <= max) chunks.push(c as Buffer);
+    else chunks.length = 0;
+  }
+  return n <= max ? { text: Buffer.concat(chunks).toString('utf8') } : { usage: field.value };
 }
 
 /** Reads a body as text up to `max` bytes; a larger one is refused. */

@@ -23,6 +23,11 @@ export type Mode =
   | 'inject'
   /** A whole answer of 40 MB. */
   | 'huge'
+  /**
+   * A whole answer of 40 MB that says what it cost: `n` choices (logprobs make them that large),
+   * each of `max_tokens`, the usage after them, and text that looks like a usage inside them.
+   */
+  | 'huge_usage'
   /** A whole answer whose tool call the length limit cut: its arguments are not JSON. */
   | 'cut_tool_call';
 
@@ -138,6 +143,12 @@ export class FakeUpstream extends ScriptedUpstream<Mode, Recorded> {
       };
       if (mode !== 'no_usage') out.usage = { prompt_tokens: upstreamPromptTokens(body), total_tokens: upstreamPromptTokens(body) };
       return json(res, 200, out);
+    }
+    if (mode === 'huge_usage') {
+      const n = (body.n as number | undefined) ?? 1;
+      const text = `{"usage":{"prompt_tokens":0,"completion_tokens":0}} ${'x'.repeat(Math.ceil((40 * 1024 * 1024) / n))}`;
+      const choices = Array.from({ length: n }, (_, index) => ({ index, message: { role: 'assistant', content: text }, finish_reason: 'length' }));
+      return json(res, 200, { id: 'chatcmpl-huge', object: 'chat.completion', model, choices, usage: usage(n * ((body.max_tokens as number | undefined) ?? 16)), system_fingerprint: 'fp_huge' });
     }
     if (mode === 'huge') {
       const big = JSON.stringify({ id: 'chatcmpl-huge', object: 'chat.completion', model: body.model, choices: [{ index: 0, message: { role: 'assistant', content: 'x'.repeat(40 * 1024 * 1024) } }] });

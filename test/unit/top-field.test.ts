@@ -1,0 +1,29 @@
+import { describe, expect, it } from 'vitest';
+import { TopLevelField } from '../../src/upstream/top-field.ts';
+
+/** The usage of an answer too large to keep, found as it goes by. */
+function usageOf(text: string, chunk = 7, maxValue?: number): Record<string, unknown> | undefined {
+  const field = new TopLevelField('usage', maxValue);
+  const bytes = Buffer.from(text);
+  for (let i = 0; i < bytes.length; i += chunk) field.push(bytes.subarray(i, i + chunk));
+  return field.value;
+}
+
+describe('TopLevelField', () => {
+  it.each([
+    ['after the choices', '{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":4}}', { prompt_tokens: 3, completion_tokens: 4 }],
+    ['not one nested in a choice', '{"choices":[{"usage":{"prompt_tokens":0}}],"usage":{"prompt_tokens":9}}', { prompt_tokens: 9 }],
+    ['not one written inside a string', '{"choices":[{"text":"\\"usage\\":{\\"prompt_tokens\\":0}}"}],"usage":{"prompt_tokens":5}}', { prompt_tokens: 5 }],
+    ['past a string ending in an escaped backslash', '{"a":"x\\\\","usage" : {"n":{"deep":[1,2]},"s":"}"}}', { n: { deep: [1, 2] }, s: '}' }],
+    ['none that is not an object', '{"usage":"free"}', undefined],
+    ['none where there is none', '{"choices":[]}', undefined],
+    ['the last of two', '{"usage":{"a":1},"usage":{"a":2}}', { a: 2 }],
+  ])('finds the top-level usage %s', (_, text, expected) => {
+    expect(usageOf(text)).toEqual(expected);
+    expect(usageOf(text, 1)).toEqual(expected);
+  });
+
+  it('believes no usage larger than its limit', () => {
+    expect(usageOf(`{"usage":{"pad":"${'x'.repeat(100)}"}}`, 7, 50)).toBeUndefined();
+  });
+});
