@@ -146,3 +146,18 @@ describe('a whole answer too large to pass on', () => {
     expect((await proofStates(mintUrl, refund)).every((s) => s === 'UNSPENT')).toBe(true);
   });
 });
+
+describe('audio is reserved by its length', () => {
+  it('a 1 MB clip, which Gemini bills at 32 tokens a second of its 1,000 s at 6 kbps, is reserved for: the payer is charged all of it', async () => {
+    // 1,000,000 base64 characters: 750,000 bytes of Opus at 6 kbps, 1,000 seconds.
+    const data = Buffer.alloc(750_000, 7).toString('base64');
+    const billed = 32 * 1000;
+    chatUpstream.usageOverrides.push({ prompt_tokens: billed, completion_tokens: 10, total_tokens: billed + 10 });
+    const body = { model: 'gpt-test', max_tokens: 10, messages: [{ role: 'user', content: [{ type: 'text', text: 'Transcribe.' }, { type: 'input_audio', input_audio: { data, format: 'ogg' } }] }] };
+    const { res, paid, hash } = await paidExactly('/v1/chat/completions', body);
+    expect(res.status).toBe(200);
+    const cost = msats(billed, CHAT.prompt) + msats(10, CHAT.completion);
+    expect(paid * 1000).toBeGreaterThanOrEqual(cost);
+    expect(await settledSpend(suite.gw, hash)).toBe(cost);
+  });
+});

@@ -34,11 +34,14 @@ export function imageTokensFor(modelId: string): number {
  *   512-px tile, after scaling to 2048×768); Anthropic up to about 1,600 (1.15 megapixels / 750).
  * - file (a PDF): providers bill each page as text plus an image, about 1,500–3,000 tokens a page;
  *   with no page count at hand, one page per 3 KB of the file (base64 included), at least one.
- * - audio: OpenAI bills input audio at 10 tokens a second; a part counts as 10 minutes at most.
+ * - audio: OpenAI bills input audio at 10 tokens a second, Gemini at 32; a part's length is
+ *   bounded by its size at the lowest bitrate a provider takes (Opus at 6 kbps: 1,000 base64
+ *   characters a second), so 32 tokens per 1,000 characters, and never less than 10 minutes at
+ *   OpenAI's rate (a part whose size is not known).
  */
 export function mediaTokens(kind: 'image' | 'file' | 'audio', opts: { detail?: string | undefined; bytes?: number | undefined } = {}): number {
   if (kind === 'image') return opts.detail === 'low' ? 85 : IMAGE_TOKENS;
-  if (kind === 'audio') return 6000;
+  if (kind === 'audio') return Math.max(6000, Math.ceil(((opts.bytes ?? 0) * 32) / 1000));
   return 3000 * Math.max(1, Math.ceil((opts.bytes ?? 0) / 3072));
 }
 

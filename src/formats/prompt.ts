@@ -87,7 +87,7 @@ export class PromptParts {
         }
         case 'input_audio':
         case 'audio':
-          this.extraTokens += mediaTokens('audio');
+          this.extraTokens += mediaTokens('audio', { bytes: JSON.stringify(p).length });
           break;
         case 'file':
         case 'input_file':

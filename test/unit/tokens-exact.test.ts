@@ -72,9 +72,11 @@ describe('mediaTokens', () => {
     expect(mediaTokens('image')).toBe(1600);
   });
 
-  it('reserves audio at 10 minutes, 6000 tokens, whatever its size', () => {
+  it('reserves audio at 32 tokens per 1,000 characters of it, at least 6000 tokens (10 minutes at OpenAI\'s rate)', () => {
     expect(mediaTokens('audio')).toBe(6000);
-    expect(mediaTokens('audio', { bytes: 10_000_000, detail: 'low' })).toBe(6000);
+    expect(mediaTokens('audio', { bytes: 187_500 })).toBe(6000);
+    expect(mediaTokens('audio', { bytes: 187_501 })).toBe(6001);
+    expect(mediaTokens('audio', { bytes: 10_000_000, detail: 'low' })).toBe(320_000);
   });
 
   it('reserves a file at 3000 tokens per started 3 KB, at least one page', () => {
