@@ -150,6 +150,27 @@ describe('4. media is counted by its type', () => {
   });
 });
 
+describe('4a. a body nested deeper than the stack', () => {
+  it('is refused 400 invalid_request in the door\'s shape, charging nothing, on every door', async () => {
+    const deep = `${'['.repeat(60_000)}${']'.repeat(60_000)}`;
+    const { key, hash } = await newKey(50);
+    const before = await suite.gw.ledger.totals();
+    const bodies: Array<[string, string]> = [
+      ['/v1/chat/completions', `{"model":"gpt-test","messages":[{"role":"user","content":[${deep}]}]}`],
+      ['/v1/messages', `{"model":"gpt-test","max_tokens":8,"messages":[{"role":"user","content":[{"type":"text","text":"x"},${deep}]}]}`],
+      ['/v1/responses', `{"model":"gpt-test","input":[${deep}]}`],
+    ];
+    for (const [path, body] of bodies) {
+      const res = await fetch(`${suite.gw.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` }, body });
+      const json = (await res.json()) as { error: { code?: string; type?: string } };
+      expect([path, res.status]).toEqual([path, 400]);
+      expect(JSON.stringify(json)).toMatch(/invalid_request/);
+    }
+    expect(await suite.gw.ledger.totals()).toEqual(before);
+    expect((await suite.gw.ledger.getKey(hash))!.balance).toBe(50_000);
+  });
+});
+
 describe('4b. an image is reserved at what its model may bill for it', () => {
   for (const [model, perImage] of [['openai/gpt-4o-mini', 2833 + 5667 * 8], ['vision-x', 9000], ['gpt-test', 1600]] as const) {
     it(`names ${perImage} tokens an image for ${model}: a token short of that is refused, unspent, nothing booked`, async () => {

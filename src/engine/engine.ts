@@ -173,7 +173,7 @@ export class Engine {
    * counted), its prompt counted without holding the event loop, and the most it can cost.
    */
   async job(format: WireFormat, raw: unknown, payer: Payer, headers?: ClientHeaders): Promise<Job> {
-    const request = format.parse(raw, headers);
+    const request = parseShallow(format, raw, headers);
     const model = await this.#catalog.find(request.model);
     if (!model) throw this.#notServed(request.model);
     const { estimate } = request;
@@ -613,6 +613,19 @@ export class Engine {
       sink.end();
     }
     return receipt;
+  }
+}
+
+/**
+ * A body nested deeper than the stack (JSON.parse takes any depth; walking or serializing it
+ * recursively does not) is the client's mistake, not the gateway's: 400, not 500.
+ */
+function parseShallow(format: WireFormat, raw: unknown, headers: ClientHeaders | undefined): ParsedRequest {
+  try {
+    return format.parse(raw, headers);
+  } catch (e) {
+    if (e instanceof RangeError) throw new EngineError('invalid_request', 'Invalid request body: nested too deeply.');
+    throw e;
   }
 }
 
