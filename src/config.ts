@@ -140,7 +140,7 @@ const schema = z.object({
   DVM_QUOTE_POLL_MS: z.coerce.number().int().positive().default(2000),
   P2PK_LOCKTIME_MARGIN_SECONDS: z.coerce.number().int().nonnegative().default(3600),
   P2PK_REDEEM_INTERVAL_SECONDS: z.coerce.number().int().nonnegative().default(60),
-  /** How long the mint must go on refusing a locked proof alone, while taking others, before it is written off. */
+  /** How long the mint must go on refusing a locked proof alone as bad in itself, while taking others, before it is written off. */
   P2PK_WRITE_OFF_AFTER_SECONDS: z.coerce.number().int().nonnegative().default(600),
   CHANGE_FLOAT_PROOFS: z.coerce.number().int().nonnegative().max(64).default(8),
   DATABASE_URL: z

@@ -4,7 +4,7 @@ import { pino } from 'pino';
 import { PaymentRequest, getPubKeyFromPrivKey, getTokenMetadata } from '@cashu/cashu-ts';
 import { FakeUpstream } from './support/upstream.ts';
 import { TEST_P2PK_PRIVKEY, expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
-import { lockedToken, mintToken, receive } from './support/cashu.ts';
+import { lockedToken, mintToken, proofStates, receive } from './support/cashu.ts';
 import { startMint, type RunningMint } from './support/mint.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
 import { chat as sharedChat, useGateway } from './support/suite.ts';
@@ -21,7 +21,7 @@ const proofCount = (token: string) => getTokenMetadata(token).proofAmounts?.leng
 const fewest = (sats: number) => sats.toString(2).replaceAll('0', '').length;
 
 /** A gateway of its own, so the proofs it holds are only those the test gave it. */
-async function freshGateway(): Promise<Gateway> {
+async function freshGateway(env: Record<string, string> = {}): Promise<Gateway> {
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
       for (const line of chunk.toString().split('\n')) if (line) logLines.push(JSON.parse(line));
@@ -31,7 +31,7 @@ async function freshGateway(): Promise<Gateway> {
   const g = await startGateway(
     feeMint.url,
     upstream,
-    { MODEL_PRICES: JSON.stringify(FEE_PRICES) },
+    { MODEL_PRICES: JSON.stringify(FEE_PRICES), ...env },
     { log: pino({ level: 'info' }, sink) },
   );
   extra.push(g);
@@ -132,6 +132,35 @@ describe('a mint that charges input fees (100 ppk)', () => {
     expect(Number(body.sats)).toBe(sats);
     expect(proofCount(body.token)).toBe(fewest(sats));
     expect(await receive(feeMint.url, body.token)).toBe(sats - Math.ceil((fewest(sats) * 100) / 1000));
+  });
+
+  it('writes off no locked proof worth no more than the fee to swap it alone: it waits, and is swept with the next', async () => {
+    const g = await freshGateway({ P2PK_WRITE_OFF_AFTER_SECONDS: '1' });
+    const writeOffAge = () => new Promise((r) => setTimeout(r, 1_100));
+    const logged = logLines.length;
+    // One proof of 1 sat: alone, the mint's fee (100 ppk, rounded up) takes all of it, and nutshell
+    // refuses a swap with nothing to sign ("no outputs provided", 11000) however often it is asked.
+    const tiny = await lockedToken(feeMint.url, 1, ourPubkey, { swapFee: 1 });
+    expect(proofCount(tiny)).toBe(1);
+    const created = await fetch(`${g.url}/v1/balance/create`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ initial_balance_token: tiny }) });
+    expect(created.status).toBe(200);
+    expect(await g.wallets.sweepLocked()).toBe(0);
+    // A proof that can pay its way arrives, and earns the gateway what the sweep's fee costs.
+    const big = await lockedToken(feeMint.url, 16, ourPubkey, { swapFee: 1 });
+    expect(proofCount(big)).toBe(1);
+    for (let t = await g.ledger.totals(); t.charged - t.withdrawn - t.fees < 2_000; t = await g.ledger.totals()) {
+      expect((await chat({ authorization: `Bearer ${big}` }, g)).status).toBe(200);
+    }
+    const before = await g.ledger.totals();
+    // Swept together: the fee of two inputs (ceil(200 / 1000) = 1 sat) is what the operator pays.
+    expect(await g.wallets.sweepLocked()).toBe(2);
+    await writeOffAge();
+    expect(await g.wallets.sweepLocked()).toBe(0);
+    for (const t of [tiny, big]) expect(new Set(await proofStates(feeMint.url, t))).toEqual(new Set(['SPENT']));
+    const after = await g.ledger.totals();
+    expect([after.fees - before.fees, after.credited, after.refunded, after.withdrawn]).toEqual([1_000, before.credited, before.refunded, before.withdrawn]);
+    // Never sent alone to be refused.
+    expect(logLines.slice(logged).filter((l) => l.msg === 'the mint refused an operation')).toEqual([]);
   });
 
   it("names in the 402 an amount that an ordinary unlocked token from the mint really covers", async () => {

@@ -1,6 +1,8 @@
 import { describe, expect, inject, it } from 'vitest';
+import { getDecodedToken, getPubKeyFromPrivKey } from '@cashu/cashu-ts';
 import { CountingProxy } from './support/counting-proxy.ts';
-import { mintToken, proofStates, receive, relabel, wallet } from './support/cashu.ts';
+import { lockedToken, mintToken, proofStates, receive, relabel, wallet } from './support/cashu.ts';
+import { TEST_P2PK_PRIVKEY } from './support/gateway.ts';
 import { externalInvoice } from './support/invoice.ts';
 import { bearer, chat, expectUntouched, fundedKey, useGateway } from './support/suite.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
@@ -15,9 +17,13 @@ import { sha256Hex } from '../src/cashu/credential.ts';
 const proxy = new CountingProxy(inject('mintUrl'));
 const suite = useGateway({
   before: () => proxy.start(),
-  // A short lease (twice the timeout), so an operation whose answer was lost is settled soon.
-  env: () => ({ CASHU_MINTS: proxy.url, MINT_TIMEOUT_MS: '500' }),
-  reset: () => proxy.faults.clear(),
+  // A short lease (twice the timeout), so an operation whose answer was lost is settled soon; and
+  // a locked proof the mint refuses alone may be written off a second after.
+  env: () => ({ CASHU_MINTS: proxy.url, MINT_TIMEOUT_MS: '500', P2PK_WRITE_OFF_AFTER_SECONDS: '1' }),
+  reset: () => {
+    proxy.faults.clear();
+    proxy.rewrite = undefined;
+  },
   after: () => proxy.stop(),
 });
 
@@ -153,5 +159,68 @@ describe('a mint with no liquidity to pay a Lightning refund', () => {
     const fee = Number(paid.json.fee_sats);
     const k = (await suite.gw.ledger.getKey(hash))!;
     expect([k.balance, k.reserved]).toEqual([30_000 - (20 + fee) * 1000, 0]);
+  });
+});
+
+describe('a mint that refuses a locked proof as bad, but cannot say (NUT-07) it is unspent', () => {
+  it('writes nothing off while the proof\'s state is pending or unknown, and sweeps it once the mint takes it', async () => {
+    const ourPubkey = Buffer.from(getPubKeyFromPrivKey(Buffer.from(TEST_P2PK_PRIVKEY, 'hex'))).toString('hex');
+    const later = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    const w = await wallet(proxy.url);
+    const victim = await lockedToken(proxy.url, 4, ourPubkey);
+    const other = await lockedToken(proxy.url, 2, ourPubkey);
+    for (const t of [victim, other]) expect((await chat(suite.gw, bearer(t), { max_tokens: 1 })).status).toBe(200);
+    const victimC = getDecodedToken(victim, w.keyChain.getAllKeysetIds()).proofs.map((p) => p.C);
+    const before = await suite.gw.ledger.totals();
+    // The bluntest refusal there is, of the victim only: its signature does not verify (10001).
+    proxy.faults.set('/v1/swap', { fail: 400, body: { detail: 'proofs could not be verified', code: 10001 }, when: (b) => victimC.some((c) => b.includes(c)) });
+    // The other is taken; the victim, refused alone, is a suspect.
+    expect(await suite.gw.wallets.sweepLocked()).toBe(1);
+    await later(1_100);
+    // Past the write-off age, refused as bad again, but the mint's NUT-07 answer is PENDING, then a
+    // proxy's error page: no proof that it is unspent, so nothing is written off.
+    const unknown = [
+      () => (proxy.rewrite = (_m, path, json) => (path === '/v1/checkstate' ? { states: (json.states as Array<Record<string, unknown>>).map((st) => ({ ...st, state: 'PENDING' })) } : json)),
+      () => proxy.faults.set('/v1/checkstate', { fail: 502, body: '<html><body>502 Bad Gateway</body></html>' }),
+    ];
+    for (const fault of unknown) {
+      fault();
+      expect(await suite.gw.wallets.sweepLocked()).toBe(0);
+      expect((await suite.gw.ledger.totals()).fees).toBe(before.fees);
+      expect((await suite.gw.ledger.pendingOps()).map((o) => o.kind)).toEqual(['sweep']);
+      expect(await proofStates(suite.mintUrl, await direct(victim))).toEqual(['UNSPENT']);
+      proxy.rewrite = undefined;
+      proxy.faults.delete('/v1/checkstate');
+      // Once it answers, recovery (past the op's lease) hears it is unspent and puts it back.
+      await later(1_100);
+      await suite.gw.wallets.recoverAll();
+      expect(await suite.gw.ledger.pendingOps()).toEqual([]);
+      expect(await suite.gw.ledger.heldProofs(proxy.url, 'sat')).toContainEqual(expect.objectContaining({ C: victimC[0] }));
+    }
+    proxy.faults.clear();
+    expect(await suite.gw.wallets.sweepLocked()).toBe(1);
+    for (const t of [victim, other]) expect(await proofStates(suite.mintUrl, await direct(t))).toEqual(['SPENT']);
+    const after = await suite.gw.ledger.totals();
+    expect([after.fees, after.credited, after.refunded, after.withdrawn]).toEqual([before.fees, before.credited, before.refunded, before.withdrawn]);
+  });
+});
+
+describe('a journaled swap that keeps nothing (its inputs worth no more than the fee), its answer lost', () => {
+  it('is settled from the inputs\' state alone: there is nothing to restore, and nutshell refuses a restore of nothing', async () => {
+    const ourPubkey = Buffer.from(getPubKeyFromPrivKey(Buffer.from(TEST_P2PK_PRIVKEY, 'hex'))).toString('hex');
+    const token = await lockedToken(proxy.url, 2, ourPubkey);
+    expect((await chat(suite.gw, bearer(token), { max_tokens: 1 })).status).toBe(200);
+    const [proof] = getDecodedToken(token, (await wallet(proxy.url)).keyChain.getAllKeysetIds()).proofs;
+    // Journaled as such a swap is (no outputs), then left as a crash leaves it.
+    const opId = crypto.randomUUID();
+    const inputs = await suite.gw.ledger.startSweep({ opId, mint: proxy.url, unit: 'sat', limit: 1, only: [proof!.secret] });
+    expect(inputs).toHaveLength(1);
+    await suite.gw.ledger.journalOutputs(opId, [], inputs);
+    await new Promise((r) => setTimeout(r, 1_100));
+    await suite.gw.wallets.recoverAll();
+    expect(await suite.gw.ledger.pendingOps()).toEqual([]);
+    expect(await suite.gw.ledger.heldProofs(proxy.url, 'sat')).toContainEqual(expect.objectContaining({ secret: proof!.secret }));
+    expect(await suite.gw.wallets.sweepLocked()).toBe(1);
+    expect(await proofStates(suite.mintUrl, await direct(token))).toEqual(['SPENT']);
   });
 });

@@ -276,6 +276,84 @@ describe('ecash locked to the gateway key (NUT-11 + NUT-12)', () => {
     expect((await suite.gw.ledger.totals()).fees).toBe(before.fees);
   });
 
+  it('writes off no good proof a flaky mint refuses alone with a generic error, however long, while it takes every other swap', async () => {
+    const w = await wallet(mintUrl);
+    const victim = await lockedToken(mintUrl, 4, ourPubkey);
+    const other = await lockedToken(mintUrl, 2, ourPubkey);
+    for (const t of [victim, other]) expect((await chat({ authorization: `Bearer ${t}` })).status).toBe(200);
+    const victimC = getDecodedToken(victim, w.keyChain.getAllKeysetIds()).proofs.map((p) => p.C);
+    expect(victimC).toHaveLength(1);
+    const heldSats = async () => (await suite.gw.ledger.heldProofs(mintUrl, 'sat')).reduce((s, p) => s + p.amount, 0);
+    const before = { totals: await suite.gw.ledger.totals(), held: await heldSats() };
+    // Every swap holding the victim is refused with what a loaded nutshell answers for an exception
+    // of its own (code 0, not the lock it is known to name), or with nutshell's bare 11000; the
+    // mint takes every other swap, so it looks like the victim's fault.
+    const generic = [
+      { detail: 'QueuePool limit of size 5 overflow 10 reached, connection timed out, timeout 30.00', code: 0 },
+      { detail: 'transaction error', code: 11000 },
+    ];
+    for (const body of generic) {
+      proxy.faults.set('/v1/swap', { fail: 400, body, when: (req) => victimC.some((c) => req.includes(c)) });
+      try {
+        // Refused with the other, then alone: a suspect; the other is taken.
+        await suite.gw.wallets.sweepLocked();
+        expect(new Set(await proofStates(mintUrl, victim))).toEqual(new Set(['UNSPENT']));
+        await writeOffAge();
+        // Past the write-off age, the mint takes a newcomer's swap, then refuses the victim alone again.
+        const late = await lockedToken(mintUrl, 1, ourPubkey);
+        expect((await chat({ authorization: `Bearer ${late}` })).status).toBe(200);
+        const calls = await mintCallsDuring(async () => expect(await suite.gw.wallets.sweepLocked()).toBe(1));
+        expect(new Set(await proofStates(mintUrl, late))).toEqual(new Set(['SPENT']));
+        // The victim's state was asked of the mint (NUT-07), and it is still unspent there and ours here.
+        expect(calls).toContain('POST /v1/checkstate');
+        expect(new Set(await proofStates(mintUrl, victim)), JSON.stringify(body)).toEqual(new Set(['UNSPENT']));
+        expect((await suite.gw.ledger.totals()).fees, JSON.stringify(body)).toBe(before.totals.fees);
+        expect(await suite.gw.ledger.heldProofs(mintUrl, 'sat')).toContainEqual(expect.objectContaining({ C: victimC[0] }));
+      } finally {
+        proxy.faults.delete('/v1/swap');
+      }
+    }
+    // The mint recovers: the victim is swept, nothing was written off, every msat still held.
+    expect(await suite.gw.wallets.sweepLocked()).toBe(1);
+    for (const t of [victim, other]) expect(new Set(await proofStates(mintUrl, t))).toEqual(new Set(['SPENT']));
+    // To the msat: the two newcomers credited, nothing booked as lost, refunded or withdrawn, and
+    // the gateway holds what it held plus them.
+    const after = await suite.gw.ledger.totals();
+    expect([after.credited - before.totals.credited, after.fees, after.refunded, after.withdrawn]).toEqual([2_000, before.totals.fees, before.totals.refunded, before.totals.withdrawn]);
+    expect((await heldSats()) * 1000).toBe(before.held * 1000 + 2_000);
+    expect(await suite.gw.ledger.heldProofs(mintUrl, 'sat')).not.toContainEqual(expect.objectContaining({ C: victimC[0] }));
+    expect(await suite.gw.wallets.sweepLocked()).toBe(0);
+  });
+
+  it('still writes off a proof the mint refuses as bad in itself though unspent: a forged signature (NUT-00 10001)', async () => {
+    const w = await wallet(mintUrl);
+    // Locked to us, and its C altered: the mint's own check of its signature fails, for ever.
+    const genuine = await lockedToken(mintUrl, 2, ourPubkey);
+    const proof = getDecodedToken(genuine, w.keyChain.getAllKeysetIds()).proofs[0]!;
+    // A point on the curve, but not the mint's signature on this secret.
+    const forgedC = Buffer.from(getPubKeyFromPrivKey(Buffer.alloc(32, 9))).toString('hex');
+    const forged = toStored({ ...proof, C: forgedC, dleq: undefined });
+    const forgedToken = getEncodedToken({ mint: mintUrl, unit: 'sat', proofs: [{ ...proof, C: forgedC, dleq: undefined }] });
+    expect(await suite.gw.ledger.acceptLocked({ tokenHash: sha256Hex(forgedToken), keyHash: 'planted', mint: mintUrl, unit: 'sat', proofs: [forged], creditMsats: 2_000 })).toBe('accepted');
+    const good = await lockedToken(mintUrl, 8, ourPubkey);
+    for (let t = await suite.gw.ledger.totals(); t.charged - t.withdrawn - t.fees < 2_000; t = await suite.gw.ledger.totals()) {
+      expect((await chat({ authorization: `Bearer ${good}` })).status).toBe(200);
+    }
+    const before = await suite.gw.ledger.totals();
+    expect(await suite.gw.wallets.sweepLocked()).toBeGreaterThanOrEqual(1);
+    expect(new Set(await proofStates(mintUrl, good))).toEqual(new Set(['SPENT']));
+    expect((await suite.gw.ledger.totals()).fees).toBe(before.fees);
+    await writeOffAge();
+    const calls = await mintCallsDuring(async () => expect(await suite.gw.wallets.sweepLocked()).toBe(0));
+    // Refused alone again, asked about (unspent: its secret was never spent), then written off to the msat.
+    expect(calls).toEqual(expect.arrayContaining(['POST /v1/swap', 'POST /v1/checkstate']));
+    expect((await suite.gw.ledger.totals()).fees - before.fees).toBe(2_000);
+    expect(await suite.gw.ledger.heldProofs(mintUrl, 'sat')).not.toContainEqual(expect.objectContaining({ C: forgedC }));
+    // The genuine proof under the same secret is untouched at the mint.
+    expect(new Set(await proofStates(mintUrl, genuine))).toEqual(new Set(['UNSPENT']));
+    expect(await mintCallsDuring(async () => expect(await suite.gw.wallets.sweepLocked()).toBe(0))).toEqual([]);
+  });
+
   it('takes offline only proofs of the unit the token names: msat proofs labelled sat are not 1000x', async () => {
     const msat = await lockedToken(mintUrl, 64, ourPubkey, { unit: 'msat' });
     const labelled = await relabel(mintUrl, msat, { unit: 'sat' });

@@ -75,6 +75,42 @@ export function busyRefusal(message: string): boolean {
   return /database (lock|is locked)|could not obtain lock/i.test(message);
 }
 
+/**
+ * Whether a mint's refusal of a swap says that an input is bad in itself, so the mint will refuse
+ * it from anyone, however often it is asked. Nothing else the mint says is grounds to write a
+ * proof off: not the moment (nutshell answers any exception of its own, a lost database
+ * connection or a full disk, with code 0 and the exception's words), not our outputs, keysets or
+ * amounts (the fee), not the proof's state (11001, 11002: NUT-07 says that). Read from nutshell
+ * 0.20 (cashu/mint/verification.py, conditions.py, core/base.py) and cdk (ErrorResponse):
+ * - 10001: the mint's signature on the proof does not verify, or it has no secret (both mints);
+ * - 20008: cdk's code for any NUT-11 witness or spending condition not met;
+ * - nutshell's bare TransactionError (11000) when its words are those of a spending condition
+ *   not met ("signature threshold not met", "no signatures in proof"…), and the codes it reuses
+ *   for a secret or witness too long (11003, 11004: "outputs already signed / pending" otherwise);
+ * - nutshell's code 0 for one failed assertion only: a locked proof with no witness at all, which
+ *   is what a proof locked to another key gets from us ("Witness is missing for p2pk signature").
+ * The words are matched from their start, as nutshell writes them: code 0's exception text can
+ * quote anything (an SQL statement naming a witness column, say).
+ */
+export function namesBadInput(e: { code: number; message: string }): boolean {
+  if (e.code === 10001 || e.code === 20008) return true;
+  if (e.code === 11000) return INPUT_CONDITION.test(e.message);
+  if (e.code === 11003 || e.code === 11004) return /^(secret|input witness data) too long/i.test(e.message);
+  if (e.code === 0) return /^witness is missing for (p2pk|htlc)/i.test(e.message);
+  return false;
+}
+
+/** nutshell's words (TransactionError, 11000) for an input whose spending condition is not met. */
+const INPUT_CONDITION = new RegExp(
+  `^(${[
+    'signature threshold not met', 'no signatures in proof', 'signatures must be unique', 'pubkeys must have unique',
+    'n_sigs must be positive', 'not enough pubkeys', 'witness data not allowed', 'no witness in proof',
+    'htlc requires preimage', 'not an htlc secret', 'htlc preimage', 'invalid preimage for htlc', 'no htlc preimage',
+    'validation of input spending conditions', 'secrets do not match criteria', 'input witness data does not match',
+  ].join('|')})`,
+  'i',
+);
+
 export function mintBusy(): CashuError {
   return new CashuError('cashu_mint_busy', 'The Cashu mint was too busy to take the token; it was not spent. Try again shortly.', { retryAfter: 1 });
 }

@@ -161,7 +161,11 @@ export class Journal {
       const wallet = await this.#mints.wallet(op.mint, op.unit);
       if (op.kind === 'melt') return await this.#recoverMelt(op, wallet, abandonIfUnspent);
       const journaled = (op.outputs as JournaledOutput[]).map((j) => ({ send: j.send, o: NativeOutputData.from(OutputData.deserialize(j.o)) }));
-      const { outputs, signatures } = await wallet.mint.restore({ outputs: journaled.map((j) => j.o.blindedMessage) });
+      // A swap that kept nothing (its inputs worth no more than the fee) has nothing to restore:
+      // nutshell refuses a restore of no outputs, which would leave the op open for ever.
+      const { outputs, signatures } = journaled.length === 0
+        ? { outputs: [], signatures: [] }
+        : await wallet.mint.restore({ outputs: journaled.map((j) => j.o.blindedMessage) });
       if (signatures.length > 0) {
         const sigByB = new Map(outputs.map((o, i) => [o.B_, signatures[i]!]));
         const send: StoredProof[] = [];

@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { isMintOperationError, type SwapPreview, type Wallet } from '@cashu/cashu-ts';
 import type { StoredProof, Unit } from '../ledger/ledger.ts';
-import { CashuError, busyRefusal } from './errors.ts';
+import { CashuError, busyRefusal, namesBadInput } from './errors.ts';
 import { nativeOutputs } from './dleq.ts';
-import { journaled, proofsWeHave, toInput, toStored } from './proofs.ts';
+import { journaled, proofsWeHave, sum, toInput, toStored } from './proofs.ts';
 import type { Parts } from './parts.ts';
 import { completeOurSwap } from './schnorr.ts';
 
@@ -43,9 +43,12 @@ export class Sweep {
    * the mint refuses is halved until one proof is refused alone: that proof becomes a suspect, and
    * the sweep goes on without it, so that no number of bad proofs holds back the others until
    * their locktime (when their payers may take them back). Suspects are tried alone again in
-   * every sweep, and one is written off only if the mint still refuses it `writeOffAfterMs` after
-   * it first did, having taken other swaps since: a mint refusing everything, or refusing for a
-   * while by mistake (a full disk answers code 0 to every swap), must not have good proofs written off.
+   * every sweep, and one is written off only if the mint, `writeOffAfterMs` after it first refused
+   * it as bad in itself and having taken other swaps since, still refuses it so (namesBadInput)
+   * while saying (NUT-07) it is unspent: a mint refusing everything, or refusing for a while by
+   * mistake (a full disk answers code 0 to every swap), or now and then with words that blame
+   * nothing (a lost database connection, code 0, between swaps it takes), must not have good
+   * proofs written off. Those wait as suspects for as long as the mint says so.
    */
   async all(batch = 100): Promise<number> {
     let swept = 0;
@@ -62,9 +65,11 @@ export class Sweep {
     this.#suspects.set(at, suspects);
     let swept = 0;
     let ended: 'empty' | 'failed' | 'budget' = 'budget';
+    // Proofs this sweep found worth no more than the fee to swap them alone: left for the next one.
+    const aside = new Set<string>();
     for (let limit = batch, swaps = 0; swaps < MAX_SWAPS; swaps++) {
       const opId = randomUUID();
-      const inputs = await this.#p.ledger.startSweep({ opId, mint, unit, limit, except: [...suspects.keys()] });
+      const inputs = await this.#p.ledger.startSweep({ opId, mint, unit, limit, except: [...suspects.keys(), ...aside] });
       if (inputs.length === 0) {
         ended = 'empty';
         break;
@@ -78,10 +83,15 @@ export class Sweep {
         // Down or busy: one mint or unit failing must not stop the others.
         ended = 'failed';
         break;
+      } else if (outcome === 'short') {
+        // Not sent: no fault of theirs. They go with the others in the next sweep's batches.
+        for (const p of inputs) aside.add(p.secret);
+        limit = batch;
       } else if (inputs.length > 1) {
         limit = Math.ceil(inputs.length / 2);
       } else {
-        suspects.set(inputs[0]!.secret, { proof: inputs[0]!, since: Date.now() });
+        const now = Date.now();
+        suspects.set(inputs[0]!.secret, { proof: inputs[0]!, since: now, blamed: outcome === 'bad input' ? now : undefined });
         limit = batch;
       }
     }
@@ -91,7 +101,7 @@ export class Sweep {
     return swept;
   }
 
-  /** Tries suspects alone again, oldest first; writes off those refused long enough. */
+  /** Tries suspects alone again, oldest first; writes off those refused as bad long enough. */
   async #retry(mint: string, unit: Unit, suspects: Map<string, Suspect>): Promise<number> {
     const at = `${unit} ${mint}`;
     let swept = 0;
@@ -105,12 +115,21 @@ export class Sweep {
       if (inputs.length === 0) continue;
       const outcome = await this.#batch(opId, mint, unit, inputs);
       const now = Date.now();
+      if (outcome === 'bad input') suspect.blamed ??= now;
       if (outcome === 'swept') {
         swept += 1;
         this.#taken.set(at, now);
-      } else if (outcome === 'refused' && now - suspect.since >= this.#writeOffAfterMs && (this.#taken.get(at) ?? 0) > suspect.since) {
+      } else if (outcome === 'short') {
+        // The fee went up: it can no longer be tried alone, so it goes back among the others.
+        continue;
+      } else if (outcome === 'bad input' && now - suspect.blamed! >= this.#writeOffAfterMs && (this.#taken.get(at) ?? 0) > suspect.blamed!) {
+        // The journal asked the mint its state after this refusal: had it said spent, the proof
+        // would be booked so (markSpent) and no longer held, and nothing would be written off here.
         await this.#writeOff(mint, suspect.proof);
       } else {
+        if (outcome === 'refused' && now - suspect.since >= this.#writeOffAfterMs) {
+          this.#p.log.warn({ mint, keyset: suspect.proof.id, amount: suspect.proof.amount, since: new Date(suspect.since).toISOString() }, 'the mint still refuses a locked proof alone without saying it is bad: kept');
+        }
         // Kept, at the back of the queue, for the next sweep.
         suspects.set(secret, suspect);
         if (outcome === 'failed') break;
@@ -151,15 +170,21 @@ export class Sweep {
   }
 
   /**
-   * Whether the batch was redeemed, refused by the mint (spent inputs among it are then booked as
-   * such, the others back among the locked), or neither for now (left to the next sweep or to recovery).
+   * Whether the batch was redeemed; refused by the mint, naming an input as bad ('bad input') or
+   * not (spent inputs among it are then booked as such, the others back among the locked); not
+   * sent, being worth no more than the mint's fee to swap it ('short': nothing would come back);
+   * or none of these for now (left to the next sweep or to recovery).
    */
-  async #batch(opId: string, mint: string, unit: Unit, inputs: StoredProof[]): Promise<'swept' | 'refused' | 'failed'> {
+  async #batch(opId: string, mint: string, unit: Unit, inputs: StoredProof[]): Promise<'swept' | 'refused' | 'bad input' | 'short' | 'failed'> {
     const { ledger, log, mints, journal, p2pk } = this.#p;
     let wallet: Wallet;
     let preview: SwapPreview;
     try {
       wallet = await mints.wallet(mint, unit);
+      if (sum(inputs) <= wallet.getFeesForProofs(inputs.map(toInput)).toNumber()) {
+        await ledger.abandonSweep(opId);
+        return 'short';
+      }
       const have = await proofsWeHave(ledger, mint, unit, this.#p.changeFloat);
       preview = await wallet.prepareSwapToReceive(inputs.map(toInput), have && { proofsWeHave: have }, nativeOutputs);
     } catch (e) {
@@ -185,7 +210,7 @@ export class Sweep {
             await mints.reloaded(mint, unit);
             return 'failed' as const;
           }
-          return 'refused' as const;
+          return namesBadInput(e) ? ('bad input' as const) : ('refused' as const);
         },
       });
     } catch (e) {
@@ -196,10 +221,11 @@ export class Sweep {
   }
 }
 
-/** A locked proof the mint refused alone, and when it first did. */
+/** A locked proof the mint refused alone: when it first did, and when it first said the proof was bad. */
 interface Suspect {
   proof: StoredProof;
   since: number;
+  blamed: number | undefined;
 }
 
 /** Swaps one sweep makes at one mint and unit before it leaves the rest to the next sweep. */

@@ -2,10 +2,12 @@ import { createServer, request, type Server } from 'node:http';
 
 /**
  * How the proxy misbehaves on one path. `fail`: answers with this status and body, and the mint
- * never sees the call (a mint that refuses), the first `times` calls only if given. `drop`: forwards the call, lets the mint act on it,
- * then closes the connection instead of answering (an answer lost on the way back).
+ * never sees the call (a mint that refuses), the first `times` calls only if given, and only calls
+ * whose body `when` picks if given (a mint that refuses some requests and takes the others).
+ * `drop`: forwards the call, lets the mint act on it, then closes the connection instead of
+ * answering (an answer lost on the way back).
  */
-export type Fault = { fail: number; body: unknown; times?: number } | { drop: true };
+export type Fault = { fail: number; body: unknown; times?: number; when?: (body: string) => boolean } | { drop: true };
 
 /**
  * Sits in front of the real mint and counts every HTTP call made to it, so tests (and the
@@ -46,7 +48,7 @@ export class CountingProxy {
       if (delay) await new Promise((r) => setTimeout(r, delay));
       const path = (req.url ?? '').split('?')[0]!;
       const fault = this.faults.get(path);
-      if (fault && 'fail' in fault) {
+      if (fault && 'fail' in fault && (fault.when?.(Buffer.concat(body).toString('utf8')) ?? true)) {
         if (fault.times !== undefined && --fault.times <= 0) this.faults.delete(path);
         const s = JSON.stringify(fault.body);
         res.writeHead(fault.fail, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(s) });
@@ -58,7 +60,7 @@ export class CountingProxy {
       const up = request(
         { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: { ...req.headers, host: target.host } },
         async (r) => {
-          if (fault) {
+          if (fault && 'drop' in fault) {
             // The mint has done the work; read its whole answer so nothing of it is left in flight, then lose it.
             r.resume();
             r.on('end', () => {
