@@ -1,3 +1,4 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { afterAll, afterEach, beforeAll, expect, inject } from 'vitest';
 import { FakeUpstream } from './upstream.ts';
 import { PRICES, expectDrained, expectMoneyConserved, startGateway, type Gateway, type Leftovers, type PriceTable } from './gateway.ts';
@@ -148,6 +149,24 @@ export async function waitFor<T>(probe: () => Promise<T | undefined | false> | T
     if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/**
+ * Settles once a response of the gateway's closes unfinished: the gateway has seen its client
+ * leave. Its own listeners run in the same turn, before anything awaiting this one.
+ */
+export function clientLeft(gw: Pick<Gateway, 'app'>): Promise<void> {
+  const server = gw.app.server;
+  return new Promise((resolve) => {
+    const watch = (_req: IncomingMessage, res: ServerResponse) => {
+      res.once('close', () => {
+        if (res.writableFinished) return;
+        server.off('request', watch);
+        resolve();
+      });
+    };
+    server.prependListener('request', watch);
+  });
 }
 
 /** Waits until nothing is reserved on the key any more (its request has settled), then returns what it spent. */

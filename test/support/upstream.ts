@@ -17,6 +17,11 @@ export type Mode =
   | 'drop'
   /** A reasoning model: REASONING_DELTAS deltas of `reasoning_content` first, and usage counting them. */
   | 'reasoning'
+  /**
+   * A reasoning model that streams none of its reasoning, as OpenAI's o-series and gpt-5 do on
+   * chat completions: the role chunk, the answer, and usage with SILENT_REASONING_TOKENS more.
+   */
+  | 'silent_reasoning'
   /** A 500 whose message echoes the operator's key, as some providers' proxies do. */
   | 'fail_500_echo_key'
   /** Content that looks like SSE events and a usage chunk of its own, inside the JSON. */
@@ -39,6 +44,8 @@ export const REASONING_DELTAS = 400;
 export const REASONING_DELTA = ' think';
 /** The reasoning tokens a 'reasoning' upstream reports beyond the deltas it streamed (hidden reasoning). */
 export const HIDDEN_REASONING_TOKENS = 18_000;
+/** The reasoning tokens a 'silent_reasoning' upstream reports: within the gateway's default completion limit. */
+export const SILENT_REASONING_TOKENS = 3_000;
 
 export interface Recorded {
   path: string;
@@ -73,6 +80,12 @@ export class FakeUpstream extends ScriptedUpstream<Mode, Recorded> {
    * gateway passes on; a client that sees it knows the gateway has read the usage before it.
    */
   markPastUsage = false;
+  /**
+   * Set: the next stream stops writing, its connection open, until `until` settles or its client
+   * leaves: before its headers (`after: 'headers'`), or once it has written `after` words of its
+   * answer (0: after the role chunk, while a reasoning model thinks). Used once.
+   */
+  hold: { after: number | 'headers'; until: Promise<unknown> } | undefined;
   /** The model the upstream says it served, when set (else the one asked for). */
   servedModel: string | undefined;
   /** Usage objects to report instead of the real count, one per request, in order (hostile or broken upstreams). */
@@ -117,7 +130,7 @@ export class FakeUpstream extends ScriptedUpstream<Mode, Recorded> {
     if (mode === 'fail_400') {
       return json(res, 400, { error: { message: "Unsupported parameter: 'foo'", type: 'invalid_request_error', code: 'unsupported_parameter' } });
     }
-    const reasoning = mode === 'reasoning' ? REASONING_DELTAS + HIDDEN_REASONING_TOKENS : 0;
+    const reasoning = mode === 'reasoning' ? REASONING_DELTAS + HIDDEN_REASONING_TOKENS : mode === 'silent_reasoning' ? SILENT_REASONING_TOKENS : 0;
     const override = this.usageOverrides.shift();
     const usage = (completion: number) => {
       if (override) {
@@ -171,8 +184,16 @@ export class FakeUpstream extends ScriptedUpstream<Mode, Recorded> {
       if (mode !== 'no_usage') out.usage = usage(words.length);
       return json(res, 200, out);
     }
-    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
     const closed = this.watchClose(res);
+    const { hold } = this;
+    this.hold = undefined;
+    const gone = new Promise((r) => res.once('close', r));
+    const held = async (at: number | 'headers') => {
+      if (hold?.after === at) await Promise.race([hold.until, gone]);
+    };
+    await held('headers');
+    if (closed()) return;
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
     const send = (obj: unknown) => res.write(`data: ${JSON.stringify(obj)}\n\n`);
     const chunk = (delta: Record<string, unknown>, finish: string | null = null) =>
       chat
@@ -185,6 +206,7 @@ export class FakeUpstream extends ScriptedUpstream<Mode, Recorded> {
       for (let i = 0; i < REASONING_DELTAS; i++) send(chunk({ reasoning_content: REASONING_DELTA }));
     }
     for (let i = 0; i < words.length; i++) {
+      await held(i);
       if (closed()) return;
       if (delay) await new Promise((r) => setTimeout(r, delay));
       send(chunk({ content: (i ? ' ' : '') + words[i] }));
