@@ -4,7 +4,7 @@ import OpenAI from 'openai';
 import { FakeUpstream, REPLY_WORDS, upstreamPromptTokens } from './support/upstream.ts';
 import { ANTHROPIC_KEY, FakeAnthropic, THINKING, TOOL_INPUT } from './support/anthropic-upstream.ts';
 import { mintToken, proofStates, tokenValue } from './support/cashu.ts';
-import { settledSpend as settled, useGateway } from './support/suite.ts';
+import { settledSpend as settled, useGateway, waitFor } from './support/suite.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
 import type { WireCost } from './support/wire.ts';
 
@@ -321,6 +321,24 @@ describe('a client that leaves a Messages stream before its final usage', () => 
     const output = REPLY_WORDS.length + THINKING.split(' ').length + 1_000;
     expect(spent).toBe(ceil(prompt, CLAUDE.prompt) + ceil(output, CLAUDE.completion));
     expect(claude.closedEarly).toBe(early);
+  });
+
+  it('a model seen thinking, on a turn without: leaving stops the upstream, whose stream shows thinking when there is any', async () => {
+    const teach = await mintToken(mintUrl, 200);
+    claude.modes.push('thinking');
+    claude.summarizedThinkingTokens = 1_000;
+    expect((await postMessages(teach, { ...ask, stream: false })).status).toBe(200);
+    const token = await mintToken(mintUrl, 200);
+    claude.finalDelayMs = 400;
+    const early = claude.closedEarly;
+    const ac = new AbortController();
+    await readUntil(await postMessages(token, ask, ac.signal), '"type":"content_block_stop"');
+    ac.abort();
+    const spent = await settledSpend(token);
+    const prompt = upstreamPromptTokens(claude.requests.at(-1)!.body);
+    // The prompt as message_start reported it; the answer's ten words, one token each, as counted.
+    expect(spent).toBe(ceil(prompt, CLAUDE.prompt) + ceil(REPLY_WORDS.length, CLAUDE.completion));
+    await waitFor(() => claude.closedEarly === early + 1, 'the upstream seeing its stream stopped');
   });
 });
 

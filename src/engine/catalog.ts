@@ -26,6 +26,8 @@ export class Catalog {
   #models = new Map<string, ModelEntry>();
   /** Prices the operator set at run time (admin API); they outlive model-list refreshes, not restarts. */
   readonly #overrides = new Map<string, { promptRate: number; completionRate: number }>();
+  /** Models seen reporting reasoning tokens, for as long as the process runs. */
+  readonly #reasoners = new Set<string>();
   /** Upstreams whose model list could not be read at the last refresh, with what to do about it. */
   readonly #down = new Map<NamedUpstream, string>();
   #refreshing: Promise<void> | undefined;
@@ -113,6 +115,19 @@ export class Catalog {
   /** Why some models may be missing: each upstream whose list could not be read, and the fix. */
   problems(): string[] {
     return [...this.#down.values()];
+  }
+
+  /**
+   * Whether the model has been seen to reason: a model that reasons unasked (OpenAI's o-series)
+   * does so in every answer, shown or not.
+   */
+  reasons(id: string): boolean {
+    return this.#reasoners.has(id);
+  }
+
+  /** Remembers that a model reasons; only a served one, so what is kept is bounded by the catalog. */
+  sawReasoning(id: string): void {
+    if (this.#models.has(id)) this.#reasoners.add(id);
   }
 
   get(id: string): ModelEntry | undefined {

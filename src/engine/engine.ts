@@ -369,6 +369,7 @@ export class Engine {
 
   /** Settles the charge and, for a one-shot payer, pays the rest back as change. */
   async #settle(job: Job, hold: Hold | null, usage: Usage, metered?: Metered): Promise<Receipt> {
+    if (metered?.usage?.reasoningTokens) this.#catalog.sawReasoning(job.model.id);
     const { cost, billedAs } = this.#cost(job, usage, metered?.model);
     if (!hold) return { usage, cost, balance: 0 };
     // The key's history names the model the charge was priced at, so its rate explains the msats.
@@ -438,10 +439,11 @@ export class Engine {
    * a 429 or a refusal of the operator's key: all before the first byte reaches the client, so
    * failover is invisible to it.
    */
-  async #call(route: Route, hold: Hold | null, signal: AbortSignal | undefined): Promise<{ res: UpstreamResponse; exchange: Exchange }> {
+  async #call(route: Route, hold: Hold | null, signal: AbortSignal | undefined, client?: AbortSignal): Promise<{ res: UpstreamResponse; exchange: Exchange }> {
     let failure: EngineError | undefined;
     for (const { upstream, exchange } of route) {
-      if (signal?.aborted) break;
+      // A client gone (`client`) is not served by the next upstream, even if the one before it was left to run.
+      if (signal?.aborted || client?.aborted) break;
       let res;
       try {
         res = await upstream.post(exchange.path, JSON.stringify(exchange.body), signal, exchange.headers);
@@ -529,9 +531,11 @@ export class Engine {
    * Passes the upstream's events to the client as they arrive, through the format's reader, which
    * holds back what must carry the charge. A client that leaves stops the upstream and pays for
    * what was generated: the usage already reported, else the prompt and every generated field.
-   * While the model does work it does not show (`Metered.hidden`), or once only the usage is to
-   * come (`Metered.finished`), a client that leaves no longer gets the stream, but the upstream
-   * is read to its end for the usage that bills that work.
+   * While the model does work it does not show (`Metered.hidden`), once only the usage is to
+   * come (`Metered.finished`), or whenever a model that reasons (asked to, or seen to:
+   * `Catalog.reasons`) is served by an upstream that may not show it (`Exchange.hidesReasoning`),
+   * a client that leaves no longer gets the stream, but the upstream is read to its end for the
+   * usage that bills that work. A cancel stops the upstream at once.
    */
   async #stream(job: Job, route: Route, hold: Hold | null, opts: RunOptions, settle: (u: Usage, m?: Metered) => Promise<Receipt>): Promise<Receipt> {
     const sink = opts.sink;
@@ -540,9 +544,12 @@ export class Engine {
     const upstreamStop = new AbortController();
     let reader: StreamReader | undefined;
     const stop = () => upstreamStop.abort();
+    // Such an upstream bills reasoning it never streamed, before or between what it shows: only
+    // its final usage says what the client caused, even before it answers.
+    const reasons = () => route.some(({ exchange: x }) => x.hidesReasoning && (x.reasons || this.#catalog.reasons(job.model.id)));
     const left = () => {
       const m = reader?.metered;
-      if (!m?.hidden && !m?.finished) stop();
+      if (!m?.hidden && !m?.finished && !reasons()) stop();
     };
     if (opts.cancel?.aborted || opts.signal?.aborted) stop();
     opts.cancel?.addEventListener('abort', stop, { once: true });
@@ -559,7 +566,7 @@ export class Engine {
     job: Job, route: Route, hold: Hold | null, sink: StreamSink, signal: AbortSignal, upstreamSignal: AbortSignal,
     settle: (u: Usage, m?: Metered) => Promise<Receipt>, opened: (r: StreamReader) => void,
   ): Promise<Receipt> {
-    const { res, exchange } = await this.#call(route, hold, upstreamSignal);
+    const { res, exchange } = await this.#call(route, hold, upstreamSignal, signal);
     sink.open();
     const reader = exchange.stream();
     opened(reader);

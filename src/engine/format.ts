@@ -95,6 +95,13 @@ export interface Exchange {
   /** Request headers of the client's passed on to the upstream (an allowlist, per protocol). */
   headers?: Record<string, string> | undefined;
   /**
+   * The upstream's stream may show none of its model's reasoning (chat completions: OpenAI's
+   * reasoning models stream none), so its events cannot say whether the model is at work.
+   */
+  hidesReasoning?: boolean | undefined;
+  /** The request asks the model to reason. */
+  reasons?: boolean | undefined;
+  /**
    * Reads a whole upstream answer; returns the client's body (usage and cost are added by `bill`),
    * or why it cannot be passed on (`refused`). Either way with what was metered: the upstream did
    * the work, so it is billed.

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { EngineError } from '../engine/errors.ts';
 import type { Bill, Codec, Estimate, Exchange, Metered, ParsedRequest, StreamReader, UpstreamEvent, UpstreamKind, WireError, WireFormat } from '../engine/format.ts';
-import { billedUsage, generatedOf, limitOpenAI, meterBody, openaiUsage, safeParse } from './openai.ts';
+import { billedUsage, chatReasoning, generatedOf, limitOpenAI, meterBody, openaiUsage, safeParse } from './openai.ts';
 import { exchangeFor } from './compose.ts';
 import { asksLongCache, PER_MESSAGE, PER_REPLY, PromptParts } from './prompt.ts';
 import { refuseUnpriced } from './unpriced.ts';
@@ -115,6 +115,7 @@ function openaiExchange(kind: Kind, body: Record<string, unknown>): Exchange {
   return {
     path: PATH[kind],
     body,
+    ...(kind === 'chat' && chatReasoning(body)),
     read: (up) => ({ body: up, metered: meterBody(up) }),
     bill: (out, bill) => {
       out.usage = billedUsage(out.usage, bill);

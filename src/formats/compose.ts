@@ -1,7 +1,7 @@
 import { EngineError } from '../engine/errors.ts';
 import type { Bill, ClientHeaders, Codec, Estimate, Exchange, ExchangeLimits, Metered, ParsedRequest, StreamReader, UpstreamEvent, UpstreamKind, WireError, WireFormat } from '../engine/format.ts';
 import type { Usage } from '../engine/pricing.ts';
-import { costBody, generatedOf, limitOpenAI, meterBody, openaiUsage, safeParse } from './openai.ts';
+import { chatReasoning, costBody, generatedOf, limitOpenAI, meterBody, openaiUsage, safeParse } from './openai.ts';
 
 /**
  * Builds a wire format from its codec: a client of protocol A served by an upstream of protocol B
@@ -222,6 +222,8 @@ export function exchangeFor(client: Codec, req: ClientRequest, kind: UpstreamKin
     return {
       path: upstream?.path ?? '/chat/completions',
       body,
+      // Other upstreams' streams show when their model reasons (a reasoning item, a thinking block).
+      ...(!upstream && chatReasoning(body)),
       read: (up) => {
         const asChat = upstream ? upstream.responseToChat(up) : up;
         const metered = meterBody(asChat);

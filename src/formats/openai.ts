@@ -1,4 +1,4 @@
-import type { Bill, Metered } from '../engine/format.ts';
+import type { Bill, Exchange, Metered } from '../engine/format.ts';
 import type { Usage } from '../engine/pricing.ts';
 import { cacheWritesOf } from './messages-usage.ts';
 
@@ -75,6 +75,24 @@ export function generatedOf(choices: unknown, key: 'message' | 'delta'): string 
     if (typeof audio?.transcript === 'string') s += audio.transcript;
   }
   return s;
+}
+
+/**
+ * Whether a chat request asks its model to reason: OpenAI's `reasoning_effort` (any value but
+ * `none`: `minimal` still reasons, a little), OpenRouter's `reasoning` unless it turns it off
+ * (`exclude` hides it, it does not stop it), or OpenRouter's older `include_reasoning`.
+ */
+function asksReasoning(body: Record<string, unknown>): boolean {
+  const effort = body.reasoning_effort;
+  if (typeof effort === 'string' && effort !== 'none') return true;
+  const r = body.reasoning as Record<string, unknown> | null | undefined;
+  if (r && typeof r === 'object' && r.enabled !== false && r.effort !== 'none') return true;
+  return body.include_reasoning === true;
+}
+
+/** What an exchange with a chat upstream says of its model's reasoning, for a request `body` as sent. */
+export function chatReasoning(body: Record<string, unknown>): Pick<Exchange, 'hidesReasoning' | 'reasons'> {
+  return { hidesReasoning: true, reasons: asksReasoning(body) };
 }
 
 /** Metering of a whole OpenAI-shaped answer. */
