@@ -24,6 +24,8 @@ const modelPrice = z.strictObject({
   context_length: z.number().int().positive().optional(),
   /** The most one image may bill, in prompt tokens (default: by the model's id, else 1,600). */
   image_tokens: z.number().int().positive().optional(),
+  /** The model reasons in every answer, shown or not (default: known by its id, else learned from its usage). */
+  reasoning: z.boolean().optional(),
 });
 
 const csv = (s: string) =>

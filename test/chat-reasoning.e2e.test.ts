@@ -13,10 +13,11 @@ import { clientLeft, fundedKey, settledSpend, useGateway, waitFor } from './supp
  */
 const PRICE = { prompt: 2, completion: 8 };
 // A model per test: what the gateway learns of one must not decide another's test.
-const MODELS = ['o-asked', 'o-asked-mid', 'o-asked-unanswered', 'o-seen', 'o-seen-mid', 'o-messages', 'o-cancelled', 'plain'];
+const MODELS = ['o-asked', 'o-asked-mid', 'o-asked-unanswered', 'o-seen', 'o-seen-mid', 'o-messages', 'o-cancelled', 'plain', 'openai/o3', 'o-configured'];
 const prices = Object.fromEntries(MODELS.map((m) => [m, PRICE]));
 const suite = useGateway({
-  env: { MODEL_PRICES: JSON.stringify(prices) },
+  // 'o-configured' is one the operator says reasons; 'openai/o3' one known to by its id.
+  env: { MODEL_PRICES: JSON.stringify({ ...prices, 'o-configured': { ...PRICE, reasoning: true } }) },
   prices,
   reset: () => {
     upstream.modes.length = 0;
@@ -111,6 +112,12 @@ describe('a client that leaves a chat stream of a reasoning model pays for the r
     await answerOnce('o-seen-mid', true);
     expect(await leave({ model: 'o-seen-mid' }, 3, '"content":" is"')).toBe(silentReasoningCost());
   });
+
+  for (const model of ['openai/o3', 'o-configured']) {
+    it(`a model known to reason (${model}), never asked nor seen to: leaving while it thinks, on its first request, pays its usage`, async () => {
+      expect(await leave({ model }, 0, '"role":"assistant"')).toBe(silentReasoningCost());
+    });
+  }
 
   it('through the Messages door, translated to chat: leaving while the model thinks (thinking enabled) pays its usage', async () => {
     const body = { model: 'o-messages', max_tokens: 4_096, thinking: { type: 'enabled', budget_tokens: 2_048 } };

@@ -5,6 +5,16 @@ import type { NamedUpstream } from '../upstream/upstreams.ts';
 import type { Price } from './pricing.ts';
 import { imageTokensFor } from './tokens.ts';
 
+/**
+ * Models that reason in every answer unless told otherwise, by their id (an upstream's prefix
+ * such as `openai/` and a date allowed): OpenAI's o-series, and gpt-5 and its mini and nano
+ * (effort "medium" by default). gpt-5.1 and later default to none; chat variants never reason.
+ * The first request of such a model must not be left cheaply before its usage teaches the rest.
+ */
+export function reasonsByDefault(id: string): boolean {
+  return /(^|\/)o[134](-mini|-pro)?(-\d{4}-\d{2}-\d{2})?$/.test(id) || /(^|\/)gpt-5(-mini|-nano|-pro)?(-\d{4}-\d{2}-\d{2})?$/.test(id);
+}
+
 export interface ModelEntry {
   id: string;
   created: number;
@@ -122,7 +132,7 @@ export class Catalog {
    * does so in every answer, shown or not.
    */
   reasons(id: string): boolean {
-    return this.#reasoners.has(id);
+    return this.#reasoners.has(id) || (this.#cfg.MODEL_PRICES[id]?.reasoning ?? reasonsByDefault(id));
   }
 
   /** Remembers that a model reasons; only a served one, so what is kept is bounded by the catalog. */
