@@ -157,7 +157,8 @@ describe('the upstream fails', () => {
     await chat({ authorization: `Bearer ${token}` }, { max_tokens: 1 });
     const before = await info(token);
 
-    const slow = await startGateway(mintUrl, upstream, { UPSTREAM_HEADERS_TIMEOUT_MS: '300' });
+    // A whole answer's headers come once it is made: it waits as long as a body may be silent.
+    const slow = await startGateway(mintUrl, upstream, { UPSTREAM_HEADERS_TIMEOUT_MS: '300', UPSTREAM_BODY_TIMEOUT_MS: '300' });
     try {
       upstream.modes.push('stall');
       const x = await mintToken(mintUrl, 20);
@@ -185,6 +186,29 @@ describe('the upstream fails', () => {
     }
     const after = await info(token);
     expect([after.balance, after.reserved]).toEqual([before.balance, 0]);
+  });
+
+  it('waits for a whole answer longer than UPSTREAM_HEADERS_TIMEOUT_MS, and bills it to the msat', async () => {
+    // The headers of a whole answer come only once it is all made (a long reasoning answer, a
+    // large n): the wait meant to find a dead stream would throw away work the upstream bills.
+    const patient = await startGateway(mintUrl, upstream, { UPSTREAM_HEADERS_TIMEOUT_MS: '300' });
+    upstream.answerDelayMs = 1500;
+    try {
+      const token = await mintToken(mintUrl, 20);
+      const res = await send(patient, bearer(token), { messages, max_tokens: 4 });
+      const body = (await res.json()) as Billed & { choices: Array<{ message: { content: string } }> };
+      expect(res.status).toBe(200);
+      expect(body.choices[0]!.message.content).toBe(REPLY_WORDS.slice(0, 4).join(' '));
+      const u = upstream.reported.at(-1) as { prompt_tokens: number; completion_tokens: number };
+      const cost = msats(u.prompt_tokens, PRICES['gpt-test'].prompt) + msats(u.completion_tokens, PRICES['gpt-test'].completion);
+      expect(body.usage.cost.total_msats).toBe(cost);
+      const key = (await patient.ledger.getKey(sha256Hex(token)))!;
+      expect([key.balance, key.reserved, key.totalSpent]).toEqual([20_000 - cost, 0, cost]);
+      await expectDrained(patient, { prices: PRICES });
+    } finally {
+      upstream.answerDelayMs = 0;
+      await patient.close();
+    }
   });
 
   it('sends a request once more when the upstream drops the connection unanswered, and only once', async () => {

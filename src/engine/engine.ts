@@ -439,14 +439,16 @@ export class Engine {
    * a 429 or a refusal of the operator's key: all before the first byte reaches the client, so
    * failover is invisible to it.
    */
-  async #call(route: Route, hold: Hold | null, signal: AbortSignal | undefined, client?: AbortSignal): Promise<{ res: UpstreamResponse; exchange: Exchange }> {
+  async #call(
+    route: Route, hold: Hold | null, opts: { stop?: AbortSignal | undefined; abort?: AbortSignal | undefined; client?: AbortSignal | undefined; whole: boolean },
+  ): Promise<{ res: UpstreamResponse; exchange: Exchange }> {
     let failure: EngineError | undefined;
     for (const { upstream, exchange } of route) {
       // A client gone (`client`) is not served by the next upstream, even if the one before it was left to run.
-      if (signal?.aborted || client?.aborted) break;
+      if (opts.stop?.aborted || opts.client?.aborted) break;
       let res;
       try {
-        res = await upstream.post(exchange.path, JSON.stringify(exchange.body), signal, exchange.headers);
+        res = await upstream.post(exchange.path, JSON.stringify(exchange.body), { signal: opts.abort, headers: exchange.headers, whole: opts.whole });
       } catch (e) {
         this.#log.warn({ upstream: upstream.baseUrl, err: upstream.redact((e as Error).message) }, 'upstream request failed');
         failure = new EngineError('upstream_error', 'The upstream model provider could not be reached.');
@@ -470,7 +472,7 @@ export class Engine {
   async #complete(
     job: Job, route: Route, hold: Hold | null, cancel: AbortSignal | undefined, settle: (u: Usage, m?: Metered) => Promise<Receipt>,
   ): Promise<Outcome> {
-    const { res, exchange } = await this.#call(route, hold, cancel);
+    const { res, exchange } = await this.#call(route, hold, { stop: cancel, abort: cancel, whole: true });
     let upstream: Record<string, unknown> | undefined;
     let whole: Awaited<ReturnType<typeof readAnswer>> | undefined;
     try {
@@ -566,7 +568,7 @@ export class Engine {
     job: Job, route: Route, hold: Hold | null, sink: StreamSink, signal: AbortSignal, upstreamSignal: AbortSignal,
     settle: (u: Usage, m?: Metered) => Promise<Receipt>, opened: (r: StreamReader) => void,
   ): Promise<Receipt> {
-    const { res, exchange } = await this.#call(route, hold, upstreamSignal, signal);
+    const { res, exchange } = await this.#call(route, hold, { stop: upstreamSignal, abort: upstreamSignal, client: signal, whole: false });
     sink.open();
     const reader = exchange.stream();
     opened(reader);

@@ -81,6 +81,19 @@ export interface UpstreamResponse {
   body: AsyncIterable<Uint8Array> & { destroy(): void };
 }
 
+/** How one request goes to an upstream. */
+export interface PostOptions {
+  /** Stops the request (a stream whose client left). */
+  signal?: AbortSignal | undefined;
+  /** The client's few passed-on headers. */
+  headers?: Record<string, string> | undefined;
+  /**
+   * A whole (non-streamed) answer: its headers come only once it is all made, so they are waited
+   * for as long as a body may be silent, not for the time that finds a stream's upstream dead.
+   */
+  whole?: boolean | undefined;
+}
+
 /**
  * What the engine needs of an upstream: the HTTP pool below, or a model run in this process
  * (./local.ts), which answers the same requests with the same bytes.
@@ -91,7 +104,7 @@ export interface UpstreamClient {
   /** Names the upstream in logs and metrics: never credentials. */
   readonly baseUrl: string;
   redact(text: string): string;
-  post(path: string, body: string, signal?: AbortSignal, extra?: Record<string, string>): Promise<UpstreamResponse>;
+  post(path: string, body: string, opts?: PostOptions): Promise<UpstreamResponse>;
   models(): Promise<UpstreamModel[]>;
   close(): Promise<void>;
 }
@@ -107,6 +120,7 @@ export class Upstream implements UpstreamClient {
   /** Base URL for logs and metrics: never credentials. */
   readonly #label: string;
   readonly #secret: string;
+  readonly #wholeHeadersTimeout: number;
   #closed = false;
   readonly kind: UpstreamKind;
   /** Cost-bearing parameters the operator lets through to this upstream. */
@@ -121,6 +135,7 @@ export class Upstream implements UpstreamClient {
     this.#secret = cfg.UPSTREAM_API_KEY;
     const url = new URL(cfg.UPSTREAM_BASE_URL);
     this.#prefix = url.pathname.replace(/\/+$/, '');
+    this.#wholeHeadersTimeout = Math.max(cfg.UPSTREAM_HEADERS_TIMEOUT_MS, cfg.UPSTREAM_BODY_TIMEOUT_MS);
     this.#pool = new Pool(url.origin, {
       connections: cfg.UPSTREAM_CONNECTIONS,
       pipelining: 1,
@@ -152,10 +167,14 @@ export class Upstream implements UpstreamClient {
     return this.#label;
   }
 
-  async post(path: string, body: string, signal?: AbortSignal, extra?: Record<string, string>): Promise<Dispatcher.ResponseData> {
+  async post(path: string, body: string, opts: PostOptions = {}): Promise<Dispatcher.ResponseData> {
+    const { signal, headers: extra, whole } = opts;
     // The client's few passed-on headers never override ours (the key, the version).
     const headers = extra ? { ...extra, ...this.#headers } : this.#headers;
-    const send = () => this.#pool.request({ method: 'POST', path: this.#prefix + path, headers, body, signal });
+    // A stream's headers come at once, so a long wait for them means a dead upstream; a whole
+    // answer's come when it is done, which a reasoning model or a large `n` takes minutes to be.
+    const headersTimeout = whole ? this.#wholeHeadersTimeout : undefined;
+    const send = () => this.#pool.request({ method: 'POST', path: this.#prefix + path, headers, body, signal, ...(headersTimeout ? { headersTimeout } : {}) });
     try {
       return await send();
     } catch (e) {
@@ -188,3 +207,4 @@ function closedWithoutAnswer(e: unknown): boolean {
   const code = (e as { code?: string }).code;
   return code === 'UND_ERR_SOCKET' || code === 'ECONNRESET';
 }
+

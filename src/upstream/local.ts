@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { basename } from 'node:path';
 import { Readable } from 'node:stream';
 import type { ChatWrapper, Llama, LlamaContextSequence, LlamaModel, Token } from 'node-llama-cpp';
-import { upstreamTimings, type UpstreamClient, type UpstreamModel, type UpstreamResponse, type UpstreamTiming } from './client.ts';
+import { upstreamTimings, type PostOptions, type UpstreamClient, type UpstreamModel, type UpstreamResponse, type UpstreamTiming } from './client.ts';
 import { readLocalChat, StopCutter, type LocalChat } from './local-chat.ts';
 
 /**
@@ -86,7 +86,8 @@ export class LocalUpstream implements UpstreamClient {
     return [{ id: this.#opts.id, owned_by: 'local', contextLength: l.contextSize }];
   }
 
-  async post(path: string, body: string, signal?: AbortSignal): Promise<UpstreamResponse> {
+  async post(path: string, body: string, opts: PostOptions = {}): Promise<UpstreamResponse> {
+    const { signal } = opts;
     const start = performance.now();
     const res = await this.#answer(path, body, signal);
     if (upstreamTimings.hasSubscribers) {

@@ -73,6 +73,11 @@ export class FakeUpstream extends ScriptedUpstream<Mode, Recorded> {
   dropped = 0;
   /** Delay before a non-streamed answer, and between a stream's usage chunk and its end. */
   answerDelayMs = 0;
+  /**
+   * Set: a non-streamed answer is held (after `answerDelayMs`) until this settles: a slow model
+   * the test lets finish once it has done what it wanted meanwhile.
+   */
+  answerGate: Promise<unknown> | undefined;
   /** Delay in a stream between its last choice chunk and its usage chunk. */
   usageDelayMs = 0;
   /**
@@ -172,6 +177,7 @@ export class FakeUpstream extends ScriptedUpstream<Mode, Recorded> {
     const id = `${chat ? 'chatcmpl' : 'cmpl'}-test`;
     if (body.stream !== true) {
       if (this.answerDelayMs) await new Promise((r) => setTimeout(r, this.answerDelayMs));
+      if (this.answerGate) await this.answerGate;
       const text = words.join(' ');
       if (mode === 'cut_tool_call') {
         const call = { id: 'call_cut', type: 'function', function: { name: 'get_weather', arguments: '{"city": "Par' } };
