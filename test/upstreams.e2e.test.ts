@@ -4,7 +4,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { FakeUpstream, REPLY_WORDS } from './support/upstream.ts';
-import { msats, startGateway } from './support/gateway.ts';
+import { expectDrained, msats, startGateway } from './support/gateway.ts';
 import { bearer, chat as send, useGateway } from './support/suite.ts';
 import { mintToken } from './support/cashu.ts';
 import { freePort } from './support/ports.ts';
@@ -104,6 +104,35 @@ describe('several upstreams from a config file', () => {
     expect([unkeyed.status, unkeyed.json.error.code]).toEqual([502, 'upstream_error']);
     await expectWhole(unkeyed.hash);
     expect(unkeyed.json.error.message).not.toContain('sk-upst');
+  });
+
+  it('does not send a request to the next upstream once one may have taken it (a timeout, a connection lost after sending)', async () => {
+    // Each of these reached a: it may be generating, and billing, the answer. b doing it again
+    // would bill it twice, for an answer the client is then not charged for.
+    const short = await startGateway(mintUrl, a, { UPSTREAMS_FILE: file, MODEL_PRICES: '{}', UPSTREAM_HEADERS_TIMEOUT_MS: '300', UPSTREAM_BODY_TIMEOUT_MS: '300' });
+    try {
+      const cases: Array<{ what: string; modes: Array<'stall' | 'drop'>; stream: boolean }> = [
+        { what: 'a whole answer timed out', modes: ['stall'], stream: false },
+        { what: 'a stream timed out', modes: ['stall'], stream: true },
+        // Closed with no answer, and again when sent once more on a fresh connection.
+        { what: 'a connection lost after sending', modes: ['drop', 'drop'], stream: false },
+      ];
+      for (const c of cases) {
+        const [aBefore, aDropped, bBefore] = [a.requests.length, a.dropped, b.requests.length];
+        a.modes.push(...c.modes);
+        const token = await mintToken(mintUrl, 40);
+        const res = await send(short, bearer(token), { model: 'gpt-test', messages: [{ role: 'user', content: 'route me' }], max_tokens: 3, stream: c.stream });
+        await res.text();
+        expect([c.what, res.status]).toEqual([c.what, 502]);
+        expect([c.what, a.requests.length - aBefore + a.dropped - aDropped, b.requests.length - bBefore]).toEqual([c.what, c.modes.length, 0]);
+        // Nothing charged: the client got no answer.
+        const k = (await short.ledger.getKey(sha256Hex(token)))!;
+        expect([c.what, k.balance, k.reserved, k.totalSpent]).toEqual([c.what, 40_000, 0, 0]);
+      }
+      await expectDrained(short, { prices: { 'gpt-test': { prompt: 1.5, completion: 3 }, 'gpt-cheap': { prompt: 6, completion: 12 } } });
+    } finally {
+      await short.close();
+    }
   });
 
   it('fails over when the first upstream is down altogether', async () => {

@@ -435,9 +435,12 @@ export class Engine {
   }
 
   /**
-   * Calls the model's upstreams in order, moving on after a refused connection, a timeout, a 5xx,
-   * a 429 or a refusal of the operator's key: all before the first byte reaches the client, so
-   * failover is invisible to it.
+   * Calls the model's upstreams in order, moving on only when the one tried surely did no work:
+   * a connection never made (nothing was sent), or a 5xx, a 429 or a refusal of the operator's
+   * key. All of that is before the first byte reaches the client, so failover is invisible to
+   * it. A timeout or a connection lost once the request was sent is not tried elsewhere: that
+   * upstream may be making (and billing) the answer, and a second one would bill it again.
+   * `stop` is looked at before each upstream is tried; `abort` stops the request itself.
    */
   async #call(
     route: Route, hold: Hold | null, opts: { stop?: AbortSignal | undefined; abort?: AbortSignal | undefined; client?: AbortSignal | undefined; whole: boolean },
@@ -450,9 +453,13 @@ export class Engine {
       try {
         res = await upstream.post(exchange.path, JSON.stringify(exchange.body), { signal: opts.abort, headers: exchange.headers, whole: opts.whole });
       } catch (e) {
+        if (opts.abort?.aborted) break;
         this.#log.warn({ upstream: upstream.baseUrl, err: upstream.redact((e as Error).message) }, 'upstream request failed');
-        failure = new EngineError('upstream_error', 'The upstream model provider could not be reached.');
-        continue;
+        failure = timedOut(e)
+          ? new EngineError('upstream_error', 'The upstream model provider did not answer in time.')
+          : new EngineError('upstream_error', 'The upstream model provider could not be reached.');
+        if (upstream.unsent(e)) continue;
+        break;
       }
       if (res.statusCode < 400) return { res, exchange };
       const text = await readText(res.body, 64 * 1024).catch(() => '');
@@ -662,6 +669,12 @@ async function readAnswer(body: UpstreamResponse['body'], max: number): Promise<
     else chunks.length = 0;
   }
   return n <= max ? { text: Buffer.concat(chunks).toString('utf8') } : { usage: field.value };
+}
+
+/** No answer within the upstream's time limits (undici's headers or body timeout). */
+function timedOut(e: unknown): boolean {
+  const code = (e as { code?: unknown } | null)?.code;
+  return code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT';
 }
 
 /** Reads a body as text up to `max` bytes; a larger one is refused. */

@@ -105,6 +105,11 @@ export interface UpstreamClient {
   readonly baseUrl: string;
   redact(text: string): string;
   post(path: string, body: string, opts?: PostOptions): Promise<UpstreamResponse>;
+  /**
+   * Whether a `post` that failed with `err` surely never reached anyone who bills for it (the
+   * connection was never made), so that another upstream may be tried without paying twice.
+   */
+  unsent(err: unknown): boolean;
   models(): Promise<UpstreamModel[]>;
   close(): Promise<void>;
 }
@@ -186,6 +191,10 @@ export class Upstream implements UpstreamClient {
     }
   }
 
+  unsent(err: unknown): boolean {
+    return neverConnected(err);
+  }
+
   async models(): Promise<UpstreamModel[]> {
     const res = await this.#pool.request({ method: 'GET', path: `${this.#prefix}/models`, headers: this.#headers });
     if (res.statusCode !== 200) {
@@ -208,3 +217,18 @@ function closedWithoutAnswer(e: unknown): boolean {
   return code === 'UND_ERR_SOCKET' || code === 'ECONNRESET';
 }
 
+/**
+ * Failures of the connection's setup (refused, no route, no such host, no TLS handshake): the
+ * request was never written. Anything else (a timeout, a connection lost) may have come after the
+ * upstream read the request and began the work it bills for.
+ */
+const NEVER_CONNECTED = new Set([
+  'ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENETDOWN', 'EADDRNOTAVAIL', 'UND_ERR_CONNECT_TIMEOUT',
+]);
+
+function neverConnected(e: unknown): boolean {
+  const code = (e as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string') return false;
+  // TLS refused before any byte of the request: a bad certificate, a server that speaks no TLS.
+  return NEVER_CONNECTED.has(code) || code.startsWith('ERR_TLS_') || code.startsWith('ERR_SSL_') || code.includes('CERT');
+}

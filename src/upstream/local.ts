@@ -72,6 +72,11 @@ export class LocalUpstream implements UpstreamClient {
     return text;
   }
 
+  /** It bills nobody: whatever failed here, the next upstream is paid once, for the answer charged. */
+  unsent(): boolean {
+    return true;
+  }
+
   /** Loaded on first use: node-llama-cpp and the model cost nothing until the catalog asks. */
   #load(): Promise<Loaded> {
     this.#loading ??= load(this.#opts).then((l) => {
