@@ -6,7 +6,7 @@ import * as nip04 from 'nostr-tools/nip04';
 import * as nip44 from 'nostr-tools/nip44';
 import { getTokenMetadata } from '@cashu/cashu-ts';
 import { FakeUpstream, REPLY_WORDS } from './support/upstream.ts';
-import { PRICES, expectDrained, expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
+import { PRICES, expectDrained, expectMoneyConserved, msats, startGateway, type Gateway } from './support/gateway.ts';
 import { startRelay, type RunningRelay } from './support/relay.ts';
 import { mintProofs, mintToken, wallet } from './support/cashu.ts';
 import { nostrDoorKeys } from '../src/nostr/door-keys.ts';
@@ -65,6 +65,18 @@ async function spendLocked(token: string): Promise<number> {
   const w = await wallet(mintUrl, getTokenMetadata(token).unit ?? 'sat');
   const proofs = await w.receive(token, { privkey: skHex });
   return proofs.reduce((s, p) => s + p.amount.toNumber(), 0);
+}
+
+/**
+ * Cancels a job (a kind 5 deletion), and returns once `gateway` has read the cancel: a job it
+ * refuses at once (over the prompt cap) follows it through the same relays, which pass events
+ * on in the order they took them, so by that job's error the deletion has been read.
+ */
+async function cancelRead(jobId: string, gateway: string): Promise<void> {
+  const deletion = finalizeEvent({ kind: 5, created_at: Math.floor(Date.now() / 1000), tags: [['e', jobId], ['k', '5050']], content: '' }, sk);
+  await Promise.all(pool.publish(urls, deletion));
+  const sentinel = publish({ ...jobRequest([]), tags: [['p', gateway], ['i', 'x'.repeat(40_000), 'text']] });
+  await feedback(sentinel.id, 'error');
 }
 
 /** Until every announcement of `author` is on every relay. */
@@ -245,14 +257,88 @@ describe('jobs', () => {
     expect(upstream.requests.at(-1)!.body.messages).toEqual([{ role: 'user', content: firstResult.content }]);
   });
 
-  it('cancels a running job on a kind 5 deletion and gives the payment back, locked to the requester', async () => {
-    upstream.modes.push('stall');
-    const req = publish(jobRequest([['i', 'Take your time', 'text'], ['param', 'max_tokens', '2'], ['cashu', await mintToken(mintUrl, 30)]]));
-    await feedback(req.id, 'processing');
-    publish({ kind: 5, created_at: Math.floor(Date.now() / 1000), tags: [['e', req.id], ['k', '5050']], content: '' });
-    const error = await feedback(req.id, 'error');
-    expect(tag(error, 'status')![2]).toMatch(/cancelled/);
-    expect(await spendLocked(tag(error, 'cashu')![1]!)).toBe(30);
+  it('finishes a job cancelled while the upstream makes its answer: delivered, charged to the msat, change locked to the requester', async () => {
+    // The upstream has the job and is making (and billing) its answer: as over HTTP, where a
+    // client that leaves a whole answer pays for it, a cancel now no longer makes it free.
+    let release!: () => void;
+    upstream.answerGate = new Promise<void>((r) => (release = r));
+    let req: Event;
+    try {
+      const before = upstream.requests.length;
+      req = publish(jobRequest([['i', 'Think it over', 'text'], ['param', 'max_tokens', '4'], ['cashu', await mintToken(mintUrl, 30)]]));
+      await waitUntil(() => upstream.requests.length > before, 'the job at the upstream');
+      await cancelRead(req.id, gatewayPubkey);
+    } finally {
+      release();
+      upstream.answerGate = undefined;
+    }
+    const res = await result(req.id);
+    const success = await feedback(req.id, 'success');
+    expect(tag(success, 'status')![2]).toMatch(/cancel came after the model had the job/);
+    expect(res.content).toBe(REPLY_WORDS.slice(0, 4).join(' '));
+    const u = upstream.reported.at(-1) as { prompt_tokens: number; completion_tokens: number };
+    const charged = msats(u.prompt_tokens, PRICES['gpt-test'].prompt) + msats(u.completion_tokens, PRICES['gpt-test'].completion);
+    expect(Number(tag(res, 'amount')![1])).toBe(charged);
+    expect(await spendLocked(tag(res, 'cashu')![1]!)).toBe(Math.floor((30_000 - charged) / 1000));
+  });
+
+  it('ends a job cancelled during a stalled answer at the whole-answer timeout, nothing charged, the payment back locked to the requester', async () => {
+    const stalls = await startGateway(mintUrl, upstream, {
+      RELAYS: urls.join(','),
+      NSEC: Buffer.from(generateSecretKey()).toString('hex'),
+      DVM_DEFAULT_MODEL: 'gpt-test',
+      // A whole answer waits for its headers the longer of the two.
+      UPSTREAM_HEADERS_TIMEOUT_MS: '2000',
+      UPSTREAM_BODY_TIMEOUT_MS: '2000',
+    });
+    try {
+      const target = stalls.nostr!.id.pubkey;
+      upstream.modes.push('stall');
+      const before = upstream.requests.length;
+      const req = publish({ ...jobRequest([]), tags: [['p', target], ['i', 'Take your time', 'text'], ['param', 'max_tokens', '2'], ['cashu', await mintToken(mintUrl, 30)]] });
+      await waitUntil(() => upstream.requests.length > before, 'the job at the upstream');
+      await cancelRead(req.id, target);
+      // The cancel did not stop it; the upstream's silence did, and then nothing is charged.
+      const error = await feedback(req.id, 'error');
+      expect(tag(error, 'status')![2]).toMatch(/did not answer in time/);
+      expect(await spendLocked(tag(error, 'cashu')![1]!)).toBe(30);
+      expect((await stalls.ledger.totals()).charged).toBe(0);
+      await expectDrained(stalls, { prices: PRICES });
+    } finally {
+      await stalls.close();
+    }
+  });
+
+  it('finishes a whole answer under way when the gateway stops, and delivers it with its change', async () => {
+    const stopping = await startGateway(mintUrl, upstream, {
+      RELAYS: urls.join(','),
+      NSEC: Buffer.from(generateSecretKey()).toString('hex'),
+      DVM_DEFAULT_MODEL: 'gpt-test',
+    });
+    let closed: Promise<void> | undefined;
+    let release!: () => void;
+    upstream.answerGate = new Promise<void>((r) => (release = r));
+    try {
+      const target = stopping.nostr!.id.pubkey;
+      const before = upstream.requests.length;
+      const req = publish({ ...jobRequest([]), tags: [['p', target], ['i', 'Before you go', 'text'], ['param', 'max_tokens', '3'], ['cashu', await mintToken(mintUrl, 30)]] });
+      await waitUntil(() => upstream.requests.length > before, 'the job at the upstream');
+      const delivered = result(req.id);
+      closed = stopping.close();
+      release();
+      upstream.answerGate = undefined;
+      const res = await delivered;
+      expect(res.content).toBe(REPLY_WORDS.slice(0, 3).join(' '));
+      const u = upstream.reported.at(-1) as { prompt_tokens: number; completion_tokens: number };
+      const charged = msats(u.prompt_tokens, PRICES['gpt-test'].prompt) + msats(u.completion_tokens, PRICES['gpt-test'].completion);
+      expect(Number(tag(res, 'amount')![1])).toBe(charged);
+      expect(await spendLocked(tag(res, 'cashu')![1]!)).toBe(Math.floor((30_000 - charged) / 1000));
+      await closed;
+    } finally {
+      release();
+      upstream.answerGate = undefined;
+      await (closed ?? stopping.close());
+    }
   });
 
   it('runs a job paid with a NIP-61 nutzap locked to the key in its 10019', async () => {

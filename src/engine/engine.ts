@@ -71,7 +71,11 @@ export interface RunOptions {
   signal?: AbortSignal | undefined;
   /** Where a streamed job writes; required when `job.stream`. */
   sink?: StreamSink | undefined;
-  /** The requester withdrew the job (a NIP-09 deletion): the upstream is stopped, whole answer or not. */
+  /**
+   * The requester withdrew the job (a NIP-09 deletion). Before any upstream has the request the
+   * job stops and nothing is charged; after, a stream stops (and pays for what was generated),
+   * and a whole answer is made and paid, as for a client that leaves.
+   */
   cancel?: AbortSignal | undefined;
 }
 
@@ -473,13 +477,15 @@ export class Engine {
   }
 
   /**
-   * A whole answer. The client leaving does not stop it: the upstream is already doing (and
-   * billing) the work, so the answer is made and paid as if the client had stayed.
+   * A whole answer. Neither the client leaving nor a cancel stops it once an upstream has the
+   * request: that upstream is doing (and billing) the work, and nothing it sends until it is
+   * done says how much, so the answer is made and paid as if the client had stayed. A cancel
+   * before that (or between upstreams) stops the job, and nothing is charged.
    */
   async #complete(
     job: Job, route: Route, hold: Hold | null, cancel: AbortSignal | undefined, settle: (u: Usage, m?: Metered) => Promise<Receipt>,
   ): Promise<Outcome> {
-    const { res, exchange } = await this.#call(route, hold, { stop: cancel, abort: cancel, whole: true });
+    const { res, exchange } = await this.#call(route, hold, { stop: cancel, whole: true });
     let upstream: Record<string, unknown> | undefined;
     let whole: Awaited<ReturnType<typeof readAnswer>> | undefined;
     try {

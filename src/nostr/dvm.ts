@@ -117,7 +117,8 @@ const refundOf = (err: unknown) => (expected(err) && typeof err.extra.refund_tok
  * derive and the HTTP door cannot name; change comes back locked to the requester's key.
  */
 export class Dvm {
-  readonly #running = new Map<string, { ac: AbortController; author: string }>();
+  /** Jobs being run: `ac` is their cancel, `done` settles once each has ended (delivered or failed). */
+  readonly #running = new Map<string, { ac: AbortController; author: string; done: Promise<void> }>();
   /** Watches this instance polls, by job id, each on its own timer. */
   readonly #watching = new Map<string, Watch>();
   readonly #timers = new Map<string, NodeJS.Timeout>();
@@ -149,7 +150,11 @@ export class Dvm {
   async stop(): Promise<void> {
     this.#stopped = true;
     for (const s of this.#subs) s.close();
-    for (const r of this.#running.values()) r.ac.abort();
+    // A job not yet at the upstream stops and is refunded; one the upstream has is being made and
+    // billed, so it is finished, charged and delivered before the relays and the ledger close.
+    const running = [...this.#running.values()];
+    for (const r of running) r.ac.abort();
+    await Promise.all(running.map((r) => r.done));
     for (const t of this.#timers.values()) clearTimeout(t);
     this.#timers.clear();
     for (const t of this.#resending.values()) clearTimeout(t);
@@ -318,15 +323,18 @@ export class Dvm {
 
   async #run(request: JobRequest, job: Job, payer: Payer | null): Promise<void> {
     const ac = new AbortController();
-    this.#running.set(request.event.id, { ac, author: request.event.pubkey });
+    let ended!: () => void;
+    const done = new Promise<void>((r) => (ended = r));
+    this.#running.set(request.event.id, { ac, author: request.event.pubkey, done });
     try {
       await this.#feedback(request, 'processing', 'Generating.');
       let out;
       try {
         out = await this.#complete(job, payer, ac.signal);
       } catch (e) {
-        if (ac.signal.aborted && expected(e)) {
-          throw new JobError('cancelled', 'The job was cancelled.', e instanceof EngineError ? e.extra : {});
+        // Stopped by the cancel before any upstream had it; any other failure says what it was.
+        if (ac.signal.aborted && e instanceof EngineError && e.code === 'client_closed_request') {
+          throw new JobError('cancelled', 'The job was cancelled.', e.extra);
         }
         throw e;
       }
@@ -334,13 +342,15 @@ export class Dvm {
       const text = typeof choice?.message?.content === 'string' ? choice.message.content : '';
       const charged = out.receipt.cost.totalMsats;
       const rest = payer ? await this.#keepRest(payer.keyHash) : 0;
-      const info = rest > 0 ? `Done. ${rest} msats under a sat were kept with the charge.` : 'Done.';
+      let info = rest > 0 ? `Done. ${rest} msats under a sat were kept with the charge.` : 'Done.';
+      if (ac.signal.aborted && !this.#stopped) info += ' The cancel came after the model had the job: it was finished and charged.';
       await this.#deliver(request, resultEvent({ request, sk: this.deps.id.sk }, text, charged, out.receipt.change), [
         ['status', 'success', info],
         ['amount', String(charged)],
       ]);
     } finally {
       this.#running.delete(request.event.id);
+      ended();
     }
   }
 
