@@ -119,6 +119,11 @@ afterEach(async () => {
   await expectMoneyConserved(gw);
 });
 
+
+/** Another DVM beside the suite's, on the same relays and upstream, with its own key. */
+function dvmGateway(env: Record<string, string>): ReturnType<typeof startGateway> {
+  return startGateway(mintUrl, upstream, { RELAYS: urls.join(','), NSEC: Buffer.from(generateSecretKey()).toString('hex'), DVM_DEFAULT_MODEL: 'gpt-test', ...env });
+}
 describe('announcements', () => {
   it('publishes kind 0, NIP-89 31990, Routstr 38421 and NIP-61 10019, parseable as their NIPs say', async () => {
     const events = await pool.querySync(urls, { authors: [gatewayPubkey], kinds: [0, 31990, 38421, 10019] });
@@ -283,10 +288,7 @@ describe('jobs', () => {
   });
 
   it('ends a job cancelled during a stalled answer at the whole-answer timeout, nothing charged, the payment back locked to the requester', async () => {
-    const stalls = await startGateway(mintUrl, upstream, {
-      RELAYS: urls.join(','),
-      NSEC: Buffer.from(generateSecretKey()).toString('hex'),
-      DVM_DEFAULT_MODEL: 'gpt-test',
+    const stalls = await dvmGateway({
       // A whole answer waits for its headers the longer of the two.
       UPSTREAM_HEADERS_TIMEOUT_MS: '2000',
       UPSTREAM_BODY_TIMEOUT_MS: '2000',
@@ -310,11 +312,7 @@ describe('jobs', () => {
   });
 
   it('finishes a whole answer under way when the gateway stops, and delivers it with its change', async () => {
-    const stopping = await startGateway(mintUrl, upstream, {
-      RELAYS: urls.join(','),
-      NSEC: Buffer.from(generateSecretKey()).toString('hex'),
-      DVM_DEFAULT_MODEL: 'gpt-test',
-    });
+    const stopping = await dvmGateway({});
     let closed: Promise<void> | undefined;
     let release!: () => void;
     upstream.answerGate = new Promise<void>((r) => (release = r));
@@ -343,10 +341,7 @@ describe('jobs', () => {
 
   it('runs a job paid with a NIP-61 nutzap locked to the key in its 10019', async () => {
     // Quotes are checked rarely here, so the nutzap is what pays.
-    const slowQuotes = await startGateway(mintUrl, upstream, {
-      RELAYS: urls.join(','),
-      NSEC: Buffer.from(generateSecretKey()).toString('hex'),
-      DVM_DEFAULT_MODEL: 'gpt-test',
+    const slowQuotes = await dvmGateway({
       DVM_QUOTE_POLL_MS: '600000',
     });
     try {
@@ -397,10 +392,7 @@ describe('jobs', () => {
   });
 
   it('gives each requester the configured number of free jobs, then asks for payment', async () => {
-    const free = await startGateway(mintUrl, upstream, {
-      RELAYS: urls.join(','),
-      NSEC: Buffer.from(generateSecretKey()).toString('hex'),
-      DVM_DEFAULT_MODEL: 'gpt-test',
+    const free = await dvmGateway({
       FREE_REQUESTS_PER_PUBKEY: '1',
       DVM_QUOTE_POLL_MS: '600000',
     });
