@@ -58,7 +58,8 @@ export class CountingProxy {
       await this.onRequest?.(req.method ?? 'GET', req.url ?? '');
       const rewrite = this.rewrite;
       const up = request(
-        { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: { ...req.headers, host: target.host } },
+        // A rewritten answer is read as JSON, so the mint must not compress it (nutshell gzips larger ones).
+        { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: { ...req.headers, host: target.host, ...(rewrite && { 'accept-encoding': 'identity' }) } },
         async (r) => {
           if (fault && 'drop' in fault) {
             // The mint has done the work; read its whole answer so nothing of it is left in flight, then lose it.
@@ -77,7 +78,14 @@ export class CountingProxy {
           }
           const chunks: Buffer[] = [];
           for await (const c of r) chunks.push(c as Buffer);
-          const text = JSON.stringify(rewrite(req.method ?? 'GET', req.url ?? '', JSON.parse(Buffer.concat(chunks).toString('utf8'))));
+          let text: string;
+          try {
+            text = JSON.stringify(rewrite(req.method ?? 'GET', req.url ?? '', JSON.parse(Buffer.concat(chunks).toString('utf8'))));
+          } catch {
+            // Not JSON after all: the client sees a broken connection, not the test process an unhandled rejection.
+            res.destroy();
+            return;
+          }
           res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }).end(text);
         },
       );
