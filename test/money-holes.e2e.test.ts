@@ -159,6 +159,8 @@ describe('4a. a body nested deeper than the stack', () => {
       ['/v1/chat/completions', `{"model":"gpt-test","messages":[{"role":"user","content":[${deep}]}]}`],
       ['/v1/messages', `{"model":"gpt-test","max_tokens":8,"messages":[{"role":"user","content":[{"type":"text","text":"x"},${deep}]}]}`],
       ['/v1/responses', `{"model":"gpt-test","input":[${deep}]}`],
+      // In a field no format reads: only serializing it for the upstream finds the depth.
+      ['/v1/chat/completions', `{"model":"gpt-test","messages":[{"role":"user","content":"Hi"}],"metadata_x":[${deep}]}`],
     ];
     for (const [path, body] of bodies) {
       const res = await fetch(`${suite.gw.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` }, body });

@@ -454,8 +454,10 @@ export class Engine {
       // A client gone (`client`) is not served by the next upstream, even if the one before it was left to run.
       if (opts.stop?.aborted || opts.client?.aborted) break;
       let res;
+      const payload = serialize(exchange.body);
+      if (payload instanceof EngineError) throw await this.#fail(hold, payload);
       try {
-        res = await upstream.post(exchange.path, JSON.stringify(exchange.body), { signal: opts.abort, headers: exchange.headers, whole: opts.whole });
+        res = await upstream.post(exchange.path, payload, { signal: opts.abort, headers: exchange.headers, whole: opts.whole });
       } catch (e) {
         if (opts.abort?.aborted) break;
         this.#log.warn({ upstream: upstream.baseUrl, err: upstream.redact((e as Error).message) }, 'upstream request failed');
@@ -647,6 +649,16 @@ function parseShallow(format: WireFormat, raw: unknown, headers: ClientHeaders |
     return format.parse(raw, headers);
   } catch (e) {
     if (e instanceof RangeError) throw new EngineError('invalid_request', 'Invalid request body: nested too deeply.');
+    throw e;
+  }
+}
+
+/** The body for the upstream; one nested deeper than the stack in a field no format reads is the client's mistake too. */
+function serialize(body: Record<string, unknown>): string | EngineError {
+  try {
+    return JSON.stringify(body);
+  } catch (e) {
+    if (e instanceof RangeError) return new EngineError('invalid_request', 'Invalid request body: nested too deeply.');
     throw e;
   }
 }
