@@ -678,15 +678,22 @@ function refuseOversized(estimate: Estimate, model: ModelEntry): void {
  */
 async function readAnswer(body: UpstreamResponse['body'], max: number): Promise<{ text: string; usage?: undefined } | { text?: undefined; usage: Record<string, unknown> | undefined }> {
   const chunks: Buffer[] = [];
-  const field = new TopLevelField('usage');
+  // Scanned only once the answer outgrows `max`, from what was kept so far: an ordinary answer
+  // is not walked byte by byte.
+  let field: TopLevelField | undefined;
   let n = 0;
   for await (const c of body) {
     n += (c as Buffer).length;
-    field.push(c as Buffer);
-    if (n <= max) chunks.push(c as Buffer);
-    else chunks.length = 0;
+    if (field) field.push(c as Buffer);
+    else if (n <= max) chunks.push(c as Buffer);
+    else {
+      field = new TopLevelField('usage');
+      for (const kept of chunks) field.push(kept);
+      field.push(c as Buffer);
+      chunks.length = 0;
+    }
   }
-  return n <= max ? { text: Buffer.concat(chunks).toString('utf8') } : { usage: field.value };
+  return field ? { usage: field.value } : { text: Buffer.concat(chunks).toString('utf8') };
 }
 
 /** No answer within the upstream's time limits (undici's headers or body timeout). */
