@@ -20,9 +20,9 @@ export const FLOAT_MAX = 64;
  * The change float: `changeFloat` unlocked proofs of each of 1, 2, 4 … FLOAT_TOP at each mint,
  * so change after a request (a P2PK-locked one above all, which asks the mint nothing to be taken)
  * is handed over as stored proofs, with no swap. Whenever change was paid, or locked proofs
- * arrived, the float is topped up a moment later off the request path, by a journaled swap of
- * the gateway's larger proofs (locked ones first, which that swap also redeems). No request ever
- * waits for it.
+ * arrived, the float is topped up a moment later (at once when a quarter of it is gone) off the
+ * request path, by a journaled swap of the gateway's larger proofs (locked ones first, which that
+ * swap also redeems). No request ever waits for it.
  */
 export class ChangeFloat {
   readonly #p: Parts;
@@ -32,6 +32,8 @@ export class ChangeFloat {
   readonly #again = new Set<string>();
   /** Proofs of each denomination to keep, by mint and unit, once the configured float ran short. */
   readonly #target = new Map<string, number>();
+  /** Payouts since the float of a mint and unit was last counted by a refill. */
+  readonly #paid = new Map<string, number>();
   #stopped = false;
 
   constructor(parts: Parts, delayMs: number) {
@@ -40,29 +42,52 @@ export class ChangeFloat {
   }
 
   /**
-   * Tops up the float of one mint and unit soon, batching whatever else drains it meanwhile. The
-   * short delay keeps the refill's own mint call clear of the request that asked for it.
+   * Tops up the float of one mint and unit soon, batching whatever else drains it meanwhile, after
+   * `payouts` were paid from it. The short delay keeps the refill's own mint call clear of the
+   * request that asked for it.
    */
-  soon(mint: string, unit: Unit): void {
+  soon(mint: string, unit: Unit, payouts = 1): void {
     if (this.#p.changeFloat <= 0 || this.#stopped) return;
     const at = `${unit} ${mint}`;
-    if (this.#timers.has(at)) return;
+    const paid = (this.#paid.get(at) ?? 0) + payouts;
+    this.#paid.set(at, paid);
+    // A quarter of the float paid out is no trickle to batch: the refill starts now, so that
+    // the rest of the float lasts through its mint round trip.
+    const low = paid >= Math.max(1, this.target(mint, unit) / 4);
     if (this.#running.has(at)) {
       this.#again.add(at);
       return;
     }
-    const timer = setTimeout(() => {
+    const timer = this.#timers.get(at);
+    if (timer && !low) return;
+    clearTimeout(timer);
+    const next = setTimeout(() => {
       this.#timers.delete(at);
       const run = this.#refill(mint, unit)
         .catch((e: Error) => this.#p.log.error({ mint, err: e.message }, 'change float refill failed'))
         .finally(() => {
           this.#running.delete(at);
-          if (this.#again.delete(at)) this.soon(mint, unit);
+          this.#grow(at);
+          if (this.#again.delete(at)) this.soon(mint, unit, 0);
         });
       this.#running.set(at, run);
-    }, this.#delayMs);
-    timer.unref();
-    this.#timers.set(at, timer);
+    }, low ? 0 : this.#delayMs);
+    next.unref();
+    this.#timers.set(at, next);
+  }
+
+  /**
+   * After a refill: the payouts made while it was under way are what the float must hold beyond
+   * its low mark to outlast the next one. Growing to four times that, before the float runs dry
+   * rather than after, keeps payouts off the mint at whatever rate and latency they come.
+   */
+  #grow(at: string): void {
+    const during = this.#paid.get(at) ?? 0;
+    const now = this.#target.get(at) ?? this.#p.changeFloat;
+    if (4 * during <= now) return;
+    let next = now;
+    while (next < 4 * during) next *= 2;
+    this.#target.set(at, Math.min(Math.max(now, FLOAT_MAX), next));
   }
 
   /**
@@ -102,6 +127,8 @@ export class ChangeFloat {
 
   async #refill(mint: string, unit: Unit): Promise<void> {
     const { ledger, log, mints, journal, p2pk } = this.#p;
+    // What is paid out from here on is what this refill does not see.
+    this.#paid.set(`${unit} ${mint}`, 0);
     if (mints.isDown(mint)) return;
     const wallet = await mints.wallet(mint, unit);
     const keyset = wallet.keyChain.getCheapestKeyset();
