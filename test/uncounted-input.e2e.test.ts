@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { FakeUpstream } from './support/upstream.ts';
 import { FakeResponsesUpstream } from './support/responses-upstream.ts';
+import { ANTHROPIC_KEY, FakeAnthropic } from './support/anthropic-upstream.ts';
 import { msats } from './support/gateway.ts';
 import { mintToken, proofStates, tokenValue } from './support/cashu.ts';
 import { settledSpend, useGateway } from './support/suite.ts';
@@ -15,24 +16,28 @@ import { sha256Hex } from '../src/cashu/credential.ts';
  */
 const chatUpstream = new FakeUpstream();
 const resp = new FakeResponsesUpstream();
+const claude = new FakeAnthropic();
 const CHAT = { prompt: 2, completion: 5 };
 const RESP = { prompt: 2, completion: 8 };
+const CLAUDE = { prompt: 10, completion: 50 };
 
 const suite = useGateway({
   upstream: chatUpstream,
-  doubles: [resp],
+  doubles: [resp, claude],
   upstreams: [
     { name: 'chat', upstream: chatUpstream, models: ['gpt-test'], prices: { 'gpt-test': CHAT } },
     { name: 'responses', kind: 'openai-responses', upstream: resp, models: ['gpt-resp'], prices: { 'gpt-resp': RESP } },
+    { name: 'claude', kind: 'anthropic', upstream: claude, api_key: ANTHROPIC_KEY, models: ['claude-test'], prices: { 'claude-test': CLAUDE } },
   ],
   reset: () => {
     chatUpstream.usageOverrides.length = 0;
+    claude.hiddenPromptTokens = 0;
   },
 });
 const { mintUrl } = suite;
 
 async function post(path: string, headers: Record<string, string>, body: Record<string, unknown>): Promise<Response> {
-  return fetch(`${suite.gw.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
+  return fetch(`${suite.gw.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01', ...headers }, body: JSON.stringify(body) });
 }
 
 /**
@@ -128,6 +133,31 @@ describe('Responses input items: a reasoning item is counted whole', () => {
     expect(paid * 1000).toBeGreaterThanOrEqual(cost);
     expect(await settledSpend(suite.gw, hash)).toBe(cost);
   });
+});
+
+describe("Anthropic's own tools: the definitions the API adds are reserved for", () => {
+  // What a real Anthropic upstream bills beyond the request's own text when the tool is offered:
+  // the tool-use system prompt for `auto` (346 tokens), and the tool's definition as its page
+  // documents it (bash 325 tokens on Opus 4.7 and 4.8; the text editor 700).
+  const cases = [
+    { tool: { type: 'bash_20250124', name: 'bash' }, hidden: 346 + 325 },
+    { tool: { type: 'text_editor_20250728', name: 'str_replace_based_edit_tool' }, hidden: 346 + 700 },
+  ];
+  for (const { tool, hidden } of cases) {
+    it(`'${tool.type}', whose schema is Anthropic's: the payer's exact token covers all it billed`, async () => {
+      claude.hiddenPromptTokens = hidden;
+      // Five words of answer and no more: the reservation has no output to spare for the prompt.
+      const body = { model: 'claude-test', max_tokens: 5, tools: [tool], messages: [{ role: 'user', content: 'List the files here.' }] };
+      const { res, paid, hash } = await paidExactly('/v1/messages', body);
+      expect(res.status).toBe(200);
+      expect((claude.requests.at(-1)!.body.tools as unknown[])[0]).toEqual(tool);
+      const u = ((await res.json()) as { usage: { input_tokens: number; output_tokens: number } }).usage;
+      expect(u.input_tokens).toBeGreaterThan(hidden);
+      const cost = msats(u.input_tokens, CLAUDE.prompt) + msats(u.output_tokens, CLAUDE.completion);
+      expect(paid * 1000).toBeGreaterThanOrEqual(cost);
+      expect(await settledSpend(suite.gw, hash)).toBe(cost);
+    });
+  }
 });
 
 describe('a whole answer too large to pass on', () => {

@@ -123,6 +123,29 @@ const PER_REPLY = 3;
  * for `any`/`tool` on its current models, as its tool-use pricing documents.
  */
 const TOOL_PROMPT = 346;
+/**
+ * Anthropic's schema-less tools are named in a few words, but billed for the definition the API
+ * writes in for them, which the body does not hold. Its pages (platform.claude.com/docs/en/
+ * about-claude/pricing, "Specific tool pricing", and each tool's own page) give: bash 325 tokens on
+ * Opus 4.7 and 4.8 (244 on earlier models), the text editor 700, computer use 735 per definition
+ * plus 466-499 of system prompt. A later version of a tool is taken to cost what its family does.
+ */
+const OWN_TOOLS: Array<[RegExp, number]> = [
+  [/^bash_/, 325],
+  [/^text_editor_/, 700],
+  [/^computer_/, 499 + 735],
+];
+/**
+ * Any other typed tool (memory, the server tools, one added later) is defined by the API at a
+ * size no page gives: it is allowed as much as the dearest one documented.
+ */
+const UNKNOWN_TOOL = 499 + 735;
+
+function ownToolTokens(tool: Record<string, unknown>): number {
+  if (tool.type == null || tool.type === 'custom') return 0;
+  const type = String(tool.type);
+  return OWN_TOOLS.find(([family]) => family.test(type))?.[1] ?? UNKNOWN_TOOL;
+}
 
 type Block = Record<string, unknown> & { type: string };
 
@@ -171,7 +194,10 @@ function estimateOf(body: Record<string, unknown>): Estimate {
   }
   if (Array.isArray(body.tools) && body.tools.length > 0) {
     estimate.extraTokens += TOOL_PROMPT;
-    for (const t of body.tools) estimate.text.push(JSON.stringify(t));
+    for (const t of body.tools as Array<Record<string, unknown>>) {
+      estimate.text.push(JSON.stringify(t));
+      estimate.extraTokens += ownToolTokens(t);
+    }
   }
   return estimate;
 }

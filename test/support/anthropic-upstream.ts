@@ -28,6 +28,11 @@ export class FakeAnthropic extends ScriptedUpstream<AnthropicMode, AnthropicReco
   summarizedThinkingTokens = 0;
   /** Delay before a stream's `message_delta`: a client may leave once it has the answer, before the usage. */
   finalDelayMs = 0;
+  /**
+   * Input the API bills that the body does not hold: the system prompt it adds when tools are
+   * offered, and the definitions of its own schema-less tools (bash, text editor, computer use).
+   */
+  hiddenPromptTokens = 0;
   protected async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = apiPath(req);
     const raw = await readBody(req);
@@ -55,7 +60,7 @@ export class FakeAnthropic extends ScriptedUpstream<AnthropicMode, AnthropicReco
       return error(res, 400, 'invalid_request_error', 'There was an issue with the request body: invalid JSON');
     }
     this.requests.push({ path, body, headers: { apiKey, bearer: bearer !== undefined, version, beta: header('anthropic-beta') } });
-    if (path === '/messages/count_tokens') return json(res, 200, { input_tokens: upstreamPromptTokens(body) });
+    if (path === '/messages/count_tokens') return json(res, 200, { input_tokens: upstreamPromptTokens(body) + this.hiddenPromptTokens });
     if (path !== '/messages') return error(res, 404, 'not_found_error', 'Not Found');
     if (typeof body.max_tokens !== 'number') return error(res, 400, 'invalid_request_error', 'max_tokens: Field required');
     const mode = this.nextMode();
@@ -70,7 +75,7 @@ export class FakeAnthropic extends ScriptedUpstream<AnthropicMode, AnthropicReco
       plan.outputTokens += this.summarizedThinkingTokens;
       plan.thinkingTokens += this.summarizedThinkingTokens;
     }
-    const prompt = upstreamPromptTokens(body);
+    const prompt = upstreamPromptTokens(body) + this.hiddenPromptTokens;
     const read = Math.min(this.cache.read, prompt);
     const write = Math.min(this.cache.write, prompt - read);
     // As the API does, the writes go to the cache the request's breakpoints name, split by TTL.

@@ -202,6 +202,26 @@ describe('parseMessages', () => {
     for (const block of seen) expect(estimate(block).wholeContext, JSON.stringify(block)).toBeFalsy();
   });
 
+  it("allows each of Anthropic's own tools the definition the API adds for it, by family, and any other typed tool the dearest", () => {
+    const extra = (tool: Obj) => parseMessages({ model: 'm', max_tokens: 1, tools: [tool], messages: [{ role: 'user', content: 'Hi' }] }).estimate.extraTokens;
+    // The reply, one turn and the tool-use system prompt: all a custom tool adds beyond its own text.
+    const base = 3 + 3 + 346;
+    expect(extra(WEATHER_TOOL)).toBe(base);
+    expect(extra({ ...WEATHER_TOOL, type: 'custom' })).toBe(base);
+    const cases: Array<[Obj, number]> = [
+      [{ type: 'bash_20250124', name: 'bash' }, 325],
+      [{ type: 'bash_20270101', name: 'bash' }, 325],
+      [{ type: 'text_editor_20250728', name: 'str_replace_based_edit_tool' }, 700],
+      [{ type: 'text_editor_20241022', name: 'str_replace_editor' }, 700],
+      [{ type: 'computer_20251124', name: 'computer', display_width_px: 1024, display_height_px: 768 }, 499 + 735],
+      [{ type: 'computer_20270101', name: 'computer', display_width_px: 1024, display_height_px: 768 }, 499 + 735],
+      [{ type: 'memory_20250818', name: 'memory' }, 499 + 735],
+      [{ type: 'web_search_20250305', name: 'web_search' }, 499 + 735],
+      [{ type: 'hologram_20270101', name: 'hologram' }, 499 + 735],
+    ];
+    for (const [tool, tokens] of cases) expect(extra(tool), String(tool.type)).toBe(base + tokens);
+  });
+
   it('counts thinking signatures and redacted thinking, which go back to the upstream as input', () => {
     const signature = 'EqQBCkgIARABGAIiQL'.repeat(20);
     const data = 'EmwKAhgBEgy3va3pzix'.repeat(20);
