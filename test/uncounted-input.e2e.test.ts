@@ -136,12 +136,12 @@ describe('Responses input items: a reasoning item is counted whole', () => {
 });
 
 describe("Anthropic's own tools: the definitions the API adds are reserved for", () => {
-  // What a real Anthropic upstream bills beyond the request's own text when the tool is offered:
-  // the tool-use system prompt for `auto` (346 tokens), and the tool's definition as its page
-  // documents it (bash 325 tokens on Opus 4.7 and 4.8; the text editor 700).
+  // What Opus 4.7 bills beyond the request's own text when the tool is offered: the tool-use
+  // system prompt for `auto` (675 tokens), and the tool's definition as its page documents it
+  // (bash 325 tokens on Opus 4.7 and 4.8; the text editor 700).
   const cases = [
-    { tool: { type: 'bash_20250124', name: 'bash' }, hidden: 346 + 325 },
-    { tool: { type: 'text_editor_20250728', name: 'str_replace_based_edit_tool' }, hidden: 346 + 700 },
+    { tool: { type: 'bash_20250124', name: 'bash' }, hidden: 675 + 325 },
+    { tool: { type: 'text_editor_20250728', name: 'str_replace_based_edit_tool' }, hidden: 675 + 700 },
   ];
   for (const { tool, hidden } of cases) {
     it(`'${tool.type}', whose schema is Anthropic's: the payer's exact token covers all it billed`, async () => {
@@ -158,6 +158,20 @@ describe("Anthropic's own tools: the definitions the API adds are reserved for",
       expect(await settledSpend(suite.gw, hash)).toBe(cost);
     });
   }
+});
+
+describe('the tool-use system prompt is reserved at its largest', () => {
+  it("a custom tool forced with `tool_choice: any`, for which Opus 4.7 adds 804 tokens: the payer's exact token covers them", async () => {
+    claude.hiddenPromptTokens = 804;
+    const tool = { name: 'get_weather', description: 'The weather in a city.', input_schema: { type: 'object', properties: { city: { type: 'string' } } } };
+    const body = { model: 'claude-test', max_tokens: 5, tools: [tool], tool_choice: { type: 'any' }, messages: [{ role: 'user', content: 'Weather in Paris?' }] };
+    const { res, paid, hash } = await paidExactly('/v1/messages', body);
+    expect(res.status).toBe(200);
+    const u = ((await res.json()) as { usage: { input_tokens: number; output_tokens: number } }).usage;
+    const cost = msats(u.input_tokens, CLAUDE.prompt) + msats(u.output_tokens, CLAUDE.completion);
+    expect(paid * 1000).toBeGreaterThanOrEqual(cost);
+    expect(await settledSpend(suite.gw, hash)).toBe(cost);
+  });
 });
 
 describe('a whole answer too large to pass on', () => {

@@ -119,10 +119,12 @@ function validate<T>(schema: z.ZodType<T>, raw: unknown): T {
 const PER_MESSAGE = 3;
 const PER_REPLY = 3;
 /**
- * The system prompt Anthropic adds when tools are offered: 346 tokens for `auto`/`none` and 313
- * for `any`/`tool` on its current models, as its tool-use pricing documents.
+ * The system prompt Anthropic adds when tools are offered, which differs by model and tool choice
+ * (platform.claude.com/docs/en/about-claude/pricing, "Tool use pricing"): the most is Opus 4.7's,
+ * 675 tokens for `auto`/`none` and 804 for `any`/`tool`; Opus 4.6 and Sonnet 4.6 add 497/589,
+ * Opus 4.8 290/410. The model an upstream serves is not known here by that name, so the most.
  */
-const TOOL_PROMPT = 346;
+const TOOL_PROMPT = 804;
 /**
  * Anthropic's schema-less tools are named in a few words, but billed for the definition the API
  * writes in for them, which the body does not hold. Its pages (platform.claude.com/docs/en/

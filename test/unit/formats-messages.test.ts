@@ -156,7 +156,7 @@ describe('parseMessages', () => {
       JSON.stringify(WEATHER_TOOL),
     ]);
     // 3 for the reply, 3 per turn, the tool-use system prompt, an image, a three-page PDF.
-    expect(parsed.estimate.extraTokens).toBe(3 + 3 * 3 + 346 + mediaTokens('image') + mediaTokens('file', { bytes: pdf.length }));
+    expect(parsed.estimate.extraTokens).toBe(3 + 3 * 3 + 804 + mediaTokens('image') + mediaTokens('file', { bytes: pdf.length }));
     expect(mediaTokens('file', { bytes: pdf.length })).toBe(9000);
     expect(parsed.estimate.images).toBe(2);
     expect(parsed.estimate.requestedCompletionTokens).toBe(512);
@@ -205,7 +205,7 @@ describe('parseMessages', () => {
   it("allows each of Anthropic's own tools the definition the API adds for it, by family, and any other typed tool the dearest", () => {
     const extra = (tool: Obj) => parseMessages({ model: 'm', max_tokens: 1, tools: [tool], messages: [{ role: 'user', content: 'Hi' }] }).estimate.extraTokens;
     // The reply, one turn and the tool-use system prompt: all a custom tool adds beyond its own text.
-    const base = 3 + 3 + 346;
+    const base = 3 + 3 + 804;
     expect(extra(WEATHER_TOOL)).toBe(base);
     expect(extra({ ...WEATHER_TOOL, type: 'custom' })).toBe(base);
     const cases: Array<[Obj, number]> = [
