@@ -11,6 +11,7 @@ import { startRelay, type RunningRelay } from './support/relay.ts';
 import { mintProofs, mintToken, wallet } from './support/cashu.ts';
 import { nostrDoorKeys } from '../src/nostr/door-keys.ts';
 import { waitFor as waitUntil } from './support/suite.ts';
+import { CountingProxy } from './support/counting-proxy.ts';
 
 const mintUrl = inject('mintUrl');
 const upstream = new FakeUpstream();
@@ -286,6 +287,57 @@ describe('jobs', () => {
     expect(Number(tag(res, 'amount')![1])).toBe(charged);
     expect(await spendLocked(tag(res, 'cashu')![1]!)).toBe(Math.floor((30_000 - charged) / 1000));
   });
+
+  for (const who of ['author', 'stranger'] as const) {
+    it(`${who === 'author' ? 'refunds a job whole when its cancel comes' : 'runs a job whose id a stranger deletes'} while its token is being redeemed, before any upstream has it`, async () => {
+      // The mint holds the job's swap: the cancel is read before the job is running.
+      const proxy = new CountingProxy(mintUrl);
+      await proxy.start();
+      const slowMint = await startGateway(proxy.url, upstream, { RELAYS: urls.join(','), NSEC: Buffer.from(generateSecretKey()).toString('hex'), DVM_DEFAULT_MODEL: 'gpt-test' });
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      let held!: () => void;
+      const atSwap = new Promise<void>((r) => (held = r));
+      try {
+        const target = slowMint.nostr!.id.pubkey;
+        const token = await mintToken(proxy.url, 30);
+        proxy.onRequest = async (_method, path) => {
+          if (!path.startsWith('/v1/swap')) return;
+          held();
+          await gate;
+        };
+        const before = upstream.requests.length;
+        const req = publish({ ...jobRequest([]), tags: [['p', target], ['i', 'Never mind', 'text'], ['param', 'max_tokens', '2'], ['cashu', token]] });
+        await atSwap;
+        if (who === 'author') await cancelRead(req.id, target);
+        else {
+          const deletion = finalizeEvent({ kind: 5, created_at: Math.floor(Date.now() / 1000), tags: [['e', req.id], ['k', '5050']], content: '' }, generateSecretKey());
+          await Promise.all(pool.publish(urls, deletion));
+          const sentinel = publish({ ...jobRequest([]), tags: [['p', target], ['i', 'x'.repeat(40_000), 'text']] });
+          await feedback(sentinel.id, 'error');
+        }
+        release();
+        if (who === 'stranger') {
+          const res = await result(req.id);
+          expect(res.content).toBe(REPLY_WORDS.slice(0, 2).join(' '));
+          expect(upstream.requests.length).toBe(before + 1);
+        } else {
+          const error = await feedback(req.id, 'error');
+          expect(tag(error, 'status')![2]).toMatch(/cancelled/);
+          const back = await (await wallet(proxy.url)).receive(tag(error, 'cashu')![1]!, { privkey: skHex });
+          expect(back.reduce((s, p) => s + p.amount.toNumber(), 0)).toBe(30);
+          expect(upstream.requests.length).toBe(before);
+          expect((await slowMint.ledger.totals()).charged).toBe(0);
+        }
+        await expectDrained(slowMint, { prices: PRICES });
+      } finally {
+        release();
+        proxy.onRequest = undefined;
+        await slowMint.close();
+        await proxy.stop();
+      }
+    });
+  }
 
   it('ends a job cancelled during a stalled answer at the whole-answer timeout, nothing charged, the payment back locked to the requester', async () => {
     const stalls = await dvmGateway({

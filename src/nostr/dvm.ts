@@ -124,6 +124,11 @@ export class Dvm {
   readonly #timers = new Map<string, NodeJS.Timeout>();
   readonly #resending = new Map<string, NodeJS.Timeout>();
   readonly #rate = new Map<string, { minute: number; count: number }>();
+  /**
+   * Cancels read (`job id author`) for jobs not yet running here: one read while its token is
+   * redeemed, its input fetched or its payment minted stops the job once it is about to run.
+   */
+  readonly #cancelled = new Set<string>();
   #subs: SubCloser[] = [];
   #stopped = false;
   readonly deps: DvmDeps;
@@ -326,6 +331,7 @@ export class Dvm {
     let ended!: () => void;
     const done = new Promise<void>((r) => (ended = r));
     this.#running.set(request.event.id, { ac, author: request.event.pubkey, done });
+    if (this.#cancelled.delete(`${request.event.id} ${request.event.pubkey}`)) ac.abort();
     try {
       await this.#feedback(request, 'processing', 'Generating.');
       let out;
@@ -633,6 +639,12 @@ export class Dvm {
       if (t[0] !== 'e' || !t[1]) continue;
       const running = this.#running.get(t[1]);
       if (running?.author === e.pubkey) running.ac.abort();
+      else if (!running) {
+        // Not running yet (or not here): remembered, for anyone's deletion names any id; only
+        // the job's author's counts when the job starts.
+        this.#cancelled.add(`${t[1]} ${e.pubkey}`);
+        if (this.#cancelled.size > 10_000) this.#cancelled.delete(this.#cancelled.values().next().value!);
+      }
       const w = this.#watching.get(t[1]) ?? (await this.#loadWatch(t[1]));
       if (!w || w.request.pubkey !== e.pubkey || w.closed) continue;
       // The quote stays watched: a payment made now is returned.
