@@ -391,6 +391,44 @@ describe('jobs', () => {
     }
   });
 
+  it('returns the payment of a job whose token is at the mint when the gateway stops', async () => {
+    const proxy = new CountingProxy(mintUrl);
+    await proxy.start();
+    const stopping = await startGateway(proxy.url, upstream, { RELAYS: urls.join(','), NSEC: Buffer.from(generateSecretKey()).toString('hex'), DVM_DEFAULT_MODEL: 'gpt-test' });
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let held!: () => void;
+    const atSwap = new Promise<void>((r) => (held = r));
+    let closed: Promise<void> | undefined;
+    try {
+      const target = stopping.nostr!.id.pubkey;
+      const token = await mintToken(proxy.url, 30);
+      proxy.onRequest = async (_method, path) => {
+        if (!path.startsWith('/v1/swap')) return;
+        held();
+        await gate;
+      };
+      const before = upstream.requests.length;
+      const req = publish({ ...jobRequest([]), tags: [['p', target], ['i', 'Last one', 'text'], ['param', 'max_tokens', '2'], ['cashu', token]] });
+      await atSwap;
+      const error = feedback(req.id, 'error');
+      closed = stopping.close();
+      // The stop is under way (relays, ledger) while the mint still holds the swap.
+      await new Promise((r) => setTimeout(r, 500));
+      release();
+      const e = await error;
+      const back = await (await wallet(proxy.url)).receive(tag(e, 'cashu')![1]!, { privkey: skHex });
+      expect(back.reduce((s, p) => s + p.amount.toNumber(), 0)).toBe(30);
+      expect(upstream.requests.length).toBe(before);
+      await closed;
+    } finally {
+      release();
+      proxy.onRequest = undefined;
+      await (closed ?? stopping.close()).catch(() => {});
+      await proxy.stop();
+    }
+  });
+
   it('runs a job paid with a NIP-61 nutzap locked to the key in its 10019', async () => {
     // Quotes are checked rarely here, so the nutzap is what pays.
     const slowQuotes = await dvmGateway({

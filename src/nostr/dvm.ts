@@ -130,6 +130,8 @@ export class Dvm {
    */
   readonly #cancelled = new Set<string>();
   #subs: SubCloser[] = [];
+  /** Handlers of events and quote checks under way: a job may be redeemed or paid in one, not yet running. */
+  readonly #busy = new Set<Promise<void>>();
   #stopped = false;
   readonly deps: DvmDeps;
 
@@ -141,9 +143,9 @@ export class Dvm {
     const { relays, id, cfg, log } = this.deps;
     const since = Math.floor(Date.now() / 1000) - cfg.maxAgeSec;
     this.#subs = [
-      relays.subscribe({ kinds: [JOB_REQUEST], since }, (e) => void this.#onRequest(e)),
+      relays.subscribe({ kinds: [JOB_REQUEST], since }, (e) => this.#track(this.#onRequest(e))),
       relays.subscribe({ kinds: [DELETION], since }, (e) => void this.#onDeletion(e)),
-      relays.subscribe({ kinds: [NUTZAP], '#p': [id.pubkey], since }, (e) => void this.#onNutzap(e)),
+      relays.subscribe({ kinds: [NUTZAP], '#p': [id.pubkey], since }, (e) => this.#track(this.#onNutzap(e))),
     ];
     // Watches and undelivered results of a previous run (or of a stopped instance) are in the
     // ledger, whether or not any relay still holds the job; our own feedback names them too.
@@ -157,9 +159,14 @@ export class Dvm {
     for (const s of this.#subs) s.close();
     // A job not yet at the upstream stops and is refunded; one the upstream has is being made and
     // billed, so it is finished, charged and delivered before the relays and the ledger close.
-    const running = [...this.#running.values()];
-    for (const r of running) r.ac.abort();
-    await Promise.all(running.map((r) => r.done));
+    // A job whose payment is being taken (its token at the mint, its quote being minted) runs
+    // into the stop as soon as it starts (#run), and is refunded before the relays close.
+    for (;;) {
+      const running = [...this.#running.values()];
+      for (const r of running) r.ac.abort();
+      if (running.length === 0 && this.#busy.size === 0) break;
+      await Promise.all([...running.map((r) => r.done), ...this.#busy]);
+    }
     for (const t of this.#timers.values()) clearTimeout(t);
     this.#timers.clear();
     for (const t of this.#resending.values()) clearTimeout(t);
@@ -214,6 +221,12 @@ export class Dvm {
       throw new JobError('cashu_token_already_spent', 'This Cashu token was presented by another requester first.');
     }
     return info;
+  }
+
+  /** Keeps a handler in #busy until it ends; what it throws was its own to log. */
+  #track(p: Promise<void>): void {
+    const t = p.catch((e: Error) => this.deps.log.error({ err: e.message }, 'nostr event handler failed')).finally(() => this.#busy.delete(t));
+    this.#busy.add(t);
   }
 
   #withinRate(pubkey: string): boolean {
@@ -331,7 +344,7 @@ export class Dvm {
     let ended!: () => void;
     const done = new Promise<void>((r) => (ended = r));
     this.#running.set(request.event.id, { ac, author: request.event.pubkey, done });
-    if (this.#cancelled.delete(`${request.event.id} ${request.event.pubkey}`)) ac.abort();
+    if (this.#cancelled.delete(`${request.event.id} ${request.event.pubkey}`) || this.#stopped) ac.abort();
     try {
       await this.#feedback(request, 'processing', 'Generating.');
       let out;
@@ -470,12 +483,12 @@ export class Dvm {
     this.#watching.set(jobId, w);
     const next = () => {
       const t = setTimeout(() => {
-        void this.#check(w)
-          .catch((e: Error) => this.deps.log.warn({ job: jobId, err: e.message }, 'quote check failed'))
-          .finally(() => {
-            this.#timers.delete(jobId);
-            if (!this.#stopped && this.#watching.get(jobId) === w) next();
-          });
+        const check = this.#check(w).catch((e: Error) => this.deps.log.warn({ job: jobId, err: e.message }, 'quote check failed'));
+        this.#track(check);
+        void check.finally(() => {
+          this.#timers.delete(jobId);
+          if (!this.#stopped && this.#watching.get(jobId) === w) next();
+        });
       }, this.deps.cfg.pollMs);
       t.unref();
       this.#timers.set(jobId, t);
