@@ -1,10 +1,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { PaymentRequest, getPubKeyFromPrivKey, getTokenMetadata } from '@cashu/cashu-ts';
+import { PaymentRequest, getDecodedToken, getEncodedToken, getPubKeyFromPrivKey, getTokenMetadata } from '@cashu/cashu-ts';
 import { FakeUpstream } from './support/upstream.ts';
 import { TEST_P2PK_PRIVKEY, expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
-import { lockedToken, mintToken, proofStates, receive } from './support/cashu.ts';
+import { lockedToken, mintProofs, mintToken, proofStates, receive, wallet } from './support/cashu.ts';
 import { startMint, type RunningMint } from './support/mint.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
 import { chat as sharedChat, useGateway } from './support/suite.ts';
@@ -161,6 +161,31 @@ describe('a mint that charges input fees (100 ppk)', () => {
     expect([after.fees - before.fees, after.credited, after.refunded, after.withdrawn]).toEqual([1_000, before.credited, before.refunded, before.withdrawn]);
     // Never sent alone to be refused.
     expect(logLines.slice(logged).filter((l) => l.msg === 'the mint refused an operation')).toEqual([]);
+  });
+
+  it('redeems a lone locked proof worth no more than its fee before its locktime, so its payer cannot take it back', async () => {
+    const g = await freshGateway({ P2PK_LOCKTIME_MARGIN_SECONDS: '0' });
+    const create = async (token: string) =>
+      (await fetch(`${g.url}/v1/balance/create`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ initial_balance_token: token }) })).status;
+    // The gateway holds ecash of its own (swapped in online), and then one locked proof of 1 sat,
+    // credited, that no other locked proof joins before its locktime.
+    // It has earned what sweeping the proof costs it (the fee, at the operator's cost).
+    const own = await mintToken(feeMint.url, 64);
+    for (let t = await g.ledger.totals(); t.charged - t.withdrawn - t.fees < 2_000; t = await g.ledger.totals()) {
+      expect((await chat({ authorization: `Bearer ${own}` }, g)).status).toBe(200);
+    }
+    await g.wallets.idle();
+    const locktime = Math.floor(Date.now() / 1000) + 4;
+    const tiny = await lockedToken(feeMint.url, 1, ourPubkey, { swapFee: 1, locktime });
+    expect(await create(tiny)).toBe(200);
+    await g.wallets.sweepLocked();
+    await g.wallets.idle();
+    while (Date.now() / 1000 <= locktime + 1) await new Promise((r) => setTimeout(r, 250));
+    // Past its locktime, with no refund key, NUT-11 lets anyone spend it: its payer, with 4 sats of their own for the fee.
+    const w = await wallet(feeMint.url);
+    const mine = await mintProofs(feeMint.url, 4);
+    const takeBack = getEncodedToken({ mint: feeMint.url, unit: 'sat', proofs: [...getDecodedToken(tiny, w.keyChain.getAllKeysetIds()).proofs, ...mine] });
+    await expect(w.receive(takeBack)).rejects.toThrow();
   });
 
   it("names in the 402 an amount that an ordinary unlocked token from the mint really covers", async () => {

@@ -84,8 +84,24 @@ export class Sweep {
         ended = 'failed';
         break;
       } else if (outcome === 'short') {
-        // Not sent: no fault of theirs. They go with the others in the next sweep's batches.
-        for (const p of inputs) aside.add(p.secret);
+        // Not sent: no fault of theirs. Swapped with one proof of ours that pays the fee, now:
+        // left to wait for other locked proofs, they may wait past their locktime, when their
+        // payer (anyone, without a refund key) can take them back. Else they go with the others
+        // in the next sweep's batches.
+        const padOp = randomUUID();
+        const padded = await this.#p.ledger.startSweep({ opId: padOp, mint, unit, limit: inputs.length, only: inputs.map((p) => p.secret), pad: true });
+        // Empty when we hold no proof to pad with. (One beside this sweep may have taken some of the inputs meanwhile.)
+        const again = padded.length > 0 ? await this.#batch(padOp, mint, unit, padded) : 'short';
+        if (again === 'swept') {
+          swept += padded.length - 1;
+          this.#taken.set(at, Date.now());
+        } else {
+          for (const p of inputs) aside.add(p.secret);
+          if (again === 'failed') {
+            ended = 'failed';
+            break;
+          }
+        }
         limit = batch;
       } else if (inputs.length > 1) {
         limit = Math.ceil(inputs.length / 2);

@@ -255,9 +255,10 @@ export interface Ledger {
   startRefill(r: { opId: string; mint: string; unit: Unit; amount: number; above: number }): Promise<StoredProof[]>;
   /**
    * Sets aside up to `limit` locked proofs of one mint and unit (oldest first, none of the
-   * secrets `except`, only those `only` names if given) for redemption with our key.
+   * secrets `except`, only those `only` names if given) for redemption with our key. With `pad`,
+   * one unspent proof of ours (the largest) goes with them, to pay a fee they cannot pay alone.
    */
-  startSweep(r: { opId: string; mint: string; unit: Unit; limit: number; except?: string[]; only?: string[] }): Promise<StoredProof[]>;
+  startSweep(r: { opId: string; mint: string; unit: Unit; limit: number; except?: string[]; only?: string[]; pad?: boolean }): Promise<StoredProof[]>;
   finishSweep(opId: string, proofs: StoredProof[]): Promise<void>;
   abandonSweep(opId: string): Promise<void>;
 

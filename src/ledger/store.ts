@@ -336,7 +336,7 @@ export class SqlLedger implements Ledger {
     }
   }
 
-  async startSweep(r: { opId: string; mint: string; unit: Unit; limit: number; except?: string[]; only?: string[] }): Promise<StoredProof[]> {
+  async startSweep(r: { opId: string; mint: string; unit: Unit; limit: number; except?: string[]; only?: string[]; pad?: boolean }): Promise<StoredProof[]> {
     const now = Date.now();
     return this.#db.transaction(async (tx) => {
       // Payouts may be counting these locked proofs: take turns with them.
@@ -349,6 +349,11 @@ export class SqlLedger implements Ledger {
       );
       const proofs = rows.rows.map(proofRow);
       if (proofs.length === 0) return proofs;
+      if (r.pad) {
+        const own = await tx.query(`SELECT * FROM proofs WHERE mint = $1 AND unit = $2 AND ${UNSPENT} ORDER BY amount DESC LIMIT 1${this.#d.forUpdate()}`, [r.mint, r.unit]);
+        if (own.rows.length === 0) return [];
+        proofs.push(...own.rows.map(proofRow));
+      }
       await tx.query(INSERT_OP, [r.opId, 'sweep', r.mint, r.unit, '', null, JSON.stringify(proofs), null, now]);
       await this.#setProofs(tx, 'pending', r.opId, proofs.map((p) => p.secret));
       return proofs;
