@@ -430,7 +430,8 @@ export class Engine {
     const out: Route = [];
     let refusal: EngineError | undefined;
     for (const upstream of job.model.upstreams) {
-      const x = job.request.exchange(upstream.kind, { maxCompletionTokens: job.maxCompletion, allowed: upstream.allowedParameters });
+      // The exchange copies the body (structuredClone): a field no door reads may be too deep for it.
+      const x = shallow(() => job.request.exchange(upstream.kind, { maxCompletionTokens: job.maxCompletion, allowed: upstream.allowedParameters }));
       if (x instanceof EngineError) refusal ??= x;
       else out.push({ upstream, exchange: x });
     }
@@ -645,8 +646,16 @@ export class Engine {
  * recursively does not) is the client's mistake, not the gateway's: 400, not 500.
  */
 function parseShallow(format: WireFormat, raw: unknown, headers: ClientHeaders | undefined): ParsedRequest {
+  return shallow(() => format.parse(raw, headers));
+}
+
+/**
+ * Runs what walks or copies a client's body (parsing it, copying it for an upstream, counting
+ * it): a RangeError there is the body's depth, the client's mistake, a 400.
+ */
+export function shallow<T>(fn: () => T): T {
   try {
-    return format.parse(raw, headers);
+    return fn();
   } catch (e) {
     if (e instanceof RangeError) throw new EngineError('invalid_request', 'Invalid request body: nested too deeply.');
     throw e;

@@ -1,6 +1,6 @@
 import { once } from 'node:events';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { Engine, Payer, Receipt, StreamSink } from '../engine/engine.ts';
+import { shallow, type Engine, type Payer, type Receipt, type StreamSink } from '../engine/engine.ts';
 import type { WireFormat } from '../engine/format.ts';
 import { chatFormat, completionFormat, embeddingFormat } from '../formats/chat.ts';
 import { countTokensEstimate, messagesFormat } from '../formats/messages.ts';
@@ -156,7 +156,7 @@ function countTokensRoute(app: FastifyInstance, deps: CompletionDeps): void {
   app.register(async (scope) => {
     formatScope(scope, deps, messagesFormat);
     const handler = async (req: FastifyRequest) => {
-      const { model, estimate } = countTokensEstimate(req.body);
+      const { model, estimate } = shallow(() => countTokensEstimate(req.body));
       return { input_tokens: await deps.engine.countTokens(model, estimate, req.payer ?? { kind: 'none' }) };
     };
     scope.post('/v1/messages/count_tokens', handler);

@@ -1,0 +1,73 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { describe, expect, it } from 'vitest';
+import { FakeUpstream } from './support/upstream.ts';
+import { ANTHROPIC_KEY, FakeAnthropic } from './support/anthropic-upstream.ts';
+import { FakeResponsesUpstream } from './support/responses-upstream.ts';
+import { apiPath, json, readBody, ScriptedUpstream } from './support/scripted-upstream.ts';
+import { expectUntouched, fundedKey, useGateway } from './support/suite.ts';
+
+/**
+ * A hostile review of the engine's newer paths: bodies nested deeper than the stack on every
+ * door and upstream kind, and whole answers an upstream makes as large or as strange as it likes.
+ */
+
+/** An upstream whose whole answers a test writes byte for byte; `script` gets the request's body. */
+class RawUpstream extends ScriptedUpstream<'ok', { path: string; body: Record<string, unknown> }> {
+  script: ((res: ServerResponse, body: Record<string, unknown>) => void | Promise<void>) | undefined;
+  protected async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = apiPath(req);
+    if (req.method === 'GET' && path === '/models') return json(res, 200, { object: 'list', data: [] });
+    const body = JSON.parse((await readBody(req)) || '{}') as Record<string, unknown>;
+    this.requests.push({ path, body });
+    if (!this.script) return json(res, 500, { error: { message: 'no script' } });
+    await this.script(res, body);
+  }
+}
+
+const chatUpstream = new FakeUpstream();
+const claude = new FakeAnthropic();
+const resp = new FakeResponsesUpstream();
+const raw = new RawUpstream();
+const CHEAP = { prompt: 1, completion: 2 };
+const DEAR = { prompt: 10, completion: 40 };
+
+const suite = useGateway({
+  upstream: chatUpstream,
+  doubles: [claude, resp, raw],
+  upstreams: [
+    { name: 'chat', upstream: chatUpstream, models: ['gpt-test'], prices: { 'gpt-test': CHEAP } },
+    { name: 'claude', kind: 'anthropic', upstream: claude, api_key: ANTHROPIC_KEY, models: ['claude-test'], prices: { 'claude-test': CHEAP } },
+    { name: 'responses', kind: 'openai-responses', upstream: resp, models: ['gpt-resp'], prices: { 'gpt-resp': CHEAP } },
+    { name: 'raw', upstream: raw, models: ['raw-cheap', 'raw-dear'], prices: { 'raw-cheap': CHEAP, 'raw-dear': DEAR } },
+  ],
+  reset: () => {
+    raw.script = undefined;
+  },
+});
+const { mintUrl } = suite;
+
+function post(path: string, key: string, body: string): Promise<Response> {
+  return fetch(`${suite.gw.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${key}`, 'anthropic-version': '2023-06-01' }, body });
+}
+
+describe('a body nested deeper than the stack, in a field the door does not read', () => {
+  const deep = `${'['.repeat(60_000)}${']'.repeat(60_000)}`;
+  const cases: Array<[string, string, string]> = [
+    // The chat door translated for a Responses or an Anthropic upstream: the translation copies the body whole.
+    ['chat door, Responses upstream', '/v1/chat/completions', `{"model":"gpt-resp","messages":[{"role":"user","content":"Hi"}],"metadata_x":[${deep}]}`],
+    ['chat door, Anthropic upstream', '/v1/chat/completions', `{"model":"claude-test","messages":[{"role":"user","content":"Hi"}],"metadata_x":[${deep}]}`],
+    // A door passed through to an upstream of its own protocol: the exchange copies the body whole.
+    ['Messages door, Anthropic upstream', '/v1/messages', `{"model":"claude-test","max_tokens":8,"messages":[{"role":"user","content":"Hi"}],"metadata_x":[${deep}]}`],
+    ['Responses door, Responses upstream', '/v1/responses', `{"model":"gpt-resp","input":"Hi","metadata_x":[${deep}]}`],
+    // Counting tokens walks a tool's schema.
+    ['count_tokens, in a tool schema', '/v1/messages/count_tokens', `{"model":"claude-test","messages":[{"role":"user","content":"Hi"}],"tools":[{"name":"t","input_schema":{"type":"object","x":[${deep}]}}]}`],
+  ];
+  for (const [name, path, body] of cases) {
+    it(`is a 400 invalid_request, nothing charged: ${name}`, async () => {
+      const { key, hash } = await fundedKey(suite.gw, mintUrl, 50);
+      const res = await expectUntouched(suite.gw, hash, () => post(path, key, body));
+      const text = await res.text();
+      expect([res.status, text]).toEqual([400, expect.stringMatching(/invalid_request/)]);
+    });
+  }
+});
