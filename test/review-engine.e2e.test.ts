@@ -4,7 +4,8 @@ import { FakeUpstream } from './support/upstream.ts';
 import { ANTHROPIC_KEY, FakeAnthropic } from './support/anthropic-upstream.ts';
 import { FakeResponsesUpstream } from './support/responses-upstream.ts';
 import { apiPath, json, readBody, ScriptedUpstream } from './support/scripted-upstream.ts';
-import { expectUntouched, fundedKey, useGateway } from './support/suite.ts';
+import { msats } from './support/gateway.ts';
+import { expectUntouched, fundedKey, settledSpend, useGateway } from './support/suite.ts';
 
 /**
  * A hostile review of the engine's newer paths: bodies nested deeper than the stack on every
@@ -70,4 +71,33 @@ describe('a body nested deeper than the stack, in a field the door does not read
       expect([res.status, text]).toEqual([400, expect.stringMatching(/invalid_request/)]);
     });
   }
+});
+
+/** Writes `head`, then `bytes` of `x` inside the string `head` left open, then `tail`: an answer too large to keep, never held whole. */
+async function writeHuge(res: ServerResponse, head: string, bytes: number, tail: string): Promise<void> {
+  res.writeHead(200, { 'content-type': 'application/json' });
+  res.write(head);
+  const block = 'x'.repeat(1024 * 1024);
+  for (let n = 0; n < bytes; n += block.length) {
+    if (!res.write(block)) await new Promise((r) => res.once('drain', r));
+  }
+  res.end(tail);
+}
+
+const USAGE = { prompt_tokens: 12, completion_tokens: 30_000, total_tokens: 30_012 };
+
+describe('a whole answer too large to pass on', () => {
+  it('that says it served a dearer model is charged at that model\'s price, as a smaller answer is', async () => {
+    const { key, hash } = await fundedKey(suite.gw, mintUrl, 3_000);
+    const body = JSON.stringify({ model: 'raw-cheap', max_tokens: 30_000, messages: [{ role: 'user', content: 'Hi' }] });
+    const dear = msats(USAGE.prompt_tokens, DEAR.prompt) + msats(USAGE.completion_tokens, DEAR.completion);
+    // A small answer naming the dearer model: billed at its price.
+    raw.script = (res) => json(res, 200, { id: 'c', object: 'chat.completion', model: 'raw-dear', choices: [{ index: 0, message: { role: 'assistant', content: 'x' }, finish_reason: 'length' }], usage: USAGE });
+    expect((await post('/v1/chat/completions', key, body)).status).toBe(200);
+    expect(await settledSpend(suite.gw, hash)).toBe(dear);
+    // The same answer, 40 MB of it: the model is named at its top, before the choices.
+    raw.script = (res) => writeHuge(res, '{"id":"c","object":"chat.completion","model":"raw-dear","choices":[{"index":0,"message":{"role":"assistant","content":"', 40 * 1024 * 1024, `"},"finish_reason":"length"}],"usage":${JSON.stringify(USAGE)}}`);
+    expect((await post('/v1/chat/completions', key, body)).status).toBe(502);
+    expect(await settledSpend(suite.gw, hash)).toBe(2 * dear);
+  });
 });

@@ -6,7 +6,7 @@ import { paying, type Credential } from '../cashu/credential.ts';
 import { inspectToken, type TokenInfo } from '../cashu/token.ts';
 import type { ChildKeyRow, KeyRow, Ledger } from '../ledger/ledger.ts';
 import { SseSplitter, eventData, eventName } from '../upstream/sse.ts';
-import { TopLevelField } from '../upstream/top-field.ts';
+import { TopLevelFields } from '../upstream/top-field.ts';
 import type { UpstreamClient, UpstreamResponse } from '../upstream/client.ts';
 import type { Catalog, ModelEntry } from './catalog.ts';
 import { EngineError, type EngineCode } from './errors.ts';
@@ -498,7 +498,7 @@ export class Engine {
     } catch {
       /* refused below */
     }
-    if (whole && whole.text === undefined) throw await this.#tooLarge(job, exchange, hold, whole.usage, settle);
+    if (whole && whole.text === undefined) throw await this.#tooLarge(job, exchange, hold, whole, settle);
     if (!upstream) throw await this.#fail(hold, new EngineError('upstream_error', 'The upstream answered with a body that is not a JSON object.'));
     const answer = exchange.read(upstream);
     const receipt = await settle(await this.#usage(job, answer.metered), answer.metered);
@@ -510,22 +510,24 @@ export class Engine {
   /**
    * A whole answer too large to pass on is refused with a 502; but the upstream made it, and
    * billed it, so the usage it reports (read from the top of the body as it went by) is charged,
-   * as for any answer the gateway cannot pass on. Without one, nothing is.
+   * as for any answer the gateway cannot pass on, at the price of the model it says it served.
+   * Without one, nothing is.
    */
   async #tooLarge(
-    job: Job, exchange: Exchange, hold: Hold | null, usage: Record<string, unknown> | undefined, settle: (u: Usage, m?: Metered) => Promise<Receipt>,
+    job: Job, exchange: Exchange, hold: Hold | null, top: { usage?: Record<string, unknown> | undefined; model?: string | undefined }, settle: (u: Usage, m?: Metered) => Promise<Receipt>,
   ): Promise<EngineError> {
+    const { usage, model } = top;
     const err = new EngineError('upstream_error', `The upstream's answer is larger than ${MAX_ANSWER_BYTES} bytes, which the gateway does not pass on.`);
     let metered: Metered | undefined;
     try {
       // The exchange reads the usage in its upstream's own terms; the rest of the answer is gone.
-      metered = usage ? exchange.read({ usage }).metered : undefined;
+      metered = usage ? exchange.read(model === undefined ? { usage } : { usage, model }).metered : undefined;
     } catch {
       metered = undefined;
     }
     if (!metered?.usage) return this.#fail(hold, err);
     this.#log.warn({ bytes: MAX_ANSWER_BYTES }, 'upstream answer too large to pass on; its usage is charged');
-    const receipt = await settle(await this.#usage(job, { ...metered, generated: '' }));
+    const receipt = await settle(await this.#usage(job, { ...metered, generated: '' }), metered);
     return receipt.change ? err.withRefund(receipt.change) : err;
   }
 
@@ -683,26 +685,34 @@ function refuseOversized(estimate: Estimate, model: ModelEntry): void {
 
 /**
  * Reads a whole answer up to `max` bytes. A larger one is read to its end all the same, keeping
- * only its top-level `usage` (`text` undefined): what it cost is still to be billed.
+ * only its top-level `usage` and `model` (`text` undefined): what it cost is still to be billed.
  */
-async function readAnswer(body: UpstreamResponse['body'], max: number): Promise<{ text: string; usage?: undefined } | { text?: undefined; usage: Record<string, unknown> | undefined }> {
+async function readAnswer(
+  body: UpstreamResponse['body'], max: number,
+): Promise<{ text: string; usage?: undefined; model?: undefined } | { text?: undefined; usage: Record<string, unknown> | undefined; model: string | undefined }> {
   const chunks: Buffer[] = [];
   // Scanned only once the answer outgrows `max`, from what was kept so far: an ordinary answer
   // is not walked byte by byte.
-  let field: TopLevelField | undefined;
+  let field: TopLevelFields | undefined;
   let n = 0;
   for await (const c of body) {
     n += (c as Buffer).length;
     if (field) field.push(c as Buffer);
     else if (n <= max) chunks.push(c as Buffer);
     else {
-      field = new TopLevelField('usage');
+      field = new TopLevelFields(['usage', 'model']);
       for (const kept of chunks) field.push(kept);
       field.push(c as Buffer);
       chunks.length = 0;
     }
   }
-  return field ? { usage: field.value } : { text: Buffer.concat(chunks).toString('utf8') };
+  if (!field) return { text: Buffer.concat(chunks).toString('utf8') };
+  const usage = field.get('usage');
+  const model = field.get('model');
+  return {
+    usage: usage && typeof usage === 'object' && !Array.isArray(usage) ? (usage as Record<string, unknown>) : undefined,
+    model: typeof model === 'string' ? model : undefined,
+  };
 }
 
 /** No answer within the upstream's time limits (undici's headers or body timeout). */

@@ -1,28 +1,32 @@
 /**
- * Finds one field of a JSON object's top level in a body too large to keep, a chunk at a time,
- * holding only that field's value: a whole answer over the size the gateway reads still says
- * what it cost in its `usage`, which every protocol writes at the top level (after the choices).
- * Strings are walked with their escapes, so text the model wrote (say, `\"usage\":{…}` inside
- * its content) is never taken for the field. The last occurrence wins, as JSON.parse would have it.
+ * Finds fields of a JSON object's top level in a body too large to keep, a chunk at a time,
+ * holding only those fields' values: a whole answer over the size the gateway reads still says
+ * what it cost in its `usage`, which every protocol writes at the top level (after the choices),
+ * and which model made it in its `model`. Strings are walked with their escapes, so text the
+ * model wrote (say, `\"usage\":{…}` inside its content) is never taken for a field. The last
+ * occurrence wins, as JSON.parse would have it. Only an object or a string value is kept.
  */
-export class TopLevelField {
-  readonly #name: string;
+export class TopLevelFields {
+  readonly #names: ReadonlySet<string>;
+  readonly #longest: number;
   readonly #maxValue: number;
   #depth = 0;
   #inString = false;
   #escape = false;
-  /** The string being read at depth 1 (a key, perhaps), while short enough to be the name. */
+  /** The string being read at depth 1 (a key, perhaps), while short enough to be a name. */
   #text: number[] | null = null;
-  /** The last string closed at depth 1, if it was the name. */
-  #keyMatched = false;
-  /** After the name and its colon: the value is next. */
-  #expectValue = false;
+  /** The name the last string closed at depth 1 was, if it was one. */
+  #keyMatched: string | null = null;
+  /** After a name and its colon: its value is next. */
+  #expectValue: string | null = null;
+  #capturing: string | null = null;
   #capture: number[] | null = null;
   #overflow = false;
-  #value: string | undefined;
+  readonly #values = new Map<string, string>();
 
-  constructor(name: string, maxValue = 64 * 1024) {
-    this.#name = name;
+  constructor(names: readonly string[], maxValue = 64 * 1024) {
+    this.#names = new Set(names);
+    this.#longest = Math.max(...names.map((n) => Buffer.byteLength(n)));
     this.#maxValue = maxValue;
   }
 
@@ -30,15 +34,22 @@ export class TopLevelField {
     for (const b of chunk) this.#byte(b);
   }
 
-  /** The field's value parsed, if it was an object the size allowed. */
-  get value(): Record<string, unknown> | undefined {
-    if (this.#value === undefined) return undefined;
+  /** The field's value parsed, if one was found within the size allowed. */
+  get(name: string): unknown {
+    const raw = this.#values.get(name);
+    if (raw === undefined) return undefined;
     try {
-      const v = JSON.parse(this.#value) as unknown;
-      return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+      return JSON.parse(raw) as unknown;
     } catch {
       return undefined;
     }
+  }
+
+  #done(): void {
+    // A value over the size limit is not believed: it is none an upstream writes.
+    if (!this.#overflow && this.#capturing) this.#values.set(this.#capturing, Buffer.from(this.#capture!).toString('utf8'));
+    this.#capture = null;
+    this.#capturing = null;
   }
 
   #byte(b: number): void {
@@ -51,12 +62,17 @@ export class TopLevelField {
       else if (b === 0x5c) this.#escape = true;
       else if (b === 0x22) {
         this.#inString = false;
-        if (this.#text) this.#keyMatched = Buffer.from(this.#text).toString('utf8') === this.#name;
+        if (this.#text) {
+          const s = Buffer.from(this.#text).toString('utf8');
+          this.#keyMatched = this.#names.has(s) ? s : null;
+        }
         this.#text = null;
+        // A string value of a name ends here.
+        if (this.#capture && this.#depth === 1) this.#done();
         return;
       }
       if (this.#text) {
-        if (this.#text.length <= this.#name.length) this.#text.push(b);
+        if (this.#text.length <= this.#longest) this.#text.push(b);
         else this.#text = null;
       }
       return;
@@ -64,33 +80,53 @@ export class TopLevelField {
     // Whitespace changes nothing.
     if (b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09) return;
     if (this.#expectValue) {
-      this.#expectValue = false;
-      // Only an object is a usage; anything else is skipped as any other value.
-      if (b === 0x7b && this.#depth === 1) {
+      const name = this.#expectValue;
+      this.#expectValue = null;
+      // Only an object or a string is kept; anything else is skipped as any other value.
+      if ((b === 0x7b || b === 0x22) && this.#depth === 1) {
+        this.#capturing = name;
         this.#capture = [b];
         this.#overflow = false;
       }
     }
     if (b === 0x22) {
       this.#inString = true;
-      this.#keyMatched = false;
-      this.#text = this.#depth === 1 ? [] : null;
+      this.#keyMatched = null;
+      // A string value being kept is no key.
+      this.#text = this.#depth === 1 && !this.#capture ? [] : null;
       return;
     }
     if (b === 0x3a) {
-      if (this.#depth === 1 && this.#keyMatched) this.#expectValue = true;
-      this.#keyMatched = false;
+      if (this.#depth === 1 && this.#keyMatched) this.#expectValue = this.#keyMatched;
+      this.#keyMatched = null;
       return;
     }
-    this.#keyMatched = false;
+    this.#keyMatched = null;
     if (b === 0x7b || b === 0x5b) this.#depth++;
     else if (b === 0x7d || b === 0x5d) {
       this.#depth--;
-      if (this.#depth === 1 && this.#capture) {
-        // A value over the size limit is not believed: it is none an upstream writes.
-        if (!this.#overflow) this.#value = Buffer.from(this.#capture).toString('utf8');
-        this.#capture = null;
-      }
+      if (this.#depth === 1 && this.#capture) this.#done();
     }
+  }
+}
+
+/** One top-level field whose value is an object (an answer's `usage`). */
+export class TopLevelField {
+  readonly #name: string;
+  readonly #fields: TopLevelFields;
+
+  constructor(name: string, maxValue = 64 * 1024) {
+    this.#name = name;
+    this.#fields = new TopLevelFields([name], maxValue);
+  }
+
+  push(chunk: Uint8Array): void {
+    this.#fields.push(chunk);
+  }
+
+  /** The field's value parsed, if it was an object the size allowed. */
+  get value(): Record<string, unknown> | undefined {
+    const v = this.#fields.get(this.#name);
+    return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
   }
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { TopLevelField } from '../../src/upstream/top-field.ts';
+import { TopLevelField, TopLevelFields } from '../../src/upstream/top-field.ts';
 
 /** The usage of an answer too large to keep, found as it goes by. */
 function usageOf(text: string, chunk = 7, maxValue?: number): Record<string, unknown> | undefined {
@@ -25,5 +25,21 @@ describe('TopLevelField', () => {
 
   it('believes no usage larger than its limit', () => {
     expect(usageOf(`{"usage":{"pad":"${'x'.repeat(100)}"}}`, 7, 50)).toBeUndefined();
+  });
+});
+
+describe('TopLevelFields', () => {
+  it.each([
+    ['a string value, not one in a choice or in text', '{"model":"a","choices":[{"model":"b","text":"\\"model\\":\\"c\\""}],"usage":{"n":1}}', 'a'],
+    ['the last of two, escapes kept', '{"model":"a","model":"x\\"y\\\\","usage":{}}', 'x"y\\'],
+    ['none that is neither string nor object', '{"model":12,"usage":{}}', undefined],
+  ])('finds the top-level model %s, and the usage beside it', (_, text, expected) => {
+    for (const chunk of [1, 7]) {
+      const f = new TopLevelFields(['usage', 'model']);
+      const bytes = Buffer.from(text);
+      for (let i = 0; i < bytes.length; i += chunk) f.push(bytes.subarray(i, i + chunk));
+      expect(f.get('model')).toEqual(expected);
+      expect(f.get('usage')).toEqual(JSON.parse(text).usage);
+    }
   });
 });
