@@ -5,7 +5,7 @@ import { ANTHROPIC_KEY, FakeAnthropic } from './support/anthropic-upstream.ts';
 import { FakeResponsesUpstream } from './support/responses-upstream.ts';
 import { apiPath, json, readBody, ScriptedUpstream } from './support/scripted-upstream.ts';
 import { msats } from './support/gateway.ts';
-import { expectUntouched, fundedKey, settledSpend, useGateway } from './support/suite.ts';
+import { expectUntouched, fundedKey, settledSpend, useGateway, waitFor } from './support/suite.ts';
 
 /**
  * A hostile review of the engine's newer paths: bodies nested deeper than the stack on every
@@ -100,4 +100,33 @@ describe('a whole answer too large to pass on', () => {
     expect((await post('/v1/chat/completions', key, body)).status).toBe(502);
     expect(await settledSpend(suite.gw, hash)).toBe(2 * dear);
   });
+
+  it('that never ends is cut, and charged the most the request could cost, not read forever', async () => {
+    const { key, hash } = await fundedKey(suite.gw, mintUrl, 100);
+    let sent = 0;
+    let closed = false;
+    // An upstream gone wrong: a choice's text that never closes, as fast as the socket takes it.
+    raw.script = async (res) => {
+      res.on('close', () => (closed = true));
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write('{"id":"c","object":"chat.completion","model":"raw-cheap","choices":[{"index":0,"message":{"role":"assistant","content":"');
+      const block = 'x'.repeat(1024 * 1024);
+      while (!closed && sent < 4 * 1024 * 1024 * 1024) {
+        sent += block.length;
+        if (!res.write(block)) await new Promise((r) => (closed ? r(undefined) : res.once('drain', r).once('close', r)));
+      }
+      res.end();
+    };
+    const body = JSON.stringify({ model: 'raw-cheap', max_tokens: 20, messages: [{ role: 'user', content: 'Hi' }] });
+    // What the request reserves, as a stranger is told: the prompt and every token it allows.
+    const priced = await fetch(`${suite.gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    const reserved = ((await priced.json()) as { error: { amount_required_msats: number } }).error.amount_required_msats;
+    expect(reserved).toBeGreaterThanOrEqual(msats(20, CHEAP.completion));
+    const res = await post('/v1/chat/completions', key, body);
+    expect(res.status).toBe(502);
+    // The gateway let go of the upstream.
+    await waitFor(() => (closed ? true : undefined), 'the upstream connection closing', 5_000);
+    expect(sent).toBeLessThan(1024 * 1024 * 1024);
+    expect(await settledSpend(suite.gw, hash)).toBe(reserved);
+  }, 60_000);
 });

@@ -11,7 +11,7 @@ import type { UpstreamClient, UpstreamResponse } from '../upstream/client.ts';
 import type { Catalog, ModelEntry } from './catalog.ts';
 import { EngineError, type EngineCode } from './errors.ts';
 import type { Bill, ClientHeaders, Estimate, Exchange, Metered, ParsedRequest, StreamReader, WireError, WireFormat } from './format.ts';
-import { completionLimit, costOf, reservationFor, type Cost, type Usage } from './pricing.ts';
+import { completionLimit, costOf, mostUsage, reservationFor, type Cost, type Usage } from './pricing.ts';
 import { cheapToCount, countPieces, IMAGE_TOKENS, tokenBound } from './tokens.ts';
 
 /** The refusals that name a price. */
@@ -116,6 +116,13 @@ export function childLeft(child: ChildKeyRow, parent: KeyRow): number {
 const CHARS_PER_CONTEXT_TOKEN = 8;
 /** Largest whole (non-streamed) answer read from an upstream. */
 const MAX_ANSWER_BYTES = 32 * 1024 * 1024;
+/**
+ * Past this a whole answer is no longer read for its usage: the upstream is gone wrong (an answer
+ * that never ends would hold the job, its reservation and a core forever), or the request asked
+ * for more than any usage read here could be trusted to bill (n, max_tokens and logprobs at their
+ * most); either way it is charged what was reserved for it.
+ */
+const MAX_WHOLE_BYTES = 256 * 1024 * 1024;
 /** Largest stream relayed from an upstream; past it the stream is cut and what was generated is billed. */
 const MAX_STREAM_BYTES = 64 * 1024 * 1024;
 /**
@@ -492,7 +499,7 @@ export class Engine {
     let upstream: Record<string, unknown> | undefined;
     let whole: Awaited<ReturnType<typeof readAnswer>> | undefined;
     try {
-      whole = await readAnswer(res.body, MAX_ANSWER_BYTES);
+      whole = await readAnswer(res.body, MAX_ANSWER_BYTES, MAX_WHOLE_BYTES);
       const parsed = whole.text === undefined ? undefined : (JSON.parse(whole.text) as unknown);
       if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) upstream = parsed as Record<string, unknown>;
     } catch {
@@ -514,10 +521,17 @@ export class Engine {
    * Without one, nothing is.
    */
   async #tooLarge(
-    job: Job, exchange: Exchange, hold: Hold | null, top: { usage?: Record<string, unknown> | undefined; model?: string | undefined }, settle: (u: Usage, m?: Metered) => Promise<Receipt>,
+    job: Job, exchange: Exchange, hold: Hold | null, top: { usage?: Record<string, unknown> | undefined; model?: string | undefined; cut?: boolean | undefined }, settle: (u: Usage, m?: Metered) => Promise<Receipt>,
   ): Promise<EngineError> {
     const { usage, model } = top;
     const err = new EngineError('upstream_error', `The upstream's answer is larger than ${MAX_ANSWER_BYTES} bytes, which the gateway does not pass on.`);
+    if (top.cut) {
+      // Its usage, if it ever comes, is not waited for: the most the request could cost is charged.
+      this.#log.warn({ bytes: MAX_WHOLE_BYTES }, 'upstream answer cut unread; what was reserved is charged');
+      const { estimate } = job.request;
+      const receipt = await settle(mostUsage(job.promptTokens, job.maxCompletion, job.model.price, estimate.choices, estimate.longCacheWrites));
+      return receipt.change ? err.withRefund(receipt.change) : err;
+    }
     let metered: Metered | undefined;
     try {
       // The exchange reads the usage in its upstream's own terms; the rest of the answer is gone.
@@ -686,10 +700,13 @@ function refuseOversized(estimate: Estimate, model: ModelEntry): void {
 /**
  * Reads a whole answer up to `max` bytes. A larger one is read to its end all the same, keeping
  * only its top-level `usage` and `model` (`text` undefined): what it cost is still to be billed.
+ * Past `cut` bytes it is no longer read (`cut`).
  */
 async function readAnswer(
-  body: UpstreamResponse['body'], max: number,
-): Promise<{ text: string; usage?: undefined; model?: undefined } | { text?: undefined; usage: Record<string, unknown> | undefined; model: string | undefined }> {
+  body: UpstreamResponse['body'], max: number, cut: number,
+): Promise<
+  { text: string; usage?: undefined; model?: undefined; cut?: undefined } | { text?: undefined; usage: Record<string, unknown> | undefined; model: string | undefined; cut?: boolean }
+> {
   const chunks: Buffer[] = [];
   // Scanned only once the answer outgrows `max`, from what was kept so far: an ordinary answer
   // is not walked byte by byte.
@@ -697,6 +714,10 @@ async function readAnswer(
   let n = 0;
   for await (const c of body) {
     n += (c as Buffer).length;
+    if (n > cut) {
+      body.destroy();
+      return { usage: undefined, model: undefined, cut: true };
+    }
     if (field) field.push(c as Buffer);
     else if (n <= max) chunks.push(c as Buffer);
     else {

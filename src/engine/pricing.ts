@@ -88,6 +88,11 @@ export function completionLimit(requested: number | undefined, price: Price): nu
  * each of the `choices` it asks for. `longCache`: it asks for the 1-hour cache (`longCacheWrites`).
  */
 export function reservationFor(promptTokens: number, maxCompletion: number, price: Price, choices = 1, images = 0, longCache = false): number {
+  return costOf(mostUsage(promptTokens, maxCompletion, price, choices, longCache), price, images).totalMsats;
+}
+
+/** The usage `reservationFor` prices: the most a request can be billed for. */
+export function mostUsage(promptTokens: number, maxCompletion: number, price: Price, choices = 1, longCache = false): Usage {
   // The worst case writes the whole prompt to the cache, when that costs more than reading it
   // plainly: to the 1-hour cache when the request asks for it anywhere.
   const prompt = promptAllowance(promptTokens);
@@ -95,7 +100,7 @@ export function reservationFor(promptTokens: number, maxCompletion: number, pric
   const writes = writeRate > price.promptRate ? prompt : 0;
   const usage: Usage = { promptTokens: prompt, cacheWriteTokens: writes, completionTokens: maxCompletion * choices };
   if (longCache) usage.cacheWrite1hTokens = writes;
-  return costOf(usage, price, images).totalMsats;
+  return usage;
 }
 
 /** Our exact prices, in msats: per token, per request and per image. */
