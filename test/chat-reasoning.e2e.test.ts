@@ -13,7 +13,7 @@ import { clientLeft, fundedKey, settledSpend, useGateway, waitFor } from './supp
  */
 const PRICE = { prompt: 2, completion: 8 };
 // A model per test: what the gateway learns of one must not decide another's test.
-const MODELS = ['o-asked', 'o-asked-mid', 'o-asked-unanswered', 'o-seen', 'o-seen-mid', 'o-messages', 'o-cancelled', 'plain', 'openai/o3', 'o-configured'];
+const MODELS = ['o-asked', 'o-asked-mid', 'o-asked-unanswered', 'o-seen', 'o-seen-mid', 'o-messages', 'o-thinking', 'o-cancelled', 'plain', 'openai/o3', 'o-configured'];
 const prices = Object.fromEntries(MODELS.map((m) => [m, PRICE]));
 const suite = useGateway({
   // 'o-configured' is one the operator says reasons; 'openai/o3' one known to by its id.
@@ -123,6 +123,13 @@ describe('a client that leaves a chat stream of a reasoning model pays for the r
     const body = { model: 'o-messages', max_tokens: 4_096, thinking: { type: 'enabled', budget_tokens: 2_048 } };
     expect(await leave(body, 0, 'message_start', '/v1/messages')).toBe(silentReasoningCost());
     expect(upstream.requests.at(-1)!.body.reasoning_effort).toBe('low');
+  });
+});
+
+describe('asked to reason as Anthropic asks, on the chat door', () => {
+  it("by 'thinking' (Anthropic's OpenAI-compatible endpoint takes it and streams none of the thinking): leaving while it thinks pays its usage", async () => {
+    const body = { model: 'o-thinking', thinking: { type: 'enabled', budget_tokens: 2_048 } };
+    expect(await leave(body, 0, '"role":"assistant"')).toBe(silentReasoningCost());
   });
 });
 

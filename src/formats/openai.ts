@@ -80,13 +80,16 @@ export function generatedOf(choices: unknown, key: 'message' | 'delta'): string 
 /**
  * Whether a chat request asks its model to reason: OpenAI's `reasoning_effort` (any value but
  * `none`: `minimal` still reasons, a little), OpenRouter's `reasoning` unless it turns it off
- * (`exclude` hides it, it does not stop it), or OpenRouter's older `include_reasoning`.
+ * (`exclude` hides it, it does not stop it), OpenRouter's older `include_reasoning`, or
+ * Anthropic's `thinking` unless disabled (its OpenAI-compatible endpoint, which streams none of it).
  */
 function asksReasoning(body: Record<string, unknown>): boolean {
   const effort = body.reasoning_effort;
   if (typeof effort === 'string' && effort !== 'none') return true;
   const r = body.reasoning as Record<string, unknown> | null | undefined;
   if (r && typeof r === 'object' && r.enabled !== false && r.effort !== 'none') return true;
+  const t = body.thinking as Record<string, unknown> | null | undefined;
+  if (t && typeof t === 'object' && t.type !== 'disabled') return true;
   return body.include_reasoning === true;
 }
 

@@ -12,6 +12,11 @@ describe('a chat request asks its model to reason', () => {
     for (const reasoning of [{ enabled: false }, { effort: 'none' }, null]) expect(chatReasoning({ reasoning }).reasons).toBe(false);
   });
 
+  it("by Anthropic's thinking, unless disabled", () => {
+    for (const thinking of [{ type: 'enabled', budget_tokens: 1_024 }, { type: 'adaptive' }]) expect(chatReasoning({ thinking }).reasons).toBe(true);
+    for (const thinking of [{ type: 'disabled' }, null]) expect(chatReasoning({ thinking }).reasons).toBe(false);
+  });
+
   it("by OpenRouter's include_reasoning; a request saying nothing does not ask, and a chat upstream may hide it either way", () => {
     expect(chatReasoning({ include_reasoning: true }).reasons).toBe(true);
     expect(chatReasoning({ include_reasoning: false })).toEqual({ hidesReasoning: true, reasons: false });
