@@ -33,7 +33,10 @@ export async function startMint(
   const port = opts.port ?? (await freePort());
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'nutshell-'));
   const log = openSync(join(dir, 'mint.log'), 'a');
-  const proc = spawn(bin, [], {
+  // uvicorn drops an idle connection after 5 s; a client whose event loop was busy for that long
+  // (a test scanning a 256 MB answer in-process) would then send on a socket already closed. A
+  // minute, as proxies in front of real mints keep them, leaves the closing to the client.
+  const proc = spawn(bin, ['--timeout-keep-alive=60'], {
     cwd: dir,
     stdio: ['ignore', log, log],
     env: {
