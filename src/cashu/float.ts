@@ -16,6 +16,9 @@ export const FLOAT_TOP = 128;
 /** The float grows to at most this many proofs of a denomination when payouts outrun its refills. */
 export const FLOAT_MAX = 64;
 
+/** Refills of one mint's float under way at once, when payouts outrun one at a time. */
+const MAX_REFILLS = 3;
+
 /**
  * The change float: `changeFloat` unlocked proofs of each of 1, 2, 4 … FLOAT_TOP at each mint,
  * so change after a request (a P2PK-locked one above all, which asks the mint nothing to be taken)
@@ -28,12 +31,15 @@ export class ChangeFloat {
   readonly #p: Parts;
   readonly #delayMs: number;
   readonly #timers = new Map<string, NodeJS.Timeout>();
-  readonly #running = new Map<string, Promise<void>>();
+  readonly #running = new Map<string, Set<Promise<void>>>();
   readonly #again = new Set<string>();
   /** Proofs of each denomination to keep, by mint and unit, once the configured float ran short. */
   readonly #target = new Map<string, number>();
-  /** Payouts since the float of a mint and unit was last counted by a refill. */
-  readonly #paid = new Map<string, number>();
+  /** Payouts from the float of a mint and unit so far, and how many there had been when its latest refill started. */
+  readonly #payouts = new Map<string, number>();
+  readonly #lastStart = new Map<string, number>();
+  /** Proofs that refills under way will add, by denomination: counted as held by the next one. */
+  readonly #coming = new Map<string, Map<number, number>>();
   #stopped = false;
 
   constructor(parts: Parts, delayMs: number) {
@@ -49,31 +55,43 @@ export class ChangeFloat {
   soon(mint: string, unit: Unit, payouts = 1): void {
     if (this.#p.changeFloat <= 0 || this.#stopped) return;
     const at = `${unit} ${mint}`;
-    const paid = (this.#paid.get(at) ?? 0) + payouts;
-    this.#paid.set(at, paid);
-    // A quarter of the float paid out is no trickle to batch: the refill starts now, so that
-    // the rest of the float lasts through its mint round trip.
-    const low = paid >= Math.max(1, this.target(mint, unit) / 4);
-    if (this.#running.has(at)) {
+    const total = (this.#payouts.get(at) ?? 0) + payouts;
+    this.#payouts.set(at, total);
+    // A quarter of the float paid out since the last refill began is no trickle to batch: the next
+    // starts now, beside one still under way if need be, so the rest lasts through its round trip.
+    const low = total - (this.#lastStart.get(at) ?? 0) >= Math.max(1, this.target(mint, unit) / 4);
+    const running = this.#running.get(at)?.size ?? 0;
+    if (running > 0 && !(low && running < MAX_REFILLS)) {
       this.#again.add(at);
       return;
     }
     const timer = this.#timers.get(at);
     if (timer && !low) return;
     clearTimeout(timer);
-    const next = setTimeout(() => {
-      this.#timers.delete(at);
-      const run = this.#refill(mint, unit)
-        .catch((e: Error) => this.#p.log.error({ mint, err: e.message }, 'change float refill failed'))
-        .finally(() => {
-          this.#running.delete(at);
-          this.#grow(at);
-          if (this.#again.delete(at)) this.soon(mint, unit, 0);
-        });
-      this.#running.set(at, run);
-    }, low ? 0 : this.#delayMs);
+    const next = setTimeout(() => this.#start(mint, unit), low ? 0 : this.#delayMs);
     next.unref();
     this.#timers.set(at, next);
+  }
+
+  #start(mint: string, unit: Unit): void {
+    const at = `${unit} ${mint}`;
+    this.#timers.delete(at);
+    const from = this.#payouts.get(at) ?? 0;
+    this.#lastStart.set(at, from);
+    const runs = this.#running.get(at) ?? new Set();
+    this.#running.set(at, runs);
+    const run: Promise<void> = this.#refill(mint, unit)
+      .catch((e: Error) => this.#p.log.error({ mint, err: e.message }, 'change float refill failed'))
+      .finally(() => {
+        runs.delete(run);
+        if (runs.size === 0) this.#running.delete(at);
+        // A float grown is filled to its new size, as one that payouts drained meanwhile is.
+        if ((this.#grow(at, (this.#payouts.get(at) ?? 0) - from) || this.#again.has(at)) && !this.#running.has(at)) {
+          this.#again.delete(at);
+          this.soon(mint, unit, 0);
+        }
+      });
+    runs.add(run);
   }
 
   /**
@@ -81,13 +99,14 @@ export class ChangeFloat {
    * its low mark to outlast the next one. Growing to four times that, before the float runs dry
    * rather than after, keeps payouts off the mint at whatever rate and latency they come.
    */
-  #grow(at: string): void {
-    const during = this.#paid.get(at) ?? 0;
+  #grow(at: string, during: number): boolean {
     const now = this.#target.get(at) ?? this.#p.changeFloat;
-    if (4 * during <= now) return;
+    if (4 * during <= now) return false;
     let next = now;
     while (next < 4 * during) next *= 2;
-    this.#target.set(at, Math.min(Math.max(now, FLOAT_MAX), next));
+    next = Math.min(Math.max(now, FLOAT_MAX), next);
+    this.#target.set(at, next);
+    return next > now;
   }
 
   /**
@@ -113,7 +132,7 @@ export class ChangeFloat {
   /** Resolves once no refill is scheduled or running: the wallet's background work has settled. */
   async idle(): Promise<void> {
     while (this.#timers.size || this.#running.size) {
-      if (this.#running.size) await Promise.all(this.#running.values());
+      if (this.#running.size) await Promise.all([...this.#running.values()].flatMap((r) => [...r]));
       else await new Promise((r) => setTimeout(r, this.#delayMs));
     }
   }
@@ -122,32 +141,48 @@ export class ChangeFloat {
     this.#stopped = true;
     for (const t of this.#timers.values()) clearTimeout(t);
     this.#timers.clear();
-    await Promise.all(this.#running.values());
+    await Promise.all([...this.#running.values()].flatMap((r) => [...r]));
   }
 
   async #refill(mint: string, unit: Unit): Promise<void> {
-    const { ledger, log, mints, journal, p2pk } = this.#p;
-    // What is paid out from here on is what this refill does not see.
-    this.#paid.set(`${unit} ${mint}`, 0);
+    const { ledger, mints } = this.#p;
     if (mints.isDown(mint)) return;
     const wallet = await mints.wallet(mint, unit);
     const keyset = wallet.keyChain.getCheapestKeyset();
     const counts = await ledger.unspentCounts(mint, unit);
+    const at = `${unit} ${mint}`;
+    const coming = this.#coming.get(at) ?? new Map<number, number>();
+    this.#coming.set(at, coming);
     const opId = randomUUID();
     let wanted: number[] = [];
     let inputs: StoredProof[] = [];
-    // A grown float the spare proofs cannot fill is filled to the configured size at least.
-    for (const target of new Set([this.target(mint, unit), this.#p.changeFloat])) {
-      wanted = [];
-      for (const d of Object.keys(keyset.keys).map(Number).sort((a, b) => a - b)) {
-        if (d > FLOAT_TOP) break;
-        for (let n = counts.get(d) ?? 0; n < target; n++) wanted.push(d);
+    const book = (sign: 1 | -1) => {
+      for (const d of wanted) coming.set(d, (coming.get(d) ?? 0) + sign);
+    };
+    try {
+      // A grown float the spare proofs cannot fill is filled to the configured size at least.
+      for (const target of new Set([this.target(mint, unit), this.#p.changeFloat])) {
+        book(-1);
+        wanted = [];
+        for (const d of Object.keys(keyset.keys).map(Number).sort((a, b) => a - b)) {
+          if (d > FLOAT_TOP) break;
+          for (let n = (counts.get(d) ?? 0) + (coming.get(d) ?? 0); n < target; n++) wanted.push(d);
+        }
+        if (wanted.length === 0) return;
+        // Booked before the pick awaits, so a refill starting meanwhile does not ask for the same.
+        book(1);
+        inputs = await ledger.startRefill({ opId, mint, unit, amount: wanted.reduce((a, b) => a + b, 0), above: FLOAT_TOP });
+        if (inputs.length > 0) break;
       }
-      if (wanted.length === 0) return;
-      inputs = await ledger.startRefill({ opId, mint, unit, amount: wanted.reduce((a, b) => a + b, 0), above: FLOAT_TOP });
-      if (inputs.length > 0) break;
+      if (inputs.length === 0) return;
+      await this.#swap(wallet, mint, opId, inputs, wanted);
+    } finally {
+      book(-1);
     }
-    if (inputs.length === 0) return;
+  }
+
+  async #swap(wallet: Wallet, mint: string, opId: string, inputs: StoredProof[], wanted: number[]): Promise<void> {
+    const { ledger, log, journal, p2pk } = this.#p;
     let preview: SwapPreview;
     try {
       // What the inputs keep after the fee: the smallest missing proofs first, the rest as usual.
