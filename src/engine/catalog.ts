@@ -7,12 +7,39 @@ import { imageTokensFor } from './tokens.ts';
 
 /**
  * Models that reason in every answer unless told otherwise, by their id (an upstream's prefix
- * such as `openai/` and a date allowed): OpenAI's o-series, and gpt-5 and its mini and nano
- * (effort "medium" by default). gpt-5.1 and later default to none; chat variants never reason.
+ * such as `openai/` or `models/`, and a date, allowed). Each is a model whose provider documents
+ * thinking as on when a request says nothing of it:
+ * - OpenAI's o-series, with OpenRouter's effort suffixes (`o3-mini-high`) and deep research;
+ *   gpt-5 and its mini and nano (effort "medium" by default). gpt-5.1 and later default to none;
+ *   chat variants never reason.
+ * - gpt-oss (effort "medium" by default, never off).
+ * - Gemini 2.5 Pro and Flash (dynamic thinking, `thinkingBudget: -1`, by default) and Gemini 3's
+ *   Pro and Flash (`thinking_level` "high" by default; Pro's cannot be turned off), also on
+ *   Google's OpenAI-compatible endpoint. Not Flash-Lite (2.5's thinks only when asked, 3.5's
+ *   at "minimal") and not the image, TTS or live models.
+ * - Grok 4 and its reasoning variants (never `-non-reasoning`), grok-3-mini and
+ *   grok-code-fast: xAI's reasoning models.
+ * - DeepSeek's reasoner (R1 and its distills), QwQ, and Qwen3's `-Thinking` models: they think
+ *   in every answer. Hybrid Qwen3 ids are not here: whether they think unasked is the host's choice.
  * The first request of such a model must not be left cheaply before its usage teaches the rest.
  */
+const REASONERS: readonly RegExp[] = [
+  /(^|\/)o[134](-mini|-pro|-preview)?(-low|-medium|-high)?(-deep-research)?(-\d{4}-\d{2}-\d{2})?$/,
+  /(^|\/)gpt-5(-mini|-nano|-pro)?(-\d{4}-\d{2}-\d{2})?$/,
+  /(^|\/)gpt-oss[-:](20b|120b)([-.:][\w.:-]*)?$/i,
+  /(^|\/)gemini-(2\.5|3(\.\d+)?)-(pro|flash)(-preview|-exp)?(-\d{2}-\d{2,4})?(-latest)?$/,
+  /(^|\/)gemini-(pro|flash)-latest$/,
+  /(^|\/)grok-4(\.\d+|-\d)?(-\d{4})?(-latest|-reasoning|-fast-reasoning)?$/,
+  /(^|\/)grok-3-mini(-fast)?(-beta|-latest)?$/,
+  /(^|\/)grok-code-fast(-1)?(-\d{4})?$/,
+  /(^|\/)deepseek-(reasoner|r1)([-.:][\w.:-]*)?$/i,
+  /(^|\/)qwq([-.:][\w.:-]*)?$/i,
+  /(^|\/)qwen3[\w.-]*(?<!-non)-thinking([-.:][\w.:-]*)?$/i,
+];
+
+/** Whether `id` names a model that reasons unasked (REASONERS). */
 export function reasonsByDefault(id: string): boolean {
-  return /(^|\/)o[134](-mini|-pro)?(-\d{4}-\d{2}-\d{2})?$/.test(id) || /(^|\/)gpt-5(-mini|-nano|-pro)?(-\d{4}-\d{2}-\d{2})?$/.test(id);
+  return REASONERS.some((pattern) => pattern.test(id));
 }
 
 export interface ModelEntry {

@@ -8,4 +8,58 @@ describe('reasonsByDefault', () => {
     expect(yes.filter((id) => !reasonsByDefault(id))).toEqual([]);
     expect(no.filter((id) => reasonsByDefault(id))).toEqual([]);
   });
+
+  it('knows the o-series with suffixes, and gpt-oss', () => {
+    const yes = [
+      'o1-mini', 'o1-preview', 'o1-preview-2024-09-12', 'openai/o3-mini-high', 'openai/o4-mini-high', 'o3-mini-low', 'o3-deep-research',
+      'o4-mini-deep-research-2025-06-26', 'gpt-oss-120b', 'openai/gpt-oss-20b', 'gpt-oss:20b', 'openai/gpt-oss-120b:free',
+    ];
+    const no = ['o3-mini-x', 'o2', 'o5-mini', 'gpt-oss', 'gpt-ossify-7b', 'o4-mini-higher'];
+    expect(yes.filter((id) => !reasonsByDefault(id))).toEqual([]);
+    expect(no.filter((id) => reasonsByDefault(id))).toEqual([]);
+  });
+
+  it('knows the Gemini models that think by default, and not Flash-Lite or the image, audio and old models', () => {
+    const yes = [
+      'gemini-2.5-pro', 'gemini-2.5-flash', 'google/gemini-2.5-pro', 'models/gemini-2.5-flash', 'openrouter/google/gemini-2.5-flash',
+      'gemini-2.5-pro-preview-06-05', 'gemini-2.5-flash-preview-09-2025', 'gemini-2.5-pro-exp-03-25', 'gemini-3-pro-preview',
+      'gemini-3-flash-preview', 'google/gemini-3.1-pro-preview', 'gemini-flash-latest', 'gemini-pro-latest',
+    ];
+    const no = [
+      'gemini-2.5-flash-lite', 'gemini-2.5-flash-lite-preview-06-17', 'gemini-3.1-flash-lite-preview', 'gemini-flash-lite-latest',
+      'gemini-2.5-flash-image', 'gemini-2.5-flash-preview-tts', 'gemini-2.5-flash-native-audio-preview-09-2025', 'gemini-3-pro-image-preview',
+      'gemini-2.0-flash', 'gemini-1.5-pro', 'gemini-pro', 'gemini-flash', 'gemini-embedding-001',
+    ];
+    expect(yes.filter((id) => !reasonsByDefault(id))).toEqual([]);
+    expect(no.filter((id) => reasonsByDefault(id))).toEqual([]);
+  });
+
+  it('knows the Grok reasoning models, and not their non-reasoning variants or grok-3', () => {
+    const yes = [
+      'grok-4', 'grok-4-0709', 'grok-4-latest', 'xai/grok-4', 'x-ai/grok-4', 'grok-4-fast-reasoning', 'grok-4-1-fast-reasoning',
+      'grok-4.20-reasoning', 'grok-4.20-0309-reasoning', 'grok-4.3', 'grok-3-mini', 'grok-3-mini-fast', 'grok-3-mini-beta', 'xai/grok-3-mini',
+      'grok-code-fast-1', 'x-ai/grok-code-fast-1',
+    ];
+    const no = [
+      'grok-4-fast-non-reasoning', 'grok-4-1-fast-non-reasoning', 'grok-4.20-non-reasoning', 'grok-4.20-0309-non-reasoning', 'grok-3',
+      'grok-3-fast', 'grok-3-latest', 'grok-2-vision-1212', 'grok-40',
+    ];
+    expect(yes.filter((id) => !reasonsByDefault(id))).toEqual([]);
+    expect(no.filter((id) => reasonsByDefault(id))).toEqual([]);
+  });
+
+  it('knows DeepSeek R1, QwQ and Qwen3 Thinking, in any case, and not their chat or instruct models', () => {
+    const yes = [
+      'deepseek-reasoner', 'deepseek-r1', 'deepseek/deepseek-r1', 'deepseek/deepseek-r1:free', 'deepseek-ai/DeepSeek-R1', 'deepseek-r1-0528',
+      'deepseek-ai/DeepSeek-R1-Distill-Llama-70B', 'deepseek-r1-distill-qwen-32b', 'deepseek-r1:8b', 'qwq-32b', 'Qwen/QwQ-32B', 'qwq-plus',
+      'qwen/qwq-32b:free', 'qwq:32b', 'Qwen/Qwen3-235B-A22B-Thinking-2507', 'qwen3-next-80b-a3b-thinking', 'Qwen/Qwen3-VL-235B-A22B-Thinking',
+      'qwen/qwen3-30b-a3b-thinking-2507', 'Qwen/Qwen3-235B-A22B-Thinking-2507-FP8',
+    ];
+    const no = [
+      'deepseek-chat', 'deepseek-v3', 'deepseek-ai/DeepSeek-V3.1', 'deepseek-r10', 'qwen3-235b-a22b-instruct-2507', 'Qwen/Qwen3-Coder-480B-A35B-Instruct',
+      'qwen3-next-80b-a3b-non-thinking', 'qwen2.5-72b-instruct', 'qwen-max', 'qwqx',
+    ];
+    expect(yes.filter((id) => !reasonsByDefault(id))).toEqual([]);
+    expect(no.filter((id) => reasonsByDefault(id))).toEqual([]);
+  });
 });
