@@ -21,8 +21,14 @@ const sink = new Writable({
 const suite = useGateway({
   env: {
     UPSTREAM_API_KEY: UPSTREAM_KEY,
-    // Models that bill an image far above the usual allowance: one known by its id, one the operator sets.
-    MODEL_PRICES: JSON.stringify({ ...PRICES, 'openai/gpt-4o-mini': { prompt: 1, completion: 1 }, 'vision-x': { prompt: 1, completion: 1, image_tokens: 9000 } }),
+    // Models that bill an image far above the usual allowance: some known by their id, one the operator sets.
+    MODEL_PRICES: JSON.stringify({
+      ...PRICES,
+      'openai/gpt-4o-mini': { prompt: 1, completion: 1 },
+      'Qwen/Qwen2.5-VL-72B-Instruct': { prompt: 1, completion: 1 },
+      'mistralai/pixtral-12b': { prompt: 1, completion: 1 },
+      'vision-x': { prompt: 1, completion: 1, image_tokens: 9000 },
+    }),
   },
   log: pino({ level: 'info' }, sink),
   reset: () => {
@@ -174,7 +180,14 @@ describe('4a. a body nested deeper than the stack', () => {
 });
 
 describe('4b. an image is reserved at what its model may bill for it', () => {
-  for (const [model, perImage] of [['openai/gpt-4o-mini', 2833 + 5667 * 8], ['vision-x', 9000], ['gpt-test', 1600]] as const) {
+  for (const [model, perImage] of [
+    ['openai/gpt-4o-mini', 2833 + 5667 * 8],
+    // Open vision models bill an image in the thousands of tokens (Qwen2.5-VL up to 16,384).
+    ['Qwen/Qwen2.5-VL-72B-Instruct', 16384],
+    ['mistralai/pixtral-12b', 4160],
+    ['vision-x', 9000],
+    ['gpt-test', 1600],
+  ] as const) {
     it(`names ${perImage} tokens an image for ${model}: a token short of that is refused, unspent, nothing booked`, async () => {
       const image = { type: 'image_url', image_url: { url: 'https://example.com/a.png', detail: 'high' } };
       const body = { model, max_tokens: 1, messages: [{ role: 'user', content: [{ type: 'text', text: 'Describe.' }, image, image] }] };

@@ -12,6 +12,15 @@ export const IMAGE_TOKENS = 1600;
  * - OpenAI's patch-billed minis and nanos (gpt-4.1-mini/nano, o4-mini, gpt-5-mini/nano): 1,536
  *   patches at most, times 1.62 (mini), 1.72 (o4-mini) or 2.46 (nano).
  * - Llama vision models as Together bills them: up to 2×2 tiles of 1,601.
+ * - Qwen2-VL, Qwen2.5-VL and Qwen3-VL: a token per 28×28 px (Qwen3-VL: 32×32) up to their
+ *   processors' default max_pixels (12,845,056 = 16,384 × 28², Qwen3-VL 16,777,216 = 16,384 × 32²),
+ *   so 16,384 tokens, plus the vision start and end tokens (the models' cards and preprocessor configs).
+ * - Pixtral: 16×16-px patches of an image up to 1024×1024, 64×64, plus a break token a row
+ *   (Mistral's Pixtral 12B announcement and tokenizer): 4,160.
+ * - Llama 4: up to 16 tiles of 336 px and a global one, 144 tokens each (24×24 patches of 14 px,
+ *   pixel-shuffled 4 to 1; Llama4ImageProcessor's max_patches 16): 2,448.
+ * - InternVL: up to 12 tiles of 448 px and a thumbnail, 256 tokens each (the InternVL 2.5/3
+ *   cards' `max_num=12`, `use_thumbnail`): 3,328.
  * An operator sets any other model's with `image_tokens` in MODEL_PRICES.
  */
 const DEAR_IMAGES: ReadonlyArray<readonly [RegExp, number]> = [
@@ -19,7 +28,11 @@ const DEAR_IMAGES: ReadonlyArray<readonly [RegExp, number]> = [
   [/nano/, Math.ceil(1536 * 2.46)],
   [/o4-mini/, Math.ceil(1536 * 1.72)],
   [/gpt-(4\.1|5[.\d]*)-mini/, Math.ceil(1536 * 1.62)],
+  [/llama-?4(?!\d)/i, 17 * 144],
   [/llama.*vision|vision.*llama/i, 4 * 1601],
+  [/qwen(2(\.5)?|3)-vl/i, 16384 + 2],
+  [/pixtral/i, 64 * 64 + 64],
+  [/internvl/i, 13 * 256],
 ];
 
 /** The most one image in a prompt may bill at this model. */

@@ -70,6 +70,11 @@ describe('imageTokensFor', () => {
       ['gpt-4o-mini', 48169], ['openai/gpt-4o-mini-2024-07-18', 48169], ['gpt-4.1-nano', 3779], ['openai/gpt-5-nano', 3779],
       ['o4-mini', 2642], ['gpt-4.1-mini', 2489], ['gpt-5-mini', 2489], ['gpt-5.1-mini', 2489],
       ['meta-llama/Llama-3.2-90B-Vision-Instruct-Turbo', 6404],
+      ['Qwen/Qwen2.5-VL-72B-Instruct', 16386], ['qwen2.5-vl-7b-instruct', 16386], ['Qwen/Qwen3-VL-235B-A22B-Thinking', 16386],
+      ['openrouter/qwen/qwen2-vl-72b-instruct', 16386], ['mistralai/pixtral-12b', 4160], ['pixtral-large-latest', 4160],
+      ['meta-llama/Llama-4-Maverick-17B-128E-Instruct-FP8', 2448], ['meta-llama/llama-4-scout', 2448], ['llama4:scout', 2448],
+      ['OpenGVLab/InternVL3-78B', 3328], ['internvl2_5-8b', 3328],
+      ['qwen2.5-72b-instruct', 1600], ['qwen3-235b-a22b', 1600], ['mistral-large-latest', 1600], ['meta-llama/Llama-3.3-70B-Instruct', 1600], ['llama-405b', 1600],
       ['gpt-4o', 1600], ['gpt-4.1', 1600], ['claude-sonnet-4-5', 1600], ['o3', 1600], ['gpt-test', 1600],
     ];
     expect(cases.map(([id]) => [id, imageTokensFor(id)])).toEqual(cases);
