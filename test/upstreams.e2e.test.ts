@@ -135,6 +135,27 @@ describe('several upstreams from a config file', () => {
     }
   });
 
+  it("does not fail over after a proxy's timeout (504, 524): the upstream behind it may still make and bill the answer", async () => {
+    const cases: Array<{ mode: 'fail_504' | 'fail_524'; stream: boolean }> = [
+      { mode: 'fail_504', stream: false },
+      { mode: 'fail_504', stream: true },
+      { mode: 'fail_524', stream: false },
+      { mode: 'fail_524', stream: true },
+    ];
+    for (const c of cases) {
+      const what = `${c.mode}${c.stream ? ', streamed' : ''}`;
+      const [aBefore, bBefore] = [a.requests.length, b.requests.length];
+      a.modes.push(c.mode);
+      const token = await mintToken(mintUrl, 40);
+      const res = await send(suite.gw, bearer(token), { model: 'gpt-test', messages: [{ role: 'user', content: 'route me' }], max_tokens: 3, stream: c.stream });
+      const body = (await res.json()) as { error?: { code: string } };
+      expect([what, res.status, body.error?.code]).toEqual([what, 502, 'upstream_error']);
+      expect([what, a.requests.length - aBefore, b.requests.length - bBefore]).toEqual([what, 1, 0]);
+      // Released as for any upstream error: the client got no answer.
+      await expectWhole(sha256Hex(token));
+    }
+  });
+
   it('fails over when the first upstream is down altogether', async () => {
     const dead = join(mkdtempSync(join(tmpdir(), 'upstreams-')), 'dead.json');
     writeFileSync(

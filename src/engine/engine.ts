@@ -451,7 +451,8 @@ export class Engine {
    * a connection never made (nothing was sent), or a 5xx, a 429 or a refusal of the operator's
    * key. All of that is before the first byte reaches the client, so failover is invisible to
    * it. A timeout or a connection lost once the request was sent is not tried elsewhere: that
-   * upstream may be making (and billing) the answer, and a second one would bill it again.
+   * upstream may be making (and billing) the answer, and a second one would bill it again; nor is
+   * a proxy's timeout in front of it (a 504 or a 524), for the same reason.
    * `stop` is looked at before each upstream is tried; `abort` stops the request itself.
    */
   async #call(
@@ -482,6 +483,9 @@ export class Engine {
       // A request refused as such (a 4xx we pass on as one) would be refused by the next upstream
       // too; a refusal of our key (401, 403), a 429 or a 5xx is this upstream's problem.
       if (failure.upstreamStatus !== undefined) break;
+      // But a 504 or a 524 is a proxy that stopped waiting: the upstream behind it has the
+      // request and may still be making (and billing) the answer, as after our own timeout.
+      if (PROXY_TIMEOUTS.has(res.statusCode)) break;
     }
     throw await this.#fail(hold, failure ?? new EngineError('client_closed_request', 'The client closed the request.'));
   }
@@ -756,6 +760,9 @@ async function readText(body: UpstreamResponse['body'], max: number): Promise<st
   }
   return Buffer.concat(chunks).toString('utf8');
 }
+
+/** A gateway's or a proxy's timeout in front of the upstream: nginx's 504, Cloudflare's 524. */
+const PROXY_TIMEOUTS: ReadonlySet<number> = new Set([504, 524]);
 
 /** An upstream's refusal as the client may see it: the status, and a message with nothing secret in it. */
 function upstreamError(status: number, text: string): EngineError {

@@ -11,6 +11,9 @@ export type Mode =
   | 'fail_500'
   | 'fail_400'
   | 'fail_401'
+  /** A proxy's timeouts, as nginx (504) and Cloudflare (524) send them: HTML, the upstream behind still at work. */
+  | 'fail_504'
+  | 'fail_524'
   | 'cut'
   | 'slow'
   | 'stall'
@@ -124,6 +127,12 @@ export class FakeUpstream extends ScriptedUpstream<Mode, Recorded> {
     // Accept the request and never answer, until the caller gives up.
     if (mode === 'stall') return;
     if (mode === 'fail_500') return json(res, 500, { error: { message: 'upstream exploded', type: 'server_error' } });
+    if (mode === 'fail_504' || mode === 'fail_524') {
+      const status = mode === 'fail_504' ? 504 : 524;
+      res.writeHead(status, { 'content-type': 'text/html' });
+      res.end(status === 504 ? '<html><head><title>504 Gateway Time-out</title></head><body><center><h1>504 Gateway Time-out</h1></center></body></html>' : '<html><body>Error 524: A timeout occurred</body></html>');
+      return;
+    }
     if (mode === 'fail_500_echo_key') {
       const key = (req.headers.authorization ?? '').replace(/^Bearer /, '');
       return json(res, 500, { error: { message: `proxy error: upstream rejected request signed with ${key} (Authorization: Bearer ${key})`, type: 'server_error' } });
