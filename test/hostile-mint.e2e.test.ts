@@ -1,11 +1,12 @@
 import { describe, expect, inject, it } from 'vitest';
-import { getDecodedToken, getPubKeyFromPrivKey } from '@cashu/cashu-ts';
+import { getDecodedToken, getEncodedToken, getPubKeyFromPrivKey } from '@cashu/cashu-ts';
 import { CountingProxy } from './support/counting-proxy.ts';
 import { lockedToken, mintToken, proofStates, receive, relabel, wallet } from './support/cashu.ts';
-import { TEST_P2PK_PRIVKEY } from './support/gateway.ts';
+import { PRICES, TEST_P2PK_PRIVKEY, expectDrained, expectMoneyConserved, startGateway } from './support/gateway.ts';
 import { externalInvoice } from './support/invoice.ts';
 import { bearer, chat, expectUntouched, fundedKey, useGateway } from './support/suite.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
+import { toProof } from '../src/cashu/proofs.ts';
 
 /**
  * A broken mint, made of the real one behind a proxy that refuses a path, or forwards a call and
@@ -222,5 +223,49 @@ describe('a journaled swap that keeps nothing (its inputs worth no more than the
     expect(await suite.gw.ledger.heldProofs(proxy.url, 'sat')).toContainEqual(expect.objectContaining({ secret: proof!.secret }));
     expect(await suite.gw.wallets.sweepLocked()).toBe(1);
     expect(await proofStates(suite.mintUrl, await direct(token))).toEqual(['SPENT']);
+  });
+});
+
+describe('a held proof the mint says is spent (spent elsewhere, behind the gateway\'s back)', () => {
+  it('is written off when a refund swap picking it is refused, and the refund is paid at once from other proofs', async () => {
+    // A gateway of its own, with no change float: what it holds is exactly what was paid in.
+    const gw = await startGateway(suite.mintUrl, suite.upstream, { CHANGE_FLOAT_PROOFS: '0' });
+    try {
+      const refundOn = async (key: string) => {
+        const res = await fetch(`${gw.url}/v1/balance/refund`, { method: 'POST', headers: { 'content-type': 'application/json', ...bearer(key) }, body: '{}' });
+        return { status: res.status, json: (await res.json()) as RefundJson };
+      };
+      // Key c pays for a long prompt (over 2 sats, so the loss below stays within the earnings).
+      const c = await fundedKey(gw, suite.mintUrl, 8);
+      expect((await chat(gw, bearer(c.key), { max_tokens: 1, messages: [{ role: 'user', content: 'word '.repeat(1000) }] })).status).toBe(200);
+      // Key a: 6 sats less an answer. Its refund of 5 sats takes the 4 and the 2 (no exact set,
+      // and the fewest that cover it): a swap that needs both.
+      const a = await fundedKey(gw, suite.mintUrl, 6);
+      expect((await chat(gw, bearer(a.key), { max_tokens: 1 })).status).toBe(200);
+      const balance = (await gw.ledger.getKey(a.hash))!.balance;
+      expect(Math.floor(balance / 1000)).toBe(5);
+      const held = await gw.ledger.heldProofs(suite.mintUrl, 'sat');
+      expect(held.map((p) => p.amount).sort((x, y) => x - y)).toEqual([2, 4, 8]);
+      // The 2 is spent at the mint by someone else (the operator's wallet, say): the gateway is not told.
+      const stolen = held.find((p) => p.amount === 2)!;
+      expect(await receive(suite.mintUrl, getEncodedToken({ mint: suite.mintUrl, unit: 'sat', proofs: [toProof(stolen)] }))).toBe(2);
+      const before = await gw.ledger.totals();
+
+      // The mint refuses the swap (an input is spent): the gateway asks it (NUT-07) which, books
+      // that one as lost, and pays the refund from the others.
+      const r = await refundOn(a.key);
+      expect([r.status, r.json.sats, r.json.error?.code]).toEqual([200, '5', undefined]);
+      expect(await receive(suite.mintUrl, r.json.token!)).toBe(5);
+      const k = (await gw.ledger.getKey(a.hash))!;
+      expect([k.balance, k.reserved]).toEqual([balance % 1000, 0]);
+      expect(await gw.ledger.pendingOps()).toEqual([]);
+      expect((await gw.ledger.heldProofs(suite.mintUrl, 'sat')).map((p) => p.secret)).not.toContain(stolen.secret);
+      // The lost sat is the operator's cost, booked as such, not silently dropped.
+      expect((await gw.ledger.totals()).fees - before.fees).toBe(2000);
+      await expectMoneyConserved(gw);
+      await expectDrained(gw, { prices: PRICES });
+    } finally {
+      await gw.close();
+    }
   });
 });

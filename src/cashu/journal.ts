@@ -29,8 +29,12 @@ export interface Outcomes<T, R> {
   refused?: (e: MintOperationError) => CashuError | 'final' | 'unknown';
   /** The call happened after all: restored from the mint's state. */
   done: () => Promise<R>;
-  /** It did not happen and the op is abandoned. Absent: the client comes back later, as while it is open. */
-  failed?: (e: unknown) => R | Promise<R>;
+  /**
+   * It did not happen and the op is abandoned; `lost`: its inputs the mint said were spent already
+   * (not by this op), booked as such (markSpent) rather than put back. Absent: the client comes
+   * back later, as while it is open.
+   */
+  failed?: (e: unknown, lost: StoredProof[]) => R | Promise<R>;
 }
 
 /** Only a refused connection proves a request never reached the mint; a timeout proves nothing. */
@@ -97,9 +101,10 @@ export class Journal {
       // The call may have happened, or may still happen, with its answer lost.
       this.#log.warn({ op: op.id, kind: op.kind, err: (e as Error).message }, 'mint call failed without an answer');
     }
-    const outcome = await this.recover(op.id, final);
+    const lost: StoredProof[] = [];
+    const outcome = await this.recover(op.id, final, lost);
     if (outcome === 'done') return on.done();
-    if (outcome === 'failed' && on.failed) return on.failed(e);
+    if (outcome === 'failed' && on.failed) return on.failed(e, lost);
     throw await this.stillOpen(op.id);
   }
 
@@ -147,9 +152,10 @@ export class Journal {
   /**
    * Asks the mint what became of a journaled op: signatures it holds for our outputs (NUT-09)
    * finish it; inputs still unspent (NUT-07) mean it never happened, and with `abandonIfUnspent`
-   * (no call of ours can still arrive) it is abandoned.
+   * (no call of ours can still arrive) it is abandoned. Inputs it says were spent by someone else
+   * are booked as lost, and added to `lost`.
    */
-  async recover(opId: string, abandonIfUnspent: boolean): Promise<Outcome> {
+  async recover(opId: string, abandonIfUnspent: boolean, lost?: StoredProof[]): Promise<Outcome> {
     const op = await this.#ledger.getOp(opId);
     if (!op || op.state !== 'pending') return op?.state ?? 'failed';
     if (op.kind === 'foreign') return this.foreign ? this.foreign.recover(op, abandonIfUnspent) : 'pending';
@@ -159,7 +165,7 @@ export class Journal {
     }
     try {
       const wallet = await this.#mints.wallet(op.mint, op.unit);
-      if (op.kind === 'melt') return await this.#recoverMelt(op, wallet, abandonIfUnspent);
+      if (op.kind === 'melt') return await this.#recoverMelt(op, wallet, abandonIfUnspent, lost);
       const journaled = (op.outputs as JournaledOutput[]).map((j) => ({ send: j.send, o: NativeOutputData.from(OutputData.deserialize(j.o)) }));
       // A swap that kept nothing (its inputs worth no more than the fee) has nothing to restore:
       // nutshell refuses a restore of no outputs, which would leave the op open for ever.
@@ -185,7 +191,7 @@ export class Journal {
         await this.#abandon(op);
         return 'failed';
       }
-      return await this.#unlessSpent(op, wallet, abandonIfUnspent);
+      return await this.#unlessSpent(op, wallet, abandonIfUnspent, lost);
     } catch (e) {
       this.#log.warn({ op: op.id, err: (e as Error).message }, 'mint operation still unresolved');
       return 'pending';
@@ -196,11 +202,11 @@ export class Journal {
    * Settles a journaled melt from its quote: paid means the change is ours (from the quote, or
    * restored from the journaled blanks); unpaid with the inputs unspent means nothing was spent.
    */
-  async #recoverMelt(op: MintOp, wallet: Wallet, abandonIfUnspent: boolean): Promise<Outcome> {
+  async #recoverMelt(op: MintOp, wallet: Wallet, abandonIfUnspent: boolean, lost?: StoredProof[]): Promise<Outcome> {
     const melt = (await this.#ledger.meltOfOp(op.id))!;
     const quote = await wallet.checkMeltQuoteBolt11(melt.quote);
     if (quote.state === 'PENDING') return 'pending';
-    if (quote.state !== 'PAID') return this.#unlessSpent(op, wallet, abandonIfUnspent);
+    if (quote.state !== 'PAID') return this.#unlessSpent(op, wallet, abandonIfUnspent, lost);
     let blanks = (op.outputs as JournaledOutput[]).map((j) => NativeOutputData.from(OutputData.deserialize(j.o)));
     let signatures: SerializedBlindedSignature[] = quote.change ?? [];
     if (signatures.length === 0 && blanks.length > 0) {
@@ -215,7 +221,7 @@ export class Journal {
   }
 
   /** The op did not happen (no signatures, no paid quote): its inputs' states say whether it still may. */
-  async #unlessSpent(op: MintOp, wallet: Wallet, abandonIfUnspent: boolean): Promise<Outcome> {
+  async #unlessSpent(op: MintOp, wallet: Wallet, abandonIfUnspent: boolean, lost?: StoredProof[]): Promise<Outcome> {
     const states = await wallet.checkProofsStates(op.inputs.map((p) => ({ secret: p.secret, id: p.id })));
     if (states.some((s) => s.state === 'PENDING')) return 'pending';
     const spent = op.inputs.filter((_, i) => states[i]?.state === 'SPENT');
@@ -223,6 +229,7 @@ export class Journal {
       // Spent, and not by this op: whoever holds those proofs spent them. They are gone.
       if (op.kind !== 'receive') this.#log.error({ op: op.id, kind: op.kind }, 'inputs spent elsewhere and no signatures to restore');
       await this.#ledger.markSpent(spent.map((p) => p.secret));
+      lost?.push(...spent);
     } else if (!abandonIfUnspent) {
       // Nothing happened yet, but the call we sent may still arrive: leave it open.
       return 'pending';

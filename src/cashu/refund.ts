@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { getEncodedToken, splitAmount, type SwapPreview, type Wallet } from '@cashu/cashu-ts';
+import { getEncodedToken, isMintOperationError, splitAmount, type SwapPreview, type Wallet } from '@cashu/cashu-ts';
 import { pickPlan, type RefundRow, type StoredProof } from '../ledger/ledger.ts';
 import { CashuError, keyBusy, mintUnreachable } from './errors.ts';
 import { isLocked } from './p2pk.ts';
@@ -19,6 +19,8 @@ export async function refund(p: Parts, keyHash: string, retry: boolean, lockTo?:
   // Sats the inputs must be worth beyond the refund (the swap's fee); once it cannot be had, no more tries.
   let extra = 0;
   let settled = false;
+  // Proofs the mint said were spent elsewhere have been booked as lost: once, the refund is tried again with others.
+  let replaced = false;
   for (let attempt = 1; ; attempt++) {
     const opId = randomUUID();
     const r = await p.ledger.startRefund({ keyHash, opId, refundId: randomUUID(), mints: [...p.mints.urls], ...(extra > 0 && { extra }) });
@@ -58,7 +60,15 @@ export async function refund(p: Parts, keyHash: string, retry: boolean, lockTo?:
           extra = more;
           continue;
         }
-        const paid = await payRefund(p, r.refund, r.inputs, lockTo, !retry);
+        let paid: RefundRow;
+        try {
+          paid = await payRefund(p, r.refund, r.inputs, lockTo, !retry);
+        } catch (e) {
+          if (!(e instanceof InputsLost) || replaced) throw e;
+          replaced = true;
+          p.log.warn({ mint: r.refund.mint, lost: e.lost }, 'a refund met proofs spent elsewhere; trying again with others');
+          continue;
+        }
         p.refill(paid.mint, paid.unit);
         p.log.info({ mint: paid.mint, unit: paid.unit, msats: paid.msats, key: keyHash.slice(0, 8), state: paid.state }, retry ? 'refunded a balance' : 'paid change');
         return paid;
@@ -68,13 +78,33 @@ export async function refund(p: Parts, keyHash: string, retry: boolean, lockTo?:
 }
 
 /** The operator's earnings as a token, booked in the same transaction that sets the proofs aside. */
-export async function withdraw(p: Parts): Promise<RefundRow | undefined> {
+export async function withdraw(p: Parts, again = false): Promise<RefundRow | undefined> {
   const r = await p.ledger.startWithdraw({ opId: randomUUID(), refundId: randomUUID(), mints: [...p.mints.urls] });
   if (r.kind === 'nothing') return undefined;
   if (r.kind === 'no_liquidity') {
     throw new CashuError('refund_unavailable', `The wallet holds no proofs that can pay ${r.amount} ${r.unit} of earnings.`);
   }
-  return payRefund(p, r.refund, r.inputs);
+  try {
+    return await payRefund(p, r.refund, r.inputs);
+  } catch (e) {
+    // The lost proofs are booked against the earnings: what is left of them is tried again, once.
+    if (e instanceof InputsLost && !again) return withdraw(p, true);
+    throw e;
+  }
+}
+
+/**
+ * A payout's swap the mint refused, having said (NUT-07) that some of its inputs were spent, not
+ * by us: those are booked as lost (markSpent) and the others put back, so the same payout from
+ * other proofs may well be taken. Seen by a client only if that fails too.
+ */
+class InputsLost extends CashuError {
+  readonly lost: number;
+
+  constructor(lost: StoredProof[]) {
+    super('refund_unavailable', 'The mint refused the refund; your balance is unchanged.');
+    this.lost = lost.length;
+  }
 }
 
 /**
@@ -208,7 +238,16 @@ async function payRefund(p: Parts, refund: RefundRow, inputs: StoredProof[], loc
       crashPoint('refund:after-commit');
       return done;
     },
-    refused: () => new CashuError('refund_unavailable', 'The mint refused the refund; your balance is unchanged.'),
+    // Whatever the refusal, the mint is asked which inputs it holds spent: a proof spent elsewhere
+    // (the operator's wallet, a swap that landed while we thought it failed) would otherwise be
+    // put back and picked again, and every payout that takes it refused, for ever. Those are
+    // booked as lost, the others put back (journal.ts), and the payout may be tried again.
+    refused: () => 'final',
     done: async () => (await ledger.latestRefund(refund.keyHash))!,
+    failed: (e, lost) => {
+      if (lost.length > 0) throw new InputsLost(lost);
+      if (isMintOperationError(e)) throw new CashuError('refund_unavailable', 'The mint refused the refund; your balance is unchanged.');
+      throw mintUnreachable();
+    },
   });
 }
