@@ -268,4 +268,33 @@ describe('a held proof the mint says is spent (spent elsewhere, behind the gatew
       await gw.close();
     }
   });
+
+  it('in a withdrawal of the earnings: the loss comes out of them, and what is left is paid at once', async () => {
+    const gw = await startGateway(suite.mintUrl, suite.upstream, { CHANGE_FLOAT_PROOFS: '0' });
+    try {
+      // Key c's long prompt earns the operator over 5 sats; key a puts a 4 and a 2 in the wallet.
+      const c = await fundedKey(gw, suite.mintUrl, 8);
+      expect((await chat(gw, bearer(c.key), { max_tokens: 1, messages: [{ role: 'user', content: 'word '.repeat(2100) }] })).status).toBe(200);
+      await fundedKey(gw, suite.mintUrl, 6);
+      const t = await gw.ledger.totals();
+      const earnings = t.charged - t.withdrawn - t.fees;
+      expect(Math.floor(earnings / 1000)).toBe(5);
+      const held = await gw.ledger.heldProofs(suite.mintUrl, 'sat');
+      expect(held.map((p) => p.amount).sort((x, y) => x - y)).toEqual([2, 4, 8]);
+      // 5 sats take the 4 and the 2, a swap that needs both; the 2 is spent behind the gateway's back.
+      const stolen = held.find((p) => p.amount === 2)!;
+      expect(await receive(suite.mintUrl, getEncodedToken({ mint: suite.mintUrl, unit: 'sat', proofs: [toProof(stolen)] }))).toBe(2);
+
+      const w = (await gw.wallets.withdraw())!;
+      const owed = Math.floor((earnings - 2000) / 1000);
+      expect([w.state, w.amount]).toEqual(['done', owed]);
+      expect(await receive(suite.mintUrl, w.token!)).toBe(owed);
+      const after = await gw.ledger.totals();
+      expect([after.fees - t.fees, after.withdrawn - t.withdrawn]).toEqual([2000, owed * 1000]);
+      expect(await gw.ledger.pendingOps()).toEqual([]);
+      await expectDrained(gw, { prices: PRICES });
+    } finally {
+      await gw.close();
+    }
+  });
 });
