@@ -1,6 +1,6 @@
 /**
  * Fault injection for the crash-safety tests: with GATEWAY_CRASH_AT=<step>, the process kills
- * itself (SIGKILL, no cleanup) when it reaches that step of a redemption, refund or melt.
+ * itself (SIGKILL, no cleanup) when it reaches that step of a redemption, refund, melt or Nostr job.
  */
 export type CrashStep =
   | 'redeem:before-swap'
@@ -13,7 +13,8 @@ export type CrashStep =
   | 'melt:before-melt'
   | 'melt:after-melt'
   | 'foreign:before-melt'
-  | 'foreign:after-melt';
+  | 'foreign:after-melt'
+  | 'dvm:before-deliver';
 
 const CRASH_AT = process.env.GATEWAY_CRASH_AT;
 

@@ -6,6 +6,7 @@ import { Amount, getEncodedToken, type Proof } from '@cashu/cashu-ts';
 import type { Catalog } from '../engine/catalog.ts';
 import type { Engine, Job, Payer as EnginePayer, Receipt } from '../engine/engine.ts';
 import { CashuError } from '../cashu/errors.ts';
+import { crashPoint } from '../cashu/crash.ts';
 import { EngineError } from '../engine/errors.ts';
 import { chatFormat } from '../formats/chat.ts';
 
@@ -363,6 +364,8 @@ export class Dvm {
       const rest = payer ? await this.#keepRest(payer.keyHash) : 0;
       let info = rest > 0 ? `Done. ${rest} msats under a sat were kept with the charge.` : 'Done.';
       if (ac.signal.aborted && !this.#stopped) info += ' The cancel came after the model had the job: it was finished and charged.';
+      // Charged, and the change made, but the result with it not out yet.
+      crashPoint('dvm:before-deliver');
       await this.#deliver(request, resultEvent({ request, sk: this.deps.id.sk }, text, charged, out.receipt.change), [
         ['status', 'success', info],
         ['amount', String(charged)],

@@ -1,0 +1,158 @@
+import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
+import { generateSecretKey, type Event } from 'nostr-tools/pure';
+import { FakeUpstream } from './support/upstream.ts';
+import { expectLedgerConserved } from './support/gateway.ts';
+import { processEnv, startGatewayProcess, type GatewayProcess } from './support/process.ts';
+import { startRelay, type RunningRelay } from './support/relay.ts';
+import { lockedToken } from './support/cashu.ts';
+import { Requester, tag } from './support/requester.ts';
+import { nostrDoorKeys } from '../src/nostr/door-keys.ts';
+import { getPublicKey } from 'nostr-tools/pure';
+import type { Ledger } from '../src/ledger/ledger.ts';
+import { openLedger } from '../src/main.ts';
+import type { CrashStep } from '../src/cashu/crash.ts';
+import { expectDatabaseDrained, waitFor } from './support/suite.ts';
+
+/**
+ * A Nostr job's payment is credited to a key of the job's own, which nobody can name: a gateway
+ * killed between taking the payment and answering the job must, once restarted on the same
+ * ledger, give the requester back what that key holds, once, to the msat.
+ */
+const mintUrl = inject('mintUrl');
+const upstream = new FakeUpstream();
+vi.setConfig({ testTimeout: 90_000 });
+
+const PRICES = { 'gpt-test': { prompt: 2, completion: 5 } };
+const MINT_TIMEOUT_MS = 500;
+const LEASE_MS = 2 * MINT_TIMEOUT_MS;
+
+let relay: RunningRelay;
+let me: Requester;
+let env: Record<string, string>;
+let ledger: Ledger;
+let target: string;
+let lock: string;
+
+/** A job sent before the gateway subscribes is still seen: the relay keeps it (DVM_MAX_AGE_SECONDS). */
+const start = (extra: Record<string, string> = {}): Promise<GatewayProcess> => startGatewayProcess({ ...env, ...extra });
+
+/** Starts a gateway that dies at `step`, sends it `job`, and waits until it is dead. */
+async function crashDuring(step: string, job: () => Promise<Event>): Promise<Event> {
+  const gw = await start({ GATEWAY_CRASH_AT: step as CrashStep });
+  try {
+    const sent = await job();
+    await gw.exited;
+    expect(gw.proc.signalCode).toBe('SIGKILL');
+    return sent;
+  } finally {
+    if (gw.proc.exitCode === null && gw.proc.signalCode === null) gw.proc.kill('SIGKILL');
+  }
+}
+
+async function restart(): Promise<GatewayProcess> {
+  await waitFor(async () => (await ledger.pendingOps()).every((op) => Date.now() - op.updatedAt > LEASE_MS), "the crashed process's leases running out");
+  const gw = await start();
+  await waitFor(async () => (await ledger.pendingOps()).length === 0, 'start-up recovery', 30_000).catch(() => undefined);
+  return gw;
+}
+
+const refunds = async (jobId: string) =>
+  (await me.pool.querySync([relay.url], { kinds: [7000], '#e': [jobId] })).filter((e) => tag(e, 'cashu'));
+
+beforeAll(async () => {
+  await upstream.start();
+  relay = await startRelay();
+  me = new Requester([relay.url]);
+  const sk = generateSecretKey();
+  target = getPublicKey(sk);
+  lock = nostrDoorKeys(sk).p2pk.pubkey;
+  env = await processEnv(mintUrl, upstream.url, PRICES, {
+    MINT_TIMEOUT_MS: String(MINT_TIMEOUT_MS),
+    CHANGE_FLOAT_PROOFS: '0',
+    RELAYS: relay.url,
+    NSEC: Buffer.from(sk).toString('hex'),
+    DVM_DEFAULT_MODEL: 'gpt-test',
+    DVM_QUOTE_POLL_MS: '200',
+    INSTANCE_STALE_SECONDS: '1',
+  });
+  const first = await startGatewayProcess(env);
+  await first.stop();
+  ledger = await openLedger(env.DATABASE_URL!);
+});
+afterAll(async () => {
+  try {
+    if (ledger) await expectDatabaseDrained(mintUrl, env, PRICES);
+  } finally {
+    await ledger?.close();
+    me?.close();
+    await relay?.stop();
+    await upstream.stop();
+  }
+});
+
+describe('a gateway killed between taking a job payment and answering the job', () => {
+  it('redeem:after-commit: the restarted gateway returns the whole token, once, and a replayed job pays nothing twice', async () => {
+    const t0 = await ledger.totals();
+    const asked = upstream.requests.length;
+    const job = await crashDuring('redeem:after-commit', async () =>
+      me.publish(me.job(target, [['i', 'Crash after the credit', 'text'], ['param', 'max_tokens', '3'], ['cashu', await lockedToken(mintUrl, 20, lock)]])),
+    );
+    // Credited to the job's key, and nothing answered.
+    const credited = (await ledger.totals()).credited - t0.credited;
+    expect(credited).toBe(20_000);
+    const gw = await restart();
+    try {
+      const fb = await me.feedback(job.id, 'error', 30_000, (e) => tag(e, 'cashu') !== undefined);
+      expect(await me.spendLocked(mintUrl, tag(fb, 'cashu')![1]!)).toBe(20);
+      expect(upstream.requests.length).toBe(asked);
+      // The job seen again (a relay replays it, or the requester sends it again): nothing more.
+      await me.publish(job);
+      await new Promise((r) => setTimeout(r, 1500));
+      expect((await refunds(job.id)).length).toBe(1);
+      expect(upstream.requests.length).toBe(asked);
+      const t = await ledger.totals();
+      expect([t.refunded - t0.refunded, t.balances - t0.balances, t.reserved]).toEqual([20_000, 0, 0]);
+      expect(await ledger.noteIds('nostr-open')).toEqual([]);
+      await expectLedgerConserved(ledger, [mintUrl]);
+    } finally {
+      await gw.stop();
+    }
+  });
+
+  it('dvm:before-deliver: the change made but not sent goes out after the restart', async () => {
+    const t0 = await ledger.totals();
+    const job = await crashDuring('dvm:before-deliver', async () =>
+      me.publish(me.job(target, [['i', 'Crash before the result', 'text'], ['param', 'max_tokens', '3'], ['cashu', await lockedToken(mintUrl, 20, lock)]])),
+    );
+    const made = (await ledger.totals()).refunded - t0.refunded;
+    expect(made).toBeGreaterThan(0);
+    const gw = await restart();
+    try {
+      const fb = await me.feedback(job.id, 'error', 30_000, (e) => tag(e, 'cashu') !== undefined);
+      expect((await me.spendLocked(mintUrl, tag(fb, 'cashu')![1]!)) * 1000).toBe(made);
+      await me.publish(job);
+      await new Promise((r) => setTimeout(r, 1500));
+      expect((await refunds(job.id)).length).toBe(1);
+      const t = await ledger.totals();
+      expect([t.refunded - t0.refunded, t.balances - t0.balances, t.reserved]).toEqual([made, 0, 0]);
+      expect(await ledger.noteIds('nostr-open')).toEqual([]);
+      await expectLedgerConserved(ledger, [mintUrl]);
+    } finally {
+      await gw.stop();
+    }
+  });
+
+  it('a job that ran and was answered leaves no note behind', async () => {
+    const gw = await start();
+    try {
+      const job = await me.publish(me.job(target, [['i', 'No crash', 'text'], ['param', 'max_tokens', '3'], ['cashu', await lockedToken(mintUrl, 20, lock)]]));
+      const res = await me.result(job.id);
+      expect(await me.spendLocked(mintUrl, tag(res, 'cashu')![1]!)).toBeGreaterThan(0);
+      await me.feedback(job.id, 'success');
+      expect(await ledger.noteIds('nostr-open')).toEqual([]);
+      await expectLedgerConserved(ledger, [mintUrl]);
+    } finally {
+      await gw.stop();
+    }
+  });
+});
