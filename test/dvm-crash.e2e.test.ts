@@ -142,6 +142,33 @@ describe('a gateway killed between taking a job payment and answering the job', 
     }
   });
 
+  it('dvm:before-deliver, paid by Lightning: the change goes out after the restart, and the quote pays nothing twice', async () => {
+    const t0 = await ledger.totals();
+    let paid = 0;
+    // The mint's FakeWallet pays the invoice at once; the gateway mints it and runs the job.
+    const job = await crashDuring('dvm:before-deliver', async () => {
+      const req = await me.publish(me.job(target, [['i', 'Paid by Lightning, then a crash', 'text'], ['param', 'max_tokens', '400']]));
+      paid = Number(tag(await me.feedback(req.id, 'payment-required'), 'amount')![1]);
+      return req;
+    });
+    const made = (await ledger.totals()).refunded - t0.refunded;
+    expect(made).toBeGreaterThan(0);
+    expect((await ledger.totals()).credited - t0.credited).toBe(paid);
+    const gw = await restart();
+    try {
+      const fb = await me.feedback(job.id, 'error', 30_000, (e) => tag(e, 'cashu') !== undefined);
+      expect((await me.spendLocked(mintUrl, tag(fb, 'cashu')![1]!)) * 1000).toBe(made);
+      await new Promise((r) => setTimeout(r, 1500));
+      expect((await refunds(job.id)).length).toBe(1);
+      const t = await ledger.totals();
+      expect([t.credited - t0.credited, t.refunded - t0.refunded, t.balances - t0.balances, t.reserved]).toEqual([paid, made, 0, 0]);
+      expect(await ledger.noteIds('nostr-open')).toEqual([]);
+      await expectLedgerConserved(ledger, [mintUrl]);
+    } finally {
+      await gw.stop();
+    }
+  });
+
   it('a job that ran and was answered leaves no note behind', async () => {
     const gw = await start();
     try {

@@ -31,6 +31,7 @@ const WATCH = 'nostr-watch';
 const WATCH_BY_FEEDBACK = 'nostr-watch-feedback';
 const PAID = 'nostr-paid';
 const UNDELIVERED = 'nostr-undelivered';
+const OPEN = 'nostr-open';
 
 /** The free tier is per requester for good, not per restart. */
 const FOREVER = Number.MAX_SAFE_INTEGER;
@@ -93,6 +94,17 @@ interface Undelivered {
   success: string[][];
 }
 
+/**
+ * A job whose key is (or is about to be) paid and that is not answered yet, kept from before its
+ * payment is taken until its result or its refund is out. One left by a process that died is
+ * found at start: the job's key, which nobody else can name, is paid back to `payer`.
+ */
+interface Open {
+  request: Event;
+  payer: string;
+  /** The instance taking the payment or running the job renews this (ms); past it, another may settle it. */
+  leaseUntil: number;
+}
 
 /** A job this door refused or ended itself. Feedback carries its message and any refund; no status. */
 class JobError extends Error {
@@ -124,6 +136,8 @@ export class Dvm {
   readonly #watching = new Map<string, Watch>();
   readonly #timers = new Map<string, NodeJS.Timeout>();
   readonly #resending = new Map<string, NodeJS.Timeout>();
+  /** Open jobs another run left, looked at again once their lease is over. */
+  readonly #settling = new Map<string, NodeJS.Timeout>();
   readonly #rate = new Map<string, { minute: number; count: number }>();
   /**
    * Cancels read (`job id author`) for jobs not yet running here: one read while its token is
@@ -172,6 +186,8 @@ export class Dvm {
     this.#timers.clear();
     for (const t of this.#resending.values()) clearTimeout(t);
     this.#resending.clear();
+    for (const t of this.#settling.values()) clearTimeout(t);
+    this.#settling.clear();
     const watched = [...this.#watching.values()];
     this.#watching.clear();
     for (const w of watched) await this.#saveWatch({ ...w, leaseUntil: 0 }).catch(() => {});
@@ -207,6 +223,8 @@ export class Dvm {
       const refund = refundOf(err);
       await this.#feedback(request, 'error', msg(err), refund ? [['cashu', refund]] : []);
     }
+    // Answered: its result (or the ledger's copy of it) or its refund is out.
+    if (token) await this.#answered(e.id);
   }
 
   /**
@@ -250,6 +268,8 @@ export class Dvm {
     const { cfg, ledger, keys, wallets } = this.deps;
     if (token) {
       const key = keys.jobKey(request.event.id);
+      // Kept before the token is taken: whatever happens to this process, its payment is not lost.
+      await this.#open(request.event, request.event.pubkey);
       // Redeemed first, into the job's own key: whatever happens next, the requester gets back
       // what the job does not spend, even ecash locked to us that they could not spend themselves.
       await wallets.redeem(token, key, keys.p2pk);
@@ -347,6 +367,8 @@ export class Dvm {
     this.#running.set(request.event.id, { ac, author: request.event.pubkey, done });
     if (this.#cancelled.delete(`${request.event.id} ${request.event.pubkey}`) || this.#stopped) ac.abort();
     try {
+      // Until the engine reserves on the job's key, the lease says the job is in hand.
+      if (payer) await this.#renewOpen(request.event.id);
       await this.#feedback(request, 'processing', 'Generating.');
       let out;
       try {
@@ -518,6 +540,7 @@ export class Dvm {
     const { ledger } = this.deps;
     const undelivered = await ledger.getNote(UNDELIVERED, jobId);
     if (undelivered && !this.#resending.has(jobId)) this.#resendLater(jobId, JSON.parse(undelivered) as Undelivered, 0);
+    await this.#settleOpen(jobId);
     if (this.#watching.has(jobId)) return;
     const w = await this.#loadWatch(jobId);
     if (!w || w.leaseUntil > Date.now()) return;
@@ -526,9 +549,77 @@ export class Dvm {
     this.#watch(w);
   }
 
+  /** Notes that `jobId`'s key is paid (or about to be) by `payer`, and the job not answered yet. */
+  #open(request: Event, payer: string): Promise<void> {
+    const o: Open = { request, payer, leaseUntil: Date.now() + this.#leaseMs() };
+    return this.deps.ledger.putNote(OPEN, request.id, JSON.stringify(o), Date.now() + UNDELIVERED_TTL_MS);
+  }
+
+  async #renewOpen(jobId: string): Promise<void> {
+    const raw = await this.deps.ledger.getNote(OPEN, jobId);
+    if (!raw) return;
+    const o = JSON.parse(raw) as Open;
+    await this.#open(o.request, o.payer);
+  }
+
+  #answered(jobId: string): Promise<void> {
+    return this.deps.ledger.dropNote(OPEN, jobId);
+  }
+
+  /**
+   * A job another run paid for and never answered (it died in between): whatever its key holds is
+   * paid back to the payer in a feedback, as a cancelled job's refund is; a refund or change that
+   * run made but did not send goes out the same way. The job is not run again.
+   */
+  async #settleOpen(jobId: string): Promise<void> {
+    const { ledger, keys, log } = this.deps;
+    if (this.#stopped || this.#running.has(jobId) || this.#settling.has(jobId)) return;
+    const raw = await ledger.getNote(OPEN, jobId);
+    if (!raw) return;
+    const o = JSON.parse(raw) as Open;
+    const key = keys.jobKey(jobId);
+    const later = (ms: number) => {
+      if (this.#stopped || this.#settling.has(jobId)) return;
+      const t = setTimeout(() => {
+        this.#settling.delete(jobId);
+        this.#track(this.#settleOpen(jobId));
+      }, ms);
+      t.unref();
+      this.#settling.set(jobId, t);
+    };
+    // Still in hand somewhere (taking its payment, or running on a live instance's reservation).
+    const wait = o.leaseUntil - Date.now();
+    if (wait > 0) return later(wait + 100);
+    if (await ledger.hasActiveReservations(key)) return later(this.#leaseMs());
+    // A payment being credited, or a refund or change being made, is settled with the mint first
+    // (start-up recovery): what the key holds is known only then.
+    if ((await ledger.pendingOps()).some((op) => op.keyHash === key)) return later(this.#leaseMs());
+    const last = await ledger.latestRefund(key);
+    if (last?.state === 'pending') return later(this.#leaseMs());
+    await this.#open(o.request, o.payer);
+    // Its result was made and kept, change and all: that is offered again (#resume).
+    if (await ledger.getNote(UNDELIVERED, jobId)) return this.#answered(jobId);
+    const request = parseJobRequest(o.request, this.deps.id.sk);
+    let refund = await this.#returnKey(key, o.payer);
+    // Nothing left on the key: the change or refund it made last (locked to the payer) never went out.
+    if (!refund && last?.token) refund = last.token;
+    await this.#keepRest(key);
+    const k = await ledger.getKey(key);
+    if (k && k.balance - k.reserved > 0) {
+      // The mint is away: tried again later.
+      log.warn({ job: jobId }, 'could not return the payment of a job left unanswered; tried again later');
+      return later(this.#leaseMs());
+    }
+    if (refund && request) {
+      await this.#feedback(request, 'error', 'The gateway stopped before this job was answered. What it was paid is returned, locked to you.', [['cashu', refund]]);
+    }
+    log.warn({ job: jobId, refunded: refund !== undefined }, 'settled a paid job a stopped gateway left unanswered');
+    await this.#answered(jobId);
+  }
+
   async #resumeFromLedger(): Promise<void> {
     const { ledger } = this.deps;
-    const jobs = new Set([...(await ledger.noteIds(WATCH)), ...(await ledger.noteIds(UNDELIVERED))]);
+    const jobs = new Set([...(await ledger.noteIds(WATCH)), ...(await ledger.noteIds(UNDELIVERED)), ...(await ledger.noteIds(OPEN))]);
     for (const job of jobs) await this.#resume(job);
   }
 
@@ -588,8 +679,12 @@ export class Dvm {
       const refund = await this.#returnKey(key, payer);
       if (refund) await this.#feedback(request, 'error', `A payment arrived after ${why}; it is returned.`, [['cashu', refund]]);
       // Not returned (the job still runs on this key, or the mint is away): tried again next time.
+      // A job left open with nothing on its key may still owe the change it made: #settleOpen's.
+      if (refund !== undefined && !this.#running.has(jobId)) await this.#answered(jobId);
       return refund !== undefined || !((await ledger.getKey(key))?.balance);
     }
+    // The invoice's payment is on the job's key (a nutzap's was kept open before it was taken).
+    await this.#open(w.request, payer);
     // Closed for good once paid: a second payment is returned.
     w.closed = 'done';
     await this.#saveWatch(w);
@@ -608,6 +703,7 @@ export class Dvm {
       const refund = refundOf(e);
       await this.#feedback(request, 'error', msg(e), refund ? [['cashu', refund]] : []);
     }
+    await this.#answered(jobId);
     return true;
   }
 
@@ -639,9 +735,12 @@ export class Dvm {
     if (!mint || proofs.length === 0) return;
     try {
       const info = inspectToken(getEncodedToken({ mint, unit, proofs }), wallets.names);
+      // A job already running on this key keeps its own note (and lease).
+      if (!this.#running.has(w.request.id)) await this.#open(w.request, e.pubkey);
       await wallets.redeem(info, keys.jobKey(w.request.id), keys.p2pk);
     } catch (err) {
       log.warn({ nutzap: e.id, err: (err as Error).message }, 'nutzap not accepted');
+      // The note stays: a redemption the mint may still have taken is settled once it is known (#settleOpen).
       return;
     }
     const live = this.#watching.get(w.request.id);
