@@ -119,9 +119,9 @@ describe('the change float keeps up with payouts and a restart', () => {
       await Promise.all([255, 255, 255].map((s) => lockedRequest(gw, s)));
       const swaps = gw.wallets.changeSwaps;
       expect(swaps).toBeGreaterThan(0);
-      // Each time it ran short the float doubled, at least.
+      // Each time it ran short the float doubled.
       const target = gw.wallets.floatTarget(mintUrl, 'sat');
-      expect(target).toBeGreaterThanOrEqual(2 ** swaps);
+      expect(target).toBe(2 ** swaps);
       await waitFor(() => floatHolds(gw, mintUrl, target), `a float of ${target} of each`);
 
       // Two payouts at once, which the float of one could not pay: both paid from it now.
@@ -133,45 +133,6 @@ describe('the change float keeps up with payouts and a restart', () => {
       await gw.close();
     }
   });
-
-  it('grows before it runs dry: payouts during a slow refill size it for the next, and no change is swapped', async () => {
-    const gw = await startGateway(mintUrl, upstream, { CHANGE_FLOAT_PROOFS: '4' });
-    try {
-      expect((await post(gw, {})).status).toBe(402);
-      expect((await post(gw, { authorization: `Bearer ${await lockedToken(mintUrl, 8000, ourPubkey)}` })).status).toBe(200);
-      await waitFor(() => floatHolds(gw, mintUrl, 4), 'a float of four of each');
-      // Made before the mint turns slow: locking them is a swap too.
-      const tokens = await Promise.all(Array.from({ length: 8 }, () => lockedToken(mintUrl, 255, ourPubkey)));
-
-      // A mint far away: each refill takes seconds, and payouts come much faster than that.
-      proxy.delays.set('/v1/swap', 3000);
-      const paid: Array<{ change: string; cost: number }> = [];
-      const pay = async (token: string) => {
-        const res = await chat(gw, { 'x-cashu': token });
-        expect(res.status).toBe(200);
-        paid.push({ change: res.headers.get('x-cashu')!, cost: res.json.usage.cost.total_msats });
-      };
-      // Three payouts while the first refill is under way: the float must be larger than four.
-      for (const t of tokens.slice(0, 3)) await pay(t);
-      await gw.wallets.idle();
-      const target = gw.wallets.floatTarget(mintUrl, 'sat');
-      expect(target, 'the float grew with no payout swapped').toBeGreaterThan(4);
-      await waitFor(() => floatHolds(gw, mintUrl, target), `a float of ${target} of each`, 30_000);
-      // Five payouts one after another, faster than one refill: all paid from the float.
-      for (const t of tokens.slice(3)) await pay(t);
-      expect(gw.wallets.changeSwaps, 'change swapped on the request path').toBe(0);
-
-      proxy.delays.delete('/v1/swap');
-      const owed = paid.map(({ cost }) => Math.floor((255_000 - cost) / 1000));
-      expect(await Promise.all(paid.map(({ change }) => receive(mintUrl, change)))).toEqual(owed);
-      await gw.wallets.idle();
-      await expectMoneyConserved(gw);
-      await expectDrained(gw);
-    } finally {
-      proxy.delays.delete('/v1/swap');
-      await gw.close();
-    }
-  }, 90_000);
 
   it('is topped up at start from the proofs a restarted gateway holds, before any request', async () => {
     const db = process.env.TEST_LEDGER === 'postgres' ? await testDatabaseUrl() : `sqlite:${join(dir, 'ledger.db')}`;

@@ -56,8 +56,7 @@ export class CashuWallets {
     this.#float = new ChangeFloat(this.#parts, opts.refillDelayMs ?? 200);
     const tookLocked = (mint: string, unit: Unit) => {
       this.#sweep.soon();
-      // Locked proofs in are what a refill redeems first; no payout was made.
-      this.#float.soon(mint, unit, 0);
+      this.#float.soon(mint, unit);
     };
     this.#receive = new Receive(this.#parts, { locktimeMarginSec: opts.locktimeMarginSec, tookLocked });
     this.mints = mints;
@@ -96,7 +95,7 @@ export class CashuWallets {
   async fillFloats(): Promise<void> {
     for (const mint of this.mints) {
       for (const unit of ['sat', 'msat'] as const) {
-        if ((await this.#parts.ledger.unspentCounts(mint, unit, true)).size > 0) this.#float.soon(mint, unit, 0);
+        if ((await this.#parts.ledger.unspentCounts(mint, unit, true)).size > 0) this.#float.soon(mint, unit);
       }
     }
   }
