@@ -429,6 +429,39 @@ describe('jobs', () => {
     }
   });
 
+  it('returns the payment of a job whose swap the mint took with its answer lost, once the swap is settled', async () => {
+    const proxy = new CountingProxy(mintUrl);
+    await proxy.start();
+    const lossy = await startGateway(proxy.url, upstream, { RELAYS: urls.join(','), NSEC: Buffer.from(generateSecretKey()).toString('hex'), DVM_DEFAULT_MODEL: 'gpt-test', MINT_TIMEOUT_MS: '500' });
+    try {
+      const target = lossy.nostr!.id.pubkey;
+      const token = await mintToken(proxy.url, 30);
+      // The mint swaps the job's token and its answer is lost; asking it again is lost too.
+      proxy.faults.set('/v1/swap', { drop: true });
+      proxy.faults.set('/v1/restore', { drop: true });
+      proxy.faults.set('/v1/checkstate', { drop: true });
+      const before = upstream.requests.length;
+      const req = publish({ ...jobRequest([]), tags: [['p', target], ['i', 'Lost on the way', 'text'], ['param', 'max_tokens', '2'], ['cashu', token]] });
+      const first = await feedback(req.id, 'error');
+      expect(tag(first, 'cashu')).toBeUndefined();
+      // The mint answers again: the swap is found done and the job's key credited.
+      proxy.faults.clear();
+      await waitUntil(async () => {
+        await lossy.wallets.recoverAll();
+        return (await lossy.ledger.pendingOps()).length === 0;
+      }, 'the swap settled');
+      const back = await waitFor({ kinds: [7000], '#e': [req.id] }, (e) => tag(e, 'cashu') !== undefined, 40_000);
+      const proofs = await (await wallet(proxy.url)).receive(tag(back, 'cashu')![1]!, { privkey: skHex });
+      expect(proofs.reduce((s, p) => s + p.amount.toNumber(), 0)).toBe(30);
+      expect(upstream.requests.length).toBe(before);
+      await expectDrained(lossy, { prices: PRICES });
+    } finally {
+      proxy.faults.clear();
+      await lossy.close();
+      await proxy.stop();
+    }
+  }, 90_000);
+
   it('runs a job paid with a NIP-61 nutzap locked to the key in its 10019', async () => {
     // Quotes are checked rarely here, so the nutzap is what pays.
     const slowQuotes = await dvmGateway({

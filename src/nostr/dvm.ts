@@ -224,7 +224,7 @@ export class Dvm {
       await this.#feedback(request, 'error', msg(err), refund ? [['cashu', refund]] : []);
     }
     // Answered: its result (or the ledger's copy of it) or its refund is out.
-    if (token) await this.#answered(e.id);
+    if (token) await this.#finish(e.id);
   }
 
   /**
@@ -562,6 +562,25 @@ export class Dvm {
     await this.#open(o.request, o.payer);
   }
 
+  /**
+   * A job has had its answer. Its note goes only if its key is settled: a swap whose answer the
+   * mint lost, or a refund or change it did not make, leaves money on the key that only the note
+   * can still return, once the mint has settled it (#settleOpen).
+   */
+  async #finish(jobId: string): Promise<void> {
+    const { ledger, keys } = this.deps;
+    const key = keys.jobKey(jobId);
+    await this.#keepRest(key);
+    const k = await ledger.getKey(key);
+    const unsettled =
+      (k !== undefined && k.balance - k.reserved > 0) ||
+      (await ledger.pendingOps()).some((op) => op.keyHash === key) ||
+      (await ledger.latestRefund(key))?.state === 'pending';
+    if (!unsettled) return this.#answered(jobId);
+    this.deps.log.warn({ job: jobId }, 'a job was answered with money left on its key; it is returned once the mint has settled');
+    this.#track(this.#settleOpen(jobId));
+  }
+
   #answered(jobId: string): Promise<void> {
     return this.deps.ledger.dropNote(OPEN, jobId);
   }
@@ -703,7 +722,7 @@ export class Dvm {
       const refund = refundOf(e);
       await this.#feedback(request, 'error', msg(e), refund ? [['cashu', refund]] : []);
     }
-    await this.#answered(jobId);
+    await this.#finish(jobId);
     return true;
   }
 
