@@ -339,6 +339,53 @@ describe('jobs', () => {
     });
   }
 
+  it("keeps an author's cancel of a job being redeemed through a stranger's flood of deletions", async () => {
+    const proxy = new CountingProxy(mintUrl);
+    await proxy.start();
+    const slowMint = await startGateway(proxy.url, upstream, { RELAYS: urls.join(','), NSEC: Buffer.from(generateSecretKey()).toString('hex'), DVM_DEFAULT_MODEL: 'gpt-test' });
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let held!: () => void;
+    const atSwap = new Promise<void>((r) => (held = r));
+    try {
+      const target = slowMint.nostr!.id.pubkey;
+      const token = await mintToken(proxy.url, 30);
+      proxy.onRequest = async (_method, path) => {
+        if (!path.startsWith('/v1/swap')) return;
+        held();
+        await gate;
+      };
+      const before = upstream.requests.length;
+      const req = publish({ ...jobRequest([]), tags: [['p', target], ['i', 'Never mind, really', 'text'], ['param', 'max_tokens', '2'], ['cashu', token]] });
+      await atSwap;
+      await cancelRead(req.id, target);
+      // A stranger deletes 10,001 made-up ids, costing it one key and a few signatures.
+      const stranger = generateSecretKey();
+      for (let i = 0; i < 11; i++) {
+        const ids = Array.from({ length: 1000 }, () => Buffer.from(generateSecretKey()).toString('hex'));
+        const deletion = finalizeEvent({ kind: 5, created_at: Math.floor(Date.now() / 1000), tags: ids.map((id) => ['e', id]), content: '' }, stranger);
+        await Promise.allSettled(pool.publish(urls, deletion));
+      }
+      const sentinel = publish({ ...jobRequest([]), tags: [['p', target], ['i', 'x'.repeat(40_000), 'text']] });
+      await feedback(sentinel.id, 'error');
+      release();
+      // Its answer: the cancel's refund, not a result charged for.
+      const error = await waitFor({ kinds: [6050, 7000], '#e': [req.id] }, (e) => e.kind === 6050 || tag(e, 'status')?.[1] === 'error', 30_000);
+      expect(error.kind).toBe(7000);
+      expect(tag(error, 'status')![2]).toMatch(/cancelled/);
+      const back = await (await wallet(proxy.url)).receive(tag(error, 'cashu')![1]!, { privkey: skHex });
+      expect(back.reduce((s, p) => s + p.amount.toNumber(), 0)).toBe(30);
+      expect(upstream.requests.length).toBe(before);
+      expect((await slowMint.ledger.totals()).charged).toBe(0);
+      await expectDrained(slowMint, { prices: PRICES });
+    } finally {
+      release();
+      proxy.onRequest = undefined;
+      await slowMint.close();
+      await proxy.stop();
+    }
+  }, 90_000);
+
   it('ends a job cancelled during a stalled answer at the whole-answer timeout, nothing charged, the payment back locked to the requester', async () => {
     const stalls = await dvmGateway({
       // A whole answer waits for its headers the longer of the two.

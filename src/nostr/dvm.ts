@@ -144,6 +144,12 @@ export class Dvm {
    * redeemed, its input fetched or its payment minted stops the job once it is about to run.
    */
   readonly #cancelled = new Set<string>();
+  /**
+   * Jobs this instance is taking in (its token redeemed, its input fetched), by id: their author,
+   * and whether that author cancelled. Bounded by the jobs in hand, so no flood of deletions of
+   * other ids evicts a cancel of one of them, as it can from #cancelled.
+   */
+  readonly #intake = new Map<string, { author: string; cancelled: boolean }>();
   #subs: SubCloser[] = [];
   /** Handlers of events and quote checks under way: a job may be redeemed or paid in one, not yet running. */
   readonly #busy = new Set<Promise<void>>();
@@ -205,6 +211,17 @@ export class Dvm {
     }
     const request = parseJobRequest(e, id.sk);
     if (!request) return;
+    this.#intake.set(e.id, { author: e.pubkey, cancelled: false });
+    try {
+      await this.#take(request);
+    } finally {
+      this.#intake.delete(e.id);
+    }
+  }
+
+  async #take(request: JobRequest): Promise<void> {
+    const { log } = this.deps;
+    const e = request.event;
     let token: TokenInfo | undefined;
     try {
       if (request.cashu) token = await this.#claimToken(request);
@@ -365,7 +382,8 @@ export class Dvm {
     let ended!: () => void;
     const done = new Promise<void>((r) => (ended = r));
     this.#running.set(request.event.id, { ac, author: request.event.pubkey, done });
-    if (this.#cancelled.delete(`${request.event.id} ${request.event.pubkey}`) || this.#stopped) ac.abort();
+    const cancelled = this.#intake.get(request.event.id)?.cancelled;
+    if (this.#cancelled.delete(`${request.event.id} ${request.event.pubkey}`) || cancelled || this.#stopped) ac.abort();
     try {
       // Until the engine reserves on the job's key, the lease says the job is in hand.
       if (payer) await this.#renewOpen(request.event.id);
@@ -772,8 +790,10 @@ export class Dvm {
     for (const t of e.tags) {
       if (t[0] !== 'e' || !t[1]) continue;
       const running = this.#running.get(t[1]);
+      const intake = this.#intake.get(t[1]);
       if (running?.author === e.pubkey) running.ac.abort();
       else if (!running) {
+        if (intake?.author === e.pubkey) intake.cancelled = true;
         // Not running yet (or not here): remembered, for anyone's deletion names any id; only
         // the job's author's counts when the job starts.
         this.#cancelled.add(`${t[1]} ${e.pubkey}`);
