@@ -125,6 +125,34 @@ afterEach(async () => {
 function dvmGateway(env: Record<string, string>): ReturnType<typeof startGateway> {
   return startGateway(mintUrl, upstream, { RELAYS: urls.join(','), NSEC: Buffer.from(generateSecretKey()).toString('hex'), DVM_DEFAULT_MODEL: 'gpt-test', ...env });
 }
+/**
+ * Another DVM whose mint holds every swap until `release()`: `atSwap` resolves once one is held.
+ * `token` (30 sats at that mint) pays a job; `stop` lets the mint go and closes both (`closed`: a
+ * close the test began itself).
+ */
+async function heldSwapDvm() {
+  const proxy = new CountingProxy(mintUrl);
+  await proxy.start();
+  const gw = await startGateway(proxy.url, upstream, { RELAYS: urls.join(','), NSEC: Buffer.from(generateSecretKey()).toString('hex'), DVM_DEFAULT_MODEL: 'gpt-test' });
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  let held!: () => void;
+  const atSwap = new Promise<void>((r) => (held = r));
+  const token = await mintToken(proxy.url, 30);
+  proxy.onRequest = async (_method, path) => {
+    if (!path.startsWith('/v1/swap')) return;
+    held();
+    await gate;
+  };
+  const stop = async (closed?: Promise<void>) => {
+    release();
+    proxy.onRequest = undefined;
+    await (closed ? closed.catch(() => {}) : gw.close());
+    await proxy.stop();
+  };
+  return { proxy, gw, token, target: gw.nostr!.id.pubkey, atSwap, release, stop };
+}
+
 describe('announcements', () => {
   it('publishes kind 0, NIP-89 31990, Routstr 38421 and NIP-61 10019, parseable as their NIPs say', async () => {
     const events = await pool.querySync(urls, { authors: [gatewayPubkey], kinds: [0, 31990, 38421, 10019] });
@@ -291,21 +319,8 @@ describe('jobs', () => {
   for (const who of ['author', 'stranger'] as const) {
     it(`${who === 'author' ? 'refunds a job whole when its cancel comes' : 'runs a job whose id a stranger deletes'} while its token is being redeemed, before any upstream has it`, async () => {
       // The mint holds the job's swap: the cancel is read before the job is running.
-      const proxy = new CountingProxy(mintUrl);
-      await proxy.start();
-      const slowMint = await startGateway(proxy.url, upstream, { RELAYS: urls.join(','), NSEC: Buffer.from(generateSecretKey()).toString('hex'), DVM_DEFAULT_MODEL: 'gpt-test' });
-      let release!: () => void;
-      const gate = new Promise<void>((r) => (release = r));
-      let held!: () => void;
-      const atSwap = new Promise<void>((r) => (held = r));
+      const { proxy, gw: slowMint, token, target, atSwap, release, stop } = await heldSwapDvm();
       try {
-        const target = slowMint.nostr!.id.pubkey;
-        const token = await mintToken(proxy.url, 30);
-        proxy.onRequest = async (_method, path) => {
-          if (!path.startsWith('/v1/swap')) return;
-          held();
-          await gate;
-        };
         const before = upstream.requests.length;
         const req = publish({ ...jobRequest([]), tags: [['p', target], ['i', 'Never mind', 'text'], ['param', 'max_tokens', '2'], ['cashu', token]] });
         await atSwap;
@@ -331,30 +346,14 @@ describe('jobs', () => {
         }
         await expectDrained(slowMint, { prices: PRICES });
       } finally {
-        release();
-        proxy.onRequest = undefined;
-        await slowMint.close();
-        await proxy.stop();
+        await stop();
       }
     });
   }
 
   it("keeps an author's cancel of a job being redeemed through a stranger's flood of deletions", async () => {
-    const proxy = new CountingProxy(mintUrl);
-    await proxy.start();
-    const slowMint = await startGateway(proxy.url, upstream, { RELAYS: urls.join(','), NSEC: Buffer.from(generateSecretKey()).toString('hex'), DVM_DEFAULT_MODEL: 'gpt-test' });
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    let held!: () => void;
-    const atSwap = new Promise<void>((r) => (held = r));
+    const { proxy, gw: slowMint, token, target, atSwap, release, stop } = await heldSwapDvm();
     try {
-      const target = slowMint.nostr!.id.pubkey;
-      const token = await mintToken(proxy.url, 30);
-      proxy.onRequest = async (_method, path) => {
-        if (!path.startsWith('/v1/swap')) return;
-        held();
-        await gate;
-      };
       const before = upstream.requests.length;
       const req = publish({ ...jobRequest([]), tags: [['p', target], ['i', 'Never mind, really', 'text'], ['param', 'max_tokens', '2'], ['cashu', token]] });
       await atSwap;
@@ -379,10 +378,7 @@ describe('jobs', () => {
       expect((await slowMint.ledger.totals()).charged).toBe(0);
       await expectDrained(slowMint, { prices: PRICES });
     } finally {
-      release();
-      proxy.onRequest = undefined;
-      await slowMint.close();
-      await proxy.stop();
+      await stop();
     }
   }, 90_000);
 
@@ -439,22 +435,9 @@ describe('jobs', () => {
   });
 
   it('returns the payment of a job whose token is at the mint when the gateway stops', async () => {
-    const proxy = new CountingProxy(mintUrl);
-    await proxy.start();
-    const stopping = await startGateway(proxy.url, upstream, { RELAYS: urls.join(','), NSEC: Buffer.from(generateSecretKey()).toString('hex'), DVM_DEFAULT_MODEL: 'gpt-test' });
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    let held!: () => void;
-    const atSwap = new Promise<void>((r) => (held = r));
+    const { proxy, gw: stopping, token, target, atSwap, release, stop } = await heldSwapDvm();
     let closed: Promise<void> | undefined;
     try {
-      const target = stopping.nostr!.id.pubkey;
-      const token = await mintToken(proxy.url, 30);
-      proxy.onRequest = async (_method, path) => {
-        if (!path.startsWith('/v1/swap')) return;
-        held();
-        await gate;
-      };
       const before = upstream.requests.length;
       const req = publish({ ...jobRequest([]), tags: [['p', target], ['i', 'Last one', 'text'], ['param', 'max_tokens', '2'], ['cashu', token]] });
       await atSwap;
@@ -469,10 +452,7 @@ describe('jobs', () => {
       expect(upstream.requests.length).toBe(before);
       await closed;
     } finally {
-      release();
-      proxy.onRequest = undefined;
-      await (closed ?? stopping.close()).catch(() => {});
-      await proxy.stop();
+      await stop(closed);
     }
   });
 
