@@ -125,6 +125,15 @@ afterEach(async () => {
 function dvmGateway(env: Record<string, string>): ReturnType<typeof startGateway> {
   return startGateway(mintUrl, upstream, { RELAYS: urls.join(','), NSEC: Buffer.from(generateSecretKey()).toString('hex'), DVM_DEFAULT_MODEL: 'gpt-test', ...env });
 }
+/** A cancelled 30-sat job's feedback: its whole token back, no upstream called, nothing charged. */
+async function expectRefundedWhole(error: Event, dvm: Gateway, mint: string, upstreamBefore: number): Promise<void> {
+  expect(tag(error, 'status')![2]).toMatch(/cancelled/);
+  const back = await (await wallet(mint)).receive(tag(error, 'cashu')![1]!, { privkey: skHex });
+  expect(back.reduce((s, p) => s + p.amount.toNumber(), 0)).toBe(30);
+  expect(upstream.requests.length).toBe(upstreamBefore);
+  expect((await dvm.ledger.totals()).charged).toBe(0);
+}
+
 /**
  * Another DVM whose mint holds every swap until `release()`: `atSwap` resolves once one is held.
  * `token` (30 sats at that mint) pays a job; `stop` lets the mint go and closes both (`closed`: a
@@ -337,12 +346,7 @@ describe('jobs', () => {
           expect(res.content).toBe(REPLY_WORDS.slice(0, 2).join(' '));
           expect(upstream.requests.length).toBe(before + 1);
         } else {
-          const error = await feedback(req.id, 'error');
-          expect(tag(error, 'status')![2]).toMatch(/cancelled/);
-          const back = await (await wallet(proxy.url)).receive(tag(error, 'cashu')![1]!, { privkey: skHex });
-          expect(back.reduce((s, p) => s + p.amount.toNumber(), 0)).toBe(30);
-          expect(upstream.requests.length).toBe(before);
-          expect((await slowMint.ledger.totals()).charged).toBe(0);
+          await expectRefundedWhole(await feedback(req.id, 'error'), slowMint, proxy.url, before);
         }
         await expectDrained(slowMint, { prices: PRICES });
       } finally {
@@ -371,11 +375,7 @@ describe('jobs', () => {
       // Its answer: the cancel's refund, not a result charged for.
       const error = await waitFor({ kinds: [6050, 7000], '#e': [req.id] }, (e) => e.kind === 6050 || tag(e, 'status')?.[1] === 'error', 30_000);
       expect(error.kind).toBe(7000);
-      expect(tag(error, 'status')![2]).toMatch(/cancelled/);
-      const back = await (await wallet(proxy.url)).receive(tag(error, 'cashu')![1]!, { privkey: skHex });
-      expect(back.reduce((s, p) => s + p.amount.toNumber(), 0)).toBe(30);
-      expect(upstream.requests.length).toBe(before);
-      expect((await slowMint.ledger.totals()).charged).toBe(0);
+      await expectRefundedWhole(error, slowMint, proxy.url, before);
       await expectDrained(slowMint, { prices: PRICES });
     } finally {
       await stop();
