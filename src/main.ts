@@ -43,6 +43,9 @@ export function walletsFor(cfg: Config, ledger: Ledger, log: Logger, serving: bo
       // With sweeping on, locked proofs are redeemed about a second after they arrive, in batches.
       sweepDelayMs: cfg.P2PK_REDEEM_INTERVAL_SECONDS > 0 ? 1000 : 0,
       writeOffAfterMs: cfg.P2PK_WRITE_OFF_AFTER_SECONDS * 1000,
+      // A locked proof too small to swap alone waits this near its locktime for others (taken
+      // offline, it had at least the margin left), then goes with one of ours that pays the fee.
+      padWithinMs: Math.max(cfg.P2PK_LOCKTIME_MARGIN_SECONDS / 2, 2 * cfg.P2PK_REDEEM_INTERVAL_SECONDS, 60) * 1000,
     }),
   });
 }

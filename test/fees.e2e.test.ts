@@ -188,6 +188,33 @@ describe('a mint that charges input fees (100 ppk)', () => {
     await expect(w.receive(takeBack)).rejects.toThrow();
   });
 
+  it('does not pay a fee of its own to redeem each lone 1-sat locked proof a stranger sends while its locktime is far off', async () => {
+    const g = await freshGateway({ CHANGE_FLOAT_PROOFS: '0' });
+    const create = async (token: string) =>
+      (await fetch(`${g.url}/v1/balance/create`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ initial_balance_token: token }) })).status;
+    // The gateway holds ecash of its own, which the sweep pads a short batch with.
+    const own = await mintToken(feeMint.url, 64);
+    for (let t = await g.ledger.totals(); t.charged - t.withdrawn - t.fees < 2_000; t = await g.ledger.totals()) {
+      expect((await chat({ authorization: `Bearer ${own}` }, g)).status).toBe(200);
+    }
+    await g.wallets.idle();
+    const fees = async () => (await g.ledger.totals()).fees;
+    const before = await fees();
+    // A stranger sends 1-sat locked tokens, credited in full, one per sweep, locktime two hours off.
+    const locktime = Math.floor(Date.now() / 1000) + 7200;
+    expect(await create(await lockedToken(feeMint.url, 1, ourPubkey, { swapFee: 1, locktime }))).toBe(200);
+    await g.wallets.sweepLocked();
+    await g.wallets.idle();
+    // Swept alone with one of ours it costs the operator 1 sat: all it is worth. It can wait for company.
+    expect(await fees()).toBe(before);
+    expect(await create(await lockedToken(feeMint.url, 1, ourPubkey, { swapFee: 1, locktime }))).toBe(200);
+    await g.wallets.sweepLocked();
+    await g.wallets.idle();
+    // The two go in one swap: one fee (1 sat at 100 ppk) for both.
+    expect(await fees()).toBe(before + 1_000);
+    expect((await g.ledger.heldProofs(feeMint.url, 'sat')).filter((p) => p.secret.startsWith('["P2PK"'))).toEqual([]);
+  });
+
   it("names in the 402 an amount that an ordinary unlocked token from the mint really covers", async () => {
     const asked = await chat({});
     expect(asked.status).toBe(402);

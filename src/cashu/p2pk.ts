@@ -60,6 +60,12 @@ export function lockedTo(proof: Pick<Proof, 'secret'>): string | undefined {
   return p2pk(proof.secret)?.data.slice(2).toLowerCase();
 }
 
+/** A P2PK proof's locktime (unix seconds), undefined if it has none (it is never spendable by anyone else). */
+export function locktimeOf(proof: Pick<Proof, 'secret'>): number | undefined {
+  const tag = (p2pk(proof.secret)?.tags as string[][] | undefined)?.find((t) => t[0] === 'locktime');
+  return tag && /^\d+$/.test(tag[1] ?? '') ? Number(tag[1]) : undefined;
+}
+
 /**
  * Whether a proof is locked (NUT-11) to exactly our key, with no other key, refund path or
  * signature scheme that would let anyone else spend it, and no locktime before `notBefore`.

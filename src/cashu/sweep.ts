@@ -3,6 +3,7 @@ import { isMintOperationError, type SwapPreview, type Wallet } from '@cashu/cash
 import type { StoredProof, Unit } from '../ledger/ledger.ts';
 import { CashuError, busyRefusal, namesBadInput } from './errors.ts';
 import { nativeOutputs } from './dleq.ts';
+import { locktimeOf } from './p2pk.ts';
 import { journaled, proofsWeHave, sum, toInput, toStored } from './proofs.ts';
 import type { Parts } from './parts.ts';
 import { completeOurSwap } from './schnorr.ts';
@@ -23,11 +24,14 @@ export class Sweep {
   /** When the mint last took a sweep's swap, by unit and mint. */
   readonly #taken = new Map<string, number>();
   readonly #writeOffAfterMs: number;
+  /** How near its locktime a short batch's proof must be before one of ours pays its fee. */
+  readonly #padWithinMs: number;
 
-  constructor(parts: Parts, delayMs: number, writeOffAfterMs: number) {
+  constructor(parts: Parts, delayMs: number, writeOffAfterMs: number, padWithinMs = Infinity) {
     this.#p = parts;
     this.#delayMs = delayMs;
     this.#writeOffAfterMs = writeOffAfterMs;
+    this.#padWithinMs = padWithinMs;
   }
 
   /** Cancels the sweep scheduled for locked proofs and waits for one already running. */
@@ -84,12 +88,18 @@ export class Sweep {
         ended = 'failed';
         break;
       } else if (outcome === 'short') {
-        // Not sent: no fault of theirs. Swapped with one proof of ours that pays the fee, now:
-        // left to wait for other locked proofs, they may wait past their locktime, when their
-        // payer (anyone, without a refund key) can take them back. Else they go with the others
-        // in the next sweep's batches.
+        // Not sent: no fault of theirs. Near its locktime, swapped with one proof of ours that pays
+        // the fee: left to wait for other locked proofs, they may wait past it, when their payer
+        // (anyone, without a refund key) can take them back. Until then (or with no locktime) they
+        // wait for the next sweep's batches: padding each as it comes would cost the operator a
+        // whole fee (1 sat at most mints) per 1-sat proof a stranger sends, one per sweep.
+        const due = Date.now() + this.#padWithinMs;
+        const near = inputs.some((p) => {
+          const lt = locktimeOf(p);
+          return lt !== undefined && lt * 1000 <= due;
+        });
         const padOp = randomUUID();
-        const padded = await this.#p.ledger.startSweep({ opId: padOp, mint, unit, limit: inputs.length, only: inputs.map((p) => p.secret), pad: true });
+        const padded = near ? await this.#p.ledger.startSweep({ opId: padOp, mint, unit, limit: inputs.length, only: inputs.map((p) => p.secret), pad: true }) : [];
         // Empty when we hold no proof to pad with. (One beside this sweep may have taken some of the inputs meanwhile.)
         const again = padded.length > 0 ? await this.#batch(padOp, mint, unit, padded) : 'short';
         if (again === 'swept') {

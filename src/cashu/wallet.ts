@@ -36,7 +36,7 @@ export class CashuWallets {
     ledger: Ledger,
     log: Logger,
     opts: {
-      mintTimeoutMs: number; p2pk: P2pkKey; locktimeMarginSec: number; changeFloat?: number; sweepDelayMs?: number; refillDelayMs?: number; writeOffAfterMs?: number;
+      mintTimeoutMs: number; p2pk: P2pkKey; locktimeMarginSec: number; changeFloat?: number; sweepDelayMs?: number; refillDelayMs?: number; writeOffAfterMs?: number; padWithinMs?: number;
       aliases?: Readonly<Record<string, string>>;
     },
   ) {
@@ -52,7 +52,7 @@ export class CashuWallets {
         this.#float.short(mint, unit);
       },
     };
-    this.#sweep = new Sweep(this.#parts, opts.sweepDelayMs ?? 0, opts.writeOffAfterMs ?? 600_000);
+    this.#sweep = new Sweep(this.#parts, opts.sweepDelayMs ?? 0, opts.writeOffAfterMs ?? 600_000, opts.padWithinMs);
     this.#float = new ChangeFloat(this.#parts, opts.refillDelayMs ?? 200);
     const tookLocked = (mint: string, unit: Unit) => {
       this.#sweep.soon();
