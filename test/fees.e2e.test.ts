@@ -8,6 +8,7 @@ import { lockedToken, mintProofs, mintToken, proofStates, receive, wallet } from
 import { startMint, type RunningMint } from './support/mint.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
 import { chat as sharedChat, useGateway } from './support/suite.ts';
+import { CountingProxy } from './support/counting-proxy.ts';
 
 const upstream = new FakeUpstream();
 let feeMint: RunningMint;
@@ -213,6 +214,47 @@ describe('a mint that charges input fees (100 ppk)', () => {
     // The two go in one swap: one fee (1 sat at 100 ppk) for both.
     expect(await fees()).toBe(before + 1_000);
     expect((await g.ledger.heldProofs(feeMint.url, 'sat')).filter((p) => p.secret.startsWith('["P2PK"'))).toEqual([]);
+  });
+
+  it('pads a short batch with the smallest proof that pays its fee, so one left unresolved does not hold back a refund', async () => {
+    const proxy = new CountingProxy(feeMint.url);
+    await proxy.start();
+    // Its own, checked here: the books are checked against the mint through the proxy, before it stops.
+    const g = await startGateway(proxy.url, upstream, { MODEL_PRICES: JSON.stringify(FEE_PRICES), CHANGE_FLOAT_PROOFS: '0', P2PK_LOCKTIME_MARGIN_SECONDS: '0', MINT_TIMEOUT_MS: '500' });
+    try {
+      const create = async (token: string) => {
+        const res = await fetch(`${g.url}/v1/balance/create`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ initial_balance_token: token }) });
+        expect(res.status).toBe(200);
+        return ((await res.json()) as { api_key: string }).api_key;
+      };
+      // Key a holds 39 sats (the wallet: 32, 4, 2, 1); key b 7 more (4, 2, 1).
+      const a = await create(await mintToken(proxy.url, 40));
+      const b = await create(await mintToken(proxy.url, 8));
+      // Key b's requests earn the operator what its own swaps cost (the fees are its).
+      for (let t = await g.ledger.totals(); t.charged - t.fees < 3_000; t = await g.ledger.totals()) {
+        expect((await chat({ authorization: `Bearer ${b}` }, g)).status).toBe(200);
+      }
+      // A lone 1-sat locked proof near its locktime: padded with one of ours. Its swap lands, its answer is lost, and
+      // the mint cannot be asked about it for now: the op stays open, with its inputs.
+      await create(await lockedToken(proxy.url, 1, ourPubkey, { swapFee: 1, locktime: Math.floor(Date.now() / 1000) + 30 }));
+      proxy.faults.set('/v1/swap', { drop: true });
+      proxy.faults.set('/v1/restore', { fail: 503, body: { detail: 'unavailable' } });
+      await g.wallets.sweepLocked();
+      proxy.faults.clear();
+      expect(proxy.dropped).toContain('/v1/swap');
+      // Key a's refund of 39 sats needs the 32; the 1 (or a 2) would have paid the fee as well.
+      const refund = await fetch(`${g.url}/v1/balance/refund`, { method: 'POST', headers: { authorization: `Bearer ${a}` } });
+      const status = refund.status;
+      await new Promise((r) => setTimeout(r, 1_100));
+      await g.wallets.recoverAll();
+      await g.wallets.idle();
+      expect(await g.ledger.pendingOps()).toEqual([]);
+      await expectMoneyConserved(g);
+      expect(status).toBe(200);
+    } finally {
+      await g.close();
+      await proxy.stop();
+    }
   });
 
   it("names in the 402 an amount that an ordinary unlocked token from the mint really covers", async () => {

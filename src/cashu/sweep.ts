@@ -99,7 +99,10 @@ export class Sweep {
           return lt !== undefined && lt * 1000 <= due;
         });
         const padOp = randomUUID();
-        const padded = near ? await this.#p.ledger.startSweep({ opId: padOp, mint, unit, limit: inputs.length, only: inputs.map((p) => p.secret), pad: true }) : [];
+        // The smallest of ours that pays the fee with them: while the swap is open (its answer
+        // lost, say), that proof is out of reach of payouts. Priced as one more of their keyset.
+        const pad = near ? await this.#padNeeded(mint, unit, inputs) : undefined;
+        const padded = pad !== undefined ? await this.#p.ledger.startSweep({ opId: padOp, mint, unit, limit: inputs.length, only: inputs.map((p) => p.secret), pad }) : [];
         // Empty when we hold no proof to pad with. (One beside this sweep may have taken some of the inputs meanwhile.)
         const again = padded.length > 0 ? await this.#batch(padOp, mint, unit, padded) : 'short';
         if (again === 'swept') {
@@ -162,6 +165,17 @@ export class Sweep {
       }
     }
     return swept;
+  }
+
+  /** What a proof of ours must be worth for `inputs` with it to be worth more than the swap's fee. */
+  async #padNeeded(mint: string, unit: Unit, inputs: StoredProof[]): Promise<number | undefined> {
+    try {
+      const wallet = await this.#p.mints.wallet(mint, unit);
+      const fee = wallet.getFeesForProofs([...inputs, inputs[0]!].map(toInput)).toNumber();
+      return Math.max(1, fee - sum(inputs) + 1);
+    } catch {
+      return undefined;
+    }
   }
 
   async #writeOff(mint: string, proof: StoredProof): Promise<void> {

@@ -256,9 +256,11 @@ export interface Ledger {
   /**
    * Sets aside up to `limit` locked proofs of one mint and unit (oldest first, none of the
    * secrets `except`, only those `only` names if given) for redemption with our key. With `pad`,
-   * one unspent proof of ours (the largest) goes with them, to pay a fee they cannot pay alone.
+   * one unspent proof of ours goes with them, to pay a fee they cannot pay alone: the smallest
+   * worth at least `pad`, so that as little as can be is out of reach while the swap is open.
+   * None if we hold none that large.
    */
-  startSweep(r: { opId: string; mint: string; unit: Unit; limit: number; except?: string[]; only?: string[]; pad?: boolean }): Promise<StoredProof[]>;
+  startSweep(r: { opId: string; mint: string; unit: Unit; limit: number; except?: string[]; only?: string[]; pad?: number }): Promise<StoredProof[]>;
   finishSweep(opId: string, proofs: StoredProof[]): Promise<void>;
   abandonSweep(opId: string): Promise<void>;
 

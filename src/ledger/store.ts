@@ -336,7 +336,7 @@ export class SqlLedger implements Ledger {
     }
   }
 
-  async startSweep(r: { opId: string; mint: string; unit: Unit; limit: number; except?: string[]; only?: string[]; pad?: boolean }): Promise<StoredProof[]> {
+  async startSweep(r: { opId: string; mint: string; unit: Unit; limit: number; except?: string[]; only?: string[]; pad?: number }): Promise<StoredProof[]> {
     const now = Date.now();
     return this.#db.transaction(async (tx) => {
       // Payouts may be counting these locked proofs: take turns with them.
@@ -349,8 +349,11 @@ export class SqlLedger implements Ledger {
       );
       const proofs = rows.rows.map(proofRow);
       if (proofs.length === 0) return proofs;
-      if (r.pad) {
-        const own = await tx.query(`SELECT * FROM proofs WHERE mint = $1 AND unit = $2 AND ${UNSPENT} ORDER BY amount DESC LIMIT 1${this.#d.forUpdate()}`, [r.mint, r.unit]);
+      if (r.pad !== undefined) {
+        const own = await tx.query(
+          `SELECT * FROM proofs WHERE mint = $1 AND unit = $2 AND ${UNSPENT} AND amount >= $3 ORDER BY amount LIMIT 1${this.#d.forUpdate()}`,
+          [r.mint, r.unit, r.pad],
+        );
         if (own.rows.length === 0) return [];
         proofs.push(...own.rows.map(proofRow));
       }
