@@ -298,3 +298,30 @@ describe('a held proof the mint says is spent (spent elsewhere, behind the gatew
     }
   });
 });
+
+describe('a mint that took a refund swap and says it refused it', () => {
+  it('its inputs spent: restored and paid once, nothing booked as lost', async () => {
+    const gw = await startGateway(proxy.url, suite.upstream, { CHANGE_FLOAT_PROOFS: '0', MINT_TIMEOUT_MS: '500' });
+    try {
+      const { key, hash } = await fundedKey(gw, proxy.url, 20);
+      expect((await chat(gw, bearer(key), { max_tokens: 1 })).status).toBe(200);
+      const balance = (await gw.ledger.getKey(hash))!.balance;
+      const owed = Math.floor(balance / 1000);
+      const fees = (await gw.ledger.totals()).fees;
+      const dropped = proxy.dropped.length;
+      proxy.faults.set('/v1/swap', { drop: true, answer: { status: 400, body: { detail: 'Token already spent.', code: 11001 } } });
+      const r = await fetch(`${gw.url}/v1/balance/refund`, { method: 'POST', headers: { authorization: `Bearer ${key}` } });
+      expect(proxy.dropped.slice(dropped), 'the mint took the swap').toEqual(['/v1/swap']);
+      proxy.faults.clear();
+      const json = (await r.json()) as RefundJson;
+      expect([r.status, json.sats]).toEqual([200, String(owed)]);
+      expect((await gw.ledger.totals()).fees - fees, 'msats written off').toBe(0);
+      const again = await fetch(`${gw.url}/v1/balance/refund`, { method: 'POST', headers: { authorization: `Bearer ${key}` } });
+      expect([again.status, ((await again.json()) as RefundJson).token]).toEqual([200, json.token]);
+      expect(await receive(suite.mintUrl, await direct(json.token!))).toBe(owed);
+      await expectMoneyConserved(gw);
+    } finally {
+      await gw.close();
+    }
+  });
+});

@@ -5,9 +5,10 @@ import { createServer, request, type Server } from 'node:http';
  * never sees the call (a mint that refuses), the first `times` calls only if given, and only calls
  * whose body `when` picks if given (a mint that refuses some requests and takes the others).
  * `drop`: forwards the call, lets the mint act on it, then closes the connection instead of
- * answering (an answer lost on the way back).
+ * answering (an answer lost on the way back). `drop` with `answer`: the mint acts, and the client is
+ * told this instead (a mint that took a swap and says it refused it).
  */
-export type Fault = { fail: number; body: unknown; times?: number; when?: (body: string) => boolean } | { drop: true };
+export type Fault = { fail: number; body: unknown; times?: number; when?: (body: string) => boolean } | { drop: true; answer?: { status: number; body: unknown } };
 
 /**
  * Sits in front of the real mint and counts every HTTP call made to it, so tests (and the
@@ -66,7 +67,9 @@ export class CountingProxy {
             r.resume();
             r.on('end', () => {
               this.dropped.push(path);
-              res.destroy();
+              if (!fault.answer) return res.destroy();
+              const s = JSON.stringify(fault.answer.body);
+              res.writeHead(fault.answer.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(s) }).end(s);
             });
             return;
           }
