@@ -165,7 +165,7 @@ export class Dvm {
     const since = Math.floor(Date.now() / 1000) - cfg.maxAgeSec;
     this.#subs = [
       relays.subscribe({ kinds: [JOB_REQUEST], since }, (e) => this.#track(this.#onRequest(e))),
-      relays.subscribe({ kinds: [DELETION], since }, (e) => void this.#onDeletion(e)),
+      relays.subscribe({ kinds: [DELETION], since }, (e) => this.#track(this.#onDeletion(e))),
       relays.subscribe({ kinds: [NUTZAP], '#p': [id.pubkey], since }, (e) => this.#track(this.#onNutzap(e))),
     ];
     // Watches and undelivered results of a previous run (or of a stopped instance) are in the
@@ -788,6 +788,8 @@ export class Dvm {
   /** NIP-09 deletion by the job's author cancels it, running or waiting for payment. */
   async #onDeletion(e: Event): Promise<void> {
     for (const t of e.tags) {
+      // A deletion naming thousands of ids reads the ledger for each: not past a stop.
+      if (this.#stopped) return;
       if (t[0] !== 'e' || !t[1]) continue;
       const running = this.#running.get(t[1]);
       const intake = this.#intake.get(t[1]);
