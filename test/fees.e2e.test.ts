@@ -45,6 +45,19 @@ async function chat(headers: Record<string, string>, on: Gateway = suite.gw) {
   return { status: res.status, headers: res.headers, json: (await res.json()) as Record<string, any> };
 }
 
+/** Requests paid with `token` until the operator has earned 2 sats, what the sweeps below cost in fees. */
+async function earn(g: Gateway, token: string): Promise<void> {
+  for (let t = await g.ledger.totals(); t.charged - t.withdrawn - t.fees < 2_000; t = await g.ledger.totals()) {
+    expect((await chat({ authorization: `Bearer ${token}` }, g)).status).toBe(200);
+  }
+}
+
+/** A balance key funded with `token`: the status of the answer. */
+async function createBalance(g: Gateway, token: string): Promise<number> {
+  const res = await fetch(`${g.url}/v1/balance/create`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ initial_balance_token: token }) });
+  return res.status;
+}
+
 const FEE_PRICES = { 'gpt-test': { prompt: 200, completion: 900 } };
 const suite = useGateway({
   upstream,
@@ -149,9 +162,7 @@ describe('a mint that charges input fees (100 ppk)', () => {
     // A proof that can pay its way arrives, and earns the gateway what the sweep's fee costs.
     const big = await lockedToken(feeMint.url, 16, ourPubkey, { swapFee: 1 });
     expect(proofCount(big)).toBe(1);
-    for (let t = await g.ledger.totals(); t.charged - t.withdrawn - t.fees < 2_000; t = await g.ledger.totals()) {
-      expect((await chat({ authorization: `Bearer ${big}` }, g)).status).toBe(200);
-    }
+    await earn(g, big);
     const before = await g.ledger.totals();
     // Swept together: the fee of two inputs (ceil(200 / 1000) = 1 sat) is what the operator pays.
     expect(await g.wallets.sweepLocked()).toBe(2);
@@ -166,15 +177,11 @@ describe('a mint that charges input fees (100 ppk)', () => {
 
   it('redeems a lone locked proof worth no more than its fee before its locktime, so its payer cannot take it back', async () => {
     const g = await freshGateway({ P2PK_LOCKTIME_MARGIN_SECONDS: '0' });
-    const create = async (token: string) =>
-      (await fetch(`${g.url}/v1/balance/create`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ initial_balance_token: token }) })).status;
+    const create = (token: string) => createBalance(g, token);
     // The gateway holds ecash of its own (swapped in online), and then one locked proof of 1 sat,
     // credited, that no other locked proof joins before its locktime.
     // It has earned what sweeping the proof costs it (the fee, at the operator's cost).
-    const own = await mintToken(feeMint.url, 64);
-    for (let t = await g.ledger.totals(); t.charged - t.withdrawn - t.fees < 2_000; t = await g.ledger.totals()) {
-      expect((await chat({ authorization: `Bearer ${own}` }, g)).status).toBe(200);
-    }
+    await earn(g, await mintToken(feeMint.url, 64));
     await g.wallets.idle();
     const locktime = Math.floor(Date.now() / 1000) + 4;
     const tiny = await lockedToken(feeMint.url, 1, ourPubkey, { swapFee: 1, locktime });
@@ -191,13 +198,9 @@ describe('a mint that charges input fees (100 ppk)', () => {
 
   it('does not pay a fee of its own to redeem each lone 1-sat locked proof a stranger sends while its locktime is far off', async () => {
     const g = await freshGateway({ CHANGE_FLOAT_PROOFS: '0' });
-    const create = async (token: string) =>
-      (await fetch(`${g.url}/v1/balance/create`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ initial_balance_token: token }) })).status;
+    const create = (token: string) => createBalance(g, token);
     // The gateway holds ecash of its own, which the sweep pads a short batch with.
-    const own = await mintToken(feeMint.url, 64);
-    for (let t = await g.ledger.totals(); t.charged - t.withdrawn - t.fees < 2_000; t = await g.ledger.totals()) {
-      expect((await chat({ authorization: `Bearer ${own}` }, g)).status).toBe(200);
-    }
+    await earn(g, await mintToken(feeMint.url, 64));
     await g.wallets.idle();
     const fees = async () => (await g.ledger.totals()).fees;
     const before = await fees();
