@@ -109,24 +109,3 @@ export class TopLevelFields {
     }
   }
 }
-
-/** One top-level field whose value is an object (an answer's `usage`). */
-export class TopLevelField {
-  readonly #name: string;
-  readonly #fields: TopLevelFields;
-
-  constructor(name: string, maxValue = 64 * 1024) {
-    this.#name = name;
-    this.#fields = new TopLevelFields([name], maxValue);
-  }
-
-  push(chunk: Uint8Array): void {
-    this.#fields.push(chunk);
-  }
-
-  /** The field's value parsed, if it was an object the size allowed. */
-  get value(): Record<string, unknown> | undefined {
-    const v = this.#fields.get(this.#name);
-    return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
-  }
-}
