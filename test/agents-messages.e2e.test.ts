@@ -219,6 +219,21 @@ describe('what Claude Code sends', () => {
     ]);
   });
 
+  it('passes the computer-use betas on: computer use is billed as tokens, its tool reserved as any typed tool', async () => {
+    const token = await mintToken(mintUrl, 200);
+    const client = new Anthropic({ baseURL: suite.gw.url, apiKey: token, maxRetries: 0, defaultHeaders: { 'anthropic-beta': 'computer-use-2025-11-24' } });
+    await client.messages.create({
+      model: 'claude-test',
+      max_tokens: 20,
+      tools: [{ type: 'computer_20251124', name: 'computer', display_width_px: 1024, display_height_px: 768 }] as unknown as Anthropic.Tool[],
+      messages: [{ role: 'user', content: 'Take a screenshot' }],
+    });
+    expect(claude.requests.at(-1)!.headers.beta).toBe('computer-use-2025-11-24');
+    const older = new Anthropic({ baseURL: suite.gw.url, apiKey: await mintToken(mintUrl, 200), maxRetries: 0, defaultHeaders: { 'anthropic-beta': 'computer-use-2025-01-24,computer-use-2024-10-22' } });
+    await older.messages.create({ model: 'claude-test', max_tokens: 20, messages: [{ role: 'user', content: 'Hi' }] });
+    expect(claude.requests.at(-1)!.headers.beta).toBe('computer-use-2025-01-24,computer-use-2024-10-22');
+  });
+
   it('refuses server-side tools billed per use, before anything is reserved', async () => {
     const token = await mintToken(mintUrl, 200);
     const err = await anthropic(token)

@@ -59,7 +59,8 @@ registerCodec(messagesCodec);
 /**
  * Anthropic betas that change only how a request is written or streamed, not what it costs
  * beyond its tokens; they are passed on to an Anthropic upstream. Others (a 1M context billed at
- * a premium, files, MCP, server-side tools) are dropped.
+ * a premium, files, MCP, server-side tools) are dropped. Computer use runs on the client and is
+ * billed as tokens: its hidden prompt and tool definition are reserved as a typed tool's.
  */
 const FREE_BETAS = new Set([
   'claude-code-20250219',
@@ -74,6 +75,9 @@ const FREE_BETAS = new Set([
   'advanced-tool-use-2025-11-20',
   'effort-2025-11-24',
   'structured-outputs-2025-11-13',
+  'computer-use-2024-10-22',
+  'computer-use-2025-01-24',
+  'computer-use-2025-11-24',
 ]);
 
 function forwardBetas(headers: ClientHeaders): Record<string, string> | undefined {
