@@ -20,7 +20,10 @@ import { imageTokensFor } from './tokens.ts';
  * - Grok 4 and its reasoning variants (never `-non-reasoning`), grok-3-mini and
  *   grok-code-fast: xAI's reasoning models.
  * - DeepSeek's reasoner (R1 and its distills), QwQ, and Qwen3's `-Thinking` models: they think
- *   in every answer. Hybrid Qwen3 ids are not here: whether they think unasked is the host's choice.
+ *   in every answer. Hybrid Qwen3 ids are not here: whether they think unasked is the host's choice
+ *   (GLM-4.5 and later, and DeepSeek V3.1, likewise).
+ * - OpenAI's Codex models (effort low to xhigh, "medium" by default, no "none"), Kimi K2 Thinking,
+ *   and MiniMax M1 and M2: thinking cannot be turned off.
  * The first request of such a model must not be left cheaply before its usage teaches the rest.
  */
 const REASONERS: readonly RegExp[] = [
@@ -35,6 +38,9 @@ const REASONERS: readonly RegExp[] = [
   /(^|\/)deepseek-(reasoner|r1)([-.:][\w.:-]*)?$/i,
   /(^|\/)qwq([-.:][\w.:-]*)?$/i,
   /(^|\/)qwen3[\w.-]*(?<!-non)-thinking([-.:][\w.:-]*)?$/i,
+  /(^|\/)(gpt-5(\.\d+)?-codex(-mini|-max)?|codex-mini-latest)$/,
+  /(^|\/)kimi-k2-thinking(-turbo)?$/i,
+  /(^|\/)minimax-m[12](\.\d+)?(:[\w-]+)?$/i,
 ];
 
 /** Whether `id` names a model that reasons unasked (REASONERS). */

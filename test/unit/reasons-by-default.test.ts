@@ -62,4 +62,18 @@ describe('reasonsByDefault', () => {
     expect(yes.filter((id) => !reasonsByDefault(id))).toEqual([]);
     expect(no.filter((id) => reasonsByDefault(id))).toEqual([]);
   });
+
+  it('knows the Codex models, Kimi K2 Thinking and MiniMax M1 and M2, which always reason, and not their instruct models', () => {
+    const yes = [
+      'gpt-5-codex', 'openai/gpt-5-codex', 'gpt-5.1-codex', 'gpt-5.1-codex-mini', 'gpt-5.1-codex-max', 'gpt-5.2-codex', 'codex-mini-latest',
+      'kimi-k2-thinking', 'moonshotai/kimi-k2-thinking', 'moonshotai/Kimi-K2-Thinking', 'kimi-k2-thinking-turbo',
+      'MiniMax-M2', 'minimax/minimax-m2', 'MiniMaxAI/MiniMax-M2', 'MiniMax-M2.1', 'minimax/minimax-m2:free', 'MiniMax-M1', 'minimax/minimax-m1',
+    ];
+    const no = [
+      'gpt-5.1', 'gpt-5-codexx', 'codex', 'kimi-k2-instruct', 'moonshotai/kimi-k2-0905', 'kimi-k2-thinkingly', 'minimax-text-01', 'MiniMax-M20',
+      'abab6.5s-chat',
+    ];
+    expect(yes.filter((id) => !reasonsByDefault(id))).toEqual([]);
+    expect(no.filter((id) => reasonsByDefault(id))).toEqual([]);
+  });
 });
