@@ -1,4 +1,8 @@
 import { describe, expect, it } from 'vitest';
+import { createHash } from 'node:crypto';
+import { wallet } from './support/cashu.ts';
+import { CountingProxy } from './support/counting-proxy.ts';
+import { expectMoneyConserved, startGateway } from './support/gateway.ts';
 import { useGateway, waitFor } from './support/suite.ts';
 
 const suite = useGateway();
@@ -50,5 +54,53 @@ describe('Lightning top-ups through the mint (RIP-08)', () => {
     expect([noKey.status, noKey.json.error.code]).toEqual([401, 'invalid_api_key']);
     const bad = await call('POST', '/v1/balance/lightning/invoice', { amount_sats: 0 });
     expect([bad.status, bad.json.error.code]).toEqual([400, 'invalid_request']);
+  });
+
+  it('still pays an invoice made before invoice ids were its own, named by its quote id, to the key derived from it', async () => {
+    // What the gateway before did: the quote asked of the mint, its id given as the invoice id.
+    const quote = await (await wallet(suite.mintUrl)).createMintQuoteBolt11(9);
+    const done = await paid(quote.quote);
+    expect(done.api_key).toBe(`sk-${createHash('sha256').update(`lightning key ${suite.mintUrl} ${quote.quote}`).digest('hex')}`);
+    expect(done.balance).toBe(9_000);
+  });
+});
+
+describe('what the mint learns of an invoice', () => {
+  it('is not enough to take the key it funds: neither its quote id as the invoice id, nor a key derived from it', async () => {
+    // The mint sees every quote id (so does anyone reading its logs): here, a proxy in front of it.
+    const proxy = new CountingProxy(suite.mintUrl);
+    await proxy.start();
+    const g = await startGateway(proxy.url, suite.upstream);
+    try {
+      const created = await fetch(`${g.url}/v1/balance/lightning/invoice`, {
+        method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ amount_sats: 13 }),
+      });
+      const inv = (await created.json()) as { invoice_id: string };
+      const quoteCall = proxy.calls.find((c) => c.startsWith('POST /v1/mint/quote/bolt11'));
+      expect(quoteCall).toBeDefined();
+      const status = (id: string) => fetch(`${g.url}/v1/balance/lightning/invoice/${id}/status`).then(async (r) => ({ status: r.status, json: (await r.json()) as Record<string, any> }));
+      // The gateway asks the mint about the quote by its id: the mint now holds it, whatever the client was told.
+      const owner = await waitFor(async () => {
+        const s = await status(inv.invoice_id);
+        return s.json.status === 'paid' ? s.json : undefined;
+      }, 'the invoice paid');
+      const quoteIds = proxy.calls.map((c) => /^GET \/v1\/mint\/quote\/bolt11\/([^/?]+)/.exec(c)?.[1]).filter((q): q is string => !!q);
+      expect(quoteIds.length).toBeGreaterThan(0);
+      const quote = quoteIds[0]!;
+      // Asking the gateway about the quote id names no key.
+      const asMint = await status(quote);
+      expect([asMint.status, asMint.json.error?.code, asMint.json.api_key]).toEqual([404, 'invoice_not_found', undefined]);
+      // Nor can the key be derived from it.
+      for (const mint of [proxy.url, suite.mintUrl]) {
+        const derived = `sk-${createHash('sha256').update(`lightning key ${mint} ${quote}`).digest('hex')}`;
+        expect(derived).not.toBe(owner.api_key);
+      }
+      const balance = await fetch(`${g.url}/v1/balance/info`, { headers: { authorization: `Bearer ${owner.api_key}` } }).then((r) => r.json() as Promise<{ balance: number }>);
+      expect(balance.balance).toBe(13_000);
+      await expectMoneyConserved(g);
+    } finally {
+      await g.close();
+      await proxy.stop();
+    }
   });
 });

@@ -45,9 +45,9 @@ export function tokenHashOfQuote(mint: string, quote: string): string {
   return sha256Hex(`quote ${mint} ${quote}`);
 }
 
-/** The new key a Lightning invoice (RIP-08) funds: derived from its quote id, a secret. */
-export function keyHashOfInvoice(mint: string, quote: string): string {
-  return sha256Hex(`lightning key ${mint} ${quote}`);
+/** The new key a Lightning invoice (RIP-08) funds: derived from its invoice id, the gateway's secret (its quote id, for one made before). */
+export function keyHashOfInvoice(mint: string, invoiceId: string): string {
+  return sha256Hex(`lightning key ${mint} ${invoiceId}`);
 }
 
 /**

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { CashuWallets } from '../cashu/wallet.ts';
@@ -13,8 +14,9 @@ const invoiceBody = z.object({
 /**
  * Routstr's RIP-08: fund a key by Lightning. The invoice is a NUT-04 mint quote at the primary
  * mint; once it is paid the gateway mints the ecash to itself (journaled, like any redemption)
- * and credits the key. The invoice id is the quote id, a secret: a new key is derived from it, so
- * its status can be checked statelessly, even after a restart.
+ * and credits the key. The invoice id is a secret of the gateway's, not the quote id: the mint
+ * (and whoever reads its logs) knows every quote id, and a new key is derived from the invoice id.
+ * The ledger maps it to its quote, so its status can be checked on any instance, after a restart.
  */
 export function lightningRoutes(app: FastifyInstance, deps: { ledger: Ledger; wallets: CashuWallets }): void {
   const { ledger, wallets } = deps;
@@ -22,6 +24,10 @@ export function lightningRoutes(app: FastifyInstance, deps: { ledger: Ledger; wa
   // Top-ups name the key they fund; the ledger keeps that until the invoice is paid or expires,
   // so any instance, or this one after a restart, credits the key that was named.
   const TOPUP = 'lightning-topup';
+  // An invoice id's quote; and a quote given an invoice id, which its own id no longer names.
+  const INVOICE = 'lightning-invoice';
+  const TAKEN = 'lightning-quote';
+  const FOREVER = Number.MAX_SAFE_INTEGER;
 
   app.post('/v1/balance/lightning/invoice', async (req: FastifyRequest) => {
     const parsed = invoiceBody.safeParse(req.body ?? {});
@@ -42,8 +48,12 @@ export function lightningRoutes(app: FastifyInstance, deps: { ledger: Ledger; wa
       throw new HttpError(503, 'cashu_mint_unreachable', 'The mint could not make an invoice; try again shortly.', { headers: { 'retry-after': '5' } });
     }
     if (target) await ledger.putNote(TOPUP, quote.quote, target, (quote.expiry ? quote.expiry * 1000 : Date.now()) + 7 * 24 * 3600 * 1000);
+    const invoiceId = randomBytes(24).toString('base64url');
+    // Kept for ever: a paid invoice may be asked about long after its quote expired.
+    await ledger.putNote(TAKEN, quote.quote, invoiceId, FOREVER);
+    await ledger.putNote(INVOICE, invoiceId, quote.quote, FOREVER);
     return {
-      invoice_id: quote.quote,
+      invoice_id: invoiceId,
       bolt11: quote.request,
       amount_sats,
       expires_at: quote.expiry ?? null,
@@ -53,18 +63,21 @@ export function lightningRoutes(app: FastifyInstance, deps: { ledger: Ledger; wa
 
   app.get('/v1/balance/lightning/invoice/:id/status', async (req: FastifyRequest<{ Params: { id: string } }>) => {
     const id = req.params.id;
+    // An invoice made before invoice ids were the gateway's own is named by its quote id.
+    const quoteId = (await ledger.getNote(INVOICE, id)) ?? ((await ledger.getNote(TAKEN, id)) === undefined ? id : undefined);
+    if (quoteId === undefined) throw new HttpError(404, 'invoice_not_found', 'No such invoice.');
     const w = await wallets.wallet(mint, 'sat').catch(() => {
       throw new HttpError(503, 'cashu_mint_unreachable', 'The mint could not be reached.', { headers: { 'retry-after': '5' } });
     });
     let q;
     try {
-      q = await w.checkMintQuoteBolt11(id);
+      q = await w.checkMintQuoteBolt11(quoteId);
     } catch {
       throw new HttpError(404, 'invoice_not_found', 'No such invoice.');
     }
     const amount = q.amount.toNumber();
-    const keyHash = (await ledger.getNote(TOPUP, id)) ?? keyHashOfInvoice(mint, id);
-    const key = q.state === 'UNPAID' ? undefined : await wallets.redeemQuote({ mint, unit: 'sat', quote: id, amount, keyHash });
+    const keyHash = (await ledger.getNote(TOPUP, quoteId)) ?? keyHashOfInvoice(mint, id);
+    const key = q.state === 'UNPAID' ? undefined : await wallets.redeemQuote({ mint, unit: 'sat', quote: quoteId, amount, keyHash });
     if (!key) {
       const expired = q.expiry != null && q.expiry * 1000 < Date.now();
       return { status: expired ? 'expired' : 'pending', amount_sats: amount, expires_at: q.expiry ?? null };
