@@ -336,6 +336,57 @@ describe('reserve and settle', () => {
   });
 });
 
+describe('reserves and settles made in one turn', () => {
+  it('end as if each came alone, in the order made: a key short for one still holds a smaller one after it', async () => {
+    await fund('a', [8]);
+    await fund('b', [4]);
+    await fund('gone', [4]);
+    await ledger.revokeKey('gone');
+    await fund('p', [16]);
+    await ledger.createChildKeys('p', [{ hash: 'c', spendLimit: 2_000, models: null, expiresAt: null }]);
+    const statements = url.startsWith('sqlite:') ? undefined : vi.spyOn(pg.Client.prototype, 'query');
+    const won = await Promise.all([
+      ledger.reserve('a', 5_000, 'a1'),
+      ledger.reserve('b', 3_000, 'b1'),
+      ledger.reserve('a', 4_000, 'a2'),
+      ledger.reserve('a', 3_000, 'a3'),
+      ledger.reserve('gone', 1_000, 'g1'),
+      ledger.reserve('c', 1_500, 'c1'),
+      ledger.reserve('nobody', 1, 'n1'),
+      ledger.reserve('b', 1_000, 'b2'),
+    ]);
+    expect(won).toEqual([true, true, false, true, false, true, false, true]);
+    // On PostgreSQL those held together were one statement, named by it alone; the others were made again on their own.
+    const naming = (id: string) => statements!.mock.calls.filter(([q]) => JSON.stringify((q as { values?: unknown } | undefined)?.values ?? []).includes(`"${id}"`)).length;
+    if (statements) expect(['a1', 'b1', 'b2', 'a3', 'c1'].map(naming)).toEqual([1, 1, 1, 2, 3]);
+    statements?.mockClear();
+    expect(await ledger.getKey('a')).toMatchObject({ balance: 8_000, reserved: 8_000, totalRequests: 2 });
+    expect(await ledger.getKey('b')).toMatchObject({ balance: 4_000, reserved: 4_000, totalRequests: 2 });
+    const settled = await Promise.all([
+      ledger.settle('a1', 2_000, { inputTokens: 10, outputTokens: 20 }),
+      ledger.settle('b1', 3_000),
+      ledger.settle('a3', 3_000),
+      ledger.settle('c1', 1_000),
+      ledger.settle('b2', 1_500),
+      ledger.settle('a2', 1),
+    ].map((p) => p.catch((e: Error) => e.message)));
+    expect(settled).toEqual([
+      { chargedMsats: 2_000, balance: 6_000, reserved: 3_000 },
+      { chargedMsats: 3_000, balance: 1_000, reserved: 1_000 },
+      { chargedMsats: 3_000, balance: 3_000, reserved: 0 },
+      { chargedMsats: 1_000, balance: 15_000, reserved: 0 },
+      // An overrun takes the key's free balance, settled after the others of the turn.
+      { chargedMsats: 1_000, balance: 0, reserved: 0 },
+      'reservation a2 is not active',
+    ]);
+    if (statements) expect(['a1', 'b1', 'a3', 'b2', 'a2'].map(naming)).toEqual([1, 1, 1, 2, 4]);
+    statements?.mockRestore();
+    expect(await ledger.getKey('a')).toMatchObject({ balance: 3_000, reserved: 0, totalSpent: 5_000 });
+    expect(await ledger.getKey('b')).toMatchObject({ balance: 0, reserved: 0, totalSpent: 4_000 });
+    expect(await ledger.totals()).toMatchObject({ charged: 10_000, reserved: 0 });
+  });
+});
+
 describe('two handles on one database', () => {
   it('run their transactions at once without waiting on each other', async () => {
     const other = await open();

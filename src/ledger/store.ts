@@ -27,6 +27,7 @@ import {
 } from './ledger.ts';
 import type { Driver, Sql, Statement } from './driver.ts';
 import { childKeyRow, historyRow, keyRow, meltRow, opRow, proofRow, refundRow, tokenRow, type Row } from './rows.ts';
+import { TurnBatch, byId } from './turn-batch.ts';
 
 /**
  * The running totals are spread over rows (shards) a transaction picks at random, so concurrent
@@ -174,6 +175,45 @@ const SETTLE_KEY = `WITH s AS (
   e AS (INSERT INTO entries (key_hash, kind, msats, ref, created_at, via) SELECT s.key_hash, 'charge', s.charged, $1, $5, NULL FROM s WHERE s.charged > 0),
   t AS (UPDATE totals SET charged = totals.charged + s.charged, balance = totals.balance - s.charged FROM s WHERE totals.shard = $6 AND s.charged > 0)
   SELECT charged, balance, reserved, held FROM s`;
+/**
+ * The reserves of one event-loop turn as one PostgreSQL statement: each as HOLD and
+ * OPEN_RESERVATION would have it, in the order made, a key's holds taken while its free balance
+ * covers them all (a later one that it would not is made again on its own). Keys are locked in
+ * the order of their hash, so two instances' batches never wait on each other in a circle.
+ */
+const HOLD_MANY = `WITH q AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) WITH ORDINALITY AS q(id, key_hash, msats, model, ord)),
+  k AS (SELECT hash, balance - reserved AS free FROM keys WHERE hash = ANY($2::text[]) AND NOT revoked ORDER BY hash FOR UPDATE),
+  ok AS (SELECT w.* FROM (SELECT q.*, SUM(q.msats) OVER (PARTITION BY q.key_hash ORDER BY q.ord) AS upto FROM q) w
+    JOIN k ON k.hash = w.key_hash WHERE w.upto <= k.free),
+  u AS (UPDATE keys SET reserved = keys.reserved + a.msats, total_requests = keys.total_requests + a.n
+    FROM (SELECT key_hash, SUM(msats) AS msats, COUNT(*) AS n FROM ok GROUP BY key_hash) a WHERE keys.hash = a.key_hash),
+  i AS (INSERT INTO reservations (id, key_hash, msats, state, created_at, owner, model, child_hash)
+    SELECT id, key_hash, msats, 'active', $5, $6, model, NULL FROM ok)
+  SELECT id FROM ok`;
+/**
+ * The settles of one event-loop turn as one PostgreSQL statement, for balance keys' reservations
+ * charged no more than they hold (an overrun's cap depends on the settles before it: made on its
+ * own, with a child's). Each row says the key as SETTLE_KEY would have left it, in the order made.
+ */
+const SETTLE_MANY = `WITH q AS (
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[]) WITH ORDINALITY AS q(id, charge, input_tokens, output_tokens, model, ord)),
+  s AS (SELECT q.id, q.charge AS charged, q.input_tokens, q.output_tokens, q.model, q.ord, r.key_hash, r.msats AS held, k.balance, k.reserved
+    FROM q JOIN reservations r ON r.id = q.id JOIN keys k ON k.hash = r.key_hash
+    WHERE r.state = 'active' AND r.child_hash IS NULL AND q.charge <= r.msats
+    ORDER BY k.hash, q.ord
+    FOR UPDATE OF r, k),
+  a AS (SELECT key_hash, SUM(charged) AS charged, SUM(held) AS held FROM s GROUP BY key_hash),
+  k AS (UPDATE keys SET balance = keys.balance - a.charged, reserved = keys.reserved - a.held, total_spent = keys.total_spent + a.charged
+    FROM a WHERE keys.hash = a.key_hash),
+  r AS (UPDATE reservations SET state = CASE WHEN s.charged > 0 THEN 'charged' ELSE 'released' END, charged = s.charged,
+      input_tokens = s.input_tokens, output_tokens = s.output_tokens, model = COALESCE(s.model, reservations.model)
+    FROM s WHERE reservations.id = s.id),
+  e AS (INSERT INTO entries (key_hash, kind, msats, ref, created_at, via) SELECT key_hash, 'charge', charged, id, $6, NULL FROM s WHERE charged > 0 ORDER BY ord),
+  t AS (UPDATE totals SET charged = totals.charged + x.c, balance = totals.balance - x.c
+    FROM (SELECT SUM(charged) AS c FROM s) x WHERE totals.shard = $7 AND x.c > 0)
+  SELECT id, charged, balance - SUM(charged) OVER w AS balance, reserved - SUM(held) OVER w AS reserved FROM s
+  WINDOW w AS (PARTITION BY key_hash ORDER BY ord)`;
 const HISTORY_KINDS = `e.kind IN ('credit', 'charge', 'refund')`;
 
 class Replay extends Error {}
@@ -184,10 +224,17 @@ export class SqlLedger implements Ledger {
   readonly #d: Driver['dialect'];
   /** This process, as the owner of the reservations it takes. */
   readonly #instance = randomUUID();
+  /** PostgreSQL's per-request writes, grouped by event-loop turn (SQLite's driver groups its transactions). */
+  readonly #reserves: TurnBatch<Reserve, boolean> | undefined;
+  readonly #settles: TurnBatch<Settle, Settlement> | undefined;
 
   private constructor(db: Driver) {
     this.#db = db;
     this.#d = db.dialect;
+    if (this.#d.writableCte) {
+      this.#reserves = new TurnBatch((r) => this.#reserve(r), (rs) => this.#reserveMany(rs));
+      this.#settles = new TurnBatch((s) => this.#settle(s), (ss) => this.#settleMany(ss));
+    }
   }
 
   /** Opens a ledger on `db`, after running the engine's frozen migrations and the shared ones. */
@@ -408,7 +455,18 @@ export class SqlLedger implements Ledger {
     });
   }
 
-  async reserve(keyHash: string, msats: number, reservationId: string, model?: string): Promise<boolean> {
+  reserve(keyHash: string, msats: number, reservationId: string, model?: string): Promise<boolean> {
+    const r = { keyHash, msats, reservationId, model };
+    return this.#reserves ? this.#reserves.push(r) : this.#reserve(r);
+  }
+
+  async #reserveMany(rs: readonly Reserve[]): Promise<Array<boolean | undefined>> {
+    const p = [rs.map((r) => r.reservationId), rs.map((r) => r.keyHash), rs.map((r) => r.msats), rs.map((r) => r.model ?? null), Date.now(), this.#instance];
+    // Not held together: held on its own, or through a child key, or refused, as if it came alone.
+    return byId(this.#db, HOLD_MANY, p, rs.map((r) => r.reservationId), () => true);
+  }
+
+  async #reserve({ keyHash, msats, reservationId, model }: Reserve): Promise<boolean> {
     const now = Date.now();
     const p = [msats, keyHash, reservationId, now, this.#instance, model ?? null, null];
     if (this.#d.writableCte) {
@@ -433,7 +491,23 @@ export class SqlLedger implements Ledger {
     }, true);
   }
 
-  async settle(reservationId: string, chargeMsats: number, usage?: SettledUsage): Promise<Settlement> {
+  settle(reservationId: string, chargeMsats: number, usage?: SettledUsage): Promise<Settlement> {
+    const s = { reservationId, chargeMsats, usage };
+    return this.#settles ? this.#settles.push(s) : this.#settle(s);
+  }
+
+  async #settleMany(ss: readonly Settle[]): Promise<Array<Settlement | undefined>> {
+    const u = ss.map((s) => s.usage);
+    const p = [
+      ss.map((s) => s.reservationId), ss.map((s) => s.chargeMsats), u.map((x) => x?.inputTokens ?? null), u.map((x) => x?.outputTokens ?? null),
+      u.map((x) => x?.model ?? null), Date.now(), Math.floor(Math.random() * SHARDS),
+    ];
+    return byId(this.#db, SETTLE_MANY, p, ss.map((s) => s.reservationId), (row) => ({
+      chargedMsats: row.charged as number, balance: row.balance as number, reserved: row.reserved as number,
+    }));
+  }
+
+  async #settle({ reservationId, chargeMsats, usage }: Settle): Promise<Settlement> {
     const now = Date.now();
     if (this.#d.writableCte) {
       // A balance key's settle in one statement: its locks are held for one round trip, not
@@ -943,7 +1017,22 @@ export class SqlLedger implements Ledger {
     return r.rows.map((row) => row.id as string);
   }
 
-  close(): Promise<void> {
+  async close(): Promise<void> {
+    await this.#reserves?.drain();
+    await this.#settles?.drain();
     return this.#db.close();
   }
+}
+
+interface Reserve {
+  keyHash: string;
+  msats: number;
+  reservationId: string;
+  model: string | undefined;
+}
+
+interface Settle {
+  reservationId: string;
+  chargeMsats: number;
+  usage: SettledUsage | undefined;
 }
