@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { PaymentRequest, getDecodedToken, getEncodedToken, getPubKeyFromPrivKey, getTokenMetadata } from '@cashu/cashu-ts';
+import { PaymentRequest, Wallet, getDecodedToken, getEncodedToken, getPubKeyFromPrivKey, getTokenMetadata } from '@cashu/cashu-ts';
 import { FakeUpstream } from './support/upstream.ts';
 import { TEST_P2PK_PRIVKEY, expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
 import { lockedToken, mintProofs, mintToken, proofStates, receive, wallet } from './support/cashu.ts';
@@ -257,6 +257,48 @@ describe('a mint that charges input fees (100 ppk)', () => {
     } finally {
       await g.close();
       await proxy.stop();
+    }
+  });
+
+  it('pads a short batch with a proof that pays the fee of its own keyset, when the mint charges its keysets differently', { timeout: 180_000 }, async () => {
+    // A mint charging 1 sat an input (1000 ppk), the keyset the gateway's own ecash is in.
+    let mint = await startMint({ inputFeePpk: 1000 });
+    const g = await startGateway(mint.url, upstream, { MODEL_PRICES: JSON.stringify(FEE_PRICES), P2PK_LOCKTIME_MARGIN_SECONDS: '0' });
+    try {
+      // Minted by a wallet of its own: the shared one would keep this mint's keysets from before the rotation.
+      const dear = new Wallet(mint.url, { unit: 'sat' });
+      await dear.loadMint();
+      const raw = async (sats: number) => {
+        const q = await dear.createMintQuoteBolt11(sats);
+        while ((await dear.checkMintQuoteBolt11(q.quote)).state !== 'PAID') await new Promise((r) => setTimeout(r, 100));
+        return getEncodedToken({ mint: mint.url, unit: 'sat', proofs: await dear.mintProofsBolt11(sats, q.quote) });
+      };
+      await earn(g, await raw(64));
+      await g.wallets.idle();
+      const loaded = Date.now();
+      // The mint adds a keyset at 100 ppk; the old one, and the gateway's ecash in it, stays at 1000.
+      await mint.stop();
+      mint = await startMint({ port: Number(new URL(mint.url).port), dir: mint.dir, inputFeePpk: 100, env: { MINT_DERIVATION_PATH_LIST: `["m/0'/0'/0'", "m/0'/1'/0'", "m/0'/0'/1'"]` } });
+      const w = await wallet(mint.url);
+      expect(new Set(w.keyChain.getKeysets().map((k) => k.fee))).toEqual(new Set([1000, 100]));
+      // The gateway learns a keyset at most once a minute.
+      while (Date.now() - loaded < 61_000) await new Promise((r) => setTimeout(r, 500));
+      // A lone 1-sat locked proof of the new keyset, near its locktime: alone it is worth no more than its fee.
+      const tiny = await lockedToken(mint.url, 1, ourPubkey, { swapFee: 1, locktime: Math.floor(Date.now() / 1000) + 40 });
+      expect(w.keyChain.getKeyset(getDecodedToken(tiny, w.keyChain.getAllKeysetIds()).proofs[0]!.id).fee).toBe(100);
+      expect(await createBalance(g, tiny)).toBe(200);
+      const before = await g.ledger.totals();
+      await g.wallets.sweepLocked();
+      await g.wallets.idle();
+      // Redeemed before its locktime, with one of ours that pays the fee of both its keyset and ours.
+      expect(await proofStates(mint.url, tiny)).toEqual(['SPENT']);
+      expect((await g.ledger.heldProofs(mint.url, 'sat')).filter((p) => p.secret.startsWith('["P2PK"'))).toEqual([]);
+      // One input at 100 ppk and one at 1000: ceil(1100 / 1000) = 2 sats, the operator's.
+      expect((await g.ledger.totals()).fees - before.fees).toBe(2_000);
+      await expectMoneyConserved(g);
+    } finally {
+      await g.close();
+      await mint.stop();
     }
   });
 

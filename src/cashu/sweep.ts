@@ -100,7 +100,7 @@ export class Sweep {
         });
         const padOp = randomUUID();
         // The smallest of ours that pays the fee with them: while the swap is open (its answer
-        // lost, say), that proof is out of reach of payouts. Priced as one more of their keyset.
+        // lost, say), that proof is out of reach of payouts. Priced as one of the dearest keyset.
         const pad = near ? await this.#padNeeded(mint, unit, inputs) : undefined;
         const padded = pad !== undefined ? await this.#p.ledger.startSweep({ opId: padOp, mint, unit, limit: inputs.length, only: inputs.map((p) => p.secret), pad }) : [];
         // Empty when we hold no proof to pad with. (One beside this sweep may have taken some of the inputs meanwhile.)
@@ -167,11 +167,16 @@ export class Sweep {
     return swept;
   }
 
-  /** What a proof of ours must be worth for `inputs` with it to be worth more than the swap's fee. */
+  /**
+   * What a proof of ours must be worth for `inputs` with it to be worth more than the swap's fee.
+   * Priced as one of the unit's dearest keyset: ours may be in one dearer than theirs (a mint that
+   * rotated its fee), and one too small would leave the batch short at every sweep until its locktime.
+   */
   async #padNeeded(mint: string, unit: Unit, inputs: StoredProof[]): Promise<number | undefined> {
     try {
       const wallet = await this.#p.mints.wallet(mint, unit);
-      const fee = wallet.getFeesForProofs([...inputs, inputs[0]!].map(toInput)).toNumber();
+      const dearest = wallet.keyChain.getKeysets().reduce((a, b) => (b.fee > a.fee ? b : a));
+      const fee = wallet.getFeesForProofs([...inputs.map(toInput), { id: dearest.id }]).toNumber();
       return Math.max(1, fee - sum(inputs) + 1);
     } catch {
       return undefined;
