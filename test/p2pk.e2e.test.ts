@@ -2,7 +2,8 @@ import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { PaymentRequest, getDecodedToken, getEncodedToken, getPubKeyFromPrivKey } from '@cashu/cashu-ts';
 import { FakeUpstream } from './support/upstream.ts';
 import { CountingProxy } from './support/counting-proxy.ts';
-import { TEST_P2PK_PRIVKEY, expectMoneyConserved, startGateway } from './support/gateway.ts';
+import { TEST_P2PK_PRIVKEY, durableDatabaseUrl, expectLedgerConserved, expectMoneyConserved, startGateway } from './support/gateway.ts';
+import { openLedger } from '../src/main.ts';
 import { bearer, chat as sharedChat, useGateway } from './support/suite.ts';
 import { asCashuA, lockedToken, mintToken, proofStates, receive, relabel, wallet } from './support/cashu.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
@@ -454,6 +455,52 @@ describe('an unlocked X-Cashu token', () => {
       await expectMoneyConserved(fresh);
     } finally {
       await fresh.close();
+    }
+  });
+});
+
+describe('a gateway stopped while a sweep is at the mint', () => {
+  it('stops once the sweep has its answer booked, not with the ledger closed under it', async () => {
+    const held = new CountingProxy(realMint);
+    const url = await held.start();
+    const db = await durableDatabaseUrl();
+    const g = await startGateway(url, upstream, { DATABASE_URL: db });
+    let release = () => {};
+    let closed: Promise<void> | undefined;
+    try {
+      const created = await fetch(`${g.url}/v1/balance/create`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ initial_balance_token: await lockedToken(url, 8, ourPubkey) }) });
+      expect(created.status).toBe(200);
+      const gate = new Promise<void>((r) => (release = r));
+      let reached!: () => void;
+      const atSwap = new Promise<void>((r) => (reached = r));
+      held.onRequest = async (_method, path) => {
+        if (!path.startsWith('/v1/swap')) return;
+        reached();
+        await gate;
+      };
+      // As the periodic sweep (P2PK_REDEEM_INTERVAL_SECONDS) runs it.
+      const sweeping = g.wallets.sweepLocked();
+      await atSwap;
+      let stopped = false;
+      closed = g.close().then(() => void (stopped = true));
+      await new Promise((r) => setTimeout(r, 500));
+      expect(stopped, 'closed with the sweep at the mint').toBe(false);
+      release();
+      expect(await sweeping).toBe(1);
+      await closed;
+    } finally {
+      release();
+      held.onRequest = undefined;
+      await (closed ?? g.close()).catch(() => {});
+    }
+    // Reopened: the swap the mint took is booked, nothing left pending, the books balance.
+    const ledger = await openLedger(db);
+    try {
+      expect(await ledger.pendingOps()).toEqual([]);
+      await expectLedgerConserved(ledger, [url]);
+    } finally {
+      await ledger.close();
+      await held.stop();
     }
   });
 });

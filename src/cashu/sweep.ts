@@ -18,6 +18,8 @@ export class Sweep {
   readonly #delayMs: number;
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<void> | undefined;
+  /** Every sweep under way, the periodic one (started from outside) included: stop waits for them. */
+  readonly #sweeps = new Set<Promise<number>>();
   #again = false;
   /** Locked proofs the mint refused alone, by unit and mint, kept across sweeps until settled. */
   readonly #suspects = new Map<string, Map<string, Suspect>>();
@@ -34,12 +36,16 @@ export class Sweep {
     this.#padWithinMs = padWithinMs;
   }
 
-  /** Cancels the sweep scheduled for locked proofs and waits for one already running. */
+  /**
+   * Cancels the sweep scheduled for locked proofs and waits for those already running: one left
+   * at the mint would have its answer land on a closed ledger, its swap open until a restart.
+   */
   async stop(): Promise<void> {
     clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#again = false;
     await this.#running;
+    await Promise.allSettled([...this.#sweeps]);
   }
 
   /**
@@ -55,6 +61,16 @@ export class Sweep {
    * proofs written off. Those wait as suspects for as long as the mint says so.
    */
   async all(batch = 100): Promise<number> {
+    const run = this.#all(batch);
+    this.#sweeps.add(run);
+    try {
+      return await run;
+    } finally {
+      this.#sweeps.delete(run);
+    }
+  }
+
+  async #all(batch: number): Promise<number> {
     let swept = 0;
     for (const mint of this.#p.mints.urls) {
       for (const unit of ['sat', 'msat'] as const) swept += await this.#sweep(mint, unit, batch);
