@@ -459,7 +459,7 @@ describe('an unlocked X-Cashu token', () => {
   });
 });
 
-describe('a gateway stopped while a sweep is at the mint', () => {
+describe('a gateway stopped with its own work at the mint', () => {
   it('stops once the sweep has its answer booked, not with the ledger closed under it', async () => {
     const held = new CountingProxy(realMint);
     const url = await held.start();
@@ -494,6 +494,56 @@ describe('a gateway stopped while a sweep is at the mint', () => {
       await (closed ?? g.close()).catch(() => {});
     }
     // Reopened: the swap the mint took is booked, nothing left pending, the books balance.
+    const ledger = await openLedger(db);
+    try {
+      expect(await ledger.pendingOps()).toEqual([]);
+      await expectLedgerConserved(ledger, [url]);
+    } finally {
+      await ledger.close();
+      await held.stop();
+    }
+  });
+
+  it('stops once a recovery under way has the mint\'s answer booked', async () => {
+    const held = new CountingProxy(realMint);
+    const url = await held.start();
+    const db = await durableDatabaseUrl();
+    const g = await startGateway(url, upstream, { DATABASE_URL: db, MINT_TIMEOUT_MS: '500' });
+    let release = () => {};
+    let closed: Promise<void> | undefined;
+    try {
+      const created = await fetch(`${g.url}/v1/balance/create`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ initial_balance_token: await lockedToken(url, 8, ourPubkey) }) });
+      expect(created.status).toBe(200);
+      // The sweep's swap lands, its answer is lost, and the mint cannot be asked for now: left open.
+      held.faults.set('/v1/swap', { drop: true });
+      held.faults.set('/v1/restore', { fail: 503, body: { detail: 'unavailable' } });
+      await g.wallets.sweepLocked();
+      held.faults.clear();
+      expect((await g.ledger.pendingOps()).length).toBe(1);
+      await new Promise((r) => setTimeout(r, 1_100));
+      const gate = new Promise<void>((r) => (release = r));
+      let reached!: () => void;
+      const atRestore = new Promise<void>((r) => (reached = r));
+      held.onRequest = async (_method, path) => {
+        if (!path.startsWith('/v1/restore')) return;
+        reached();
+        await gate;
+      };
+      // As the periodic recovery runs it.
+      const recovering = g.wallets.recoverAll();
+      await atRestore;
+      let stopped = false;
+      closed = g.close().then(() => void (stopped = true));
+      await new Promise((r) => setTimeout(r, 300));
+      expect(stopped, 'closed with a recovery at the mint').toBe(false);
+      release();
+      await recovering;
+      await closed;
+    } finally {
+      release();
+      held.onRequest = undefined;
+      await (closed ?? g.close()).catch(() => {});
+    }
     const ledger = await openLedger(db);
     try {
       expect(await ledger.pendingOps()).toEqual([]);

@@ -118,6 +118,11 @@ export class Journal {
     return this.#recovering;
   }
 
+  /** Waits for a recovery pass under way: what the mint answers it is booked before the ledger closes. */
+  async settled(): Promise<void> {
+    await this.#recovering?.catch(() => {});
+  }
+
   async #recoverPass(): Promise<void> {
     const due = (await this.#ledger.pendingOps()).filter((op) => Date.now() - op.updatedAt >= this.leaseMs);
     for (const op of due) {

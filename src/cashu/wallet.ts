@@ -105,9 +105,9 @@ export class CashuWallets {
     return this.#float.idle();
   }
 
-  /** Cancels the sweep and float refill scheduled and waits for those already running. */
+  /** Cancels the sweep and float refill scheduled and waits for those already running, and for a recovery pass. */
   async stop(): Promise<void> {
-    await Promise.all([this.#sweep.stop(), this.#float.stop()]);
+    await Promise.all([this.#sweep.stop(), this.#float.stop(), this.#parts.journal.settled()]);
   }
 
   /**
