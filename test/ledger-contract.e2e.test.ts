@@ -385,6 +385,19 @@ describe('reserves and settles made in one turn', () => {
     expect(await ledger.getKey('b')).toMatchObject({ balance: 0, reserved: 0, totalSpent: 4_000 });
     expect(await ledger.totals()).toMatchObject({ charged: 10_000, reserved: 0 });
   });
+
+  it('settle one reservation once, however often the turn names it', async () => {
+    await fund('k', [8]);
+    expect(await Promise.all([ledger.reserve('k', 2_000, 'r1'), ledger.reserve('k', 3_000, 'r2')])).toEqual([true, true]);
+    const settled = await Promise.all(['r1', 'r2', 'r1', 'r2'].map((id) => ledger.settle(id, 1_000).catch((e: Error) => e.message)));
+    expect(settled).toEqual([
+      { chargedMsats: 1_000, balance: 7_000, reserved: 3_000 },
+      { chargedMsats: 1_000, balance: 6_000, reserved: 0 },
+      'reservation r1 is not active',
+      'reservation r2 is not active',
+    ]);
+    expect(await ledger.getKey('k')).toMatchObject({ balance: 6_000, reserved: 0, totalSpent: 2_000 });
+  });
 });
 
 describe('two handles on one database', () => {

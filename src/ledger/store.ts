@@ -27,7 +27,7 @@ import {
 } from './ledger.ts';
 import type { Driver, Sql, Statement } from './driver.ts';
 import { childKeyRow, historyRow, keyRow, meltRow, opRow, proofRow, refundRow, tokenRow, type Row } from './rows.ts';
-import { TurnBatch, byId } from './turn-batch.ts';
+import { TurnBatch, byId, firstOfEach } from './turn-batch.ts';
 
 /**
  * The running totals are spread over rows (shards) a transaction picks at random, so concurrent
@@ -460,10 +460,11 @@ export class SqlLedger implements Ledger {
     return this.#reserves ? this.#reserves.push(r) : this.#reserve(r);
   }
 
-  async #reserveMany(rs: readonly Reserve[]): Promise<Array<boolean | undefined>> {
+  async #reserveMany(all: readonly Reserve[]): Promise<Array<boolean | undefined>> {
+    const rs = firstOfEach(all, (r) => r.reservationId);
     const p = [rs.map((r) => r.reservationId), rs.map((r) => r.keyHash), rs.map((r) => r.msats), rs.map((r) => r.model ?? null), Date.now(), this.#instance];
     // Not held together: held on its own, or through a child key, or refused, as if it came alone.
-    return byId(this.#db, HOLD_MANY, p, rs.map((r) => r.reservationId), () => true);
+    return byId(this.#db, HOLD_MANY, p, all, rs, (r) => r.reservationId, () => true);
   }
 
   async #reserve({ keyHash, msats, reservationId, model }: Reserve): Promise<boolean> {
@@ -496,13 +497,14 @@ export class SqlLedger implements Ledger {
     return this.#settles ? this.#settles.push(s) : this.#settle(s);
   }
 
-  async #settleMany(ss: readonly Settle[]): Promise<Array<Settlement | undefined>> {
+  async #settleMany(all: readonly Settle[]): Promise<Array<Settlement | undefined>> {
+    const ss = firstOfEach(all, (s) => s.reservationId);
     const u = ss.map((s) => s.usage);
     const p = [
       ss.map((s) => s.reservationId), ss.map((s) => s.chargeMsats), u.map((x) => x?.inputTokens ?? null), u.map((x) => x?.outputTokens ?? null),
       u.map((x) => x?.model ?? null), Date.now(), Math.floor(Math.random() * SHARDS),
     ];
-    return byId(this.#db, SETTLE_MANY, p, ss.map((s) => s.reservationId), (row) => ({
+    return byId(this.#db, SETTLE_MANY, p, all, ss, (s) => s.reservationId, (row) => ({
       chargedMsats: row.charged as number, balance: row.balance as number, reserved: row.reserved as number,
     }));
   }

@@ -59,8 +59,20 @@ export class TurnBatch<A, R> {
   }
 }
 
-/** The statements' rows by the id they answer for, in the order of `ids`. */
-export async function byId<R>(db: Sql, sql: string, params: readonly unknown[], ids: readonly string[], of: (row: Record<string, unknown>) => R): Promise<Array<R | undefined>> {
+/**
+ * The calls a batch statement may take: each id once (a second call naming it is made on its own,
+ * after the first, as it would have been).
+ */
+export function firstOfEach<A>(args: readonly A[], id: (a: A) => string): A[] {
+  const seen = new Set<string>();
+  return args.filter((a) => !seen.has(id(a)) && seen.add(id(a)));
+}
+
+/** What a batch statement answered for each of `args`, by the id its rows name, in their order; the others undefined. */
+export async function byId<A, R>(
+  db: Sql, sql: string, params: readonly unknown[], args: readonly A[], taken: readonly A[], id: (a: A) => string, of: (row: Record<string, unknown>) => R,
+): Promise<Array<R | undefined>> {
   const rows = new Map((await db.query(sql, params)).rows.map((row) => [row.id as string, of(row)]));
-  return ids.map((id) => rows.get(id));
+  const first = new Set(taken);
+  return args.map((a) => (first.has(a) ? rows.get(id(a)) : undefined));
 }
