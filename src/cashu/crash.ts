@@ -1,11 +1,13 @@
 /**
  * Fault injection for the crash-safety tests: with GATEWAY_CRASH_AT=<step>, the process kills
- * itself (SIGKILL, no cleanup) when it reaches that step of a redemption, refund, melt or Nostr job.
+ * itself (SIGKILL, no cleanup) when it reaches that step of a redemption, paid quote, refund, melt
+ * or Nostr job.
  */
 export type CrashStep =
   | 'redeem:before-swap'
   | 'redeem:after-swap'
   | 'redeem:after-commit'
+  | 'quote:after-commit'
   | 'refund:after-debit'
   | 'refund:before-swap'
   | 'refund:after-swap'

@@ -217,9 +217,11 @@ export class Receive {
     });
     if (!started.started) return this.redeemQuote(q);
     return journal.send({ id: opId, kind: 'receive', mint: q.mint, tokenHash }, () => wallet.completeMint(preview), {
-      answer: (minted) => {
+      answer: async (minted) => {
         const proofs = minted.map(toStored);
-        return ledger.finishRedemption({ tokenHash, opId, proofs, creditMsats: sum(proofs) * MSATS_PER[q.unit] });
+        const key = await ledger.finishRedemption({ tokenHash, opId, proofs, creditMsats: sum(proofs) * MSATS_PER[q.unit] });
+        crashPoint('quote:after-commit');
+        return key;
       },
       refused: (e) => (e.code === ISSUED ? 'unknown' : new CashuError('mint_quote_failed', e.message)),
       done: () => ledger.getKey(q.keyHash),
