@@ -11,6 +11,15 @@ import { nativeOutputs, nativeOutputsSplit } from './dleq.ts';
 import { changeReady, journaled, sum, toStored } from './proofs.ts';
 import type { Parts } from './parts.ts';
 
+export interface QuoteRedemption {
+  mint: string;
+  unit: Unit;
+  quote: string;
+  amount: number;
+  keyHash: string;
+  beforeMint?: () => Promise<void>;
+}
+
 /** NUT-00 error codes for proofs already spent, or being spent. */
 const SPENT = 11001;
 const PENDING = 11002;
@@ -196,9 +205,10 @@ export class Receive {
   /**
    * Mints the ecash a paid NUT-04 quote is owed to the gateway and credits `keyHash`, through the
    * same journaled path as a token: outputs written first, signatures recoverable (NUT-09).
-   * Returns undefined while the quote is unpaid.
+   * Returns undefined while the quote is unpaid. `beforeMint` runs once the mint says the quote is
+   * paid, before its ecash is asked for: what it writes is in the ledger before any of it is ours.
    */
-  async redeemQuote(q: { mint: string; unit: Unit; quote: string; amount: number; keyHash: string }): Promise<KeyRow | undefined> {
+  async redeemQuote(q: QuoteRedemption): Promise<KeyRow | undefined> {
     const { ledger, journal, mints } = this.#p;
     const tokenHash = tokenHashOfQuote(q.mint, q.quote);
     const known = await ledger.getToken(tokenHash);
@@ -210,6 +220,7 @@ export class Receive {
     const wallet = await mints.reachable(q.mint, q.unit);
     const state = (await wallet.checkMintQuoteBolt11(q.quote)).state;
     if (state !== 'PAID') return undefined;
+    await q.beforeMint?.();
     const preview = await wallet.prepareMint('bolt11', q.amount, { quote: q.quote }, undefined, nativeOutputs);
     const opId = randomUUID();
     const started = await ledger.startRedemption({

@@ -5,7 +5,7 @@ import type { MintNames, TokenInfo } from './token.ts';
 import type { P2pkKey } from './p2pk.ts';
 import { Mints } from './mints.ts';
 import { Journal } from './journal.ts';
-import { Receive } from './receive.ts';
+import { Receive, type QuoteRedemption } from './receive.ts';
 import { Sweep } from './sweep.ts';
 import { refund, unlockedCover, withdraw } from './refund.ts';
 import { melt } from './melt.ts';
@@ -141,7 +141,7 @@ export class CashuWallets {
   }
 
   /** Mints a paid NUT-04 quote to us and credits `keyHash`; undefined while it is unpaid. */
-  redeemQuote(q: { mint: string; unit: Unit; quote: string; amount: number; keyHash: string }): Promise<KeyRow | undefined> {
+  redeemQuote(q: QuoteRedemption): Promise<KeyRow | undefined> {
     return this.#receive.redeemQuote(q);
   }
 

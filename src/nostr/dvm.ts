@@ -7,6 +7,7 @@ import type { Catalog } from '../engine/catalog.ts';
 import type { Engine, Job, Payer as EnginePayer, Receipt } from '../engine/engine.ts';
 import { CashuError } from '../cashu/errors.ts';
 import { crashPoint } from '../cashu/crash.ts';
+import { tokenHashOfQuote } from '../cashu/credential.ts';
 import { EngineError } from '../engine/errors.ts';
 import { chatFormat } from '../formats/chat.ts';
 
@@ -122,6 +123,8 @@ class JobError extends Error {
 const expected = (err: unknown): err is JobError | EngineError | CashuError => err instanceof JobError || err instanceof EngineError || err instanceof CashuError;
 const msg = (err: unknown) => (expected(err) ? err.message : 'The job could not be processed.');
 const refundOf = (err: unknown) => (expected(err) && typeof err.extra.refund_token === 'string' ? err.extra.refund_token : undefined);
+/** The wallet's word that the mint did not take a payment: no answer (unreachable) may mean it did. */
+const refused = (err: unknown) => err instanceof CashuError && err.code !== 'cashu_mint_unreachable';
 
 /**
  * The NIP-90 door: kind 5050 jobs in, kind 6050 results out, through the same engine, prices and
@@ -573,6 +576,18 @@ export class Dvm {
     return this.deps.ledger.putNote(OPEN, request.id, JSON.stringify(o), Date.now() + UNDELIVERED_TTL_MS);
   }
 
+  /**
+   * Puts back the note a refused payment from `payer` replaced (or none), unless another payer has
+   * been named since: theirs stands.
+   */
+  async #restoreOpen(jobId: string, payer: string, note: string | undefined): Promise<void> {
+    const { ledger } = this.deps;
+    const now = await ledger.getNote(OPEN, jobId);
+    if (!now || (JSON.parse(now) as Open).payer !== payer) return;
+    if (note) await ledger.putNote(OPEN, jobId, note, Date.now() + UNDELIVERED_TTL_MS);
+    else await ledger.dropNote(OPEN, jobId);
+  }
+
   async #renewOpen(jobId: string): Promise<void> {
     const raw = await this.deps.ledger.getNote(OPEN, jobId);
     if (!raw) return;
@@ -636,6 +651,7 @@ export class Dvm {
     await this.#open(o.request, o.payer);
     // Its result was made and kept, change and all: that is offered again (#resume).
     if (await ledger.getNote(UNDELIVERED, jobId)) return this.#answered(jobId);
+    await this.#endWatchOfCreditedQuote(jobId);
     const request = parseJobRequest(o.request, this.deps.id.sk);
     let refund = await this.#returnKey(key, o.payer);
     // Nothing left on the key: the change or refund it made last (locked to the payer) never went out.
@@ -652,6 +668,22 @@ export class Dvm {
     }
     log.warn({ job: jobId, refunded: refund !== undefined }, 'settled a paid job a stopped gateway left unanswered');
     await this.#answered(jobId);
+  }
+
+  /**
+   * A job paid back unrun whose invoice was minted to its key before the run took it (a crash in
+   * between): its watch would read the credited quote as a payment still to take, so it is closed
+   * as a paid job's is, and a payment sent later is returned.
+   */
+  async #endWatchOfCreditedQuote(jobId: string): Promise<void> {
+    const { ledger } = this.deps;
+    const w = await this.#loadWatch(jobId);
+    if (!w || w.closed || (await ledger.getToken(tokenHashOfQuote(w.mint, w.quote)))?.state !== 'credited') return;
+    await ledger.claimOnce(PAID, jobId, w.quoteExpiry + 60_000);
+    w.closed = 'done';
+    const live = this.#watching.get(jobId);
+    if (live) live.closed = 'done';
+    await this.#saveWatch(w);
   }
 
   async #resumeFromLedger(): Promise<void> {
@@ -682,7 +714,11 @@ export class Dvm {
       const request = parseJobRequest(w.request, this.deps.id.sk);
       if (request) await this.#feedback(request, 'error', 'No payment arrived in time. A payment made later is returned, locked to you.');
     }
-    const paid = await wallets.redeemQuote({ mint: w.mint, unit: 'sat', quote: w.quote, amount: w.sats, keyHash: keys.jobKey(jobId) });
+    // The invoice's payer is named before its ecash is minted to the job's key: a crash or a lost
+    // answer from then on returns it to them (#settleOpen), not to whoever the note named before.
+    // A job running on this key keeps its own note.
+    const beforeMint = () => (this.#running.has(jobId) ? Promise.resolve() : this.#open(w.request, w.request.pubkey));
+    const paid = await wallets.redeemQuote({ mint: w.mint, unit: 'sat', quote: w.quote, amount: w.sats, keyHash: keys.jobKey(jobId), beforeMint });
     if (paid && (await this.#onPayment(w, w.request.pubkey))) {
       // The note stays until the quote expires, so that a nutzap sent on top is returned too.
       this.#watching.delete(jobId);
@@ -720,7 +756,7 @@ export class Dvm {
       if (refund !== undefined && !this.#running.has(jobId)) await this.#answered(jobId);
       return refund !== undefined || !((await ledger.getKey(key))?.balance);
     }
-    // The invoice's payment is on the job's key (a nutzap's was kept open before it was taken).
+    // Its payer was named before the payment was taken; the lease says the job is in hand now.
     await this.#open(w.request, payer);
     // Closed for good once paid: a second payment is returned.
     w.closed = 'done';
@@ -770,14 +806,23 @@ export class Dvm {
       return;
     }
     if (!mint || proofs.length === 0) return;
+    const jobId = w.request.id;
+    /** The note this nutzap's replaced, if it replaced one. */
+    let replaced: { note: string | undefined } | undefined;
     try {
       const info = inspectToken(getEncodedToken({ mint, unit, proofs }), wallets.names);
       // A job already running on this key keeps its own note (and lease).
-      if (!this.#running.has(w.request.id)) await this.#open(w.request, e.pubkey);
-      await wallets.redeem(info, keys.jobKey(w.request.id), keys.p2pk);
+      if (!this.#running.has(jobId)) {
+        replaced = { note: await ledger.getNote(OPEN, jobId) };
+        await this.#open(w.request, e.pubkey);
+      }
+      await wallets.redeem(info, keys.jobKey(jobId), keys.p2pk);
     } catch (err) {
       log.warn({ nutzap: e.id, err: (err as Error).message }, 'nutzap not accepted');
-      // The note stays: a redemption the mint may still have taken is settled once it is known (#settleOpen).
+      // Refused: nothing of it is on the job's key, so its sender is no payee of the job. Any other
+      // outcome keeps the note: a redemption the mint may still have taken is settled once it is
+      // known (#settleOpen).
+      if (replaced && refused(err)) await this.#restoreOpen(jobId, e.pubkey, replaced.note);
       return;
     }
     const live = this.#watching.get(w.request.id);
