@@ -122,12 +122,14 @@ describe('streams that end early', () => {
     const charged = start - after.balance;
     // "Tell me a story." is 5 tokens (Tell, ␣me, ␣a, ␣story, .), plus 3 for the message and 3 for
     // the reply's priming: 11 prompt tokens at 2 msats. Each word the double wrote is one token at
-    // 5 msats. The gateway bills what reached it: every word the double wrote, or all but the
-    // last if the client's leaving overtook that one on its way in. Never the rest of the reply.
+    // 5 msats. The gateway bills what reached it: at least the three words the client read, at
+    // most every word the double wrote (those still on their way when the upstream was stopped,
+    // more of them on a busy machine, never reached it). Never the rest of the reply.
     const written = upstream.wordsWritten;
     expect(written).toBeGreaterThanOrEqual(3);
     expect(written).toBeLessThan(REPLY_WORDS.length);
-    expect([msats(11, 2) + (written - 1) * 5, msats(11, 2) + written * 5]).toContain(charged);
+    const words = (charged - msats(11, 2)) / 5;
+    expect(Number.isInteger(words) && words >= 3 && words <= written).toBe(true);
   });
 
   it('charges nothing when the upstream cuts a stream, and refunds an X-Cashu payer in the stream', async () => {
