@@ -12,6 +12,10 @@ import { mintProofs, mintToken, wallet } from './support/cashu.ts';
 import { nostrDoorKeys } from '../src/nostr/door-keys.ts';
 import { waitFor as waitUntil } from './support/suite.ts';
 import { CountingProxy } from './support/counting-proxy.ts';
+import { HoldingRelay } from './support/relay-double.ts';
+import { Dvm } from '../src/nostr/dvm.ts';
+import { inspectToken } from '../src/cashu/token.ts';
+import type { Ledger } from '../src/ledger/ledger.ts';
 
 const mintUrl = inject('mintUrl');
 const upstream = new FakeUpstream();
@@ -576,6 +580,122 @@ describe('jobs', () => {
     });
     const body = (await http.json()) as { usage: { cost: { total_msats: number } } };
     expect(Number(tag(res, 'amount')![1])).toBe(body.usage.cost.total_msats);
+  });
+});
+
+/**
+ * The ledger as a DVM sees it, and every call it makes once `stopped()` has been said: a DVM's
+ * work that outlives its stop reads and writes a ledger about to close (or closed).
+ */
+function lateCalls(ledger: Ledger) {
+  const late: string[] = [];
+  let stopped = false;
+  const spy = new Proxy(ledger, {
+    get(target, prop) {
+      const v = Reflect.get(target, prop, target) as unknown;
+      if (typeof v !== 'function') return v;
+      return (...args: unknown[]) => {
+        if (stopped) late.push(String(prop));
+        return (v as (...a: unknown[]) => unknown).apply(target, args);
+      };
+    },
+  });
+  return { ledger: spy, late, stopped: () => void (stopped = true) };
+}
+
+/** Unhandled rejections while `fn` runs (and a moment after). */
+async function unhandledDuring(fn: () => Promise<void>): Promise<unknown[]> {
+  const seen: unknown[] = [];
+  const on = (reason: unknown) => void seen.push(reason);
+  process.on('unhandledRejection', on);
+  try {
+    await fn();
+    await new Promise((r) => setTimeout(r, 300));
+  } finally {
+    process.off('unhandledRejection', on);
+  }
+  return seen;
+}
+
+describe('stopping the DVM', () => {
+  it('waits for a kept result being offered again at start-up, and touches the ledger no more', async () => {
+    const holding = new HoldingRelay();
+    await holding.start();
+    const kept = await dvmGateway({});
+    try {
+      const deps = kept.nostr!.dvm.deps;
+      // A result a previous run made and no relay took: offered again at start.
+      const req = finalizeEvent({ ...jobRequest([['i', 'Kept for later', 'text']]), tags: [['p', kept.nostr!.id.pubkey], ['i', 'Kept for later', 'text']] }, sk);
+      const res = kept.nostr!.relays.sign({ kind: 6050, created_at: Math.floor(Date.now() / 1000), tags: [['e', req.id], ['p', pubkey]], content: 'kept' });
+      const u = { request: req, result: res, relays: [holding.url], success: [['status', 'success', 'Done.']] };
+      await deps.ledger.putNote('nostr-undelivered', req.id, JSON.stringify(u), Date.now() + 3600_000);
+      const spy = lateCalls(deps.ledger);
+      const dvm = new Dvm({ ...deps, ledger: spy.ledger });
+      const success = feedback(req.id, 'success');
+      const unhandled = await unhandledDuring(async () => {
+        dvm.start();
+        // The offer is under way: the holding relay has the result and has not said OK.
+        await waitUntil(() => holding.events.includes(res.id), 'the result at the holding relay');
+        const stopped = dvm.stop().then(spy.stopped);
+        await new Promise((r) => setTimeout(r, 300));
+        holding.release();
+        await stopped;
+        await success;
+      });
+      expect(unhandled).toEqual([]);
+      expect(spy.late).toEqual([]);
+      expect(await deps.ledger.getNote('nostr-undelivered', req.id)).toBeUndefined();
+      await expectDrained(kept, { prices: PRICES });
+    } finally {
+      holding.release();
+      await kept.close();
+      await holding.stop();
+    }
+  });
+
+  it('waits for the payout of a job a stopped gateway left unanswered, started at start-up', async () => {
+    const proxy = new CountingProxy(mintUrl);
+    await proxy.start();
+    const left = await startGateway(proxy.url, upstream, { RELAYS: urls.join(','), NSEC: Buffer.from(generateSecretKey()).toString('hex'), DVM_DEFAULT_MODEL: 'gpt-test' });
+    try {
+      const deps = left.nostr!.dvm.deps;
+      // A job paid 30 sats, its key credited and its note open, by a run that died before answering.
+      const req = finalizeEvent({ ...jobRequest([]), tags: [['p', left.nostr!.id.pubkey], ['i', 'Left behind', 'text']] }, sk);
+      await deps.wallets.redeem(inspectToken(await mintToken(proxy.url, 30), deps.wallets.names), deps.keys.jobKey(req.id), deps.keys.p2pk);
+      await deps.ledger.putNote('nostr-open', req.id, JSON.stringify({ request: req, payer: pubkey, leaseUntil: 0 }), Date.now() + 3600_000);
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      let held!: () => void;
+      const atSwap = new Promise<void>((r) => (held = r));
+      proxy.onRequest = async (_method, path) => {
+        if (!path.startsWith('/v1/swap')) return;
+        held();
+        await gate;
+      };
+      const spy = lateCalls(deps.ledger);
+      const dvm = new Dvm({ ...deps, ledger: spy.ledger });
+      const error = feedback(req.id, 'error');
+      const unhandled = await unhandledDuring(async () => {
+        dvm.start();
+        // The payout (the key's change, locked to the payer) is at the mint.
+        await atSwap;
+        const stopped = dvm.stop().then(spy.stopped);
+        await new Promise((r) => setTimeout(r, 300));
+        release();
+        await stopped;
+      });
+      proxy.onRequest = undefined;
+      expect(unhandled).toEqual([]);
+      expect(spy.late).toEqual([]);
+      const back = await (await wallet(proxy.url)).receive(tag(await error, 'cashu')![1]!, { privkey: skHex });
+      expect(back.reduce((s, p) => s + p.amount.toNumber(), 0)).toBe(30);
+      expect(await deps.ledger.noteIds('nostr-open')).toEqual([]);
+      await expectDrained(left, { prices: PRICES });
+    } finally {
+      proxy.onRequest = undefined;
+      await left.close();
+      await proxy.stop();
+    }
   });
 });
 

@@ -173,8 +173,10 @@ export class Dvm {
     ];
     // Watches and undelivered results of a previous run (or of a stopped instance) are in the
     // ledger, whether or not any relay still holds the job; our own feedback names them too.
-    void this.#resumeFromLedger().catch((e: Error) => log.warn({ err: e.message }, 'could not look for unfinished jobs'));
-    void this.#resumeFromFeedback().catch((e: Error) => log.warn({ err: e.message }, 'could not look for unfinished jobs'));
+    // Tracked as handlers are: a payout one starts (#settleOpen) is waited for by stop().
+    const resume = (p: Promise<void>) => this.#track(p.catch((e: Error) => log.warn({ err: e.message }, 'could not look for unfinished jobs')));
+    resume(this.#resumeFromLedger());
+    resume(this.#resumeFromFeedback());
   }
 
   /** Stops, and hands the quotes it watched to whichever instance (or restart) sees them next. */
@@ -470,13 +472,25 @@ export class Dvm {
   #resendLater(jobId: string, u: Undelivered, waitMs: number): void {
     if (this.#stopped || this.#resending.has(jobId)) return;
     const t = setTimeout(() => {
-      void (async () => {
-        const still = await this.deps.ledger.getNote(UNDELIVERED, jobId);
-        if (!still) return void this.#resending.delete(jobId);
-        const delivered = await this.#offer(jobId, u).catch(() => false);
-        this.#resending.delete(jobId);
-        if (!delivered) this.#resendLater(jobId, u, Math.min(waitMs * 2, 600_000));
-      })();
+      // Tracked: a resend under way (its ledger reads, its publish, its success feedback) is waited
+      // for by stop(), and what it throws is logged, never left unhandled.
+      // A ledger that fails this once is tried again, as a relay that took nothing is; the wait
+      // doubles from at least pollMs (a resume asks for the first offer at once).
+      // Kept in #resending while under way, so that a resume meanwhile does not offer it twice.
+      const resend = async () => {
+        let delivered = true;
+        try {
+          if (this.#stopped || !(await this.deps.ledger.getNote(UNDELIVERED, jobId))) return;
+          delivered = await this.#offer(jobId, u);
+        } catch (e) {
+          this.deps.log.warn({ job: jobId, err: (e as Error).message }, 'could not offer a kept result again');
+          delivered = false;
+        } finally {
+          this.#resending.delete(jobId);
+        }
+        if (!delivered) this.#resendLater(jobId, u, Math.min(Math.max(waitMs * 2, this.deps.cfg.pollMs), 600_000));
+      };
+      this.#track(resend());
     }, waitMs);
     t.unref();
     this.#resending.set(jobId, t);

@@ -60,6 +60,65 @@ export class SilentAuthRelay {
   }
 }
 
+/**
+ * A relay that takes every event and holds its OK until `release()`, answering REQs with an empty
+ * EOSE: a publish to it stays under way as long as a test needs (up to the client's own timeout).
+ */
+export class HoldingRelay {
+  url = '';
+  /** Ids of the events it was sent, in arrival order. */
+  readonly events: string[] = [];
+  readonly #held: Array<() => void> = [];
+  readonly #sockets = new Set<Socket>();
+  #released = false;
+  #server: Server | undefined;
+
+  async start(): Promise<string> {
+    this.#server = createServer((_req, res) => res.writeHead(426).end());
+    this.#server.on('upgrade', (req, socket: Socket) => {
+      const accept = createHash('sha1').update(`${req.headers['sec-websocket-key']}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+      this.#sockets.add(socket);
+      socket.on('close', () => this.#sockets.delete(socket));
+      socket.on('error', () => {});
+      socket.write(`HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: ${accept}\r\n\r\n`);
+      let buffered = Buffer.alloc(0);
+      socket.on('data', (chunk: Buffer) => {
+        buffered = Buffer.concat([buffered, chunk]);
+        for (;;) {
+          const frame = readFrame(buffered);
+          if (!frame) break;
+          buffered = buffered.subarray(frame.length);
+          if (frame.opcode === 8) return void socket.end(Buffer.from([0x88, 0]));
+          if (frame.opcode === 9) socket.write(Buffer.concat([Buffer.from([0x8a, frame.payload.length]), frame.payload]));
+          if (frame.opcode !== 1) continue;
+          const msg = JSON.parse(frame.payload.toString('utf8')) as unknown[];
+          if (msg[0] === 'REQ') send(socket, ['EOSE', msg[1]]);
+          if (msg[0] !== 'EVENT') continue;
+          const id = (msg[1] as { id: string }).id;
+          this.events.push(id);
+          const ok = () => send(socket, ['OK', id, true, '']);
+          if (this.#released) ok();
+          else this.#held.push(ok);
+        }
+      });
+    });
+    await new Promise<void>((r) => this.#server!.listen(0, '127.0.0.1', r));
+    this.url = `ws://127.0.0.1:${(this.#server.address() as { port: number }).port}`;
+    return this.url;
+  }
+
+  /** OKs every event held, and every one from now on. */
+  release(): void {
+    this.#released = true;
+    for (const ok of this.#held.splice(0)) ok();
+  }
+
+  stop(): Promise<void> {
+    for (const s of this.#sockets) s.destroy();
+    return new Promise((r) => this.#server?.close(() => r()) ?? r());
+  }
+}
+
 function send(socket: Socket, msg: unknown[]): void {
   const payload = Buffer.from(JSON.stringify(msg));
   const head =
