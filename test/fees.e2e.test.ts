@@ -9,6 +9,7 @@ import { startMint, type RunningMint } from './support/mint.ts';
 import { sha256Hex } from '../src/cashu/credential.ts';
 import { chat as sharedChat, useGateway } from './support/suite.ts';
 import { CountingProxy } from './support/counting-proxy.ts';
+import { toStored } from '../src/cashu/proofs.ts';
 
 const upstream = new FakeUpstream();
 let feeMint: RunningMint;
@@ -217,6 +218,46 @@ describe('a mint that charges input fees (100 ppk)', () => {
     // The two go in one swap: one fee (1 sat at 100 ppk) for both.
     expect(await fees()).toBe(before + 1_000);
     expect((await g.ledger.heldProofs(feeMint.url, 'sat')).filter((p) => p.secret.startsWith('["P2PK"'))).toEqual([]);
+  });
+
+  it('writes off, once, a lone locked proof near its locktime that the mint refuses as bad though padded with one of ours, and keeps ours', async () => {
+    const g = await freshGateway({ P2PK_LOCKTIME_MARGIN_SECONDS: '0', P2PK_WRITE_OFF_AFTER_SECONDS: '1', CHANGE_FLOAT_PROOFS: '0' });
+    // The gateway holds ecash of its own, which the sweep pads a short batch with.
+    await earn(g, await mintToken(feeMint.url, 64));
+    await g.wallets.idle();
+    // A 1-sat proof locked to us, near its locktime, its C altered: the mint's check of its
+    // signature fails for ever (NUT-00 10001), with one of ours beside it or not.
+    const w = await wallet(feeMint.url);
+    const genuine = await lockedToken(feeMint.url, 1, ourPubkey, { swapFee: 1, locktime: Math.floor(Date.now() / 1000) + 50 });
+    const proof = getDecodedToken(genuine, w.keyChain.getAllKeysetIds()).proofs[0]!;
+    const forgedC = Buffer.from(getPubKeyFromPrivKey(Buffer.alloc(32, 9))).toString('hex');
+    const forged = toStored({ ...proof, C: forgedC, dleq: undefined });
+    const forgedToken = getEncodedToken({ mint: feeMint.url, unit: 'sat', proofs: [{ ...proof, C: forgedC, dleq: undefined }] });
+    expect(await g.ledger.acceptLocked({ tokenHash: sha256Hex(forgedToken), keyHash: 'planted', mint: feeMint.url, unit: 'sat', proofs: [forged], creditMsats: 1_000 })).toBe('accepted');
+    const ours = async () => (await g.ledger.heldProofs(feeMint.url, 'sat')).filter((p) => !p.secret.startsWith('["P2PK"')).map((p) => p.secret);
+    const oursBefore = await ours();
+    const before = await g.ledger.totals();
+    // Padded, and refused as bad: once is no proof yet (the mint may be failing for a while).
+    await g.wallets.sweepLocked();
+    await g.wallets.idle();
+    expect((await g.ledger.totals()).fees).toBe(before.fees);
+    await new Promise((r) => setTimeout(r, 1_100));
+    // The mint takes another swap meanwhile: a good locked proof that pays its own way (1 sat of fee).
+    const good = await lockedToken(feeMint.url, 8, ourPubkey, { swapFee: 1 });
+    expect(await createBalance(g, good)).toBe(200);
+    await g.wallets.sweepLocked();
+    await g.wallets.idle();
+    expect(await proofStates(feeMint.url, good)).toEqual(['SPENT']);
+    // Written off to the msat (1 sat), beside the good one's fee; held no more, as the mint says it never was.
+    expect((await g.ledger.totals()).fees - before.fees).toBe(1_000 + 1_000);
+    expect((await g.ledger.heldProofs(feeMint.url, 'sat')).map((p) => p.secret)).not.toContain(forged.secret);
+    // Ours that padded it is ours still, unspent at the mint: nothing of it written off.
+    expect(await ours()).toEqual(expect.arrayContaining(oursBefore));
+    // And never tried again; the genuine proof under the same secret is untouched at the mint.
+    expect(await g.wallets.sweepLocked()).toBe(0);
+    expect((await g.ledger.totals()).fees - before.fees).toBe(2_000);
+    expect(await proofStates(feeMint.url, genuine)).toEqual(['UNSPENT']);
+    await expectMoneyConserved(g);
   });
 
   it('pads a short batch with the smallest proof that pays its fee, so one left unresolved does not hold back a refund', async () => {

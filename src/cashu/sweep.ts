@@ -109,21 +109,17 @@ export class Sweep {
         // (anyone, without a refund key) can take them back. Until then (or with no locktime) they
         // wait for the next sweep's batches: padding each as it comes would cost the operator a
         // whole fee (1 sat at most mints) per 1-sat proof a stranger sends, one per sweep.
-        const due = Date.now() + this.#padWithinMs;
-        const near = inputs.some((p) => {
-          const lt = locktimeOf(p);
-          return lt !== undefined && lt * 1000 <= due;
-        });
-        const padOp = randomUUID();
-        // The smallest of ours that pays the fee with them: while the swap is open (its answer
-        // lost, say), that proof is out of reach of payouts. Priced as one of the dearest keyset.
-        const pad = near ? await this.#padNeeded(mint, unit, inputs) : undefined;
-        const padded = pad !== undefined ? await this.#p.ledger.startSweep({ opId: padOp, mint, unit, limit: inputs.length, only: inputs.map((p) => p.secret), pad }) : [];
-        // Empty when we hold no proof to pad with. (One beside this sweep may have taken some of the inputs meanwhile.)
-        const again = padded.length > 0 ? await this.#batch(padOp, mint, unit, padded) : 'short';
+        const { outcome: again, swapped } = this.#near(inputs) ? await this.#swapPadded(mint, unit, inputs) : { outcome: 'short' as const, swapped: 0 };
         if (again === 'swept') {
-          swept += padded.length - 1;
+          swept += swapped;
           this.#taken.set(at, Date.now());
+        } else if (again === 'bad input' || again === 'refused') {
+          // The mint refused them with our proof, which is good: a proof of theirs is, as one
+          // refused alone is. Suspects, tried alone (padded) again and written off as the others
+          // are: set aside at every sweep, a bad one would stay counted as held for good. Blamed
+          // only when it was the one locked proof in the swap.
+          const now = Date.now();
+          for (const p of inputs) suspects.set(p.secret, { proof: p, since: now, blamed: again === 'bad input' && inputs.length === 1 ? now : undefined });
         } else {
           for (const p of inputs) aside.add(p.secret);
           if (again === 'failed') {
@@ -158,7 +154,17 @@ export class Sweep {
       suspects.delete(secret);
       // No longer locked: spent by a float refill, written off, or swept beside this sweep.
       if (inputs.length === 0) continue;
-      const outcome = await this.#batch(opId, mint, unit, inputs);
+      let outcome = await this.#batch(opId, mint, unit, inputs);
+      // Too small to swap alone, near its locktime: with one of ours that pays the fee, as the
+      // sweep pads a short batch. Kept a suspect when we hold none to pad with.
+      if (outcome === 'short' && this.#near(inputs)) {
+        const padded = await this.#swapPadded(mint, unit, inputs);
+        if (padded.swapped < 0) {
+          suspects.set(secret, suspect);
+          continue;
+        }
+        outcome = padded.outcome;
+      }
       const now = Date.now();
       if (outcome === 'bad input') suspect.blamed ??= now;
       if (outcome === 'swept') {
@@ -181,6 +187,30 @@ export class Sweep {
       }
     }
     return swept;
+  }
+
+  /** Whether one of `inputs` is near enough its locktime for a proof of ours to pay their fee. */
+  #near(inputs: StoredProof[]): boolean {
+    const due = Date.now() + this.#padWithinMs;
+    return inputs.some((p) => {
+      const lt = locktimeOf(p);
+      return lt !== undefined && lt * 1000 <= due;
+    });
+  }
+
+  /**
+   * Swaps `inputs` (a short batch) with the smallest proof of ours that pays the fee with them:
+   * while the swap is open (its answer lost, say), that proof is out of reach of payouts. Priced as
+   * one of the dearest keyset. `swapped`: how many of `inputs` were redeemed; -1 when it was not
+   * sent, for want of a proof of ours to pad with (or one beside this sweep took some inputs).
+   */
+  async #swapPadded(mint: string, unit: Unit, inputs: StoredProof[]): Promise<{ outcome: Outcome; swapped: number }> {
+    const padOp = randomUUID();
+    const pad = await this.#padNeeded(mint, unit, inputs);
+    const padded = pad !== undefined ? await this.#p.ledger.startSweep({ opId: padOp, mint, unit, limit: inputs.length, only: inputs.map((p) => p.secret), pad }) : [];
+    if (padded.length === 0) return { outcome: 'short', swapped: -1 };
+    const outcome = await this.#batch(padOp, mint, unit, padded);
+    return { outcome, swapped: outcome === 'swept' ? padded.length - 1 : 0 };
   }
 
   /**
@@ -236,7 +266,7 @@ export class Sweep {
    * sent, being worth no more than the mint's fee to swap it ('short': nothing would come back);
    * or none of these for now (left to the next sweep or to recovery).
    */
-  async #batch(opId: string, mint: string, unit: Unit, inputs: StoredProof[]): Promise<'swept' | 'refused' | 'bad input' | 'short' | 'failed'> {
+  async #batch(opId: string, mint: string, unit: Unit, inputs: StoredProof[]): Promise<Outcome> {
     const { ledger, log, mints, journal, p2pk } = this.#p;
     let wallet: Wallet;
     let preview: SwapPreview;
@@ -281,6 +311,8 @@ export class Sweep {
     }
   }
 }
+
+type Outcome = 'swept' | 'refused' | 'bad input' | 'short' | 'failed';
 
 /** A locked proof the mint refused alone: when it first did, and when it first said the proof was bad. */
 interface Suspect {
