@@ -205,6 +205,20 @@ const schema = z.object({
 
   })
   .superRefine((c, ctx) => {
+    // A lone locked proof too small to swap alone waits for company until its locktime is half the
+    // margin away, and is then swapped with one of ours (at the operator's cost). That wait must
+    // leave two sweeps (and a minute) before the locktime: were the window stretched to that, it
+    // would cover the whole margin, and every 1-sat proof a stranger sends would cost a fee on
+    // arrival; were it clamped to half the margin, one slow sweep would let its payer take it back.
+    const margin = c.P2PK_LOCKTIME_MARGIN_SECONDS;
+    const interval = c.P2PK_REDEEM_INTERVAL_SECONDS;
+    if (interval > 0 && margin / 2 < Math.max(2 * interval, 60)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['P2PK_LOCKTIME_MARGIN_SECONDS'],
+        message: `${margin} is too short for P2PK_REDEEM_INTERVAL_SECONDS=${interval}: a locked proof taken offline must leave half the margin for two redeem intervals (and a minute) before its locktime; set it to at least ${Math.max(4 * interval, 120)}, or redeem more often`,
+      });
+    }
     for (const pub of Object.keys(c.CASHU_MINT_ALIASES)) {
       // An alias widens what a token may name: it must stand for a mint the operator already trusts.
       if (!c.CASHU_MINTS.includes(pub)) {

@@ -35,6 +35,26 @@ describe('loadConfig', () => {
     expect(err!.problems.find((p) => p.startsWith('PORT'))).toContain('"eighty"');
   });
 
+  it('refuses a locktime margin too short for the redeem interval: a lone 1-sat locked proof would cost a fee on arrival', () => {
+    const problems = (env: Record<string, string>) => {
+      try {
+        loadConfig(env);
+        return [];
+      } catch (e) {
+        return (e as ConfigError).problems;
+      }
+    };
+    const p = problems({ P2PK_LOCKTIME_MARGIN_SECONDS: '600', P2PK_REDEEM_INTERVAL_SECONDS: '300' });
+    expect(p).toHaveLength(1);
+    expect(p[0]).toMatch(/^P2PK_LOCKTIME_MARGIN_SECONDS.*at least 1200/);
+    // Under a minute of window is refused too: the window is never below one.
+    expect(problems({ P2PK_LOCKTIME_MARGIN_SECONDS: '100', P2PK_REDEEM_INTERVAL_SECONDS: '10' })[0]).toMatch(/at least 120/);
+    // Enough room, the defaults, or no periodic sweep at all.
+    expect(problems({ P2PK_LOCKTIME_MARGIN_SECONDS: '1200', P2PK_REDEEM_INTERVAL_SECONDS: '300' })).toEqual([]);
+    expect(problems({})).toEqual([]);
+    expect(problems({ P2PK_LOCKTIME_MARGIN_SECONDS: '0', P2PK_REDEEM_INTERVAL_SECONDS: '0' })).toEqual([]);
+  });
+
   it('refuses credentials in URLs, which would be printed and never sent', () => {
     let err: ConfigError | undefined;
     try {
