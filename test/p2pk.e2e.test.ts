@@ -406,7 +406,8 @@ async function payXCashu(url: string, token: string): Promise<{ change: string; 
 
 describe('a float of change (CHANGE_FLOAT_PROOFS) topped up by redeeming locked proofs', () => {
   it('pays X-Cashu change from stored proofs: no mint call on the request path once the float is up', async () => {
-    const floated = await startGateway(mintUrl, upstream, { CHANGE_FLOAT_PROOFS: '4', P2PK_REDEEM_INTERVAL_SECONDS: '3600' });
+    // Sweeps soon after arrivals, the periodic one an hour off (and a margin the config accepts for it).
+    const floated = await startGateway(mintUrl, upstream, { CHANGE_FLOAT_PROOFS: '4', P2PK_REDEEM_INTERVAL_SECONDS: '3600', P2PK_LOCKTIME_MARGIN_SECONDS: '14400' });
     const pay = (token: string) => payXCashu(floated.url, token);
     const lockedLeft = async () => (await floated.ledger.heldProofs(mintUrl, 'sat')).filter((p) => p.secret.startsWith('["P2PK"')).length;
     try {
