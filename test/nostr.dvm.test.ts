@@ -624,6 +624,9 @@ describe('stopping the DVM', () => {
     const kept = await dvmGateway({});
     try {
       const deps = kept.nostr!.dvm.deps;
+      // The gateway's own DVM is done with its start-up look at the ledger, and out of the way:
+      // the one under test shares its relay connections.
+      await kept.nostr!.dvm.stop();
       // A result a previous run made and no relay took: offered again at start.
       const req = finalizeEvent({ ...jobRequest([['i', 'Kept for later', 'text']]), tags: [['p', kept.nostr!.id.pubkey], ['i', 'Kept for later', 'text']] }, sk);
       const res = kept.nostr!.relays.sign({ kind: 6050, created_at: Math.floor(Date.now() / 1000), tags: [['e', req.id], ['p', pubkey]], content: 'kept' });
@@ -659,6 +662,7 @@ describe('stopping the DVM', () => {
     const left = await startGateway(proxy.url, upstream, { RELAYS: urls.join(','), NSEC: Buffer.from(generateSecretKey()).toString('hex'), DVM_DEFAULT_MODEL: 'gpt-test' });
     try {
       const deps = left.nostr!.dvm.deps;
+      await left.nostr!.dvm.stop();
       // A job paid 30 sats, its key credited and its note open, by a run that died before answering.
       const req = finalizeEvent({ ...jobRequest([]), tags: [['p', left.nostr!.id.pubkey], ['i', 'Left behind', 'text']] }, sk);
       await deps.wallets.redeem(inspectToken(await mintToken(proxy.url, 30), deps.wallets.names), deps.keys.jobKey(req.id), deps.keys.p2pk);
