@@ -8,6 +8,7 @@ import { CountingProxy } from './support/counting-proxy.ts';
 import { PRICES, TEST_P2PK_PRIVKEY, expectDrained, expectMoneyConserved, startGateway, testDatabaseUrl, type Gateway } from './support/gateway.ts';
 import { lockedToken, proofStates, receive } from './support/cashu.ts';
 import { chat as post, floatHolds, waitFor } from './support/suite.ts';
+import { scrape, series } from './support/prometheus.ts';
 import type { Billed } from './support/wire.ts';
 
 const realMint = inject('mintUrl');
@@ -19,6 +20,11 @@ const dir = mkdtempSync(join(tmpdir(), 'float-'));
 const body = { model: 'gpt-test', messages: [{ role: 'user', content: 'float' }], max_tokens: 2 };
 /** The float the gateways below keep: this many proofs of each of 1, 2, 4 … 128 sats. */
 const FLOAT = 3;
+
+/** What /metrics says of change swapped on the request path: what the benchmark reads. */
+async function changeSwapsMetric(gw: Gateway): Promise<number> {
+  return series(await scrape(gw.url), 'gateway_change_swaps_total', { mint: mintUrl });
+}
 
 async function chat(gw: Gateway, headers: Record<string, string>) {
   const res = await post(gw, headers, body);
@@ -61,6 +67,7 @@ describe('the change float: a P2PK-locked X-Cashu request never waits on the min
       const funding = await lockedToken(mintUrl, 1500, ourPubkey);
       expect((await chat(gw, { authorization: `Bearer ${funding}` })).status).toBe(200);
       await waitFor(() => floatHolds(gw, mintUrl, FLOAT), 'the float full again');
+      const metric = await changeSwapsMetric(gw);
 
       for (const amount of [255, 100, 37, 64, 21, 129, 255]) {
         const token = await lockedToken(mintUrl, amount, ourPubkey);
@@ -76,6 +83,7 @@ describe('the change float: a P2PK-locked X-Cashu request never waits on the min
         await waitFor(() => floatHolds(gw, mintUrl, FLOAT), 'the float full again');
       }
       expect(gw.wallets.changeSwaps).toBe(0);
+      expect(await changeSwapsMetric(gw), 'gateway_change_swaps_total').toBe(metric);
       // The refills took locked proofs first, redeeming them: some of the funding token is spent.
       expect(await proofStates(mintUrl, funding)).toContain('SPENT');
       // What the float holds is the operator's and the payers' money like any other: all of it out.
@@ -91,11 +99,13 @@ describe('the change float: a P2PK-locked X-Cashu request never waits on the min
       expect((await chat(gw, {})).status).toBe(402);
       // Nothing stored yet but the locked proofs of this very token: change needs a swap.
       const token = await lockedToken(mintUrl, 100, ourPubkey);
+      const metric = await changeSwapsMetric(gw);
       proxy.reset();
       const res = await chat(gw, { 'x-cashu': token });
       expect(res.status).toBe(200);
       expect(proxy.calls).toEqual(['POST /v1/swap']);
       expect(gw.wallets.changeSwaps).toBe(1);
+      expect(await changeSwapsMetric(gw), 'gateway_change_swaps_total').toBe(metric + 1);
       expect(await receive(mintUrl, res.headers.get('x-cashu')!)).toBe(Math.floor((100_000 - res.json.usage.cost.total_msats) / 1000));
       await waitFor(async () => (await gw.ledger.pendingOps()).length === 0, 'the float refilled after the swap', 10_000);
       await expectDrained(gw, { prices: PRICES });

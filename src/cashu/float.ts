@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { channel } from 'node:diagnostics_channel';
 import type { SwapPreview, Wallet } from '@cashu/cashu-ts';
 import type { StoredProof, Unit } from '../ledger/ledger.ts';
 import { CashuError } from './errors.ts';
@@ -15,6 +16,18 @@ export const FLOAT_TOP = 128;
 
 /** The float grows to at most this many proofs of a denomination when payouts outrun its refills. */
 export const FLOAT_MAX = 64;
+
+/** What an observer (the metrics) learns each time change could not be paid from the float. */
+export interface ChangeSwap {
+  mint: string;
+  unit: Unit;
+}
+
+/**
+ * Published once per change swapped on the request path because the float could not pay it: a
+ * request's own count of its mint waits, which a latency cannot tell from an event-loop stall.
+ */
+export const changeSwaps = channel('cashu-gateway:change-swap');
 
 /**
  * The change float: `changeFloat` unlocked proofs of each of 1, 2, 4 … FLOAT_TOP at each mint,

@@ -9,7 +9,7 @@ import { Receive, type QuoteRedemption } from './receive.ts';
 import { Sweep } from './sweep.ts';
 import { refund, unlockedCover, withdraw } from './refund.ts';
 import { melt } from './melt.ts';
-import { ChangeFloat } from './float.ts';
+import { ChangeFloat, changeSwaps, type ChangeSwap } from './float.ts';
 import type { ForeignIntake, Parts } from './parts.ts';
 
 export type { ForeignIntake } from './parts.ts';
@@ -49,6 +49,7 @@ export class CashuWallets {
       refill: (mint, unit) => this.#float.soon(mint, unit),
       changeSwapped: (mint, unit) => {
         this.#changeSwaps++;
+        if (changeSwaps.hasSubscribers) changeSwaps.publish({ mint, unit } satisfies ChangeSwap);
         this.#float.short(mint, unit);
       },
     };

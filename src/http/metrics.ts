@@ -7,6 +7,7 @@ import type { Catalog } from '../engine/catalog.ts';
 import { HttpError, isExpected } from './errors.ts';
 import type { Ledger } from '../ledger/ledger.ts';
 import { upstreamTimings, type UpstreamTiming } from '../upstream/client.ts';
+import { changeSwaps, type ChangeSwap } from '../cashu/float.ts';
 import { onRequests } from '../upstream/undici-timing.ts';
 import { mintEndpoint } from './mint-timing.ts';
 
@@ -34,6 +35,7 @@ export class Metrics {
   readonly mintSeconds: Histogram<'mint' | 'endpoint' | 'status'>;
   readonly openStreams: Gauge;
   readonly internalErrors: Counter<'route'>;
+  readonly changeSwaps: Counter<'mint'>;
   readonly #ledgerUp: Gauge;
   readonly #money: Record<MoneyKind, Counter>;
   readonly #held: Record<'balances' | 'reserved', Gauge>;
@@ -68,6 +70,12 @@ export class Metrics {
       name: 'gateway_internal_errors_total',
       help: 'Requests that failed with an unexpected error (500), such as a ledger (database) failure.',
       labelNames: ['route'],
+      registers,
+    });
+    this.changeSwaps = new Counter({
+      name: 'gateway_change_swaps_total',
+      help: 'Change the change float could not pay from stored proofs, swapped at the mint on the request path instead.',
+      labelNames: ['mint'],
       registers,
     });
     this.#ledgerUp = new Gauge({ name: 'gateway_ledger_up', help: '1 when the ledger answered the last scrape, else 0.', registers });
@@ -163,8 +171,15 @@ export class Metrics {
       },
       (origin, path) => mintEndpoint(origin + path, reached) !== undefined,
     );
+    // Like the calls above, counted by mint: only a trusted mint pays change, so the labels are few.
+    const onChangeSwap = (msg: unknown) => {
+      const { mint } = msg as ChangeSwap;
+      if (cfg.CASHU_MINTS.includes(mint)) this.changeSwaps.inc({ mint });
+    };
+    subscribe(changeSwaps.name, onChangeSwap);
     app.addHook('onClose', async () => {
       unsubscribe(upstreamTimings.name, onUpstream);
+      unsubscribe(changeSwaps.name, onChangeSwap);
       stopMints();
     });
 
