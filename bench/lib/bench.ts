@@ -56,6 +56,8 @@ interface Acc extends LoadResult {
   mintCallsByPath: Record<string, number>;
   peakRssMb: number;
   cpuMs: number;
+  /** Rows d and e at 1 connection: the gateway's own count of change swapped on the request path. */
+  changeSwaps?: number;
 }
 
 const log = (s: string) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${s}`);
@@ -131,9 +133,16 @@ export async function runBench(o: BenchOptions): Promise<void> {
         // there): a response slower by half a delay or more waited on the mint once, by one and
         // a half delays or more, twice. At 1 connection nothing else makes it wait.
         ...(mintDelayMs > 0 && (id === 'd' || id === 'e') ? waits(a.latencies, acc.get(`${engine} 0 ${mode} ${id}`)?.latencies, mintDelayMs) : {}),
+        ...(a.changeSwaps !== undefined ? { changeSwaps: a.changeSwaps } : {}),
         peakRssMb: a.peakRssMb,
         cpuMsPerRequest: a.ok ? a.cpuMs / a.ok : 0,
       });
+    }
+    // A run that writes nothing still says what the table would: latency-counted waits beside the gateway's own count.
+    for (const x of rows) {
+      if (x.mode === 'c1' && x.changeSwaps !== undefined && x.waitedOnMint !== undefined) {
+        log(`${x.engine} ${x.row} mint +${x.mintDelayMs} ms: waited on the mint (by latency) ${x.waitedOnMint} of ${x.requests}, change swapped on the request path ${x.changeSwaps}`);
+      }
     }
     const results: BenchResults = {
       kind: o.peers ? 'peers' : 'bench',
@@ -189,6 +198,9 @@ async function measureEngine(o: BenchOptions, stack: Stack, gw: GatewayRun, lite
   const run = async (t: Target, mode: ModeId, conns: number, delay: number, spec: { duration?: number; amount?: number; body: string }) => {
     await stack.mintProxy.ask({ cmd: 'delay', delayMs: delay });
     await stack.mintProxy.ask({ cmd: 'reset' });
+    // What the gateway itself counts, read before the row's CPU and RSS are watched.
+    const counted = t.tokens !== undefined && mode === 'c1';
+    const swapsBefore = counted ? await changeSwapsOf(gw.proc.url) : 0;
     const watch = new RssWatch(t.pids);
     watch.start();
     let r: LoadResult;
@@ -211,6 +223,7 @@ async function measureEngine(o: BenchOptions, stack: Stack, gw: GatewayRun, lite
     // calls and CPU are not charged to the next row.
     await quiesce(t.pids());
     const calls = await stack.mintProxy.ask<{ total: number; byPath: Record<string, number> }>({ cmd: 'calls' });
+    const swaps = counted ? (await changeSwapsOf(gw.proc.url)) - swapsBefore : undefined;
     const key = `${engine} ${delay} ${mode} ${t.id}`;
     const a = acc.get(key) ?? {
       runs: 0, ok: 0, non2xx: 0, errors: 0, timeouts: 0, elapsedMs: 0, latencies: [], statusCodes: {},
@@ -228,12 +241,13 @@ async function measureEngine(o: BenchOptions, stack: Stack, gw: GatewayRun, lite
     for (const [k, v] of Object.entries(calls.byPath)) a.mintCallsByPath[k] = (a.mintCallsByPath[k] ?? 0) + v;
     a.peakRssMb = Math.max(a.peakRssMb, mem.peakRssMb);
     a.cpuMs += mem.cpuMs;
+    if (swaps !== undefined) a.changeSwaps = (a.changeSwaps ?? 0) + swaps;
     acc.set(key, a);
     const s = sortedCopy(r.latencies);
     log(
       `${engine.padEnd(8)} ${mode.padEnd(4)} ${t.id}${delay ? ` mint +${delay} ms` : ''}  ${String(r.ok).padStart(7)} ok ${r.non2xx ? `${JSON.stringify(r.statusCodes)} ` : ''}${r.errors ? `${r.errors} errors ` : ''}` +
         `${((r.ok / r.elapsedMs) * 1000).toFixed(0).padStart(6)}/s  p50 ${percentile(s, 50).toFixed(2)} ms  p99 ${percentile(s, 99).toFixed(2)} ms  ` +
-        `mint calls ${calls.total}  rss ${mem.peakRssMb.toFixed(0)} MB`,
+        `mint calls ${calls.total}${swaps !== undefined ? `  change swaps ${swaps}` : ''}  rss ${mem.peakRssMb.toFixed(0)} MB`,
     );
   };
   const pause = () => new Promise((r) => setTimeout(r, 300));
@@ -309,6 +323,17 @@ function waits(latencies: number[], loopback: number[] | undefined, delay: numbe
     waitedOnMint: latencies.filter((x) => x - base >= delay / 2).length,
     waitedTwice: latencies.filter((x) => x - base >= 1.5 * delay).length,
   };
+}
+
+/**
+ * The gateway's gateway_change_swaps_total, all mints: change the float could not pay, swapped on
+ * the request path. Unlike a latency, a stall of the event loop cannot pass for one.
+ */
+async function changeSwapsOf(gatewayUrl: string): Promise<number> {
+  const text = await (await fetch(`${gatewayUrl}/metrics`)).text();
+  let n = 0;
+  for (const m of text.matchAll(/^gateway_change_swaps_total(?:\{[^}]*\})? (\S+)$/gm)) n += Number(m[1]);
+  return n;
 }
 
 /** The next pre-minted token; running out is the bench's own miscount, never a gateway's refusal. */

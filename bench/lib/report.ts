@@ -18,6 +18,8 @@ export interface RowResult {
   /** X-Cashu rows with a mint delay: responses that took at least one delay, and at least two. */
   waitedOnMint?: number;
   waitedTwice?: number;
+  /** Rows d and e at 1 connection (from 2026-12-07 on): change the gateway swapped on the request path, from its /metrics. */
+  changeSwaps?: number;
   mode: ModeId;
   row: RowId;
   label: string;
@@ -148,6 +150,10 @@ function waited(x: RowResult): string {
   return `${x.waitedOnMint} / ${x.waitedTwice ?? 0} of ${x.requests}`;
 }
 
+function swapped(x: RowResult): string {
+  return x.changeSwaps === undefined || x.mode !== 'c1' ? '–' : `${x.changeSwaps} of ${x.requests}`;
+}
+
 /** More req/s and a lower p50; a peer that completed nothing has no p50 to beat. */
 function fasterThan(x: RowResult, peer: RowResult): boolean {
   return x.rps > peer.rps && (x.p50 < peer.p50 || (peer.requests === 0 && x.requests > 0));
@@ -189,7 +195,9 @@ export function checkTargets(r: BenchResults, soak?: SoakResults, peersRun?: Ben
       const once = e.reduce((s, y) => s + (y.waitedOnMint ?? 0), 0);
       const n = e.reduce((s, y) => s + y.requests, 0);
       const per = e.map((y) => `+${delayOf(y)} ms: ${y.waitedOnMint} of ${y.requests}`).join('; ');
-      out.push({ target: `P2PK-locked X-Cashu: no request waits on the mint (1 connection)${on}`, measured: `${once} of ${n} waited (${per})`, met: once === 0 });
+      const counted = e.filter((y) => y.changeSwaps !== undefined);
+      const swaps = counted.length ? `; change swapped on the request path: ${counted.reduce((s, y) => s + y.changeSwaps!, 0)}` : '';
+      out.push({ target: `P2PK-locked X-Cashu: no request waits on the mint (1 connection)${on}`, measured: `${once} of ${n} waited (${per})${swaps}`, met: once === 0 });
     }
     const c1e = get(r, 'c1', 'e', engine);
     if (c1e && c1a) {
@@ -259,12 +267,12 @@ function mainTable(r: BenchResults): string[] {
           ? `${MODE_TITLE[mode]}: ${f0(r.options.sseStreams as number)} concurrent streams (rows d, e: ${f0(r.options.sseXcashuStreams as number)}, one token each); 10 content chunks ${r.options.chunkDelayMs} ms apart; latency = whole stream; req/s = completed streams/s`
           : MODE_TITLE[mode];
       lines.push(`#### ${engines.length > 1 || engine !== 'sqlite' ? `${ENGINE_NAME[engine]} · ` : ''}${title}`, '');
-      lines.push('| Row | req/s | p50 ms | p99 ms | p50 added over (a) | p99 added over (a) | × (b) throughput | mint calls / req | waited on the mint: ≥ 1 / ≥ 2 delays | peak RSS MB | CPU ms / req | requests (non-2xx) |');
-      lines.push('|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
+      lines.push('| Row | req/s | p50 ms | p99 ms | p50 added over (a) | p99 added over (a) | × (b) throughput | mint calls / req | waited on the mint: ≥ 1 / ≥ 2 delays | change swapped on the request path | peak RSS MB | CPU ms / req | requests (non-2xx) |');
+      lines.push('|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
       for (const x of rows) {
         const label = delayOf(x) ? `${x.label}, mint +${delayOf(x)} ms` : x.label;
         lines.push(
-          `| ${label} | ${f0(x.rps)} | ${f2(x.p50)} | ${f2(x.p99)} | ${x.row === 'a' ? '–' : signed(x.p50 - (a?.p50 ?? NaN))} | ${x.row === 'a' ? '–' : signed(x.p99 - (a?.p99 ?? NaN))} | ${b ? (x.rps / b.rps).toFixed(2) : '–'} | ${f2(x.mintCallsPerRequest)} | ${waited(x)} | ${f0(x.peakRssMb)} | ${f2(x.cpuMsPerRequest)} | ${f0(x.requests)}${x.non2xx + x.errors + x.timeouts ? ` (${x.non2xx} non-2xx, ${x.errors} errors)` : ''} |`,
+          `| ${label} | ${f0(x.rps)} | ${f2(x.p50)} | ${f2(x.p99)} | ${x.row === 'a' ? '–' : signed(x.p50 - (a?.p50 ?? NaN))} | ${x.row === 'a' ? '–' : signed(x.p99 - (a?.p99 ?? NaN))} | ${b ? (x.rps / b.rps).toFixed(2) : '–'} | ${f2(x.mintCallsPerRequest)} | ${waited(x)} | ${swapped(x)} | ${f0(x.peakRssMb)} | ${f2(x.cpuMsPerRequest)} | ${f0(x.requests)}${x.non2xx + x.errors + x.timeouts ? ` (${x.non2xx} non-2xx, ${x.errors} errors)` : ''} |`,
         );
       }
       lines.push('');
@@ -373,7 +381,7 @@ export function renderMarkdown(all: AnyResults[]): string {
         `rows d and e ${latest.options.sseXcashuStreams} streams at once, one per connection, once (each X-Cashu stream spends a pre-minted token). ` +
         `Gateway RSS after start-up, before load: ${(latest.gateways ?? (latest.gateway ? [{ engine: 'sqlite' as EngineId, ...latest.gateway }] : [])).map((g) => `${f0(g.idleRssMb)} MB (${ENGINE_NAME[g.engine]})`).join(', ') || '–'}.` +
         (latest.options.shipped
-          ? ` The gateway runs as \`npm start\` runs it (the built \`dist/\`), with default settings apart from the upstream, the mint, the prices, the ledger's URL and the rate limits the README tells load testers to turn off; rows d and e run once per mint delay (${(latest.options.mintDelays as number[]).map((d) => `${d} ms`).join(', ')}): every call to the mint held that long. "Waited on the mint" counts the responses at 1 connection slower than the same row's median with the mint on loopback by at least half a delay (once), and by at least one and a half (twice). Runs before 2026-12-02 17:00 UTC counted against zero instead, which at +50 ms took a swap's own ~70 ms for a second wait.`
+          ? ` The gateway runs as \`npm start\` runs it (the built \`dist/\`), with default settings apart from the upstream, the mint, the prices, the ledger's URL and the rate limits the README tells load testers to turn off; rows d and e run once per mint delay (${(latest.options.mintDelays as number[]).map((d) => `${d} ms`).join(', ')}): every call to the mint held that long. "Waited on the mint" counts the responses at 1 connection slower than the same row's median with the mint on loopback by at least half a delay (once), and by at least one and a half (twice). Runs before 2026-12-02 17:00 UTC counted against zero instead, which at +50 ms took a swap's own ~70 ms for a second wait. A latency cannot tell a mint wait from a stall of the gateway's event loop as long as half a delay: "change swapped on the request path" is the gateway's own count (\`gateway_change_swaps_total\`, read from its /metrics before and after each run at 1 connection) of change the float could not pay from stored proofs (from 2026-12-07 on).`
           : ''),
       '',
       ...mainTable(latest),
