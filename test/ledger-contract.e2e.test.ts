@@ -336,6 +336,42 @@ describe('reserve and settle', () => {
   });
 });
 
+describe('the proofs table as it grows', () => {
+  it('is read through an index by every statement of a redemption, a sweep, a refill and a refund, never whole', async () => {
+    // SQLite's plans are what is checked: on PostgreSQL a table this small is read whole whatever its indexes.
+    if (!url.startsWith('sqlite:')) return;
+    const seen = new Set<string>();
+    const prepare = DatabaseSync.prototype.prepare;
+    const spy = vi.spyOn(DatabaseSync.prototype, 'prepare').mockImplementation(function (this: DatabaseSync, sql: string) {
+      seen.add(sql);
+      return prepare.call(this, sql);
+    });
+    try {
+      // A handle of its own prepares every statement anew.
+      const l = await open();
+      const { proofs } = await fund('k', [8, 4, 2, 1], 15_000, l);
+      await l.acceptLocked({ tokenHash: 'off', keyHash: 'k', mint: MINT, unit: 'sat', proofs: [proof(4, true)], creditMsats: 4_000 });
+      expect(await l.startSweep({ opId: 'sw', mint: MINT, unit: 'sat', limit: 10 })).toHaveLength(1);
+      await l.abandonSweep('sw');
+      await l.unspentCounts(MINT, 'sat', true);
+      await l.heldProofs(MINT, 'sat');
+      expect(await l.startRefill({ opId: 'rf', mint: MINT, unit: 'sat', amount: 4, above: 2 })).not.toEqual([]);
+      await l.abandonSweep('rf');
+      expect((await l.startRefund({ keyHash: 'k', opId: 'rd', refundId: 'rd', mints: [MINT] })).kind).toBe('started');
+      await l.abandonRefund('rd');
+      await l.markSpent([proofs[3]!.secret]);
+    } finally {
+      spy.mockRestore();
+    }
+    const db = new DatabaseSync(url.slice('sqlite:'.length));
+    const scans = [...seen]
+      .filter((sql) => /\bproofs\b/.test(sql) && !/^\s*(CREATE|ALTER|INSERT)/i.test(sql))
+      .filter((sql) => (db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all() as Array<{ detail: string }>).some((r) => /^SCAN proofs\b/.test(r.detail)));
+    db.close();
+    expect(scans).toEqual([]);
+  });
+});
+
 describe('reserves and settles made in one turn', () => {
   it('end as if each came alone, in the order made: a key short for one still holds a smaller one after it', async () => {
     await fund('a', [8]);
@@ -932,6 +968,9 @@ describe('running totals', () => {
       ...['child_hash', 'model', 'input_tokens', 'output_tokens'].map((c) => `ALTER TABLE reservations DROP COLUMN ${c}`),
       // And the proofs' locked flag, back-filled from the secrets of the proofs that need it.
       'ALTER TABLE proofs DROP COLUMN locked',
+      // And the proofs' indexes by op and by state.
+      'DROP INDEX proofs_op',
+      'DROP INDEX proofs_state',
       'UPDATE schema_version SET version = 5',
     ];
     await runSql(undo);

@@ -82,6 +82,10 @@ const SHARED_MIGRATIONS: readonly string[] = [
   // and those set aside that carry a NUT-10 P2PK secret (ours are never locked to anyone else).
   `ALTER TABLE proofs ADD COLUMN locked BOOLEAN NOT NULL DEFAULT FALSE;
    UPDATE proofs SET locked = TRUE WHERE state = 'locked' OR (state = 'pending' AND secret LIKE '["P2PK"%');`,
+  // Spent proofs stay, so the table grows with every payment: an op's proofs, and those held by
+  // state, were read whole (1.5 ms a statement at 30,000 rows on SQLite, on the event loop).
+  `CREATE INDEX proofs_op ON proofs(op_id) WHERE op_id IS NOT NULL;
+   CREATE INDEX proofs_state ON proofs(mint, unit, state, amount);`,
 ];
 
 type EntryKind = 'credit' | 'charge' | 'refund' | 'withdraw' | 'fee';
