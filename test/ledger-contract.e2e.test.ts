@@ -322,6 +322,26 @@ describe('reserve and settle', () => {
     expect(await ledger.totals()).toMatchObject({ charged: 7_000, balances: 3_000, reserved: 0 });
   });
 
+  it('an overrun that waited on its key while another request freed balance is capped at what it finds, and charged', async () => {
+    await fund('k', [10]);
+    expect(await ledger.reserve('k', 3_000, 'rA')).toBe(true);
+    expect(await ledger.reserve('k', 5_000, 'rB')).toBe(true);
+    // On PostgreSQL rB's release is under way when rA's settle starts, and commits while rA waits on the key:
+    // the statement's snapshot saw 2,000 free, the key has 7,000 when it is written.
+    const c = url.startsWith('sqlite:') ? undefined : new pg.Client({ connectionString: url });
+    await c?.connect();
+    await c?.query('BEGIN');
+    await c?.query(`UPDATE keys SET reserved = reserved - 5000 WHERE hash = 'k'`);
+    await c?.query(`UPDATE reservations SET state = 'released', charged = 0 WHERE id = 'rB'`);
+    if (!c) await ledger.settle('rB', 0);
+    const settled = ledger.settle('rA', 9_000).catch((e: Error) => e.message);
+    await new Promise((r) => setTimeout(r, 200));
+    await c?.query('COMMIT');
+    await c?.end();
+    expect(await settled).toEqual({ chargedMsats: 9_000, balance: 1_000, reserved: 0 });
+    expect(await ledger.getKey('k')).toMatchObject({ balance: 1_000, reserved: 0, totalSpent: 9_000 });
+  });
+
   it('concurrent reserves on a small balance: exactly as many as it covers, and never below zero', async () => {
     await fund('k', [8, 2]);
     // Two handles: on PostgreSQL these race on separate connections.

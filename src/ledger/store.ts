@@ -165,13 +165,21 @@ const HOLD_CHILD = `UPDATE child_keys SET reserved = reserved + $1, total_reques
  * Settle of a balance key's reservation (not a child's) as one PostgreSQL statement: the same
  * locks, reads and writes as the general path, in the same order (reservation and key, then a
  * totals row). Returns no row when the reservation is not active or went through a child.
+ *
+ * The key's update takes the overrun's cap again from the row it writes. When the key moved after
+ * the statement began, PostgreSQL first makes the new row from the version the statement's
+ * snapshot saw, and checks the table's constraints on it, before it follows the update to the
+ * version `s` locked (and makes it again from that one). A cap from the locked version taken off
+ * the older one could break reserved <= balance there, and the settle failed: its charge never
+ * booked. On the locked version both caps are one.
  */
+const SETTLE_CAP = 'LEAST($2::bigint, s.held + keys.balance - keys.reserved)';
 const SETTLE_KEY = `WITH s AS (
     SELECT r.key_hash, r.msats AS held, k.balance, k.reserved, LEAST($2::bigint, r.msats + k.balance - k.reserved) AS charged
     FROM reservations r JOIN keys k ON k.hash = r.key_hash
     WHERE r.id = $1 AND r.state = 'active' AND r.child_hash IS NULL
     FOR UPDATE OF r, k),
-  k AS (UPDATE keys SET balance = keys.balance - s.charged, reserved = keys.reserved - s.held, total_spent = keys.total_spent + s.charged
+  k AS (UPDATE keys SET balance = keys.balance - ${SETTLE_CAP}, reserved = keys.reserved - s.held, total_spent = keys.total_spent + ${SETTLE_CAP}
     FROM s WHERE keys.hash = s.key_hash),
   r AS (UPDATE reservations SET state = CASE WHEN s.charged > 0 THEN 'charged' ELSE 'released' END, charged = s.charged,
       input_tokens = $3, output_tokens = $4, model = COALESCE($7, reservations.model)
