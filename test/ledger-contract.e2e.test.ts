@@ -454,6 +454,44 @@ describe('reserves and settles made in one turn', () => {
     ]);
     expect(await ledger.getKey('k')).toMatchObject({ balance: 6_000, reserved: 0, totalSpent: 2_000 });
   });
+  it('held and settled together also when the key moved while they waited on it', async () => {
+    if (url.startsWith('sqlite:')) return;
+    await fund('k', [10]);
+    expect(await ledger.reserve('k', 8_000, 'r0')).toBe(true);
+    expect(await ledger.reserve('k', 1_000, 'r1')).toBe(true);
+    /** Releases `id` as a settle of another request would, committed once the turn's statement waits on the key. */
+    const releasing = async (id: string, msats: number) => {
+      const c = new pg.Client({ connectionString: url });
+      await c.connect();
+      await c.query('BEGIN');
+      await c.query('UPDATE keys SET reserved = reserved - $1 WHERE hash = $2', [msats, 'k']);
+      await c.query(`UPDATE reservations SET state = 'released', charged = 0 WHERE id = $1`, [id]);
+      return async () => {
+        await new Promise((r) => setTimeout(r, 200));
+        await c.query('COMMIT');
+        await c.end();
+      };
+    };
+    const statements = vi.spyOn(pg.Client.prototype, 'query');
+    const naming = (id: string) => statements.mock.calls.filter(([q]) => JSON.stringify((q as { values?: unknown } | undefined)?.values ?? []).includes(`"${id}"`)).length;
+    // The statement's snapshot has 1,000 free; the key it locks, 9,000.
+    let commit = await releasing('r0', 8_000);
+    const won = Promise.all([ledger.reserve('k', 3_000, 'a1'), ledger.reserve('k', 4_000, 'a2')]);
+    await commit();
+    expect(await won).toEqual([true, true]);
+    expect(['a1', 'a2'].map(naming)).toEqual([1, 1]);
+    statements.mockClear();
+    commit = await releasing('r1', 1_000);
+    const settled = Promise.all([ledger.settle('a1', 3_000), ledger.settle('a2', 1_000)]);
+    await commit();
+    expect(await settled).toEqual([
+      { chargedMsats: 3_000, balance: 7_000, reserved: 4_000 },
+      { chargedMsats: 1_000, balance: 6_000, reserved: 0 },
+    ]);
+    expect(['a1', 'a2'].map(naming)).toEqual([1, 1]);
+    statements.mockRestore();
+    expect(await ledger.getKey('k')).toMatchObject({ balance: 6_000, reserved: 0, totalSpent: 4_000, totalRequests: 4 });
+  });
 });
 
 describe('two handles on one database', () => {

@@ -192,13 +192,19 @@ const SETTLE_KEY = `WITH s AS (
  * OPEN_RESERVATION would have it, in the order made, a key's holds taken while its free balance
  * covers them all (a later one that it would not is made again on its own). Keys are locked in
  * the order of their hash, so two instances' batches never wait on each other in a circle.
+ *
+ * The free balance is read from the locked row, so the holds always fit on it; but a key that
+ * moved after the statement began (a settle freed balance while the batch waited on it) is first
+ * written from the version the snapshot saw, and keys_check tried there (see SETTLE_KEY): on that
+ * version alone `reserved` is held to `balance`, so the batch is not refused whole and made again
+ * call by call. The row written, the locked one, has room for the holds: there it changes nothing.
  */
 const HOLD_MANY = `WITH q AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) WITH ORDINALITY AS q(id, key_hash, msats, model, ord)),
   k AS (SELECT hash, balance - reserved AS free FROM keys WHERE hash = ANY($2::text[]) AND NOT revoked ORDER BY hash FOR UPDATE),
   ok AS (SELECT w.* FROM (SELECT q.*, SUM(q.msats) OVER (PARTITION BY q.key_hash ORDER BY q.ord) AS upto FROM q) w
     JOIN k ON k.hash = w.key_hash WHERE w.upto <= k.free),
-  u AS (UPDATE keys SET reserved = keys.reserved + a.msats, total_requests = keys.total_requests + a.n
+  u AS (UPDATE keys SET reserved = LEAST(keys.reserved + a.msats, keys.balance), total_requests = keys.total_requests + a.n
     FROM (SELECT key_hash, SUM(msats) AS msats, COUNT(*) AS n FROM ok GROUP BY key_hash) a WHERE keys.hash = a.key_hash),
   i AS (INSERT INTO reservations (id, key_hash, msats, state, created_at, owner, model, child_hash)
     SELECT id, key_hash, msats, 'active', $5, $6, model, NULL FROM ok)
