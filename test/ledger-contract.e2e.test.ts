@@ -454,6 +454,53 @@ describe('reserves and settles made in one turn', () => {
     ]);
     expect(await ledger.getKey('k')).toMatchObject({ balance: 6_000, reserved: 0, totalSpent: 2_000 });
   });
+  it('held together, though the client lost the answer: each hold made again finds itself taken, not refused', async () => {
+    if (url.startsWith('sqlite:')) return;
+    await fund('a', [8]);
+    await fund('b', [4]);
+    // The turn's statement commits, and its client is told the connection dropped.
+    const query = pg.Client.prototype.query;
+    let armed = true;
+    const dropped = vi.spyOn(pg.Client.prototype, 'query').mockImplementation(function (this: pg.Client, ...a: unknown[]) {
+      const done = a.at(-1);
+      if (armed && (a[0] as { text?: string }).text?.includes('WITH ORDINALITY') && typeof done === 'function') {
+        armed = false;
+        a[a.length - 1] = () => (done as (e: Error) => void)(new Error('Connection terminated unexpectedly'));
+      }
+      return (query as (...x: unknown[]) => unknown).apply(this, a) as never;
+    });
+    const won = await Promise.all([ledger.reserve('a', 5_000, 'a1'), ledger.reserve('b', 1_000, 'b1'), ledger.reserve('a', 2_000, 'a2')]
+      .map((p) => p.catch((e: Error) => e.message)));
+    dropped.mockRestore();
+    expect(armed).toBe(false);
+    expect(won).toEqual([true, true, true]);
+    expect(await ledger.getKey('a')).toMatchObject({ balance: 8_000, reserved: 7_000, totalRequests: 2 });
+    // Held once each: settled, nothing stays reserved.
+    expect(await Promise.all([ledger.settle('a1', 1_000), ledger.settle('b1', 0), ledger.settle('a2', 2_000)])).toEqual([
+      { chargedMsats: 1_000, balance: 7_000, reserved: 2_000 },
+      { chargedMsats: 0, balance: 4_000, reserved: 0 },
+      { chargedMsats: 2_000, balance: 5_000, reserved: 0 },
+    ]);
+    // Nor is a hold another process took under that id taken for one of ours.
+    await fund('c', [4]);
+    expect(await open().then((other) => other.reserve('c', 1_000, 'c1'))).toBe(true);
+    armed = true;
+    const again = vi.spyOn(pg.Client.prototype, 'query').mockImplementation(function (this: pg.Client, ...a: unknown[]) {
+      const done = a.at(-1);
+      if (armed && (a[0] as { text?: string }).text?.includes('WITH ORDINALITY') && typeof done === 'function') {
+        armed = false;
+        a[a.length - 1] = () => (done as (e: Error) => void)(new Error('Connection terminated unexpectedly'));
+      }
+      return (query as (...x: unknown[]) => unknown).apply(this, a) as never;
+    });
+    const twice = await Promise.all([ledger.reserve('c', 1_000, 'c1'), ledger.reserve('c', 1_000, 'c2')].map((p) => p.catch((e: Error) => e.message)));
+    again.mockRestore();
+    expect(twice[0]).toMatch(/duplicate key/);
+    expect(twice[1]).toBe(true);
+    await ledger.settle('c1', 0);
+    await ledger.settle('c2', 0);
+  });
+
   it('held and settled together also when the key moved while they waited on it', async () => {
     if (url.startsWith('sqlite:')) return;
     await fund('k', [10]);

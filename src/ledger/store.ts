@@ -250,8 +250,11 @@ export class SqlLedger implements Ledger {
     this.#db = db;
     this.#d = db.dialect;
     if (this.#d.writableCte) {
-      this.#reserves = new TurnBatch((r) => this.#reserve(r), (rs) => this.#reserveMany(rs));
-      this.#settles = new TurnBatch((s) => this.#settle(s), (ss) => this.#settleMany(ss));
+      const id = (x: { reservationId: string }) => x.reservationId;
+      this.#reserves = new TurnBatch<Reserve, boolean>((r, again) => (again ? this.#reserveAgain(r) : this.#reserve(r)), (rs) => this.#reserveMany(rs), id);
+      // A settle the lost batch made finds its reservation closed, and throws as one whose answer the
+      // old single statement lost did: what it was charged stays booked.
+      this.#settles = new TurnBatch<Settle, Settlement>((s) => this.#settle(s), (ss) => this.#settleMany(ss), id);
     }
   }
 
@@ -483,6 +486,19 @@ export class SqlLedger implements Ledger {
     const p = [rs.map((r) => r.reservationId), rs.map((r) => r.keyHash), rs.map((r) => r.msats), rs.map((r) => r.model ?? null), Date.now(), this.#instance];
     // Not held together: held on its own, or through a child key, or refused, as if it came alone.
     return byId(this.#db, HOLD_MANY, p, all, rs, (r) => r.reservationId, () => true);
+  }
+
+  /**
+   * A reserve whose batch failed: it may have committed, only its answer lost. Held then, under
+   * this id, by this process, on that key, for that much: the hold is this call's (ids are never
+   * made twice), and reserving again would refuse it for its own hold, or throw on its id.
+   */
+  async #reserveAgain(r: Reserve): Promise<boolean> {
+    const held = await this.#one(
+      `SELECT 1 FROM reservations WHERE id = $1 AND owner = $2 AND key_hash = $3 AND msats = $4 AND state = 'active' AND child_hash IS NULL`,
+      [r.reservationId, this.#instance, r.keyHash, r.msats],
+    );
+    return held ? true : this.#reserve(r);
   }
 
   async #reserve({ keyHash, msats, reservationId, model }: Reserve): Promise<boolean> {

@@ -6,16 +6,21 @@ import type { Sql } from './driver.ts';
  * a lone call, or a batch that failed as a whole, goes to `one` each. On PostgreSQL every
  * statement is a write to its socket and a wake-up of a server process; under load those were a
  * third of the gateway's CPU, one per request's reserve and settle.
+ *
+ * A batch whose client saw an error may still have committed (the connection dropped after the
+ * server did): `one` is then told `again` for the first call of each `id`, which the batch took.
  */
 export class TurnBatch<A, R> {
-  readonly #one: (arg: A) => Promise<R>;
+  readonly #one: (arg: A, again: boolean) => Promise<R>;
   readonly #many: (args: readonly A[]) => Promise<Array<R | undefined>>;
+  readonly #id: (a: A) => string;
   #queue: Array<{ arg: A; resolve: (r: R) => void; reject: (e: unknown) => void }> = [];
   readonly #running = new Set<Promise<void>>();
 
-  constructor(one: (arg: A) => Promise<R>, many: (args: readonly A[]) => Promise<Array<R | undefined>>) {
+  constructor(one: (arg: A, again: boolean) => Promise<R>, many: (args: readonly A[]) => Promise<Array<R | undefined>>, id: (a: A) => string) {
     this.#one = one;
     this.#many = many;
+    this.#id = id;
   }
 
   push(arg: A): Promise<R> {
@@ -40,17 +45,20 @@ export class TurnBatch<A, R> {
     const queue = this.#queue;
     this.#queue = [];
     let done: Array<R | undefined> = [];
+    let failed = false;
     if (queue.length > 1) {
       // A statement is all or nothing: one that failed (a deadlock between two instances' batches,
-      // say) wrote nothing, and each call is made again on its own.
-      done = await this.#many(queue.map((q) => q.arg)).catch(() => []);
+      // say) wrote nothing, and each call is made again on its own; unless it did, and only the
+      // answer was lost.
+      done = await this.#many(queue.map((q) => q.arg)).catch(() => ((failed = true), []));
     }
+    const taken = new Set(failed ? firstOfEach(queue.map((q) => q.arg), this.#id) : []);
     await Promise.all(
       queue.map(async (q, i) => {
         const r = done[i];
         if (r !== undefined) return q.resolve(r);
         try {
-          q.resolve(await this.#one(q.arg));
+          q.resolve(await this.#one(q.arg, taken.has(q.arg)));
         } catch (e) {
           q.reject(e);
         }
