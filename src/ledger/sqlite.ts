@@ -128,6 +128,7 @@ export class SqliteDriver implements Driver {
   readonly dialect = dialect;
   readonly #db: DatabaseSync;
   readonly #statements = new Map<string, { st: StatementSync; params: number; reads: boolean }>();
+  readonly #controls = new Map<string, StatementSync>();
   /** The end of the queue of exclusive work, and how much of it there is. */
   static #tail: Promise<unknown> = Promise.resolve();
   static #queued = 0;
@@ -143,6 +144,16 @@ export class SqliteDriver implements Driver {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
     this.#db = new DatabaseSync(path);
     this.#db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;');
+  }
+
+  /**
+   * Transaction control, prepared once: a group of n writes runs 2n + 2 of these, and exec parses
+   * its text every time.
+   */
+  #control(sql: 'BEGIN IMMEDIATE' | 'COMMIT' | 'ROLLBACK' | 'SAVEPOINT op' | 'RELEASE op' | 'ROLLBACK TO op'): void {
+    let st = this.#controls.get(sql);
+    if (!st) this.#controls.set(sql, (st = this.#db.prepare(sql)));
+    st.run();
   }
 
   #run(sql: string, params: readonly unknown[]): Result {
@@ -195,13 +206,13 @@ export class SqliteDriver implements Driver {
 
   /** BEGIN IMMEDIATE takes the write lock up front, so two processes never interleave a read-modify-write. */
   async #transaction<T>(fn: (tx: Sql) => Promise<T>): Promise<T> {
-    this.#db.exec('BEGIN IMMEDIATE');
+    this.#control('BEGIN IMMEDIATE');
     try {
       const out = await fn(this.#tx);
-      this.#db.exec('COMMIT');
+      this.#control('COMMIT');
       return out;
     } catch (e) {
-      if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
+      if (this.#db.isTransaction) this.#control('ROLLBACK');
       throw e;
     }
   }
@@ -218,27 +229,27 @@ export class SqliteDriver implements Driver {
     if (group.length === 0) return;
     const results: Array<{ ok: boolean; value: unknown }> = [];
     try {
-      this.#db.exec('BEGIN IMMEDIATE');
+      this.#control('BEGIN IMMEDIATE');
     } catch (e) {
       for (const g of group) g.reject(e);
       return;
     }
     try {
       for (const g of group) {
-        this.#db.exec('SAVEPOINT op');
+        this.#control('SAVEPOINT op');
         try {
           results.push({ ok: true, value: await g.fn(this.#tx) });
-          this.#db.exec('RELEASE op');
+          this.#control('RELEASE op');
         } catch (e) {
           // An I/O or full-disk error ends the whole transaction: then ROLLBACK TO throws too.
-          this.#db.exec('ROLLBACK TO op');
-          this.#db.exec('RELEASE op');
+          this.#control('ROLLBACK TO op');
+          this.#control('RELEASE op');
           results.push({ ok: false, value: e });
         }
       }
-      this.#db.exec('COMMIT');
+      this.#control('COMMIT');
     } catch (e) {
-      if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
+      if (this.#db.isTransaction) this.#control('ROLLBACK');
       for (const g of group) g.reject(e);
       return;
     }
