@@ -147,19 +147,10 @@ async function heldSwapDvm() {
   const proxy = new CountingProxy(mintUrl);
   await proxy.start();
   const gw = await startGateway(proxy.url, upstream, { RELAYS: urls.join(','), NSEC: Buffer.from(generateSecretKey()).toString('hex'), DVM_DEFAULT_MODEL: 'gpt-test' });
-  let release!: () => void;
-  const gate = new Promise<void>((r) => (release = r));
-  let held!: () => void;
-  const atSwap = new Promise<void>((r) => (held = r));
   const token = await mintToken(proxy.url, 30);
-  proxy.onRequest = async (_method, path) => {
-    if (!path.startsWith('/v1/swap')) return;
-    held();
-    await gate;
-  };
+  const { reached: atSwap, release } = proxy.hold('/v1/swap');
   const stop = async (closed?: Promise<void>) => {
     release();
-    proxy.onRequest = undefined;
     await (closed ? closed.catch(() => {}) : gw.close());
     await proxy.stop();
   };
@@ -667,15 +658,7 @@ describe('stopping the DVM', () => {
       const req = finalizeEvent({ ...jobRequest([]), tags: [['p', left.nostr!.id.pubkey], ['i', 'Left behind', 'text']] }, sk);
       await deps.wallets.redeem(inspectToken(await mintToken(proxy.url, 30), deps.wallets.names), deps.keys.jobKey(req.id), deps.keys.p2pk);
       await deps.ledger.putNote('nostr-open', req.id, JSON.stringify({ request: req, payer: pubkey, leaseUntil: 0 }), Date.now() + 3600_000);
-      let release!: () => void;
-      const gate = new Promise<void>((r) => (release = r));
-      let held!: () => void;
-      const atSwap = new Promise<void>((r) => (held = r));
-      proxy.onRequest = async (_method, path) => {
-        if (!path.startsWith('/v1/swap')) return;
-        held();
-        await gate;
-      };
+      const { reached: atSwap, release } = proxy.hold('/v1/swap');
       const spy = lateCalls(deps.ledger);
       const dvm = new Dvm({ ...deps, ledger: spy.ledger });
       const error = feedback(req.id, 'error');
@@ -688,7 +671,6 @@ describe('stopping the DVM', () => {
         release();
         await stopped;
       });
-      proxy.onRequest = undefined;
       expect(unhandled).toEqual([]);
       expect(spy.late).toEqual([]);
       const back = await (await wallet(proxy.url)).receive(tag(await error, 'cashu')![1]!, { privkey: skHex });

@@ -471,17 +471,11 @@ describe('a gateway stopped with its own work at the mint', () => {
     try {
       const created = await fetch(`${g.url}/v1/balance/create`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ initial_balance_token: await lockedToken(url, 8, ourPubkey) }) });
       expect(created.status).toBe(200);
-      const gate = new Promise<void>((r) => (release = r));
-      let reached!: () => void;
-      const atSwap = new Promise<void>((r) => (reached = r));
-      held.onRequest = async (_method, path) => {
-        if (!path.startsWith('/v1/swap')) return;
-        reached();
-        await gate;
-      };
+      const holding = held.hold('/v1/swap');
+      release = holding.release;
       // As the periodic sweep (P2PK_REDEEM_INTERVAL_SECONDS) runs it.
       const sweeping = g.wallets.sweepLocked();
-      await atSwap;
+      await holding.reached;
       let stopped = false;
       closed = g.close().then(() => void (stopped = true));
       await new Promise((r) => setTimeout(r, 500));
@@ -491,7 +485,6 @@ describe('a gateway stopped with its own work at the mint', () => {
       await closed;
     } finally {
       release();
-      held.onRequest = undefined;
       await (closed ?? g.close()).catch(() => {});
     }
     // Reopened: the swap the mint took is booked, nothing left pending, the books balance.
@@ -522,17 +515,11 @@ describe('a gateway stopped with its own work at the mint', () => {
       held.faults.clear();
       expect((await g.ledger.pendingOps()).length).toBe(1);
       await new Promise((r) => setTimeout(r, 1_100));
-      const gate = new Promise<void>((r) => (release = r));
-      let reached!: () => void;
-      const atRestore = new Promise<void>((r) => (reached = r));
-      held.onRequest = async (_method, path) => {
-        if (!path.startsWith('/v1/restore')) return;
-        reached();
-        await gate;
-      };
+      const holding = held.hold('/v1/restore');
+      release = holding.release;
       // As the periodic recovery runs it.
       const recovering = g.wallets.recoverAll();
-      await atRestore;
+      await holding.reached;
       let stopped = false;
       closed = g.close().then(() => void (stopped = true));
       await new Promise((r) => setTimeout(r, 300));
@@ -542,7 +529,6 @@ describe('a gateway stopped with its own work at the mint', () => {
       await closed;
     } finally {
       release();
-      held.onRequest = undefined;
       await (closed ?? g.close()).catch(() => {});
     }
     const ledger = await openLedger(db);

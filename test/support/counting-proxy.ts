@@ -104,6 +104,29 @@ export class CountingProxy {
     this.calls = [];
   }
 
+  /**
+   * Holds every request to a path starting with `prefix` until `release()`: a mint that has the
+   * call and has not answered yet. `reached` resolves once the first such call is in.
+   */
+  hold(prefix: string): { reached: Promise<void>; release: () => void } {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let arrived!: () => void;
+    const reached = new Promise<void>((r) => (arrived = r));
+    this.onRequest = async (_method, path) => {
+      if (!path.startsWith(prefix)) return;
+      arrived();
+      await gate;
+    };
+    return {
+      reached,
+      release: () => {
+        release();
+        this.onRequest = undefined;
+      },
+    };
+  }
+
   stop(): Promise<void> {
     return new Promise((r) => {
       this.#server?.closeAllConnections();
