@@ -3,17 +3,16 @@ import { createServer, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 
 /**
- * A relay that misbehaves the way nostr-rs-relay with `nip42_auth` does toward nostr-tools: it
- * sends a NIP-42 challenge, refuses every REQ and EVENT with `auth-required:`, and never answers
- * the AUTH it is sent. Only a double can promise never to answer; everything else in these tests
- * is a real relay. Speaks just enough RFC 6455 for that (unfragmented text frames, ping, close).
+ * Just enough RFC 6455 for a relay double (unfragmented text frames, ping, close): `opened` is
+ * told of each connection, `message` of each client message, parsed.
  */
-export class SilentAuthRelay {
+abstract class RelayDouble {
   url = '';
-  /** Every client message, parsed, in arrival order. */
-  readonly received: unknown[][] = [];
   readonly #sockets = new Set<Socket>();
   #server: Server | undefined;
+
+  protected opened(_socket: Socket): void {}
+  protected abstract message(socket: Socket, msg: unknown[]): void;
 
   async start(): Promise<string> {
     this.#server = createServer((_req, res) => res.writeHead(426).end());
@@ -23,7 +22,7 @@ export class SilentAuthRelay {
       socket.on('close', () => this.#sockets.delete(socket));
       socket.on('error', () => {});
       socket.write(`HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: ${accept}\r\n\r\n`);
-      send(socket, ['AUTH', randomBytes(16).toString('hex')]);
+      this.opened(socket);
       let buffered = Buffer.alloc(0);
       socket.on('data', (chunk: Buffer) => {
         buffered = Buffer.concat([buffered, chunk]);
@@ -34,24 +33,13 @@ export class SilentAuthRelay {
           if (frame.opcode === 8) return void socket.end(Buffer.from([0x88, 0]));
           if (frame.opcode === 9) socket.write(Buffer.concat([Buffer.from([0x8a, frame.payload.length]), frame.payload]));
           if (frame.opcode !== 1) continue;
-          this.#onMessage(socket, JSON.parse(frame.payload.toString('utf8')) as unknown[]);
+          this.message(socket, JSON.parse(frame.payload.toString('utf8')) as unknown[]);
         }
       });
     });
     await new Promise<void>((r) => this.#server!.listen(0, '127.0.0.1', r));
     this.url = `ws://127.0.0.1:${(this.#server.address() as { port: number }).port}`;
     return this.url;
-  }
-
-  #onMessage(socket: Socket, msg: unknown[]): void {
-    this.received.push(msg);
-    if (msg[0] === 'REQ') send(socket, ['CLOSED', msg[1], 'auth-required: this relay wants NIP-42 AUTH first']);
-    if (msg[0] === 'EVENT') send(socket, ['OK', (msg[1] as { id: string }).id, false, 'auth-required: this relay wants NIP-42 AUTH first']);
-    // AUTH: silence, as the relay being imitated.
-  }
-
-  count(type: string): number {
-    return this.received.filter((m) => m[0] === type).length;
   }
 
   stop(): Promise<void> {
@@ -61,61 +49,55 @@ export class SilentAuthRelay {
 }
 
 /**
+ * A relay that misbehaves the way nostr-rs-relay with `nip42_auth` does toward nostr-tools: it
+ * sends a NIP-42 challenge, refuses every REQ and EVENT with `auth-required:`, and never answers
+ * the AUTH it is sent. Only a double can promise never to answer; everything else in these tests
+ * is a real relay.
+ */
+export class SilentAuthRelay extends RelayDouble {
+  /** Every client message, parsed, in arrival order. */
+  readonly received: unknown[][] = [];
+
+  protected override opened(socket: Socket): void {
+    send(socket, ['AUTH', randomBytes(16).toString('hex')]);
+  }
+
+  protected message(socket: Socket, msg: unknown[]): void {
+    this.received.push(msg);
+    if (msg[0] === 'REQ') send(socket, ['CLOSED', msg[1], 'auth-required: this relay wants NIP-42 AUTH first']);
+    if (msg[0] === 'EVENT') send(socket, ['OK', (msg[1] as { id: string }).id, false, 'auth-required: this relay wants NIP-42 AUTH first']);
+    // AUTH: silence, as the relay being imitated.
+  }
+
+  count(type: string): number {
+    return this.received.filter((m) => m[0] === type).length;
+  }
+}
+
+/**
  * A relay that takes every event and holds its OK until `release()`, answering REQs with an empty
  * EOSE: a publish to it stays under way as long as a test needs (up to the client's own timeout).
  */
-export class HoldingRelay {
-  url = '';
+export class HoldingRelay extends RelayDouble {
   /** Ids of the events it was sent, in arrival order. */
   readonly events: string[] = [];
   readonly #held: Array<() => void> = [];
-  readonly #sockets = new Set<Socket>();
   #released = false;
-  #server: Server | undefined;
 
-  async start(): Promise<string> {
-    this.#server = createServer((_req, res) => res.writeHead(426).end());
-    this.#server.on('upgrade', (req, socket: Socket) => {
-      const accept = createHash('sha1').update(`${req.headers['sec-websocket-key']}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
-      this.#sockets.add(socket);
-      socket.on('close', () => this.#sockets.delete(socket));
-      socket.on('error', () => {});
-      socket.write(`HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: ${accept}\r\n\r\n`);
-      let buffered = Buffer.alloc(0);
-      socket.on('data', (chunk: Buffer) => {
-        buffered = Buffer.concat([buffered, chunk]);
-        for (;;) {
-          const frame = readFrame(buffered);
-          if (!frame) break;
-          buffered = buffered.subarray(frame.length);
-          if (frame.opcode === 8) return void socket.end(Buffer.from([0x88, 0]));
-          if (frame.opcode === 9) socket.write(Buffer.concat([Buffer.from([0x8a, frame.payload.length]), frame.payload]));
-          if (frame.opcode !== 1) continue;
-          const msg = JSON.parse(frame.payload.toString('utf8')) as unknown[];
-          if (msg[0] === 'REQ') send(socket, ['EOSE', msg[1]]);
-          if (msg[0] !== 'EVENT') continue;
-          const id = (msg[1] as { id: string }).id;
-          this.events.push(id);
-          const ok = () => send(socket, ['OK', id, true, '']);
-          if (this.#released) ok();
-          else this.#held.push(ok);
-        }
-      });
-    });
-    await new Promise<void>((r) => this.#server!.listen(0, '127.0.0.1', r));
-    this.url = `ws://127.0.0.1:${(this.#server.address() as { port: number }).port}`;
-    return this.url;
+  protected message(socket: Socket, msg: unknown[]): void {
+    if (msg[0] === 'REQ') send(socket, ['EOSE', msg[1]]);
+    if (msg[0] !== 'EVENT') return;
+    const id = (msg[1] as { id: string }).id;
+    this.events.push(id);
+    const ok = () => send(socket, ['OK', id, true, '']);
+    if (this.#released) ok();
+    else this.#held.push(ok);
   }
 
   /** OKs every event held, and every one from now on. */
   release(): void {
     this.#released = true;
     for (const ok of this.#held.splice(0)) ok();
-  }
-
-  stop(): Promise<void> {
-    for (const s of this.#sockets) s.destroy();
-    return new Promise((r) => this.#server?.close(() => r()) ?? r());
   }
 }
 
