@@ -2,7 +2,7 @@ import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { PaymentRequest, getDecodedToken, getEncodedToken, getPubKeyFromPrivKey } from '@cashu/cashu-ts';
 import { FakeUpstream } from './support/upstream.ts';
 import { CountingProxy } from './support/counting-proxy.ts';
-import { TEST_P2PK_PRIVKEY, durableDatabaseUrl, expectLedgerConserved, expectMoneyConserved, startGateway } from './support/gateway.ts';
+import { TEST_P2PK_PRIVKEY, durableDatabaseUrl, expectLedgerConserved, expectMoneyConserved, startGateway, type Gateway } from './support/gateway.ts';
 import { openLedger } from '../src/main.ts';
 import { bearer, chat as sharedChat, useGateway } from './support/suite.ts';
 import { asCashuA, lockedToken, mintToken, proofStates, receive, relabel, wallet } from './support/cashu.ts';
@@ -461,33 +461,40 @@ describe('an unlocked X-Cashu token', () => {
 });
 
 describe('a gateway stopped with its own work at the mint', () => {
-  it('stops once the sweep has its answer booked, not with the ledger closed under it', async () => {
+  /**
+   * A gateway on its own database, funded with a locked token, that `setUp` leaves ready for
+   * `start` to begin work the mint will hold at `path`: closing it then waits for that work.
+   * Once it has closed, the ledger reopened has nothing pending and the books balance.
+   */
+  async function closesAfter(
+    path: string, env: Record<string, string>, setUp: (g: Gateway, held: CountingProxy) => Promise<void>, start: (g: Gateway) => Promise<unknown>,
+  ): Promise<unknown> {
     const held = new CountingProxy(realMint);
     const url = await held.start();
     const db = await durableDatabaseUrl();
-    const g = await startGateway(url, upstream, { DATABASE_URL: db });
+    const g = await startGateway(url, upstream, { DATABASE_URL: db, ...env });
     let release = () => {};
     let closed: Promise<void> | undefined;
+    let result: unknown;
     try {
       const created = await fetch(`${g.url}/v1/balance/create`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ initial_balance_token: await lockedToken(url, 8, ourPubkey) }) });
       expect(created.status).toBe(200);
-      const holding = held.hold('/v1/swap');
+      await setUp(g, held);
+      const holding = held.hold(path);
       release = holding.release;
-      // As the periodic sweep (P2PK_REDEEM_INTERVAL_SECONDS) runs it.
-      const sweeping = g.wallets.sweepLocked();
+      const work = start(g);
       await holding.reached;
       let stopped = false;
       closed = g.close().then(() => void (stopped = true));
-      await new Promise((r) => setTimeout(r, 500));
-      expect(stopped, 'closed with the sweep at the mint').toBe(false);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(stopped, `closed with ${path} at the mint`).toBe(false);
       release();
-      expect(await sweeping).toBe(1);
+      result = await work;
       await closed;
     } finally {
       release();
       await (closed ?? g.close()).catch(() => {});
     }
-    // Reopened: the swap the mint took is booked, nothing left pending, the books balance.
     const ledger = await openLedger(db);
     try {
       expect(await ledger.pendingOps()).toEqual([]);
@@ -496,18 +503,16 @@ describe('a gateway stopped with its own work at the mint', () => {
       await ledger.close();
       await held.stop();
     }
+    return result;
+  }
+
+  it('stops once the sweep has its answer booked, not with the ledger closed under it', async () => {
+    // As the periodic sweep (P2PK_REDEEM_INTERVAL_SECONDS) runs it.
+    expect(await closesAfter('/v1/swap', {}, async () => {}, (g) => g.wallets.sweepLocked())).toBe(1);
   });
 
   it('stops once a recovery under way has the mint\'s answer booked', async () => {
-    const held = new CountingProxy(realMint);
-    const url = await held.start();
-    const db = await durableDatabaseUrl();
-    const g = await startGateway(url, upstream, { DATABASE_URL: db, MINT_TIMEOUT_MS: '500' });
-    let release = () => {};
-    let closed: Promise<void> | undefined;
-    try {
-      const created = await fetch(`${g.url}/v1/balance/create`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ initial_balance_token: await lockedToken(url, 8, ourPubkey) }) });
-      expect(created.status).toBe(200);
+    await closesAfter('/v1/restore', { MINT_TIMEOUT_MS: '500' }, async (g, held) => {
       // The sweep's swap lands, its answer is lost, and the mint cannot be asked for now: left open.
       held.faults.set('/v1/swap', { drop: true });
       held.faults.set('/v1/restore', { fail: 503, body: { detail: 'unavailable' } });
@@ -515,29 +520,6 @@ describe('a gateway stopped with its own work at the mint', () => {
       held.faults.clear();
       expect((await g.ledger.pendingOps()).length).toBe(1);
       await new Promise((r) => setTimeout(r, 1_100));
-      const holding = held.hold('/v1/restore');
-      release = holding.release;
-      // As the periodic recovery runs it.
-      const recovering = g.wallets.recoverAll();
-      await holding.reached;
-      let stopped = false;
-      closed = g.close().then(() => void (stopped = true));
-      await new Promise((r) => setTimeout(r, 300));
-      expect(stopped, 'closed with a recovery at the mint').toBe(false);
-      release();
-      await recovering;
-      await closed;
-    } finally {
-      release();
-      await (closed ?? g.close()).catch(() => {});
-    }
-    const ledger = await openLedger(db);
-    try {
-      expect(await ledger.pendingOps()).toEqual([]);
-      await expectLedgerConserved(ledger, [url]);
-    } finally {
-      await ledger.close();
-      await held.stop();
-    }
+    }, (g) => g.wallets.recoverAll()); // As the periodic recovery runs it.
   });
 });
