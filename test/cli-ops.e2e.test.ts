@@ -6,7 +6,7 @@ import { join, resolve } from 'node:path';
 import { FakeUpstream } from './support/upstream.ts';
 import { testDatabaseUrl } from './support/gateway.ts';
 import { freePort } from './support/ports.ts';
-import { HandshakeServer } from './support/ws-server.ts';
+import { HandshakeServer } from './support/relay-double.ts';
 
 const mintUrl = inject('mintUrl');
 const upstream = new FakeUpstream();

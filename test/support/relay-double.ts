@@ -49,6 +49,20 @@ abstract class RelayDouble {
 }
 
 /**
+ * A WebSocket server that completes the opening handshake and then holds the connection, saying
+ * nothing: enough for a client to see a relay that accepts connections.
+ */
+export class HandshakeServer extends RelayDouble {
+  connections = 0;
+
+  protected override opened(): void {
+    this.connections++;
+  }
+
+  protected message(): void {}
+}
+
+/**
  * A relay that misbehaves the way nostr-rs-relay with `nip42_auth` does toward nostr-tools: it
  * sends a NIP-42 challenge, refuses every REQ and EVENT with `auth-required:`, and never answers
  * the AUTH it is sent. Only a double can promise never to answer; everything else in these tests
