@@ -66,6 +66,20 @@ describe('Lightning top-ups through the mint (RIP-08)', () => {
 });
 
 describe('what the mint learns of an invoice', () => {
+  it('is not enough to learn the key a top-up made before funded, by asking about its quote id', async () => {
+    const first = await call('POST', '/v1/balance/lightning/invoice', { amount_sats: 5 });
+    const { api_key } = await paid(first.json.invoice_id);
+    // A top-up as the gateway before made it: the quote's own id given as the invoice id, the key it funds noted.
+    const quote = await (await wallet(suite.mintUrl)).createMintQuoteBolt11(4);
+    await suite.gw.ledger.putNote('lightning-topup', quote.quote, (api_key as string).slice(3), Date.now() + 3600_000);
+    // The mint knows that id: asked about it, the gateway credits the owner's key, and does not say which.
+    const done = await paid(quote.quote);
+    expect(done.api_key).toBeUndefined();
+    expect(done.balance).toBeUndefined();
+    const info = await call('GET', '/v1/balance/info', undefined, { authorization: `Bearer ${api_key}` });
+    expect(info.json.balance).toBe(9_000);
+  });
+
   it('is not enough to take the key it funds: neither its quote id as the invoice id, nor a key derived from it', async () => {
     // The mint sees every quote id (so does anyone reading its logs): here, a proxy in front of it.
     const proxy = new CountingProxy(suite.mintUrl);

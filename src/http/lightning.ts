@@ -64,7 +64,8 @@ export function lightningRoutes(app: FastifyInstance, deps: { ledger: Ledger; wa
   app.get('/v1/balance/lightning/invoice/:id/status', async (req: FastifyRequest<{ Params: { id: string } }>) => {
     const id = req.params.id;
     // An invoice made before invoice ids were the gateway's own is named by its quote id.
-    const quoteId = (await ledger.getNote(INVOICE, id)) ?? ((await ledger.getNote(TAKEN, id)) === undefined ? id : undefined);
+    const mapped = await ledger.getNote(INVOICE, id);
+    const quoteId = mapped ?? ((await ledger.getNote(TAKEN, id)) === undefined ? id : undefined);
     if (quoteId === undefined) throw new HttpError(404, 'invoice_not_found', 'No such invoice.');
     const w = await wallets.wallet(mint, 'sat').catch(() => {
       throw new HttpError(503, 'cashu_mint_unreachable', 'The mint could not be reached.', { headers: { 'retry-after': '5' } });
@@ -82,6 +83,10 @@ export function lightningRoutes(app: FastifyInstance, deps: { ledger: Ledger; wa
       const expired = q.expiry != null && q.expiry * 1000 < Date.now();
       return { status: expired ? 'expired' : 'pending', amount_sats: amount, expires_at: q.expiry ?? null };
     }
+    // The key an id may be told of: the one it funds. A quote id (which the mint knows) names only
+    // the key derived from it; a top-up's key its owner already holds, and the mint must not learn it.
+    const entitled = mapped === undefined ? keyHashOfInvoice(mint, id) : keyHash;
+    if (key.hash !== entitled) return { status: 'paid', amount_sats: amount };
     return { status: 'paid', api_key: apiKeyOf(key.hash), amount_sats: amount, balance: key.balance - key.reserved };
   });
 }
