@@ -854,6 +854,20 @@ describe('marks shared by every instance on one ledger', () => {
     expect(await b.getNote('topup', 'q2')).toBeUndefined();
   });
 
+  it('claims a note once, across instances, and says what the winner wrote', async () => {
+    const [a, b] = [ledger, await open()];
+    const later = Date.now() + 60_000;
+    // Two at once: one wins, and both are told its value.
+    const [x, y] = await Promise.all([a.claimNote('taken', 'q1', 'inv', later), b.claimNote('taken', 'q1', 'legacy', later)]);
+    expect(x).toBe(y);
+    expect(['inv', 'legacy']).toContain(x);
+    expect(await a.getNote('taken', 'q1')).toBe(x);
+    // An expired note is no claim.
+    await a.putNote('taken', 'q2', 'old', Date.now() - 1);
+    expect(await b.claimNote('taken', 'q2', 'new', later)).toBe('new');
+    expect(await a.claimNote('taken', 'q2', 'newer', later)).toBe('new');
+  });
+
   it('lists a scope\'s live notes, and only notes', async () => {
     const [a, b] = [ledger, await open()];
     const later = Date.now() + 60_000;

@@ -80,6 +80,59 @@ describe('what the mint learns of an invoice', () => {
     expect(info.json.balance).toBe(9_000);
   });
 
+  it('is not enough to take the key by asking about the quote id while the invoice is being made', async () => {
+    const proxy = new CountingProxy(suite.mintUrl);
+    await proxy.start();
+    const g = await startGateway(proxy.url, suite.upstream);
+    try {
+      const status = (id: string) => fetch(`${g.url}/v1/balance/lightning/invoice/${id}/status`).then(async (r) => ({ status: r.status, json: (await r.json()) as Record<string, any> }));
+      let quote = '';
+      let asMint: Promise<{ status: number; json: Record<string, any> }> | undefined;
+      let held = false;
+      let asked!: () => void;
+      const askedP = new Promise<void>((r) => (asked = r));
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      // The mint, before it answers the gateway with a new quote, asks the status route about its id,
+      // and holds the gateway's question about that quote until the client has paid.
+      proxy.onRequest = async (method, path) => {
+        if (quote && !held && method === 'GET' && path.startsWith(`/v1/mint/quote/bolt11/${quote}`)) {
+          held = true;
+          asked();
+          await gate;
+        }
+      };
+      proxy.rewrite = async (method, path, json) => {
+        if (!quote && method === 'POST' && path.startsWith('/v1/mint/quote/bolt11')) {
+          quote = json.quote as string;
+          asMint = status(quote);
+          await askedP;
+        }
+        return json;
+      };
+      const created = await fetch(`${g.url}/v1/balance/lightning/invoice`, {
+        method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ amount_sats: 13 }),
+      });
+      expect(created.status).toBe(200);
+      const inv = (await created.json()) as { invoice_id: string };
+      const w = await wallet(suite.mintUrl);
+      await waitFor(async () => ((await w.checkMintQuoteBolt11(quote)).state === 'PAID' ? true : undefined), 'the client paid');
+      release();
+      const stolen = await asMint!;
+      expect([stolen.json.status, stolen.json.api_key]).toEqual([undefined, undefined]);
+      const owner = await waitFor(async () => {
+        const s = await status(inv.invoice_id);
+        return s.json.status === 'paid' ? s.json : undefined;
+      }, 'the invoice paid');
+      expect(owner.api_key).not.toBe(`sk-${createHash('sha256').update(`lightning key ${proxy.url} ${quote}`).digest('hex')}`);
+      expect(owner.balance).toBe(13_000);
+      await expectMoneyConserved(g);
+    } finally {
+      await g.close();
+      await proxy.stop();
+    }
+  });
+
   it('is not enough to take the key it funds: neither its quote id as the invoice id, nor a key derived from it', async () => {
     // The mint sees every quote id (so does anyone reading its logs): here, a proxy in front of it.
     const proxy = new CountingProxy(suite.mintUrl);

@@ -28,6 +28,8 @@ export function lightningRoutes(app: FastifyInstance, deps: { ledger: Ledger; wa
   const INVOICE = 'lightning-invoice';
   const TAKEN = 'lightning-quote';
   const FOREVER = Number.MAX_SAFE_INTEGER;
+  // A quote asked about by its own id (an invoice made before), claimed for that so no invoice id can be given it.
+  const LEGACY = 'legacy';
 
   app.post('/v1/balance/lightning/invoice', async (req: FastifyRequest) => {
     const parsed = invoiceBody.safeParse(req.body ?? {});
@@ -47,11 +49,16 @@ export function lightningRoutes(app: FastifyInstance, deps: { ledger: Ledger; wa
     } catch {
       throw new HttpError(503, 'cashu_mint_unreachable', 'The mint could not make an invoice; try again shortly.', { headers: { 'retry-after': '5' } });
     }
-    if (target) await ledger.putNote(TOPUP, quote.quote, target, (quote.expiry ? quote.expiry * 1000 : Date.now()) + 7 * 24 * 3600 * 1000);
-    const invoiceId = randomBytes(24).toString('base64url');
     // Kept for ever: a paid invoice may be asked about long after its quote expired.
-    await ledger.putNote(TAKEN, quote.quote, invoiceId, FOREVER);
-    await ledger.putNote(INVOICE, invoiceId, quote.quote, FOREVER);
+    const until = FOREVER;
+    const invoiceId = randomBytes(24).toString('base64url');
+    // Claimed, not just written: the mint knows the quote id before we do, and may have asked the
+    // status route about it as a legacy invoice already; then the quote is its, not ours to hand out.
+    if ((await ledger.claimNote(TAKEN, quote.quote, invoiceId, until)) !== invoiceId) {
+      throw new HttpError(503, 'cashu_mint_unreachable', 'The mint could not make an invoice; try again shortly.', { headers: { 'retry-after': '5' } });
+    }
+    await ledger.putNote(INVOICE, invoiceId, quote.quote, until);
+    if (target) await ledger.putNote(TOPUP, quote.quote, target, (quote.expiry ? quote.expiry * 1000 : Date.now()) + 7 * 24 * 3600 * 1000);
     return {
       invoice_id: invoiceId,
       bolt11: quote.request,
@@ -63,10 +70,14 @@ export function lightningRoutes(app: FastifyInstance, deps: { ledger: Ledger; wa
 
   app.get('/v1/balance/lightning/invoice/:id/status', async (req: FastifyRequest<{ Params: { id: string } }>) => {
     const id = req.params.id;
-    // An invoice made before invoice ids were the gateway's own is named by its quote id.
     const mapped = await ledger.getNote(INVOICE, id);
-    const quoteId = mapped ?? ((await ledger.getNote(TAKEN, id)) === undefined ? id : undefined);
-    if (quoteId === undefined) throw new HttpError(404, 'invoice_not_found', 'No such invoice.');
+    // An invoice made before invoice ids were the gateway's own is named by its quote id.
+    const legacy = mapped === undefined;
+    const quoteId = mapped ?? id;
+    if (legacy) {
+      const taken = await ledger.getNote(TAKEN, id);
+      if (taken !== undefined && taken !== LEGACY) throw new HttpError(404, 'invoice_not_found', 'No such invoice.');
+    }
     const w = await wallets.wallet(mint, 'sat').catch(() => {
       throw new HttpError(503, 'cashu_mint_unreachable', 'The mint could not be reached.', { headers: { 'retry-after': '5' } });
     });
@@ -74,6 +85,11 @@ export function lightningRoutes(app: FastifyInstance, deps: { ledger: Ledger; wa
     try {
       q = await w.checkMintQuoteBolt11(quoteId);
     } catch {
+      throw new HttpError(404, 'invoice_not_found', 'No such invoice.');
+    }
+    // Before redeeming a quote by its own id, claim it as legacy: an invoice id given it meanwhile
+    // (its notes written while the mint held our question) wins or loses against this, atomically.
+    if (legacy && q.state !== 'UNPAID' && (await ledger.claimNote(TAKEN, id, LEGACY, FOREVER)) !== LEGACY) {
       throw new HttpError(404, 'invoice_not_found', 'No such invoice.');
     }
     const amount = q.amount.toNumber();
@@ -85,7 +101,7 @@ export function lightningRoutes(app: FastifyInstance, deps: { ledger: Ledger; wa
     }
     // The key an id may be told of: the one it funds. A quote id (which the mint knows) names only
     // the key derived from it; a top-up's key its owner already holds, and the mint must not learn it.
-    const entitled = mapped === undefined ? keyHashOfInvoice(mint, id) : keyHash;
+    const entitled = legacy ? keyHashOfInvoice(mint, id) : keyHash;
     if (key.hash !== entitled) return { status: 'paid', amount_sats: amount };
     return { status: 'paid', api_key: apiKeyOf(key.hash), amount_sats: amount, balance: key.balance - key.reserved };
   });

@@ -367,6 +367,8 @@ export interface Ledger {
   /** Adds one to a counter unless it has reached `limit`; true if it was added. */
   countUpTo(scope: string, id: string, limit: number, expiresAt: number): Promise<boolean>;
   putNote(scope: string, id: string, value: string, expiresAt: number): Promise<void>;
+  /** Writes a note unless one is there and unexpired; the value it holds after (`value` if this call wrote it). */
+  claimNote(scope: string, id: string, value: string, expiresAt: number): Promise<string>;
   getNote(scope: string, id: string): Promise<string | undefined>;
   dropNote(scope: string, id: string): Promise<void>;
   /** The ids of a scope's live notes (at most `limit`), for picking up work after a restart. */

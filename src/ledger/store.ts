@@ -1039,6 +1039,20 @@ export class SqlLedger implements Ledger {
     );
   }
 
+  async claimNote(scope: string, id: string, value: string, expiresAt: number): Promise<string> {
+    if (Math.random() < 0.01) await this.#db.query('DELETE FROM marks WHERE expires_at < $1', [Date.now()]);
+    const now = Date.now();
+    const r = await this.#db.query(
+      `INSERT INTO marks (scope, id, value, expires_at) VALUES ($1, $2, $3, $4)
+       ON CONFLICT (scope, id) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at, count = 0 WHERE marks.expires_at < $5`,
+      [scope, id, value, expiresAt, now],
+    );
+    if (r.count === 1) return value;
+    // Held by another: its value (a mark without one, from claimOnce, holds the empty string).
+    const held = await this.#one('SELECT value FROM marks WHERE scope = $1 AND id = $2', [scope, id]);
+    return (held?.value as string | null | undefined) ?? '';
+  }
+
   async getNote(scope: string, id: string): Promise<string | undefined> {
     const r = await this.#one('SELECT value FROM marks WHERE scope = $1 AND id = $2 AND expires_at >= $3', [scope, id, Date.now()]);
     return (r?.value as string | null | undefined) ?? undefined;

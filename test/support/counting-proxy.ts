@@ -28,8 +28,8 @@ export class CountingProxy {
   readonly dropped: string[] = [];
   /** Runs before a request is passed on: a test looks at the world as the mint is asked. */
   onRequest: ((method: string, path: string) => Promise<void>) | undefined;
-  /** Rewrites the mint's JSON answers (2xx only) before they are passed back: a mint that lies. */
-  rewrite: ((method: string, path: string, json: Record<string, unknown>) => Record<string, unknown>) | undefined;
+  /** Rewrites the mint's JSON answers (2xx only) before they are passed back: a mint that lies (or, async, one that takes its time to). */
+  rewrite: ((method: string, path: string, json: Record<string, unknown>) => Record<string, unknown> | Promise<Record<string, unknown>>) | undefined;
   #server: Server | undefined;
 
   readonly target: string;
@@ -83,7 +83,7 @@ export class CountingProxy {
           for await (const c of r) chunks.push(c as Buffer);
           let text: string;
           try {
-            text = JSON.stringify(rewrite(req.method ?? 'GET', req.url ?? '', JSON.parse(Buffer.concat(chunks).toString('utf8'))));
+            text = JSON.stringify(await rewrite(req.method ?? 'GET', req.url ?? '', JSON.parse(Buffer.concat(chunks).toString('utf8'))));
           } catch {
             // Not JSON after all: the client sees a broken connection, not the test process an unhandled rejection.
             res.destroy();
