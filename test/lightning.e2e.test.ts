@@ -65,6 +65,43 @@ describe('Lightning top-ups through the mint (RIP-08)', () => {
   });
 });
 
+describe('what a stranger leaves in the ledger', () => {
+  it('an unpaid invoice is forgotten some time after its quote expired; a paid one is kept', async () => {
+    const proxy = new CountingProxy(suite.mintUrl);
+    await proxy.start();
+    const g = await startGateway(proxy.url, suite.upstream);
+    const week = 7 * 24 * 3600;
+    try {
+      let expiry = 0;
+      proxy.rewrite = (method, path, json) => (method === 'POST' && path.startsWith('/v1/mint/quote/bolt11') ? { ...json, expiry } : json);
+      const make = async () => {
+        const r = await fetch(`${g.url}/v1/balance/lightning/invoice`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ amount_sats: 3 }) });
+        return ((await r.json()) as { invoice_id: string }).invoice_id;
+      };
+      const quoteOf = (id: string) => g.ledger.getNote('lightning-invoice', id);
+      // A quote that expired over a week ago (as the gateway sees it): its notes are gone already.
+      expiry = Math.floor(Date.now() / 1000) - week - 60;
+      const old = await make();
+      expect(await quoteOf(old)).toBeUndefined();
+      // One whose notes would go in 3 s: paid before, they stay.
+      expiry = Math.floor(Date.now() / 1000) - week + 3;
+      const id = await make();
+      const quote = (await quoteOf(id))!;
+      expect(quote).toBeDefined();
+      const status = () => fetch(`${g.url}/v1/balance/lightning/invoice/${id}/status`).then((r) => r.json() as Promise<Record<string, any>>);
+      const first = await waitFor(async () => ((await status()).status === 'paid' ? status() : undefined), 'the invoice paid');
+      await new Promise((r) => setTimeout(r, 4_500));
+      expect(await quoteOf(id)).toBe(quote);
+      expect(await status()).toMatchObject({ status: 'paid', api_key: first.api_key, balance: 3_000 });
+      expect((await fetch(`${g.url}/v1/balance/lightning/invoice/${quote}/status`)).status).toBe(404);
+      await expectMoneyConserved(g);
+    } finally {
+      await g.close();
+      await proxy.stop();
+    }
+  });
+});
+
 describe('what the mint learns of an invoice', () => {
   it('is not enough to learn the key a top-up made before funded, by asking about its quote id', async () => {
     const first = await call('POST', '/v1/balance/lightning/invoice', { amount_sats: 5 });

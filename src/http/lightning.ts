@@ -30,6 +30,7 @@ export function lightningRoutes(app: FastifyInstance, deps: { ledger: Ledger; wa
   const FOREVER = Number.MAX_SAFE_INTEGER;
   // A quote asked about by its own id (an invoice made before), claimed for that so no invoice id can be given it.
   const LEGACY = 'legacy';
+  const GRACE_MS = 7 * 24 * 3600 * 1000;
 
   app.post('/v1/balance/lightning/invoice', async (req: FastifyRequest) => {
     const parsed = invoiceBody.safeParse(req.body ?? {});
@@ -49,8 +50,9 @@ export function lightningRoutes(app: FastifyInstance, deps: { ledger: Ledger; wa
     } catch {
       throw new HttpError(503, 'cashu_mint_unreachable', 'The mint could not make an invoice; try again shortly.', { headers: { 'retry-after': '5' } });
     }
-    // Kept for ever: a paid invoice may be asked about long after its quote expired.
-    const until = FOREVER;
+    // Unpaid, the notes go some time after the quote can no longer be paid (a stranger can make
+    // invoices for nothing); a paid invoice's are made permanent by the status check that finds it paid.
+    const until = (quote.expiry ? quote.expiry * 1000 : Date.now()) + GRACE_MS;
     const invoiceId = randomBytes(24).toString('base64url');
     // Claimed, not just written: the mint knows the quote id before we do, and may have asked the
     // status route about it as a legacy invoice already; then the quote is its, not ours to hand out.
@@ -58,7 +60,7 @@ export function lightningRoutes(app: FastifyInstance, deps: { ledger: Ledger; wa
       throw new HttpError(503, 'cashu_mint_unreachable', 'The mint could not make an invoice; try again shortly.', { headers: { 'retry-after': '5' } });
     }
     await ledger.putNote(INVOICE, invoiceId, quote.quote, until);
-    if (target) await ledger.putNote(TOPUP, quote.quote, target, (quote.expiry ? quote.expiry * 1000 : Date.now()) + 7 * 24 * 3600 * 1000);
+    if (target) await ledger.putNote(TOPUP, quote.quote, target, until);
     return {
       invoice_id: invoiceId,
       bolt11: quote.request,
@@ -98,6 +100,11 @@ export function lightningRoutes(app: FastifyInstance, deps: { ledger: Ledger; wa
     if (!key) {
       const expired = q.expiry != null && q.expiry * 1000 < Date.now();
       return { status: expired ? 'expired' : 'pending', amount_sats: amount, expires_at: q.expiry ?? null };
+    }
+    if (!legacy) {
+      // Paid: kept for ever, as it may be asked about long after its quote expired.
+      await ledger.putNote(TAKEN, quoteId, id, FOREVER);
+      await ledger.putNote(INVOICE, id, quoteId, FOREVER);
     }
     // The key an id may be told of: the one it funds. A quote id (which the mint knows) names only
     // the key derived from it; a top-up's key its owner already holds, and the mint must not learn it.
