@@ -66,6 +66,18 @@ describe('Lightning top-ups through the mint (RIP-08)', () => {
 });
 
 describe('what a stranger leaves in the ledger', () => {
+  it('an id that is not one (a path, a query) is not passed to the mint, nor noted', async () => {
+    // A quote of the stranger's own, paid: ids that the mint's URL would turn back into it.
+    const quote = await (await wallet(suite.mintUrl)).createMintQuoteBolt11(1);
+    for (const id of [`a%2F..%2F${quote.quote}`, `b%2F%2E%2E%2F${quote.quote}`, `${quote.quote}%3Fx=1`, `${quote.quote}%23x`]) {
+      const r = await call('GET', `/v1/balance/lightning/invoice/${id}/status`);
+      expect([id, r.status, r.json.error?.code]).toEqual([id, 404, 'invoice_not_found']);
+      expect(await suite.gw.ledger.getNote('lightning-quote', decodeURIComponent(id))).toBeUndefined();
+    }
+    // The quote itself is still an invoice made before, paid once.
+    expect((await paid(quote.quote)).balance).toBe(1_000);
+  });
+
   it('an unpaid invoice is forgotten some time after its quote expired; a paid one is kept', async () => {
     const proxy = new CountingProxy(suite.mintUrl);
     await proxy.start();

@@ -31,6 +31,7 @@ export function lightningRoutes(app: FastifyInstance, deps: { ledger: Ledger; wa
   // A quote asked about by its own id (an invoice made before), claimed for that so no invoice id can be given it.
   const LEGACY = 'legacy';
   const GRACE_MS = 7 * 24 * 3600 * 1000;
+  const ID = /^[A-Za-z0-9_-]{1,128}$/;
 
   app.post('/v1/balance/lightning/invoice', async (req: FastifyRequest) => {
     const parsed = invoiceBody.safeParse(req.body ?? {});
@@ -72,6 +73,9 @@ export function lightningRoutes(app: FastifyInstance, deps: { ledger: Ledger; wa
 
   app.get('/v1/balance/lightning/invoice/:id/status', async (req: FastifyRequest<{ Params: { id: string } }>) => {
     const id = req.params.id;
+    // Ours are base64url, quote ids (nutshell's, CDK's: UUIDs, hex) too. Anything else, say "a/../<quote>"
+    // or "<quote>?x", the mint's URL would turn into another quote's, with a legacy claim noted for each.
+    if (!ID.test(id)) throw new HttpError(404, 'invoice_not_found', 'No such invoice.');
     const mapped = await ledger.getNote(INVOICE, id);
     // An invoice made before invoice ids were the gateway's own is named by its quote id.
     const legacy = mapped === undefined;
@@ -91,7 +95,8 @@ export function lightningRoutes(app: FastifyInstance, deps: { ledger: Ledger; wa
     }
     // Before redeeming a quote by its own id, claim it as legacy: an invoice id given it meanwhile
     // (its notes written while the mint held our question) wins or loses against this, atomically.
-    if (legacy && q.state !== 'UNPAID' && (await ledger.claimNote(TAKEN, id, LEGACY, FOREVER)) !== LEGACY) {
+    // An issued quote is not redeemed again, only looked up: no claim, so none for strangers' own.
+    if (legacy && q.state === 'PAID' && (await ledger.claimNote(TAKEN, id, LEGACY, FOREVER)) !== LEGACY) {
       throw new HttpError(404, 'invoice_not_found', 'No such invoice.');
     }
     const amount = q.amount.toNumber();
