@@ -27,7 +27,7 @@ import {
 } from './ledger.ts';
 import type { Driver, Sql, Statement } from './driver.ts';
 import { childKeyRow, historyRow, keyRow, meltRow, opRow, proofRow, refundRow, tokenRow, type Row } from './rows.ts';
-import { TurnBatch, byId, firstOfEach } from './turn-batch.ts';
+import { TurnBatch, byId } from './turn-batch.ts';
 
 /**
  * The running totals are spread over rows (shards) a transaction picks at random, so concurrent
@@ -481,11 +481,10 @@ export class SqlLedger implements Ledger {
     return this.#reserves ? this.#reserves.push(r) : this.#reserve(r);
   }
 
-  async #reserveMany(all: readonly Reserve[]): Promise<Array<boolean | undefined>> {
-    const rs = firstOfEach(all, (r) => r.reservationId);
+  async #reserveMany(rs: readonly Reserve[]): Promise<Array<boolean | undefined>> {
     const p = [rs.map((r) => r.reservationId), rs.map((r) => r.keyHash), rs.map((r) => r.msats), rs.map((r) => r.model ?? null), Date.now(), this.#instance];
     // Not held together: held on its own, or through a child key, or refused, as if it came alone.
-    return byId(this.#db, HOLD_MANY, p, all, rs, (r) => r.reservationId, () => true);
+    return byId(this.#db, HOLD_MANY, p, rs, (r) => r.reservationId, () => true);
   }
 
   /**
@@ -531,14 +530,13 @@ export class SqlLedger implements Ledger {
     return this.#settles ? this.#settles.push(s) : this.#settle(s);
   }
 
-  async #settleMany(all: readonly Settle[]): Promise<Array<Settlement | undefined>> {
-    const ss = firstOfEach(all, (s) => s.reservationId);
+  async #settleMany(ss: readonly Settle[]): Promise<Array<Settlement | undefined>> {
     const u = ss.map((s) => s.usage);
     const p = [
       ss.map((s) => s.reservationId), ss.map((s) => s.chargeMsats), u.map((x) => x?.inputTokens ?? null), u.map((x) => x?.outputTokens ?? null),
       u.map((x) => x?.model ?? null), Date.now(), Math.floor(Math.random() * SHARDS),
     ];
-    return byId(this.#db, SETTLE_MANY, p, all, ss, (s) => s.reservationId, (row) => ({
+    return byId(this.#db, SETTLE_MANY, p, ss, (s) => s.reservationId, (row) => ({
       chargedMsats: row.charged as number, balance: row.balance as number, reserved: row.reserved as number,
     }));
   }
@@ -1008,12 +1006,17 @@ export class SqlLedger implements Ledger {
   }
 
   async claimOnce(scope: string, id: string, expiresAt: number): Promise<boolean> {
+    return this.#claim(scope, id, null, expiresAt);
+  }
+
+  /** Writes the mark unless a live one is there (an expired one is taken over); true if it wrote. */
+  async #claim(scope: string, id: string, value: string | null, expiresAt: number): Promise<boolean> {
     // Expired marks are dropped now and then, so the table follows what is live.
     if (Math.random() < 0.01) await this.#db.query('DELETE FROM marks WHERE expires_at < $1', [Date.now()]);
     const r = await this.#db.query(
-      `INSERT INTO marks (scope, id, expires_at) VALUES ($1, $2, $3)
-       ON CONFLICT (scope, id) DO UPDATE SET expires_at = excluded.expires_at, count = 0, value = NULL WHERE marks.expires_at < $4`,
-      [scope, id, expiresAt, Date.now()],
+      `INSERT INTO marks (scope, id, value, expires_at) VALUES ($1, $2, $3, $4)
+       ON CONFLICT (scope, id) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at, count = 0 WHERE marks.expires_at < $5`,
+      [scope, id, value, expiresAt, Date.now()],
     );
     return r.count === 1;
   }
@@ -1040,14 +1043,7 @@ export class SqlLedger implements Ledger {
   }
 
   async claimNote(scope: string, id: string, value: string, expiresAt: number): Promise<string> {
-    if (Math.random() < 0.01) await this.#db.query('DELETE FROM marks WHERE expires_at < $1', [Date.now()]);
-    const now = Date.now();
-    const r = await this.#db.query(
-      `INSERT INTO marks (scope, id, value, expires_at) VALUES ($1, $2, $3, $4)
-       ON CONFLICT (scope, id) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at, count = 0 WHERE marks.expires_at < $5`,
-      [scope, id, value, expiresAt, now],
-    );
-    if (r.count === 1) return value;
+    if (await this.#claim(scope, id, value, expiresAt)) return value;
     // Held by another: its value (a mark without one, from claimOnce, holds the empty string).
     const held = await this.#one('SELECT value FROM marks WHERE scope = $1 AND id = $2', [scope, id]);
     return (held?.value as string | null | undefined) ?? '';

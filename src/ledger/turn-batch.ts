@@ -3,7 +3,7 @@ import type { Sql } from './driver.ts';
 /**
  * Calls made in one event-loop turn, run together: `many` gets them all in the order made and
  * answers each (undefined: not done together, so `one` runs it on its own, as if it came alone);
- * a lone call, or a batch that failed as a whole, goes to `one` each. On PostgreSQL every
+ * a lone call, or a batch that failed as a whole, goes to `one` each. `many` is given each id once. On PostgreSQL every
  * statement is a write to its socket and a wake-up of a server process; under load those were a
  * third of the gateway's CPU, one per request's reserve and settle.
  *
@@ -44,21 +44,29 @@ export class TurnBatch<A, R> {
   async #flush(): Promise<void> {
     const queue = this.#queue;
     this.#queue = [];
-    let done: Array<R | undefined> = [];
+    // Each id goes in once: a second call naming it is made on its own, after the first, as it
+    // would have been.
+    const seen = new Set<string>();
+    const first = queue.filter((q) => !seen.has(this.#id(q.arg)) && seen.add(this.#id(q.arg)));
+    const done = new Map<(typeof queue)[number], R>();
     let failed = false;
     if (queue.length > 1) {
       // A statement is all or nothing: one that failed (a deadlock between two instances' batches,
       // say) wrote nothing, and each call is made again on its own; unless it did, and only the
       // answer was lost.
-      done = await this.#many(queue.map((q) => q.arg)).catch(() => ((failed = true), []));
+      try {
+        const answers = await this.#many(first.map((q) => q.arg));
+        first.forEach((q, i) => answers[i] !== undefined && done.set(q, answers[i]!));
+      } catch {
+        failed = true;
+      }
     }
-    const taken = new Set(failed ? firstOfEach(queue.map((q) => q.arg), this.#id) : []);
+    const taken = new Set(failed ? first : []);
     await Promise.all(
-      queue.map(async (q, i) => {
-        const r = done[i];
-        if (r !== undefined) return q.resolve(r);
+      queue.map(async (q) => {
+        if (done.has(q)) return q.resolve(done.get(q)!);
         try {
-          q.resolve(await this.#one(q.arg, taken.has(q.arg)));
+          q.resolve(await this.#one(q.arg, taken.has(q)));
         } catch (e) {
           q.reject(e);
         }
@@ -67,20 +75,8 @@ export class TurnBatch<A, R> {
   }
 }
 
-/**
- * The calls a batch statement may take: each id once (a second call naming it is made on its own,
- * after the first, as it would have been).
- */
-export function firstOfEach<A>(args: readonly A[], id: (a: A) => string): A[] {
-  const seen = new Set<string>();
-  return args.filter((a) => !seen.has(id(a)) && seen.add(id(a)));
-}
-
 /** What a batch statement answered for each of `args`, by the id its rows name, in their order; the others undefined. */
-export async function byId<A, R>(
-  db: Sql, sql: string, params: readonly unknown[], args: readonly A[], taken: readonly A[], id: (a: A) => string, of: (row: Record<string, unknown>) => R,
-): Promise<Array<R | undefined>> {
+export async function byId<A, R>(db: Sql, sql: string, params: readonly unknown[], args: readonly A[], id: (a: A) => string, of: (row: Record<string, unknown>) => R): Promise<Array<R | undefined>> {
   const rows = new Map((await db.query(sql, params)).rows.map((row) => [row.id as string, of(row)]));
-  const first = new Set(taken);
-  return args.map((a) => (first.has(a) ? rows.get(id(a)) : undefined));
+  return args.map((a) => rows.get(id(a)));
 }
