@@ -91,15 +91,17 @@ describe('what a stranger leaves in the ledger', () => {
         return ((await r.json()) as { invoice_id: string }).invoice_id;
       };
       const quoteOf = (id: string) => g.ledger.getNote('lightning-invoice', id);
-      // A quote that expired over a week ago (as the gateway sees it): its notes are gone already.
+      // A quote that expired over a week ago (as the mint says): its notes still last a week from now.
       expiry = Math.floor(Date.now() / 1000) - week - 60;
       const old = await make();
-      expect(await quoteOf(old)).toBeUndefined();
-      // One whose notes would go in 3 s: paid before, they stay.
-      expiry = Math.floor(Date.now() / 1000) - week + 3;
+      expect(await quoteOf(old)).toBeDefined();
+      expect(await g.ledger.claimNote('lightning-invoice', old, 'x', Date.now() + (week - 60) * 1000)).not.toBe('x');
+      // Those of an invoice made a week ago, say, go in 3 s: paid before, they stay.
       const id = await make();
       const quote = (await quoteOf(id))!;
       expect(quote).toBeDefined();
+      await g.ledger.putNote('lightning-invoice', id, quote, Date.now() + 3_000);
+      await g.ledger.putNote('lightning-quote', quote, id, Date.now() + 3_000);
       const status = () => fetch(`${g.url}/v1/balance/lightning/invoice/${id}/status`).then((r) => r.json() as Promise<Record<string, any>>);
       const first = await waitFor(async () => ((await status()).status === 'paid' ? status() : undefined), 'the invoice paid');
       await new Promise((r) => setTimeout(r, 4_500));
@@ -115,6 +117,40 @@ describe('what a stranger leaves in the ledger', () => {
 });
 
 describe('what the mint learns of an invoice', () => {
+  it('is not enough to take the key by saying its quote expired long ago: the invoice is still the client\'s for a week', async () => {
+    const proxy = new CountingProxy(suite.mintUrl);
+    await proxy.start();
+    const g = await startGateway(proxy.url, suite.upstream);
+    try {
+      let quote = '';
+      // The mint says the quote expired over a week ago (its clock, or its lie), and is paid all the same.
+      proxy.rewrite = (method, path, json) => {
+        if (method === 'POST' && path.startsWith('/v1/mint/quote/bolt11')) {
+          quote = json.quote as string;
+          return { ...json, expiry: Math.floor(Date.now() / 1000) - 8 * 24 * 3600 };
+        }
+        return json;
+      };
+      const created = await fetch(`${g.url}/v1/balance/lightning/invoice`, {
+        method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ amount_sats: 11 }),
+      });
+      const inv = (await created.json()) as { invoice_id: string };
+      proxy.rewrite = undefined;
+      const w = await wallet(suite.mintUrl);
+      await waitFor(async () => ((await w.checkMintQuoteBolt11(quote)).state === 'PAID' ? true : undefined), 'the client paid');
+      const status = (id: string) => fetch(`${g.url}/v1/balance/lightning/invoice/${id}/status`).then(async (r) => ({ status: r.status, json: (await r.json()) as Record<string, any> }));
+      // The mint, before the client asks, asks about its quote id.
+      const asMint = await status(quote);
+      expect([asMint.status, asMint.json.api_key]).toEqual([404, undefined]);
+      const owner = await status(inv.invoice_id);
+      expect([owner.json.status, owner.json.balance]).toEqual(['paid', 11_000]);
+      await expectMoneyConserved(g);
+    } finally {
+      await g.close();
+      await proxy.stop();
+    }
+  });
+
   it('is not enough to learn the key a top-up made before funded, by asking about its quote id', async () => {
     const first = await call('POST', '/v1/balance/lightning/invoice', { amount_sats: 5 });
     const { api_key } = await paid(first.json.invoice_id);

@@ -53,7 +53,9 @@ export function lightningRoutes(app: FastifyInstance, deps: { ledger: Ledger; wa
     }
     // Unpaid, the notes go some time after the quote can no longer be paid (a stranger can make
     // invoices for nothing); a paid invoice's are made permanent by the status check that finds it paid.
-    const until = (quote.expiry ? quote.expiry * 1000 : Date.now()) + GRACE_MS;
+    // Never sooner than a week from now, whatever expiry the mint names: an expiry in the past (its
+    // clock, or its lie) would drop the notes at once, and the quote, paid, be redeemed by its own id.
+    const until = Math.max(quote.expiry ? quote.expiry * 1000 : 0, Date.now()) + GRACE_MS;
     const invoiceId = randomBytes(24).toString('base64url');
     // Claimed, not just written: the mint knows the quote id before we do, and may have asked the
     // status route about it as a legacy invoice already; then the quote is its, not ours to hand out.
