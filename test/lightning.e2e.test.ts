@@ -117,6 +117,30 @@ describe('what a stranger leaves in the ledger', () => {
 });
 
 describe('what the mint learns of an invoice', () => {
+  it('is not enough to take the key of an invoice paid and not asked about until its notes went', async () => {
+    const proxy = new CountingProxy(suite.mintUrl);
+    await proxy.start();
+    const g = await startGateway(proxy.url, suite.upstream);
+    try {
+      const created = await fetch(`${g.url}/v1/balance/lightning/invoice`, {
+        method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ amount_sats: 6 }),
+      });
+      const inv = (await created.json()) as { invoice_id: string };
+      const quote = (await g.ledger.getNote('lightning-invoice', inv.invoice_id))!;
+      const w = await wallet(suite.mintUrl);
+      await waitFor(async () => ((await w.checkMintQuoteBolt11(quote)).state === 'PAID' ? true : undefined), 'the client paid');
+      // Eight days on: the quote expired over a week ago, and its notes are gone.
+      proxy.rewrite = (method, path, json) => (method === 'GET' && path.startsWith('/v1/mint/quote/bolt11') ? { ...json, expiry: Math.floor(Date.now() / 1000) - 8 * 24 * 3600 } : json);
+      await g.ledger.putNote('lightning-invoice', inv.invoice_id, quote, Date.now() - 1);
+      await g.ledger.putNote('lightning-quote', quote, inv.invoice_id, Date.now() - 1);
+      const asMint = await fetch(`${g.url}/v1/balance/lightning/invoice/${quote}/status`).then(async (r) => ({ status: r.status, json: (await r.json()) as Record<string, any> }));
+      expect([asMint.status, asMint.json.api_key]).toEqual([404, undefined]);
+    } finally {
+      await g.close();
+      await proxy.stop();
+    }
+  });
+
   it('is not enough to take the key by saying its quote expired long ago: the invoice is still the client\'s for a week', async () => {
     const proxy = new CountingProxy(suite.mintUrl);
     await proxy.start();

@@ -82,9 +82,11 @@ export function lightningRoutes(app: FastifyInstance, deps: { ledger: Ledger; wa
     // An invoice made before invoice ids were the gateway's own is named by its quote id.
     const legacy = mapped === undefined;
     const quoteId = mapped ?? id;
+    let claimed = false;
     if (legacy) {
       const taken = await ledger.getNote(TAKEN, id);
       if (taken !== undefined && taken !== LEGACY) throw new HttpError(404, 'invoice_not_found', 'No such invoice.');
+      claimed = taken === LEGACY;
     }
     const w = await wallets.wallet(mint, 'sat').catch(() => {
       throw new HttpError(503, 'cashu_mint_unreachable', 'The mint could not be reached.', { headers: { 'retry-after': '5' } });
@@ -93,6 +95,12 @@ export function lightningRoutes(app: FastifyInstance, deps: { ledger: Ledger; wa
     try {
       q = await w.checkMintQuoteBolt11(quoteId);
     } catch {
+      throw new HttpError(404, 'invoice_not_found', 'No such invoice.');
+    }
+    // A quote given an invoice id keeps that claim until a week after it expired, then it is gone: past
+    // that, a quote not claimed as legacy before may be one of ours, paid and never asked about, whose id
+    // the mint (and its logs) knows. It is not redeemed by that id, into a key derived from it.
+    if (legacy && !claimed && q.expiry != null && q.expiry * 1000 + GRACE_MS < Date.now()) {
       throw new HttpError(404, 'invoice_not_found', 'No such invoice.');
     }
     // Before redeeming a quote by its own id, claim it as legacy: an invoice id given it meanwhile
