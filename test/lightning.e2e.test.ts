@@ -65,6 +65,27 @@ describe('Lightning top-ups through the mint (RIP-08)', () => {
   });
 });
 
+describe('an invoice made before, long ago', () => {
+  it('still names its key, once paid by the gateway before (no claim noted), a week after its quote expired', async () => {
+    const proxy = new CountingProxy(suite.mintUrl);
+    await proxy.start();
+    const g = await startGateway(proxy.url, suite.upstream);
+    try {
+      const status = (id: string) => fetch(`${g.url}/v1/balance/lightning/invoice/${id}/status`).then(async (r) => ({ status: r.status, json: (await r.json()) as Record<string, any> }));
+      const quote = await (await wallet(proxy.url)).createMintQuoteBolt11(4);
+      const first = await waitFor(async () => ((await status(quote.quote)).json.status === 'paid' ? status(quote.quote) : undefined), 'the invoice paid');
+      // As the gateway before left it: redeemed, no claim noted. Eight days on:
+      await g.ledger.dropNote('lightning-quote', quote.quote);
+      proxy.rewrite = (method, path, json) => (method === 'GET' && path.startsWith('/v1/mint/quote/bolt11') ? { ...json, expiry: Math.floor(Date.now() / 1000) - 8 * 24 * 3600 } : json);
+      const again = await status(quote.quote);
+      expect([again.status, again.json.status, again.json.api_key]).toEqual([200, 'paid', first.json.api_key]);
+    } finally {
+      await g.close();
+      await proxy.stop();
+    }
+  });
+});
+
 describe('what a stranger leaves in the ledger', () => {
   it('an id that is not one (a path, a query) is not passed to the mint, nor noted', async () => {
     // A quote of the stranger's own, paid: ids that the mint's URL would turn back into it.

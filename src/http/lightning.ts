@@ -100,7 +100,8 @@ export function lightningRoutes(app: FastifyInstance, deps: { ledger: Ledger; wa
     // A quote given an invoice id keeps that claim until a week after it expired, then it is gone: past
     // that, a quote not claimed as legacy before may be one of ours, paid and never asked about, whose id
     // the mint (and its logs) knows. It is not redeemed by that id, into a key derived from it.
-    if (legacy && !claimed && q.expiry != null && q.expiry * 1000 + GRACE_MS < Date.now()) {
+    // An issued one is only looked up (the key it funded, if we did): that takes no claim.
+    if (legacy && !claimed && q.state === 'PAID' && q.expiry != null && q.expiry * 1000 + GRACE_MS < Date.now()) {
       throw new HttpError(404, 'invoice_not_found', 'No such invoice.');
     }
     // Before redeeming a quote by its own id, claim it as legacy: an invoice id given it meanwhile
