@@ -12,7 +12,7 @@ import { mintProofs, mintToken, wallet } from './support/cashu.ts';
 import { nostrDoorKeys } from '../src/nostr/door-keys.ts';
 import { waitFor as waitUntil } from './support/suite.ts';
 import { CountingProxy } from './support/counting-proxy.ts';
-import { HoldingRelay } from './support/relay-double.ts';
+import { HandshakeServer, HoldingRelay } from './support/relay-double.ts';
 import { Dvm } from '../src/nostr/dvm.ts';
 import { inspectToken } from '../src/cashu/token.ts';
 import type { Ledger } from '../src/ledger/ledger.ts';
@@ -515,6 +515,41 @@ describe('jobs', () => {
       await slowQuotes.close();
     }
   });
+
+  it("gives a stranger's nutzap on a job paid and being prepared none of the requester's payment: the job runs on it", async () => {
+    // A relay that never answers a REQ: reading the job's input event takes its 3 s, the job paid meanwhile.
+    const silent = new HandshakeServer();
+    const silentUrl = await silent.start();
+    const slow = await dvmGateway({ RELAYS: `${urls[0]},${silentUrl}`, DVM_QUOTE_POLL_MS: '200' });
+    try {
+      const target = slow.nostr!.id.pubkey;
+      await waitUntil(async () => (await pool.querySync([urls[0]!], { authors: [target], kinds: [10019] })).length > 0, 'its 10019');
+      const note = finalizeEvent({ kind: 1, created_at: Math.floor(Date.now() / 1000), tags: [], content: 'Read me, slowly.' }, sk);
+      await Promise.all(pool.publish(urls, note));
+      const req = publish({ ...jobRequest([]), tags: [['p', target], ['i', note.id, 'event'], ['param', 'max_tokens', '400']] });
+      await feedback(req.id, 'payment-required');
+      // The invoice is paid (FakeWallet) and minted to the job's key: the job reads its input again.
+      await new Promise((r) => setTimeout(r, 1_500));
+      // A stranger nutzaps 1 sat to the job.
+      const stranger = generateSecretKey();
+      const [info] = await pool.querySync(urls, { kinds: [10019], authors: [target] });
+      const w = await wallet(mintUrl);
+      const { send } = await w.ops.send(1, await mintProofs(mintUrl, 1)).asP2PK({ pubkey: tag(info!, 'pubkey')![1]! }).run();
+      const proofTags = send.map((p) => ['proof', JSON.stringify({ id: p.id, amount: p.amount.toNumber(), secret: p.secret, C: p.C, dleq: p.dleq })]);
+      const zap = finalizeEvent({ kind: 9321, created_at: Math.floor(Date.now() / 1000), content: '', tags: [...proofTags, ['u', mintUrl], ['e', req.id], ['p', target]] }, stranger);
+      await Promise.allSettled(pool.publish(urls, zap));
+      const res = await result(req.id);
+      expect(res.content).toBe(REPLY_WORDS.join(' '));
+      // Nothing of the requester's went to the stranger: no feedback gave back more than its 1 sat.
+      await new Promise((r) => setTimeout(r, 1_000));
+      const back = (await pool.querySync([urls[0]!], { kinds: [7000], '#e': [req.id] })).filter((e) => tag(e, 'cashu'));
+      for (const e of back) expect(getTokenMetadata(tag(e, 'cashu')![1]!).amount.toNumber()).toBeLessThanOrEqual(1);
+      await expectMoneyConserved(slow);
+    } finally {
+      await slow.close();
+      await silent.stop();
+    }
+  }, 60_000);
 
   it('drops forged events quietly, and refuses prompts over the cap', async () => {
     const before = upstream.requests.length;

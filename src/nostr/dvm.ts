@@ -762,6 +762,10 @@ export class Dvm {
     const request = parseJobRequest(w.request, this.deps.id.sk);
     if (!request) return true;
     if (w.closed || !(await ledger.claimOnce(PAID, jobId, w.quoteExpiry + 60_000))) {
+      // The key is another payer's while its note names them (their job paid and not answered,
+      // here or on another instance): what it holds goes back to them, this payment with it.
+      const open = await ledger.getNote(OPEN, jobId);
+      if (open && (JSON.parse(open) as Open).payer !== payer) return false;
       const why = w.closed === 'cancelled' ? 'the job was cancelled' : w.closed === 'expired' ? 'the deadline' : 'the job was paid';
       const refund = await this.#returnKey(key, payer);
       if (refund) await this.#feedback(request, 'error', `A payment arrived after ${why}; it is returned.`, [['cashu', refund]]);
@@ -825,10 +829,16 @@ export class Dvm {
     let replaced: { note: string | undefined } | undefined;
     try {
       const info = inspectToken(getEncodedToken({ mint, unit, proofs }), wallets.names);
-      // A job already running on this key keeps its own note (and lease).
+      // A job already running on this key keeps its own note (and lease); so does one whose payer's
+      // money is on the key (paid, being prepared here or on another instance): a nutzap on top
+      // does not name its sender payee of all of it.
       if (!this.#running.has(jobId)) {
-        replaced = { note: await ledger.getNote(OPEN, jobId) };
-        await this.#open(w.request, e.pubkey);
+        const note = await ledger.getNote(OPEN, jobId);
+        const holder = note ? (JSON.parse(note) as Open).payer : undefined;
+        if (!holder || holder === e.pubkey || !((await ledger.getKey(keys.jobKey(jobId)))?.balance)) {
+          replaced = { note };
+          await this.#open(w.request, e.pubkey);
+        }
       }
       await wallets.redeem(info, keys.jobKey(jobId), keys.p2pk);
     } catch (err) {
