@@ -2,6 +2,8 @@ import { describe, expect, inject, it } from 'vitest';
 import { OutputData, type Proof, type SerializedBlindedSignature } from '@cashu/cashu-ts';
 import { mintProofs, wallet } from './support/cashu.ts';
 import { NativeOutputData, nativeDleq, nativeOutputs } from '../src/cashu/dleq.ts';
+import { blindOutputs, curveThread, deferredOutputs, DeferredOutputData, finishProofs } from '../src/cashu/off-loop.ts';
+import { completeOurSwap } from '../src/cashu/schnorr.ts';
 
 const mintUrl = inject('mintUrl');
 
@@ -54,5 +56,54 @@ describe('mint signatures checked and unblinded by libsecp256k1', () => {
     expect(preview.keepOutputs!.every((o) => o instanceof NativeOutputData)).toBe(true);
     const { keep } = await w.completeSwap(preview);
     expect(keep.reduce((s, p) => s + p.amount.toNumber(), 0)).toBe(10);
+  });
+});
+
+describe('the gateway’s own swaps, their curve work on the worker', () => {
+  const key = { privkey: '22'.repeat(32), pubkey: '' };
+
+  it('blinds, swaps and unblinds to proofs the mint takes, each as cashu-ts makes it', async () => {
+    expect(await curveThread.ready()).toBe(true);
+    const w = await wallet(mintUrl);
+    const preview = await w.prepareSwapToReceive(await mintProofs(mintUrl, 255), undefined, deferredOutputs([1, 2, 4]));
+    expect(preview.keepOutputs!.every((o) => o instanceof DeferredOutputData)).toBe(true);
+    await blindOutputs(preview.keepOutputs);
+    const before = curveThread.answered;
+    const { keep } = await completeOurSwap(w, preview, key);
+    expect(curveThread.answered).toBe(before + 1);
+    expect(keep.map((p) => p.amount.toNumber()).sort((a, b) => a - b).slice(0, 3)).toEqual([1, 2, 4]);
+    expect(keep.reduce((s, p) => s + p.amount.toNumber(), 0)).toBe(255);
+    const keyset = w.keyChain.getCheapestKeyset();
+    // The same proofs cashu-ts makes from the same outputs and the mint's signatures, DLEQ included.
+    const restored = await w.mint.restore({ outputs: preview.keepOutputs!.map((o) => o.blindedMessage) });
+    const byB = new Map(preview.keepOutputs!.map((o) => [o.blindedMessage.B_, o]));
+    const again = restored.signatures.map((sig, i) => viaCashuTs(byB.get(restored.outputs[i]!.B_)!, sig, keyset));
+    expect(again.length).toBe(keep.length);
+    expect(new Set(keep.map((p) => p.C))).toEqual(new Set(again.map((p) => p.C)));
+    expect(keep.every((p) => p.C.length === 66 && p.dleq?.r)).toBe(true);
+    expect((await w.checkProofsStates(keep)).map((s) => s.state)).toEqual(Array(keep.length).fill('UNSPENT'));
+    const received = await w.receive({ mint: mintUrl, unit: 'sat', proofs: keep });
+    expect(received.reduce((s, p) => s + p.amount.toNumber(), 0)).toBe(255);
+  });
+
+  it('refuses a mint signature whose DLEQ does not hold, as cashu-ts does, and leaves no proof behind', async () => {
+    expect(await curveThread.ready()).toBe(true);
+    const { keyset, outputs, signatures } = await signed(3);
+    const deferred = outputs.map((o) => new DeferredOutputData(o.blindedMessage, o.blindingFactor, o.secret));
+    const forged = { ...signatures[0]!, C_: signatures[1]!.C_ };
+    const proofs = [deferred[0]!.toProof(forged, keyset), deferred[1]!.toProof(signatures[1]!, keyset)];
+    await expect(finishProofs(proofs)).rejects.toThrow('DLEQ verification failed on mint response');
+    expect(proofs.map((p) => p.C)).toEqual(['', '']);
+    const good = [deferred[0]!.toProof(signatures[0]!, keyset), deferred[1]!.toProof(signatures[1]!, keyset)];
+    await finishProofs(good);
+    expect(good).toEqual([viaCashuTs(outputs[0]!, signatures[0]!, keyset), viaCashuTs(outputs[1]!, signatures[1]!, keyset)]);
+  });
+
+  it('does not send a deferred output that was never blinded', async () => {
+    const w = await wallet(mintUrl);
+    const inputs = await mintProofs(mintUrl, 4);
+    const preview = await w.prepareSwapToReceive(inputs, undefined, deferredOutputs());
+    await expect(completeOurSwap(w, preview, key)).rejects.toThrow('swap outputs were not blinded');
+    expect((await w.checkProofsStates(inputs)).map((s) => s.state)).toEqual(Array(inputs.length).fill('UNSPENT'));
   });
 });

@@ -3,7 +3,7 @@ import { channel } from 'node:diagnostics_channel';
 import type { SwapPreview, Wallet } from '@cashu/cashu-ts';
 import type { StoredProof, Unit } from '../ledger/ledger.ts';
 import { CashuError } from './errors.ts';
-import { nativeOutputsSplit } from './dleq.ts';
+import { blindOutputs, deferredOutputs } from './off-loop.ts';
 import { journaled, sum, toInput, toProof, toStored } from './proofs.ts';
 import type { Parts } from './parts.ts';
 import { completeOurSwap } from './schnorr.ts';
@@ -144,7 +144,8 @@ export class ChangeFloat {
         split.push(d);
         kept -= d;
       }
-      preview = await wallet.prepareSwapToReceive(inputs.map(toInput), undefined, nativeOutputsSplit(split));
+      preview = await wallet.prepareSwapToReceive(inputs.map(toInput), undefined, deferredOutputs(split));
+      await blindOutputs(preview.keepOutputs);
     } catch (e) {
       await ledger.abandonSweep(opId);
       log.warn({ mint, err: (e as Error).message }, 'change float not refilled this time');

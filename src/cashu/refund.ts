@@ -4,7 +4,8 @@ import { pickPlan, type RefundRow, type StoredProof } from '../ledger/ledger.ts'
 import { CashuError, keyBusy, mintUnreachable } from './errors.ts';
 import { isLocked } from './p2pk.ts';
 import { crashPoint } from './crash.ts';
-import { nativeLockedOutputs, nativeOutputs } from './dleq.ts';
+import { nativeLockedOutputs } from './dleq.ts';
+import { blindOutputs, deferredOutputs } from './off-loop.ts';
 import { journaled, proofsWeHave, sum, toProof, toStored } from './proofs.ts';
 import type { Parts } from './parts.ts';
 import { completeOurSwap } from './schnorr.ts';
@@ -214,8 +215,9 @@ async function payRefund(p: Parts, refund: RefundRow, inputs: StoredProof[], loc
       amount,
       inputs.map(toProof),
       { includeFees: false, proofsWeHave: await proofsWeHave(ledger, mint, unit, p.changeFloat) },
-      { send: lockTo ? nativeLockedOutputs(lockTo) : nativeOutputs, keep: nativeOutputs },
+      { send: lockTo ? nativeLockedOutputs(lockTo) : deferredOutputs(), keep: deferredOutputs() },
     );
+    await blindOutputs([...(preview.sendOutputs ?? []), ...(preview.keepOutputs ?? [])]);
   } catch (e) {
     // Nothing was sent: these inputs cannot make this payout (say, too little for the mint's fee).
     await ledger.abandonRefund(opId);

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { isMintOperationError, type SwapPreview, type Wallet } from '@cashu/cashu-ts';
 import type { StoredProof, Unit } from '../ledger/ledger.ts';
 import { CashuError, busyRefusal, namesBadInput } from './errors.ts';
-import { nativeOutputs } from './dleq.ts';
+import { blindOutputs, deferredOutputs } from './off-loop.ts';
 import { locktimeOf } from './p2pk.ts';
 import { journaled, proofsWeHave, sum, toInput, toStored } from './proofs.ts';
 import type { Parts } from './parts.ts';
@@ -277,7 +277,8 @@ export class Sweep {
         return 'short';
       }
       const have = await proofsWeHave(ledger, mint, unit, this.#p.changeFloat);
-      preview = await wallet.prepareSwapToReceive(inputs.map(toInput), have && { proofsWeHave: have }, nativeOutputs);
+      preview = await wallet.prepareSwapToReceive(inputs.map(toInput), have && { proofsWeHave: have }, deferredOutputs());
+      await blindOutputs(preview.keepOutputs);
     } catch (e) {
       await ledger.abandonSweep(opId);
       log.warn({ mint, err: (e as Error).message }, 'locked proofs not redeemed this time');
