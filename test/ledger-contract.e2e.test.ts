@@ -4,6 +4,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { openLedger } from '../src/main.ts';
 import { OPERATOR, type Ledger, type NewChildKey, type StoredProof, type Totals } from '../src/ledger/ledger.ts';
 import { durableDatabaseUrl } from './support/gateway.ts';
+import { PostgresProxy } from './support/pg-proxy.ts';
 
 /**
  * The Ledger's contract, run on whichever engine this project tests: no mint and no HTTP, proofs
@@ -17,14 +18,22 @@ const KEYSET = '00ad268c4d1f5826';
 let url: string;
 let ledger: Ledger;
 const handles: Ledger[] = [];
+const proxies: PostgresProxy[] = [];
 let n = 0;
 
 
 /** Another handle on the same database: another gateway process, or this one restarted. */
-async function open(): Promise<Ledger> {
-  const l = await openLedger(url);
+async function open(through = url): Promise<Ledger> {
+  const l = await openLedger(through);
   handles.push(l);
   return l;
+}
+
+/** A handle on the PostgreSQL database behind a proxy that breaks its connections when told. */
+async function openBehind(): Promise<{ l: Ledger; proxy: PostgresProxy }> {
+  const proxy = new PostgresProxy(url);
+  proxies.push(proxy);
+  return { l: await open(await proxy.start()), proxy };
 }
 
 /** Statements run on the database beside the ledger, as an operator or another gateway would. */
@@ -83,6 +92,7 @@ afterEach(async () => {
   expect(t.credited).toBe(t.charged + t.refunded + t.balances + t.reserved);
   expect(t).toEqual(await summed());
   for (const l of handles.splice(0)) await l.close();
+  for (const p of proxies.splice(0)) await p.stop();
 });
 
 function proof(amount: number, locked = false): StoredProof {
@@ -499,6 +509,81 @@ describe('reserves and settles made in one turn', () => {
     expect(twice[1]).toBe(true);
     await ledger.settle('c1', 0);
     await ledger.settle('c2', 0);
+  });
+
+  // SQLite runs in this process: a commit's answer is never lost on the way back.
+  it('settled together, though the client lost the answer: each settle made again finds its own charge, booked once', async () => {
+    if (url.startsWith('sqlite:')) return;
+    const { l, proxy } = await openBehind();
+    await fund('a', [8], undefined, l);
+    await fund('b', [4], undefined, l);
+    expect(await Promise.all([l.reserve('a', 5_000, 'lost-a1'), l.reserve('b', 2_000, 'lost-b1'), l.reserve('a', 2_000, 'lost-a2')])).toEqual([true, true, true]);
+    // The turn's settles are one statement: it commits, and its client is told the connection dropped.
+    proxy.lose('lost-a1');
+    const settled = await Promise.all([
+      l.settle('lost-a1', 1_000, { inputTokens: 10, outputTokens: 20 }),
+      l.settle('lost-b1', 0),
+      l.settle('lost-a2', 2_000, { inputTokens: 3, outputTokens: 4, model: 'gpt-x' }),
+    ].map((p) => p.catch((e: Error) => e.message)));
+    expect(proxy.broken).toEqual(['lost']);
+    // Each as charged by the statement; the key as it stands after them all.
+    expect(settled).toEqual([
+      { chargedMsats: 1_000, balance: 5_000, reserved: 0 },
+      { chargedMsats: 0, balance: 4_000, reserved: 0 },
+      { chargedMsats: 2_000, balance: 5_000, reserved: 0 },
+    ]);
+    expect(await l.getKey('a')).toMatchObject({ balance: 5_000, reserved: 0, totalSpent: 3_000 });
+    expect(await l.getKey('b')).toMatchObject({ balance: 4_000, reserved: 0, totalSpent: 0 });
+    expect(await l.totals()).toMatchObject({ charged: 3_000, reserved: 0 });
+  });
+
+  it('settled alone, though the client lost the answer: made again, it finds its own charge, booked once', async () => {
+    if (url.startsWith('sqlite:')) return;
+    const { l, proxy } = await openBehind();
+    await fund('k', [8], undefined, l);
+    expect(await l.reserve('k', 3_000, 'lone-1')).toBe(true);
+    proxy.lose('lone-1');
+    expect(await l.settle('lone-1', 2_500, { inputTokens: 1, outputTokens: 2 }).catch((e: Error) => e.message)).toEqual({ chargedMsats: 2_500, balance: 5_500, reserved: 0 });
+    expect(proxy.broken).toEqual(['lost']);
+    // Through a child the settle is a transaction: its COMMIT's answer lost.
+    await l.createChildKeys('k', [{ hash: 'kid', spendLimit: 2_000, models: null, expiresAt: null }]);
+    expect(await l.reserve('kid', 1_500, 'lone-2')).toBe(true);
+    proxy.lose('lone-2', 'COMMIT');
+    expect(await l.settle('lone-2', 1_200).catch((e: Error) => e.message)).toEqual({ chargedMsats: 1_200, balance: 4_300, reserved: 0 });
+    expect(proxy.broken).toEqual(['lost', 'lost']);
+    expect(await l.getKey('k')).toMatchObject({ balance: 4_300, reserved: 0, totalSpent: 3_700 });
+    expect(await l.getChildKey('kid')).toMatchObject({ spent: 1_200, reserved: 0 });
+    expect(await l.totals()).toMatchObject({ charged: 3_700, reserved: 0 });
+  });
+
+  it('settled together, the statement cut before it ran: a reservation another process released is not taken for charged', async () => {
+    if (url.startsWith('sqlite:')) return;
+    const { l, proxy } = await openBehind();
+    await fund('k', [8], undefined, l);
+    await l.heartbeat();
+    expect(await Promise.all([l.reserve('k', 3_000, 'cut-1'), l.reserve('k', 1_000, 'cut-2')])).toEqual([true, true]);
+    // This process looked dead a while: another released its holds as orphans.
+    await runSql(['UPDATE instances SET heartbeat_at = 0']);
+    expect(await (await open()).releaseOrphans(60_000)).toBe(2);
+    await l.heartbeat();
+    expect(await l.reserve('k', 2_000, 'cut-3')).toBe(true);
+    proxy.cut('cut-1');
+    const settled = await Promise.all([
+      l.settle('cut-1', 2_000, { inputTokens: 5, outputTokens: 6 }),
+      l.settle('cut-2', 0),
+      l.settle('cut-3', 1_500, { inputTokens: 7, outputTokens: 8 }),
+    ].map((p) => p.catch((e: Error) => e.message)));
+    expect(proxy.broken).toEqual(['cut']);
+    expect(settled).toEqual([
+      // Released for nothing by the other: not this call's charge, and not charged now.
+      'reservation cut-1 is not active',
+      // Nothing charged either way (the key as it stands: cut-3 may be settled by then).
+      expect.objectContaining({ chargedMsats: 0 }),
+      // Never written by the statement: settled now, once.
+      { chargedMsats: 1_500, balance: 6_500, reserved: 0 },
+    ]);
+    expect(await l.getKey('k')).toMatchObject({ balance: 6_500, reserved: 0, totalSpent: 1_500 });
+    expect(await l.totals()).toMatchObject({ charged: 1_500, reserved: 0 });
   });
 
   it('held and settled together also when the key moved while they waited on it', async () => {

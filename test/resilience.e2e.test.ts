@@ -153,6 +153,40 @@ describe('streams that end early', () => {
   });
 });
 
+describe('the database loses an answer', () => {
+  it("a request whose settle committed, its answer lost on the way back, completes: charged once, the X-Cashu payer's change paid", async () => {
+    // SQLite commits in this process: its answer is never lost on the way.
+    if (process.env.TEST_LEDGER !== 'postgres') return;
+    const { PostgresProxy } = await import('./support/pg-proxy.ts');
+    const proxy = new PostgresProxy(await durableDatabaseUrl());
+    const gw = await startGateway(mintUrl, upstream, { DATABASE_URL: await proxy.start() });
+    try {
+      const x = await mintToken(mintUrl, 20);
+      const before = await gw.ledger.totals();
+      // The settle's own statement (its text goes with it the first time a connection prepares it).
+      proxy.lose('AS held, k.balance, k.reserved, LEAST');
+      const res = await send(gw, { 'x-cashu': x }, { messages, max_tokens: 2 });
+      const body = (await res.json()) as Billed & WireError;
+      expect(proxy.broken).toEqual(['lost']);
+      const u = upstream.reported.at(-1) as { prompt_tokens: number; completion_tokens: number };
+      const cost = msats(u.prompt_tokens, PRICES['gpt-test'].prompt) + msats(u.completion_tokens, PRICES['gpt-test'].completion);
+      const after = await gw.ledger.totals();
+      const key = (await gw.ledger.getKey(sha256Hex(x)))!;
+      const change = res.headers.get('x-cashu');
+      // The answer, what was charged, and where the rest went: to the payer, not left on the key.
+      expect([res.status, body.error?.code, after.charged - before.charged, after.reserved, key.balance, key.totalSpent, change !== null])
+        .toEqual([200, undefined, cost, 0, (20_000 - cost) % 1000, cost, true]);
+      expect(body.usage.cost.total_msats).toBe(cost);
+      expect(await receive(mintUrl, change!)).toBe(Math.floor((20_000 - cost) / 1000));
+      expect(after.credited - before.credited).toBe(20_000);
+      await expectDrained(gw, { prices: PRICES });
+    } finally {
+      await gw.close();
+      await proxy.stop();
+    }
+  });
+});
+
 describe('the upstream fails', () => {
   it('releases everything when the upstream times out or refuses the connection', async () => {
     const token = await mintToken(mintUrl, 20);

@@ -31,6 +31,11 @@ export interface Dialect {
   /** Takes the exclusive lock named `$1` until the transaction ends; undefined where the transaction is exclusive already. */
   lock: string | undefined;
   isUniqueViolation(e: unknown): boolean;
+  /**
+   * Whether a statement that threw `e` may still have committed: the server was not heard from
+   * after it was sent (the connection dropped), so only its answer may be what was lost.
+   */
+  mayHaveCommitted(e: unknown): boolean;
   /** A column that grows with each refund inserted, whatever the clocks say. */
   refundOrder: string;
   /** Whether a WITH clause may write (PostgreSQL), so dependent writes can be one statement. */

@@ -108,6 +108,8 @@ const dialect: Dialect = {
   forUpdate: (of, skipLocked) => ` FOR UPDATE${of ? ` OF ${of}` : ''}${skipLocked ? ' SKIP LOCKED' : ''}`,
   lock: 'SELECT pg_advisory_xact_lock(hashtext($1))',
   isUniqueViolation: (e) => (e as { code?: string }).code === '23505',
+  // The server's own refusals come as DatabaseError, rolled back; anything else is the connection.
+  mayHaveCommitted: (e) => !(e instanceof pg.DatabaseError),
   refundOrder: 'seq',
   writableCte: true,
 };

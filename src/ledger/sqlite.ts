@@ -107,6 +107,8 @@ const dialect: Dialect = {
   lock: undefined,
   // SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CONSTRAINT_UNIQUE.
   isUniqueViolation: (e) => [1555, 2067].includes((e as { errcode?: number }).errcode ?? 0),
+  // In this process: a COMMIT that returned committed, one that threw did not.
+  mayHaveCommitted: () => false,
   refundOrder: 'rowid',
   writableCte: false,
 };

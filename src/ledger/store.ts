@@ -235,6 +235,8 @@ const SETTLE_MANY = `WITH q AS (
 const HISTORY_KINDS = `e.kind IN ('credit', 'charge', 'refund')`;
 
 class Replay extends Error {}
+/** A settle of a reservation that is not open: the database said so, nothing was written. */
+class NotActive extends Error {}
 
 /** The Ledger on SQL, once for both engines; a Driver runs it on one. */
 export class SqlLedger implements Ledger {
@@ -252,9 +254,7 @@ export class SqlLedger implements Ledger {
     if (this.#d.writableCte) {
       const id = (x: { reservationId: string }) => x.reservationId;
       this.#reserves = new TurnBatch<Reserve, boolean>((r, again) => (again ? this.#reserveAgain(r) : this.#reserve(r)), (rs) => this.#reserveMany(rs), id);
-      // A settle the lost batch made finds its reservation closed, and throws as one whose answer the
-      // old single statement lost did: what it was charged stays booked.
-      this.#settles = new TurnBatch<Settle, Settlement>((s) => this.#settle(s), (ss) => this.#settleMany(ss), id);
+      this.#settles = new TurnBatch<Settle, Settlement>((s, again) => (again ? this.#settleAgain(s) : this.#settleOnce(s)), (ss) => this.#settleMany(ss), id);
     }
   }
 
@@ -527,7 +527,55 @@ export class SqlLedger implements Ledger {
 
   settle(reservationId: string, chargeMsats: number, usage?: SettledUsage): Promise<Settlement> {
     const s = { reservationId, chargeMsats, usage };
-    return this.#settles ? this.#settles.push(s) : this.#settle(s);
+    return this.#settles ? this.#settles.push(s) : this.#settleOnce(s);
+  }
+
+  /** A settle whose statement may have committed though its client saw it fail is made again, to find out. */
+  async #settleOnce(s: Settle): Promise<Settlement> {
+    try {
+      return await this.#settle(s);
+    } catch (e) {
+      if (e instanceof NotActive || !this.#d.mayHaveCommitted(e)) throw e;
+      return this.#settleAgain(s);
+    }
+  }
+
+  /**
+   * A settle whose statement (a turn's batch, or its own) may have committed, only its answer
+   * lost. Its reservation then says what it did, and that is its answer: thrown, the request that
+   * paid failed after its work was done and charged (an X-Cashu payer without its change). Else
+   * it was not written, and is settled now.
+   */
+  async #settleAgain(s: Settle): Promise<Settlement> {
+    const done = await this.#settledAs(s);
+    if (done) return done;
+    try {
+      return await this.#settle(s);
+    } catch (e) {
+      // The lost statement may have been still running, and committed while this one waited on its locks.
+      const late = await this.#settledAs(s).catch(() => undefined);
+      if (late) return late;
+      throw e;
+    }
+  }
+
+  /**
+   * The settle `s` as its reservation recorded it, if it did: closed as such a settle closes it
+   * (its tokens, a charge not over the one asked, 'charged' unless nothing was), by this process's
+   * hold. No one else settles one of our ids (a second settle of it in this process is not made
+   * `again`); only another process's releaseOrphans closes one, when this one looked dead: for
+   * nothing and without the tokens, so it is not taken for a charge (a settle without usage is
+   * told it charged nothing, which is so). The key is as it stands now: what it was between the
+   * lost statement and now is not kept.
+   */
+  async #settledAs({ reservationId, chargeMsats, usage }: Settle): Promise<Settlement | undefined> {
+    const row = await this.#one(
+      `SELECT r.charged, k.balance, k.reserved FROM reservations r JOIN keys k ON k.hash = r.key_hash
+       WHERE r.id = $1 AND r.owner = $2 AND r.state <> 'active' AND r.charged <= $3 AND (r.state = 'charged' OR r.charged = 0)
+         AND r.input_tokens IS NOT DISTINCT FROM $4 AND r.output_tokens IS NOT DISTINCT FROM $5`,
+      [reservationId, this.#instance, chargeMsats, usage?.inputTokens ?? null, usage?.outputTokens ?? null],
+    );
+    return row && { chargedMsats: row.charged as number, balance: row.balance as number, reserved: row.reserved as number };
   }
 
   async #settleMany(ss: readonly Settle[]): Promise<Array<Settlement | undefined>> {
@@ -565,7 +613,7 @@ export class SqlLedger implements Ledger {
         [reservationId],
         tx,
       );
-      if (!row) throw new Error(`reservation ${reservationId} is not active`);
+      if (!row) throw new NotActive(`reservation ${reservationId} is not active`);
       const keyHash = row.key_hash as string;
       const held = row.held as number;
       const [balance, reserved] = [row.balance as number, row.reserved as number];
