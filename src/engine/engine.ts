@@ -291,7 +291,7 @@ export class Engine {
     // A request no upstream of the model may take is refused before anything is reserved.
     const route = this.#route(job);
     const hold = await this.#reserve(job, payer);
-    const settle = (usage: Usage, metered?: Metered): Promise<Receipt> => this.#settle(job, hold, usage, metered);
+    const settle = (usage: Usage, metered?: Metered, cap?: number): Promise<Receipt> => this.#settle(job, hold, usage, metered, cap);
     try {
       if (job.stream) return { receipt: await this.#stream(job, route, hold, opts, settle) };
       return await this.#complete(job, route, hold, opts.cancel, settle);
@@ -378,15 +378,19 @@ export class Engine {
     return alt.totalMsats > cost.totalMsats ? { cost: alt, billedAs: other.id } : { cost };
   }
 
-  /** Settles the charge and, for a one-shot payer, pays the rest back as change. */
-  async #settle(job: Job, hold: Hold | null, usage: Usage, metered?: Metered): Promise<Receipt> {
+  /**
+   * Settles the charge and, for a one-shot payer, pays the rest back as change. `cap`: the most
+   * charged, whatever the usage costs (a usage the gateway measured itself, not the upstream's bill).
+   */
+  async #settle(job: Job, hold: Hold | null, usage: Usage, metered?: Metered, cap?: number): Promise<Receipt> {
     if (metered?.usage?.reasoningTokens) this.#catalog.sawReasoning(job.model.id);
     const { cost, billedAs } = this.#cost(job, usage, metered?.model);
-    if (!hold) return { usage, cost, balance: 0 };
+    const charge = cap === undefined ? cost.totalMsats : Math.min(cost.totalMsats, cap);
+    if (!hold) return { usage, cost: chargedCost(cost, charge), balance: 0 };
     // The key's history names the model the charge was priced at, so its rate explains the msats.
-    const s = await this.#ledger.settle(hold.reservationId, cost.totalMsats, { inputTokens: usage.promptTokens, outputTokens: usage.completionTokens, model: billedAs });
+    const s = await this.#ledger.settle(hold.reservationId, charge, { inputTokens: usage.promptTokens, outputTokens: usage.completionTokens, model: billedAs });
     hold.closed = true;
-    if (s.chargedMsats < cost.totalMsats) this.#log.warn({ short: cost.totalMsats - s.chargedMsats }, 'charge exceeded what the key holds');
+    if (s.chargedMsats < charge) this.#log.warn({ short: charge - s.chargedMsats }, 'charge exceeded what the key holds');
     const charged = chargedCost(cost, s.chargedMsats);
     // A child is shown what it may still spend, not its parent's balance.
     if (hold.child) return { usage, cost: charged, balance: await this.#childBalance(hold.keyHash) };
@@ -575,7 +579,7 @@ export class Engine {
    * a client that leaves no longer gets the stream, but the upstream is read to its end for the
    * usage that bills that work. A cancel stops the upstream at once.
    */
-  async #stream(job: Job, route: Route, hold: Hold | null, opts: RunOptions, settle: (u: Usage, m?: Metered) => Promise<Receipt>): Promise<Receipt> {
+  async #stream(job: Job, route: Route, hold: Hold | null, opts: RunOptions, settle: (u: Usage, m?: Metered, cap?: number) => Promise<Receipt>): Promise<Receipt> {
     const sink = opts.sink;
     if (!sink) throw new Error('a streamed job needs a sink');
     const signal = opts.cancel && opts.signal ? AbortSignal.any([opts.signal, opts.cancel]) : (opts.signal ?? opts.cancel ?? new AbortController().signal);
@@ -600,9 +604,24 @@ export class Engine {
     }
   }
 
+  /**
+   * An upstream stream that broke part-way, its client still there. Once some of the answer has
+   * reached the client the upstream bills it, and the client has it: the prompt and what was
+   * generated are charged (counted, as for a client that leaves), but never more than was
+   * reserved, since no upstream's final bill came to say more. Before any of the answer, nothing.
+   */
+  async #broken(
+    job: Job, hold: Hold | null, metered: Metered, wrote: boolean, failure: EngineError, settle: (u: Usage, m?: Metered, cap?: number) => Promise<Receipt>,
+  ): Promise<{ err: EngineError; receipt: Receipt }> {
+    if (!wrote || metered.generated === '') return { err: await this.#fail(hold, failure), receipt: NOTHING };
+    const receipt = await settle(await this.#usage(job, metered), metered, job.maxMsats);
+    this.#log.warn({ msats: receipt.cost.totalMsats }, 'upstream stream broke after part of the answer; that part is charged');
+    return { err: receipt.change ? failure.withRefund(receipt.change) : failure, receipt };
+  }
+
   async #relay(
     job: Job, route: Route, hold: Hold | null, sink: StreamSink, signal: AbortSignal, upstreamSignal: AbortSignal,
-    settle: (u: Usage, m?: Metered) => Promise<Receipt>, opened: (r: StreamReader) => void,
+    settle: (u: Usage, m?: Metered, cap?: number) => Promise<Receipt>, opened: (r: StreamReader) => void,
   ): Promise<Receipt> {
     const { res, exchange } = await this.#call(route, hold, { stop: upstreamSignal, abort: upstreamSignal, client: signal, whole: false });
     sink.open();
@@ -611,19 +630,31 @@ export class Engine {
     const split = new SseSplitter();
     let bytes = 0;
     let failure: EngineError | undefined;
+    /** Some of the stream reached the client: a break after that is paid for what it carried. */
+    let wrote = false;
     const relay = async (events: string[]) => {
       let out = '';
-      for (const raw of events) {
-        const data = eventData(raw);
-        if (data !== undefined) out += reader.push({ name: eventName(raw), data, raw });
-      }
-      if (!out || signal.aborted) return;
+      let broke: { error: unknown } | undefined;
       try {
-        await sink.write(out);
-      } catch (e) {
-        // The client went while this write waited (it had stopped reading): it left, nothing broke.
-        if (!signal.aborted) throw e;
+        for (const raw of events) {
+          const data = eventData(raw);
+          if (data !== undefined) out += reader.push({ name: eventName(raw), data, raw });
+        }
+      } catch (error) {
+        // An upstream's error event: what came before it in the same read is the client's all the
+        // same (and is charged), so it goes out ahead of the error.
+        broke = { error };
       }
+      if (out && !signal.aborted) {
+        try {
+          await sink.write(out);
+          wrote = true;
+        } catch (e) {
+          // The client went while this write waited (it had stopped reading): it left, nothing broke.
+          if (!signal.aborted) throw e;
+        }
+      }
+      if (broke) throw broke.error;
     };
     try {
       for await (const chunk of res.body) {
@@ -644,12 +675,12 @@ export class Engine {
       }
     }
     if (failure) {
-      const err = await this.#fail(hold, failure);
+      const { err, receipt } = await this.#broken(job, hold, reader.metered, wrote, failure, settle);
       if (!signal.aborted) {
         await sink.write(reader.fail(sink.wire(err))).catch(() => {});
         sink.end();
       }
-      return { usage: { promptTokens: 0, completionTokens: 0 }, cost: { inputMsats: 0, outputMsats: 0, totalMsats: 0 }, balance: 0 };
+      return receipt;
     }
     const metered = reader.metered;
     const receipt = await settle(await this.#usage(job, metered), metered);
@@ -660,6 +691,9 @@ export class Engine {
     return receipt;
   }
 }
+
+/** What nothing charged is, as a receipt. */
+const NOTHING: Receipt = { usage: { promptTokens: 0, completionTokens: 0 }, cost: { inputMsats: 0, outputMsats: 0, totalMsats: 0 }, balance: 0 };
 
 /**
  * A body nested deeper than the stack (JSON.parse takes any depth; walking or serializing it

@@ -70,6 +70,8 @@ export function replyWords(body: Record<string, unknown>): string[] {
 
 export class FakeUpstream extends ScriptedUpstream<Mode, Recorded> {
   chunkDelayMs = 0;
+  /** Words a 'cut' stream writes before it breaks its connection (0: right after the role chunk). */
+  cutAfter = 3;
   /** Content words the last stream wrote before it ended or its client left: what the model "generated". */
   wordsWritten = 0;
   /** Requests whose connection was closed unanswered ('drop'). */
@@ -221,17 +223,17 @@ export class FakeUpstream extends ScriptedUpstream<Mode, Recorded> {
       for (let i = 0; i < REASONING_DELTAS; i++) send(chunk({ reasoning_content: REASONING_DELTA }));
     }
     for (let i = 0; i < words.length; i++) {
-      await held(i);
-      if (closed()) return;
-      if (delay) await new Promise((r) => setTimeout(r, delay));
-      send(chunk({ content: (i ? ' ' : '') + words[i] }));
-      this.wordsWritten++;
-      if (mode === 'cut' && i === 2) {
+      if (mode === 'cut' && i === this.cutAfter) {
         // Let the first chunks reach the gateway, then break the connection mid-stream.
         await new Promise((r) => setTimeout(r, 30));
         res.socket?.destroy();
         return;
       }
+      await held(i);
+      if (closed()) return;
+      if (delay) await new Promise((r) => setTimeout(r, delay));
+      send(chunk({ content: (i ? ' ' : '') + words[i] }));
+      this.wordsWritten++;
     }
     send(chunk({}, 'stop'));
     if (this.usageDelayMs) await new Promise((r) => setTimeout(r, this.usageDelayMs));
