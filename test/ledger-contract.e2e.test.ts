@@ -642,6 +642,32 @@ describe('two handles on one database', () => {
   });
 });
 
+describe('a database that drops its connections', () => {
+  it('does not end the process; the next statements run on new connections', async () => {
+    if (url.startsWith('sqlite:')) return;
+    await fund('k', [8]);
+    // Connections idle in the pool and one inside a transaction when the server ends them all (a
+    // restart, a failover, an operator's pg_terminate_backend): pg emits each one's error on its
+    // own, outside any statement.
+    await Promise.all([ledger.getKey('k'), ledger.getKey('k'), ledger.totals()]);
+    await runSql(["SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name <> 'psql'"]);
+    await new Promise((r) => setTimeout(r, 200));
+    let key: Awaited<ReturnType<Ledger['getKey']>>;
+    for (let i = 0; ; i++) {
+      // A statement already on a dead connection may fail; a later one must not.
+      try {
+        key = await ledger.getKey('k');
+        break;
+      } catch (e) {
+        if (i >= 20) throw e;
+      }
+    }
+    expect(key).toMatchObject({ balance: 8_000 });
+    expect(await ledger.reserve('k', 1_000, 'after-drop')).toBe(true);
+    expect(await ledger.settle('after-drop', 600)).toMatchObject({ chargedMsats: 600 });
+  });
+});
+
 describe('orphaned reservations', () => {
   it('releases those of a process that stopped heart-beating, never those of a live one', async () => {
     vi.useFakeTimers({ toFake: ['Date'] });

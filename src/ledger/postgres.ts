@@ -171,6 +171,8 @@ function sql(q: pg.Pool | pg.PoolClient, inTransaction: boolean): Sql {
   };
 }
 
+const ignore = () => {};
+
 /** pg behind the ledger's driver: a pool, and a transaction on one of its clients. */
 export class PostgresDriver implements Driver {
   readonly dialect = dialect;
@@ -179,6 +181,10 @@ export class PostgresDriver implements Driver {
 
   constructor(url: string) {
     this.#pool = new pg.Pool({ connectionString: url, max: 20 });
+    // A connection the server ended while idle in the pool (a restart, a failover, an operator's
+    // pg_terminate_backend) is reported here, outside any statement; unheard, that error ended the
+    // process. The pool drops the connection, and the next statement gets a new one.
+    this.#pool.on('error', ignore);
     this.#sql = sql(this.#pool, false);
   }
 
@@ -198,17 +204,23 @@ export class PostgresDriver implements Driver {
   async transaction<T>(fn: (tx: Sql) => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       const c = await this.#pool.connect();
+      // Its connection lost mid-transaction, a client reports that as an event too, besides
+      // failing the statement: unheard, it ended the process.
+      c.on('error', ignore);
+      let broken: Error | undefined;
       try {
         await c.query('BEGIN');
         const out = await fn(sql(c, true));
         await c.query('COMMIT');
         return out;
       } catch (e) {
-        await c.query('ROLLBACK').catch(() => {});
+        // A connection that cannot even roll back is dropped, not put back in the pool.
+        await c.query('ROLLBACK').catch((r: Error) => (broken = r));
         // Rolled back whole, so it may run again, each time with one more statement prepared anew.
         if (!(stalePlan(e) && attempt < 8)) throw e;
       } finally {
-        c.release();
+        c.off('error', ignore);
+        c.release(broken);
       }
     }
   }
