@@ -98,6 +98,13 @@ describe('NIP-98 authentication', () => {
     expect(prices.json.models.find((m: { id: string }) => m.id === 'gpt-test')).toMatchObject({ prompt_msats_per_token: 100, completion_msats_per_token: 500 });
   });
 
+  it('refuses an event that is JSON but no object (null, a string, a number) with 401, not a 500', async () => {
+    for (const json of ['null', '"event"', '42', 'true', '[]']) {
+      const res = await admin('GET', '/admin/balances', { auth: `Nostr ${Buffer.from(json).toString('base64')}` });
+      expect([json, res.status, res.json.error.code]).toEqual([json, 401, 'unauthorized']);
+    }
+  });
+
   it('moves no money for a refused caller: a stranger, or an event signed for another method, can neither withdraw the earnings nor revoke a key', async () => {
     const key = await newKey(20);
     expect((await chat(key)).status).toBe(200);

@@ -53,6 +53,8 @@ export function adminRoutes(
     } catch {
       throw unauthorized('the token is not a base64 JSON event');
     }
+    // verifyEvent marks what it checked with a symbol property: on null or a primitive that throws.
+    if (typeof event !== 'object' || event === null || Array.isArray(event)) throw unauthorized('the token is not a base64 JSON event');
     if (!verifyEvent(event)) throw unauthorized('bad signature');
     if (!admins.has(event.pubkey)) throw new HttpError(403, 'forbidden', 'This key is not an admin.');
     const now = Math.floor(Date.now() / 1000);
