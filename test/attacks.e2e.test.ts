@@ -211,3 +211,31 @@ describe('the peer rules against addresses that are loopback or private in disgu
     }
   });
 });
+
+describe('a stranger who leaves the wallet only small proofs', () => {
+  it('cannot make another key\'s refund a token too large for a client to read: it is swapped for few proofs', async () => {
+    // The victim's 64 sats are one 64-sat proof; the stranger funds 64 sats one at a time (64
+    // one-sat proofs) and refunds first, exactly: it is paid the victim's proof, and the wallet
+    // holds only ones. Handed over as they were, the victim's refund was 64 proofs, an X-Cashu
+    // header of some 19 KB: past the 16 KB every Node client (fetch, undici) reads, for every retry.
+    const victim = await fundedKey(s.gw, s.mintUrl, 64);
+    const stranger = await fundedKey(s.gw, s.mintUrl, 1);
+    for (let i = 0; i < 63; i++) {
+      expect((await call('POST', '/v1/balance/topup', bearer(stranger.key), { cashu_token: await mintToken(s.mintUrl, 1) })).status).toBe(200);
+    }
+    await s.gw.wallets.idle();
+    const theirs = await call('POST', '/v1/balance/refund', bearer(stranger.key));
+    expect(theirs.status).toBe(200);
+    expect(await receive(s.mintUrl, theirs.json.token as string)).toBe(64);
+    await s.gw.wallets.idle();
+
+    const res = await fetch(`${s.gw.url}/v1/balance/refund`, { method: 'POST', headers: bearer(victim.key) }).catch((e: Error & { cause?: { code?: string } }) => e.cause?.code ?? e.message);
+    expect(res).toBeInstanceOf(Response);
+    const r = res as Response;
+    const body = (await r.json()) as Json;
+    expect([r.status, body.sats, r.headers.get('x-cashu')]).toEqual([200, '64', body.token]);
+    const w = await wallet(s.mintUrl);
+    expect(w.decodeToken(body.token as string).proofs.length).toBeLessThanOrEqual(32);
+    expect(await receive(s.mintUrl, body.token as string)).toBe(64);
+  });
+});

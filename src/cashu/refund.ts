@@ -11,6 +11,20 @@ import type { Parts } from './parts.ts';
 import { completeOurSwap } from './schnorr.ts';
 
 /**
+ * The most proofs a payout hands over as they are. Its token travels in an X-Cashu header, and
+ * clients read about 16 KB of headers (Node's and undici's default): some 290 bytes a proof with
+ * its DLEQ, 64 of them did not fit, and every retry answered the same token. More are swapped for
+ * the fewest of the amount (one per bit of it): otherwise a stranger who leaves the wallet only
+ * small proofs makes another key's refund one no client can read.
+ */
+const MAX_AS_IS = 32;
+
+/** Whether a payout's inputs can be handed over as they are, with no swap; `many`: however many. */
+function asIs(inputs: StoredProof[], amount: number, lockTo: string | undefined, many = false): boolean {
+  return sum(inputs) === amount && (many || inputs.length <= MAX_AS_IS) && !inputs.some(isLocked) && !lockTo;
+}
+
+/**
  * Pays out a key's refundable balance as a token (whole sats for a sat key; the msat remainder
  * stays on the key). With `retry`, a call with nothing left to refund returns the last token;
  * without, it returns undefined (change after a one-shot request). With `lockTo` (a compressed
@@ -63,7 +77,8 @@ export async function refund(p: Parts, keyHash: string, retry: boolean, lockTo?:
         }
         let paid: RefundRow;
         try {
-          paid = await payRefund(p, r.refund, r.inputs, lockTo, !retry);
+          // Settled: no proofs to pay a swap's fee, so a token of many proofs is still better than none.
+          paid = await payRefund(p, r.refund, r.inputs, lockTo, !retry, settled);
         } catch (e) {
           if (!(e instanceof InputsLost) || replaced) throw e;
           replaced = true;
@@ -156,9 +171,7 @@ async function extraFor(p: Parts, refund: RefundRow, inputs: StoredProof[], extr
   const { amount } = refund;
   const fee = wallet.getFeesForProofs(inputs.map(toProof)).toNumber();
   if (fee === 0) return undefined;
-  if (sum(inputs) !== amount || inputs.some(isLocked) || lockTo) {
-    return sum(inputs) >= amount + fee ? undefined : fee;
-  }
+  if (!asIs(inputs, amount, lockTo)) return sum(inputs) >= amount + fee ? undefined : fee;
   if (extra > 0) return undefined;
   const keyset = wallet.keyChain.getCheapestKeyset();
   const feeFor = (n: number) => wallet.getFeesForKeyset(n, keyset.id).toNumber();
@@ -185,13 +198,13 @@ async function swapCost(p: Parts, refund: RefundRow, inputs: StoredProof[], feeF
   return undefined;
 }
 
-async function payRefund(p: Parts, refund: RefundRow, inputs: StoredProof[], lockTo?: string, change = false): Promise<RefundRow> {
+async function payRefund(p: Parts, refund: RefundRow, inputs: StoredProof[], lockTo?: string, change = false, many = false): Promise<RefundRow> {
   const { ledger, log, mints, journal } = p;
   const { mint, unit, amount, opId } = refund;
   crashPoint('refund:after-debit');
   // Our own proofs that add up exactly are handed over as they are: no mint call at all. Proofs
   // locked to our key are useless to anyone else, and change to lock needs new outputs: swap.
-  if (sum(inputs) === amount && !inputs.some(isLocked) && !lockTo) {
+  if (asIs(inputs, amount, lockTo, many)) {
     const token = getEncodedToken({ mint, unit, proofs: inputs.map(toProof) });
     const done = await ledger.finishRefund({ opId, token, sent: inputs, keep: [] });
     crashPoint('refund:after-commit');
