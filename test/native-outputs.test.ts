@@ -1,7 +1,7 @@
 import { describe, expect, inject, it } from 'vitest';
-import { OutputData, type Proof, type SerializedBlindedSignature } from '@cashu/cashu-ts';
+import { OutputData, hasValidDleq, type Proof, type SerializedBlindedSignature } from '@cashu/cashu-ts';
 import { mintProofs, wallet } from './support/cashu.ts';
-import { NativeOutputData, nativeDleq, nativeOutputs } from '../src/cashu/dleq.ts';
+import { NativeOutputData, hasValidProofDleq, nativeDleq, nativeOutputs } from '../src/cashu/dleq.ts';
 import { blindOutputs, curveThread, deferredOutputs, DeferredOutputData, finishProofs } from '../src/cashu/off-loop.ts';
 import { completeOurSwap } from '../src/cashu/schnorr.ts';
 
@@ -105,5 +105,28 @@ describe('the gateway’s own swaps, their curve work on the worker', () => {
     const preview = await w.prepareSwapToReceive(inputs, undefined, deferredOutputs());
     await expect(completeOurSwap(w, preview, key)).rejects.toThrow('swap outputs were not blinded');
     expect((await w.checkProofsStates(inputs)).map((s) => s.state)).toEqual(Array(inputs.length).fill('UNSPENT'));
+  });
+});
+
+describe('a proof’s DLEQ, checked to take a locked token offline', () => {
+  it('holds for no proof cashu-ts refuses, however its hex is written, and for upper case hex as cashu-ts does', async () => {
+    const w = await wallet(mintUrl);
+    const [p] = await mintProofs(mintUrl, 1);
+    const keyset = w.keyChain.getKeyset(p!.id);
+    const variants = (v: string) => [v, v.toUpperCase(), `${v}0`, v.slice(0, -1), `${v}zz`, `${v} `, ` ${v}`, v.slice(2), `00${v}`, `${v}00`, `0x${v}`];
+    const rows: Array<[string, Proof]> = [];
+    for (const f of ['e', 's', 'r'] as const) variants(p!.dleq![f]!).forEach((v, i) => rows.push([`${f} #${i}`, { ...p!, dleq: { ...p!.dleq!, [f]: v } } as Proof]));
+    variants(p!.C).forEach((C, i) => rows.push([`C #${i}`, { ...p!, C }]));
+    const cashuTs = (proof: Proof) => {
+      try {
+        return hasValidDleq(proof, keyset, { require: true });
+      } catch {
+        return false;
+      }
+    };
+    const looser = rows.filter(([, proof]) => hasValidProofDleq(proof, keyset) && !cashuTs(proof)).map(([name]) => name);
+    expect(looser).toEqual([]);
+    const held = rows.filter(([, proof]) => hasValidProofDleq(proof, keyset)).map(([name]) => name);
+    expect(held).toEqual(['e #0', 'e #1', 's #0', 's #1', 'r #0', 'r #1', 'C #0', 'C #1']);
   });
 });

@@ -88,3 +88,37 @@ it('a P2PK secret longer than a mint takes is not credited offline: the mint wou
   expect([res.status, body.error?.code]).toEqual([400, 'invalid_cashu_token']);
   expect((await gw.ledger.totals()).credited).toBe(before);
 });
+
+/** A V3 `cashuA` token: JSON carries each field as written, where V4's CBOR would turn hex to bytes. */
+function cashuA(proofs: Array<Record<string, unknown>>): string {
+  return `cashuA${Buffer.from(JSON.stringify({ token: [{ mint: mintUrl, proofs }], unit: 'sat' })).toString('base64url')}`;
+}
+
+// Buffer.from(hex) stops at the first bad digit: a C with garbage or a digit past its 33 bytes
+// held the DLEQ check, was credited offline and stored as sent, and the sweep could never spend it.
+for (const [name, tamper, outcome] of [
+  ['C with garbage past its bytes', (p: Record<string, unknown>) => ({ ...p, C: `${p.C as string}zz` }), 400],
+  ['C with a digit past its bytes', (p: Record<string, unknown>) => ({ ...p, C: `${p.C as string}0` }), 400],
+  ['DLEQ r with garbage past its bytes', (p: Record<string, unknown>) => ({ ...p, dleq: { ...(p.dleq as object), r: `${(p.dleq as { r: string }).r}zz` } }), 200],
+] as const) {
+  it(`a locked proof whose ${name} is not credited offline: the mint judges it (${outcome})`, async () => {
+    const proofs = await proofsWithSecret(8, (n) => ['P2PK', { nonce: n, data: ours }]);
+    const json = proofs.map((p) => tamper({ id: p.id, amount: Number(p.amount), secret: p.secret, C: p.C, dleq: p.dleq }));
+    const before = (await gw.ledger.totals()).credited;
+    const res = await fetch(`${gw.url}/v1/balance/create`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ initial_balance_token: cashuA(json) }),
+    });
+    const body = (await res.json()) as { balance?: number; error?: { code?: string } };
+    // Not held as sent, for a sweep to spend later: either swapped at the mint or refused.
+    const held = (await gw.ledger.heldProofs(mintUrl, 'sat')).filter((h) => proofs.some((p) => p.secret === h.secret));
+    expect(held.map((h) => h.C)).toEqual([]);
+    if (outcome === 400) {
+      expect([res.status, body.error?.code]).toEqual([400, 'invalid_cashu_token']);
+      expect((await gw.ledger.totals()).credited).toBe(before);
+    } else {
+      expect([res.status, body.balance]).toEqual([200, 8000]);
+    }
+  });
+}

@@ -31,14 +31,17 @@ export function hasValidProofDleq(proof: Proof, keyset: HasKeysetKeys): boolean 
   const d = proof.dleq;
   const key = keyset.keys[proof.amount.toString()];
   if (!d?.e || !d.s || !d.r || !key) return false;
+  // Every field exactly its bytes: Buffer.from stops at the first bad digit, so a C with a digit
+  // or garbage past its 33 bytes held here, was credited and stored as sent, and the mint refuses
+  // it when the sweep spends it.
+  const [C0, r, e, s] = [exactBytes(proof.C, 33), exactBytes(d.r, 32), exactBytes(d.e, 32), exactBytes(d.s, 32)];
+  if (!C0 || !r || !e || !s) return false;
   try {
     const A = bytes(key);
-    const r = bytes(d.r);
     const Y = hashToCurveBytes(new TextEncoder().encode(proof.secret));
     const B = native.publicKeyCombine([Y, native.publicKeyCreate(r)]);
-    const C = native.publicKeyCombine([bytes(proof.C), native.publicKeyTweakMul(A, r)]);
-    const [e, s] = [exactBytes(d.e, 32), exactBytes(d.s, 32)];
-    return e !== undefined && s !== undefined && dleqHolds(native, A, B, C, e, s);
+    const C = native.publicKeyCombine([C0, native.publicKeyTweakMul(A, r)]);
+    return dleqHolds(native, A, B, C, e, s);
   } catch {
     // A scalar out of range or a point at infinity: not a valid proof.
     return false;
