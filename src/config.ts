@@ -232,7 +232,6 @@ const schema = z.object({
   });
 
 export type Config = z.output<typeof schema>;
-export type ModelPriceConfig = z.output<typeof modelPrice>;
 
 export class ConfigError extends Error {
   readonly problems: string[];

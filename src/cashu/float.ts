@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { channel } from 'node:diagnostics_channel';
-import type { SwapPreview, Wallet } from '@cashu/cashu-ts';
+import type { SwapPreview } from '@cashu/cashu-ts';
 import type { StoredProof, Unit } from '../ledger/ledger.ts';
 import { CashuError } from './errors.ts';
 import { blindOutputs, deferredOutputs } from './off-loop.ts';

@@ -205,7 +205,7 @@ export class Dvm {
   }
 
   async #onRequest(e: Event): Promise<void> {
-    const { id, cfg, log, ledger } = this.deps;
+    const { id, cfg, ledger } = this.deps;
     if (e.created_at < Math.floor(Date.now() / 1000) - cfg.maxAgeSec) return;
     const addressed = e.tags.filter((t) => t[0] === 'p').map((t) => t[1]);
     if (addressed.length > 0 && !addressed.includes(id.pubkey)) return;
