@@ -17,6 +17,9 @@ export const nativeDleq = native !== undefined;
 
 const bytes = (h: string) => Uint8Array.from(Buffer.from(h, 'hex'));
 
+/** An output's blinding factor r as the 64 hex digits the protocol writes it in. */
+export const blindingHex = (o: Pick<OutputData, 'blindingFactor'>): string => o.blindingFactor.toString(16).padStart(64, '0');
+
 /** NUT-00 hash_to_curve, by libsecp256k1 where cashu-ts takes a square root in JavaScript. */
 export function hashToCurveBytes(secret: Uint8Array): Uint8Array {
   return native ? nativeHashToCurve(native, secret) : hashToCurve(secret).toBytes(true);
@@ -64,7 +67,7 @@ export class NativeOutputData extends OutputData {
     if (!native || !key) return super.toProof(sig, keyset);
     const K = bytes(key);
     const C_ = bytes(sig.C_);
-    const r = bytes(this.blindingFactor.toString(16).padStart(64, '0'));
+    const r = bytes(blindingHex(this));
     if (sig.dleq) {
       let valid = false;
       try {

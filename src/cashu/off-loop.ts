@@ -10,7 +10,7 @@ import {
   type Proof,
   type SerializedBlindedSignature,
 } from '@cashu/cashu-ts';
-import { NativeOutputData, nativeOutputs, nativeOutputsSplit } from './dleq.ts';
+import { blindingHex, NativeOutputData, nativeOutputs, nativeOutputsSplit } from './dleq.ts';
 import { blindAll, blindingFactor, exactBytes, hex, native, POINT, SCALAR, SECRET, signAll, unblindAll, UNBLIND_IN, UNBLIND_OUT, type Schnorr } from './curve.ts';
 import type { CurveAnswer, CurveJob } from './curve-worker.ts';
 
@@ -92,6 +92,8 @@ class CurveThread {
       if (this.#worker === w) this.#ready = true;
     });
     w.on('message', (a: CurveAnswer) => {
+      // A stopped worker's late answer: its jobs were redone here, and the idle timer is the new one's.
+      if (this.#worker !== w) return;
       const waiting = this.#waiting.get(a.id);
       this.#waiting.delete(a.id);
       if (this.#waiting.size === 0) this.#rest(w);
@@ -160,7 +162,7 @@ export class DeferredOutputData extends NativeOutputData {
     const key = sig ? keyset.keys[sig.amount.toString()] : undefined;
     if (!key) return super.toProof(sig, keyset);
     const proof: Proof = { id: sig.id, amount: sig.amount, C: '', secret: new TextDecoder().decode(this.secret) };
-    if (sig.dleq) proof.dleq = { s: sig.dleq.s, e: sig.dleq.e, r: this.blindingFactor.toString(16).padStart(64, '0') };
+    if (sig.dleq) proof.dleq = { s: sig.dleq.s, e: sig.dleq.e, r: blindingHex(this) };
     unfinished.set(proof, { sig, K: key, out: this });
     return proof;
   }
@@ -187,7 +189,7 @@ export async function blindOutputs(outputs: readonly OutputData[] | undefined): 
   const rs = new Uint8Array(todo.length * SCALAR);
   todo.forEach((o, i) => {
     secrets.set(o.secret, i * SECRET);
-    rs.set(Buffer.from(o.blindingFactor.toString(16).padStart(64, '0'), 'hex'), i * SCALAR);
+    rs.set(Buffer.from(blindingHex(o), 'hex'), i * SCALAR);
   });
   const out = await curveThread.run({ op: 'blind', secrets, rs });
   todo.forEach((o, i) => (o.blindedMessage.B_ = hex(out.subarray(i * POINT, (i + 1) * POINT))));
@@ -211,7 +213,7 @@ export async function finishProofs(proofs: readonly Proof[]): Promise<void> {
     const fields = [
       exactBytes(K, POINT),
       exactBytes(sig.C_, POINT),
-      exactBytes(out.blindingFactor.toString(16).padStart(64, '0'), SCALAR),
+      exactBytes(blindingHex(out), SCALAR),
       exactBytes(out.blindedMessage.B_, POINT),
       sig.dleq ? exactBytes(sig.dleq.e, SCALAR) : new Uint8Array(SCALAR),
       sig.dleq ? exactBytes(sig.dleq.s, SCALAR) : new Uint8Array(SCALAR),
